@@ -1,0 +1,11 @@
+"""skewless: an embedded feature store with a Rust core.
+
+One definition of every feature, the same numbers in training and in serving.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from ._core import __version__
+
+__all__ = ["errors", "__version__"]

@@ -1,0 +1,3 @@
+"""Type stubs of the Rust extension ``skewless._core``."""
+
+__version__: str

@@ -1,0 +1,8 @@
+//! skewless: the engine of an embedded feature store. The kernels (`asof`, `online`) work on Arrow data
+//! and know nothing of Python; `py` (feature `python`) is the PyO3 binding layer.
+
+pub mod error;
+pub mod table;
+
+#[cfg(feature = "python")]
+mod py;

@@ -1,0 +1,12 @@
+//! The bindings: the one place that converts Python objects and maps errors. Kernels never see Python.
+
+mod arrow;
+mod errors;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
