@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod table;
+pub mod time;
 
 #[cfg(feature = "python")]
 mod py;
