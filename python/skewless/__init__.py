@@ -7,5 +7,40 @@ from __future__ import annotations
 
 from . import errors
 from ._core import __version__
+from .definitions import (
+    Array,
+    Bool,
+    Bytes,
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    Float32,
+    Float64,
+    Int32,
+    Int64,
+    String,
+    Timestamp,
+)
+from .store import FeatureStore, OnlineReader, OnlineResponse
 
-__all__ = ["errors", "__version__"]
+__all__ = [
+    "errors",
+    "__version__",
+    "Array",
+    "Bool",
+    "Bytes",
+    "Entity",
+    "FeatureService",
+    "FeatureStore",
+    "FeatureView",
+    "Field",
+    "Float32",
+    "Float64",
+    "Int32",
+    "Int64",
+    "OnlineReader",
+    "OnlineResponse",
+    "String",
+    "Timestamp",
+]
