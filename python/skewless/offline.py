@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from .errors import StorageError
+from .errors import MissingColumnError, NaiveTimestampError, StorageError
 from .registry import fsync_dir
 
 __all__ = ["OfflineStore"]
@@ -130,13 +130,40 @@ class OfflineStore:
         source: str | None,
         schema: pa.Schema | None,
         columns: Sequence[str],
-        filt: pc.Expression | None,
+        time_range: tuple[str, int | None, int | None, bool] | None = None,
         batch_size: int = 1 << 20,
     ) -> Iterator[pa.RecordBatch]:
-        """Stream only ``columns`` of the rows matching ``filt``; Parquet statistics prune row groups."""
+        """Stream only ``columns`` of the rows in ``time_range`` = (timestamp column, low in UTC
+        microseconds inclusive or None, high or None, whether high is inclusive); Parquet row-group
+        statistics prune the rest."""
         d = self.dataset(view, source, schema)
         if d is None:
             return iter(())
+        filt = None
+        if time_range is not None:
+            name, lo, hi, hi_incl = time_range
+            if name not in d.schema.names:
+                raise MissingColumnError(f"the history of {view!r} has no column {name!r}")
+            t = d.schema.field(name).type
+            if not pa.types.is_timestamp(t) or t.tz is None:
+                raise NaiveTimestampError(
+                    f"history column {name!r} of {view!r} is {t}, not a timezone-aware timestamp; rewrite it "
+                    "with a zone (e.g. UTC)"
+                )
+            f = ds.field(name)
+
+            def bound(us: int) -> pa.Scalar:
+                # Compare in the file's own unit and zone so statistics still prune row groups.
+                return pc.cast(pa.scalar(us, pa.timestamp("us", tz="UTC")), t, safe=False)
+
+            if lo is not None:
+                filt = f >= bound(lo)
+            if hi is not None:
+                h = (f <= bound(hi)) if hi_incl else (f < bound(hi))
+                filt = h if filt is None else filt & h
+        missing = [c for c in columns if c not in d.schema.names]
+        if missing:
+            raise MissingColumnError(f"the history of {view!r} has no column(s) {missing}")
         return iter(d.to_batches(columns=list(columns), filter=filt, batch_size=batch_size, use_threads=True))
 
     def compact(self, view: str, sort_keys: Sequence[tuple[str, str]]) -> int:

@@ -429,16 +429,9 @@ class FeatureStore:
     def _scan(
         self, fv: FeatureView, columns: Sequence[str], lo_us: int | None, hi_us: int | None, hi_inclusive: bool
     ) -> Iterator[pa.RecordBatch]:
-        import pyarrow.dataset as ds
-
-        f = ds.field(fv.timestamp_field)
-        filt = None
-        if lo_us is not None:
-            filt = f >= _ts_scalar(lo_us)
-        if hi_us is not None:
-            hi = (f <= _ts_scalar(hi_us)) if hi_inclusive else (f < _ts_scalar(hi_us))
-            filt = hi if filt is None else filt & hi
-        return self.offline.scan(fv.name, fv.source, self._history_schema(fv), columns, filt)
+        return self.offline.scan(
+            fv.name, fv.source, self._history_schema(fv), columns, (fv.timestamp_field, lo_us, hi_us, hi_inclusive)
+        )
 
     def read_history(self, view: str, columns: Sequence[str] | None = None) -> pa.Table:
         """A view's whole history (or some of its columns), timestamps normalized, in write order.

@@ -1,0 +1,487 @@
+"""FeatureStore API: definitions, registry, write, history, materialize, serving, and every bad input
+leaving the store exactly as it was."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import skewless
+from skewless import (
+    Array,
+    Entity,
+    FeatureService,
+    FeatureStore,
+    FeatureView,
+    Field,
+    Float32,
+    Float64,
+    Int64,
+    String,
+)
+from skewless.errors import (
+    ColumnClashError,
+    DtypeError,
+    IncompatibleChangeError,
+    InvalidArgumentError,
+    MissingColumnError,
+    NaiveTimestampError,
+    NullKeyError,
+    RegistryError,
+    SchemaMismatch,
+    StorageError,
+    UnknownFeatureError,
+)
+
+TS = pa.timestamp("us", tz="UTC")
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+DAY = dt.timedelta(days=1)
+
+
+def at(days: float) -> dt.datetime:
+    return T0 + dt.timedelta(days=days)
+
+
+def snapshot(path: str) -> dict[str, str]:
+    """Every file of the store with a hash of its bytes (lock files excluded: readers touch them)."""
+    out = {}
+    for dp, _, fs in os.walk(path):
+        for f in fs:
+            if f in (".lock", "lock.mdb"):
+                continue
+            p = os.path.join(dp, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, path)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+user = Entity("user", join_keys=["user_id"], dtype=Int64)
+merchant = Entity("merchant", join_keys=["merchant_id"])
+
+
+def stats_view(**kw):
+    args = dict(
+        entities=[user],
+        schema=[Field("spend", Float64), Field("n", Int64)],
+        ttl=dt.timedelta(days=2),
+        created_timestamp_field="created",
+    )
+    args.update(kw)
+    return FeatureView("stats", **args)
+
+
+def stats_rows(ids, days, spend, n=None, created=None):
+    return {
+        "user_id": pa.array(ids, pa.int64()),
+        "event_timestamp": pa.array([at(d) for d in days], TS),
+        "created": pa.array([at(d) for d in (created or days)], TS),
+        "spend": pa.array(spend, pa.float64()),
+        "n": pa.array(n or list(range(len(ids))), pa.int64()),
+    }
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = FeatureStore(tmp_path / "store")
+    s.apply([user, stats_view()])
+    return s
+
+
+# ---- definitions ----------------------------------------------------------------------------------------
+
+
+def test_definitions_validate_alone():
+    with pytest.raises(InvalidArgumentError, match="negative"):
+        stats_view(ttl=dt.timedelta(seconds=-1))
+    with pytest.raises(InvalidArgumentError, match="used twice"):
+        FeatureView("v", [user], [Field("user_id", Float64)])
+    with pytest.raises(InvalidArgumentError):
+        Entity("bad name")
+    with pytest.raises(InvalidArgumentError, match="double underscores"):
+        Field("a__b", Float64)
+    with pytest.raises(DtypeError):
+        Array(Int64, 3)
+    assert Array(Float32, 4).arrow == pa.list_(pa.float32(), 4)
+    with pytest.raises(InvalidArgumentError):
+        FeatureService("svc", ["no_colon"])
+    fv = stats_view()
+    assert FeatureService("svc", [fv]).features == ["stats:spend", "stats:n"]
+
+
+# ---- registry -------------------------------------------------------------------------------------------
+
+
+def test_registry_versions_and_format(tmp_path):
+    s = FeatureStore(tmp_path)
+    assert s.apply([user, stats_view()])["created"] == ["user", "stats"]
+    assert s.version("stats") == 1
+    assert s.apply([user, stats_view()])["unchanged"] == ["user", "stats"]
+    assert s.version("stats") == 1
+    s.apply([stats_view(ttl=dt.timedelta(days=9))])
+    assert s.version("stats") == 2
+    reg = json.loads((tmp_path / "registry.json").read_text())
+    assert reg["format"] == "skewless-registry" and reg["version"] == 1
+    assert reg["feature_views"]["stats"]["spec"]["ttl_us"] == 9 * 86400 * 10**6
+    again = FeatureStore(tmp_path)
+    assert again.get_feature_view("stats").ttl == dt.timedelta(days=9)
+    assert [v.name for v in again.list_feature_views()] == ["stats"]
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def test_registry_refuses_bad_definitions_and_changes_nothing(tmp_path):
+    s = FeatureStore(tmp_path)
+    before = snapshot(str(tmp_path))
+    with pytest.raises(RegistryError, match="not registered"):
+        s.apply([stats_view()])
+    s.apply([user])
+    before = snapshot(str(tmp_path))
+    with pytest.raises(UnknownFeatureError):
+        s.apply([stats_view(), FeatureService("svc", ["stats:nope"])])
+    with pytest.raises(RegistryError, match="twice"):
+        s.apply([stats_view(), stats_view()])
+    with pytest.raises(RegistryError, match="differs"):
+        s.apply([FeatureView("w", [Entity("user", join_keys=["uid"])], [Field("x", Float64)])])
+    assert snapshot(str(tmp_path)) == before
+    with pytest.raises(UnknownFeatureError):
+        s.get_feature_view("stats")
+
+
+def test_incompatible_changes_refused_once_data_is_stored(store):
+    # Before data: a schema change is fine and bumps the version.
+    store.apply([stats_view(schema=[Field("spend", Float64), Field("n", Int64), Field("z", Float64)])])
+    assert store.version("stats") == 2
+    store.apply([stats_view()])
+    store.write("stats", stats_rows([1], [0], [1.0]))
+    before = snapshot(store.path)
+    for bad in (
+        stats_view(schema=[Field("spend", Float32), Field("n", Int64)]),
+        stats_view(schema=[Field("spend", Float64), Field("n", Int64), Field("z", Float64)]),
+        stats_view(timestamp_field="ts"),
+        stats_view(entities=[merchant]),
+    ):
+        with pytest.raises((IncompatibleChangeError, RegistryError)) as ei:
+            store.apply([merchant, bad])
+        assert "view" in str(ei.value)
+    with pytest.raises(IncompatibleChangeError, match="v2"):
+        store.apply([stats_view(schema=[Field("spend", Float32), Field("n", Int64)])])
+    with pytest.raises(IncompatibleChangeError, match="Int64"):
+        store.apply([Entity("user", join_keys=["user_id"], dtype=String)])
+    assert snapshot(store.path) == before
+    # TTL and description changes stay allowed.
+    store.apply([stats_view(ttl=dt.timedelta(days=5), description="d")])
+    assert store.version("stats") == 4
+
+
+# ---- write ----------------------------------------------------------------------------------------------
+
+
+def test_write_feeds_history_and_online(store):
+    res = store.write("stats", stats_rows([1, 2, 1], [0, 0, 1], [1.0, 2.0, 3.0]))
+    assert res.rows == 3 and res.online_written + res.online_skipped == 3
+    hist = store.read_history("stats")
+    assert hist.num_rows == 3 and hist.schema.field("event_timestamp").type == TS
+    got = store.get_online_features(["stats:spend"], {"user_id": [1, 2, 3]}, as_of=at(1))
+    assert got.to_dict() == {"user_id": [1, 2, 3], "spend": [3.0, 2.0, None]}
+    assert list(got.statuses["spend"]) == [0, 0, 1]
+
+
+def test_write_accepts_pandas_polars_and_other_zones_and_units(store):
+    ts = pd.Series(pd.to_datetime([at(0), at(0.5)])).dt.tz_convert("Asia/Tokyo").astype("datetime64[ns, Asia/Tokyo]")
+    df = pd.DataFrame({"user_id": [5, 6], "event_timestamp": ts, "created": ts, "spend": [1.5, 2.5], "n": [1, 2]})
+    store.write("stats", df)
+    pldf = pl.DataFrame({"user_id": [7], "event_timestamp": [at(1)], "created": [at(1)], "spend": [3.5], "n": [3]})
+    store.write("stats", pldf)
+    h = store.read_history("stats")
+    assert h.schema.field("event_timestamp").type == TS
+    assert h.column("event_timestamp").to_pylist()[:2] == [at(0), at(0.5)]
+    out = store.get_online_features(["stats:spend"], [{"user_id": 6}, {"user_id": 7}], as_of=at(1))
+    assert out.to_dict()["spend"] == [2.5, 3.5]
+
+
+@pytest.mark.parametrize(
+    "mutate, err",
+    [
+        (lambda d: d.pop("spend"), MissingColumnError),
+        (lambda d: d.pop("created"), MissingColumnError),
+        (lambda d: d.update(extra=[1]), SchemaMismatch),
+        (lambda d: d.update(spend=pa.array(["x"])), DtypeError),
+        (lambda d: d.update(n=pa.array([1.5])), DtypeError),
+        (lambda d: d.update(user_id=pa.array(["a"])), DtypeError),
+        (lambda d: d.update(user_id=pa.array([None], pa.int64())), NullKeyError),
+        (lambda d: d.update(event_timestamp=pa.array([0], pa.timestamp("us"))), NaiveTimestampError),
+        (lambda d: d.update(event_timestamp=pa.array([None], TS)), InvalidArgumentError),
+        (lambda d: d.update(event_timestamp=pa.array([0], pa.int64())), DtypeError),
+    ],
+)
+def test_bad_writes_raise_typed_errors_and_change_nothing(store, mutate, err):
+    store.write("stats", stats_rows([1], [0], [1.0]))
+    before = snapshot(store.path)
+    online_before = store.get_online_features(["stats:spend", "stats:n"], {"user_id": [1]}, as_of=at(0)).to_dict()
+    d = stats_rows([1], [1], [9.0])
+    mutate(d)
+    with pytest.raises(err):
+        store.write("stats", d)
+    assert snapshot(store.path) == before
+    assert store.read_history("stats").num_rows == 1
+    after = store.get_online_features(["stats:spend", "stats:n"], {"user_id": [1]}, as_of=at(0)).to_dict()
+    assert after == online_before
+
+
+def test_write_unknown_view_and_first_write_fixes_key_type(tmp_path):
+    s = FeatureStore(tmp_path)
+    fv = FeatureView("m", [merchant], [Field("risk", Float64)])
+    s.apply([merchant, fv])
+    before = snapshot(str(tmp_path))
+    with pytest.raises(UnknownFeatureError):
+        s.write("nope", {"merchant_id": ["a"]})
+    assert snapshot(str(tmp_path)) == before
+    s.write("m", {"merchant_id": ["a"], "event_timestamp": pa.array([at(0)], TS), "risk": [0.5]})
+    assert s.registry.key_dtypes("merchant") == [String]
+    before = snapshot(str(tmp_path))
+    with pytest.raises(DtypeError):
+        s.write("m", {"merchant_id": [1], "event_timestamp": pa.array([at(0)], TS), "risk": [0.5]})
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_online_failure_rolls_back_history(store, monkeypatch):
+    store.write("stats", stats_rows([1], [0], [1.0]))
+    before = snapshot(store.path)
+    online = store._online()
+
+    def boom(*a, **k):
+        raise StorageError("disk full (simulated)")
+
+    monkeypatch.setattr(online, "write", boom)
+    with pytest.raises(StorageError):
+        store.write("stats", stats_rows([1], [1], [2.0]))
+    assert snapshot(store.path) == before
+    assert store.read_history("stats").num_rows == 1
+
+
+def test_materialize_repairs_a_write_that_died_between_the_stores(store):
+    store.write("stats", stats_rows([1], [0], [1.0]))
+    # What a process death after the history append leaves behind: the file, no online update.
+    fv = store.get_feature_view("stats")
+    table, _ = store._normalize(fv, pa.table(stats_rows([1, 2], [1, 1], [5.0, 6.0])), "x")
+    store.offline.append("stats", table)
+    stale = store.get_online_features(["stats:spend"], {"user_id": [1, 2]}, as_of=at(1)).to_dict()
+    assert stale["spend"] == [1.0, None]
+    n = store.materialize(None, at(10))
+    assert n == {"stats": 3}
+    fixed = store.get_online_features(["stats:spend"], {"user_id": [1, 2]}, as_of=at(1)).to_dict()
+    assert fixed["spend"] == [5.0, 6.0]
+
+
+def test_materialize_bounds_and_incremental(tmp_path):
+    s = FeatureStore(tmp_path)
+    fv = stats_view(online=True)
+    s.apply([user, fv])
+    table, _ = s._normalize(fv, pa.table(stats_rows([1, 1, 2], [0, 1, 2], [1.0, 2.0, 3.0])), "x")
+    s.offline.append("stats", table)
+    # end is exclusive: the row at day 1 is not copied.
+    assert s.materialize(at(0), at(1)) == {"stats": 1}
+    assert s.get_online_features(["stats:spend"], {"user_id": [1, 2]}, as_of=at(1)).to_dict()["spend"] == [1.0, None]
+    assert s.materialize_incremental(at(2)) == {"stats": 2}
+    assert s.registry.data["state"]["materialized"]["stats"] == (at(2) - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+    assert s.materialize_incremental(at(3)) == {"stats": 1}
+    assert s.get_online_features(["stats:spend"], {"user_id": [1, 2]}, as_of=at(2)).to_dict()["spend"] == [2.0, 3.0]
+    with pytest.raises(NaiveTimestampError):
+        s.materialize(None, dt.datetime(2026, 1, 1))
+    with pytest.raises(InvalidArgumentError):
+        s.materialize(at(3), at(1))
+
+
+# ---- history --------------------------------------------------------------------------------------------
+
+
+def test_compact_sorts_keeps_results_and_allows_writes(store):
+    store.write("stats", stats_rows([3, 1, 2], [2, 1, 0], [1.0, 2.0, 3.0]))
+    store.write("stats", stats_rows([1, 1], [1, 0.5], [4.0, 5.0], created=[1, 0.5]))
+    labels = {"user_id": [1, 2, 3, 1], "event_timestamp": pa.array([at(1), at(1), at(2), at(0.7)], TS)}
+    before = store.get_historical_features(labels, ["stats:spend", "stats:n"])
+    assert store.compact("stats") == 5
+    files = os.listdir(os.path.join(store.path, "offline", "stats"))
+    assert len(files) == 1
+    h = store.read_history("stats")
+    assert h.column("user_id").to_pylist() == [1, 1, 1, 2, 3]
+    # Equal (key, ts, created): write order survives, so the later-written row still wins.
+    assert h.column("spend").to_pylist()[1:3] == [2.0, 4.0]
+    assert store.get_historical_features(labels, ["stats:spend", "stats:n"]).equals(before)
+    store.write("stats", stats_rows([9], [0], [9.0]))
+    assert store.read_history("stats").num_rows == 6
+
+
+def test_source_view_reads_foreign_parquet(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    t = pa.table(
+        {
+            "user_id": pa.array([1, 1, 2], pa.int64()),
+            "event_timestamp": pa.array([at(0), at(1), at(0)], pa.timestamp("ns", tz="Europe/Tallinn")),
+            "spend": [1.0, 2.0, 3.0],
+            "ignored": ["a", "b", "c"],
+        }
+    )
+    pq.write_table(t.slice(0, 2), src / "a.parquet")
+    pq.write_table(t.slice(2), src / "b.parquet")
+    s = FeatureStore(tmp_path / "store")
+    fv = FeatureView("ext", [user], [Field("spend", Float64)], source=str(src / "*.parquet"))
+    s.apply([user, fv])
+    labels = {"user_id": [1, 1, 2], "event_timestamp": pa.array([at(0.5), at(1), at(-1)], TS)}
+    out = s.get_historical_features(labels, ["ext:spend"])
+    assert out.column("spend").to_pylist() == [1.0, 2.0, None]
+    before = snapshot(s.path)
+    with pytest.raises(InvalidArgumentError, match="source"):
+        s.write("ext", {"user_id": [1]})
+    assert snapshot(s.path) == before
+    assert s.materialize(None, at(5)) == {"ext": 3}
+    assert s.get_online_features(["ext:spend"], {"user_id": [1, 2]}, as_of=at(1)).to_dict()["spend"] == [2.0, 3.0]
+
+
+# ---- training sets --------------------------------------------------------------------------------------
+
+
+def test_historical_basics_ttl_and_order(store):
+    store.write("stats", stats_rows([1, 1, 2], [0, 1, 0], [1.0, 2.0, 3.0]))
+    labels = pd.DataFrame(
+        {
+            "user_id": [2, 1, 1, 1, 3, 1],
+            "event_timestamp": pd.to_datetime([at(1), at(0.5), at(1), at(3), at(1), at(-1)]),
+            "label": [1, 0, 1, 0, 1, 1],
+        }
+    )
+    out = store.get_historical_features(labels, ["stats:spend"])
+    assert out.column_names == ["user_id", "event_timestamp", "label", "spend"]
+    # ttl 2 days: the day-1 row still matches at day 3 (boundary inclusive); nothing matches before day 0.
+    assert out.column("spend").to_pylist() == [3.0, 1.0, 2.0, 2.0, None, None]
+    assert out.column("label").to_pylist() == [1, 0, 1, 0, 1, 1]
+    far = {"user_id": [1], "event_timestamp": pa.array([at(3) + dt.timedelta(microseconds=1)], TS)}
+    assert store.get_historical_features(far, ["stats:spend"]).column("spend").to_pylist() == [None]
+
+
+def test_historical_errors(store):
+    store.write("stats", stats_rows([1], [0], [1.0]))
+    lab = {"user_id": [1], "event_timestamp": pa.array([at(1)], TS)}
+    with pytest.raises(UnknownFeatureError):
+        store.get_historical_features(lab, ["stats:nope"])
+    with pytest.raises(UnknownFeatureError):
+        store.get_historical_features(lab, ["nope:x"])
+    with pytest.raises(InvalidArgumentError):
+        store.get_historical_features(lab, ["spend"])
+    with pytest.raises(MissingColumnError, match="timestamp_column"):
+        store.get_historical_features({"user_id": [1]}, ["stats:spend"])
+    with pytest.raises(MissingColumnError, match="user_id"):
+        store.get_historical_features({"event_timestamp": pa.array([at(1)], TS)}, ["stats:spend"])
+    with pytest.raises(NaiveTimestampError):
+        store.get_historical_features({"user_id": [1], "event_timestamp": pa.array([1], pa.timestamp("us"))}, ["stats:spend"])
+    with pytest.raises(ColumnClashError, match="full_feature_names=True"):
+        store.get_historical_features({**lab, "spend": [0.0]}, ["stats:spend"])
+    out = store.get_historical_features({**lab, "spend": [0.0]}, ["stats:spend"], full_feature_names=True)
+    assert out.column("stats__spend").to_pylist() == [1.0]
+
+
+def test_historical_name_clash_between_views(tmp_path):
+    s = FeatureStore(tmp_path)
+    a = FeatureView("a", [user], [Field("x", Float64)])
+    b = FeatureView("b", [user], [Field("x", Float64)])
+    s.apply([user, a, b])
+    for v, val in (("a", 1.0), ("b", 2.0)):
+        s.write(v, {"user_id": [1], "event_timestamp": pa.array([at(0)], TS), "x": [val]})
+    lab = {"user_id": [1], "event_timestamp": pa.array([at(1)], TS)}
+    with pytest.raises(ColumnClashError, match="full_feature_names=True"):
+        s.get_historical_features(lab, ["a:x", "b:x"])
+    out = s.get_historical_features(lab, FeatureService("svc", ["a:x", "b:x"]), full_feature_names=True)
+    assert out.column_names[-2:] == ["a__x", "b__x"]
+    assert out.column("b__x").to_pylist() == [2.0]
+
+
+def test_historical_empty_inputs_and_empty_views(store):
+    lab = {"user_id": pa.array([], pa.int64()), "event_timestamp": pa.array([], TS)}
+    assert store.get_historical_features(lab, ["stats:spend"]).num_rows == 0
+    lab = {"user_id": [1], "event_timestamp": pa.array([at(1)], TS)}
+    out = store.get_historical_features(lab, ["stats:spend", "stats:n"])
+    assert out.column("spend").to_pylist() == [None] and out.schema.field("n").type == pa.int64()
+
+
+def test_embedding_and_string_features_round_trip(tmp_path):
+    s = FeatureStore(tmp_path)
+    fv = FeatureView("emb", [user], [Field("vec", Array(Float32, 3)), Field("tag", String)])
+    s.apply([user, fv])
+    s.write(
+        "emb",
+        {
+            "user_id": [1],
+            "event_timestamp": pa.array([at(0)], TS),
+            "vec": pa.array([[1, 2, 3]], pa.list_(pa.float32(), 3)),
+            "tag": ["x"],
+        },
+    )
+    lab = {"user_id": [1, 2], "event_timestamp": pa.array([at(1), at(1)], TS)}
+    out = s.get_historical_features(lab, ["emb:vec", "emb:tag"])
+    assert out.column("vec").to_pylist() == [[1.0, 2.0, 3.0], None]
+    online = s.get_online_features(["emb:vec", "emb:tag"], {"user_id": [1, 2]}, as_of=at(1)).to_dict()
+    assert online["vec"] == [[1.0, 2.0, 3.0], None] and online["tag"] == ["x", None]
+
+
+# ---- serving --------------------------------------------------------------------------------------------
+
+
+def test_online_ttl_applies_at_read_time(store):
+    store.write("stats", stats_rows([1, 2], [0, 5], [1.0, 2.0]))
+    r = store.get_online_features(["stats:spend", "stats:n"], [{"user_id": 1}, {"user_id": 2}, {"user_id": 3}], as_of=at(2))
+    assert r.to_dict()["spend"] == [1.0, 2.0, None]
+    r = store.get_online_features(["stats:spend"], {"user_id": [1, 2, 3]}, as_of=at(2) + dt.timedelta(microseconds=1))
+    assert r.to_dict()["spend"] == [None, 2.0, None]
+    assert list(r.statuses["spend"]) == [2, 0, 1]
+    np.testing.assert_array_equal(r.to_numpy()[:, 0], [np.nan, 2.0, np.nan])
+    assert list(r.to_pandas().columns) == ["user_id", "spend"]
+    # Default as_of is now: day-0 rows in 2026 are long expired with a 2-day TTL... unless now is near.
+    now = dt.datetime.now(dt.timezone.utc)
+    r = store.get_online_features(["stats:spend"], {"user_id": [1]})
+    assert r.to_dict()["spend"] == ([None] if now > at(2) else [1.0])
+
+
+def test_online_reader_multi_view_numpy(tmp_path):
+    s = FeatureStore(tmp_path)
+    a = FeatureView("a", [user], [Field("x", Float64), Field("y", Float64)])
+    m = FeatureView("m", [merchant], [Field("risk", Float64)], ttl=DAY)
+    s.apply([user, merchant, a, m])
+    s.write("a", {"user_id": [1, 2], "event_timestamp": pa.array([at(0)] * 2, TS), "x": [1.0, 2.0], "y": [None, 4.0]})
+    s.write("m", {"merchant_id": [10], "event_timestamp": pa.array([at(0)], TS), "risk": [0.5]})
+    r = s.online_reader(["a:y", "m:risk", "a:x"])
+    assert r.views == ["a", "m"] and r.feature_names == ["y", "x", "risk"]
+    vals, st = r.get_numpy({"user_id": [1, 2, 3], "merchant_id": [10, 10, 11]}, as_of=at(0.5))
+    np.testing.assert_array_equal(vals, [[np.nan, 1.0, 0.5], [4.0, 2.0, 0.5], [np.nan, np.nan, np.nan]])
+    np.testing.assert_array_equal(st, [[0, 0], [0, 0], [1, 1]])
+    one = s.online_reader(["a:x"])
+    v, st = one.get_numpy([2, 1], as_of=at(0))
+    np.testing.assert_array_equal(v[:, 0], [2.0, 1.0])
+    assert st.shape == (2, 1)
+    with pytest.raises(MissingColumnError):
+        r.get({"user_id": [1]})
+    with pytest.raises(UnknownFeatureError):
+        s.online_reader(["a:zz"])
+
+
+def test_online_reader_refuses_offline_only_views(tmp_path):
+    s = FeatureStore(tmp_path)
+    v = FeatureView("off", [user], [Field("x", Float64)], online=False)
+    s.apply([user, v])
+    s.write("off", {"user_id": [1], "event_timestamp": pa.array([at(0)], TS), "x": [1.0]})
+    assert not os.path.exists(os.path.join(s.path, "online")) or "off" not in s._online().views()
+    with pytest.raises(InvalidArgumentError, match="online=False"):
+        s.online_reader(["off:x"])
+
+
+def test_top_level_exports():
+    for name in ("FeatureStore", "FeatureView", "Entity", "Field", "FeatureService", "OnlineResponse", "Float64"):
+        assert hasattr(skewless, name)
