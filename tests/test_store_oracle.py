@@ -54,7 +54,7 @@ def oracle(labels: pa.Table, hist: pa.Table, keys: list[str], feats: list[str], 
         )
         SELECT l.rid, {sel} FROM l LEFT JOIN m ON m.rid = l.rid AND m.rn = 1 ORDER BY l.rid
     """
-    return con.execute(q).to_arrow_table()
+    return con.sql(q).to_arrow_table()
 
 
 def bits(col: pa.ChunkedArray) -> list:

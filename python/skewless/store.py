@@ -54,7 +54,7 @@ from .errors import (
     UnknownFeatureError,
 )
 from .offline import OfflineStore
-from .registry import Registry
+from .registry import Registry, RegistryError
 
 __all__ = ["FeatureStore", "OnlineResponse", "OnlineReader", "WriteSummary"]
 
@@ -166,7 +166,7 @@ class FeatureStore:
         reg = os.path.join(self.path, "registry.json")
         if not os.path.exists(reg):
             if not create:
-                raise UnknownFeatureError(f"no feature store at {self.path}: run `skewless init` there first")
+                raise RegistryError(f"no feature store at {self.path}: run `skewless init` there first")
             os.makedirs(self.path, exist_ok=True)
             with self._lock():
                 if not os.path.exists(reg):
