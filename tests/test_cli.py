@@ -11,7 +11,6 @@ import textwrap
 
 import pyarrow as pa
 import pytest
-
 from skewless import FeatureStore
 from skewless.cli import main
 
@@ -59,7 +58,9 @@ def test_materialize_and_get(folder, capsys):
     t = now - dt.timedelta(hours=1)
     # History written by a process that died before its online write: materialize repairs it.
     fv = s.get_feature_view("stats")
-    table, fixes = s._normalize(fv, pa.table({"user_id": [7], "event_timestamp": pa.array([t], TS), "spend": [2.5]}), "x")
+    table, fixes = s._normalize(
+        fv, pa.table({"user_id": [7], "event_timestamp": pa.array([t], TS), "spend": [2.5]}), "x"
+    )
     s.offline.append("stats", table)
     s.registry.update_state(lambda st: st["key_dtypes"].update({"user": ["Int64"]}))
     s.write("names", {"shop_id": ["a"], "event_timestamp": pa.array([t], TS), "title": ["Cafe"]})
@@ -115,7 +116,9 @@ def test_demo_small_end_to_end(tmp_path, capsys):
 
 def test_entry_point_runs_as_a_process(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "skewless.cli", "--store", str(tmp_path), "init"], capture_output=True, text=True
+        [sys.executable, "-m", "skewless.cli", "--store", str(tmp_path), "init"],
+        capture_output=True,
+        text=True,
     )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "registry.json").exists()

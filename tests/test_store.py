@@ -14,7 +14,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 import skewless
 from skewless import (
     Array,
@@ -195,10 +194,18 @@ def test_write_feeds_history_and_online(store):
 
 
 def test_write_accepts_pandas_polars_and_other_zones_and_units(store):
-    ts = pd.Series(pd.to_datetime([at(0), at(0.5)])).dt.tz_convert("Asia/Tokyo").astype("datetime64[ns, Asia/Tokyo]")
-    df = pd.DataFrame({"user_id": [5, 6], "event_timestamp": ts, "created": ts, "spend": [1.5, 2.5], "n": [1, 2]})
+    ts = (
+        pd.Series(pd.to_datetime([at(0), at(0.5)]))
+        .dt.tz_convert("Asia/Tokyo")
+        .astype("datetime64[ns, Asia/Tokyo]")
+    )
+    df = pd.DataFrame(
+        {"user_id": [5, 6], "event_timestamp": ts, "created": ts, "spend": [1.5, 2.5], "n": [1, 2]}
+    )
     store.write("stats", df)
-    pldf = pl.DataFrame({"user_id": [7], "event_timestamp": [at(1)], "created": [at(1)], "spend": [3.5], "n": [3]})
+    pldf = pl.DataFrame(
+        {"user_id": [7], "event_timestamp": [at(1)], "created": [at(1)], "spend": [3.5], "n": [3]}
+    )
     store.write("stats", pldf)
     h = store.read_history("stats")
     assert h.schema.field("event_timestamp").type == TS
@@ -225,7 +232,9 @@ def test_write_accepts_pandas_polars_and_other_zones_and_units(store):
 def test_bad_writes_raise_typed_errors_and_change_nothing(store, mutate, err):
     store.write("stats", stats_rows([1], [0], [1.0]))
     before = snapshot(store.path)
-    online_before = store.get_online_features(["stats:spend", "stats:n"], {"user_id": [1]}, as_of=at(0)).to_dict()
+    online_before = store.get_online_features(
+        ["stats:spend", "stats:n"], {"user_id": [1]}, as_of=at(0)
+    ).to_dict()
     d = stats_rows([1], [1], [9.0])
     mutate(d)
     with pytest.raises(err):
@@ -289,11 +298,19 @@ def test_materialize_bounds_and_incremental(tmp_path):
     s.offline.append("stats", table)
     # end is exclusive: the row at day 1 is not copied.
     assert s.materialize(at(0), at(1)) == {"stats": 1}
-    assert s.get_online_features(["stats:spend"], {"user_id": [1, 2]}, as_of=at(1)).to_dict()["spend"] == [1.0, None]
+    assert s.get_online_features(["stats:spend"], {"user_id": [1, 2]}, as_of=at(1)).to_dict()["spend"] == [
+        1.0,
+        None,
+    ]
     assert s.materialize_incremental(at(2)) == {"stats": 2}
-    assert s.registry.data["state"]["materialized"]["stats"] == (at(2) - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(microseconds=1)
+    assert s.registry.data["state"]["materialized"]["stats"] == (
+        at(2) - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+    ) // dt.timedelta(microseconds=1)
     assert s.materialize_incremental(at(3)) == {"stats": 1}
-    assert s.get_online_features(["stats:spend"], {"user_id": [1, 2]}, as_of=at(2)).to_dict()["spend"] == [2.0, 3.0]
+    assert s.get_online_features(["stats:spend"], {"user_id": [1, 2]}, as_of=at(2)).to_dict()["spend"] == [
+        2.0,
+        3.0,
+    ]
     with pytest.raises(NaiveTimestampError):
         s.materialize(None, dt.datetime(2026, 1, 1))
     with pytest.raises(InvalidArgumentError):
@@ -344,7 +361,10 @@ def test_source_view_reads_foreign_parquet(tmp_path):
         s.write("ext", {"user_id": [1]})
     assert snapshot(s.path) == before
     assert s.materialize(None, at(5)) == {"ext": 3}
-    assert s.get_online_features(["ext:spend"], {"user_id": [1, 2]}, as_of=at(1)).to_dict()["spend"] == [2.0, 3.0]
+    assert s.get_online_features(["ext:spend"], {"user_id": [1, 2]}, as_of=at(1)).to_dict()["spend"] == [
+        2.0,
+        3.0,
+    ]
 
 
 # ---- training sets --------------------------------------------------------------------------------------
@@ -382,7 +402,9 @@ def test_historical_errors(store):
     with pytest.raises(MissingColumnError, match="user_id"):
         store.get_historical_features({"event_timestamp": pa.array([at(1)], TS)}, ["stats:spend"])
     with pytest.raises(NaiveTimestampError):
-        store.get_historical_features({"user_id": [1], "event_timestamp": pa.array([1], pa.timestamp("us"))}, ["stats:spend"])
+        store.get_historical_features(
+            {"user_id": [1], "event_timestamp": pa.array([1], pa.timestamp("us"))}, ["stats:spend"]
+        )
     with pytest.raises(ColumnClashError, match="full_feature_names=True"):
         store.get_historical_features({**lab, "spend": [0.0]}, ["stats:spend"])
     out = store.get_historical_features({**lab, "spend": [0.0]}, ["stats:spend"], full_feature_names=True)
@@ -437,9 +459,13 @@ def test_embedding_and_string_features_round_trip(tmp_path):
 
 def test_online_ttl_applies_at_read_time(store):
     store.write("stats", stats_rows([1, 2], [0, 5], [1.0, 2.0]))
-    r = store.get_online_features(["stats:spend", "stats:n"], [{"user_id": 1}, {"user_id": 2}, {"user_id": 3}], as_of=at(2))
+    r = store.get_online_features(
+        ["stats:spend", "stats:n"], [{"user_id": 1}, {"user_id": 2}, {"user_id": 3}], as_of=at(2)
+    )
     assert r.to_dict()["spend"] == [1.0, 2.0, None]
-    r = store.get_online_features(["stats:spend"], {"user_id": [1, 2, 3]}, as_of=at(2) + dt.timedelta(microseconds=1))
+    r = store.get_online_features(
+        ["stats:spend"], {"user_id": [1, 2, 3]}, as_of=at(2) + dt.timedelta(microseconds=1)
+    )
     assert r.to_dict()["spend"] == [None, 2.0, None]
     assert list(r.statuses["spend"]) == [2, 0, 1]
     np.testing.assert_array_equal(r.to_numpy()[:, 0], [np.nan, 2.0, np.nan])
@@ -455,7 +481,10 @@ def test_online_reader_multi_view_numpy(tmp_path):
     a = FeatureView("a", [user], [Field("x", Float64), Field("y", Float64)])
     m = FeatureView("m", [merchant], [Field("risk", Float64)], ttl=DAY)
     s.apply([user, merchant, a, m])
-    s.write("a", {"user_id": [1, 2], "event_timestamp": pa.array([at(0)] * 2, TS), "x": [1.0, 2.0], "y": [None, 4.0]})
+    s.write(
+        "a",
+        {"user_id": [1, 2], "event_timestamp": pa.array([at(0)] * 2, TS), "x": [1.0, 2.0], "y": [None, 4.0]},
+    )
     s.write("m", {"merchant_id": [10], "event_timestamp": pa.array([at(0)], TS), "risk": [0.5]})
     r = s.online_reader(["a:y", "m:risk", "a:x"])
     assert r.views == ["a", "m"] and r.feature_names == ["y", "x", "risk"]
@@ -483,5 +512,13 @@ def test_online_reader_refuses_offline_only_views(tmp_path):
 
 
 def test_top_level_exports():
-    for name in ("FeatureStore", "FeatureView", "Entity", "Field", "FeatureService", "OnlineResponse", "Float64"):
+    for name in (
+        "FeatureStore",
+        "FeatureView",
+        "Entity",
+        "Field",
+        "FeatureService",
+        "OnlineResponse",
+        "Float64",
+    ):
         assert hasattr(skewless, name)

@@ -12,7 +12,6 @@ import pyarrow.compute as pc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64, String
 
 TS = pa.timestamp("us", tz="UTC")
@@ -37,8 +36,10 @@ def views(ttl_a: int | None, ttl_b: int | None) -> list:
     return [user, shop, a, b]
 
 
-def oracle(labels: pa.Table, hist: pa.Table, keys: list[str], feats: list[str], ttl: int | None, created: bool):
-    """Per label row: the history row with equal keys, ts <= t, ts >= t - ttl, max (ts, created, write order)."""
+def oracle(
+    labels: pa.Table, hist: pa.Table, keys: list[str], feats: list[str], ttl: int | None, created: bool
+):
+    """Per label row: the history row with equal keys, t - ttl <= ts <= t, max (ts, created, write order)."""
     con = duckdb.connect()
     con.register("l", labels)
     con.register("h", hist)
@@ -94,7 +95,7 @@ def test_multi_view_retrieval_matches_duckdb(tmp_path, seed):
     hist = gen_history(rng, 300, 8, 20)
     # Several writes, so write order spans files; compact half the time (sorted history path).
     cuts = sorted(rng.choice(np.arange(1, 300), 3, replace=False))
-    for lo, hi in zip([0, *cuts], [*cuts, 300]):
+    for lo, hi in zip([0, *cuts], [*cuts, 300], strict=False):
         part = hist.slice(lo, hi - lo)
         s.write("a", part.select(["user_id", "event_timestamp", "created", "x", "k"]))
         s.write("b", part.select(["user_id", "shop", "event_timestamp", "y"]))
@@ -157,18 +158,18 @@ def test_online_equals_historical_at_the_same_instant(tmp_path_factory, batches,
     s.apply([user, fv])
     latest: dict[int, int] = {}
     for b in batches:
-        k, t, c, x = zip(*b)
+        k, t, c, x = zip(*b, strict=False)
         ts = [T0 + v * SEC for v in t]
         s.write(
             "v",
             {
                 "user_id": pa.array(k, pa.int64()),
                 "event_timestamp": pa.array(ts, TS),
-                "created": pa.array([a + cc * SEC for a, cc in zip(ts, c)], TS),
+                "created": pa.array([a + cc * SEC for a, cc in zip(ts, c, strict=False)], TS),
                 "x": pa.array(x, pa.float64()),
             },
         )
-        for kk, tt in zip(k, ts):
+        for kk, tt in zip(k, ts, strict=False):
             latest[kk] = max(latest.get(kk, tt), tt)
     keys = list(range(5))
     # The online store holds each key's latest row; compare at instants from then on (+ probe seconds),

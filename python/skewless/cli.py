@@ -31,7 +31,9 @@ def _parse_time(text: str) -> dt.datetime:
     try:
         t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidArgumentError(f"{text!r} is not an ISO 8601 time like 2026-01-31T00:00:00+00:00") from None
+        raise InvalidArgumentError(
+            f"{text!r} is not an ISO 8601 time like 2026-01-31T00:00:00+00:00"
+        ) from None
     if t.tzinfo is None:
         from .errors import NaiveTimestampError
 
@@ -127,10 +129,12 @@ def cmd_get(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"{args.feature!r} is not VIEW:FEATURE")
     fv = store.get_feature_view(view)
     if len(args.key) != len(fv.join_keys):
-        raise InvalidArgumentError(f"view {view!r} has join keys {fv.join_keys}: give {len(fv.join_keys)} KEY value(s)")
+        raise InvalidArgumentError(
+            f"view {view!r} has join keys {fv.join_keys}: give {len(fv.join_keys)} KEY value(s)"
+        )
     types = store._key_types(fv)
     row: dict[str, list[Any]] = {}
-    for k, v, t in zip(fv.join_keys, args.key, types):
+    for k, v, t in zip(fv.join_keys, args.key, types, strict=False):
         if t is not None and str(t).startswith(("int", "uint")):
             try:
                 row[k] = [int(v)]
@@ -158,7 +162,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="skewless", description="An embedded feature store: one folder, one definition.")
+    p = argparse.ArgumentParser(
+        prog="skewless", description="An embedded feature store: one folder, one definition."
+    )
     p.add_argument("--store", default=".", help="the store folder (default: the current directory)")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("init", help="create an empty store").set_defaults(fn=cmd_init)
@@ -179,7 +185,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("key", nargs="+", metavar="KEY")
     g.set_defaults(fn=cmd_get)
     de = sub.add_parser("demo", help="build a demo store end to end and print timings")
-    de.add_argument("--dir", default="skewless-demo", help="folder for the demo store (default: ./skewless-demo)")
+    de.add_argument(
+        "--dir", default="skewless-demo", help="folder for the demo store (default: ./skewless-demo)"
+    )
     de.add_argument("--events", type=int, default=300_000, help="number of transactions (default 300000)")
     de.set_defaults(fn=cmd_demo)
     return p

@@ -156,7 +156,9 @@ def dtype_from_arrow(t: pa.DataType) -> DType | None:
 def _as_dtype(d: Any, what: str) -> DType:
     if isinstance(d, DType):
         return d
-    raise DtypeError(f"{what}: {d!r} is not a skewless dtype; use Int64, Float64, String, Array(Float32, n)...")
+    raise DtypeError(
+        f"{what}: {d!r} is not a skewless dtype; use Int64, Float64, String, Array(Float32, n)..."
+    )
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,9 @@ class Entity:
                 raise InvalidArgumentError(f"entity {name!r}: {len(keys)} join keys but {len(dts)} dtypes")
         for d in [dts] if isinstance(dts, DType) else list(dts or ()):
             if d.name not in ("Int32", "Int64", "String", "Bytes"):
-                raise DtypeError(f"entity {name!r}: key dtype {d!r} is not supported; use Int32, Int64, String or Bytes")
+                raise DtypeError(
+                    f"entity {name!r}: key dtype {d!r} is not supported; use Int32, Int64, String or Bytes"
+                )
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "join_keys", keys)
         object.__setattr__(self, "dtype", dts)
@@ -257,7 +261,9 @@ def _ttl(ttl: Any, name: str) -> dt.timedelta | None:
     if ttl is None:
         return None
     if not isinstance(ttl, dt.timedelta):
-        raise InvalidArgumentError(f"feature view {name!r}: ttl must be a datetime.timedelta or None, not {ttl!r}")
+        raise InvalidArgumentError(
+            f"feature view {name!r}: ttl must be a datetime.timedelta or None, not {ttl!r}"
+        )
     if ttl < dt.timedelta(0):
         raise InvalidArgumentError(
             f"feature view {name!r}: ttl {ttl} is negative; use a positive timedelta, or None for no expiry"
@@ -280,7 +286,7 @@ class FeatureView:
     Example:
         >>> from datetime import timedelta
         >>> from skewless import Entity, FeatureView, Field, Float64
-        >>> fv = FeatureView("v", entities=[Entity("user")], schema=[Field("x", Float64)], ttl=timedelta(days=1))
+        >>> fv = FeatureView("v", [Entity("user")], [Field("x", Float64)], ttl=timedelta(days=1))
         >>> fv.join_keys
         ['user_id']
     """
@@ -327,8 +333,8 @@ class FeatureView:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise InvalidArgumentError(
-                f"feature view {name!r}: column name(s) {dup} used twice among join keys, timestamp fields and "
-                "features; rename the feature(s)"
+                f"feature view {name!r}: column name(s) {dup} used twice among join keys, timestamp fields "
+                "and features; rename the feature(s)"
             )
         if source is not None and not isinstance(source, str):
             raise InvalidArgumentError(f"feature view {name!r}: source must be a path or glob string")

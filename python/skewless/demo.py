@@ -126,8 +126,10 @@ def run(
         }
     )
     timings["generate"] = time.perf_counter() - t
-    say(f"generated {events:,} transactions, {n_users:,} users, {n_merchants:,} merchants over 90 days "
-        f"({timings['generate']:.2f} s)")
+    say(
+        f"generated {events:,} transactions, {n_users:,} users, {n_merchants:,} merchants over 90 days "
+        f"({timings['generate']:.2f} s)"
+    )
 
     # The risk team's job writes its own Parquet; skewless reads it through source=.
     risk = _daily(
@@ -183,14 +185,18 @@ def run(
     w2 = store.write("user_txn_1d", stats)
     timings["write"] = time.perf_counter() - t
     nw = w1.rows + w2.rows
-    say(f"store.write: {nw:,} rows into history + online store in {timings['write']:.2f} s "
-        f"({nw / timings['write']:,.0f} rows/s)")
+    say(
+        f"store.write: {nw:,} rows into history + online store in {timings['write']:.2f} s "
+        f"({nw / timings['write']:,.0f} rows/s)"
+    )
 
     t = time.perf_counter()
     n_mat = store.materialize(None, dt.datetime.fromtimestamp(now / US + 1, dt.timezone.utc))
     timings["materialize"] = time.perf_counter() - t
-    say(f"materialize: {sum(n_mat.values()):,} history rows -> online in {timings['materialize']:.2f} s "
-        f"({', '.join(f'{k}={v:,}' for k, v in n_mat.items())})")
+    say(
+        f"materialize: {sum(n_mat.values()):,} history rows -> online in {timings['materialize']:.2f} s "
+        f"({', '.join(f'{k}={v:,}' for k, v in n_mat.items())})"
+    )
 
     labels = txns.select(["user_id", "merchant_id", "ts", "amount", "is_fraud"]).rename_columns(
         ["user_id", "merchant_id", "event_timestamp", "amount", "is_fraud"]
@@ -199,17 +205,22 @@ def run(
     t = time.perf_counter()
     train = store.get_historical_features(labels, svc)
     timings["training_set"] = time.perf_counter() - t
-    covered = {f: 1 - train.column(f).null_count / train.num_rows for f in ("age", "txn_count_1d", "fraud_rate_1d")}
-    say(f"get_historical_features: {train.num_rows:,} label rows x {len(svc.features)} features from 3 views in "
+    covered = {
+        f: 1 - train.column(f).null_count / train.num_rows for f in ("age", "txn_count_1d", "fraud_rate_1d")
+    }
+    say(
+        f"get_historical_features: {train.num_rows:,} label rows x {len(svc.features)} features "
+        f"from 3 views in "
         f"{timings['training_set']:.2f} s; non-null share: "
-        + ", ".join(f"{k} {v:.0%}" for k, v in covered.items()))
+        + ", ".join(f"{k} {v:.0%}" for k, v in covered.items())
+    )
     say("  (a transaction sees only days completed before it: no leakage; the 7-day TTL nulls stale stats)")
 
     reader = store.online_reader(svc)
     users = labels.column("user_id").to_numpy()[-1000:]
     merchants = labels.column("merchant_id").to_numpy()[-1000:]
     lat = []
-    for u, m in zip(users.tolist(), merchants.tolist()):
+    for u, m in zip(users.tolist(), merchants.tolist(), strict=False):
         s0 = time.perf_counter_ns()
         reader.get_numpy({"user_id": [u], "merchant_id": [m]})
         lat.append(time.perf_counter_ns() - s0)
@@ -219,19 +230,31 @@ def run(
     t100 = (time.perf_counter_ns() - s0) / 1000
     timings["online_p50_us"] = p50
     say(f"online_reader (7 features, 3 views): one entity p50 {p50:.1f} us; 100 entities {t100:.0f} us")
-    sample = store.get_online_features(svc, {"user_id": users[:3].tolist(), "merchant_id": merchants[:3].tolist()})
+    sample = store.get_online_features(
+        svc, {"user_id": users[:3].tolist(), "merchant_id": merchants[:3].tolist()}
+    )
     for i, row in enumerate(sample.to_arrow().to_pylist()):
-        say(f"  lookup {i}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        say(
+            f"  lookup {i}: "
+            + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+        )
 
     # Serving and training agree: reconstruct the served values offline at the same instant.
     as_of = dt.datetime.fromtimestamp(now / US, dt.timezone.utc)
     probe = {"user_id": users[:100].tolist(), "merchant_id": merchants[:100].tolist()}
     served, _ = reader.get_numpy(probe, as_of=as_of)
-    ent = pa.table({**{k: pa.array(v, pa.int64()) for k, v in probe.items()},
-                    "event_timestamp": pa.array([now] * 100, TS)})
+    ent = pa.table(
+        {
+            **{k: pa.array(v, pa.int64()) for k, v in probe.items()},
+            "event_timestamp": pa.array([now] * 100, TS),
+        }
+    )
     offline = store.get_historical_features(ent, svc)
     off = np.column_stack(
-        [pc.fill_null(pc.cast(offline.column(f), pa.float64()), np.nan).to_numpy() for f in reader.feature_names]
+        [
+            pc.fill_null(pc.cast(offline.column(f), pa.float64()), np.nan).to_numpy()
+            for f in reader.feature_names
+        ]
     )
     same = int(np.sum(np.all((served == off) | (np.isnan(served) & np.isnan(off)), axis=1)))
     say(f"online == offline at the same instant for {same}/100 entity rows")

@@ -106,11 +106,13 @@ class Registry:
             with open(path, "rb") as f:
                 data = json.loads(f.read())
         except FileNotFoundError:
-            raise RegistryError(f"no registry at {path}; run `skewless init` or FeatureStore(path) first") from None
+            raise RegistryError(
+                f"no registry at {path}; run `skewless init` or FeatureStore(path) first"
+            ) from None
         except (OSError, ValueError) as e:
             raise RegistryError(f"cannot read the registry {path}: {e}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise RegistryError(f"{path} is not a skewless registry (no \"format\": \"{FORMAT}\")")
+            raise RegistryError(f'{path} is not a skewless registry (no "format": "{FORMAT}")')
         if data.get("version") != VERSION:
             raise RegistryError(
                 f"{path} has registry format version {data.get('version')}; this skewless reads version "
@@ -203,7 +205,9 @@ class Registry:
                 raise RegistryError(f"{kind[:-1].replace('_', ' ')} {o.name!r} is defined twice in one apply")
             seen.add((kind, o.name))
         # Entities first: views refer to them.
-        order = sorted(objs, key=lambda o: ["entities", "feature_views", "feature_services"].index(kinds[type(o)]))
+        order = sorted(
+            objs, key=lambda o: ["entities", "feature_views", "feature_services"].index(kinds[type(o)])
+        )
         for o in order:
             kind = kinds[type(o)]
             spec = o.to_spec()
@@ -245,13 +249,15 @@ class Registry:
         fixed = old["dtype"] or data["state"]["key_dtypes"].get(e.name)
         if old["join_keys"] != new["join_keys"]:
             raise IncompatibleChangeError(
-                f"entity {e.name!r}: changing join keys {old['join_keys']} -> {new['join_keys']} would make the "
-                f"data of view(s) {stored} unreadable; define a new entity (and new views) under another name"
+                f"entity {e.name!r}: changing join keys {old['join_keys']} -> {new['join_keys']} would make "
+                f"the data of view(s) {stored} unreadable; define a new entity (and new views) under "
+                "another name"
             )
         if new["dtype"] is not None and fixed is not None and new["dtype"] != fixed:
             raise IncompatibleChangeError(
-                f"entity {e.name!r}: key dtype {fixed} -> {new['dtype']} does not match data already stored in "
-                f"view(s) {stored}; keep {fixed}, or define a new entity and views under other names"
+                f"entity {e.name!r}: key dtype {fixed} -> {new['dtype']} does not match data already "
+                f"stored in view(s) {stored}; keep {fixed}, or define a new entity and views under "
+                "other names"
             )
 
     def _check_view(self, fv: FeatureView, data: dict[str, Any], has_data: Callable[[str], bool]) -> None:
@@ -263,26 +269,27 @@ class Registry:
                 )
             if reg["spec"] != e.to_spec():
                 raise RegistryError(
-                    f"feature view {fv.name!r} uses entity {e.name!r} with a definition that differs from the "
-                    "registered one; apply the same Entity object"
+                    f"feature view {fv.name!r} uses entity {e.name!r} with a definition that differs from "
+                    "the registered one; apply the same Entity object"
                 )
         cur = data["feature_views"].get(fv.name)
         if cur is None or not has_data(fv.name):
             return
         old, new = cur["spec"], fv.to_spec()
-        what = "; to change it, write to a new view (e.g. '{0}_v2') or delete its stored data first".format(fv.name)
+        what = f"; to change it, write to a new view (e.g. '{fv.name}_v2') or delete its stored data first"
         for k in ("entities", "timestamp_field", "created_timestamp_field", "source"):
             if old[k] != new[k]:
                 raise IncompatibleChangeError(
-                    f"feature view {fv.name!r} holds data: changing {k} {old[k]!r} -> {new[k]!r} would make it "
-                    "unreadable" + what
+                    f"feature view {fv.name!r} holds data: changing {k} {old[k]!r} -> {new[k]!r} would make "
+                    "it unreadable" + what
                 )
         odt = {f["name"]: f["dtype"] for f in old["schema"]}
         ndt = {f["name"]: f["dtype"] for f in new["schema"]}
         for n, d in ndt.items():
             if n in odt and odt[n] != d:
                 raise IncompatibleChangeError(
-                    f"feature view {fv.name!r} holds data: feature {n!r} is stored as {odt[n]}, not {d}" + what
+                    f"feature view {fv.name!r} holds data: feature {n!r} is stored as {odt[n]}, not {d}"
+                    + what
                 )
         if list(odt) != list(ndt) and new["online"] and has_data("online:" + fv.name):
             # The online store fixes a view's value layout at its first write; history files stay
@@ -302,5 +309,6 @@ class Registry:
                 )
             if feat != "*" and feat not in [f["name"] for f in v["spec"]["schema"]]:
                 raise UnknownFeatureError(
-                    f"feature service {fs.name!r} refers to {ref!r}, but view {view!r} has no feature {feat!r}"
+                    f"feature service {fs.name!r} refers to {ref!r}, but view {view!r} has no feature "
+                    f"{feat!r}"
                 )

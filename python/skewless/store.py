@@ -14,7 +14,8 @@ Example:
     >>> fv = FeatureView("stats", entities=[user], schema=[Field("spend", Float64)], ttl=dt.timedelta(days=7))
     >>> _ = store.apply([user, fv])
     >>> t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    >>> _ = store.write("stats", {"user_id": [1], "event_timestamp": pa.array([t], pa.timestamp("us", tz="UTC")),
+    >>> T = pa.timestamp("us", tz="UTC")
+    >>> _ = store.write("stats", {"user_id": [1], "event_timestamp": pa.array([t], T),
     ...                           "spend": [9.5]})
     >>> store.get_online_features(["stats:spend"], {"user_id": [1, 2]}, as_of=t).to_dict()["spend"]
     [9.5, None]
@@ -284,14 +285,16 @@ class FeatureStore:
         kt = self._key_types(fv)
         if any(t is None for t in kt):
             return None
-        fields = [pa.field(k, t) for k, t in zip(fv.join_keys, kt)]
+        fields = [pa.field(k, t) for k, t in zip(fv.join_keys, kt, strict=False)]
         fields.append(pa.field(fv.timestamp_field, TIMESTAMP_TYPE))
         if fv.created_timestamp_field:
             fields.append(pa.field(fv.created_timestamp_field, TIMESTAMP_TYPE))
         fields += [pa.field(f.name, f.dtype.arrow) for f in fv.schema]
         return pa.schema(fields)
 
-    def _normalize(self, fv: FeatureView, table: pa.Table, what: str) -> tuple[pa.Table, dict[str, list[str]]]:
+    def _normalize(
+        self, fv: FeatureView, table: pa.Table, what: str
+    ) -> tuple[pa.Table, dict[str, list[str]]]:
         """Check ``table`` against the view and return it in the stored layout (keys, ts, created,
         features; timestamps in UTC microseconds), plus key dtypes this write would fix."""
         have = set(table.column_names)
@@ -300,9 +303,7 @@ class FeatureStore:
         need += fv.feature_names
         missing = [c for c in need if c not in have]
         if missing:
-            raise MissingColumnError(
-                f"{what} lacks column(s) {missing} of view {fv.name!r}; it needs {need}"
-            )
+            raise MissingColumnError(f"{what} lacks column(s) {missing} of view {fv.name!r}; it needs {need}")
         extra = [c for c in table.column_names if c not in need]
         if extra:
             raise SchemaMismatch(
@@ -318,7 +319,9 @@ class FeatureStore:
             for k in e.join_keys:
                 c = table.column(k)
                 if c.null_count:
-                    raise NullKeyError(f"{what}: join key {k!r} has {c.null_count} null(s); every row needs a key")
+                    raise NullKeyError(
+                        f"{what}: join key {k!r} has {c.null_count} null(s); every row needs a key"
+                    )
                 want = kt[i]
                 if want is None:
                     d = dtype_from_arrow(c.type)
@@ -417,7 +420,9 @@ class FeatureStore:
         self._refresh()
         fv = self.registry.feature_view(view)
         if fv.source is not None:
-            raise InvalidArgumentError(f"feature view {view!r} reads source={fv.source!r}; skewless does not rewrite it")
+            raise InvalidArgumentError(
+                f"feature view {view!r} reads source={fv.source!r}; skewless does not rewrite it"
+            )
         keys = [(k, "ascending") for k in fv.join_keys] + [(fv.timestamp_field, "ascending")]
         if fv.created_timestamp_field:
             keys.append((fv.created_timestamp_field, "ascending"))
@@ -427,10 +432,19 @@ class FeatureStore:
     # ---- reading history ---------------------------------------------------------------------------------
 
     def _scan(
-        self, fv: FeatureView, columns: Sequence[str], lo_us: int | None, hi_us: int | None, hi_inclusive: bool
+        self,
+        fv: FeatureView,
+        columns: Sequence[str],
+        lo_us: int | None,
+        hi_us: int | None,
+        hi_inclusive: bool,
     ) -> Iterator[pa.RecordBatch]:
         return self.offline.scan(
-            fv.name, fv.source, self._history_schema(fv), columns, (fv.timestamp_field, lo_us, hi_us, hi_inclusive)
+            fv.name,
+            fv.source,
+            self._history_schema(fv),
+            columns,
+            (fv.timestamp_field, lo_us, hi_us, hi_inclusive),
         )
 
     def read_history(self, view: str, columns: Sequence[str] | None = None) -> pa.Table:
@@ -454,7 +468,7 @@ class FeatureStore:
         return cols + fv.feature_names
 
     def _empty(self, fv: FeatureView, cols: Sequence[str]) -> pa.Table:
-        kt = dict(zip(fv.join_keys, self._key_types(fv)))
+        kt = dict(zip(fv.join_keys, self._key_types(fv), strict=False))
         types = {fv.timestamp_field: TIMESTAMP_TYPE, **{f.name: f.dtype.arrow for f in fv.schema}}
         if fv.created_timestamp_field:
             types[fv.created_timestamp_field] = TIMESTAMP_TYPE
@@ -502,7 +516,8 @@ class FeatureStore:
             >>> u = Entity("user")
             >>> _ = s.apply([u, FeatureView("v", [u], [Field("x", Float64)])])
             >>> T = pa.timestamp("us", tz="UTC")
-            >>> _ = s.write("v", {"user_id": [1, 1], "event_timestamp": pa.array([10, 20], T), "x": [1.0, 2.0]})
+            >>> hist = {"user_id": [1, 1], "event_timestamp": pa.array([10, 20], T), "x": [1.0, 2.0]}
+            >>> _ = s.write("v", hist)
             >>> labels = {"user_id": [1, 1, 2], "event_timestamp": pa.array([15, 25, 25], T)}
             >>> s.get_historical_features(labels, ["v:x"]).column("x").to_pylist()
             [1.0, 2.0, None]
@@ -524,7 +539,7 @@ class FeatureStore:
         out = left_all
         for fv, feats in plan:
             left_cols: dict[str, Any] = {}
-            for k, kt in zip(fv.join_keys, self._key_types(fv)):
+            for k, kt in zip(fv.join_keys, self._key_types(fv), strict=False):
                 if k not in left_all.column_names:
                     raise MissingColumnError(
                         f"entity_df has no column {k!r}, a join key of view {fv.name!r}; add it"
@@ -536,7 +551,9 @@ class FeatureStore:
             right = self._history_for_join(fv, feats, tmin, tmax)
             if right is None or right.num_rows == 0 or tmin is None:
                 for f in feats:
-                    out = out.append_column(names[(fv.name, f)], pa.nulls(left.num_rows, fv.get_field(f).dtype.arrow))
+                    out = out.append_column(
+                        names[(fv.name, f)], pa.nulls(left.num_rows, fv.get_field(f).dtype.arrow)
+                    )
                 continue
             joined = asof_join(
                 left,
@@ -571,7 +588,9 @@ class FeatureStore:
     def _plan(self, features: Sequence[str] | FeatureService) -> list[tuple[FeatureView, list[str]]]:
         refs = features.features if isinstance(features, FeatureService) else features
         if isinstance(refs, str):
-            raise InvalidArgumentError("features must be a list of 'view:feature' strings or a FeatureService")
+            raise InvalidArgumentError(
+                "features must be a list of 'view:feature' strings or a FeatureService"
+            )
         plan: dict[str, list[str]] = {}
         for ref in refs:
             view, feat = _feature_ref(ref)
@@ -650,7 +669,10 @@ class FeatureStore:
             if fv.source is not None:
                 t, _ = self._normalize(fv, t, f"source {fv.source!r}")
             online.write(
-                fv.name, t, keys=fv.join_keys, timestamp=fv.timestamp_field,
+                fv.name,
+                t,
+                keys=fv.join_keys,
+                timestamp=fv.timestamp_field,
                 created_timestamp=fv.created_timestamp_field,
             )
             pending, pending_rows = [], 0
@@ -731,8 +753,10 @@ class FeatureStore:
         Example: ``store.get_online_features(["user_stats:spend"], [{"user_id": 1}]).to_dict()``.
         """
         self._refresh()
-        key = (tuple(features.features) if isinstance(features, FeatureService) else tuple(features),
-               full_feature_names)
+        key = (
+            tuple(features.features) if isinstance(features, FeatureService) else tuple(features),
+            full_feature_names,
+        )
         r = self._readers.get(key)
         if r is None:
             r = self.online_reader(features, full_feature_names=full_feature_names)
@@ -749,7 +773,9 @@ def _rows_to_columns(entity_rows: Any, keys: Sequence[str]) -> dict[str, list[An
         rows = list(entity_rows)
         cols = {k: [r.get(k) if isinstance(r, Mapping) else None for r in rows] for k in keys}
         if rows and not all(isinstance(r, Mapping) for r in rows):
-            raise InvalidArgumentError("entity_rows must be a mapping of join key to values or a list of dicts")
+            raise InvalidArgumentError(
+                "entity_rows must be a mapping of join key to values or a list of dicts"
+            )
     for k in keys:
         if k not in cols:
             raise MissingColumnError(f"entity_rows has no join key {k!r}; it needs {list(keys)}")
@@ -785,18 +811,23 @@ class OnlineReader:
         for fv, fs in plan:
             if fv.name not in known:
                 raise UnknownFeatureError(
-                    f"feature view {fv.name!r} has nothing in the online store yet; write to it or materialize"
+                    f"feature view {fv.name!r} has nothing in the online store yet; write to it or "
+                    "materialize"
                 )
             self._parts.append((fv, list(fs), online.reader(fv.name, columns=list(fs)), fv.ttl))
         self._single = self._parts[0] if len(self._parts) == 1 else None
-        self._single_key = self._single[0].join_keys[0] if self._single and len(self._single[0].join_keys) == 1 else None
+        self._single_key = (
+            self._single[0].join_keys[0] if self._single and len(self._single[0].join_keys) == 1 else None
+        )
 
     def _keys_arg(self, fv: FeatureView, cols: Mapping[str, Sequence[Any]]) -> Any:
         if len(fv.join_keys) == 1:
             return cols[fv.join_keys[0]]
         return {k: cols[k] for k in fv.join_keys}
 
-    def get_numpy(self, entity_rows: Any, *, as_of: dt.datetime | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def get_numpy(
+        self, entity_rows: Any, *, as_of: dt.datetime | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Feature values as float64 ``[n, features]`` and statuses int8 ``[n, views]``.
 
         ``entity_rows``: a mapping of join key to values; when every view has the same single join key,
@@ -853,7 +884,9 @@ class OnlineResponse:
     Example: ``resp.to_dict()``, ``resp.to_pandas()``, ``resp.to_numpy()``, ``resp.to_arrow()``.
     """
 
-    def __init__(self, table: pa.Table, feature_names: Sequence[str], statuses: Mapping[str, np.ndarray]) -> None:
+    def __init__(
+        self, table: pa.Table, feature_names: Sequence[str], statuses: Mapping[str, np.ndarray]
+    ) -> None:
         self._table = table
         self.feature_names = list(feature_names)
         self.statuses = dict(statuses)
@@ -872,7 +905,9 @@ class OnlineResponse:
         cols = []
         for f in self.feature_names:
             c = self._table.column(f)
-            if not (pa.types.is_integer(c.type) or pa.types.is_floating(c.type) or pa.types.is_boolean(c.type)):
+            if not (
+                pa.types.is_integer(c.type) or pa.types.is_floating(c.type) or pa.types.is_boolean(c.type)
+            ):
                 raise DtypeError(f"feature {f!r} is {c.type}; to_numpy needs numeric features, use to_arrow")
             cols.append(pc.fill_null(pc.cast(c, pa.float64()), np.nan).to_numpy())
         n = self._table.num_rows
@@ -900,4 +935,3 @@ class _Progress:
     def close(self, n: int) -> None:
         self.update(n)
         sys.stderr.write("\n")
-
