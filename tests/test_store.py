@@ -209,7 +209,8 @@ def test_write_accepts_pandas_polars_and_other_zones_and_units(store):
     store.write("stats", pldf)
     h = store.read_history("stats")
     assert h.schema.field("event_timestamp").type == TS
-    assert h.column("event_timestamp").to_pylist()[:2] == [at(0), at(0.5)]
+    # History reads newest write first, rows of one write in order.
+    assert h.column("event_timestamp").to_pylist()[1:] == [at(0), at(0.5)]
     out = store.get_online_features(["stats:spend"], [{"user_id": 6}, {"user_id": 7}], as_of=at(1))
     assert out.to_dict()["spend"] == [2.5, 3.5]
 
@@ -330,8 +331,11 @@ def test_compact_sorts_keeps_results_and_allows_writes(store):
     assert len(files) == 1
     h = store.read_history("stats")
     assert h.column("user_id").to_pylist() == [1, 1, 1, 2, 3]
-    # Equal (key, ts, created): write order survives, so the later-written row still wins.
-    assert h.column("spend").to_pylist()[1:3] == [2.0, 4.0]
+    # Equal (key, ts, created) in two writes: the earlier write wins (the online store's rule), and
+    # the compacted order keeps it last among the tie, where the join picks it.
+    assert h.column("spend").to_pylist()[1:3] == [4.0, 2.0]
+    tie = {"user_id": [1], "event_timestamp": pa.array([at(1)], TS)}
+    assert store.get_historical_features(tie, ["stats:spend"]).column("spend").to_pylist() == [2.0]
     assert store.get_historical_features(labels, ["stats:spend", "stats:n"]).equals(before)
     store.write("stats", stats_rows([9], [0], [9.0]))
     assert store.read_history("stats").num_rows == 6
@@ -522,3 +526,29 @@ def test_top_level_exports():
         "Float64",
     ):
         assert hasattr(skewless, name)
+
+
+def test_materialize_of_sorted_history_never_splits_a_tie(store, tmp_path, monkeypatch):
+    import shutil
+
+    import skewless.store as store_mod
+
+    # The same (key, ts, created) in two writes: the earlier write wins, online and in the join.
+    store.write("stats", stats_rows([1, 0], [0, 0], [1.0, 0.5]))
+    store.write("stats", stats_rows([1], [0], [2.0]))
+    store.compact("stats")
+    assert store.read_history("stats").column("spend").to_pylist() == [0.5, 2.0, 1.0]
+    fresh = tmp_path / "rebuilt"
+    fresh.mkdir()
+    shutil.copytree(os.path.join(store.path, "offline"), fresh / "offline")
+    shutil.copy(os.path.join(store.path, "registry.json"), fresh / "registry.json")
+    s = FeatureStore(fresh)
+    # A chunk boundary at row 2 would fall inside the tie (rows 1 and 2).
+    monkeypatch.setattr(store_mod, "MATERIALIZE_BATCH", 2)
+    assert s.materialize(None, at(1)) == {"stats": 3}
+    lab = {"user_id": [1], "event_timestamp": pa.array([at(0)], TS)}
+    assert s.get_historical_features(lab, ["stats:spend"]).column("spend").to_pylist() == [1.0]
+    assert s.get_online_features(["stats:spend"], {"user_id": [1]}, as_of=at(0)).to_dict()["spend"] == [1.0]
+    assert store.get_online_features(["stats:spend"], {"user_id": [1]}, as_of=at(0)).to_dict()["spend"] == [
+        1.0
+    ]

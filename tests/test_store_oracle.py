@@ -4,12 +4,15 @@ online/offline invariant (what is served at t == what a training set reconstruct
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import skewless.store as store_mod
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64, String
@@ -39,13 +42,14 @@ def views(ttl_a: int | None, ttl_b: int | None) -> list:
 def oracle(
     labels: pa.Table, hist: pa.Table, keys: list[str], feats: list[str], ttl: int | None, created: bool
 ):
-    """Per label row: the history row with equal keys, t - ttl <= ts <= t, max (ts, created, write order)."""
+    """Per label row: the history row with equal keys, t - ttl <= ts <= t, the greatest (ts, created);
+    among full ties the earliest write (``w``), and within it the last row (``ord``): the online rule."""
     con = duckdb.connect()
     con.register("l", labels)
     con.register("h", hist)
     on = " AND ".join(f"h.{k} = l.{k}" for k in keys)
     ttl_cond = "" if ttl is None else f"AND h.event_timestamp >= l.event_timestamp - INTERVAL {ttl} SECOND"
-    order = "h.event_timestamp DESC" + (", h.created DESC" if created else "") + ", h.ord DESC"
+    order = "h.event_timestamp DESC" + (", h.created DESC" if created else "") + ", h.w ASC, h.ord DESC"
     sel = ", ".join(f"m.{f}" for f in feats)
     q = f"""
         WITH m AS (
@@ -95,16 +99,19 @@ def test_multi_view_retrieval_matches_duckdb(tmp_path, seed):
     hist = gen_history(rng, 300, 8, 20)
     # Several writes, so write order spans files; compact half the time (sorted history path).
     cuts = sorted(rng.choice(np.arange(1, 300), 3, replace=False))
-    for lo, hi in zip([0, *cuts], [*cuts, 300], strict=False):
+    write_no = np.zeros(300, np.int64)
+    for w, (lo, hi) in enumerate(zip([0, *cuts], [*cuts, 300], strict=True)):
         part = hist.slice(lo, hi - lo)
+        write_no[lo:hi] = w
         s.write("a", part.select(["user_id", "event_timestamp", "created", "x", "k"]))
         s.write("b", part.select(["user_id", "shop", "event_timestamp", "y"]))
     if seed % 2:
         s.compact("a")
         s.write("a", hist.slice(0, 20).select(["user_id", "event_timestamp", "created", "x", "k"]))
         hist_a = pa.concat_tables([hist, hist.slice(0, 20)])
+        write_a = np.concatenate([write_no, np.full(20, 99)])
     else:
-        hist_a = hist
+        hist_a, write_a = hist, write_no
     # Labels: duplicate rows, shared (key, ts) rows, unknown keys, times before/inside/after history.
     m = 200
     lt = T0 + rng.integers(-3, 25, m) * SEC
@@ -121,8 +128,10 @@ def test_multi_view_retrieval_matches_duckdb(tmp_path, seed):
     assert out.num_rows == labels.num_rows
     assert out.select(labels.column_names).equals(labels)
     lab = labels.append_column("rid", pa.array(np.arange(labels.num_rows)))
-    ha = hist_a.append_column("ord", pa.array(np.arange(hist_a.num_rows)))
-    hb = hist.append_column("ord", pa.array(np.arange(hist.num_rows)))
+    ha = hist_a.append_column("ord", pa.array(np.arange(hist_a.num_rows))).append_column(
+        "w", pa.array(write_a)
+    )
+    hb = hist.append_column("ord", pa.array(np.arange(hist.num_rows))).append_column("w", pa.array(write_no))
     ea = oracle(lab, ha, ["user_id"], ["x", "k"], ttl_a, True)
     eb = oracle(lab, hb, ["user_id", "shop"], ["y"], ttl_b, False)
     assert bits(out.column("x")) == bits(ea.column("x"))
@@ -145,8 +154,11 @@ row = st.tuples(
     batches=st.lists(st.lists(row, min_size=1, max_size=8), min_size=1, max_size=4),
     ttl=st.one_of(st.none(), st.integers(0, 4)),
     probe=st.integers(0, 12),
+    mode=st.sampled_from(["write", "materialize", "compact+materialize"]),
 )
-def test_online_equals_historical_at_the_same_instant(tmp_path_factory, batches, ttl, probe):
+def test_online_equals_historical_at_the_same_instant(tmp_path_factory, batches, ttl, probe, mode):
+    """``mode``: the online store as ``write`` left it, or rebuilt from the history by ``materialize``
+    (after ``compact`` too, in chunks of 3 rows so ties meet chunk boundaries)."""
     s = FeatureStore(tmp_path_factory.mktemp("inv"))
     fv = FeatureView(
         "v",
@@ -171,6 +183,19 @@ def test_online_equals_historical_at_the_same_instant(tmp_path_factory, batches,
         )
         for kk, tt in zip(k, ts, strict=False):
             latest[kk] = max(latest.get(kk, tt), tt)
+    if mode != "write":
+        if mode.startswith("compact"):
+            s.compact("v")
+        fresh = tmp_path_factory.mktemp("rebuilt")
+        shutil.copytree(os.path.join(s.path, "offline"), fresh / "offline")
+        shutil.copy(os.path.join(s.path, "registry.json"), fresh / "registry.json")
+        s = FeatureStore(fresh)
+        old = store_mod.MATERIALIZE_BATCH
+        store_mod.MATERIALIZE_BATCH = 3
+        try:
+            s.materialize(None, dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc))
+        finally:
+            store_mod.MATERIALIZE_BATCH = old
     keys = list(range(5))
     # The online store holds each key's latest row; compare at instants from then on (+ probe seconds),
     # where TTL expiry is tested on both sides.

@@ -1,10 +1,18 @@
 """The offline store: each feature view's history as Parquet files, the system of record.
 
-Layout: ``<store>/offline/<view>/part-<seq>.parquet`` with ``seq`` a zero-padded, growing number, so
-the order of file names is the order of writes (the as-of join breaks full ties by input order, and
-that order must survive a reopen). Files are written under a hidden temp name (``.tmp-...``, which
-dataset discovery skips), fsynced, then renamed: a crash never leaves a partial file visible. A view
-with ``source=`` reads its history from that path or glob instead and is never written to.
+Layout: ``<store>/offline/<view>/part-<seq>.parquet`` with ``seq`` a zero-padded number that grows with
+every write, so file names record the order of writes across reopens. Files are written under a hidden
+temp name (``.tmp-...``, which dataset discovery skips), fsynced, then renamed: a crash never leaves a
+partial file visible. A view with ``source=`` reads its history from that path or glob (files in sorted
+path order count as written in that order) and is never written to.
+
+Tie order. The as-of join breaks a full tie (same key, timestamp and created timestamp) by input order:
+the last row wins. The online store keeps, within one write, the last row of a tie, and never lets a
+later write replace an equal (timestamp, created) pair. To give both the same winner, the history is
+read newest file first, rows within a file in order: the last row of a tie is then the last one of the
+earliest write holding it, which is what the online store holds. ``compact`` keeps that order, and
+``materialize`` replays files oldest first, one online write per file (or per tie-free chunk of a sorted
+file), which reproduces it.
 
 Example:
     >>> import tempfile
@@ -12,8 +20,9 @@ Example:
     >>> from skewless.offline import OfflineStore
     >>> off = OfflineStore(tempfile.mkdtemp())
     >>> _ = off.append("v", pa.table({"x": [1, 2]}))
-    >>> off.files("v", None)[0].endswith("part-000000000001.parquet")
-    True
+    >>> _ = off.append("v", pa.table({"x": [3]}))
+    >>> [p[-12:] for p in off.files("v", None)]  # newest first: the join's read order
+    ['0002.parquet', '0001.parquet']
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ __all__ = ["OfflineStore"]
 _PART = re.compile(r"^part-(\d{12})\.parquet$")
 #: Row groups small enough that a time filter prunes most of a file, large enough to scan fast.
 ROW_GROUP = 1 << 17
+#: Parquet key-value metadata marking a file written by ``compact``.
+SORTED_KEY = b"skewless.sorted"
 
 
 class OfflineStore:
@@ -60,9 +71,10 @@ class OfflineStore:
         return sorted(out)
 
     def files(self, view: str, source: str | None) -> list[str]:
-        """The history files of a view in write order (for ``source``: sorted path order)."""
+        """The history files of a view in the join's read order: newest write first (for ``source``:
+        reverse sorted path order)."""
         if source is None:
-            return [p for _, p in self._parts(view)]
+            return [p for _, p in reversed(self._parts(view))]
         if os.path.isdir(source):
             found = [
                 os.path.join(dp, f)
@@ -74,7 +86,7 @@ class OfflineStore:
             found = glob.glob(source, recursive=True)
         else:
             found = [source] if os.path.exists(source) else []
-        return sorted(found)
+        return sorted(found, reverse=True)
 
     def has_data(self, view: str) -> bool:
         return bool(self._parts(view))
@@ -117,8 +129,10 @@ class OfflineStore:
         os.unlink(path)
         fsync_dir(os.path.dirname(path))
 
-    def dataset(self, view: str, source: str | None, schema: pa.Schema | None) -> ds.Dataset | None:
-        files = self.files(view, source)
+    def dataset(
+        self, view: str, source: str | None, schema: pa.Schema | None, files: Sequence[str] | None = None
+    ) -> ds.Dataset | None:
+        files = self.files(view, source) if files is None else list(files)
         if not files:
             return None
         # Our own files carry exactly the view's schema; a source's we take as found and normalize later.
@@ -132,11 +146,12 @@ class OfflineStore:
         columns: Sequence[str],
         time_range: tuple[str, int | None, int | None, bool] | None = None,
         batch_size: int = 1 << 20,
+        files: Sequence[str] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Stream only ``columns`` of the rows in ``time_range`` = (timestamp column, low in UTC
         microseconds inclusive or None, high or None, whether high is inclusive); Parquet row-group
-        statistics prune the rest."""
-        d = self.dataset(view, source, schema)
+        statistics prune the rest. Batches come in file order (``files``, default :meth:`files`)."""
+        d = self.dataset(view, source, schema, files)
         if d is None:
             return iter(())
         filt = None
@@ -164,21 +179,30 @@ class OfflineStore:
         missing = [c for c in columns if c not in d.schema.names]
         if missing:
             raise MissingColumnError(f"the history of {view!r} has no column(s) {missing}")
+        # to_batches keeps fragment and row order, which the tie rule needs.
         return iter(d.to_batches(columns=list(columns), filter=filt, batch_size=batch_size, use_threads=True))
+
+    @staticmethod
+    def is_sorted(path: str) -> bool:
+        """Whether ``compact`` wrote this file (sorted by key and time: ties are adjacent)."""
+        meta = pq.read_schema(path).metadata or {}
+        return meta.get(SORTED_KEY) == b"1"
 
     def compact(self, view: str, sort_keys: Sequence[tuple[str, str]]) -> int:
         """Rewrite the history as one file sorted by ``sort_keys``; returns the row count.
 
-        The sort is stable, so rows equal on every key keep their write order (the as-of join's last tie
-        rule). The sorted file takes the next sequence number and the old files are removed after it is
+        The sort is stable over the read order, so among rows equal on every key the one the join and
+        the online store pick stays last. The sorted file takes the next sequence number and the old files are removed after it is
         durable: a crash in between leaves duplicates of whole rows, which change no join result.
         """
         parts = self._parts(view)
         if not parts:
             return 0
-        table = ds.dataset([p for _, p in parts], format="parquet").to_table()
+        # Newest file first (the read order), then a stable sort: full ties keep their winner last.
+        table = ds.dataset([p for _, p in reversed(parts)], format="parquet").to_table()
         idx = pc.sort_indices(table, sort_keys=list(sort_keys))
         table = table.take(idx)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), SORTED_KEY: b"1"})
         final = os.path.join(self.folder(view), f"part-{parts[-1][0] + 1:012d}.parquet")
         self._write_atomic(table, final)
         for _, p in parts:

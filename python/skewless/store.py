@@ -61,7 +61,8 @@ __all__ = ["FeatureStore", "OnlineResponse", "OnlineReader", "WriteSummary"]
 
 _US = dt.timedelta(microseconds=1)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-#: Rows per online write transaction during materialize: large enough to amortize the commit.
+#: Rows per online write of a sorted (compacted) file during materialize: large enough to amortize
+#: the commit, small enough to bound memory.
 MATERIALIZE_BATCH = 1 << 20
 
 
@@ -438,6 +439,7 @@ class FeatureStore:
         lo_us: int | None,
         hi_us: int | None,
         hi_inclusive: bool,
+        files: Sequence[str] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         return self.offline.scan(
             fv.name,
@@ -445,6 +447,7 @@ class FeatureStore:
             self._history_schema(fv),
             columns,
             (fv.timestamp_field, lo_us, hi_us, hi_inclusive),
+            files=files,
         )
 
     def read_history(self, view: str, columns: Sequence[str] | None = None) -> pa.Table:
@@ -652,42 +655,34 @@ class FeatureStore:
         return done
 
     def _materialize_view(self, fv: FeatureView, lo: int | None, hi: int) -> int:
-        if not self.offline.files(fv.name, fv.source):
+        files = self.offline.files(fv.name, fv.source)
+        if not files:
             return 0
         cols = self._stored_columns(fv)
         bar = _Progress(f"materialize {fv.name}") if sys.stderr.isatty() else None
         online = self._online()
         n = 0
-        pending: list[pa.RecordBatch] = []
-        pending_rows = 0
-
-        def flush() -> None:
-            nonlocal pending, pending_rows
-            if not pending:
-                return
-            t = self._to_stored(fv, pa.Table.from_batches(pending), cols)
+        # Oldest file first, one online write per file: the online store's tie rule (last row within a
+        # write, first write across writes) then picks what the join picks (see offline.py).
+        for path in reversed(files):
+            batches = [b for b in self._scan(fv, cols, lo, hi, False, files=[path]) if b.num_rows]
+            if not batches:
+                continue
+            t = self._to_stored(fv, pa.Table.from_batches(batches), cols)
             if fv.source is not None:
                 t, _ = self._normalize(fv, t, f"source {fv.source!r}")
-            online.write(
-                fv.name,
-                t,
-                keys=fv.join_keys,
-                timestamp=fv.timestamp_field,
-                created_timestamp=fv.created_timestamp_field,
-            )
-            pending, pending_rows = [], 0
-
-        for b in self._scan(fv, cols, lo, hi, False):
-            if b.num_rows == 0:
-                continue
-            pending.append(b)
-            pending_rows += b.num_rows
-            n += b.num_rows
-            if pending_rows >= MATERIALIZE_BATCH:
-                flush()
+            chunks = _tie_free_chunks(t, fv) if self.offline.is_sorted(path) else [t]
+            for c in chunks:
+                online.write(
+                    fv.name,
+                    c,
+                    keys=fv.join_keys,
+                    timestamp=fv.timestamp_field,
+                    created_timestamp=fv.created_timestamp_field,
+                )
+                n += c.num_rows
                 if bar:
                     bar.update(n)
-        flush()
         if bar:
             bar.close(n)
         return n
@@ -762,6 +757,23 @@ class FeatureStore:
             r = self.online_reader(features, full_feature_names=full_feature_names)
             self._readers[key] = r
         return r.get(entity_rows, as_of=as_of)
+
+
+def _tie_free_chunks(t: pa.Table, fv: FeatureView) -> list[pa.Table]:
+    """Split a table sorted by (keys, ts, created) into chunks of about MATERIALIZE_BATCH rows, never
+    between two rows of one full tie (they must meet in one online write, where the last one wins)."""
+    tie_cols = fv.join_keys + [fv.timestamp_field]
+    tie_cols += [fv.created_timestamp_field] if fv.created_timestamp_field else []
+    out, start, n = [], 0, t.num_rows
+    while n - start > MATERIALIZE_BATCH:
+        cut = start + MATERIALIZE_BATCH
+        # Ties are adjacent in a sorted file and rare: step over the few rows equal to the one before.
+        while cut < n and all(t.column(c)[cut] == t.column(c)[cut - 1] for c in tie_cols):
+            cut += 1
+        out.append(t.slice(start, cut - start))
+        start = cut
+    out.append(t.slice(start))
+    return out
 
 
 def _rows_to_columns(entity_rows: Any, keys: Sequence[str]) -> dict[str, list[Any]]:
