@@ -192,8 +192,9 @@ class OfflineStore:
         """Rewrite the history as one file sorted by ``sort_keys``; returns the row count.
 
         The sort is stable over the read order, so among rows equal on every key the one the join and
-        the online store pick stays last. The sorted file takes the next sequence number and the old files are removed after it is
-        durable: a crash in between leaves duplicates of whole rows, which change no join result.
+        the online store pick stays last. The sorted file takes the next sequence number and the old
+        files are removed once it is durable: a crash in between leaves duplicates of whole rows, read
+        after the sorted copy, which change no join result.
         """
         parts = self._parts(view)
         if not parts:
