@@ -265,16 +265,42 @@ def test_write_unknown_view_and_first_write_fixes_key_type(tmp_path):
 def test_online_failure_rolls_back_history(store, monkeypatch):
     store.write("stats", stats_rows([1], [0], [1.0]))
     before = snapshot(store.path)
-    online = store._online()
 
-    def boom(*a, **k):
-        raise StorageError("disk full (simulated)")
+    class Failing:
+        """The real online store, except that its writes fail (a full disk, say)."""
 
-    monkeypatch.setattr(online, "write", boom)
+        def __init__(self, inner):
+            self.inner = inner
+
+        def write(self, *a, **k):
+            raise StorageError("disk full (simulated)")
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    monkeypatch.setattr(store, "_online_store", Failing(store._online()))
     with pytest.raises(StorageError):
         store.write("stats", stats_rows([1], [1], [2.0]))
     assert snapshot(store.path) == before
     assert store.read_history("stats").num_rows == 1
+
+
+def test_online_schema_conflict_rolls_back_history(tmp_path):
+    # Someone wrote the view's online database directly, with another layout: the engine refuses the
+    # store's write, and the history file already added is taken back.
+    s = FeatureStore(tmp_path)
+    s.apply([user, stats_view()])
+    s._online().write(
+        "stats",
+        {"user_id": pa.array([1], pa.int64()), "event_timestamp": pa.array([at(0)], TS), "other": [1.0]},
+        keys="user_id",
+        timestamp="event_timestamp",
+    )
+    before = snapshot(str(tmp_path))
+    with pytest.raises(SchemaMismatch):
+        s.write("stats", stats_rows([1], [1], [2.0]))
+    assert snapshot(str(tmp_path)) == before
+    assert not s.offline.files("stats", None)
 
 
 def test_materialize_repairs_a_write_that_died_between_the_stores(store):

@@ -874,19 +874,13 @@ class OnlineReader:
         it = iter(self.feature_names)
         for fv, fs, r, ttl in self._parts:
             t = r.get(self._keys_arg(fv, cols), as_of=as_of, ttl=ttl)
-            st = _status_column(t)
-            present = pc.equal(st, 0)
+            # The engine already reads missing and expired rows as null; the status says which.
+            st = t.column("status").to_numpy()
             for f in fs:
                 name = next(it)
-                # Expired / missing values are null whatever the engine leaves in the slot.
-                out[name] = pc.if_else(present, t.column(f), pa.scalar(None, t.schema.field(f).type))
-                statuses[name] = st.to_numpy(zero_copy_only=False).astype(np.int8)
+                out[name] = t.column(f)
+                statuses[name] = st
         return OnlineResponse(pa.table(out), self.feature_names, statuses)
-
-
-def _status_column(t: pa.Table) -> pa.ChunkedArray:
-    name = "status" if "status" in t.column_names else t.column_names[-1]
-    return t.column(name)
 
 
 class OnlineResponse:
