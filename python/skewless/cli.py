@@ -201,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SkewlessError, UnknownFeatureError) as e:
         print(f"skewless: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `skewless describe v | head`: the reader left, nothing more to say
+        return 0
 
 
 if __name__ == "__main__":
