@@ -578,3 +578,92 @@ def test_materialize_of_sorted_history_never_splits_a_tie(store, tmp_path, monke
     assert store.get_online_features(["stats:spend"], {"user_id": [1]}, as_of=at(0)).to_dict()["spend"] == [
         1.0
     ]
+
+
+def test_every_dtype_round_trips_bit_for_bit(tmp_path):
+    from skewless import Bool, Bytes, Int32, Timestamp
+
+    s = FeatureStore(tmp_path)
+    schema = [
+        Field("i32", Int32),
+        Field("i64", Int64),
+        Field("f32", Float32),
+        Field("f64", Float64),
+        Field("b", Bool),
+        Field("s", String),
+        Field("by", Bytes),
+        Field("ts", Timestamp),
+        Field("vec", Array(Float64, 2)),
+    ]
+    fv = FeatureView("all", [user], schema)
+    s.apply([user, fv])
+    data = {
+        "user_id": pa.array([1, 2], pa.int64()),
+        "event_timestamp": pa.array([at(0), at(0)], TS),
+        "i32": pa.array([-(2**31), None], pa.int32()),
+        "i64": pa.array([2**63 - 1, -1], pa.int64()),
+        "f32": pa.array([-0.0, float("nan")], pa.float32()),
+        "f64": pa.array([5e-324, None], pa.float64()),
+        "b": pa.array([True, None]),
+        "s": pa.array(["é", ""], pa.large_string()),
+        "by": pa.array([b"\x00\xff", None], pa.binary()),
+        "ts": pa.array([at(-1), None], pa.timestamp("ns", tz="America/New_York")),
+        "vec": pa.array([[1.5, -0.0], None], pa.list_(pa.float64(), 2)),
+    }
+    s.write("all", data)
+    feats = [f"all:{f.name}" for f in schema]
+    lab = pa.table({"user_id": pa.array([1, 2], pa.int64()), "event_timestamp": pa.array([at(1), at(1)], TS)})
+    hist = s.get_historical_features(lab, feats).drop_columns(["user_id", "event_timestamp"])
+    online = (
+        s.get_online_features(feats, {"user_id": [1, 2]}, as_of=at(1)).to_arrow().drop_columns(["user_id"])
+    )
+    for f in schema:
+        h, o = hist.column(f.name), online.column(f.name)
+        assert h.type == f.dtype.arrow == o.type, f.name
+        if pa.types.is_floating(h.type):
+            view = pa.int32() if h.type == pa.float32() else pa.int64()
+            h = pa.chunked_array([c.view(view) for c in h.chunks])
+            o = pa.chunked_array([c.view(view) for c in o.chunks])
+        assert h.to_pylist() == o.to_pylist(), f.name
+    assert hist.column("ts").to_pylist()[0] == at(-1)
+    assert hist.column("s").to_pylist() == ["é", ""]
+
+
+def test_entity_df_nulls_polars_and_narrower_keys(tmp_path):
+    s = FeatureStore(tmp_path)
+    small = Entity("small", join_keys=["sid"], dtype=skewless.Int32)
+    fv = FeatureView("v", [small], [Field("x", Float64)])
+    s.apply([small, fv])
+    s.write("v", {"sid": pa.array([1], pa.int32()), "event_timestamp": pa.array([at(0)], TS), "x": [1.0]})
+    # pandas/polars give int64 keys: values that fit the declared Int32 are accepted.
+    lab = pl.DataFrame(
+        {"sid": [1, None, 1, 2], "event_timestamp": [at(1), at(1), None, at(1)]},
+        schema={"sid": pl.Int64, "event_timestamp": pl.Datetime("us", "UTC")},
+    )
+    out = s.get_historical_features(lab, ["v:x"])
+    # A null key or a null time matches nothing; the rows stay.
+    assert out.column("x").to_pylist() == [1.0, None, None, None]
+    with pytest.raises(DtypeError):
+        s.get_historical_features({"sid": [2**40], "event_timestamp": pa.array([at(1)], TS)}, ["v:x"])
+
+
+def _writer(path: str, k: int) -> None:
+    s = FeatureStore(path)
+    for i in range(10):
+        s.write("stats", stats_rows([k], [i], [float(i)]))
+
+
+def test_two_writer_processes_never_collide(store):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(store.path, k)) for k in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert len(store.offline.files("stats", None)) == 20
+    assert store.read_history("stats").num_rows == 20
+    got = store.get_online_features(["stats:spend"], {"user_id": [1, 2]}, as_of=at(9)).to_dict()
+    assert got["spend"] == [9.0, 9.0]

@@ -149,7 +149,7 @@ row = st.tuples(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     batches=st.lists(st.lists(row, min_size=1, max_size=8), min_size=1, max_size=4),
     ttl=st.one_of(st.none(), st.integers(0, 4)),

@@ -143,6 +143,21 @@ def _conform(col: pa.ChunkedArray, want: pa.DataType, what: str) -> pa.ChunkedAr
         raise DtypeError(f"{what}: cannot store {t} as {want}: {e}") from None
 
 
+def _entity_key(col: pa.ChunkedArray, want: pa.DataType | None, name: str) -> pa.ChunkedArray:
+    """An entity_df key column as the view's key type. Integers narrower than what pandas and polars
+    produce (int64) are accepted when every value fits; a value that does not is a DtypeError."""
+    if want is None or col.type == want:
+        return col
+    if pa.types.is_integer(col.type) and pa.types.is_integer(want):
+        try:
+            return pc.cast(col, want)
+        except pa.ArrowInvalid:
+            raise DtypeError(
+                f"entity_df join key {name!r} holds values that do not fit the key type {want}"
+            ) from None
+    return _conform(col, want, f"entity_df join key {name!r}")
+
+
 def _feature_ref(ref: str) -> tuple[str, str]:
     if not isinstance(ref, str) or ref.count(":") != 1:
         raise InvalidArgumentError(f"feature reference {ref!r} is not of the form 'view:feature'")
@@ -547,8 +562,7 @@ class FeatureStore:
                     raise MissingColumnError(
                         f"entity_df has no column {k!r}, a join key of view {fv.name!r}; add it"
                     )
-                c = left_all.column(k)
-                left_cols[k] = c if kt is None else _conform(c, kt, f"entity_df join key {k!r}")
+                left_cols[k] = _entity_key(left_all.column(k), kt, k)
             left_cols[fv.timestamp_field] = t
             left = pa.table(left_cols)
             right = self._history_for_join(fv, feats, tmin, tmax)
