@@ -14,6 +14,12 @@ f2, f3; ``v_c``: f4), each with the 30-day TTL and ``created_timestamp`` as tie-
   read the same Parquet files of the store, with their sorts timed.
 
 Every engine's output is checked to agree, value for value (``--no-check`` skips it). Prints markdown.
+
+    python benches/compare_store.py --wide [--labels 200000] [--views 10] [--features 100]
+
+A wide request instead: ``--views`` views of ``--features`` float64 features each (100k history rows per
+view), all requested at once for ``--labels`` label rows; the retrieval runs in a fresh process whose
+peak RSS is compared with the size of the output table.
 """
 
 from __future__ import annotations
@@ -139,7 +145,90 @@ def agree(a: pa.Table, b: pa.Table, cols: list[str]) -> str:
     return "yes" if not bad else "NO: " + ",".join(bad)
 
 
+def wide(n_labels: int, n_views: int, n_feats: int, rows: int = 100_000) -> None:
+    import json
+    import subprocess
+
+    rng = np.random.default_rng(3)
+    root = Path(_workload.REPO) / "bench-data"
+    root.mkdir(exist_ok=True)
+    folder = tempfile.mkdtemp(prefix="store-wide-", dir=root)
+    try:
+        store = FeatureStore(folder)
+        ent = Entity("entity", join_keys=["entity_id"], dtype=Int64)
+        fvs = [
+            FeatureView(
+                f"w{v}", [ent], [Field(f"w{v}_f{i}", Float64) for i in range(n_feats)], ttl=TTL, online=False
+            )
+            for v in range(n_views)
+        ]
+        store.apply([ent, *fvs])
+        t0 = 1_672_531_200_000_000
+        year = 365 * 86_400_000_000
+        for fv in fvs:
+            cols: dict[str, Any] = {
+                "entity_id": pa.array(rng.integers(0, 10_000, rows), pa.int64()),
+                "event_timestamp": pa.array(t0 + rng.integers(0, year, rows), pa.timestamp("us", tz="UTC")),
+            }
+            for f in fv.feature_names:
+                cols[f] = rng.standard_normal(rows)
+            store.write(fv.name, cols)
+        labels = pa.table(
+            {
+                "entity_id": pa.array(rng.integers(0, 10_000, n_labels), pa.int64()),
+                "event_timestamp": pa.array(
+                    t0 + rng.integers(0, year, n_labels), pa.timestamp("us", tz="UTC")
+                ),
+            }
+        )
+        lab_path = os.path.join(folder, "labels.arrow")
+        with pa.OSFile(lab_path, "wb") as f, pa.ipc.new_file(f, labels.schema) as w:
+            w.write_table(labels)
+        feats = [f"{fv.name}:{n}" for fv in fvs for n in fv.feature_names]
+        code = f"""
+import json, resource, time, pyarrow as pa
+from skewless import FeatureStore
+labels = pa.ipc.open_file({lab_path!r}).read_all()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+s = FeatureStore({folder!r})
+t = time.perf_counter()
+out = s.get_historical_features(labels, {feats!r})
+secs = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"secs": secs, "out_mib": out.nbytes / 2**20, "base_mib": base / 1024,
+                  "peak_mib": peak / 1024, "cols": out.num_columns}}))
+"""
+        r = json.loads(
+            subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        )
+        grown = r["peak_mib"] - r["base_mib"]
+        print(
+            f"\n### Wide request: {n_views} views x {n_feats} features = {n_views * n_feats} features, "
+            f"{n_labels:,} label rows, {rows:,} history rows per view\n"
+        )
+        print(
+            "| seconds | output MiB | peak RSS MiB (process) | RSS growth during the call MiB "
+            "| growth / output |"
+        )
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        print(
+            f"| {r['secs']:.2f} | {r['out_mib']:,.0f} | {r['peak_mib']:,.0f} | {grown:,.0f} | "
+            f"{grown / r['out_mib']:.2f}x |"
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
+    if "--wide" in sys.argv:
+        wp = argparse.ArgumentParser()
+        wp.add_argument("--wide", action="store_true")
+        wp.add_argument("--labels", type=int, default=200_000)
+        wp.add_argument("--views", type=int, default=10)
+        wp.add_argument("--features", type=int, default=100)
+        w = wp.parse_args()
+        wide(w.labels, w.views, w.features)
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("size", choices=["S", "M", "L"])
     ap.add_argument("--repeat", type=int, default=3)
