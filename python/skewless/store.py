@@ -143,6 +143,12 @@ def _conform(col: pa.ChunkedArray, want: pa.DataType, what: str) -> pa.ChunkedAr
         raise DtypeError(f"{what}: cannot store {t} as {want}: {e}") from None
 
 
+def _stamp(path: str) -> tuple[int, int]:
+    # Every save renames a new file into place, so the inode changes even within one mtime tick.
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns
+
+
 def _entity_key(col: pa.ChunkedArray, want: pa.DataType | None, name: str) -> pa.ChunkedArray:
     """An entity_df key column as the view's key type. Integers narrower than what pandas and polars
     produce (int64) are accepted when every value fits; a value that does not is a DtypeError."""
@@ -189,7 +195,7 @@ class FeatureStore:
                 if not os.path.exists(reg):
                     Registry.create(reg)
         self.registry = Registry.load(reg)
-        self._reg_mtime = os.stat(reg).st_mtime_ns
+        self._reg_stamp = _stamp(reg)
         self.offline = OfflineStore(os.path.join(self.path, "offline"))
         self._online_store: Any = None
         self._readers: dict[Any, OnlineReader] = {}
@@ -199,10 +205,10 @@ class FeatureStore:
     def _refresh(self) -> None:
         # Another process (the CLI, a materializer) may have applied definitions since we loaded.
         reg = self.registry.path
-        m = os.stat(reg).st_mtime_ns
-        if m != self._reg_mtime:
+        m = _stamp(reg)
+        if m != self._reg_stamp:
             self.registry = Registry.load(reg)
-            self._reg_mtime = m
+            self._reg_stamp = m
             self._readers.clear()
 
     def _has_data(self, name: str) -> bool:
@@ -228,7 +234,7 @@ class FeatureStore:
         with self._lock():
             self._refresh()
             out = self.registry.apply(objs, self._has_data)
-            self._reg_mtime = os.stat(self.registry.path).st_mtime_ns
+            self._reg_stamp = _stamp(self.registry.path)
             self._readers.clear()
         return out
 
@@ -423,7 +429,7 @@ class FeatureStore:
                         state["key_dtypes"].setdefault(e, types)
 
                 self.registry.update_state(fix)
-                self._reg_mtime = os.stat(self.registry.path).st_mtime_ns
+                self._reg_stamp = _stamp(self.registry.path)
                 self._readers.clear()
         return WriteSummary(table.num_rows, written, skipped)
 
@@ -522,9 +528,10 @@ class FeatureStore:
         """A point-in-time correct training set: ``entity_df``'s rows, in order, then the features.
 
         For each row (keys k, time t) and each view, the value is the view's row for k with the greatest
-        timestamp <= t and >= t - ttl (ties: the latest created timestamp, then the last written), null when
-        there is none. Rows sharing a key and time are all kept; duplicates stay duplicates. Each view reads
-        only its keys, timestamps and the requested features, in the time range the rows need.
+        timestamp <= t and >= t - ttl, null when there is none. Ties: the latest created timestamp; among
+        full ties the earliest write, and within it its last row (the online store's rule, so both
+        agree). Rows sharing a key and time are all kept; duplicates stay duplicates. Each view reads only
+        its keys, timestamps and the requested features, in the time range the rows need.
 
         Example:
             >>> import tempfile, datetime as dt
@@ -554,17 +561,20 @@ class FeatureStore:
         mm = pc.min_max(t)
         tmin: int | None = mm["min"].value
         tmax: int | None = mm["max"].value
-        out = left_all
-        for fv, feats in plan:
+        lefts = []
+        # Check every view's keys before reading any history.
+        for fv, _ in plan:
             left_cols: dict[str, Any] = {}
-            for k, kt in zip(fv.join_keys, self._key_types(fv), strict=False):
+            for k, kt in zip(fv.join_keys, self._key_types(fv), strict=True):
                 if k not in left_all.column_names:
                     raise MissingColumnError(
                         f"entity_df has no column {k!r}, a join key of view {fv.name!r}; add it"
                     )
                 left_cols[k] = _entity_key(left_all.column(k), kt, k)
             left_cols[fv.timestamp_field] = t
-            left = pa.table(left_cols)
+            lefts.append(pa.table(left_cols))
+        out = left_all
+        for (fv, feats), left in zip(plan, lefts, strict=True):
             right = self._history_for_join(fv, feats, tmin, tmax)
             if right is None or right.num_rows == 0 or tmin is None:
                 for f in feats:
@@ -726,7 +736,7 @@ class FeatureStore:
                     state["materialized"][name] = hi
 
                 self.registry.update_state(mark)
-            self._reg_mtime = os.stat(self.registry.path).st_mtime_ns
+            self._reg_stamp = _stamp(self.registry.path)
         return done
 
     # ---- serving ------------------------------------------------------------------------------------------
