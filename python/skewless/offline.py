@@ -45,6 +45,8 @@ __all__ = ["OfflineStore"]
 
 _PART = re.compile(r"^part-(\d{12})\.parquet$")
 #: Row groups small enough that a time filter prunes most of a file, large enough to scan fast.
+#: Snappy: on the M workload it decoded faster than zstd or no compression (0.47 s vs 0.56 s and 0.75 s
+#: for a one-view training set), and feature values are mostly incompressible floats anyway.
 ROW_GROUP = 1 << 17
 #: Parquet key-value metadata marking a file written by ``compact``.
 SORTED_KEY = b"skewless.sorted"
@@ -106,7 +108,7 @@ class OfflineStore:
         tmp = os.path.join(d, f".tmp-{uuid.uuid4().hex}.parquet")
         try:
             with open(tmp, "wb") as f:
-                pq.write_table(table, f, row_group_size=ROW_GROUP, compression="zstd")
+                pq.write_table(table, f, row_group_size=ROW_GROUP, compression="snappy")
                 f.flush()
                 os.fsync(f.fileno())
             if os.path.exists(final):
