@@ -667,3 +667,37 @@ def test_two_writer_processes_never_collide(store):
     assert store.read_history("stats").num_rows == 20
     got = store.get_online_features(["stats:spend"], {"user_id": [1, 2]}, as_of=at(9)).to_dict()
     assert got["spend"] == [9.0, 9.0]
+
+
+def test_process_death_between_history_and_online_is_repaired_by_materialize(store):
+    import subprocess
+    import sys
+    import textwrap
+
+    store.write("stats", stats_rows([1], [0], [1.0]))
+    code = textwrap.dedent(
+        f"""
+        import datetime as dt, os
+        import pyarrow as pa
+        import skewless.online
+        from skewless import FeatureStore
+
+        def die(*a, **k):
+            os._exit(9)  # the process dies after the history append, before the online write
+
+        skewless.online.OnlineStore.write = die
+        t = pa.array([dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="UTC"))
+        FeatureStore({store.path!r}).write(
+            "stats", {{"user_id": [1], "event_timestamp": t, "created": t, "spend": [7.0], "n": [1]}}
+        )
+        """
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 9, r.stderr
+    assert store.read_history("stats").num_rows == 2
+    assert not [f for f in os.listdir(os.path.join(store.path, "offline", "stats")) if f.startswith(".tmp")]
+    served = store.get_online_features(["stats:spend"], {"user_id": [1]}, as_of=at(1)).to_dict()
+    assert served["spend"] == [1.0]
+    store.materialize(None, at(10))
+    served = store.get_online_features(["stats:spend"], {"user_id": [1]}, as_of=at(1)).to_dict()
+    assert served["spend"] == [7.0]
