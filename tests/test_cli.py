@@ -114,6 +114,13 @@ def test_demo_small_end_to_end(tmp_path, capsys):
     assert [v.name for v in s.list_feature_views()] == ["merchant_risk", "user_profile", "user_txn_1d"]
 
 
+def test_demo_never_deletes_a_store_it_did_not_make(folder, capsys):
+    before = sorted(os.listdir(folder))
+    assert main(["demo", "--dir", str(folder), "--events", "1000"]) == 2
+    assert "did not make" in capsys.readouterr().err
+    assert sorted(os.listdir(folder)) == before
+
+
 def test_entry_point_runs_as_a_process(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "skewless.cli", "--store", str(tmp_path), "init"],

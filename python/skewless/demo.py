@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .definitions import Entity, FeatureService, FeatureView, Field, Float64, Int64, String
+from .errors import InvalidArgumentError
 from .store import FeatureStore
 
 __all__ = ["run", "definitions"]
@@ -103,9 +104,15 @@ def run(
     now = int(time.time()) * US
     day0 = (now // DAY - 90) * DAY
 
+    marker = os.path.join(folder, ".skewless-demo")
     if os.path.exists(os.path.join(folder, "registry.json")):
-        shutil.rmtree(folder)
+        if not os.path.exists(marker):
+            raise InvalidArgumentError(
+                f"{folder} holds a feature store the demo did not make; pick another --dir"
+            )
+        shutil.rmtree(folder)  # a previous demo run: start afresh
     os.makedirs(folder, exist_ok=True)
+    open(marker, "w").close()
     src = os.path.join(folder, "sources", "merchant_risk")
     os.makedirs(src)
 
