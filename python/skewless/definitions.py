@@ -211,6 +211,9 @@ class Entity:
         object.__setattr__(self, "dtype", dts)
         object.__setattr__(self, "description", description)
 
+    def __hash__(self) -> int:  # definitions go in sets and dict keys; the name identifies them
+        return hash((type(self).__name__, self.name))
+
     def key_dtypes(self) -> list[DType] | None:
         """The declared dtype of each join key, or None when the first write decides."""
         if self.dtype is None:
@@ -350,6 +353,9 @@ class FeatureView:
         object.__setattr__(self, "owner", owner)
         object.__setattr__(self, "tags", dict(tags or {}))
 
+    def __hash__(self) -> int:  # definitions go in sets and dict keys; the name identifies them
+        return hash((type(self).__name__, self.name))
+
     @property
     def join_keys(self) -> list[str]:
         """The key columns of every entity, in order."""
@@ -432,6 +438,9 @@ class FeatureService:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "features", refs)
         object.__setattr__(self, "description", description)
+
+    def __hash__(self) -> int:  # definitions go in sets and dict keys; the name identifies them
+        return hash((type(self).__name__, self.name))
 
     def to_spec(self) -> dict[str, Any]:
         return {"name": self.name, "features": list(self.features), "description": self.description}
