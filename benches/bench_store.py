@@ -115,3 +115,21 @@ def test_compact_keeps_answers(store, data):
     after = store.get_historical_features(lab, FEATURES)
     assert before.equals(after)
     assert isinstance(after, pa.Table)
+
+
+def test_online_reader_1_key_200_views_registered(benchmark, tmp_path, keys):
+    # Same lookup as test_online_reader_1_key, in a registry of 200 views: the cost must not move.
+    from skewless import Entity, FeatureView, Field, Float64, Int64
+
+    s = FeatureStore(tmp_path / "many")
+    ent = Entity("entity", join_keys=["entity_id"], dtype=Int64)
+    views = [FeatureView(f"v{i}", [ent], [Field("f0", Float64), Field("f1", Float64)]) for i in range(200)]
+    s.apply([ent, *views])
+    ts = pa.array([dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)] * len(keys), pa.timestamp("us", tz="UTC"))
+    s.write(
+        "v7", {"entity_id": keys, "event_timestamp": ts, "f0": [1.0] * len(keys), "f1": [2.0] * len(keys)}
+    )
+    r = s.online_reader(["v7:f0", "v7:f1"])
+    it = iter(keys * 1000)
+    vals, st = benchmark(lambda: r.get_numpy([next(it)]))
+    assert vals.shape == (1, 2)
