@@ -1,0 +1,475 @@
+//! The LMDB environment of a store, shared by every handle on one path in one process.
+//!
+//! LMDB forbids opening one environment twice in a process, so handles go through a process-global
+//! cache keyed by canonical path. Each entry also remembers the fork generation it was opened in: an
+//! environment must not be used across `fork()`, so after a fork the child's inherited handles refuse to
+//! work and a forked child opens the store itself (`OnlineStore(path)` in the child). Opening in the child
+//! first closes the inherited environment (safe there: the child holds none of its locks or reader slots)
+//! and then opens a fresh one.
+//!
+//! Every transaction runs under a shared lock; changing the map size takes it exclusively, which is how
+//! this module guarantees LMDB's rule that no transaction of the process is active during a resize.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, RwLock, RwLockReadGuard, Weak};
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn};
+
+use crate::error::{Error, Result};
+use crate::online::key::KEY_FORMAT_VERSION;
+use crate::online::schema::{ViewSchema, SCHEMA_FORMAT_VERSION};
+use crate::online::value::VALUE_FORMAT_VERSION;
+
+pub type Db = Database<'static, Bytes, Bytes>;
+pub type AnyDb<'e> = Database<'e, Bytes, Bytes>;
+
+const META_DB: &str = "__skewless_meta__";
+const FORMAT_KEY: &[u8] = b"format";
+const SCHEMA_PREFIX: &[u8] = b"schema/";
+/// Address space reserved for the map when the caller does not say; the file grows only with the data.
+const DEFAULT_MAP_SIZE: usize = 1 << 30;
+const MAX_DBS: u32 = 4096;
+
+static FORK_GEN: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+static CACHE: Mutex<Vec<(PathBuf, Weak<Store>)>> = Mutex::new(Vec::new());
+
+extern "C" fn after_fork_in_child() {
+    // Only an atomic add: the child of a multi-threaded parent may run nothing that could deadlock.
+    FORK_GEN.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Errors inside a write transaction: LMDB's (so a full map can be told apart) or the kernel's.
+pub enum TxnError {
+    Heed(heed::Error),
+    Kernel(Error),
+}
+
+impl From<heed::Error> for TxnError {
+    fn from(e: heed::Error) -> Self {
+        TxnError::Heed(e)
+    }
+}
+
+impl From<Error> for TxnError {
+    fn from(e: Error) -> Self {
+        TxnError::Kernel(e)
+    }
+}
+
+pub fn storage(e: heed::Error) -> Error {
+    match e {
+        heed::Error::Mdb(MdbError::ReadersFull) => Error::Storage(
+            "the online store's reader table is full (126 slots): too many processes or threads read at once; \
+             readers of killed processes are reclaimed on open (OnlineStore.clear_stale_readers())"
+                .into(),
+        ),
+        heed::Error::Mdb(MdbError::TxnFull) => Error::Storage(
+            "one write touched more pages than an LMDB transaction can hold; split the data into smaller writes".into(),
+        ),
+        e => Error::Storage(format!("LMDB failed: {e}")),
+    }
+}
+
+enum Attempt<T> {
+    Done(Result<T>),
+    /// Another process grew the map: adopt its size and retry.
+    Resized,
+    /// The map filled at this size: grow and retry.
+    Full(usize),
+}
+
+pub struct Store {
+    pub path: PathBuf,
+    gen: u64,
+    env: RwLock<Option<Env>>,
+    max_map_size: Option<usize>,
+    meta: Db,
+    views: Mutex<HashMap<String, Db>>,
+    /// Reader slots of dead processes cleared when this process opened the environment.
+    pub stale_readers_cleared: usize,
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+fn round_to_pages(n: usize) -> usize {
+    let p = page_size();
+    n.div_ceil(p).max(16) * p
+}
+
+/// The one place an LMDB environment is opened.
+fn open_env(path: &Path, map_size: usize) -> Result<Env> {
+    let mut opts = EnvOpenOptions::new();
+    opts.map_size(map_size).max_dbs(MAX_DBS);
+    // SAFETY: LMDB memory-maps the data file; the map is only sound if the file is not modified except
+    // through LMDB and the environment is opened at most once per process. The process-global cache in
+    // this module is the only caller and keeps one environment per canonical path (per fork generation,
+    // closing the inherited one before reopening in a child); skewless never writes the files itself.
+    // A user modifying the files by hand, or a network file system, is outside this contract (documented
+    // on OnlineStore).
+    unsafe { opts.open(path) }
+        .map_err(|e| Error::Storage(format!("cannot open the online store at {}: {e}", path.display())))
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`, reusing this process's environment when one is open.
+    pub fn open(path: &Path, map_size: Option<usize>, max_map_size: Option<usize>) -> Result<Arc<Store>> {
+        ATFORK.call_once(|| {
+            // SAFETY: registers a handler that only performs an atomic add.
+            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        });
+        std::fs::create_dir_all(path).map_err(|e| {
+            Error::Storage(format!(
+                "cannot create the online store folder {}: {e}",
+                path.display()
+            ))
+        })?;
+        let canon = std::fs::canonicalize(path).map_err(|e| {
+            Error::Storage(format!(
+                "cannot resolve the online store path {}: {e}",
+                path.display()
+            ))
+        })?;
+        let gen = FORK_GEN.load(Ordering::Relaxed);
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inherited = None;
+        cache.retain(|(p, w)| match w.upgrade() {
+            Some(s) if *p == canon => {
+                inherited = Some(s);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        if let Some(s) = inherited {
+            if s.gen == gen {
+                cache.push((canon, Arc::downgrade(&s)));
+                return Ok(s);
+            }
+            // Opened before a fork: close the parent's environment in this child before opening anew.
+            *s.env.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        let size = round_to_pages(map_size.unwrap_or(DEFAULT_MAP_SIZE));
+        if let Some(m) = max_map_size {
+            if m < size {
+                return Err(Error::InvalidArgument(format!(
+                    "max_map_size ({m}) is smaller than map_size ({size}); pass max_map_size >= map_size or None"
+                )));
+            }
+        }
+        let env = open_env(&canon, size)?;
+        let stale = env.clear_stale_readers().map_err(storage)?;
+        let meta = init_meta(&env)?;
+        let store = Arc::new(Store {
+            path: canon.clone(),
+            gen,
+            env: RwLock::new(Some(env)),
+            max_map_size,
+            meta,
+            views: Mutex::new(HashMap::new()),
+            stale_readers_cleared: stale,
+        });
+        cache.push((canon, Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    fn env(&self) -> Result<RwLockReadGuard<'_, Option<Env>>> {
+        if self.gen != FORK_GEN.load(Ordering::Relaxed) {
+            return Err(Error::Storage(format!(
+                "this handle on the online store {} was opened before os.fork(); an LMDB environment must not be \
+                 used across fork. Open OnlineStore(path) again in the child process",
+                self.path.display()
+            )));
+        }
+        let g = self.env.read().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            return Err(Error::Storage(format!(
+                "the online store {} was closed after a failed map resize or a fork; open it again",
+                self.path.display()
+            )));
+        }
+        Ok(g)
+    }
+
+    /// Runs `f` in one read transaction, adopting a map grown by another process when LMDB asks for it.
+    #[inline]
+    pub fn read<T>(&self, mut f: impl FnMut(&RoTxn) -> Result<T>) -> Result<T> {
+        loop {
+            let g = self.env()?;
+            let env = g.as_ref().expect("checked by env()");
+            let out = match env.read_txn() {
+                Ok(txn) => Some(f(&txn)),
+                Err(heed::Error::Mdb(MdbError::MapResized)) => None,
+                Err(e) => Some(Err(storage(e))),
+            };
+            drop(g);
+            match out {
+                Some(r) => return r,
+                None => self.resize(None)?,
+            }
+        }
+    }
+
+    /// Runs `f` in one write transaction on the view's database (created when new), committing when it
+    /// returns Ok. A full map aborts the transaction, doubles the map and runs `f` again from the start,
+    /// so the caller's writes land in one transaction or not at all.
+    pub fn write<T>(
+        &self,
+        view: &str,
+        mut f: impl FnMut(&mut RwTxn, &AnyDb<'_>, &Db) -> Result<T, TxnError>,
+    ) -> Result<T> {
+        let name = db_name(view)?;
+        loop {
+            let g = self.env()?;
+            let outcome = self.write_once(g.as_ref().expect("checked by env()"), view, &name, &mut f);
+            drop(g);
+            match outcome {
+                Attempt::Done(r) => return r,
+                Attempt::Resized => self.resize(None)?,
+                Attempt::Full(size) => self.resize(Some(size))?,
+            }
+        }
+    }
+
+    fn write_once<T>(
+        &self,
+        env: &Env,
+        view: &str,
+        name: &str,
+        f: &mut impl FnMut(&mut RwTxn, &AnyDb<'_>, &Db) -> Result<T, TxnError>,
+    ) -> Attempt<T> {
+        let map_size = env.info().map_size;
+        let wtxn = match env.write_txn() {
+            Ok(t) => t,
+            Err(heed::Error::Mdb(MdbError::MapResized)) => return Attempt::Resized,
+            Err(e) => return Attempt::Done(Err(storage(e))),
+        };
+        let mut out = None;
+        let meta = self.meta;
+        let res = env.create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, TxnError> {
+            let db: AnyDb<'_> = dbo.create_database(wtxn, Some(name))?;
+            out = Some(f(wtxn, &db, &meta)?);
+            Ok(CommitOrAbort::<_, ()>::Commit(db))
+        });
+        match res {
+            Ok(CommitOrAbort::Commit(db)) => {
+                self.views
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(view.to_string(), db);
+                Attempt::Done(out.ok_or_else(|| Error::Internal("write committed without a result".into())))
+            }
+            Ok(CommitOrAbort::Abort(())) => Attempt::Done(Err(Error::Internal("write aborted".into()))),
+            Err(TxnError::Heed(heed::Error::Mdb(MdbError::MapFull))) => Attempt::Full(map_size),
+            Err(TxnError::Heed(e)) => Attempt::Done(Err(storage(e))),
+            Err(TxnError::Kernel(e)) => Attempt::Done(Err(e)),
+        }
+    }
+
+    /// With `full = Some(size)`: doubles a map that filled at `size`. With `None`: adopts the size another
+    /// process grew the map to.
+    fn resize(&self, full: Option<usize>) -> Result<()> {
+        let mut g = self.env.write().unwrap_or_else(|e| e.into_inner());
+        let Some(env) = g.as_ref() else {
+            return Err(Error::Storage(
+                "the online store was closed; open it again".into(),
+            ));
+        };
+        let cur = env.info().map_size;
+        let target = match full {
+            None => 0,
+            Some(size) if cur > size => return Ok(()), // another thread grew it already
+            Some(_) => {
+                let want = cur.saturating_mul(2);
+                if self.max_map_size.is_some_and(|m| want > m) {
+                    return Err(Error::MapFull(format!(
+                        "the online store's map is full at {cur} bytes and may not grow past max_map_size={}; \
+                         nothing was written. Open the store with a larger max_map_size (or None)",
+                        self.max_map_size.unwrap_or(0)
+                    )));
+                }
+                if !can_map(want) {
+                    return Err(Error::MapFull(format!(
+                        "the online store's map is full at {cur} bytes and the process cannot map {want} bytes \
+                         (address space limit); nothing was written. Raise the limit (ulimit -v) or write less"
+                    )));
+                }
+                want
+            }
+        };
+        // SAFETY: the exclusive lock is held, and every transaction of this process runs under the shared
+        // lock, so no transaction is active on this environment.
+        if let Err(e) = unsafe { env.resize(target) } {
+            // A failed remap leaves LMDB without a map; drop the environment rather than let a read touch it.
+            *g = None;
+            return Err(Error::MapFull(format!(
+                "growing the online store's map failed ({e}); nothing was written. Open the store again"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The database of `view`, or `None` when the view has never been written.
+    pub fn view_db(&self, view: &str) -> Result<Option<Db>> {
+        if let Some(db) = self.views.lock().unwrap_or_else(|e| e.into_inner()).get(view) {
+            return Ok(Some(*db));
+        }
+        let name = db_name(view)?;
+        loop {
+            let g = self.env()?;
+            let env = g.as_ref().expect("checked by env()");
+            let opened = match env.read_txn() {
+                Ok(rtxn) => Some(
+                    env.open_databases_and_commit(rtxn, |dbo, rtxn| {
+                        dbo.open_database::<Bytes, Bytes>(rtxn, Some(&name))
+                            .map(CommitOrAbort::<_, ()>::Commit)
+                    })
+                    .map_err(storage),
+                ),
+                Err(heed::Error::Mdb(MdbError::MapResized)) => None,
+                Err(e) => Some(Err(storage(e))),
+            };
+            drop(g);
+            let Some(opened) = opened else {
+                self.resize(None)?;
+                continue;
+            };
+            let db = opened?.unwrap_commit();
+            if let Some(db) = db {
+                self.views
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(view.to_string(), db);
+            }
+            return Ok(db);
+        }
+    }
+
+    pub fn meta(&self) -> Db {
+        self.meta
+    }
+
+    pub fn schema(&self, view: &str) -> Result<Option<ViewSchema>> {
+        let key = schema_key(view);
+        self.read(|txn| read_schema(&self.meta, txn, &key))
+    }
+
+    pub fn views(&self) -> Result<Vec<String>> {
+        self.read(|txn| {
+            let mut out = Vec::new();
+            for item in self.meta.prefix_iter(txn, SCHEMA_PREFIX).map_err(storage)? {
+                let (k, _) = item.map_err(storage)?;
+                out.push(String::from_utf8_lossy(&k[SCHEMA_PREFIX.len()..]).into_owned());
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn clear_stale_readers(&self) -> Result<usize> {
+        let g = self.env()?;
+        g.as_ref()
+            .expect("checked by env()")
+            .clear_stale_readers()
+            .map_err(storage)
+    }
+
+    pub fn map_size(&self) -> Result<usize> {
+        let g = self.env()?;
+        Ok(g.as_ref().expect("checked by env()").info().map_size)
+    }
+}
+
+pub fn schema_key(view: &str) -> Vec<u8> {
+    let mut k = SCHEMA_PREFIX.to_vec();
+    k.extend_from_slice(view.as_bytes());
+    k
+}
+
+pub fn read_schema(meta: &AnyDb<'_>, txn: &RoTxn, key: &[u8]) -> Result<Option<ViewSchema>> {
+    match meta.get(txn, key).map_err(storage)? {
+        Some(b) => Ok(Some(ViewSchema::decode(b)?)),
+        None => Ok(None),
+    }
+}
+
+fn db_name(view: &str) -> Result<String> {
+    if view.is_empty() || view.len() > 200 || view.contains('\0') {
+        return Err(Error::InvalidArgument(format!(
+            "view name {view:?} is not valid: use 1 to 200 bytes without NUL characters"
+        )));
+    }
+    Ok(format!("view/{view}"))
+}
+
+/// The versions of the formats this build writes, stored once per environment.
+fn format_record() -> [u8; 3] {
+    [KEY_FORMAT_VERSION, VALUE_FORMAT_VERSION, SCHEMA_FORMAT_VERSION]
+}
+
+fn init_meta(env: &Env) -> Result<Db> {
+    let rtxn = env.read_txn().map_err(storage)?;
+    let existing = env
+        .open_databases_and_commit(rtxn, |dbo, rtxn| {
+            let db: Option<AnyDb<'_>> = dbo.open_database(rtxn, Some(META_DB))?;
+            if let Some(db) = &db {
+                if let Some(f) = db.get(rtxn, FORMAT_KEY)? {
+                    if f != format_record() {
+                        return Ok(CommitOrAbort::Abort(f.to_vec()));
+                    }
+                }
+            }
+            Ok::<_, heed::Error>(CommitOrAbort::Commit(db))
+        })
+        .map_err(storage)?;
+    match existing {
+        CommitOrAbort::Abort(f) => Err(Error::Storage(format!(
+            "the online store was written with formats {f:?} (key, value, schema); this skewless reads {:?}. \
+             Use the skewless version that wrote it, or rebuild the store",
+            format_record()
+        ))),
+        CommitOrAbort::Commit(Some(db)) => Ok(db),
+        CommitOrAbort::Commit(None) => {
+            let wtxn = env.write_txn().map_err(storage)?;
+            env.create_databases_and_commit(wtxn, |dbo, wtxn| {
+                let db: AnyDb<'_> = dbo.create_database(wtxn, Some(META_DB))?;
+                if db.get(wtxn, FORMAT_KEY)?.is_none() {
+                    db.put(wtxn, FORMAT_KEY, &format_record())?;
+                }
+                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(db))
+            })
+            .map_err(storage)
+            .map(|c| c.unwrap_commit())
+        }
+    }
+}
+
+/// Whether the process can map `bytes` more of address space (an anonymous reservation, released at once).
+fn can_map(bytes: usize) -> bool {
+    // SAFETY: an anonymous, inaccessible, unreserved mapping that is unmapped before returning.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        libc::munmap(p, bytes);
+        true
+    }
+}
