@@ -10,7 +10,6 @@ import numpy as np
 import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from skewless.online import OnlineStore, Status
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -33,7 +32,7 @@ def stamp(ts: int, created: int | None) -> tuple:
 
 def oracle_apply(state: dict, batch: list, values: list) -> tuple[int, int]:
     winners: dict = {}
-    for i, ((key, ts, created), v) in enumerate(zip(batch, values)):
+    for (key, ts, created), v in zip(batch, values, strict=True):
         s = stamp(ts, created)
         if key not in winners or s >= winners[key][0]:  # >=: the last of equals in input order wins
             winners[key] = (s, v, ts)

@@ -30,7 +30,8 @@ Example:
     >>> from skewless.online import OnlineStore, Status
     >>> store = OnlineStore(tempfile.mkdtemp())
     >>> t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    >>> store.write("user", pa.table({"id": [1, 2], "ts": [t, t], "x": [0.5, 1.5]}), keys="id", timestamp="ts")
+    >>> data = pa.table({"id": [1, 2], "ts": [t, t], "x": [0.5, 1.5]})
+    >>> store.write("user", data, keys="id", timestamp="ts")
     WriteResult(rows_written=2, rows_skipped=0)
     >>> values, status = store.reader("user").get_numpy([2, 3])
     >>> values[0, 0], Status(status[1]).name

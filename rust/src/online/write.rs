@@ -223,18 +223,41 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
         base += batch.num_rows();
     }
 
-    // One winner per key: sort by (key, stamp, input position) and keep the last of each key.
+    // One winner per key: sort by (key, stamp, input position) and keep the last of each key. Entries
+    // carry the key's first 8 bytes inline so most comparisons never touch the arena (an int key is
+    // exactly 8 bytes, so for it they never do).
     let kb = |r: &Row| &arena[r.key.0 as usize..r.key.1 as usize];
-    let mut order: Vec<u32> = (0..rows.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let (ra, rb) = (&rows[a as usize], &rows[b as usize]);
-        kb(ra).cmp(kb(rb)).then(ra.stamp.cmp(&rb.stamp)).then(a.cmp(&b))
-    });
+    let mut order: Vec<(u64, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let k = kb(r);
+            let mut head = [0u8; 8];
+            let m = k.len().min(8);
+            head[..m].copy_from_slice(&k[..m]);
+            (u64::from_be_bytes(head), i as u32)
+        })
+        .collect();
+    let cmp = |a: &(u64, u32), b: &(u64, u32)| {
+        a.0.cmp(&b.0).then_with(|| {
+            let (ra, rb) = (&rows[a.1 as usize], &rows[b.1 as usize]);
+            kb(ra)
+                .cmp(kb(rb))
+                .then(ra.stamp.cmp(&rb.stamp))
+                .then(a.1.cmp(&b.1))
+        })
+    };
+    if order.len() >= 1 << 16 {
+        use rayon::slice::ParallelSliceMut;
+        order.par_sort_unstable_by(cmp);
+    } else {
+        order.sort_unstable_by(cmp);
+    }
     let mut winners: Vec<u32> = Vec::with_capacity(order.len());
-    for (i, &r) in order.iter().enumerate() {
-        let last = order
-            .get(i + 1)
-            .is_none_or(|&next| kb(&rows[next as usize]) != kb(&rows[r as usize]));
+    for (i, &(_, r)) in order.iter().enumerate() {
+        let last = order.get(i + 1).is_none_or(|&(head, next)| {
+            head != order[i].0 || kb(&rows[next as usize]) != kb(&rows[r as usize])
+        });
         if last {
             winners.push(r);
         }

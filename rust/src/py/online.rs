@@ -22,6 +22,9 @@ use crate::online::{write, KeyBatch, Reader, Store, WriteSpec};
 use crate::py::arrow::{read_table, to_pyarrow};
 use crate::py::errors::{run_detached, run_guarded, to_py};
 
+/// `get_numpy`'s result: values `[n, columns]` and statuses `[n]`.
+type NumpyOut<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<i8>>);
+
 /// Requests at least this large release the GIL; below it, releasing costs more than the read.
 const DETACH_KEYS: usize = 1024;
 
@@ -136,7 +139,7 @@ impl PyReader {
         keys: &Bound<'py, PyAny>,
         as_of: Option<&Bound<'py, PyAny>>,
         ttl: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray1<i8>>)> {
+    ) -> PyResult<NumpyOut<'py>> {
         run_guarded(py, || self.inner.check_numeric())?;
         let cut = expiry(py, as_of, ttl)?;
         let (batch, _) = self.parse_keys(py, keys, false)?;
