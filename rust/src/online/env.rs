@@ -10,7 +10,6 @@
 //! Every transaction runs under a shared lock; changing the map size takes it exclusively, which is how
 //! this module guarantees LMDB's rule that no transaction of the process is active during a resize.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once, RwLock, RwLockReadGuard, Weak};
@@ -27,11 +26,18 @@ pub type Db = Database<'static, Bytes, Bytes>;
 pub type AnyDb<'e> = Database<'e, Bytes, Bytes>;
 
 const META_DB: &str = "__skewless_meta__";
+/// All views share one data database; a key starts with its view's 4-byte id (see `key.rs`). One
+/// database, not one per view, because LMDB zero-fills a per-transaction table sized by `max_dbs` on
+/// every read transaction: with thousands of named databases that memset dominated a one-key read.
+const DATA_DB: &str = "__skewless_data__";
 const FORMAT_KEY: &[u8] = b"format";
 const SCHEMA_PREFIX: &[u8] = b"schema/";
+/// `viewid/<view>` -> u32 LE view id; `next_view_id` -> the next id to hand out (u32 LE).
+const VIEW_ID_PREFIX: &[u8] = b"viewid/";
+const NEXT_VIEW_ID: &[u8] = b"next_view_id";
 /// Address space reserved for the map when the caller does not say; the file grows only with the data.
 const DEFAULT_MAP_SIZE: usize = 1 << 30;
-const MAX_DBS: u32 = 4096;
+const MAX_DBS: u32 = 2;
 
 static FORK_GEN: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
@@ -88,7 +94,7 @@ pub struct Store {
     env: RwLock<Option<Env>>,
     max_map_size: Option<usize>,
     meta: Db,
-    views: Mutex<HashMap<String, Db>>,
+    data: Db,
     /// Reader slots of dead processes cleared when this process opened the environment.
     pub stale_readers_cleared: usize,
 }
@@ -170,14 +176,14 @@ impl Store {
         }
         let env = open_env(&canon, size)?;
         let stale = env.clear_stale_readers().map_err(storage)?;
-        let meta = init_meta(&env)?;
+        let (meta, data) = init_dbs(&env)?;
         let store = Arc::new(Store {
             path: canon.clone(),
             gen,
             env: RwLock::new(Some(env)),
             max_map_size,
             meta,
-            views: Mutex::new(HashMap::new()),
+            data,
             stale_readers_cleared: stale,
         });
         cache.push((canon, Arc::downgrade(&store)));
@@ -221,18 +227,18 @@ impl Store {
         }
     }
 
-    /// Runs `f` in one write transaction on the view's database (created when new), committing when it
-    /// returns Ok. A full map aborts the transaction, doubles the map and runs `f` again from the start,
-    /// so the caller's writes land in one transaction or not at all.
+    /// Runs `f(txn, data, meta, view_prefix)` in one write transaction (the view gets its id when new),
+    /// committing when it returns Ok. A full map aborts the transaction, doubles the map and runs `f`
+    /// again from the start, so the caller's writes land in one transaction or not at all.
     pub fn write<T>(
         &self,
         view: &str,
-        mut f: impl FnMut(&mut RwTxn, &AnyDb<'_>, &Db) -> Result<T, TxnError>,
+        mut f: impl FnMut(&mut RwTxn, &Db, &Db, [u8; 4]) -> Result<T, TxnError>,
     ) -> Result<T> {
-        let name = db_name(view)?;
+        check_view_name(view)?;
         loop {
             let g = self.env()?;
-            let outcome = self.write_once(g.as_ref().expect("checked by env()"), view, &name, &mut f);
+            let outcome = self.write_once(g.as_ref().expect("checked by env()"), view, &mut f);
             drop(g);
             match outcome {
                 Attempt::Done(r) => return r,
@@ -246,35 +252,43 @@ impl Store {
         &self,
         env: &Env,
         view: &str,
-        name: &str,
-        f: &mut impl FnMut(&mut RwTxn, &AnyDb<'_>, &Db) -> Result<T, TxnError>,
+        f: &mut impl FnMut(&mut RwTxn, &Db, &Db, [u8; 4]) -> Result<T, TxnError>,
     ) -> Attempt<T> {
         let map_size = env.info().map_size;
-        let wtxn = match env.write_txn() {
+        let mut wtxn = match env.write_txn() {
             Ok(t) => t,
             Err(heed::Error::Mdb(MdbError::MapResized)) => return Attempt::Resized,
             Err(e) => return Attempt::Done(Err(storage(e))),
         };
-        let mut out = None;
-        let meta = self.meta;
-        let res = env.create_databases_and_commit(wtxn, |dbo, wtxn| -> Result<_, TxnError> {
-            let db: AnyDb<'_> = dbo.create_database(wtxn, Some(name))?;
-            out = Some(f(wtxn, &db, &meta)?);
-            Ok(CommitOrAbort::<_, ()>::Commit(db))
-        });
+        let mut run = || -> Result<T, TxnError> {
+            let prefix = self.view_prefix_rw(&mut wtxn, view)?;
+            f(&mut wtxn, &self.data, &self.meta, prefix)
+        };
+        let res = run().and_then(|out| wtxn.commit().map(|()| out).map_err(TxnError::from));
         match res {
-            Ok(CommitOrAbort::Commit(db)) => {
-                self.views
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(view.to_string(), db);
-                Attempt::Done(out.ok_or_else(|| Error::Internal("write committed without a result".into())))
-            }
-            Ok(CommitOrAbort::Abort(())) => Attempt::Done(Err(Error::Internal("write aborted".into()))),
+            Ok(out) => Attempt::Done(Ok(out)),
             Err(TxnError::Heed(heed::Error::Mdb(MdbError::MapFull))) => Attempt::Full(map_size),
             Err(TxnError::Heed(e)) => Attempt::Done(Err(storage(e))),
             Err(TxnError::Kernel(e)) => Attempt::Done(Err(e)),
         }
+    }
+
+    /// The view's key prefix, handing out a new id inside `wtxn` when the view is new.
+    fn view_prefix_rw(&self, wtxn: &mut RwTxn, view: &str) -> Result<[u8; 4], TxnError> {
+        let key = view_id_key(view);
+        if let Some(v) = self.meta.get(wtxn, &key)? {
+            return Ok(id_prefix(v)?);
+        }
+        let next = match self.meta.get(wtxn, NEXT_VIEW_ID)? {
+            Some(v) => u32::from_le_bytes(v.try_into().map_err(|_| corrupt_meta())?),
+            None => 1,
+        };
+        let after = next
+            .checked_add(1)
+            .ok_or_else(|| Error::Storage("the store ran out of view ids".into()))?;
+        self.meta.put(wtxn, NEXT_VIEW_ID, &after.to_le_bytes())?;
+        self.meta.put(wtxn, &key, &next.to_le_bytes())?;
+        Ok(next.to_be_bytes())
     }
 
     /// With `full = Some(size)`: doubles a map that filled at `size`. With `None`: adopts the size another
@@ -320,40 +334,17 @@ impl Store {
         Ok(())
     }
 
-    /// The database of `view`, or `None` when the view has never been written.
-    pub fn view_db(&self, view: &str) -> Result<Option<Db>> {
-        if let Some(db) = self.views.lock().unwrap_or_else(|e| e.into_inner()).get(view) {
-            return Ok(Some(*db));
-        }
-        let name = db_name(view)?;
-        loop {
-            let g = self.env()?;
-            let env = g.as_ref().expect("checked by env()");
-            let opened = match env.read_txn() {
-                Ok(rtxn) => Some(
-                    env.open_databases_and_commit(rtxn, |dbo, rtxn| {
-                        dbo.open_database::<Bytes, Bytes>(rtxn, Some(&name))
-                            .map(CommitOrAbort::<_, ()>::Commit)
-                    })
-                    .map_err(storage),
-                ),
-                Err(heed::Error::Mdb(MdbError::MapResized)) => None,
-                Err(e) => Some(Err(storage(e))),
-            };
-            drop(g);
-            let Some(opened) = opened else {
-                self.resize(None)?;
-                continue;
-            };
-            let db = opened?.unwrap_commit();
-            if let Some(db) = db {
-                self.views
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(view.to_string(), db);
-            }
-            return Ok(db);
-        }
+    /// The key prefix of `view`, or `None` when the view has never been written.
+    pub fn view_prefix(&self, view: &str) -> Result<Option<[u8; 4]>> {
+        let key = view_id_key(view);
+        self.read(|txn| match self.meta.get(txn, &key).map_err(storage)? {
+            Some(v) => Ok(Some(id_prefix(v)?)),
+            None => Ok(None),
+        })
+    }
+
+    pub fn data(&self) -> Db {
+        self.data
     }
 
     pub fn meta(&self) -> Db {
@@ -403,13 +394,29 @@ pub fn read_schema(meta: &AnyDb<'_>, txn: &RoTxn, key: &[u8]) -> Result<Option<V
     }
 }
 
-fn db_name(view: &str) -> Result<String> {
+fn check_view_name(view: &str) -> Result<()> {
     if view.is_empty() || view.len() > 200 || view.contains('\0') {
         return Err(Error::InvalidArgument(format!(
             "view name {view:?} is not valid: use 1 to 200 bytes without NUL characters"
         )));
     }
-    Ok(format!("view/{view}"))
+    Ok(())
+}
+
+fn view_id_key(view: &str) -> Vec<u8> {
+    let mut k = VIEW_ID_PREFIX.to_vec();
+    k.extend_from_slice(view.as_bytes());
+    k
+}
+
+/// A stored view id (u32 LE) as the big-endian key prefix, so one view's keys are one contiguous range.
+fn id_prefix(v: &[u8]) -> Result<[u8; 4]> {
+    let id: [u8; 4] = v.try_into().map_err(|_| corrupt_meta())?;
+    Ok(u32::from_le_bytes(id).to_be_bytes())
+}
+
+fn corrupt_meta() -> Error {
+    Error::Storage("the online store's metadata is corrupt; rebuild the store".into())
 }
 
 /// The versions of the formats this build writes, stored once per environment.
@@ -417,19 +424,21 @@ fn format_record() -> [u8; 3] {
     [KEY_FORMAT_VERSION, VALUE_FORMAT_VERSION, SCHEMA_FORMAT_VERSION]
 }
 
-fn init_meta(env: &Env) -> Result<Db> {
+/// Opens the metadata and data databases, creating them (and the format record) in a new store.
+fn init_dbs(env: &Env) -> Result<(Db, Db)> {
     let rtxn = env.read_txn().map_err(storage)?;
     let existing = env
         .open_databases_and_commit(rtxn, |dbo, rtxn| {
-            let db: Option<AnyDb<'_>> = dbo.open_database(rtxn, Some(META_DB))?;
-            if let Some(db) = &db {
+            let meta: Option<AnyDb<'_>> = dbo.open_database(rtxn, Some(META_DB))?;
+            let data: Option<AnyDb<'_>> = dbo.open_database(rtxn, Some(DATA_DB))?;
+            if let Some(db) = &meta {
                 if let Some(f) = db.get(rtxn, FORMAT_KEY)? {
                     if f != format_record() {
                         return Ok(CommitOrAbort::Abort(f.to_vec()));
                     }
                 }
             }
-            Ok::<_, heed::Error>(CommitOrAbort::Commit(db))
+            Ok::<_, heed::Error>(CommitOrAbort::Commit(meta.zip(data)))
         })
         .map_err(storage)?;
     match existing {
@@ -438,15 +447,16 @@ fn init_meta(env: &Env) -> Result<Db> {
              Use the skewless version that wrote it, or rebuild the store",
             format_record()
         ))),
-        CommitOrAbort::Commit(Some(db)) => Ok(db),
+        CommitOrAbort::Commit(Some(dbs)) => Ok(dbs),
         CommitOrAbort::Commit(None) => {
             let wtxn = env.write_txn().map_err(storage)?;
             env.create_databases_and_commit(wtxn, |dbo, wtxn| {
-                let db: AnyDb<'_> = dbo.create_database(wtxn, Some(META_DB))?;
-                if db.get(wtxn, FORMAT_KEY)?.is_none() {
-                    db.put(wtxn, FORMAT_KEY, &format_record())?;
+                let meta: AnyDb<'_> = dbo.create_database(wtxn, Some(META_DB))?;
+                let data: AnyDb<'_> = dbo.create_database(wtxn, Some(DATA_DB))?;
+                if meta.get(wtxn, FORMAT_KEY)?.is_none() {
+                    meta.put(wtxn, FORMAT_KEY, &format_record())?;
                 }
-                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(db))
+                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((meta, data)))
             })
             .map_err(storage)
             .map(|c| c.unwrap_commit())

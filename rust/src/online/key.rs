@@ -19,7 +19,11 @@
 //! tuple order, and the next part is only compared when the previous parts are equal.
 //!
 //! Widening means a view keyed by int32 and one keyed by int64 encode equal numbers identically, so a
-//! lookup with Python ints needs no knowledge of the stored width. LMDB limits keys to 511 bytes.
+//! lookup with Python ints needs no knowledge of the stored width.
+//!
+//! In LMDB every view's keys live in one database, each prefixed with the view's id as 4 bytes
+//! big-endian (ids are handed out by the first write of a view and kept in the metadata database), so
+//! one view's keys form one contiguous range. LMDB limits keys to 511 bytes: 507 for the encoded key.
 
 use crate::error::{Error, Result};
 
@@ -55,13 +59,14 @@ pub fn push_bytes(out: &mut Vec<u8>, v: &[u8], last: bool) {
     out.extend_from_slice(&[0x00, 0x01]);
 }
 
-/// Checks an encoded key against LMDB's limit.
+/// Checks an encoded key (without its view prefix) against LMDB's limit.
 pub fn check_len(key: &[u8]) -> Result<()> {
-    if key.len() > MAX_KEY_BYTES {
+    if key.len() > MAX_KEY_BYTES - 4 {
         return Err(Error::InvalidArgument(format!(
-            "an encoded key is {} bytes; the online store's keys are limited to {MAX_KEY_BYTES} bytes. \
+            "an encoded key is {} bytes; the online store's keys are limited to {} bytes. \
              Use shorter key values (e.g. a hash of a long string)",
-            key.len()
+            key.len(),
+            MAX_KEY_BYTES - 4
         )));
     }
     Ok(())
@@ -164,7 +169,7 @@ mod tests {
 
     #[test]
     fn long_keys_are_rejected() {
-        assert!(check_len(&[0u8; 511]).is_ok());
-        assert!(matches!(check_len(&[0u8; 512]), Err(Error::InvalidArgument(_))));
+        assert!(check_len(&[0u8; 507]).is_ok());
+        assert!(matches!(check_len(&[0u8; 508]), Err(Error::InvalidArgument(_))));
     }
 }

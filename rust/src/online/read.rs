@@ -7,6 +7,7 @@ use arrow::array::*;
 
 use crate::error::{Error, Result};
 use crate::online::env::{storage, Db, Store};
+use crate::online::key;
 use crate::online::schema::{Kind, ViewSchema};
 use crate::online::value::{self, arr, Layout};
 
@@ -50,6 +51,8 @@ pub struct Reader {
     pub view: String,
     pub schema: ViewSchema,
     db: Db,
+    /// The view's 4-byte key prefix in the shared data database.
+    prefix: [u8; 4],
     layout: Layout,
     /// Selected value columns, as indices into `schema.values`.
     pub cols: Vec<usize>,
@@ -58,8 +61,9 @@ pub struct Reader {
 impl Reader {
     pub fn new(store: Arc<Store>, view: &str, columns: Option<&[String]>) -> Result<Reader> {
         let schema = store.schema(view)?;
-        let db = store.view_db(view)?;
-        let (Some(schema), Some(db)) = (schema, db) else {
+        let prefix = store.view_prefix(view)?;
+        let db = store.data();
+        let (Some(schema), Some(prefix)) = (schema, prefix) else {
             let known = store.views()?;
             return Err(Error::InvalidArgument(format!(
                 "view {view:?} has never been written to this online store (views: {known:?}); write it first"
@@ -85,6 +89,7 @@ impl Reader {
             view: view.to_string(),
             schema,
             db,
+            prefix,
             layout,
             cols,
         })
@@ -111,6 +116,8 @@ impl Reader {
     /// `value` is the stored bytes when the status is PRESENT. Expired iff event ts < `cutoff`.
     #[inline]
     fn each(&self, keys: &KeyBatch, cutoff: Option<i64>, mut f: impl FnMut(usize, i8, &[u8])) -> Result<()> {
+        let mut kbuf = [0u8; key::MAX_KEY_BYTES];
+        kbuf[..4].copy_from_slice(&self.prefix);
         self.store.read(|txn| {
             for i in 0..keys.len() {
                 let k = keys.key(i);
@@ -119,7 +126,12 @@ impl Reader {
                     f(i, NOT_FOUND, &[]);
                     continue;
                 }
-                match self.db.get(txn, k).map_err(storage)? {
+                if k.len() > key::MAX_KEY_BYTES - 4 {
+                    f(i, NOT_FOUND, &[]); // longer than any stored key
+                    continue;
+                }
+                kbuf[4..4 + k.len()].copy_from_slice(k);
+                match self.db.get(txn, &kbuf[..4 + k.len()]).map_err(storage)? {
                     None => f(i, NOT_FOUND, &[]),
                     Some(v) => {
                         self.layout.check(v)?;

@@ -272,7 +272,8 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
     };
     let skey = schema_key(view);
     let mut buf = Vec::new();
-    let written = store.write(view, |wtxn, db, meta| {
+    let mut kbuf = Vec::with_capacity(64);
+    let written = store.write(view, |wtxn, db, meta, prefix| {
         let stored = read_schema(meta, wtxn, &skey)?;
         let (vs, order_map) = stored_or_new(&stored)?;
         if stored.is_none() {
@@ -301,7 +302,10 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
         let mut written = 0usize;
         for &w in &winners {
             let row = &rows[w as usize];
-            let k = kb(row);
+            kbuf.clear();
+            kbuf.extend_from_slice(&prefix);
+            kbuf.extend_from_slice(kb(row));
+            let k = kbuf.as_slice();
             if let Some(old) = db.get(wtxn, k)? {
                 if value::stamp(old)? >= row.stamp {
                     continue;
