@@ -320,3 +320,47 @@ def test_single_string_keys_argument_is_rejected(store):
     with pytest.raises(errors.DtypeError):
         store.reader("s").get_numpy("ab")
     assert store.reader("s").get_numpy(np.array(["ab", "c"]))[1].tolist() == [0, 1]
+
+
+def test_threads_read_while_another_thread_grows_the_map(tmp_path):
+    import threading
+
+    store = OnlineStore(tmp_path / "s", map_size=64 * 1024)
+    store.write(
+        "v", {"k": np.arange(2000), "ts": ts(*([0] * 2000)), "x": np.ones(2000)}, keys="k", timestamp="ts"
+    )
+    reader = store.reader("v")
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def read_loop() -> None:
+        try:
+            while not stop.is_set():
+                values, status = reader.get_numpy(np.arange(2000))  # >= 1024 keys: runs without the GIL
+                assert (status == 0).all() and (values[:, 0] >= 1).all()
+        except BaseException as e:  # noqa: BLE001 - reported to the main thread
+            failures.append(e)
+
+    threads = [threading.Thread(target=read_loop) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for version in range(2, 6):
+            n = 20_000 * version
+            data = {"k": np.arange(n), "ts": ts(*([version] * n)), "x": np.full(n, float(version))}
+            assert store.write("v", data, keys="k", timestamp="ts").rows_written == n
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not failures, failures
+    assert store.map_size > 64 * 1024 * 16
+    assert reader.get_numpy([0, 99_999])[0].tolist() == [[5.0], [5.0]]
+
+
+def test_get_refuses_a_value_column_named_status(store):
+    store.write("v", {"k": [1], "ts": ts(0), "status": [1.0], "x": [2.0]}, keys="k", timestamp="ts")
+    with pytest.raises(errors.ColumnClashError):
+        store.reader("v").get([1])
+    assert store.reader("v", columns=["x"]).get([1]).column("x").to_pylist() == [2.0]
+    assert store.reader("v").get_numpy([1])[0].tolist() == [[1.0, 2.0]]
