@@ -38,6 +38,9 @@ const NEXT_VIEW_ID: &[u8] = b"next_view_id";
 /// Address space reserved for the map when the caller does not say; the file grows only with the data.
 const DEFAULT_MAP_SIZE: usize = 1 << 30;
 const MAX_DBS: u32 = 2;
+/// Reader slots (one per reading thread per process, fixed by whoever creates the lock file). LMDB's
+/// default of 126 is small for a service with a thread pool; a slot costs 64 bytes of lock file.
+const MAX_READERS: u32 = 1024;
 
 static FORK_GEN: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
@@ -68,11 +71,11 @@ impl From<Error> for TxnError {
 
 pub fn storage(e: heed::Error) -> Error {
     match e {
-        heed::Error::Mdb(MdbError::ReadersFull) => Error::Storage(
-            "the online store's reader table is full (126 slots): too many processes or threads read at once; \
-             readers of killed processes are reclaimed on open (OnlineStore.clear_stale_readers())"
-                .into(),
-        ),
+        heed::Error::Mdb(MdbError::ReadersFull) => Error::Storage(format!(
+            "the online store's reader table is full ({MAX_READERS} slots, one per reading thread): too many \
+             processes or threads read at once; slots of killed processes are freed by \
+             OnlineStore.clear_stale_readers() and on open"
+        )),
         heed::Error::Mdb(MdbError::TxnFull) => Error::Storage(
             "one write touched more pages than an LMDB transaction can hold; split the data into smaller writes".into(),
         ),
@@ -117,7 +120,7 @@ fn round_to_pages(n: usize) -> usize {
 /// The one place an LMDB environment is opened.
 fn open_env(path: &Path, map_size: usize) -> Result<Env> {
     let mut opts = EnvOpenOptions::new();
-    opts.map_size(map_size).max_dbs(MAX_DBS);
+    opts.map_size(map_size).max_dbs(MAX_DBS).max_readers(MAX_READERS);
     // SAFETY: LMDB memory-maps the data file; the map is only sound if the file is not modified except
     // through LMDB and the environment is opened at most once per process. The process-global cache in
     // this module is the only caller and keeps one environment per canonical path (per fork generation,
@@ -163,8 +166,20 @@ impl Store {
                 cache.push((canon, Arc::downgrade(&s)));
                 return Ok(s);
             }
-            // Opened before a fork: close the parent's environment in this child before opening anew.
-            *s.env.write().unwrap_or_else(|e| e.into_inner()) = None;
+            // Opened before a fork: close the parent's environment in this child before opening anew. If a
+            // parent thread held the lock at fork time it stays held forever in the child; then the
+            // environment cannot be closed here, and opening again reports that instead of deadlocking.
+            match s.env.try_write() {
+                Ok(mut g) => *g = None,
+                Err(std::sync::TryLockError::Poisoned(e)) => *e.into_inner() = None,
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(Error::Storage(format!(
+                        "the online store {} was in use by another thread when this process forked, so the \
+                         child cannot reopen it; open the store only in the child, or fork before using it",
+                        canon.display()
+                    )))
+                }
+            }
         }
         let size = round_to_pages(map_size.unwrap_or(DEFAULT_MAP_SIZE));
         if let Some(m) = max_map_size {
