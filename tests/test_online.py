@@ -364,3 +364,19 @@ def test_get_refuses_a_value_column_named_status(store):
         store.reader("v").get([1])
     assert store.reader("v", columns=["x"]).get([1]).column("x").to_pylist() == [2.0]
     assert store.reader("v").get_numpy([1])[0].tolist() == [[1.0, 2.0]]
+
+
+def test_keys_as_series_and_arrow_arrays(store):
+    store.write("v", {"k": ["a", "b"], "ts": ts(0, 0), "x": [1.0, 2.0]}, keys="k", timestamp="ts")
+    store.write("n", {"k": [1, 2], "ts": ts(0, 0), "x": [1.0, 2.0]}, keys="k", timestamp="ts")
+    r, rn = store.reader("v"), store.reader("n")
+    for keys in (
+        pd.Series(["b", "z"]),
+        pl.Series(["b", "z"]),
+        pa.array(["b", "z"]),
+        pa.chunked_array([["b"], ["z"]]),
+    ):
+        assert r.get_numpy(keys)[1].tolist() == [0, 1], type(keys)
+        assert r.get(keys).column("k").to_pylist() == ["b", "z"]
+    for keys in (pd.Series([2, 9]), pl.Series([2, 9]), pa.array([2, 9], pa.int32())):
+        assert rn.get_numpy(keys)[0][:, 0].tolist()[0] == 2.0, type(keys)

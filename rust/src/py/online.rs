@@ -302,6 +302,18 @@ impl PyReader {
                 let list = list.cast::<PyList>()?;
                 return scalars(py, kind, list.iter(), list.len(), arrays);
             }
+            // One-dimensional containers (pandas/polars Series, pyarrow arrays): convert once and retry.
+            let shape_1d = keys
+                .getattr("shape")
+                .ok()
+                .and_then(|s| s.extract::<Vec<usize>>().ok())
+                .is_some_and(|s| s.len() == 1);
+            if shape_1d && keys.hasattr("to_numpy")? {
+                return self.parse_keys(py, &keys.call_method0("to_numpy")?, arrays);
+            }
+            if keys.hasattr("to_pylist")? && !keys.hasattr("column_names")? {
+                return self.parse_keys(py, &keys.call_method0("to_pylist")?, arrays);
+            }
             if keys.is_instance_of::<PyString>() || keys.is_instance_of::<PyBytes>() {
                 return Err(to_py(
                     py,
