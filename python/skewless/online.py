@@ -86,6 +86,7 @@ class OnlineStore:
 
     ``map_size`` is the initial size in bytes of the memory map (default 1 GiB of address space; the file
     grows only with the data). The map doubles when full, up to ``max_map_size`` (default: no limit).
+    Handles on one path in one process share one LMDB environment: the first handle's sizes apply.
 
     Example:
         >>> import tempfile
