@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -112,10 +113,34 @@ def test_kill_9_mid_write_leaves_the_last_committed_state(tmp_path):
     )
     assert writer.stdout is not None
     assert writer.stdout.readline().strip() == "big"
-    time.sleep(1.5)  # the big write sorts for about a second, then runs its transaction for seconds
+    # Kill only once the big write holds LMDB's writer lock: a probe write to another view then blocks.
+    # After the kill the probe goes through (LMDB recovers the dead owner's robust mutex).
+    probe = {"k": [1], "ts": [T0], "x": [1.0]}
+    deadline = time.time() + 60
+    while True:
+        done = threading.Event()
+        failures: list[BaseException] = []
+
+        def write_probe(done: threading.Event = done, failures: list = failures) -> None:
+            try:
+                store.write("probe", probe, keys="k", timestamp="ts")
+            except BaseException as e:  # noqa: BLE001 - reported to the main thread
+                failures.append(e)
+            done.set()
+
+        t = threading.Thread(target=write_probe)
+        t.start()
+        if not done.wait(0.3):
+            break  # blocked: the child is inside its write transaction
+        t.join()
+        assert not failures, failures
+        assert writer.poll() is None, "the big write finished before it could be interrupted"
+        assert time.time() < deadline
     writer.send_signal(signal.SIGKILL)
     out, _ = writer.communicate(timeout=30)
-    assert "done" not in out, "the write finished before the kill; make it bigger"
+    assert "done" not in out
+    t.join(timeout=30)
+    assert done.is_set() and not failures, failures
 
     values, status = reader.get_numpy(np.arange(1005))
     assert (status[:1000] == 0).all() and (status[1000:] == 1).all()
