@@ -99,7 +99,7 @@ pub fn infer_schema(table: &Table, spec: &WriteSpec<'_>) -> Result<ViewSchema> {
     Ok(ViewSchema { keys, values })
 }
 
-/// Appends the encoded key of `row` (of `chunks`, one per key column) to `out`; `Ok(false)` on a null.
+/// Appends the encoded key of `row` (of `chunks`, one per key column) to `out`; false on a null key.
 #[inline]
 pub fn encode_key(chunks: &[Chunk<'_>], row: usize, out: &mut Vec<u8>) -> bool {
     let n = chunks.len();
