@@ -241,3 +241,37 @@ def test_readers_adopt_a_map_grown_by_another_process(tmp_path):
     values, status = reader.get_numpy(np.arange(200_000))
     assert (status == 0).all() and (values == 2.0).all()
     assert store.map_size >= int(out)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_a_map_that_cannot_grow_for_lack_of_address_space_raises_map_full(tmp_path):
+    # In a child with an address-space limit of 1.5 maps more than it uses: the write's dirty pages fit,
+    # doubling the map does not, so the write must fail with MapFullError and leave the store as it was.
+    check = spawn(
+        """
+        import resource
+        from skewless import errors
+        ts = lambda n, v: pa.array(np.full(n, 1_700_000_000_000_000 + v), pa.timestamp("us", "UTC"))
+        s = OnlineStore(sys.argv[1], map_size=8 << 20)
+        n = 40_000
+        s.write("v", pa.table({"k": np.arange(n), "ts": ts(n, 0), "b": pa.array([b"x" * 1000] * n)}),
+                keys="k", timestamp="ts")
+        m = s.map_size
+        more = pa.table({"k": np.arange(n, 2 * n), "ts": ts(n, 1), "b": pa.array([b"y" * 1000] * n)})
+        status_lines = open("/proc/self/status").read().splitlines()
+        vm = [int(line.split()[1]) * 1024 for line in status_lines if line.startswith("VmSize")][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + m + m // 2, resource.RLIM_INFINITY))
+        try:
+            s.write("v", more, keys="k", timestamp="ts")
+            outcome = "written"
+        except errors.MapFullError as e:
+            outcome = "map full" if "address space" in str(e) else str(e)
+        status = s.reader("v").get([0, n - 1, n, 2 * n - 1]).column("status").to_pylist()
+        small = s.write("v", {"k": [n], "ts": ts(1, 2), "b": [b"ok"]}, keys="k", timestamp="ts").rows_written
+        print(json.dumps({"outcome": outcome, "status": status, "map": s.map_size == m, "small": small}))
+        """,
+        str(tmp_path / "s"),
+    )
+    out, err = check.communicate(timeout=120)
+    assert check.returncode == 0, err
+    assert json.loads(out) == {"outcome": "map full", "status": [0, 0, 1, 1], "map": True, "small": 1}
