@@ -60,6 +60,8 @@ def test_writes_match_the_dict_oracle(batches, composite):
             "ts": pa.array([T0 + dt.timedelta(seconds=t) for _, t, _ in batch], TS),
             "cr": pa.array([None if c is None else T0 + dt.timedelta(seconds=c) for _, _, c in batch], TS),
             "x": pa.array(values, pa.float64()),
+            # A variable-length column next to the fixed ones: its bytes must follow the winning row.
+            "s": pa.array([None if int(v) % 3 == 0 else "é" * (int(v) % 5) for v in values], pa.string()),
         }
         if composite:
             cols = {"user": pa.array([k[0] for k, _, _ in batch], pa.string()), **cols}
@@ -76,20 +78,23 @@ def test_writes_match_the_dict_oracle(batches, composite):
     if composite:
         req = {"user": [k[0] for k in probe], "n": [k[1] for k in probe]}
         table = reader.get(req)
-        values, status = reader.get_numpy(req)
+        values, status = store.reader("v", columns=["x"]).get_numpy(req)
     else:
         req_list = [k[1] for k in probe[:-1]] + [99]
         table = reader.get(req_list)
-        values, status = reader.get_numpy(np.array(req_list))
+        values, status = store.reader("v", columns=["x"]).get_numpy(np.array(req_list))
     expected = [state[k][1] if k in state else None for k in probe]
     assert table.column("x").to_pylist() == expected
+    exp_s = [None if e is None or int(e) % 3 == 0 else "é" * (int(e) % 5) for e in expected]
+    assert table.column("s").to_pylist() == exp_s
     assert status.tolist() == [Status.PRESENT] * len(state) + [Status.NOT_FOUND]
     np.testing.assert_array_equal(values[:, 0], [np.nan if e is None else e for e in expected])
     # TTL: with as_of = T0 + 4s and ttl = 2s, rows whose event ts < 2s are expired.
     as_of, ttl = T0 + dt.timedelta(seconds=4), dt.timedelta(seconds=2)
+    xr = store.reader("v", columns=["x"])
     if composite:
-        _, status = reader.get_numpy(req, as_of=as_of, ttl=ttl)
+        _, status = xr.get_numpy(req, as_of=as_of, ttl=ttl)
     else:
-        _, status = reader.get_numpy(req_list, as_of=as_of, ttl=ttl)
+        _, status = xr.get_numpy(req_list, as_of=as_of, ttl=ttl)
     exp_status = [Status.EXPIRED if state[k][2] < 2 else Status.PRESENT for k in probe[:-1]]
     assert status.tolist() == exp_status + [Status.NOT_FOUND]
