@@ -216,7 +216,16 @@ def test_after_fork_the_child_must_open_the_store_itself(tmp_path):
                     code = 0
         finally:
             os._exit(code)
-    _, st = os.waitpid(pid, 0)
+    deadline = time.time() + 60
+    while True:  # never hang the suite on a stuck child
+        done_pid, st = os.waitpid(pid, os.WNOHANG)
+        if done_pid:
+            break
+        if time.time() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not finish within 60 s")
+        time.sleep(0.02)
     assert os.waitstatus_to_exitcode(st) == 0
     values, status = reader.get_numpy([1, 7])
     assert values.tolist() == [[2.0], [1.0]] and status.tolist() == [0, 0]
