@@ -133,6 +133,17 @@ def test_composite_keys_and_inputs_from_polars_pandas_and_mappings(store):
     got = r.get({"user": ["b", "a", "a", "a\x00", None], "shop": [-2, 2, 3, 1, 1]})
     assert got.column("spend").to_pylist() == [3.0, 4.0, None, 2.0, None]
     assert got.column("status").to_pylist() == [0, 0, 1, 0, 1]
+    tuples = [("b", -2), ("a", 2), ("a", 3), ("a\x00", 1)]
+    assert r.get_numpy(tuples)[0][:, 0].tolist()[:2] == [3.0, 4.0]
+    assert r.get_numpy(tuples)[1].tolist() == [0, 0, 1, 0]
+    got_t = r.get(tuples)
+    assert got_t.column("user").to_pylist() == ["b", "a", "a", "a\x00"]
+    assert got_t.column("shop").to_pylist() == [-2, 2, 3, 1]
+    assert got_t.column("spend").to_pylist() == [3.0, 4.0, None, 2.0]
+    with pytest.raises(errors.DtypeError):
+        r.get_numpy([("a",)])
+    with pytest.raises(errors.DtypeError):
+        r.get_numpy([(1, "a")])
     keys_pd = pd.DataFrame({"shop": [1], "user": ["a"]})
     values, status = r.get_numpy(keys_pd)
     assert values.tolist() == [[1.0]] and status.tolist() == [0]

@@ -111,8 +111,9 @@ impl PyOnlineStore {
 /// A prepared reader of one feature view: resolves the view's database and column decoders once, then
 /// serves lookups. Get one from ``OnlineStore.reader(view, columns=None)``.
 ///
-/// ``keys`` is a list/tuple of scalars or a 1-D numpy array (one key column), or a mapping / Arrow table /
-/// DataFrame of the key columns. A null key is reported as not found.
+/// ``keys`` is a list/tuple of scalars, a 1-D numpy array or a Series (one key column), a list of tuples
+/// (several key columns), or a mapping / Arrow table / DataFrame of the key columns. A null key is
+/// reported as not found.
 ///
 /// Statuses (``skewless.online.Status``): 0 present, 1 not found, 2 expired (stored event timestamp
 /// older than ``as_of - ttl``; the boundary itself is present). Not found and expired rows are null.
@@ -250,6 +251,11 @@ impl PyReader {
         arrays: bool,
     ) -> PyResult<(KeyBatch, Option<Vec<ArrayRef>>)> {
         let kdefs = &self.inner.schema.keys;
+        if kdefs.len() > 1 {
+            if let Ok(list) = keys.cast::<PyList>() {
+                return self.tuples(py, list.iter(), list.len(), arrays);
+            }
+        }
         if kdefs.len() == 1 {
             let kind = &kdefs[0].kind;
             if let Ok(list) = keys.cast::<PyList>() {
@@ -332,6 +338,77 @@ impl PyReader {
             }
         }
         self.arrow_keys(py, keys, arrays)
+    }
+
+    /// Composite keys given as a list of tuples, one element per key column.
+    fn tuples<'py>(
+        &self,
+        py: Python<'py>,
+        items: impl Iterator<Item = Bound<'py, PyAny>>,
+        n: usize,
+        arrays: bool,
+    ) -> PyResult<(KeyBatch, Option<Vec<ArrayRef>>)> {
+        let kdefs = &self.inner.schema.keys;
+        let width = kdefs.len();
+        let mut b = KeyBatch::with_capacity(n);
+        let mut cols: Vec<Vec<Bound<'py, PyAny>>> = if arrays {
+            (0..width).map(|_| Vec::with_capacity(n)).collect()
+        } else {
+            Vec::new()
+        };
+        let bad = |what: String| to_py(py, Error::Dtype(format!("keys: {what}")));
+        for item in items {
+            let t = item.cast::<PyTuple>().map_err(|_| {
+                bad(format!(
+                    "this view has {width} key columns; pass a list of {width}-tuples"
+                ))
+            })?;
+            if t.len() != width {
+                return Err(bad(format!(
+                    "a key tuple has {} elements; this view has {width} key columns",
+                    t.len()
+                )));
+            }
+            for (i, (part, def)) in t.iter().zip(kdefs).enumerate() {
+                let last = i + 1 == width;
+                let k = &def.kind;
+                if k.is_signed_int() {
+                    let v: i64 = part
+                        .extract()
+                        .map_err(|_| bad(format!("{:?} must be an integer", def.name)))?;
+                    crate::online::key::push_i64(&mut b.bytes, v);
+                } else if k.is_unsigned_int() {
+                    let v: u64 = part
+                        .extract()
+                        .map_err(|_| bad(format!("{:?} must be a non-negative integer", def.name)))?;
+                    crate::online::key::push_u64(&mut b.bytes, v);
+                } else if *k == Kind::Str {
+                    let v = part
+                        .cast::<PyString>()
+                        .map_err(|_| bad(format!("{:?} must be a string", def.name)))?;
+                    crate::online::key::push_bytes(&mut b.bytes, v.to_str()?.as_bytes(), last);
+                } else {
+                    let v = part
+                        .cast::<PyBytes>()
+                        .map_err(|_| bad(format!("{:?} must be bytes", def.name)))?;
+                    crate::online::key::push_bytes(&mut b.bytes, v.as_bytes(), last);
+                }
+                if arrays {
+                    cols[i].push(part);
+                }
+            }
+            b.finish_key();
+        }
+        if !arrays {
+            return Ok((b, None));
+        }
+        // The output key columns (get only): one column at a time through the one-column parser.
+        let mut out = Vec::with_capacity(width);
+        for (col, def) in cols.into_iter().zip(kdefs) {
+            let (_, a) = scalars(py, &def.kind, col.into_iter(), n, true)?;
+            out.extend(a.unwrap_or_default());
+        }
+        Ok((b, Some(out)))
     }
 
     /// Keys given as columns (mapping, Arrow table, DataFrame): each key column is cast to the view's type.
