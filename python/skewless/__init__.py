@@ -7,5 +7,6 @@ from __future__ import annotations
 
 from . import errors
 from ._core import __version__
+from .online import OnlineStore, Reader, Status, WriteResult
 
-__all__ = ["errors", "__version__"]
+__all__ = ["errors", "__version__", "OnlineStore", "Reader", "Status", "WriteResult"]
