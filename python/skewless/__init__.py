@@ -22,6 +22,7 @@ from .definitions import (
     String,
     Timestamp,
 )
+from .online import OnlineStore, Reader, Status, WriteResult
 from .store import FeatureStore, OnlineReader, OnlineResponse
 
 __all__ = [
@@ -41,6 +42,10 @@ __all__ = [
     "Int64",
     "OnlineReader",
     "OnlineResponse",
+    "OnlineStore",
+    "Reader",
+    "Status",
+    "WriteResult",
     "String",
     "Timestamp",
 ]

@@ -2,6 +2,7 @@
 //! and know nothing of Python; `py` (feature `python`) is the PyO3 binding layer.
 
 pub mod error;
+pub mod online;
 pub mod table;
 pub mod time;
 

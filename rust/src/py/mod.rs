@@ -2,11 +2,14 @@
 
 mod arrow;
 mod errors;
+mod online;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<online::PyOnlineStore>()?;
+    m.add_class::<online::PyReader>()?;
     Ok(())
 }

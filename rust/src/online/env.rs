@@ -1,0 +1,500 @@
+//! The LMDB environment of a store, shared by every handle on one path in one process.
+//!
+//! LMDB forbids opening one environment twice in a process, so handles go through a process-global
+//! cache keyed by canonical path. Each entry also remembers the fork generation it was opened in: an
+//! environment must not be used across `fork()`, so after a fork the child's inherited handles refuse to
+//! work and a forked child opens the store itself (`OnlineStore(path)` in the child). Opening in the child
+//! first closes the inherited environment (safe there: the child holds none of its locks or reader slots)
+//! and then opens a fresh one.
+//!
+//! Every transaction runs under a shared lock; changing the map size takes it exclusively, which is how
+//! this module guarantees LMDB's rule that no transaction of the process is active during a resize.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, RwLock, RwLockReadGuard, Weak};
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn};
+
+use crate::error::{Error, Result};
+use crate::online::key::KEY_FORMAT_VERSION;
+use crate::online::schema::{ViewSchema, SCHEMA_FORMAT_VERSION};
+use crate::online::value::VALUE_FORMAT_VERSION;
+
+pub type Db = Database<'static, Bytes, Bytes>;
+pub type AnyDb<'e> = Database<'e, Bytes, Bytes>;
+
+const META_DB: &str = "__skewless_meta__";
+/// All views share one data database; a key starts with its view's 4-byte id (see `key.rs`). One
+/// database, not one per view, because LMDB zero-fills a per-transaction table sized by `max_dbs` on
+/// every read transaction: with thousands of named databases that memset dominated a one-key read.
+const DATA_DB: &str = "__skewless_data__";
+const FORMAT_KEY: &[u8] = b"format";
+const SCHEMA_PREFIX: &[u8] = b"schema/";
+/// `viewid/<view>` -> u32 LE view id; `next_view_id` -> the next id to hand out (u32 LE).
+const VIEW_ID_PREFIX: &[u8] = b"viewid/";
+const NEXT_VIEW_ID: &[u8] = b"next_view_id";
+/// Address space reserved for the map when the caller does not say; the file grows only with the data.
+const DEFAULT_MAP_SIZE: usize = 1 << 30;
+const MAX_DBS: u32 = 2;
+/// Reader slots (one per reading thread per process, fixed by whoever creates the lock file). LMDB's
+/// default of 126 is small for a service with a thread pool; a slot costs 64 bytes of lock file.
+const MAX_READERS: u32 = 1024;
+
+static FORK_GEN: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+static CACHE: Mutex<Vec<(PathBuf, Weak<Store>)>> = Mutex::new(Vec::new());
+
+extern "C" fn after_fork_in_child() {
+    // Only an atomic add: the child of a multi-threaded parent may run nothing that could deadlock.
+    FORK_GEN.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Errors inside a write transaction: LMDB's (so a full map can be told apart) or the kernel's.
+pub enum TxnError {
+    Heed(heed::Error),
+    Kernel(Error),
+}
+
+impl From<heed::Error> for TxnError {
+    fn from(e: heed::Error) -> Self {
+        TxnError::Heed(e)
+    }
+}
+
+impl From<Error> for TxnError {
+    fn from(e: Error) -> Self {
+        TxnError::Kernel(e)
+    }
+}
+
+pub fn storage(e: heed::Error) -> Error {
+    match e {
+        heed::Error::Mdb(MdbError::ReadersFull) => Error::Storage(format!(
+            "the online store's reader table is full ({MAX_READERS} slots, one per reading thread): too many \
+             processes or threads read at once; slots of killed processes are freed by \
+             OnlineStore.clear_stale_readers() and on open"
+        )),
+        heed::Error::Mdb(MdbError::TxnFull) => Error::Storage(
+            "one write touched more pages than an LMDB transaction can hold; split the data into smaller writes".into(),
+        ),
+        e => Error::Storage(format!("LMDB failed: {e}")),
+    }
+}
+
+enum Attempt<T> {
+    Done(Result<T>),
+    /// Another process grew the map: adopt its size and retry.
+    Resized,
+    /// The map filled at this size: grow and retry.
+    Full(usize),
+}
+
+pub struct Store {
+    pub path: PathBuf,
+    gen: u64,
+    env: RwLock<Option<Env>>,
+    max_map_size: Option<usize>,
+    meta: Db,
+    data: Db,
+    /// Reader slots of dead processes cleared when this process opened the environment.
+    pub stale_readers_cleared: usize,
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as usize
+    } else {
+        4096
+    }
+}
+
+fn round_to_pages(n: usize) -> usize {
+    let p = page_size();
+    n.div_ceil(p).max(16) * p
+}
+
+/// The one place an LMDB environment is opened.
+fn open_env(path: &Path, map_size: usize) -> Result<Env> {
+    let mut opts = EnvOpenOptions::new();
+    opts.map_size(map_size).max_dbs(MAX_DBS).max_readers(MAX_READERS);
+    // SAFETY: LMDB memory-maps the data file; the map is only sound if the file is not modified except
+    // through LMDB and the environment is opened at most once per process. The process-global cache in
+    // this module is the only caller and keeps one environment per canonical path (per fork generation,
+    // closing the inherited one before reopening in a child); skewless never writes the files itself.
+    // A user modifying the files by hand, or a network file system, is outside this contract (documented
+    // on OnlineStore).
+    unsafe { opts.open(path) }
+        .map_err(|e| Error::Storage(format!("cannot open the online store at {}: {e}", path.display())))
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`, reusing this process's environment when one is open.
+    pub fn open(path: &Path, map_size: Option<usize>, max_map_size: Option<usize>) -> Result<Arc<Store>> {
+        ATFORK.call_once(|| {
+            // SAFETY: registers a handler that only performs an atomic add.
+            unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        });
+        std::fs::create_dir_all(path).map_err(|e| {
+            Error::Storage(format!(
+                "cannot create the online store folder {}: {e}",
+                path.display()
+            ))
+        })?;
+        let canon = std::fs::canonicalize(path).map_err(|e| {
+            Error::Storage(format!(
+                "cannot resolve the online store path {}: {e}",
+                path.display()
+            ))
+        })?;
+        let gen = FORK_GEN.load(Ordering::Relaxed);
+        let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inherited = None;
+        cache.retain(|(p, w)| match w.upgrade() {
+            Some(s) if *p == canon => {
+                inherited = Some(s);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        });
+        if let Some(s) = inherited {
+            if s.gen == gen {
+                cache.push((canon, Arc::downgrade(&s)));
+                return Ok(s);
+            }
+            // Opened before a fork: close the parent's environment in this child before opening anew. If a
+            // parent thread held the lock at fork time it stays held forever in the child; then the
+            // environment cannot be closed here, and opening again reports that instead of deadlocking.
+            match s.env.try_write() {
+                Ok(mut g) => *g = None,
+                Err(std::sync::TryLockError::Poisoned(e)) => *e.into_inner() = None,
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(Error::Storage(format!(
+                        "the online store {} was in use by another thread when this process forked, so the \
+                         child cannot reopen it; open the store only in the child, or fork before using it",
+                        canon.display()
+                    )))
+                }
+            }
+        }
+        let size = round_to_pages(map_size.unwrap_or(DEFAULT_MAP_SIZE));
+        if let Some(m) = max_map_size {
+            if m < size {
+                return Err(Error::InvalidArgument(format!(
+                    "max_map_size ({m}) is smaller than map_size ({size}); pass max_map_size >= map_size or None"
+                )));
+            }
+        }
+        let env = open_env(&canon, size)?;
+        let stale = env.clear_stale_readers().map_err(storage)?;
+        let (meta, data) = init_dbs(&env)?;
+        let store = Arc::new(Store {
+            path: canon.clone(),
+            gen,
+            env: RwLock::new(Some(env)),
+            max_map_size,
+            meta,
+            data,
+            stale_readers_cleared: stale,
+        });
+        cache.push((canon, Arc::downgrade(&store)));
+        Ok(store)
+    }
+
+    fn env(&self) -> Result<RwLockReadGuard<'_, Option<Env>>> {
+        if self.gen != FORK_GEN.load(Ordering::Relaxed) {
+            return Err(Error::Storage(format!(
+                "this handle on the online store {} was opened before os.fork(); an LMDB environment must not be \
+                 used across fork. Open OnlineStore(path) again in the child process",
+                self.path.display()
+            )));
+        }
+        let g = self.env.read().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            return Err(Error::Storage(format!(
+                "the online store {} was closed after a failed map resize or a fork; open it again",
+                self.path.display()
+            )));
+        }
+        Ok(g)
+    }
+
+    /// Runs `f` in one read transaction, adopting a map grown by another process when LMDB asks for it.
+    #[inline]
+    pub fn read<T>(&self, mut f: impl FnMut(&RoTxn) -> Result<T>) -> Result<T> {
+        loop {
+            let g = self.env()?;
+            let env = g.as_ref().expect("checked by env()");
+            let out = match env.read_txn() {
+                Ok(txn) => Some(f(&txn)),
+                Err(heed::Error::Mdb(MdbError::MapResized)) => None,
+                Err(e) => Some(Err(storage(e))),
+            };
+            drop(g);
+            match out {
+                Some(r) => return r,
+                None => self.resize(None)?,
+            }
+        }
+    }
+
+    /// Runs `f(txn, data, meta, view_prefix)` in one write transaction (the view gets its id when new),
+    /// committing when it returns Ok. A full map aborts the transaction, doubles the map and runs `f`
+    /// again from the start, so the caller's writes land in one transaction or not at all.
+    pub fn write<T>(
+        &self,
+        view: &str,
+        mut f: impl FnMut(&mut RwTxn, &Db, &Db, [u8; 4]) -> Result<T, TxnError>,
+    ) -> Result<T> {
+        check_view_name(view)?;
+        loop {
+            let g = self.env()?;
+            let outcome = self.write_once(g.as_ref().expect("checked by env()"), view, &mut f);
+            drop(g);
+            match outcome {
+                Attempt::Done(r) => return r,
+                Attempt::Resized => self.resize(None)?,
+                Attempt::Full(size) => self.resize(Some(size))?,
+            }
+        }
+    }
+
+    fn write_once<T>(
+        &self,
+        env: &Env,
+        view: &str,
+        f: &mut impl FnMut(&mut RwTxn, &Db, &Db, [u8; 4]) -> Result<T, TxnError>,
+    ) -> Attempt<T> {
+        let map_size = env.info().map_size;
+        let mut wtxn = match env.write_txn() {
+            Ok(t) => t,
+            Err(heed::Error::Mdb(MdbError::MapResized)) => return Attempt::Resized,
+            Err(e) => return Attempt::Done(Err(storage(e))),
+        };
+        let mut run = || -> Result<T, TxnError> {
+            let prefix = self.view_prefix_rw(&mut wtxn, view)?;
+            f(&mut wtxn, &self.data, &self.meta, prefix)
+        };
+        let res = run().and_then(|out| wtxn.commit().map(|()| out).map_err(TxnError::from));
+        match res {
+            Ok(out) => Attempt::Done(Ok(out)),
+            Err(TxnError::Heed(heed::Error::Mdb(MdbError::MapFull))) => Attempt::Full(map_size),
+            Err(TxnError::Heed(e)) => Attempt::Done(Err(storage(e))),
+            Err(TxnError::Kernel(e)) => Attempt::Done(Err(e)),
+        }
+    }
+
+    /// The view's key prefix, handing out a new id inside `wtxn` when the view is new.
+    fn view_prefix_rw(&self, wtxn: &mut RwTxn, view: &str) -> Result<[u8; 4], TxnError> {
+        let key = view_id_key(view);
+        if let Some(v) = self.meta.get(wtxn, &key)? {
+            return Ok(id_prefix(v)?);
+        }
+        let next = match self.meta.get(wtxn, NEXT_VIEW_ID)? {
+            Some(v) => u32::from_le_bytes(v.try_into().map_err(|_| corrupt_meta())?),
+            None => 1,
+        };
+        let after = next
+            .checked_add(1)
+            .ok_or_else(|| Error::Storage("the store ran out of view ids".into()))?;
+        self.meta.put(wtxn, NEXT_VIEW_ID, &after.to_le_bytes())?;
+        self.meta.put(wtxn, &key, &next.to_le_bytes())?;
+        Ok(next.to_be_bytes())
+    }
+
+    /// With `full = Some(size)`: doubles a map that filled at `size`. With `None`: adopts the size another
+    /// process grew the map to.
+    fn resize(&self, full: Option<usize>) -> Result<()> {
+        let mut g = self.env.write().unwrap_or_else(|e| e.into_inner());
+        let Some(env) = g.as_ref() else {
+            return Err(Error::Storage(
+                "the online store was closed; open it again".into(),
+            ));
+        };
+        let cur = env.info().map_size;
+        let target = match full {
+            None => 0,
+            Some(size) if cur > size => return Ok(()), // another thread grew it already
+            Some(_) => {
+                let want = cur.saturating_mul(2);
+                if self.max_map_size.is_some_and(|m| want > m) {
+                    return Err(Error::MapFull(format!(
+                        "the online store's map is full at {cur} bytes and may not grow past max_map_size={}; \
+                         nothing was written. Open the store with a larger max_map_size (or None)",
+                        self.max_map_size.unwrap_or(0)
+                    )));
+                }
+                if !can_map(want) {
+                    return Err(Error::MapFull(format!(
+                        "the online store's map is full at {cur} bytes and the process cannot map {want} bytes \
+                         (address space limit); nothing was written. Raise the limit (ulimit -v) or write less"
+                    )));
+                }
+                want
+            }
+        };
+        // SAFETY: the exclusive lock is held, and every transaction of this process runs under the shared
+        // lock, so no transaction is active on this environment.
+        if let Err(e) = unsafe { env.resize(target) } {
+            // A failed remap leaves LMDB without a map; drop the environment rather than let a read touch it.
+            *g = None;
+            return Err(Error::MapFull(format!(
+                "growing the online store's map failed ({e}); nothing was written. Open the store again"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The key prefix of `view`, or `None` when the view has never been written.
+    pub fn view_prefix(&self, view: &str) -> Result<Option<[u8; 4]>> {
+        let key = view_id_key(view);
+        self.read(|txn| match self.meta.get(txn, &key).map_err(storage)? {
+            Some(v) => Ok(Some(id_prefix(v)?)),
+            None => Ok(None),
+        })
+    }
+
+    pub fn data(&self) -> Db {
+        self.data
+    }
+
+    pub fn meta(&self) -> Db {
+        self.meta
+    }
+
+    pub fn schema(&self, view: &str) -> Result<Option<ViewSchema>> {
+        let key = schema_key(view);
+        self.read(|txn| read_schema(&self.meta, txn, &key))
+    }
+
+    pub fn views(&self) -> Result<Vec<String>> {
+        self.read(|txn| {
+            let mut out = Vec::new();
+            for item in self.meta.prefix_iter(txn, SCHEMA_PREFIX).map_err(storage)? {
+                let (k, _) = item.map_err(storage)?;
+                out.push(String::from_utf8_lossy(&k[SCHEMA_PREFIX.len()..]).into_owned());
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn clear_stale_readers(&self) -> Result<usize> {
+        let g = self.env()?;
+        g.as_ref()
+            .expect("checked by env()")
+            .clear_stale_readers()
+            .map_err(storage)
+    }
+
+    pub fn map_size(&self) -> Result<usize> {
+        let g = self.env()?;
+        Ok(g.as_ref().expect("checked by env()").info().map_size)
+    }
+}
+
+pub fn schema_key(view: &str) -> Vec<u8> {
+    let mut k = SCHEMA_PREFIX.to_vec();
+    k.extend_from_slice(view.as_bytes());
+    k
+}
+
+pub fn read_schema(meta: &AnyDb<'_>, txn: &RoTxn, key: &[u8]) -> Result<Option<ViewSchema>> {
+    match meta.get(txn, key).map_err(storage)? {
+        Some(b) => Ok(Some(ViewSchema::decode(b)?)),
+        None => Ok(None),
+    }
+}
+
+fn check_view_name(view: &str) -> Result<()> {
+    if view.is_empty() || view.len() > 200 || view.contains('\0') {
+        return Err(Error::InvalidArgument(format!(
+            "view name {view:?} is not valid: use 1 to 200 bytes without NUL characters"
+        )));
+    }
+    Ok(())
+}
+
+fn view_id_key(view: &str) -> Vec<u8> {
+    let mut k = VIEW_ID_PREFIX.to_vec();
+    k.extend_from_slice(view.as_bytes());
+    k
+}
+
+/// A stored view id (u32 LE) as the big-endian key prefix, so one view's keys are one contiguous range.
+fn id_prefix(v: &[u8]) -> Result<[u8; 4]> {
+    let id: [u8; 4] = v.try_into().map_err(|_| corrupt_meta())?;
+    Ok(u32::from_le_bytes(id).to_be_bytes())
+}
+
+fn corrupt_meta() -> Error {
+    Error::Storage("the online store's metadata is corrupt; rebuild the store".into())
+}
+
+/// The versions of the formats this build writes, stored once per environment.
+fn format_record() -> [u8; 3] {
+    [KEY_FORMAT_VERSION, VALUE_FORMAT_VERSION, SCHEMA_FORMAT_VERSION]
+}
+
+/// Opens the metadata and data databases, creating them (and the format record) in a new store.
+fn init_dbs(env: &Env) -> Result<(Db, Db)> {
+    let rtxn = env.read_txn().map_err(storage)?;
+    let existing = env
+        .open_databases_and_commit(rtxn, |dbo, rtxn| {
+            let meta: Option<AnyDb<'_>> = dbo.open_database(rtxn, Some(META_DB))?;
+            let data: Option<AnyDb<'_>> = dbo.open_database(rtxn, Some(DATA_DB))?;
+            if let Some(db) = &meta {
+                if let Some(f) = db.get(rtxn, FORMAT_KEY)? {
+                    if f != format_record() {
+                        return Ok(CommitOrAbort::Abort(f.to_vec()));
+                    }
+                }
+            }
+            Ok::<_, heed::Error>(CommitOrAbort::Commit(meta.zip(data)))
+        })
+        .map_err(storage)?;
+    match existing {
+        CommitOrAbort::Abort(f) => Err(Error::Storage(format!(
+            "the online store was written with formats {f:?} (key, value, schema); this skewless reads {:?}. \
+             Use the skewless version that wrote it, or rebuild the store",
+            format_record()
+        ))),
+        CommitOrAbort::Commit(Some(dbs)) => Ok(dbs),
+        CommitOrAbort::Commit(None) => {
+            let wtxn = env.write_txn().map_err(storage)?;
+            env.create_databases_and_commit(wtxn, |dbo, wtxn| {
+                let meta: AnyDb<'_> = dbo.create_database(wtxn, Some(META_DB))?;
+                let data: AnyDb<'_> = dbo.create_database(wtxn, Some(DATA_DB))?;
+                if meta.get(wtxn, FORMAT_KEY)?.is_none() {
+                    meta.put(wtxn, FORMAT_KEY, &format_record())?;
+                }
+                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((meta, data)))
+            })
+            .map_err(storage)
+            .map(|c| c.unwrap_commit())
+        }
+    }
+}
+
+/// Whether the process can map `bytes` more of address space (an anonymous reservation, released at once).
+fn can_map(bytes: usize) -> bool {
+    // SAFETY: an anonymous, inaccessible, unreserved mapping that is unmapped before returning.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        libc::munmap(p, bytes);
+        true
+    }
+}

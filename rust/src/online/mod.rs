@@ -1,0 +1,148 @@
+//! The online store: the latest row per key of each feature view in an LMDB environment, memory-mapped
+//! and shared by many reader processes while one process at a time writes.
+//!
+//! - `key`: order-preserving key encoding (format v1), `value`: value layout (format v1), `schema`: the
+//!   per-view schema record (format v1); all three versions are stored in the environment's metadata.
+//! - `env`: the process-global environment cache, fork safety, map growth.
+//! - `write`: batch validation, in-batch dedupe, one transaction per call.
+//! - `read`: prepared readers decoding into float64 buffers or Arrow arrays.
+
+pub mod cells;
+pub mod env;
+pub mod key;
+pub mod read;
+pub mod schema;
+pub mod value;
+pub mod write;
+
+pub use env::Store;
+pub use read::{KeyBatch, Reader, EXPIRED, NOT_FOUND, PRESENT};
+pub use write::{write, WriteSpec, WriteStats};
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{
+        ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+    use crate::error::Error;
+    use crate::table::Table;
+
+    fn table(keys: &[i64], ts: &[i64], xs: &[f64], names: Option<&[&str]>) -> Table {
+        let mut fields = vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("x", DataType::Float64, true),
+        ];
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(keys.to_vec())),
+            Arc::new(TimestampMicrosecondArray::from(ts.to_vec()).with_timezone("UTC")),
+            Arc::new(Float64Array::from(xs.to_vec())),
+        ];
+        if let Some(n) = names {
+            fields.push(Field::new("name", DataType::Utf8, true));
+            cols.push(Arc::new(StringArray::from(n.to_vec())));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
+        Table::new(schema, vec![batch])
+    }
+
+    fn lookup(reader: &Reader, keys: &[i64], cutoff: Option<i64>) -> (Vec<f64>, Vec<i8>) {
+        let mut kb = KeyBatch::with_capacity(keys.len());
+        for &k in keys {
+            key::push_i64(&mut kb.bytes, k);
+            kb.finish_key();
+        }
+        let mut values = vec![0.0; keys.len() * reader.cols.len()];
+        let mut status = vec![0i8; keys.len()];
+        reader.get_f64(&kb, cutoff, &mut values, &mut status).unwrap();
+        (values, status)
+    }
+
+    #[test]
+    fn write_then_read_applies_the_replacement_rule_and_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Some(1 << 20), None).unwrap();
+        let keys = ["k".to_string()];
+        let spec = WriteSpec {
+            keys: &keys,
+            timestamp: "ts",
+            created: None,
+        };
+        let s = write(
+            &store,
+            "v",
+            &table(&[1, 2, 1], &[10, 10, 20], &[1.0, 2.0, 3.0], None),
+            &spec,
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            WriteStats {
+                rows_written: 2,
+                rows_skipped: 1
+            }
+        );
+        // Late and equal rows never replace.
+        let s = write(&store, "v", &table(&[1, 2], &[5, 10], &[9.0, 9.0], None), &spec).unwrap();
+        assert_eq!(
+            s,
+            WriteStats {
+                rows_written: 0,
+                rows_skipped: 2
+            }
+        );
+        let reader = Reader::new(store.clone(), "v", None).unwrap();
+        let (v, st) = lookup(&reader, &[1, 2, 3], None);
+        assert_eq!(&v[..2], &[3.0, 2.0]);
+        assert!(v[2].is_nan());
+        assert_eq!(st, vec![PRESENT, PRESENT, NOT_FOUND]);
+        // Cut-off 15: key 2 (ts 10) expired, key 1 (ts 20) present; the boundary itself is present.
+        assert_eq!(lookup(&reader, &[1, 2], Some(15)).1, vec![PRESENT, EXPIRED]);
+        assert_eq!(lookup(&reader, &[2], Some(10)).1, vec![PRESENT]);
+        // Another schema is refused and changes nothing.
+        let other = table(&[1], &[99], &[7.0], Some(&["n"]));
+        assert!(matches!(
+            write(&store, "v", &other, &spec),
+            Err(Error::SchemaMismatch(_))
+        ));
+        assert_eq!(lookup(&reader, &[1], None).0, vec![3.0]);
+        assert_eq!(store.views().unwrap(), vec!["v".to_string()]);
+    }
+
+    #[test]
+    fn the_map_doubles_until_a_write_fits_or_reports_map_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Some(64 * 1024), Some(1 << 20)).unwrap();
+        let keys = ["k".to_string()];
+        let spec = WriteSpec {
+            keys: &keys,
+            timestamp: "ts",
+            created: None,
+        };
+        let n = 2_000i64;
+        let ks: Vec<i64> = (0..n).collect();
+        let t = table(&ks, &vec![1; n as usize], &vec![1.5; n as usize], None);
+        assert_eq!(write(&store, "v", &t, &spec).unwrap().rows_written, n as usize);
+        assert!(store.map_size().unwrap() > 64 * 1024);
+        let n = 40_000i64;
+        let ks: Vec<i64> = (0..n).collect();
+        let t = table(&ks, &vec![2; n as usize], &vec![2.5; n as usize], None);
+        assert!(matches!(write(&store, "v", &t, &spec), Err(Error::MapFull(_))));
+        let reader = Reader::new(store.clone(), "v", None).unwrap();
+        assert_eq!(
+            lookup(&reader, &[0, 1999, 2000], None).1,
+            vec![PRESENT, PRESENT, NOT_FOUND]
+        );
+        assert_eq!(lookup(&reader, &[0], None).0, vec![1.5]);
+    }
+}

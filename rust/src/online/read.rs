@@ -1,0 +1,344 @@
+//! Reads: a `Reader` resolves its view's database, schema and column offsets once; each call is one read
+//! transaction and one LMDB lookup per requested key, decoded straight into the caller's output.
+
+use std::sync::Arc;
+
+use arrow::array::*;
+
+use crate::error::{Error, Result};
+use crate::online::env::{storage, Db, Store};
+use crate::online::key;
+use crate::online::schema::{Kind, ViewSchema};
+use crate::online::value::{self, arr, Layout};
+
+pub const PRESENT: i8 = 0;
+pub const NOT_FOUND: i8 = 1;
+pub const EXPIRED: i8 = 2;
+
+/// Encoded keys of one request: key i is `bytes[ends[i-1]..ends[i]]`.
+#[derive(Default)]
+pub struct KeyBatch {
+    pub bytes: Vec<u8>,
+    pub ends: Vec<usize>,
+}
+
+impl KeyBatch {
+    pub fn with_capacity(n: usize) -> Self {
+        KeyBatch {
+            bytes: Vec::with_capacity(n * 8),
+            ends: Vec::with_capacity(n),
+        }
+    }
+    #[inline]
+    pub fn finish_key(&mut self) {
+        self.ends.push(self.bytes.len());
+    }
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+    #[inline]
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+}
+
+pub struct Reader {
+    pub store: Arc<Store>,
+    pub view: String,
+    pub schema: ViewSchema,
+    db: Db,
+    /// The view's 4-byte key prefix in the shared data database.
+    prefix: [u8; 4],
+    layout: Layout,
+    /// Selected value columns, as indices into `schema.values`.
+    pub cols: Vec<usize>,
+}
+
+impl Reader {
+    pub fn new(store: Arc<Store>, view: &str, columns: Option<&[String]>) -> Result<Reader> {
+        let schema = store.schema(view)?;
+        let prefix = store.view_prefix(view)?;
+        let db = store.data();
+        let (Some(schema), Some(prefix)) = (schema, prefix) else {
+            let known = store.views()?;
+            return Err(Error::InvalidArgument(format!(
+                "view {view:?} has never been written to this online store (views: {known:?}); write it first"
+            )));
+        };
+        let cols = match columns {
+            None => (0..schema.values.len()).collect(),
+            Some(names) => names
+                .iter()
+                .map(|n| {
+                    schema.values.iter().position(|c| &c.name == n).ok_or_else(|| {
+                        let have: Vec<&str> = schema.values.iter().map(|c| c.name.as_str()).collect();
+                        Error::MissingColumn(format!(
+                            "column {n:?} is not a value column of view {view:?}; it has {have:?}"
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        let layout = Layout::new(schema.values.iter().map(|c| c.kind.clone()).collect());
+        Ok(Reader {
+            store,
+            view: view.to_string(),
+            schema,
+            db,
+            prefix,
+            layout,
+            cols,
+        })
+    }
+
+    /// Checks that every selected column can be returned as float64.
+    pub fn check_numeric(&self) -> Result<()> {
+        for &j in &self.cols {
+            let c = &self.schema.values[j];
+            if !c.kind.is_numeric() {
+                return Err(Error::Dtype(format!(
+                    "get_numpy returns float64, but column {:?} of view {:?} is {}; use get(), or a reader \
+                     with columns= naming numeric columns only",
+                    c.name,
+                    self.view,
+                    c.kind.arrow_type()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f(i, status, value)` for every requested key in request order, in one read transaction.
+    /// `value` is the stored bytes when the status is PRESENT. Expired iff event ts < `cutoff`.
+    #[inline]
+    fn each(&self, keys: &KeyBatch, cutoff: Option<i64>, mut f: impl FnMut(usize, i8, &[u8])) -> Result<()> {
+        let mut kbuf = [0u8; key::MAX_KEY_BYTES];
+        kbuf[..4].copy_from_slice(&self.prefix);
+        self.store.read(|txn| {
+            for i in 0..keys.len() {
+                let k = keys.key(i);
+                // The empty key stands for a null key; LMDB never stores it (and rejects looking it up).
+                if k.is_empty() {
+                    f(i, NOT_FOUND, &[]);
+                    continue;
+                }
+                if k.len() > key::MAX_KEY_BYTES - 4 {
+                    f(i, NOT_FOUND, &[]); // longer than any stored key
+                    continue;
+                }
+                kbuf[4..4 + k.len()].copy_from_slice(k);
+                match self.db.get(txn, &kbuf[..4 + k.len()]).map_err(storage)? {
+                    None => f(i, NOT_FOUND, &[]),
+                    Some(v) => {
+                        self.layout.check(v)?;
+                        let ts = i64::from_le_bytes(arr(v, 2));
+                        if cutoff.is_some_and(|c| ts < c) {
+                            f(i, EXPIRED, &[])
+                        } else {
+                            f(i, PRESENT, v)
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Fills `values` (row-major, `keys.len() x cols.len()`) and `status`. Nulls, missing and expired
+    /// rows are NaN. Call [`Reader::check_numeric`] first.
+    pub fn get_f64(
+        &self,
+        keys: &KeyBatch,
+        cutoff: Option<i64>,
+        values: &mut [f64],
+        status: &mut [i8],
+    ) -> Result<()> {
+        let w = self.cols.len();
+        if values.len() != keys.len() * w || status.len() != keys.len() {
+            return Err(Error::Internal("output buffers do not match the request".into()));
+        }
+        self.each(keys, cutoff, |i, s, v| {
+            status[i] = s;
+            let row = &mut values[i * w..(i + 1) * w];
+            if s == PRESENT {
+                for (o, &j) in row.iter_mut().zip(&self.cols) {
+                    *o = self.layout.f64_at(v, j);
+                }
+            } else {
+                row.fill(f64::NAN);
+            }
+        })
+    }
+
+    /// The selected value columns and the status column as Arrow arrays.
+    pub fn get_arrow(&self, keys: &KeyBatch, cutoff: Option<i64>) -> Result<(Vec<ArrayRef>, Int8Array)> {
+        let n = keys.len();
+        let mut outs: Vec<Out> = self
+            .cols
+            .iter()
+            .map(|&j| Out::new(&self.schema.values[j].kind, n))
+            .collect();
+        let mut status = Int8Builder::with_capacity(n);
+        let mut err = None;
+        self.each(keys, cutoff, |_, s, v| {
+            status.append_value(s);
+            for (o, &j) in outs.iter_mut().zip(&self.cols) {
+                if s != PRESENT || !Layout::is_valid(v, j) {
+                    o.null();
+                } else if let Err(e) = o.push(&self.layout, v, j) {
+                    err.get_or_insert(e);
+                }
+            }
+        })?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        Ok((outs.into_iter().map(Out::finish).collect(), status.finish()))
+    }
+}
+
+/// The cut-off below which a stored event timestamp is expired: `as_of - ttl`. The boundary itself is
+/// present, matching the as-of join whose match needs ts >= t - ttl.
+pub fn cutoff(as_of_micros: i64, ttl_micros: i64) -> i64 {
+    as_of_micros.saturating_sub(ttl_micros)
+}
+
+enum Out {
+    I8(Int8Builder),
+    I16(Int16Builder),
+    I32(Int32Builder),
+    I64(Int64Builder),
+    U8(UInt8Builder),
+    U16(UInt16Builder),
+    U32(UInt32Builder),
+    U64(UInt64Builder),
+    F32(Float32Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    Ts(TimestampMicrosecondBuilder, String),
+    Str(StringBuilder),
+    Bin(BinaryBuilder),
+    L32(FixedSizeListBuilder<Float32Builder>, usize),
+    L64(FixedSizeListBuilder<Float64Builder>, usize),
+}
+
+impl Out {
+    fn new(kind: &Kind, n: usize) -> Out {
+        match kind {
+            Kind::I8 => Out::I8(Int8Builder::with_capacity(n)),
+            Kind::I16 => Out::I16(Int16Builder::with_capacity(n)),
+            Kind::I32 => Out::I32(Int32Builder::with_capacity(n)),
+            Kind::I64 => Out::I64(Int64Builder::with_capacity(n)),
+            Kind::U8 => Out::U8(UInt8Builder::with_capacity(n)),
+            Kind::U16 => Out::U16(UInt16Builder::with_capacity(n)),
+            Kind::U32 => Out::U32(UInt32Builder::with_capacity(n)),
+            Kind::U64 => Out::U64(UInt64Builder::with_capacity(n)),
+            Kind::F32 => Out::F32(Float32Builder::with_capacity(n)),
+            Kind::F64 => Out::F64(Float64Builder::with_capacity(n)),
+            Kind::Bool => Out::Bool(BooleanBuilder::with_capacity(n)),
+            Kind::Ts(tz) => Out::Ts(TimestampMicrosecondBuilder::with_capacity(n), tz.clone()),
+            Kind::Str => Out::Str(StringBuilder::with_capacity(n, n * 8)),
+            Kind::Bin => Out::Bin(BinaryBuilder::with_capacity(n, n * 8)),
+            Kind::ListF32(k) => Out::L32(
+                FixedSizeListBuilder::with_capacity(Float32Builder::with_capacity(n * *k as usize), *k, n),
+                *k as usize,
+            ),
+            Kind::ListF64(k) => Out::L64(
+                FixedSizeListBuilder::with_capacity(Float64Builder::with_capacity(n * *k as usize), *k, n),
+                *k as usize,
+            ),
+        }
+    }
+
+    fn null(&mut self) {
+        match self {
+            Out::I8(b) => b.append_null(),
+            Out::I16(b) => b.append_null(),
+            Out::I32(b) => b.append_null(),
+            Out::I64(b) => b.append_null(),
+            Out::U8(b) => b.append_null(),
+            Out::U16(b) => b.append_null(),
+            Out::U32(b) => b.append_null(),
+            Out::U64(b) => b.append_null(),
+            Out::F32(b) => b.append_null(),
+            Out::F64(b) => b.append_null(),
+            Out::Bool(b) => b.append_null(),
+            Out::Ts(b, _) => b.append_null(),
+            Out::Str(b) => b.append_null(),
+            Out::Bin(b) => b.append_null(),
+            Out::L32(b, k) => {
+                b.values().append_nulls(*k);
+                b.append(false)
+            }
+            Out::L64(b, k) => {
+                b.values().append_nulls(*k);
+                b.append(false)
+            }
+        }
+    }
+
+    fn push(&mut self, layout: &Layout, v: &[u8], j: usize) -> Result<()> {
+        let at = layout.slots[j];
+        match self {
+            Out::I8(b) => b.append_value(v[at] as i8),
+            Out::I16(b) => b.append_value(i16::from_le_bytes(arr(v, at))),
+            Out::I32(b) => b.append_value(i32::from_le_bytes(arr(v, at))),
+            Out::I64(b) => b.append_value(i64::from_le_bytes(arr(v, at))),
+            Out::U8(b) => b.append_value(v[at]),
+            Out::U16(b) => b.append_value(u16::from_le_bytes(arr(v, at))),
+            Out::U32(b) => b.append_value(u32::from_le_bytes(arr(v, at))),
+            Out::U64(b) => b.append_value(u64::from_le_bytes(arr(v, at))),
+            Out::F32(b) => b.append_value(f32::from_le_bytes(arr(v, at))),
+            Out::F64(b) => b.append_value(f64::from_le_bytes(arr(v, at))),
+            Out::Bool(b) => b.append_value(v[at] != 0),
+            Out::Ts(b, _) => b.append_value(i64::from_le_bytes(arr(v, at))),
+            Out::Str(b) => {
+                let s = std::str::from_utf8(layout.var_at(v, j)?)
+                    .map_err(|_| Error::Storage("a stored string is not UTF-8 (corrupt value)".into()))?;
+                b.append_value(s)
+            }
+            Out::Bin(b) => b.append_value(layout.var_at(v, j)?),
+            Out::L32(b, k) => {
+                for i in 0..*k {
+                    b.values().append_value(f32::from_le_bytes(arr(v, at + 4 * i)));
+                }
+                b.append(true)
+            }
+            Out::L64(b, k) => {
+                for i in 0..*k {
+                    b.values().append_value(f64::from_le_bytes(arr(v, at + 8 * i)));
+                }
+                b.append(true)
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            Out::I8(mut b) => Arc::new(b.finish()),
+            Out::I16(mut b) => Arc::new(b.finish()),
+            Out::I32(mut b) => Arc::new(b.finish()),
+            Out::I64(mut b) => Arc::new(b.finish()),
+            Out::U8(mut b) => Arc::new(b.finish()),
+            Out::U16(mut b) => Arc::new(b.finish()),
+            Out::U32(mut b) => Arc::new(b.finish()),
+            Out::U64(mut b) => Arc::new(b.finish()),
+            Out::F32(mut b) => Arc::new(b.finish()),
+            Out::F64(mut b) => Arc::new(b.finish()),
+            Out::Bool(mut b) => Arc::new(b.finish()),
+            Out::Ts(mut b, tz) => Arc::new(b.finish().with_timezone(tz)),
+            Out::Str(mut b) => Arc::new(b.finish()),
+            Out::Bin(mut b) => Arc::new(b.finish()),
+            Out::L32(mut b, _) => Arc::new(b.finish()),
+            Out::L64(mut b, _) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// `value::stamp` re-exported for callers that inspect stored rows.
+pub use value::stamp;

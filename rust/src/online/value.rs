@@ -1,0 +1,287 @@
+//! Value layout, version 1. The one place this format is defined.
+//!
+//! One LMDB value holds the latest row of one key of one view:
+//!
+//! ```text
+//! offset  size  field
+//! 0       1     layout version (1)
+//! 1       1     flags: bit 0 set = a created timestamp is present
+//! 2       8     event timestamp, UTC microseconds, i64 little-endian
+//! 10      8     created timestamp, UTC microseconds, i64 little-endian (0 when absent)
+//! 18      B     validity bitmap, B = ceil(columns / 8); bit j (LSB first) set = value column j is not null
+//! 18+B    F     fixed-width slots, one per value column in the view's recorded order, little-endian:
+//!                 int8/uint8/bool 1, int16/uint16 2, int32/uint32/float32 4, int64/uint64/float64 8,
+//!                 timestamp 8 (UTC microseconds), fixed_size_list<float32, n> 4n, <float64, n> 8n
+//!                 (a null list element is stored as NaN), string/binary 4: the END offset (u32) of the
+//!                 column's bytes in the variable part; its start is the previous string/binary column's
+//!                 end (0 for the first). A null column's slot is zero (a null string's end repeats the
+//!                 previous end).
+//! 18+B+F  ...   variable part: the bytes of the string/binary columns, in column order
+//! ```
+//!
+//! Every slot sits at an offset fixed by the schema, so a reader precomputes offsets once and decodes a
+//! numeric column straight into a float64 output without allocating. LMDB does not align values, so slots
+//! are read with unaligned little-endian loads.
+
+use crate::error::{Error, Result};
+use crate::online::cells::{Cells, Chunk};
+use crate::online::schema::Kind;
+
+pub const VALUE_FORMAT_VERSION: u8 = 1;
+pub const HEADER: usize = 18;
+const FLAG_CREATED: u8 = 1;
+
+/// The (event, created) pair that orders versions of one key. `None` (no created timestamp) ranks below
+/// any present created timestamp, which is how Rust orders `Option`.
+pub type Stamp = (i64, Option<i64>);
+
+pub fn width(kind: &Kind) -> usize {
+    match kind {
+        Kind::I8 | Kind::U8 | Kind::Bool => 1,
+        Kind::I16 | Kind::U16 => 2,
+        Kind::I32 | Kind::U32 | Kind::F32 | Kind::Str | Kind::Bin => 4,
+        Kind::I64 | Kind::U64 | Kind::F64 | Kind::Ts(_) => 8,
+        Kind::ListF32(n) => 4 * *n as usize,
+        Kind::ListF64(n) => 8 * *n as usize,
+    }
+}
+
+/// Offsets of a view's value columns in the layout above.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub kinds: Vec<Kind>,
+    pub slots: Vec<usize>,
+    pub fixed_end: usize,
+}
+
+impl Layout {
+    pub fn new(kinds: Vec<Kind>) -> Layout {
+        let mut at = HEADER + kinds.len().div_ceil(8);
+        let mut slots = Vec::with_capacity(kinds.len());
+        for k in &kinds {
+            slots.push(at);
+            at += width(k);
+        }
+        Layout {
+            kinds,
+            slots,
+            fixed_end: at,
+        }
+    }
+
+    /// Encodes one row. `chunks[j]` is the chunk of value column j (recorded order) holding `row`.
+    pub fn encode(&self, chunks: &[Chunk<'_>], row: usize, stamp: Stamp, out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
+        out.resize(self.fixed_end, 0);
+        out[0] = VALUE_FORMAT_VERSION;
+        out[1] = if stamp.1.is_some() { FLAG_CREATED } else { 0 };
+        out[2..10].copy_from_slice(&stamp.0.to_le_bytes());
+        out[10..18].copy_from_slice(&stamp.1.unwrap_or(0).to_le_bytes());
+        let mut var_end: u32 = 0;
+        for (j, (c, &at)) in chunks.iter().zip(&self.slots).enumerate() {
+            let is_var = matches!(self.kinds[j], Kind::Str | Kind::Bin);
+            if c.is_null(row) {
+                if is_var {
+                    out[at..at + 4].copy_from_slice(&var_end.to_le_bytes());
+                }
+                continue;
+            }
+            out[HEADER + j / 8] |= 1 << (j % 8);
+            macro_rules! put {
+                ($v:expr) => {{
+                    let b = $v.to_le_bytes();
+                    out[at..at + b.len()].copy_from_slice(&b);
+                }};
+            }
+            match &c.cells {
+                Cells::I(_) => {
+                    let v = c.i64_at(row).unwrap_or(0);
+                    match self.kinds[j] {
+                        Kind::I8 => put!(v as i8),
+                        Kind::I16 => put!(v as i16),
+                        Kind::I32 => put!(v as i32),
+                        _ => put!(v),
+                    }
+                }
+                Cells::U(_) => {
+                    let v = c.u64_at(row).unwrap_or(0);
+                    match self.kinds[j] {
+                        Kind::U8 => put!(v as u8),
+                        Kind::U16 => put!(v as u16),
+                        Kind::U32 => put!(v as u32),
+                        _ => put!(v),
+                    }
+                }
+                Cells::F32(v) => put!(v[row]),
+                Cells::F64(v) => put!(v[row]),
+                Cells::Bool(b) => out[at] = b.value(row) as u8,
+                Cells::Ts(..) => {
+                    let v = c.micros_at(row).ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "a timestamp value at row {row} does not fit in microseconds since 1970; use dates within \
+                             about 292,000 years of 1970"
+                        ))
+                    })?;
+                    put!(v)
+                }
+                Cells::ListF32(v, n, nulls) => {
+                    for k in 0..*n {
+                        let x = if nulls.is_some_and(|m| m.is_null(row * n + k)) {
+                            f32::NAN
+                        } else {
+                            v[row * n + k]
+                        };
+                        out[at + 4 * k..at + 4 * k + 4].copy_from_slice(&x.to_le_bytes());
+                    }
+                }
+                Cells::ListF64(v, n, nulls) => {
+                    for k in 0..*n {
+                        let x = if nulls.is_some_and(|m| m.is_null(row * n + k)) {
+                            f64::NAN
+                        } else {
+                            v[row * n + k]
+                        };
+                        out[at + 8 * k..at + 8 * k + 8].copy_from_slice(&x.to_le_bytes());
+                    }
+                }
+                _ => {
+                    let bytes = c.bytes_at(row).unwrap_or(&[]);
+                    out.extend_from_slice(bytes);
+                    let end = out.len() - self.fixed_end;
+                    var_end = u32::try_from(end).map_err(|_| {
+                        Error::InvalidArgument(
+                            "a row's string/binary values add up to more than 4 GiB; store large blobs elsewhere".into(),
+                        )
+                    })?;
+                    out[at..at + 4].copy_from_slice(&var_end.to_le_bytes());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that `v` is a value of this layout (version and length); readers call it once per value
+    /// before the unchecked slot loads.
+    #[inline]
+    pub fn check(&self, v: &[u8]) -> Result<()> {
+        if v.len() < self.fixed_end || v[0] != VALUE_FORMAT_VERSION {
+            return Err(corrupt());
+        }
+        Ok(())
+    }
+
+    #[inline]
+    pub fn is_valid(v: &[u8], j: usize) -> bool {
+        v[HEADER + j / 8] & (1 << (j % 8)) != 0
+    }
+
+    /// Column j of a checked value as float64 (numeric kinds; NaN for null).
+    #[inline]
+    pub fn f64_at(&self, v: &[u8], j: usize) -> f64 {
+        if !Self::is_valid(v, j) {
+            return f64::NAN;
+        }
+        let at = self.slots[j];
+        match self.kinds[j] {
+            Kind::I8 => v[at] as i8 as f64,
+            Kind::U8 => v[at] as f64,
+            Kind::Bool => (v[at] != 0) as u8 as f64,
+            Kind::I16 => i16::from_le_bytes(arr(v, at)) as f64,
+            Kind::U16 => u16::from_le_bytes(arr(v, at)) as f64,
+            Kind::I32 => i32::from_le_bytes(arr(v, at)) as f64,
+            Kind::U32 => u32::from_le_bytes(arr(v, at)) as f64,
+            Kind::F32 => f32::from_le_bytes(arr(v, at)) as f64,
+            Kind::I64 | Kind::Ts(_) => i64::from_le_bytes(arr(v, at)) as f64,
+            Kind::U64 => u64::from_le_bytes(arr(v, at)) as f64,
+            Kind::F64 => f64::from_le_bytes(arr(v, at)),
+            Kind::Str | Kind::Bin | Kind::ListF32(_) | Kind::ListF64(_) => f64::NAN,
+        }
+    }
+
+    /// The bytes of string/binary column j of a checked value.
+    pub fn var_at<'v>(&self, v: &'v [u8], j: usize) -> Result<&'v [u8]> {
+        let end = u32::from_le_bytes(arr(v, self.slots[j])) as usize;
+        let start = (0..j)
+            .rev()
+            .find(|&p| matches!(self.kinds[p], Kind::Str | Kind::Bin))
+            .map(|p| u32::from_le_bytes(arr(v, self.slots[p])) as usize)
+            .unwrap_or(0);
+        v.get(self.fixed_end + start..self.fixed_end + end)
+            .ok_or_else(corrupt)
+    }
+}
+
+/// The (event, created) stamp of a stored value.
+#[inline]
+pub fn stamp(v: &[u8]) -> Result<Stamp> {
+    if v.len() < HEADER || v[0] != VALUE_FORMAT_VERSION {
+        return Err(corrupt());
+    }
+    let ts = i64::from_le_bytes(arr(v, 2));
+    let created = (v[1] & FLAG_CREATED != 0).then(|| i64::from_le_bytes(arr(v, 10)));
+    Ok((ts, created))
+}
+
+#[inline]
+pub fn arr<const N: usize>(v: &[u8], at: usize) -> [u8; N] {
+    v[at..at + N].try_into().expect("slot inside the checked value")
+}
+
+fn corrupt() -> Error {
+    Error::Storage(
+        "a stored value is corrupt or from a newer skewless version (value layout mismatch); upgrade skewless or \
+         rewrite the view"
+            .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::*;
+    use arrow::datatypes::Float32Type;
+
+    use super::*;
+
+    #[test]
+    fn value_round_trip_with_nulls_strings_and_lists() {
+        let i: ArrayRef = Arc::new(Int32Array::from(vec![Some(-7), None]));
+        let s: ArrayRef = Arc::new(StringArray::from(vec![Some("héllo"), None]));
+        let b: ArrayRef = Arc::new(BinaryArray::from(vec![Some(&b"\x00\x01"[..]), Some(&b""[..])]));
+        let f: ArrayRef = Arc::new(Float64Array::from(vec![Some(2.5), Some(-0.0)]));
+        let l: ArrayRef = Arc::new(FixedSizeListArray::from_iter_primitive::<Float32Type, _, _>(
+            vec![Some(vec![Some(1.0), None]), None],
+            2,
+        ));
+        let cols = [i, s, b, f, l];
+        let chunks: Vec<Chunk> = cols.iter().map(|c| Chunk::new(c).unwrap()).collect();
+        let layout = Layout::new(vec![Kind::I32, Kind::Str, Kind::Bin, Kind::F64, Kind::ListF32(2)]);
+        let mut out = Vec::new();
+
+        layout.encode(&chunks, 0, (42, Some(-3)), &mut out).unwrap();
+        layout.check(&out).unwrap();
+        assert_eq!(stamp(&out).unwrap(), (42, Some(-3)));
+        assert_eq!(layout.f64_at(&out, 0), -7.0);
+        assert_eq!(layout.var_at(&out, 1).unwrap(), "héllo".as_bytes());
+        assert_eq!(layout.var_at(&out, 2).unwrap(), b"\x00\x01");
+        assert_eq!(layout.f64_at(&out, 3), 2.5);
+        let at = layout.slots[4];
+        assert_eq!(f32::from_le_bytes(arr(&out, at)), 1.0);
+        assert!(f32::from_le_bytes(arr(&out, at + 4)).is_nan());
+
+        layout.encode(&chunks, 1, (1, None), &mut out).unwrap();
+        assert_eq!(stamp(&out).unwrap(), (1, None));
+        assert!(layout.f64_at(&out, 0).is_nan());
+        assert!(!Layout::is_valid(&out, 1));
+        assert_eq!(layout.var_at(&out, 2).unwrap(), b"");
+        assert!(!Layout::is_valid(&out, 4));
+        assert!(layout.check(&out[..5]).is_err());
+    }
+
+    #[test]
+    fn stamps_order_missing_created_below_present() {
+        assert!((5, None) < (5, Some(i64::MIN)));
+        assert!((5, Some(100)) < (6, None));
+    }
+}
