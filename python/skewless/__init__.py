@@ -7,5 +7,6 @@ from __future__ import annotations
 
 from . import errors
 from ._core import __version__
+from .asof import asof_join
 
-__all__ = ["errors", "__version__"]
+__all__ = ["errors", "__version__", "asof_join"]

@@ -1,6 +1,7 @@
 //! The bindings: the one place that converts Python objects and maps errors. Kernels never see Python.
 
 mod arrow;
+mod asof;
 mod errors;
 
 use pyo3::prelude::*;
@@ -8,5 +9,6 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    asof::register(m)?;
     Ok(())
 }
