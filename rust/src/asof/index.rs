@@ -1,10 +1,14 @@
 //! The right side as an index: row positions grouped by key id and ordered by (on, tie_breaker,
 //! position) inside each group, plus the search that finds each left row's match in it.
 //!
-//! Only two narrow arrays are built (the `on` value and the row position of each right row that can
-//! match); the right's value columns are never touched here. Groups are laid out by a stable counting
-//! sort, so within a group positions are already in input order; a group whose `on` values (and
-//! tie-breakers among equal `on`) are already non-decreasing is left as it is, so a right side sorted by
+//! Entry format (v1): one `u128` per right row that can match, `(on ^ 2^63) << 32 | position`: the
+//! order-preserving unsigned form of the i64 `on` in bits 32..96 and the u32 row position below it, so
+//! the integers' natural order is (on, position). One array instead of two halves the cache misses of
+//! the scatter, and plain integer sorting (no comparator) is what the per-group sort needs when there
+//! is no tie-breaker. The right's value columns are never touched here.
+//!
+//! Groups are laid out by a stable counting sort, so within a group positions are already in input
+//! order; a group already ordered by (on[, tie_breaker]) is left as it is, so a right side sorted by
 //! (key, on) costs one check pass and no sort.
 
 use std::cmp::Ordering;
@@ -59,12 +63,27 @@ pub struct BuildStats {
     pub groups_sorted: usize,
 }
 
-/// Right rows grouped by key id: group `g` owns `on[offsets[g]..offsets[g + 1]]` and the same range of
-/// `pos`, ordered by (on, tie_breaker, position).
+/// Packs (on, position) into one entry (format v1, see the module docs).
+#[inline]
+pub fn entry(on: i64, pos: u32) -> u128 {
+    ((((on as u64) ^ (1 << 63)) as u128) << 32) | pos as u128
+}
+
+#[inline]
+pub fn entry_on(e: u128) -> i64 {
+    (((e >> 32) as u64) ^ (1 << 63)) as i64
+}
+
+#[inline]
+pub fn entry_pos(e: u128) -> u32 {
+    e as u32
+}
+
+/// Right rows grouped by key id: group `g` owns `entries[offsets[g]..offsets[g + 1]]`, ordered by
+/// (on, tie_breaker, position).
 pub struct Index {
     offsets: Vec<u32>,
-    on: Vec<i64>,
-    pos: Vec<u32>,
+    entries: Vec<u128>,
     pub stats: BuildStats,
 }
 
@@ -75,70 +94,73 @@ struct SharedMut<T>(*mut T);
 unsafe impl<T: Send> Send for SharedMut<T> {}
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
+/// Stable, parallel counting sort: `value(i)` of every row `i` with `ids[i] != NONE`, grouped by id, in
+/// row order within a group. Returns the group offsets (`n_groups + 1` of them) and the values.
+pub fn group_rows<T: Copy + Default + Send + Sync>(
+    ids: &[u32],
+    n_groups: usize,
+    value: impl Fn(usize) -> T + Sync,
+) -> (Vec<u32>, Vec<T>) {
+    let n = ids.len();
+    let threads = rayon::current_num_threads().max(1);
+    // One histogram per part: with many groups per row the histograms would cost more than the
+    // parallel pass saves.
+    let parts = if n < (1 << 16) || n_groups > n / 4 {
+        1
+    } else {
+        threads
+    };
+    let block = n.div_ceil(parts).max(1);
+    let range = |p: usize| (p * block).min(n)..((p + 1) * block).min(n);
+    let mut hists: Vec<Vec<u32>> = (0..parts)
+        .into_par_iter()
+        .map(|p| {
+            let mut h = vec![0u32; n_groups];
+            for &g in &ids[range(p)] {
+                if g != NONE {
+                    h[g as usize] += 1;
+                }
+            }
+            h
+        })
+        .collect();
+    // Turn the counts into each part's first destination in each group (in place).
+    let mut offsets = vec![0u32; n_groups + 1];
+    let mut running = 0u32;
+    for g in 0..n_groups {
+        offsets[g] = running;
+        for h in hists.iter_mut() {
+            let c = h[g];
+            h[g] = running;
+            running += c;
+        }
+    }
+    offsets[n_groups] = running;
+    let mut out = vec![T::default(); running as usize];
+    let ptr = SharedMut(out.as_mut_ptr());
+    hists.into_par_iter().enumerate().for_each(|(p, mut cursor)| {
+        let ptr = ptr;
+        for i in range(p) {
+            let g = ids[i];
+            if g == NONE {
+                continue;
+            }
+            let d = cursor[g as usize] as usize;
+            cursor[g as usize] += 1;
+            // SAFETY: d < out.len() and no other part or row gets the same d (see SharedMut).
+            unsafe { *ptr.0.add(d) = value(i) };
+        }
+    });
+    (offsets, out)
+}
+
 impl Index {
     /// `ids[i]` is right row i's group (or NONE to leave it out), `on[i]` its time in the comparison unit.
     pub fn build(ids: &[u32], on: &[i64], n_groups: usize, tie: Option<&TieBreaker>) -> Index {
-        let n = ids.len();
-        let threads = rayon::current_num_threads().max(1);
-        // One histogram per part: with many groups per row the histograms would cost more than the
-        // parallel pass saves.
-        let parts = if n < (1 << 16) || n_groups > n / 4 {
-            1
-        } else {
-            threads
-        };
-        let block = n.div_ceil(parts).max(1);
-        let mut hists: Vec<Vec<u32>> = (0..parts)
-            .into_par_iter()
-            .map(|p| {
-                let mut h = vec![0u32; n_groups];
-                for &g in &ids[(p * block).min(n)..((p + 1) * block).min(n)] {
-                    if g != NONE {
-                        h[g as usize] += 1;
-                    }
-                }
-                h
-            })
-            .collect();
-        // Turn the counts into each part's first destination in each group (in place).
-        let mut offsets = vec![0u32; n_groups + 1];
-        let mut running = 0u32;
-        for g in 0..n_groups {
-            offsets[g] = running;
-            for h in hists.iter_mut() {
-                let c = h[g];
-                h[g] = running;
-                running += c;
-            }
-        }
-        offsets[n_groups] = running;
-        let m = running as usize;
-        let mut on_sorted = vec![0i64; m];
-        let mut pos_sorted = vec![0u32; m];
-        let on_ptr = SharedMut(on_sorted.as_mut_ptr());
-        let pos_ptr = SharedMut(pos_sorted.as_mut_ptr());
-        hists.into_par_iter().enumerate().for_each(|(p, mut cursor)| {
-            let (on_ptr, pos_ptr) = (on_ptr, pos_ptr);
-            let lo = (p * block).min(n);
-            let hi = ((p + 1) * block).min(n);
-            for i in lo..hi {
-                let g = ids[i];
-                if g == NONE {
-                    continue;
-                }
-                let d = cursor[g as usize] as usize;
-                cursor[g as usize] += 1;
-                // SAFETY: d < m and no other part or row gets the same d (see SharedMut).
-                unsafe {
-                    *on_ptr.0.add(d) = on[i];
-                    *pos_ptr.0.add(d) = i as u32;
-                }
-            }
-        });
+        let (offsets, entries) = group_rows(ids, n_groups, |i| entry(on[i], i as u32));
         let mut index = Index {
             offsets,
-            on: on_sorted,
-            pos: pos_sorted,
+            entries,
             stats: BuildStats::default(),
         };
         index.stats.groups_sorted = index.sort_groups(tie);
@@ -147,42 +169,37 @@ impl Index {
 
     /// Orders every group by (on, tie, position); returns how many groups needed it.
     fn sort_groups(&mut self, tie: Option<&TieBreaker>) -> usize {
-        let m = self.on.len();
+        let m = self.entries.len();
         let n_groups = self.offsets.len() - 1;
         if m == 0 {
             return 0;
         }
         // Contiguous runs of whole groups, about equal in entries, one rayon task each.
-        let target = (m / (rayon::current_num_threads() * 8)).max(1 << 12);
+        let target = (m / (rayon::current_num_threads() * 8)).max(1 << 12) as u32;
         let mut tasks = Vec::new();
-        let (mut on_rest, mut pos_rest) = (&mut self.on[..], &mut self.pos[..]);
+        let mut rest = &mut self.entries[..];
         let mut g0 = 0;
-        let mut taken = 0usize;
         while g0 < n_groups {
             let mut g1 = g0 + 1;
-            while g1 < n_groups && (self.offsets[g1] - self.offsets[g0]) < target as u32 {
+            while g1 < n_groups && self.offsets[g1] - self.offsets[g0] < target {
                 g1 += 1;
             }
             let len = (self.offsets[g1] - self.offsets[g0]) as usize;
-            let (a, b) = std::mem::take(&mut on_rest).split_at_mut(len);
-            let (c, d) = std::mem::take(&mut pos_rest).split_at_mut(len);
-            tasks.push((g0, g1, a, c));
-            on_rest = b;
-            pos_rest = d;
-            taken += len;
+            let (a, b) = std::mem::take(&mut rest).split_at_mut(len);
+            tasks.push((g0, g1, a));
+            rest = b;
             g0 = g1;
         }
-        debug_assert_eq!(taken, m);
         let offsets = &self.offsets;
         tasks
             .into_par_iter()
-            .map(|(g0, g1, on, pos)| {
+            .map(|(g0, g1, entries)| {
                 let base = offsets[g0] as usize;
                 let mut sorted = 0;
                 for g in g0..g1 {
                     let lo = offsets[g] as usize - base;
                     let hi = offsets[g + 1] as usize - base;
-                    if sort_group(&mut on[lo..hi], &mut pos[lo..hi], tie) {
+                    if sort_group(&mut entries[lo..hi], tie) {
                         sorted += 1;
                     }
                 }
@@ -191,10 +208,8 @@ impl Index {
             .sum()
     }
 
-    pub fn group(&self, g: u32) -> (&[i64], &[u32]) {
-        let lo = self.offsets[g as usize] as usize;
-        let hi = self.offsets[g as usize + 1] as usize;
-        (&self.on[lo..hi], &self.pos[lo..hi])
+    pub fn group(&self, g: u32) -> &[u128] {
+        &self.entries[self.offsets[g as usize] as usize..self.offsets[g as usize + 1] as usize]
     }
 
     pub fn n_groups(&self) -> usize {
@@ -204,33 +219,38 @@ impl Index {
 
 /// Sorts one group unless it already is in order; returns whether it sorted. Positions arrive
 /// increasing (stable scatter), so only (on, tie) order needs checking.
-fn sort_group(on: &mut [i64], pos: &mut [u32], tie: Option<&TieBreaker>) -> bool {
-    let in_order = (1..on.len()).all(|i| match on[i - 1].cmp(&on[i]) {
-        Ordering::Less => true,
-        Ordering::Greater => false,
-        Ordering::Equal => tie.is_none_or(|t| t.get(pos[i - 1]) <= t.get(pos[i])),
-    });
+fn sort_group(entries: &mut [u128], tie: Option<&TieBreaker>) -> bool {
+    let tie_ok = |a: u128, b: u128| tie.is_none_or(|t| t.get(entry_pos(a)) <= t.get(entry_pos(b)));
+    let in_order = entries
+        .windows(2)
+        .all(|w| match entry_on(w[0]).cmp(&entry_on(w[1])) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => tie_ok(w[0], w[1]),
+        });
     if in_order {
         return false;
     }
-    let mut pairs: Vec<(i64, u32)> = on.iter().copied().zip(pos.iter().copied()).collect();
-    let cmp = |a: &(i64, u32), b: &(i64, u32)| {
-        a.0.cmp(&b.0)
-            .then_with(|| match tie {
-                Some(t) => t.get(a.1).cmp(&t.get(b.1)),
-                None => Ordering::Equal,
-            })
-            .then(a.1.cmp(&b.1))
-    };
-    // The key includes the position, so it is total and an unstable sort is deterministic.
-    if pairs.len() > 1 << 16 {
-        pairs.par_sort_unstable_by(cmp);
+    // Integer order is (on, position): exactly the order wanted without a tie-breaker.
+    if entries.len() > 1 << 16 {
+        entries.par_sort_unstable();
     } else {
-        pairs.sort_unstable_by(cmp);
+        entries.sort_unstable();
     }
-    for (k, (o, p)) in pairs.into_iter().enumerate() {
-        on[k] = o;
-        pos[k] = p;
+    if let Some(t) = tie {
+        // Runs of equal `on` are rare; only they are reordered by (tie, position).
+        let mut i = 0;
+        while i < entries.len() {
+            let on = entry_on(entries[i]);
+            let mut j = i + 1;
+            while j < entries.len() && entry_on(entries[j]) == on {
+                j += 1;
+            }
+            if j - i > 1 {
+                entries[i..j].sort_by_key(|&e| (t.get(entry_pos(e)), entry_pos(e)));
+            }
+            i = j;
+        }
     }
     true
 }
@@ -246,30 +266,31 @@ pub struct Rule {
 
 impl Rule {
     /// The entry (index into the group) that matches time `t`, if any.
-    pub fn pick(&self, on: &[i64], t: i64) -> Option<usize> {
+    pub fn pick(&self, group: &[u128], t: i64) -> Option<usize> {
+        let on = |k: usize| entry_on(group[k]);
         // Backward: the last entry with on <= t (< t), which by the group order is the greatest
         // tie-breaker, then the last in input order, among equal `on`.
         let back = || {
             let k = if self.allow_exact {
-                on.partition_point(|&x| x <= t)
+                group.partition_point(|&e| entry_on(e) <= t)
             } else {
-                on.partition_point(|&x| x < t)
+                group.partition_point(|&e| entry_on(e) < t)
             };
             k.checked_sub(1)
         };
         // Forward: the first entry with on >= t (> t), then the last entry sharing its `on`.
         let fwd = || {
             let k = if self.allow_exact {
-                on.partition_point(|&x| x < t)
+                group.partition_point(|&e| entry_on(e) < t)
             } else {
-                on.partition_point(|&x| x <= t)
+                group.partition_point(|&e| entry_on(e) <= t)
             };
-            (k < on.len()).then(|| {
-                let v = on[k];
-                k + on[k..].partition_point(|&x| x <= v) - 1
+            (k < group.len()).then(|| {
+                let v = on(k);
+                k + group[k..].partition_point(|&e| entry_on(e) <= v) - 1
             })
         };
-        let dist = |k: usize| (on[k] as i128 - t as i128).unsigned_abs();
+        let dist = |k: usize| (on(k) as i128 - t as i128).unsigned_abs();
         let hit = match self.direction {
             Direction::Backward => back(),
             Direction::Forward => fwd(),
@@ -286,18 +307,23 @@ impl Rule {
 }
 
 /// The matching right position for every left row (NONE where nothing matches).
+///
+/// Left rows are first grouped by key id (same counting sort as the right), so consecutive searches
+/// hit the same group while it is in cache, instead of one cold group per row.
 pub fn search(index: &Index, left_ids: &[u32], left_on: &[i64], rule: Rule) -> Vec<u32> {
-    let mut out = vec![NONE; left_ids.len()];
-    out.par_chunks_mut(1 << 14).enumerate().for_each(|(c, out)| {
-        let base = c << 14;
-        for (k, o) in out.iter_mut().enumerate() {
-            let g = left_ids[base + k];
-            if g == NONE || g as usize >= index.n_groups() {
-                continue;
-            }
-            let (on, pos) = index.group(g);
-            if let Some(e) = rule.pick(on, left_on[base + k]) {
-                *o = pos[e];
+    let n = left_ids.len();
+    let (offsets, rows) = group_rows(left_ids, index.n_groups(), |j| entry(left_on[j], j as u32));
+    drop(offsets);
+    let mut out = vec![NONE; n];
+    let ptr = SharedMut(out.as_mut_ptr());
+    rows.par_chunks(1 << 13).for_each(|rows| {
+        let ptr = ptr;
+        for &r in rows {
+            let j = entry_pos(r) as usize;
+            let group = index.group(left_ids[j]);
+            if let Some(e) = rule.pick(group, entry_on(r)) {
+                // SAFETY: each left row j appears once in `rows`, so each slot is written once.
+                unsafe { *ptr.0.add(j) = entry_pos(group[e]) };
             }
         }
     });
@@ -309,6 +335,24 @@ mod tests {
     use super::*;
     use arrow::array::Int64Array;
     use std::sync::Arc;
+
+    fn split(group: &[u128]) -> (Vec<i64>, Vec<u32>) {
+        group.iter().map(|&e| (entry_on(e), entry_pos(e))).unzip()
+    }
+
+    fn ents(on: &[i64]) -> Vec<u128> {
+        on.iter().enumerate().map(|(i, &o)| entry(o, i as u32)).collect()
+    }
+
+    #[test]
+    fn entries_keep_the_order_of_on_then_position() {
+        let vals = [i64::MIN, -1, 0, 1, i64::MAX];
+        for w in vals.windows(2) {
+            assert!(entry(w[0], u32::MAX) < entry(w[1], 0));
+            assert_eq!(entry_on(entry(w[0], 7)), w[0]);
+        }
+        assert_eq!(entry_pos(entry(-5, u32::MAX - 1)), u32::MAX - 1);
+    }
 
     fn rule(direction: Direction, allow_exact: bool, tolerance: Option<u64>) -> Rule {
         Rule {
@@ -323,9 +367,9 @@ mod tests {
         let ids = [1, 0, NONE, 1, 0, 1];
         let on = [30, 5, 0, 10, 5, 30];
         let idx = Index::build(&ids, &on, 3, None);
-        assert_eq!(idx.group(0), (&[5i64, 5][..], &[1u32, 4][..]));
-        assert_eq!(idx.group(1), (&[10i64, 30, 30][..], &[3u32, 0, 5][..]));
-        assert_eq!(idx.group(2).0.len(), 0);
+        assert_eq!(split(idx.group(0)), (vec![5i64, 5], vec![1u32, 4]));
+        assert_eq!(split(idx.group(1)), (vec![10i64, 30, 30], vec![3u32, 0, 5]));
+        assert_eq!(idx.group(2).len(), 0);
         assert_eq!(idx.stats.groups_sorted, 1);
     }
 
@@ -339,8 +383,11 @@ mod tests {
         expect.sort();
         let got: Vec<(u32, i64, u32)> = (0..1000u32)
             .flat_map(|g| {
-                let (o, p) = idx.group(g);
-                o.iter().zip(p).map(move |(&o, &p)| (g, o, p)).collect::<Vec<_>>()
+                let (o, p) = split(idx.group(g));
+                o.into_iter()
+                    .zip(p)
+                    .map(move |(o, p)| (g, o, p))
+                    .collect::<Vec<_>>()
             })
             .collect();
         assert_eq!(got, expect);
@@ -361,16 +408,16 @@ mod tests {
         ]);
         let idx = Index::build(&[0, 0, 0, 0], &[7, 7, 7, 7], 1, Some(&tie));
         // null (1), then 1 (2), then the two 5s in input order (0, 3).
-        assert_eq!(idx.group(0).1, &[1, 2, 0, 3]);
+        assert_eq!(split(idx.group(0)).1, vec![1, 2, 0, 3]);
         let r = rule(Direction::Backward, true, None);
-        assert_eq!(idx.group(0).1[r.pick(idx.group(0).0, 7).unwrap()], 3);
+        assert_eq!(entry_pos(idx.group(0)[r.pick(idx.group(0), 7).unwrap()]), 3);
         let f = rule(Direction::Forward, true, None);
-        assert_eq!(idx.group(0).1[f.pick(idx.group(0).0, 0).unwrap()], 3);
+        assert_eq!(entry_pos(idx.group(0)[f.pick(idx.group(0), 0).unwrap()]), 3);
     }
 
     #[test]
     fn directions_exactness_and_tolerance_boundaries() {
-        let on = [10i64, 20, 20, 30];
+        let on = ents(&[10i64, 20, 20, 30]);
         let b = rule(Direction::Backward, true, None);
         assert_eq!(b.pick(&on, 9), None);
         assert_eq!(b.pick(&on, 20), Some(2));
@@ -395,7 +442,7 @@ mod tests {
         let nt = rule(Direction::Nearest, false, Some(0));
         assert_eq!(nt.pick(&on, 20), None);
         // Extremes do not overflow.
-        let ext = [i64::MIN, i64::MAX];
+        let ext = ents(&[i64::MIN, i64::MAX]);
         assert_eq!(
             rule(Direction::Nearest, true, Some(u64::MAX)).pick(&ext, 0),
             Some(1)
