@@ -94,6 +94,15 @@ struct SharedMut<T>(*mut T);
 unsafe impl<T: Send> Send for SharedMut<T> {}
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
+impl<T> SharedMut<T> {
+    /// # Safety
+    /// `i` is in bounds of the allocation and no other thread reads or writes slot `i`.
+    #[inline]
+    unsafe fn write(&self, i: usize, v: T) {
+        unsafe { *self.0.add(i) = v }
+    }
+}
+
 /// Stable, parallel counting sort: `value(i)` of every row `i` with `ids[i] != NONE`, grouped by id, in
 /// row order within a group. Returns the group offsets (`n_groups + 1` of them) and the values.
 pub fn group_rows<T: Copy + Default + Send + Sync>(
@@ -139,7 +148,6 @@ pub fn group_rows<T: Copy + Default + Send + Sync>(
     let mut out = vec![T::default(); running as usize];
     let ptr = SharedMut(out.as_mut_ptr());
     hists.into_par_iter().enumerate().for_each(|(p, mut cursor)| {
-        let ptr = ptr;
         for i in range(p) {
             let g = ids[i];
             if g == NONE {
@@ -148,7 +156,7 @@ pub fn group_rows<T: Copy + Default + Send + Sync>(
             let d = cursor[g as usize] as usize;
             cursor[g as usize] += 1;
             // SAFETY: d < out.len() and no other part or row gets the same d (see SharedMut).
-            unsafe { *ptr.0.add(d) = value(i) };
+            unsafe { ptr.write(d, value(i)) };
         }
     });
     (offsets, out)
@@ -317,13 +325,12 @@ pub fn search(index: &Index, left_ids: &[u32], left_on: &[i64], rule: Rule) -> V
     let mut out = vec![NONE; n];
     let ptr = SharedMut(out.as_mut_ptr());
     rows.par_chunks(1 << 13).for_each(|rows| {
-        let ptr = ptr;
         for &r in rows {
             let j = entry_pos(r) as usize;
             let group = index.group(left_ids[j]);
             if let Some(e) = rule.pick(group, entry_on(r)) {
                 // SAFETY: each left row j appears once in `rows`, so each slot is written once.
-                unsafe { *ptr.0.add(j) = entry_pos(group[e]) };
+                unsafe { ptr.write(j, entry_pos(group[e])) };
             }
         }
     });
