@@ -316,20 +316,28 @@ impl Rule {
 
 /// The matching right position for every left row (NONE where nothing matches).
 ///
-/// Left rows are first grouped by key id (same counting sort as the right), so consecutive searches
-/// hit the same group while it is in cache, instead of one cold group per row.
+/// Left rows are visited in group order, so consecutive searches hit the same group while it is in
+/// cache, instead of one cold group per row. The order is a counting sort by group when there are not
+/// many more groups than left rows, else a plain sort of (group, row) pairs (a few left rows against a
+/// right with millions of groups should not pay for a histogram over all of them).
 pub fn search(index: &Index, left_ids: &[u32], left_on: &[i64], rule: Rule) -> Vec<u32> {
     let n = left_ids.len();
-    let (offsets, rows) = group_rows(left_ids, index.n_groups(), |j| entry(left_on[j], j as u32));
-    drop(offsets);
+    let key = |j: usize| ((left_ids[j] as u64) << 32) | j as u64;
+    let order: Vec<u64> = if index.n_groups() <= 4 * n + 1024 {
+        group_rows(left_ids, index.n_groups(), key).1
+    } else {
+        let mut order: Vec<u64> = (0..n).filter(|&j| left_ids[j] != NONE).map(key).collect();
+        order.par_sort_unstable();
+        order
+    };
     let mut out = vec![NONE; n];
     let ptr = SharedMut(out.as_mut_ptr());
-    rows.par_chunks(1 << 13).for_each(|rows| {
-        for &r in rows {
-            let j = entry_pos(r) as usize;
-            let group = index.group(left_ids[j]);
-            if let Some(e) = rule.pick(group, entry_on(r)) {
-                // SAFETY: each left row j appears once in `rows`, so each slot is written once.
+    order.par_chunks(1 << 13).for_each(|keys| {
+        for &k in keys {
+            let j = k as u32 as usize;
+            let group = index.group((k >> 32) as u32);
+            if let Some(e) = rule.pick(group, left_on[j]) {
+                // SAFETY: each left row j appears once in `order`, so each slot is written once.
                 unsafe { ptr.write(j, entry_pos(group[e])) };
             }
         }
@@ -470,5 +478,30 @@ mod tests {
             rule(Direction::Backward, true, None),
         );
         assert_eq!(got, vec![0, 1, NONE, NONE]);
+    }
+
+    #[test]
+    fn grouped_search_matches_a_direct_search_on_both_paths() {
+        let n = 100_000usize;
+        let rids: Vec<u32> = (0..n).map(|i| (i % 997) as u32).collect();
+        let ron: Vec<i64> = (0..n).map(|i| ((i * 31) % 1000) as i64).collect();
+        // Groups 997.. are empty; 20k groups make a 200-row left take the sort path.
+        let idx = Index::build(&rids, &ron, 20_000, None);
+        let lids: Vec<u32> = (0..50_000u32)
+            .map(|j| if j % 13 == 0 { NONE } else { (j * 7) % 997 })
+            .collect();
+        let lon: Vec<i64> = (0..50_000i64).map(|j| (j * 17) % 1100).collect();
+        let r = rule(Direction::Nearest, false, Some(40));
+        let got = search(&idx, &lids, &lon, r);
+        for j in 0..lids.len() {
+            let expect = if lids[j] == NONE {
+                NONE
+            } else {
+                let g = idx.group(lids[j]);
+                r.pick(g, lon[j]).map_or(NONE, |e| entry_pos(g[e]))
+            };
+            assert_eq!(got[j], expect, "left row {j}");
+        }
+        assert_eq!(search(&idx, &lids[..200], &lon[..200], r), got[..200]);
     }
 }
