@@ -347,6 +347,7 @@ def test_tolerance_microsecond_boundary_with_nanosecond_times():
     assert out.column("v").to_pylist() == [1, None]
 
 
+@pytest.mark.filterwarnings("ignore:Sortedness of columns cannot be checked")
 @pytest.mark.parametrize("right_chunks", [1, 4])
 def test_larger_random_join_matches_polars(right_chunks):
     rng = np.random.default_rng(11)
@@ -366,3 +367,22 @@ def test_larger_random_join_matches_polars(right_chunks):
     rp = pl.from_arrow(right).sort("t")
     exp = lp.join_asof(rp, on="t", by="e", strategy="backward", tolerance="100s").sort("row")
     np.testing.assert_array_equal(got.column("f").to_numpy(zero_copy_only=False), exp["f"].to_numpy())
+
+
+def test_composite_key_of_a_string_and_an_integer_column():
+    right = pa.table(
+        {"s": ["a", "a", "b", None], "n": [1, 2, 1, 1], "t": [1, 1, 1, 1], "v": [10, 20, 30, 40]}
+    )
+    left = pa.table({"s": ["a", "a", "b", "b", None], "n": [2, 1, 1, 2, 1], "t": [5, 5, 5, 5, 5]})
+    out = skewless.asof_join(left, right, on="t", by=["s", "n"])
+    assert out.column("v").to_pylist() == [20, 10, 30, None, None]
+
+
+@pytest.mark.parametrize("typ", [pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint32()])
+def test_narrow_integer_on_columns(typ):
+    right = pa.table({"t": pa.array([1, 4, 9], typ), "v": [1, 4, 9]})
+    left = pa.table({"t": pa.array([0, 4, 8, 100], typ)})
+    out = skewless.asof_join(left, right, on="t", tolerance=3)
+    assert out.column("v").to_pylist() == [None, 4, None, None]
+    out = skewless.asof_join(left, right, on="t", direction="nearest")
+    assert out.column("v").to_pylist() == [1, 4, 9, 9]
