@@ -386,3 +386,12 @@ def test_narrow_integer_on_columns(typ):
     assert out.column("v").to_pylist() == [None, 4, None, None]
     out = skewless.asof_join(left, right, on="t", direction="nearest")
     assert out.column("v").to_pylist() == [1, 4, 9, 9]
+
+
+def test_tables_with_no_batches_at_all():
+    schema = pa.schema([("t", pa.int64()), ("x", pa.float64())])
+    nothing = pa.Table.from_batches([], schema=schema)
+    out = skewless.asof_join(nothing, pa.table({"t": [1], "y": [2]}), on="t")
+    assert out.num_rows == 0 and out.column_names == ["t", "x", "y"]
+    out = skewless.asof_join(pa.table({"t": [1, 2]}), nothing, on="t")
+    assert out.column("x").to_pylist() == [None, None]

@@ -63,6 +63,39 @@ pub struct BuildStats {
     pub groups_sorted: usize,
 }
 
+/// Where the right's `on` values come from while the index is built.
+pub enum OnSource<'a> {
+    /// Already in the comparison unit, one per row.
+    Values(&'a [i64]),
+    /// The i64 chunks of the column itself (timestamps or int64), times `mult` (the caller has checked
+    /// that no valid value overflows): no copy of the column is made.
+    Chunks {
+        chunks: Vec<&'a [i64]>,
+        starts: Vec<usize>,
+        mult: i64,
+    },
+}
+
+impl OnSource<'_> {
+    /// A reader for rows `first, first + 1, ...` (increasing), keeping a cursor into the chunks.
+    fn reader(&self, first: usize) -> impl FnMut(usize) -> i64 + '_ {
+        let mut c = match self {
+            OnSource::Values(_) => 0,
+            OnSource::Chunks { starts, .. } => starts.partition_point(|&s| s <= first).saturating_sub(1),
+        };
+        move |i| match self {
+            OnSource::Values(v) => v[i],
+            OnSource::Chunks { chunks, starts, mult } => {
+                while i >= starts[c] + chunks[c].len() {
+                    c += 1;
+                }
+                // Null slots may hold anything; their rows are left out by id, so wrapping is harmless.
+                chunks[c][i - starts[c]].wrapping_mul(*mult)
+            }
+        }
+    }
+}
+
 /// Packs (on, position) into one entry (format v1, see the module docs).
 #[inline]
 pub fn entry(on: i64, pos: u32) -> u128 {
@@ -103,12 +136,14 @@ impl<T> SharedMut<T> {
     }
 }
 
-/// Stable, parallel counting sort: `value(i)` of every row `i` with `ids[i] != NONE`, grouped by id, in
+/// Stable, parallel counting sort: the value of every row `i` with `ids[i] != NONE`, grouped by id, in
 /// row order within a group. Returns the group offsets (`n_groups + 1` of them) and the values.
-pub fn group_rows<T: Copy + Default + Send + Sync>(
+/// `reader(first)` makes a reader for one contiguous part of the rows starting at `first`; it is then
+/// called with increasing row numbers, so it may keep a cursor (e.g. into the chunks of a column).
+pub fn group_rows<T: Copy + Default + Send + Sync, R: FnMut(usize) -> T>(
     ids: &[u32],
     n_groups: usize,
-    value: impl Fn(usize) -> T + Sync,
+    reader: impl Fn(usize) -> R + Sync,
 ) -> (Vec<u32>, Vec<T>) {
     let n = ids.len();
     let threads = rayon::current_num_threads().max(1);
@@ -148,6 +183,7 @@ pub fn group_rows<T: Copy + Default + Send + Sync>(
     let mut out = vec![T::default(); running as usize];
     let ptr = SharedMut(out.as_mut_ptr());
     hists.into_par_iter().enumerate().for_each(|(p, mut cursor)| {
+        let mut value = reader(range(p).start);
         for i in range(p) {
             let g = ids[i];
             if g == NONE {
@@ -163,9 +199,13 @@ pub fn group_rows<T: Copy + Default + Send + Sync>(
 }
 
 impl Index {
-    /// `ids[i]` is right row i's group (or NONE to leave it out), `on[i]` its time in the comparison unit.
-    pub fn build(ids: &[u32], on: &[i64], n_groups: usize, tie: Option<&TieBreaker>) -> Index {
-        let (offsets, entries) = group_rows(ids, n_groups, |i| entry(on[i], i as u32));
+    /// `ids[i]` is right row i's group (or NONE to leave it out), `on` gives its time in the comparison
+    /// unit.
+    pub fn build(ids: &[u32], on: &OnSource<'_>, n_groups: usize, tie: Option<&TieBreaker>) -> Index {
+        let (offsets, entries) = group_rows(ids, n_groups, |first| {
+            let mut read = on.reader(first);
+            move |i| entry(read(i), i as u32)
+        });
         let mut index = Index {
             offsets,
             entries,
@@ -324,7 +364,7 @@ pub fn search(index: &Index, left_ids: &[u32], left_on: &[i64], rule: Rule) -> V
     let n = left_ids.len();
     let key = |j: usize| ((left_ids[j] as u64) << 32) | j as u64;
     let order: Vec<u64> = if index.n_groups() <= 4 * n + 1024 {
-        group_rows(left_ids, index.n_groups(), key).1
+        group_rows(left_ids, index.n_groups(), |_| key).1
     } else {
         let mut order: Vec<u64> = (0..n).filter(|&j| left_ids[j] != NONE).map(key).collect();
         order.par_sort_unstable();
@@ -381,7 +421,7 @@ mod tests {
     fn counting_sort_groups_stably_and_orders_by_time() {
         let ids = [1, 0, NONE, 1, 0, 1];
         let on = [30, 5, 0, 10, 5, 30];
-        let idx = Index::build(&ids, &on, 3, None);
+        let idx = Index::build(&ids, &OnSource::Values(&on), 3, None);
         assert_eq!(split(idx.group(0)), (vec![5i64, 5], vec![1u32, 4]));
         assert_eq!(split(idx.group(1)), (vec![10i64, 30, 30], vec![3u32, 0, 5]));
         assert_eq!(idx.group(2).len(), 0);
@@ -393,7 +433,7 @@ mod tests {
         let n = 200_000usize;
         let ids: Vec<u32> = (0..n).map(|i| ((i * 7919) % 1000) as u32).collect();
         let on: Vec<i64> = (0..n).map(|i| ((i * 104_729) % 5000) as i64).collect();
-        let idx = Index::build(&ids, &on, 1000, None);
+        let idx = Index::build(&ids, &OnSource::Values(&on), 1000, None);
         let mut expect: Vec<(u32, i64, u32)> = (0..n).map(|i| (ids[i], on[i], i as u32)).collect();
         expect.sort();
         let got: Vec<(u32, i64, u32)> = (0..1000u32)
@@ -409,10 +449,33 @@ mod tests {
     }
 
     #[test]
+    fn chunked_source_reads_across_chunk_boundaries() {
+        let a = [5i64, 1, 7];
+        let b: [i64; 0] = [];
+        let c = [3i64, 2];
+        let src = OnSource::Chunks {
+            chunks: vec![&a, &b, &c],
+            starts: vec![0, 3, 3],
+            mult: 10,
+        };
+        let ids = [0, 1, 0, 1, 0];
+        let idx = Index::build(&ids, &src, 2, None);
+        assert_eq!(split(idx.group(0)), (vec![20, 50, 70], vec![4, 0, 2]));
+        assert_eq!(split(idx.group(1)), (vec![10, 30], vec![1, 3]));
+        let mut r = src.reader(3);
+        assert_eq!((r(3), r(4)), (30, 20));
+    }
+
+    #[test]
     fn sorted_input_sorts_no_group() {
         let ids: Vec<u32> = (0..100_000u32).map(|i| i / 10).collect();
         let on: Vec<i64> = (0..100_000i64).map(|i| i % 10).collect();
-        assert_eq!(Index::build(&ids, &on, 10_000, None).stats.groups_sorted, 0);
+        assert_eq!(
+            Index::build(&ids, &OnSource::Values(&on), 10_000, None)
+                .stats
+                .groups_sorted,
+            0
+        );
     }
 
     #[test]
@@ -421,7 +484,7 @@ mod tests {
             Arc::new(Int64Array::from(vec![Some(5), None])),
             Arc::new(Int64Array::from(vec![Some(1), Some(5)])),
         ]);
-        let idx = Index::build(&[0, 0, 0, 0], &[7, 7, 7, 7], 1, Some(&tie));
+        let idx = Index::build(&[0, 0, 0, 0], &OnSource::Values(&[7, 7, 7, 7]), 1, Some(&tie));
         // null (1), then 1 (2), then the two 5s in input order (0, 3).
         assert_eq!(split(idx.group(0)).1, vec![1, 2, 0, 3]);
         let r = rule(Direction::Backward, true, None);
@@ -470,7 +533,7 @@ mod tests {
 
     #[test]
     fn search_uses_each_rows_group() {
-        let idx = Index::build(&[0, 1, 0], &[1, 1, 3], 2, None);
+        let idx = Index::build(&[0, 1, 0], &OnSource::Values(&[1, 1, 3]), 2, None);
         let got = search(
             &idx,
             &[0, 1, NONE, 0],
@@ -486,7 +549,7 @@ mod tests {
         let rids: Vec<u32> = (0..n).map(|i| (i % 997) as u32).collect();
         let ron: Vec<i64> = (0..n).map(|i| ((i * 31) % 1000) as i64).collect();
         // Groups 997.. are empty; 20k groups make a 200-row left take the sort path.
-        let idx = Index::build(&rids, &ron, 20_000, None);
+        let idx = Index::build(&rids, &OnSource::Values(&ron), 20_000, None);
         let lids: Vec<u32> = (0..50_000u32)
             .map(|j| if j % 13 == 0 { NONE } else { (j * 7) % 997 })
             .collect();

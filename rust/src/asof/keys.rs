@@ -210,11 +210,17 @@ pub fn group_ids(keys: &[(Column, Column)], n_left: usize, n_right: usize) -> Re
         }
         kinds.push(kl);
     }
-    if n_right >= NONE as usize {
-        return Err(Error::InvalidArgument(format!(
-            "the right table has {n_right} rows; at most {} are supported. Split it by key",
-            NONE - 1
-        )));
+    // Row positions are u32 throughout the kernel (NONE = u32::MAX is reserved).
+    for (n, what, fix) in [
+        (n_right, "right", "Split it by key"),
+        (n_left, "left", "Join it in slices"),
+    ] {
+        if n >= NONE as usize {
+            return Err(Error::InvalidArgument(format!(
+                "the {what} table has {n} rows; at most {} are supported. {fix}",
+                NONE - 1
+            )));
+        }
     }
     let mut acc: Option<GroupIds> = None;
     for ((l, r), kind) in keys.iter().zip(kinds) {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::*;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::table::{Column, Table};
@@ -188,12 +189,22 @@ fn on_values(c: &Column, scale: OnScale, ids: &mut [u32]) -> Result<Vec<i64>> {
         }),
     });
     if overflow.load(Ordering::Relaxed) {
-        return Err(Error::Dtype(format!(
-            "column {:?} holds a time that does not fit in a 64-bit count of the other side's finer unit; \
-             cast both sides' `on` to the same unit first",
-            c.name
-        )));
+        return Err(overflow_error(c));
     }
+    mark_null_rows(c, ids);
+    Ok(out)
+}
+
+fn overflow_error(c: &Column) -> Error {
+    Error::Dtype(format!(
+        "column {:?} holds a time that does not fit in a 64-bit count of the other side's finer unit; \
+         cast both sides' `on` to the same unit first",
+        c.name
+    ))
+}
+
+/// Rows whose `on` is null take part in no match.
+fn mark_null_rows(c: &Column, ids: &mut [u32]) {
     let mut row = 0;
     for chunk in &c.chunks {
         if chunk.null_count() > 0 {
@@ -205,7 +216,45 @@ fn on_values(c: &Column, scale: OnScale, ids: &mut [u32]) -> Result<Vec<i64>> {
         }
         row += chunk.len();
     }
-    Ok(out)
+}
+
+/// The right's `on` read in place when every chunk already holds i64s (timestamps, int64): the index
+/// build multiplies as it reads, after one pass has checked that no valid value overflows. Other types
+/// are converted into one array by [`on_values`].
+fn right_on_source<'a>(c: &'a Column, scale: OnScale, ids: &mut [u32]) -> Result<index::OnSource<'a>> {
+    let OnScale::Times(mult) = scale else {
+        unreachable!("only called for i64 sources")
+    };
+    let chunks: Vec<&[i64]> = c
+        .chunks
+        .iter()
+        .map(|a| match a.data_type() {
+            DataType::Timestamp(..) => timestamp_values(a.as_ref()),
+            _ => a.as_primitive::<Int64Type>().values(),
+        })
+        .collect();
+    if mult != 1 {
+        let overflow = c.chunks.par_iter().zip(&chunks).any(|(a, vals)| {
+            vals.iter()
+                .enumerate()
+                .any(|(i, v)| v.checked_mul(mult).is_none() && a.is_valid(i))
+        });
+        if overflow {
+            return Err(overflow_error(c));
+        }
+    }
+    mark_null_rows(c, ids);
+    let mut starts = Vec::with_capacity(chunks.len());
+    let mut n = 0;
+    for ch in &chunks {
+        starts.push(n);
+        n += ch.len();
+    }
+    Ok(index::OnSource::Chunks { chunks, starts, mult })
+}
+
+fn is_i64_source(c: &Column, scale: OnScale) -> bool {
+    matches!(scale, OnScale::Times(_)) && matches!(c.data_type, DataType::Timestamp(..) | DataType::Int64)
 }
 
 fn check_tie_breaker(c: &Column) -> Result<()> {
@@ -291,10 +340,16 @@ pub fn asof_join_with_stats(
 
     let mut ids = keys::group_ids(&keys, n_left, n_right)?;
     drop(keys);
-    let right_on = on_values(&r_on, scale_r, &mut ids.right)?;
+    let mut right_copy: Option<Vec<i64>> = None;
+    let right_on = if is_i64_source(&r_on, scale_r) {
+        right_on_source(&r_on, scale_r, &mut ids.right)?
+    } else {
+        index::OnSource::Values(right_copy.insert(on_values(&r_on, scale_r, &mut ids.right)?))
+    };
     let left_on = on_values(&l_on, scale_l, &mut ids.left)?;
     let idx = index::Index::build(&ids.right, &right_on, ids.n_groups, tie.as_ref());
     drop(right_on);
+    drop(right_copy);
     drop(ids.right);
     let rule = index::Rule {
         direction: opts.direction,
