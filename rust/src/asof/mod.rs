@@ -162,6 +162,7 @@ fn on_values(c: &Column, scale: OnScale, ids: &mut [u32]) -> Result<Vec<i64>> {
         OnScale::Times(m) => {
             let vals = match arr.data_type() {
                 DataType::Timestamp(..) => &timestamp_values(arr)[local..local + out.len()],
+                // Signed integers (m is 1): the two sign-bit flips cancel, leaving v itself.
                 _ => {
                     return with_int!(arr, a => {
                         for (o, v) in out.iter_mut().zip(&a.values()[local..]) {
@@ -182,6 +183,7 @@ fn on_values(c: &Column, scale: OnScale, ids: &mut [u32]) -> Result<Vec<i64>> {
                 }
             }
         }
+        // Unsigned: v - 2^63, which keeps both order and differences within i64.
         OnScale::Unsigned => with_int!(arr, a => {
             for (o, v) in out.iter_mut().zip(&a.values()[local..]) {
                 *o = (v.ord_u64() ^ (1 << 63)) as i64;
