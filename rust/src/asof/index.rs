@@ -357,28 +357,52 @@ impl Rule {
 /// The matching right position for every left row (NONE where nothing matches).
 ///
 /// Left rows are visited in group order, so consecutive searches hit the same group while it is in
-/// cache, instead of one cold group per row. The order is a counting sort by group when there are not
-/// many more groups than left rows, else a plain sort of (group, row) pairs (a few left rows against a
-/// right with millions of groups should not pay for a histogram over all of them).
+/// cache instead of one cold group per row, and each row's (time, row) is read from the grouped copy
+/// rather than from two random places. The order is a counting sort by group when there are not many
+/// more groups than left rows, else a plain sort of (group, row) pairs (a few left rows against a right
+/// with millions of groups should not pay for a histogram over all of them).
 pub fn search(index: &Index, left_ids: &[u32], left_on: &[i64], rule: Rule) -> Vec<u32> {
     let n = left_ids.len();
-    let key = |j: usize| ((left_ids[j] as u64) << 32) | j as u64;
-    let order: Vec<u64> = if index.n_groups() <= 4 * n + 1024 {
-        group_rows(left_ids, index.n_groups(), |_| key).1
-    } else {
-        let mut order: Vec<u64> = (0..n).filter(|&j| left_ids[j] != NONE).map(key).collect();
-        order.par_sort_unstable();
-        order
-    };
     let mut out = vec![NONE; n];
     let ptr = SharedMut(out.as_mut_ptr());
-    order.par_chunks(1 << 13).for_each(|keys| {
-        for &k in keys {
-            let j = k as u32 as usize;
-            let group = index.group((k >> 32) as u32);
-            if let Some(e) = rule.pick(group, left_on[j]) {
-                // SAFETY: each left row j appears once in `order`, so each slot is written once.
-                unsafe { ptr.write(j, entry_pos(group[e])) };
+    let write = |j: usize, group: &[u128], t: i64| {
+        if let Some(e) = rule.pick(group, t) {
+            // SAFETY: each left row j is visited once, so each slot is written by one thread once.
+            unsafe { ptr.write(j, entry_pos(group[e])) };
+        }
+    };
+    if index.n_groups() > 4 * n + 1024 {
+        let mut order: Vec<u64> = (0..n)
+            .filter(|&j| left_ids[j] != NONE)
+            .map(|j| ((left_ids[j] as u64) << 32) | j as u64)
+            .collect();
+        order.par_sort_unstable();
+        order.par_chunks(1 << 13).for_each(|keys| {
+            for &k in keys {
+                let j = k as u32 as usize;
+                write(j, index.group((k >> 32) as u32), left_on[j]);
+            }
+        });
+        return out;
+    }
+    let (offsets, rows) = group_rows(left_ids, index.n_groups(), |_| |j| entry(left_on[j], j as u32));
+    // Runs of whole groups of about 8k left rows each, one rayon task per run.
+    let mut tasks = Vec::new();
+    let mut g0 = 0;
+    let n_groups = index.n_groups();
+    while g0 < n_groups {
+        let mut g1 = g0 + 1;
+        while g1 < n_groups && offsets[g1] - offsets[g0] < 1 << 13 {
+            g1 += 1;
+        }
+        tasks.push(g0..g1);
+        g0 = g1;
+    }
+    tasks.into_par_iter().for_each(|groups| {
+        for g in groups {
+            let group = index.group(g as u32);
+            for &r in &rows[offsets[g] as usize..offsets[g + 1] as usize] {
+                write(entry_pos(r) as usize, group, entry_on(r));
             }
         }
     });
