@@ -184,7 +184,7 @@ def test_matches_the_brute_force_oracle(case):
 
 def test_sorted_and_unsorted_right_give_the_same_result():
     rng = np.random.default_rng(3)
-    n = 50_000
+    n = 300_000  # large enough for the two-pass index build (the sorted copy takes the one-pass path)
     right = pa.table(
         {
             "k": rng.integers(0, 500, n),
@@ -351,7 +351,7 @@ def test_tolerance_microsecond_boundary_with_nanosecond_times():
 @pytest.mark.parametrize("right_chunks", [1, 4])
 def test_larger_random_join_matches_polars(right_chunks):
     rng = np.random.default_rng(11)
-    n, m = 200_000, 20_000
+    n, m = 400_000, 20_000  # the random right takes the two-pass index build
     ts = pa.timestamp("us", tz="UTC")
     right = pa.table(
         {

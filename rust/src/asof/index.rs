@@ -145,7 +145,16 @@ pub fn group_rows<T: Copy + Default + Send + Sync, R: FnMut(usize) -> T>(
     n_groups: usize,
     reader: impl Fn(usize) -> R + Sync,
 ) -> (Vec<u32>, Vec<T>) {
-    let n = ids.len();
+    group_rows_by(ids.len(), n_groups, |i| ids[i], reader)
+}
+
+/// [`group_rows`] with the group of row `i` given by `key(i)` (NONE: leave the row out).
+fn group_rows_by<T: Copy + Default + Send + Sync, R: FnMut(usize) -> T>(
+    n: usize,
+    n_groups: usize,
+    key: impl Fn(usize) -> u32 + Sync,
+    reader: impl Fn(usize) -> R + Sync,
+) -> (Vec<u32>, Vec<T>) {
     let threads = rayon::current_num_threads().max(1);
     // One histogram per part: with many groups per row the histograms would cost more than the
     // parallel pass saves.
@@ -160,7 +169,7 @@ pub fn group_rows<T: Copy + Default + Send + Sync, R: FnMut(usize) -> T>(
         .into_par_iter()
         .map(|p| {
             let mut h = vec![0u32; n_groups];
-            for &g in &ids[range(p)] {
+            for g in range(p).map(&key) {
                 if g != NONE {
                     h[g as usize] += 1;
                 }
@@ -185,7 +194,7 @@ pub fn group_rows<T: Copy + Default + Send + Sync, R: FnMut(usize) -> T>(
     hists.into_par_iter().enumerate().for_each(|(p, mut cursor)| {
         let mut value = reader(range(p).start);
         for i in range(p) {
-            let g = ids[i];
+            let g = key(i);
             if g == NONE {
                 continue;
             }
@@ -202,6 +211,9 @@ impl Index {
     /// `ids[i]` is right row i's group (or NONE to leave it out), `on` gives its time in the comparison
     /// unit.
     pub fn build(ids: &[u32], on: &OnSource<'_>, n_groups: usize, tie: Option<&TieBreaker>) -> Index {
+        if let Some(shift) = two_pass_shift(ids, n_groups) {
+            return Index::build_two_pass(ids, on, n_groups, shift, tie);
+        }
         let (offsets, entries) = group_rows(ids, n_groups, |first| {
             let mut read = on.reader(first);
             move |i| entry(read(i), i as u32)
@@ -213,6 +225,83 @@ impl Index {
         };
         index.stats.groups_sorted = index.sort_groups(tie);
         index
+    }
+
+    /// The same index built in two cache-sized steps, for many rows spread over many groups, where
+    /// scattering straight to each row's group would miss the cache on nearly every write.
+    ///
+    /// Pass 1 scatters rows by bucket (a run of `1 << shift` consecutive groups), a few hundred write
+    /// streams; pass 2 takes one bucket at a time (small enough for the core's cache), scatters it by
+    /// group into its final place and sorts those groups while they are still in cache. Both passes are
+    /// stable, so the result equals the one-pass build. During pass 2 the group id rides in the unused
+    /// top 32 bits of each entry (format v1 ignores them; they stay, constant within a group).
+    fn build_two_pass(
+        ids: &[u32],
+        on: &OnSource<'_>,
+        n_groups: usize,
+        shift: u32,
+        tie: Option<&TieBreaker>,
+    ) -> Index {
+        let n_buckets = ((n_groups - 1) >> shift) + 1;
+        let bucket = |i: usize| if ids[i] == NONE { NONE } else { ids[i] >> shift };
+        let (bstarts, tmp) = group_rows_by(ids.len(), n_buckets, bucket, |first| {
+            let mut read = on.reader(first);
+            move |i| ((ids[i] as u128) << 96) | entry(read(i), i as u32)
+        });
+        let m = tmp.len();
+        let mut offsets = vec![0u32; n_groups + 1];
+        offsets[n_groups] = m as u32;
+        let mut entries = vec![0u128; m];
+        let width = 1usize << shift;
+        let mut tasks = Vec::with_capacity(n_buckets);
+        let mut rest = &mut entries[..];
+        for (b, offs) in offsets[..n_groups].chunks_mut(width).enumerate() {
+            let len = (bstarts[b + 1] - bstarts[b]) as usize;
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+            tasks.push((b, offs, head));
+            rest = tail;
+        }
+        let sorted = tasks
+            .into_par_iter()
+            .map(|(b, offs, out)| {
+                let (lo, hi) = (bstarts[b] as usize, bstarts[b + 1] as usize);
+                let src = &tmp[lo..hi];
+                let g0 = b << shift;
+                let local = |e: u128| (e >> 96) as usize - g0;
+                let mut cursor = vec![0u32; offs.len()];
+                for &e in src {
+                    cursor[local(e)] += 1;
+                }
+                let mut running = 0u32;
+                for (c, o) in cursor.iter_mut().zip(offs.iter_mut()) {
+                    *o = lo as u32 + running;
+                    let k = *c;
+                    *c = running;
+                    running += k;
+                }
+                for &e in src {
+                    let g = local(e);
+                    out[cursor[g] as usize] = e;
+                    cursor[g] += 1;
+                }
+                let mut sorted = 0;
+                for g in 0..offs.len() {
+                    let a = (offs[g] as usize) - lo;
+                    let z = offs.get(g + 1).map_or(hi, |&o| o as usize) - lo;
+                    if sort_group(&mut out[a..z], tie) {
+                        sorted += 1;
+                    }
+                }
+                sorted
+            })
+            .sum();
+        Index {
+            offsets,
+            entries,
+            stats: BuildStats {
+                groups_sorted: sorted,
+            },
+        }
     }
 
     /// Orders every group by (on, tie, position); returns how many groups needed it.
@@ -263,6 +352,30 @@ impl Index {
     pub fn n_groups(&self) -> usize {
         self.offsets.len() - 1
     }
+}
+
+/// The bucket width (as a shift of the group id) for the two-pass build, or `None` when one pass is
+/// as good: few rows or few groups (few write streams), or ids already non-decreasing (a right side
+/// sorted by key, whose one-pass scatter is a sequential copy; the check stops at the first descent).
+fn two_pass_shift(ids: &[u32], n_groups: usize) -> Option<u32> {
+    // About 16k entries (256 KiB) per bucket: a bucket and its output fit in a core's L2.
+    let buckets = ids.len() >> 14;
+    if buckets < 16 || n_groups < 4 * buckets {
+        return None;
+    }
+    let mut last = 0;
+    let sorted = ids.iter().all(|&g| {
+        if g == NONE {
+            return true;
+        }
+        let ok = g >= last;
+        last = g;
+        ok
+    });
+    if sorted {
+        return None;
+    }
+    Some((n_groups / buckets).next_power_of_two().trailing_zeros())
 }
 
 /// Sorts one group unless it already is in order; returns whether it sorted. Positions arrive
@@ -488,6 +601,44 @@ mod tests {
         assert_eq!(split(idx.group(1)), (vec![10, 30], vec![1, 3]));
         let mut r = src.reader(3);
         assert_eq!((r(3), r(4)), (30, 20));
+    }
+
+    #[test]
+    fn two_pass_build_equals_a_sequential_stable_sort() {
+        let n = 600_000usize;
+        let n_groups = 3_001usize;
+        let ids: Vec<u32> = (0..n)
+            .map(|i| {
+                if i % 17 == 0 {
+                    NONE
+                } else {
+                    ((i * 2_654_435_761) % n_groups) as u32
+                }
+            })
+            .collect();
+        let on: Vec<i64> = (0..n).map(|i| ((i * 40_503) % 7_919) as i64 - 4_000).collect();
+        assert!(two_pass_shift(&ids, n_groups).is_some());
+        let idx = Index::build(&ids, &OnSource::Values(&on), n_groups, None);
+        let mut expect: Vec<(u32, i64, u32)> = (0..n)
+            .filter(|&i| ids[i] != NONE)
+            .map(|i| (ids[i], on[i], i as u32))
+            .collect();
+        expect.sort();
+        let got: Vec<(u32, i64, u32)> = (0..n_groups as u32)
+            .flat_map(|g| {
+                let (o, p) = split(idx.group(g));
+                o.into_iter()
+                    .zip(p)
+                    .map(move |(o, p)| (g, o, p))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(got, expect);
+        assert!(idx.stats.groups_sorted > 0);
+        // Non-decreasing ids take the one-pass path, which is then a straight copy.
+        let mut sorted_ids = ids.clone();
+        sorted_ids.sort();
+        assert!(two_pass_shift(&sorted_ids, n_groups).is_none());
     }
 
     #[test]
