@@ -231,8 +231,8 @@ impl Index {
     /// scattering straight to each row's group would miss the cache on nearly every write.
     ///
     /// Pass 1 scatters rows by bucket (a run of `1 << shift` consecutive groups), a few hundred write
-    /// streams; pass 2 takes one bucket at a time (small enough for the core's cache), scatters it by
-    /// group into its final place and sorts those groups while they are still in cache. Both passes are
+    /// streams; pass 2 takes one bucket at a time (small enough for the core's cache), rearranges it
+    /// by group in place and sorts those groups while they are still in cache. Both passes are
     /// stable, so the result equals the one-pass build. During pass 2 the group id rides in the unused
     /// top 32 bits of each entry (format v1 ignores them; they stay, constant within a group).
     fn build_two_pass(
@@ -244,14 +244,13 @@ impl Index {
     ) -> Index {
         let n_buckets = ((n_groups - 1) >> shift) + 1;
         let bucket = |i: usize| if ids[i] == NONE { NONE } else { ids[i] >> shift };
-        let (bstarts, tmp) = group_rows_by(ids.len(), n_buckets, bucket, |first| {
+        let (bstarts, mut entries) = group_rows_by(ids.len(), n_buckets, bucket, |first| {
             let mut read = on.reader(first);
             move |i| ((ids[i] as u128) << 96) | entry(read(i), i as u32)
         });
-        let m = tmp.len();
+        let m = entries.len();
         let mut offsets = vec![0u32; n_groups + 1];
         offsets[n_groups] = m as u32;
-        let mut entries = vec![0u128; m];
         let width = 1usize << shift;
         let mut tasks = Vec::with_capacity(n_buckets);
         let mut rest = &mut entries[..];
@@ -264,12 +263,14 @@ impl Index {
         let sorted = tasks
             .into_par_iter()
             .map(|(b, offs, out)| {
-                let (lo, hi) = (bstarts[b] as usize, bstarts[b + 1] as usize);
-                let src = &tmp[lo..hi];
+                let lo = bstarts[b] as usize;
+                // The bucket is rearranged in place through a copy the size of one bucket, so the
+                // whole build needs no second array of entries.
+                let src = out.to_vec();
                 let g0 = b << shift;
                 let local = |e: u128| (e >> 96) as usize - g0;
                 let mut cursor = vec![0u32; offs.len()];
-                for &e in src {
+                for &e in &src {
                     cursor[local(e)] += 1;
                 }
                 let mut running = 0u32;
@@ -279,15 +280,15 @@ impl Index {
                     *c = running;
                     running += k;
                 }
-                for &e in src {
+                for &e in &src {
                     let g = local(e);
                     out[cursor[g] as usize] = e;
                     cursor[g] += 1;
                 }
                 let mut sorted = 0;
                 for g in 0..offs.len() {
-                    let a = (offs[g] as usize) - lo;
-                    let z = offs.get(g + 1).map_or(hi, |&o| o as usize) - lo;
+                    let a = offs[g] as usize - lo;
+                    let z = offs.get(g + 1).map_or(out.len(), |&o| o as usize - lo);
                     if sort_group(&mut out[a..z], tie) {
                         sorted += 1;
                     }
