@@ -3,9 +3,10 @@
 //!
 //! Entry format (v1): one `u128` per right row that can match, `(on ^ 2^63) << 32 | position`: the
 //! order-preserving unsigned form of the i64 `on` in bits 32..96 and the u32 row position below it, so
-//! the integers' natural order is (on, position). One array instead of two halves the cache misses of
-//! the scatter, and plain integer sorting (no comparator) is what the per-group sort needs when there
-//! is no tie-breaker. The right's value columns are never touched here.
+//! the integers' natural order is (on, position). Bits 96..128 are ignored by every reader (the
+//! two-pass build leaves the group id there, constant within a group). One array instead of two
+//! halves the cache misses of the scatter, and plain integer sorting (no comparator) is what the
+//! per-group sort needs when there is no tie-breaker. The right's value columns are never touched here.
 //!
 //! Groups are laid out by a stable counting sort, so within a group positions are already in input
 //! order; a group already ordered by (on[, tie_breaker]) is left as it is, so a right side sorted by

@@ -276,7 +276,8 @@ fn int_ids(l: &Column, r: &Column, n_left: usize, n_right: usize) -> GroupIds {
                 let vals = &a.values()[local..local + out.len()];
                 for (k, (o, v)) in out.iter_mut().zip(vals).enumerate() {
                     let key = v.ord_u64();
-                    *o = if a.is_valid(local + k) && key >= lo && key <= hi { (key - lo) as u32 } else { NONE };
+                    let hit = a.is_valid(local + k) && key >= lo && key <= hi;
+                    *o = if hit { (key - lo) as u32 } else { NONE };
                 }
             })
         };
