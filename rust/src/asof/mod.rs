@@ -468,6 +468,71 @@ mod tests {
     }
 
     #[test]
+    fn chunked_right_with_ties_across_chunks_in_every_direction() {
+        // One key, all rows at t = 5 except the last; ties split over three batches.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("t", DataType::Int64, true),
+            Field::new("c", DataType::Int64, true),
+            Field::new("v", DataType::Utf8, true),
+        ]));
+        let batch = |t: Vec<Option<i64>>, c: Vec<Option<i64>>, v: Vec<&str>| {
+            let cols: Vec<ArrayRef> = vec![
+                Arc::new(Int64Array::from(t)),
+                Arc::new(Int64Array::from(c)),
+                Arc::new(StringArray::from(v)),
+            ];
+            RecordBatch::try_new(schema.clone(), cols).unwrap()
+        };
+        let right = Table::new(
+            schema.clone(),
+            vec![
+                batch(vec![Some(5), None], vec![Some(3), Some(9)], vec!["a", "null-t"]),
+                batch(vec![], vec![], vec![]),
+                batch(
+                    vec![Some(5), Some(5), Some(9)],
+                    vec![Some(3), None, Some(0)],
+                    vec!["b", "c", "late"],
+                ),
+            ],
+        );
+        let left = table(vec![(
+            "t",
+            Arc::new(Int64Array::from(vec![4, 5, 7, 10])) as ArrayRef,
+        )]);
+        let run = |direction, tie: bool| {
+            let mut o = AsofOptions::new("t");
+            o.direction = direction;
+            o.tie_breaker = tie.then(|| "c".to_string());
+            let out = asof_join(&left, &right, &o).unwrap();
+            let v = out.batches[0].column(2).as_string::<i32>().clone();
+            v.iter().map(|x| x.map(str::to_string)).collect::<Vec<_>>()
+        };
+        let s = |x: &[Option<&str>]| x.iter().map(|o| o.map(str::to_string)).collect::<Vec<_>>();
+        // With the tie-breaker: c = 3 twice ("a", "b"): the later row "b" wins; "c" (null) ranks lowest.
+        assert_eq!(
+            run(Direction::Backward, true),
+            s(&[None, Some("b"), Some("b"), Some("late")])
+        );
+        assert_eq!(
+            run(Direction::Forward, true),
+            s(&[Some("b"), Some("b"), Some("late"), None])
+        );
+        assert_eq!(
+            run(Direction::Nearest, true),
+            s(&[Some("b"), Some("b"), Some("b"), Some("late")])
+        );
+        // Without it the last row in input order wins.
+        assert_eq!(
+            run(Direction::Backward, false),
+            s(&[None, Some("c"), Some("c"), Some("late")])
+        );
+        assert_eq!(
+            run(Direction::Forward, false),
+            s(&[Some("c"), Some("c"), Some("late"), None])
+        );
+    }
+
+    #[test]
     fn sorted_right_side_is_not_sorted_again() {
         let n = 50_000i64;
         let right = table(vec![
