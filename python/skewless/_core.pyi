@@ -2,6 +2,9 @@
 
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 __version__: str
 
 # --- asof (skewless.asof.asof_join normalizes the arguments) ---
@@ -19,8 +22,6 @@ def asof_join(
 ) -> Any: ...
 
 # --- online store (skewless.online) ---
-import numpy as np
-import numpy.typing as npt
 
 class OnlineStore:
     def __init__(self, path: str, *, map_size: int | None = ..., max_map_size: int | None = ...) -> None: ...
