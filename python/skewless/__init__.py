@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import errors
 from ._core import __version__
+from .asof import asof_join
 from .definitions import (
     Array,
     Bool,
@@ -28,6 +29,7 @@ from .store import FeatureStore, OnlineReader, OnlineResponse
 __all__ = [
     "errors",
     "__version__",
+    "asof_join",
     "Array",
     "Bool",
     "Bytes",
@@ -45,7 +47,7 @@ __all__ = [
     "OnlineStore",
     "Reader",
     "Status",
-    "WriteResult",
     "String",
     "Timestamp",
+    "WriteResult",
 ]

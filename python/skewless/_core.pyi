@@ -1,12 +1,27 @@
 """Type stubs of the Rust extension ``skewless._core``."""
 
-__version__: str
-
-# --- online store (skewless.online) ---
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+__version__: str
+
+# --- asof (skewless.asof.asof_join normalizes the arguments) ---
+def asof_join(
+    left: object,
+    right: object,
+    on: str,
+    by: list[str],
+    direction: str,
+    tolerance_kind: str | None,
+    tolerance: int | None,
+    allow_exact_matches: bool,
+    tie_breaker: str | None,
+    suffix: str | None,
+) -> Any: ...
+
+# --- online store (skewless.online) ---
 
 class OnlineStore:
     def __init__(self, path: str, *, map_size: int | None = ..., max_map_size: int | None = ...) -> None: ...

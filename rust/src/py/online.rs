@@ -15,6 +15,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::error::Error;
 use crate::online::cells::Chunk;
+use crate::online::key;
 use crate::online::read::cutoff;
 use crate::online::schema::Kind;
 use crate::online::write::encode_key;
@@ -280,39 +281,14 @@ impl PyReader {
                             to_py(py, Error::Dtype(format!("keys: a numpy array of integers is needed for this view's integer key ({e})")))
                         })?
                     };
-                    return if kind.is_signed_int() {
-                        let a = arr
-                            .cast::<PyArray1<i64>>()
-                            .map_err(|e| to_py(py, Error::Dtype(format!("keys: {e}"))))?;
-                        let ro = a.readonly();
-                        let s = ro
-                            .as_slice()
-                            .map_err(|e| to_py(py, Error::Dtype(format!("keys: {e}"))))?;
-                        let mut b = KeyBatch::with_capacity(s.len());
-                        for &v in s {
-                            crate::online::key::push_i64(&mut b.bytes, v);
-                            b.finish_key();
-                        }
-                        let a: Option<ArrayRef> =
-                            arrays.then(|| Arc::new(Int64Array::from(s.to_vec())) as ArrayRef);
-                        Ok((b, cast_keys(py, a, kind)?))
+                    let (b, a) = if kind.is_signed_int() {
+                        numpy_keys::<i64>(py, &arr, arrays, key::push_i64, |v| Arc::new(Int64Array::from(v)))?
                     } else {
-                        let a = arr
-                            .cast::<PyArray1<u64>>()
-                            .map_err(|e| to_py(py, Error::Dtype(format!("keys: {e}"))))?;
-                        let ro = a.readonly();
-                        let s = ro
-                            .as_slice()
-                            .map_err(|e| to_py(py, Error::Dtype(format!("keys: {e}"))))?;
-                        let mut b = KeyBatch::with_capacity(s.len());
-                        for &v in s {
-                            crate::online::key::push_u64(&mut b.bytes, v);
-                            b.finish_key();
-                        }
-                        let a: Option<ArrayRef> =
-                            arrays.then(|| Arc::new(UInt64Array::from(s.to_vec())) as ArrayRef);
-                        Ok((b, cast_keys(py, a, kind)?))
+                        numpy_keys::<u64>(py, &arr, arrays, key::push_u64, |v| {
+                            Arc::new(UInt64Array::from(v))
+                        })?
                     };
+                    return Ok((b, cast_keys(py, a, kind)?));
                 }
                 let list = keys.call_method0("tolist")?;
                 let list = list.cast::<PyList>()?;
@@ -376,22 +352,22 @@ impl PyReader {
                     let v: i64 = part
                         .extract()
                         .map_err(|_| bad(format!("{:?} must be an integer", def.name)))?;
-                    crate::online::key::push_i64(&mut b.bytes, v);
+                    key::push_i64(&mut b.bytes, v);
                 } else if k.is_unsigned_int() {
                     let v: u64 = part
                         .extract()
                         .map_err(|_| bad(format!("{:?} must be a non-negative integer", def.name)))?;
-                    crate::online::key::push_u64(&mut b.bytes, v);
+                    key::push_u64(&mut b.bytes, v);
                 } else if *k == Kind::Str {
                     let v = part
                         .cast::<PyString>()
                         .map_err(|_| bad(format!("{:?} must be a string", def.name)))?;
-                    crate::online::key::push_bytes(&mut b.bytes, v.to_str()?.as_bytes(), last);
+                    key::push_bytes(&mut b.bytes, v.to_str()?.as_bytes(), last);
                 } else {
                     let v = part
                         .cast::<PyBytes>()
                         .map_err(|_| bad(format!("{:?} must be bytes", def.name)))?;
-                    crate::online::key::push_bytes(&mut b.bytes, v.as_bytes(), last);
+                    key::push_bytes(&mut b.bytes, v.as_bytes(), last);
                 }
                 if arrays {
                     cols[i].push(part);
@@ -497,7 +473,7 @@ fn scalars<'py>(
         let mut vals = Vec::with_capacity(if arrays { n } else { 0 });
         for item in items {
             let v: i64 = item.extract().map_err(|_| bad("an integer", &item))?;
-            crate::online::key::push_i64(&mut b.bytes, v);
+            key::push_i64(&mut b.bytes, v);
             b.finish_key();
             if arrays {
                 vals.push(v);
@@ -510,7 +486,7 @@ fn scalars<'py>(
         let mut vals = Vec::with_capacity(if arrays { n } else { 0 });
         for item in items {
             let v: u64 = item.extract().map_err(|_| bad("a non-negative integer", &item))?;
-            crate::online::key::push_u64(&mut b.bytes, v);
+            key::push_u64(&mut b.bytes, v);
             b.finish_key();
             if arrays {
                 vals.push(v);
@@ -621,4 +597,28 @@ fn datetime_micros(py: Python<'_>, dt: &Bound<'_, PyAny>) -> PyResult<i64> {
     })?;
     let delta = dt.call_method1("__sub__", (epoch.bind(py),))?;
     delta_micros(py, &delta, "as_of")
+}
+
+/// Encodes a one-dimensional numpy array of integer keys (already of dtype `T`); with `arrays`, also
+/// returns them as an Arrow column for `get`'s output.
+fn numpy_keys<T: numpy::Element + Copy>(
+    py: Python<'_>,
+    arr: &Bound<'_, PyAny>,
+    arrays: bool,
+    push: fn(&mut Vec<u8>, T),
+    column: fn(Vec<T>) -> ArrayRef,
+) -> PyResult<(KeyBatch, Option<ArrayRef>)> {
+    let a = arr
+        .cast::<PyArray1<T>>()
+        .map_err(|e| to_py(py, Error::Dtype(format!("keys: {e}"))))?;
+    let ro = a.readonly();
+    let s = ro
+        .as_slice()
+        .map_err(|e| to_py(py, Error::Dtype(format!("keys: {e}"))))?;
+    let mut b = KeyBatch::with_capacity(s.len());
+    for &v in s {
+        push(&mut b.bytes, v);
+        b.finish_key();
+    }
+    Ok((b, arrays.then(|| column(s.to_vec()))))
 }
