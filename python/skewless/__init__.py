@@ -8,6 +8,46 @@ from __future__ import annotations
 from . import errors
 from ._core import __version__
 from .asof import asof_join
+from .definitions import (
+    Array,
+    Bool,
+    Bytes,
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    Float32,
+    Float64,
+    Int32,
+    Int64,
+    String,
+    Timestamp,
+)
 from .online import OnlineStore, Reader, Status, WriteResult
+from .store import FeatureStore, OnlineReader, OnlineResponse
 
-__all__ = ["errors", "__version__", "asof_join", "OnlineStore", "Reader", "Status", "WriteResult"]
+__all__ = [
+    "errors",
+    "__version__",
+    "asof_join",
+    "Array",
+    "Bool",
+    "Bytes",
+    "Entity",
+    "FeatureService",
+    "FeatureStore",
+    "FeatureView",
+    "Field",
+    "Float32",
+    "Float64",
+    "Int32",
+    "Int64",
+    "OnlineReader",
+    "OnlineResponse",
+    "OnlineStore",
+    "Reader",
+    "Status",
+    "String",
+    "Timestamp",
+    "WriteResult",
+]

@@ -1,0 +1,209 @@
+"""The ``skewless`` command: init, apply, materialize, ls, describe, get, demo.
+
+Example (shell)::
+
+    skewless --store ./fs init
+    skewless --store ./fs apply definitions.py
+    skewless --store ./fs materialize            # incremental, up to now
+    skewless --store ./fs get user_stats:spend 42
+    skewless demo --dir ./demo-store
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import runpy
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .definitions import Entity, FeatureService, FeatureView
+from .errors import InvalidArgumentError, SkewlessError, UnknownFeatureError
+
+__all__ = ["main"]
+
+
+def _parse_time(text: str) -> dt.datetime:
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidArgumentError(
+            f"{text!r} is not an ISO 8601 time like 2026-01-31T00:00:00+00:00"
+        ) from None
+    if t.tzinfo is None:
+        from .errors import NaiveTimestampError
+
+        raise NaiveTimestampError(f"{text!r} has no timezone; add one, e.g. {text}+00:00")
+    return t
+
+
+def _open(args: argparse.Namespace, create: bool = False) -> Any:
+    from .store import FeatureStore
+
+    return FeatureStore(args.store, create=create)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    existed = os.path.exists(os.path.join(args.store, "registry.json"))
+    _open(args, create=True)
+    print(f"{'store already at' if existed else 'initialized store in'} {os.path.abspath(args.store)}")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    store = _open(args)
+    if not os.path.isfile(args.file):
+        raise InvalidArgumentError(f"no file {args.file!r}")
+    found = runpy.run_path(args.file)
+    objs = [v for v in found.values() if isinstance(v, (Entity, FeatureView, FeatureService))]
+    if not objs:
+        raise InvalidArgumentError(f"{args.file} defines no Entity, FeatureView or FeatureService")
+    # Several module names may refer to one object: apply each once.
+    uniq = list({(type(o).__name__, o.name): o for o in objs}.values())
+    rep = store.apply(uniq)
+    for k in ("created", "updated", "unchanged"):
+        if rep[k]:
+            print(f"{k}: {', '.join(rep[k])}")
+    return 0
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    store = _open(args)
+    end = _parse_time(args.end) if args.end else dt.datetime.now(dt.timezone.utc)
+    views = args.views.split(",") if args.views else None
+    t = time.perf_counter()
+    if args.start:
+        done = store.materialize(_parse_time(args.start), end, views)
+    else:
+        done = store.materialize_incremental(end, views)
+    secs = time.perf_counter() - t
+    n = sum(done.values())
+    for v, c in done.items():
+        print(f"{v}: {c:,} rows")
+    print(f"materialized {n:,} rows in {secs:.2f} s ({n / max(secs, 1e-9):,.0f} rows/s)")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    store = _open(args)
+    for e in store.list_entities():
+        print(f"entity   {e.name} (v{store.version(e.name, 'entities')}): keys {e.join_keys}")
+    for fv in store.list_feature_views():
+        ttl = "none" if fv.ttl is None else str(fv.ttl)
+        print(
+            f"view     {fv.name} (v{store.version(fv.name)}): {len(fv.schema)} features, entities "
+            f"{[e.name for e in fv.entities]}, ttl {ttl}{', source ' + fv.source if fv.source else ''}"
+        )
+    for s in store.list_feature_services():
+        print(f"service  {s.name} (v{store.version(s.name, 'feature_services')}): {len(s.features)} features")
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    store = _open(args)
+    fv = store.get_feature_view(args.view)
+    files = store.offline.files(fv.name, fv.source)
+    rows = 0
+    if files:
+        import pyarrow.parquet as pq
+
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    info = {
+        "version": store.version(fv.name),
+        **fv.to_spec(),
+        "history": {"files": len(files), "rows": rows},
+        "materialized_until_us": store.registry.data["state"]["materialized"].get(fv.name),
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    store = _open(args)
+    view, _, feat = args.feature.partition(":")
+    if not feat:
+        raise InvalidArgumentError(f"{args.feature!r} is not VIEW:FEATURE")
+    fv = store.get_feature_view(view)
+    if len(args.key) != len(fv.join_keys):
+        raise InvalidArgumentError(
+            f"view {view!r} has join keys {fv.join_keys}: give {len(fv.join_keys)} KEY value(s)"
+        )
+    types = store._key_types(fv)
+    row: dict[str, list[Any]] = {}
+    for k, v, t in zip(fv.join_keys, args.key, types, strict=False):
+        if t is not None and str(t).startswith(("int", "uint")):
+            try:
+                row[k] = [int(v)]
+            except ValueError:
+                raise InvalidArgumentError(f"key {k!r} is an integer; {v!r} is not") from None
+        elif t is not None and str(t) == "binary":
+            row[k] = [v.encode()]
+        else:
+            row[k] = [v]
+    resp = store.get_online_features([args.feature], row)
+    status = {0: "present", 1: "not_found", 2: "expired"}[int(resp.statuses[feat][0])]
+    val = resp.to_dict()[feat][0]
+    print(json.dumps({"feature": args.feature, "key": row, "value": val, "status": status}, default=str))
+    return 0 if status == "present" else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    t = time.perf_counter()
+    print(f"skewless demo: building a fraud-detection feature store in {os.path.abspath(args.dir)}")
+    run(args.dir, events=args.events)
+    print(f"done in {time.perf_counter() - t:.1f} s. Try: skewless --store {args.dir} ls")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="skewless", description="An embedded feature store: one folder, one definition."
+    )
+    p.add_argument("--store", default=".", help="the store folder (default: the current directory)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("init", help="create an empty store").set_defaults(fn=cmd_init)
+    a = sub.add_parser("apply", help="register the definitions a Python file makes")
+    a.add_argument("file")
+    a.set_defaults(fn=cmd_apply)
+    m = sub.add_parser("materialize", help="copy history into the online store (incremental without --start)")
+    m.add_argument("--start", help="inclusive ISO time; without it, continue from the last incremental run")
+    m.add_argument("--end", help="exclusive ISO time (default: now)")
+    m.add_argument("--views", help="comma-separated view names (default: every online view)")
+    m.set_defaults(fn=cmd_materialize)
+    sub.add_parser("ls", help="list entities, views and services").set_defaults(fn=cmd_ls)
+    d = sub.add_parser("describe", help="a view's definition, version and history size")
+    d.add_argument("view")
+    d.set_defaults(fn=cmd_describe)
+    g = sub.add_parser("get", help="look one feature up in the online store")
+    g.add_argument("feature", metavar="VIEW:FEATURE")
+    g.add_argument("key", nargs="+", metavar="KEY")
+    g.set_defaults(fn=cmd_get)
+    de = sub.add_parser("demo", help="build a demo store end to end and print timings")
+    de.add_argument(
+        "--dir", default="skewless-demo", help="folder for the demo store (default: ./skewless-demo)"
+    )
+    de.add_argument("--events", type=int, default=300_000, help="number of transactions (default 300000)")
+    de.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 on a skewless error, with its message)."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except (SkewlessError, UnknownFeatureError) as e:
+        print(f"skewless: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `skewless describe v | head`: the reader left, nothing more to say
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The offline store: each feature view's history as Parquet files, the system of record.
+
+Layout: ``<store>/offline/<view>/part-<seq>.parquet`` with ``seq`` a zero-padded number that grows with
+every write, so file names record the order of writes across reopens. Files are written under a hidden
+temp name (``.tmp-...``, which dataset discovery skips), fsynced, then renamed: a crash never leaves a
+partial file visible. A view with ``source=`` reads its history from that path or glob (files in sorted
+path order count as written in that order) and is never written to.
+
+Tie order. The as-of join breaks a full tie (same key, timestamp and created timestamp) by input order:
+the last row wins. The online store keeps, within one write, the last row of a tie, and never lets a
+later write replace an equal (timestamp, created) pair. To give both the same winner, the history is
+read newest file first, rows within a file in order: the last row of a tie is then the last one of the
+earliest write holding it, which is what the online store holds. ``compact`` keeps that order, and
+``materialize`` replays files oldest first, one online write per file (or per tie-free chunk of a sorted
+file), which reproduces it.
+
+Example:
+    >>> import tempfile
+    >>> import pyarrow as pa
+    >>> from skewless.offline import OfflineStore
+    >>> off = OfflineStore(tempfile.mkdtemp())
+    >>> _ = off.append("v", pa.table({"x": [1, 2]}))
+    >>> _ = off.append("v", pa.table({"x": [3]}))
+    >>> [p[-12:] for p in off.files("v", None)]  # newest first: the join's read order
+    ['0002.parquet', '0001.parquet']
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from .errors import MissingColumnError, NaiveTimestampError, StorageError
+from .registry import fsync_dir
+
+__all__ = ["OfflineStore"]
+
+_PART = re.compile(r"^part-(\d{12})\.parquet$")
+#: Row groups small enough that a time filter prunes most of a file, large enough to scan fast.
+#: Snappy: on the M workload it decoded faster than zstd or no compression (0.47 s vs 0.56 s and 0.75 s
+#: for a one-view training set), and feature values are mostly incompressible floats anyway.
+ROW_GROUP = 1 << 17
+#: Parquet key-value metadata marking a file written by ``compact``.
+SORTED_KEY = b"skewless.sorted"
+
+
+class OfflineStore:
+    """Parquet histories under ``<root>/<view>/``."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def folder(self, view: str) -> str:
+        return os.path.join(self.root, view)
+
+    def _parts(self, view: str) -> list[tuple[int, str]]:
+        d = self.folder(view)
+        if not os.path.isdir(d):
+            return []
+        out = []
+        for name in os.listdir(d):
+            m = _PART.match(name)
+            if m:
+                out.append((int(m.group(1)), os.path.join(d, name)))
+        return sorted(out)
+
+    def files(self, view: str, source: str | None) -> list[str]:
+        """The history files of a view in the join's read order: newest write first (for ``source``:
+        reverse sorted path order)."""
+        if source is None:
+            return [p for _, p in reversed(self._parts(view))]
+        if os.path.isdir(source):
+            found = [
+                os.path.join(dp, f)
+                for dp, _, fs in os.walk(source)
+                for f in fs
+                if f.endswith(".parquet") and not f.startswith((".", "_"))
+            ]
+        elif any(c in source for c in "*?["):
+            found = glob.glob(source, recursive=True)
+        else:
+            found = [source] if os.path.exists(source) else []
+        return sorted(found, reverse=True)
+
+    def has_data(self, view: str) -> bool:
+        return bool(self._parts(view))
+
+    def append(self, view: str, table: pa.Table) -> str:
+        """Add ``table`` as one new history file, atomically; returns its path."""
+        d = self.folder(view)
+        os.makedirs(d, exist_ok=True)
+        parts = self._parts(view)
+        seq = (parts[-1][0] + 1) if parts else 1
+        final = os.path.join(d, f"part-{seq:012d}.parquet")
+        self._write_atomic(table, final)
+        return final
+
+    def _write_atomic(self, table: pa.Table, final: str) -> None:
+        d = os.path.dirname(final)
+        tmp = os.path.join(d, f".tmp-{uuid.uuid4().hex}.parquet")
+        try:
+            with open(tmp, "wb") as f:
+                pq.write_table(table, f, row_group_size=ROW_GROUP, compression="snappy")
+                f.flush()
+                os.fsync(f.fileno())
+            if os.path.exists(final):
+                raise StorageError(f"{final} appeared while writing; is another process writing this store?")
+            os.rename(tmp, final)
+        except OSError as e:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            if isinstance(e, StorageError):
+                raise
+            raise StorageError(f"could not write {final}: {e}") from e
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        fsync_dir(d)
+
+    def remove(self, path: str) -> None:
+        """Undo an :meth:`append` (the online half of a write failed)."""
+        os.unlink(path)
+        fsync_dir(os.path.dirname(path))
+
+    def dataset(
+        self, view: str, source: str | None, schema: pa.Schema | None, files: Sequence[str] | None = None
+    ) -> ds.Dataset | None:
+        files = self.files(view, source) if files is None else list(files)
+        if not files:
+            return None
+        # Our own files carry exactly the view's schema; a source's we take as found and normalize later.
+        return ds.dataset(files, format="parquet", schema=schema if source is None else None)
+
+    def scan(
+        self,
+        view: str,
+        source: str | None,
+        schema: pa.Schema | None,
+        columns: Sequence[str],
+        time_range: tuple[str, int | None, int | None, bool] | None = None,
+        batch_size: int = 1 << 20,
+        files: Sequence[str] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Stream only ``columns`` of the rows in ``time_range`` = (timestamp column, low in UTC
+        microseconds inclusive or None, high or None, whether high is inclusive); Parquet row-group
+        statistics prune the rest. Batches come in file order (``files``, default :meth:`files`)."""
+        d = self.dataset(view, source, schema, files)
+        if d is None:
+            return iter(())
+        filt = None
+        if time_range is not None:
+            name, lo, hi, hi_incl = time_range
+            if name not in d.schema.names:
+                raise MissingColumnError(f"the history of {view!r} has no column {name!r}")
+            t = d.schema.field(name).type
+            if not pa.types.is_timestamp(t) or t.tz is None:
+                raise NaiveTimestampError(
+                    f"history column {name!r} of {view!r} is {t}, not a timezone-aware timestamp; rewrite it "
+                    "with a zone (e.g. UTC)"
+                )
+            f = ds.field(name)
+
+            def bound(us: int) -> pa.Scalar:
+                # Compare in the file's own unit and zone so statistics still prune row groups.
+                return pc.cast(pa.scalar(us, pa.timestamp("us", tz="UTC")), t, safe=False)
+
+            if lo is not None:
+                filt = f >= bound(lo)
+            if hi is not None:
+                h = (f <= bound(hi)) if hi_incl else (f < bound(hi))
+                filt = h if filt is None else filt & h
+        missing = [c for c in columns if c not in d.schema.names]
+        if missing:
+            raise MissingColumnError(f"the history of {view!r} has no column(s) {missing}")
+        # to_batches keeps fragment and row order, which the tie rule needs.
+        return iter(d.to_batches(columns=list(columns), filter=filt, batch_size=batch_size, use_threads=True))
+
+    @staticmethod
+    def is_sorted(path: str) -> bool:
+        """Whether ``compact`` wrote this file (sorted by key and time: ties are adjacent)."""
+        meta = pq.read_schema(path).metadata or {}
+        return meta.get(SORTED_KEY) == b"1"
+
+    def compact(self, view: str, sort_keys: Sequence[tuple[str, str]]) -> int:
+        """Rewrite the history as one file sorted by ``sort_keys``; returns the row count.
+
+        The sort is stable over the read order, so among rows equal on every key the one the join and
+        the online store pick stays last. The sorted file takes the next sequence number and the old
+        files are removed once it is durable: a crash in between leaves duplicates of whole rows, read
+        after the sorted copy, which change no join result.
+        """
+        parts = self._parts(view)
+        if not parts:
+            return 0
+        # Newest file first (the read order), then a stable sort: full ties keep their winner last.
+        table = ds.dataset([p for _, p in reversed(parts)], format="parquet").to_table()
+        idx = pc.sort_indices(table, sort_keys=list(sort_keys))
+        table = table.take(idx)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), SORTED_KEY: b"1"})
+        final = os.path.join(self.folder(view), f"part-{parts[-1][0] + 1:012d}.parquet")
+        self._write_atomic(table, final)
+        for _, p in parts:
+            os.unlink(p)
+        fsync_dir(self.folder(view))
+        return table.num_rows

@@ -1,0 +1,314 @@
+"""The registry: every definition of a store, versioned, in one JSON file ``<store>/registry.json``.
+
+File format, version 1 (the one place it is described)::
+
+    {
+      "format": "skewless-registry",
+      "version": 1,
+      "entities":         {"<name>": {"version": <int >= 1>, "spec": <Entity.to_spec()>}},
+      "feature_views":    {"<name>": {"version": <int >= 1>, "spec": <FeatureView.to_spec()>}},
+      "feature_services": {"<name>": {"version": <int >= 1>, "spec": <FeatureService.to_spec()>}},
+      "state": {
+        "key_dtypes":   {"<entity>": ["Int64", ...]},   # key dtypes fixed by the first write, per join key
+        "materialized": {"<view>": <int, UTC microseconds>}  # end of the last materialize_incremental
+      }
+    }
+
+Dtypes are written as ``Int64``, ``Float32``, ``Array(Float32,8)`` ...; a TTL as whole microseconds
+(``ttl_us``, null for none). A definition's ``version`` starts at 1 and grows by one each time ``apply``
+changes its spec; applying an identical definition keeps it. The file is replaced atomically (temp file,
+fsync, rename, fsync of the folder), so a reader sees the old registry or the new one, never a mix.
+
+Example:
+    >>> import tempfile, os
+    >>> from skewless.registry import Registry
+    >>> d = tempfile.mkdtemp()
+    >>> r = Registry.create(os.path.join(d, "registry.json"))
+    >>> r.data["version"]
+    1
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .definitions import Entity, FeatureService, FeatureView, dtype_from_name
+from .errors import IncompatibleChangeError, RegistryError, UnknownFeatureError
+
+__all__ = ["Registry", "FORMAT", "VERSION", "atomic_write_bytes"]
+
+FORMAT = "skewless-registry"
+VERSION = 1
+
+Definition = Entity | FeatureView | FeatureService
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Replace ``path`` by ``data`` so that readers see the old file or the new one, never a part."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def fsync_dir(folder: str) -> None:
+    """Make a rename or unlink in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _empty() -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "entities": {},
+        "feature_views": {},
+        "feature_services": {},
+        "state": {"key_dtypes": {}, "materialized": {}},
+    }
+
+
+class Registry:
+    """The parsed registry file. Mutations go through :meth:`apply` / :meth:`update_state` and are saved
+    atomically; a failed validation leaves the file and this object unchanged."""
+
+    def __init__(self, path: str, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+        self._cache: dict[str, FeatureView] = {}
+
+    @classmethod
+    def create(cls, path: str) -> Registry:
+        r = cls(path, _empty())
+        r.save()
+        return r
+
+    @classmethod
+    def load(cls, path: str) -> Registry:
+        try:
+            with open(path, "rb") as f:
+                data = json.loads(f.read())
+        except FileNotFoundError:
+            raise RegistryError(
+                f"no registry at {path}; run `skewless init` or FeatureStore(path) first"
+            ) from None
+        except (OSError, ValueError) as e:
+            raise RegistryError(f"cannot read the registry {path}: {e}") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise RegistryError(f'{path} is not a skewless registry (no "format": "{FORMAT}")')
+        if data.get("version") != VERSION:
+            raise RegistryError(
+                f"{path} has registry format version {data.get('version')}; this skewless reads version "
+                f"{VERSION}: upgrade skewless"
+            )
+        return cls(path, data)
+
+    def save(self) -> None:
+        atomic_write_bytes(self.path, json.dumps(self.data, indent=2, sort_keys=True).encode() + b"\n")
+        self._cache.clear()
+
+    # ---- reading -------------------------------------------------------------------------------------
+
+    def entity(self, name: str) -> Entity:
+        try:
+            return Entity.from_spec(self.data["entities"][name]["spec"])
+        except KeyError:
+            raise UnknownFeatureError(
+                f"no entity {name!r} in the registry; known: {sorted(self.data['entities'])}"
+            ) from None
+
+    def feature_view(self, name: str) -> FeatureView:
+        fv = self._cache.get(name)
+        if fv is not None:
+            return fv
+        try:
+            spec = self.data["feature_views"][name]["spec"]
+        except KeyError:
+            raise UnknownFeatureError(
+                f"no feature view {name!r} in the registry; known: {sorted(self.data['feature_views'])}; "
+                "apply its definition first"
+            ) from None
+        ents = {e: self.entity(e) for e in spec["entities"]}
+        fv = FeatureView.from_spec(spec, ents)
+        self._cache[name] = fv
+        return fv
+
+    def feature_service(self, name: str) -> FeatureService:
+        try:
+            return FeatureService.from_spec(self.data["feature_services"][name]["spec"])
+        except KeyError:
+            raise UnknownFeatureError(
+                f"no feature service {name!r}; known: {sorted(self.data['feature_services'])}"
+            ) from None
+
+    def version(self, kind: str, name: str) -> int:
+        return int(self.data[kind][name]["version"])
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.data[kind])
+
+    def key_dtypes(self, entity: str) -> list[Any] | None:
+        """Declared key dtypes of an entity, else those fixed by its first write, else None."""
+        e = self.entity(entity)
+        kd = e.key_dtypes()
+        if kd is not None:
+            return kd
+        rec = self.data["state"]["key_dtypes"].get(entity)
+        return None if rec is None else [dtype_from_name(x) for x in rec]
+
+    # ---- writing -------------------------------------------------------------------------------------
+
+    def update_state(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Apply ``fn`` to a copy of the state section and save it."""
+        new = copy.deepcopy(self.data)
+        fn(new["state"])
+        old, self.data = self.data, new
+        try:
+            self.save()
+        except BaseException:
+            self.data = old
+            raise
+
+    def apply(self, objects: Iterable[Definition], has_data: Callable[[str], bool]) -> dict[str, list[str]]:
+        """Validate ``objects`` together with what is registered, then save them in one atomic write.
+
+        ``has_data(view)`` says whether a view holds stored data; changes that would make it unreadable
+        are refused with :class:`IncompatibleChangeError`. Returns the names created / updated / unchanged.
+        """
+        objs = list(objects)
+        new = copy.deepcopy(self.data)
+        report: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
+        kinds = {Entity: "entities", FeatureView: "feature_views", FeatureService: "feature_services"}
+        seen: set[tuple[str, str]] = set()
+        for o in objs:
+            kind = kinds.get(type(o))
+            if kind is None:
+                raise RegistryError(f"cannot apply {o!r}: only Entity, FeatureView and FeatureService")
+            if (kind, o.name) in seen:
+                raise RegistryError(f"{kind[:-1].replace('_', ' ')} {o.name!r} is defined twice in one apply")
+            seen.add((kind, o.name))
+        # Entities first: views refer to them.
+        order = sorted(
+            objs, key=lambda o: ["entities", "feature_views", "feature_services"].index(kinds[type(o)])
+        )
+        for o in order:
+            kind = kinds[type(o)]
+            spec = o.to_spec()
+            if isinstance(o, FeatureView):
+                self._check_view(o, new, has_data)
+            if isinstance(o, Entity):
+                self._check_entity(o, new, has_data)
+            if isinstance(o, FeatureService):
+                self._check_service(o, new)
+            cur = new[kind].get(o.name)
+            if cur is None:
+                new[kind][o.name] = {"version": 1, "spec": spec}
+                report["created"].append(o.name)
+            elif cur["spec"] == spec:
+                report["unchanged"].append(o.name)
+            else:
+                new[kind][o.name] = {"version": int(cur["version"]) + 1, "spec": spec}
+                report["updated"].append(o.name)
+        old, self.data = self.data, new
+        try:
+            self.save()
+        except BaseException:
+            self.data = old
+            raise
+        return report
+
+    def _views_of(self, data: Mapping[str, Any], entity: str) -> list[str]:
+        return [n for n, v in data["feature_views"].items() if entity in v["spec"]["entities"]]
+
+    def _check_entity(self, e: Entity, data: dict[str, Any], has_data: Callable[[str], bool]) -> None:
+        cur = data["entities"].get(e.name)
+        if cur is None:
+            return
+        old = cur["spec"]
+        stored = [v for v in self._views_of(data, e.name) if has_data(v)]
+        if not stored:
+            return
+        new = e.to_spec()
+        fixed = old["dtype"] or data["state"]["key_dtypes"].get(e.name)
+        if old["join_keys"] != new["join_keys"]:
+            raise IncompatibleChangeError(
+                f"entity {e.name!r}: changing join keys {old['join_keys']} -> {new['join_keys']} would make "
+                f"the data of view(s) {stored} unreadable; define a new entity (and new views) under "
+                "another name"
+            )
+        if new["dtype"] is not None and fixed is not None and new["dtype"] != fixed:
+            raise IncompatibleChangeError(
+                f"entity {e.name!r}: key dtype {fixed} -> {new['dtype']} does not match data already "
+                f"stored in view(s) {stored}; keep {fixed}, or define a new entity and views under "
+                "other names"
+            )
+
+    def _check_view(self, fv: FeatureView, data: dict[str, Any], has_data: Callable[[str], bool]) -> None:
+        for e in fv.entities:
+            reg = data["entities"].get(e.name)
+            if reg is None:
+                raise RegistryError(
+                    f"feature view {fv.name!r} uses entity {e.name!r}, which is not registered; apply it too"
+                )
+            if reg["spec"] != e.to_spec():
+                raise RegistryError(
+                    f"feature view {fv.name!r} uses entity {e.name!r} with a definition that differs from "
+                    "the registered one; apply the same Entity object"
+                )
+        cur = data["feature_views"].get(fv.name)
+        if cur is None or not has_data(fv.name):
+            return
+        old, new = cur["spec"], fv.to_spec()
+        what = f"; to change it, write to a new view (e.g. '{fv.name}_v2') or delete its stored data first"
+        for k in ("entities", "timestamp_field", "created_timestamp_field", "source"):
+            if old[k] != new[k]:
+                raise IncompatibleChangeError(
+                    f"feature view {fv.name!r} holds data: changing {k} {old[k]!r} -> {new[k]!r} would make "
+                    "it unreadable" + what
+                )
+        odt = {f["name"]: f["dtype"] for f in old["schema"]}
+        ndt = {f["name"]: f["dtype"] for f in new["schema"]}
+        for n, d in ndt.items():
+            if n in odt and odt[n] != d:
+                raise IncompatibleChangeError(
+                    f"feature view {fv.name!r} holds data: feature {n!r} is stored as {odt[n]}, not {d}"
+                    + what
+                )
+        if list(odt) != list(ndt) and new["online"] and has_data("online:" + fv.name):
+            # The online store fixes a view's value layout at its first write; history files stay
+            # readable (a missing column reads as null), online rows would not.
+            raise IncompatibleChangeError(
+                f"feature view {fv.name!r} holds online data: changing its feature list {list(odt)} -> "
+                f"{list(ndt)} changes the layout of its online rows" + what
+            )
+
+    def _check_service(self, fs: FeatureService, data: dict[str, Any]) -> None:
+        for ref in fs.features:
+            view, feat = ref.split(":")
+            v = data["feature_views"].get(view)
+            if v is None:
+                raise UnknownFeatureError(
+                    f"feature service {fs.name!r} refers to {ref!r}, but there is no feature view {view!r}"
+                )
+            if feat != "*" and feat not in [f["name"] for f in v["spec"]["schema"]]:
+                raise UnknownFeatureError(
+                    f"feature service {fs.name!r} refers to {ref!r}, but view {view!r} has no feature "
+                    f"{feat!r}"
+                )
