@@ -132,3 +132,105 @@ def test_service_started_before_data_serves_another_process_writes(tmp_path):
     assert third == {"v": [[7.0, 0.25], [None, 0.25]], "st": [[0, 0], [1, 0]], "online": [7.0]}
     out, err = service.communicate(timeout=30)
     assert service.returncode == 0, err
+
+
+# ---- history reads racing compaction --------------------------------------------------------------------
+
+
+def history(seed: int, files: int, rows: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(files):
+        ids = rng.integers(0, 50, rows)
+        x = rng.normal(size=rows).round(3)
+        days = rng.integers(0, 30, rows)
+        ts = [T0 + dt.timedelta(days=int(d)) for d in days]
+        out.append(
+            {
+                "user_id": pa.array(ids, pa.int64()),
+                "event_timestamp": pa.array(ts, TS),
+                "x": pa.array(x, pa.float64()),
+                "s": pa.array([str(v) for v in x], pa.string()),
+            }
+        )
+    return out
+
+
+def test_history_reads_are_whole_while_another_process_compacts(tmp_path):
+    s = FeatureStore(tmp_path)
+    s.apply(views())
+    for part in history(7, 6, 400):
+        s.write("a", part)
+    labels = {
+        "user_id": pa.array(np.arange(60).repeat(3), pa.int64()),
+        "event_timestamp": pa.array([T0 + dt.timedelta(days=d) for d in [3, 15, 40] * 60], TS),
+    }
+    want_join = s.get_historical_features(labels, ["a:x", "a:s"]).to_pydict()
+    want_rows = sorted(tuple(r.values()) for r in s.read_history("a").to_pylist())
+    assert len(want_rows) == 2400
+    (tmp_path / "labels.json").write_text(
+        json.dumps({"user_id": labels["user_id"].to_pylist(), "days": [3, 15, 40] * 60})
+    )
+    (tmp_path / "want.json").write_text(json.dumps({"join": want_join["x"], "s": want_join["s"]}))
+    compactor = run(
+        """
+        import sys, time
+        from skewless import FeatureStore
+        s = FeatureStore(sys.argv[1]); n = 0; end = time.time() + 4
+        while time.time() < end:
+            s.compact("a"); n += 1
+        print(n)
+        """,
+        str(tmp_path),
+    )
+    reader = run(
+        """
+        import datetime as dt, json, sys, time
+        import pyarrow as pa
+        from skewless import FeatureStore
+        T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+        root = sys.argv[1]
+        s = FeatureStore(root)
+        lab = json.load(open(root + "/labels.json")); want = json.load(open(root + "/want.json"))
+        labels = {"user_id": pa.array(lab["user_id"], pa.int64()),
+                  "event_timestamp": pa.array([T0 + dt.timedelta(days=d) for d in lab["days"]],
+                                              pa.timestamp("us", tz="UTC"))}
+        reads = 0; end = time.time() + 4
+        while time.time() < end:
+            out = s.get_historical_features(labels, ["a:x", "a:s"])
+            assert out.column("x").to_pylist() == want["join"], "a training set changed under compaction"
+            assert out.column("s").to_pylist() == want["s"]
+            assert s.read_history("a").num_rows == 2400, "history rows lost or doubled"
+            reads += 1
+        print(reads)
+        """,
+        str(tmp_path),
+    )
+    c_out, c_err = compactor.communicate(timeout=60)
+    r_out, r_err = reader.communicate(timeout=60)
+    assert compactor.returncode == 0, c_err
+    assert reader.returncode == 0, r_err
+    assert int(c_out) > 5 and int(r_out) > 5, (c_out, r_out)
+    got_rows = sorted(tuple(r.values()) for r in s.read_history("a").to_pylist())
+    assert got_rows == want_rows
+    assert s.get_historical_features(labels, ["a:x", "a:s"]).to_pydict() == want_join
+
+
+def test_files_left_by_a_compaction_that_died_are_ignored_then_removed(tmp_path):
+    s = FeatureStore(tmp_path)
+    s.apply(views())
+    parts = history(3, 3, 100)
+    for part in parts:
+        s.write("a", part)
+    folder = tmp_path / "offline" / "a"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    want = sorted(tuple(r.values()) for r in s.read_history("a").to_pylist())
+    assert s.compact("a") == 300
+    # A compaction that died after its file became durable, before removing the files it replaces.
+    for name, data in before.items():
+        (folder / name).write_bytes(data)
+    assert sorted(tuple(r.values()) for r in s.read_history("a").to_pylist()) == want
+    s.write("a", parts[0])
+    assert s.read_history("a").num_rows == 400
+    assert s.compact("a") == 400
+    assert [p.name for p in folder.iterdir()] == ["part-000000000006.compact.parquet"]
