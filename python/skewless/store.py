@@ -66,6 +66,9 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 MATERIALIZE_BATCH = 1 << 20
 #: ``skewless.online.Status.NOT_FOUND`` (kept here so serving does not import the online module early).
 _NOT_FOUND = 1
+#: The engine's status column in online lookups: no feature or key can take this name (definitions
+#: refuse double underscores), so a feature may be called ``status``.
+_STATUS = "__status__"
 
 
 class WriteSummary(NamedTuple):
@@ -932,9 +935,9 @@ class OnlineReader:
                     out[name] = pa.nulls(n, fv.get_field(f).dtype.arrow)
                     statuses[name] = missing
                 continue
-            t = r.get(self._keys_arg(fv, cols), as_of=as_of, ttl=ttl)
+            t = r.get(self._keys_arg(fv, cols), as_of=as_of, ttl=ttl, status_column=_STATUS)
             # The engine already reads missing and expired rows as null; the status says which.
-            st = t.column("status").to_numpy()
+            st = t.column(_STATUS).to_numpy()
             for f in fs:
                 name = next(it)
                 out[name] = t.column(f)
