@@ -375,6 +375,12 @@ def test_get_refuses_a_value_column_named_status(store):
         store.reader("v").get([1])
     assert store.reader("v", columns=["x"]).get([1]).column("x").to_pylist() == [2.0]
     assert store.reader("v").get_numpy([1])[0].tolist() == [[1.0, 2.0]]
+    got = store.reader("v").get([1, 2], status_column="lookup").to_pydict()
+    assert got == {"k": [1, 2], "status": [1.0, None], "x": [2.0, None], "lookup": [0, 1]}
+    with pytest.raises(errors.ColumnClashError, match="'x'|\"x\""):
+        store.reader("v").get([1], status_column="x")
+    with pytest.raises(errors.ColumnClashError):
+        store.reader("v").get([1], status_column="k")
 
 
 def test_keys_as_series_and_arrow_arrays(store):

@@ -701,3 +701,29 @@ def test_process_death_between_history_and_online_is_repaired_by_materialize(sto
     store.materialize(None, at(10))
     served = store.get_online_features(["stats:spend"], {"user_id": [1]}, as_of=at(1)).to_dict()
     assert served["spend"] == [7.0]
+
+
+def test_feature_named_status_round_trips_online_and_offline(tmp_path):
+    s = FeatureStore(tmp_path)
+    v = FeatureView("v", [user], [Field("status", String), Field("x", Float64)])
+    s.apply([user, v])
+    s.write(
+        "v",
+        {
+            "user_id": [1, 2],
+            "event_timestamp": pa.array([at(0), at(1)], TS),
+            "status": ["gold", None],
+            "x": [1.0, 2.0],
+        },
+    )
+    resp = s.get_online_features(["v:status", "v:x"], {"user_id": [1, 2, 3]}, as_of=at(2))
+    assert resp.to_dict() == {"user_id": [1, 2, 3], "status": ["gold", None, None], "x": [1.0, 2.0, None]}
+    assert list(resp.statuses["status"]) == [0, 0, 1]
+    full = s.get_online_features(["v:status"], [{"user_id": 1}], full_feature_names=True, as_of=at(2))
+    assert full.to_dict() == {"user_id": [1], "v__status": ["gold"]}
+    labels = {"user_id": [1, 2, 3], "event_timestamp": pa.array([at(2)] * 3, TS)}
+    hist = s.get_historical_features(labels, ["v:status", "v:x"])
+    assert hist.column("status").to_pylist() == ["gold", None, None]
+    assert s.read_history("v", ["status"]).column("status").to_pylist() == ["gold", None]
+    s.materialize(None, at(5))
+    assert s.online_reader(["v:x", "v:status"]).get({"user_id": [1]}).to_dict()["status"] == ["gold"]

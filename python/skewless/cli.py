@@ -106,12 +106,15 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     store = _open(args)
     fv = store.get_feature_view(args.view)
-    files = store.offline.files(fv.name, fv.source)
-    rows = 0
-    if files:
-        import pyarrow.parquet as pq
+    import pyarrow.parquet as pq
 
+    # Open handles, not paths: a compaction running meanwhile cannot pull a file away mid-count.
+    files = store.offline.open_files(fv.name, fv.source)
+    try:
         rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    finally:
+        for f in files:
+            f.close()
     info = {
         "version": store.version(fv.name),
         **fv.to_spec(),

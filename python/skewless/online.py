@@ -17,8 +17,9 @@ Rules (tested):
   columns (integers, floats, bool, string, binary, timezone-aware timestamps, fixed-size lists of floats).
 - A row is *expired* when its event timestamp is older than ``as_of - ttl`` (the boundary itself is
   present: the same rule as the point-in-time join). Expired and missing rows read as null / NaN.
-  ``Reader.get`` returns a ``status`` column of int8 codes and ``Reader.get_numpy`` an int8 array of the
-  same codes: :class:`Status` (0 present, 1 not found, 2 expired). A null lookup key is not found.
+  ``Reader.get`` returns a ``status`` column of int8 codes (``status_column=`` renames it, for a view
+  with a column of that name) and ``Reader.get_numpy`` an int8 array of the same codes:
+  :class:`Status` (0 present, 1 not found, 2 expired). A null lookup key is not found.
 - The map grows by itself (doubling) when full; when it cannot (``max_map_size`` or the address space),
   :class:`skewless.errors.MapFullError` is raised and nothing is written.
 

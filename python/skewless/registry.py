@@ -126,37 +126,30 @@ class Registry:
 
     # ---- reading -------------------------------------------------------------------------------------
 
-    def entity(self, name: str) -> Entity:
+    def _spec(self, kind: str, name: str, what: str, hint: str = "") -> dict[str, Any]:
         try:
-            return Entity.from_spec(self.data["entities"][name]["spec"])
+            spec: dict[str, Any] = self.data[kind][name]["spec"]
         except KeyError:
             raise UnknownFeatureError(
-                f"no entity {name!r} in the registry; known: {sorted(self.data['entities'])}"
+                f"no {what} {name!r} in the registry; known: {sorted(self.data[kind])}{hint}"
             ) from None
+        return spec
+
+    def entity(self, name: str) -> Entity:
+        return Entity.from_spec(self._spec("entities", name, "entity"))
 
     def feature_view(self, name: str) -> FeatureView:
         fv = self._cache.get(name)
         if fv is not None:
             return fv
-        try:
-            spec = self.data["feature_views"][name]["spec"]
-        except KeyError:
-            raise UnknownFeatureError(
-                f"no feature view {name!r} in the registry; known: {sorted(self.data['feature_views'])}; "
-                "apply its definition first"
-            ) from None
+        spec = self._spec("feature_views", name, "feature view", "; apply its definition first")
         ents = {e: self.entity(e) for e in spec["entities"]}
         fv = FeatureView.from_spec(spec, ents)
         self._cache[name] = fv
         return fv
 
     def feature_service(self, name: str) -> FeatureService:
-        try:
-            return FeatureService.from_spec(self.data["feature_services"][name]["spec"])
-        except KeyError:
-            raise UnknownFeatureError(
-                f"no feature service {name!r}; known: {sorted(self.data['feature_services'])}"
-            ) from None
+        return FeatureService.from_spec(self._spec("feature_services", name, "feature service"))
 
     def version(self, kind: str, name: str) -> int:
         return int(self.data[kind][name]["version"])
@@ -179,6 +172,10 @@ class Registry:
         """Apply ``fn`` to a copy of the state section and save it."""
         new = copy.deepcopy(self.data)
         fn(new["state"])
+        self._commit(new)
+
+    def _commit(self, new: dict[str, Any]) -> None:
+        """Make ``new`` the registry, on disk and here; on a failed save, keep the old one in both."""
         old, self.data = self.data, new
         try:
             self.save()
@@ -226,12 +223,7 @@ class Registry:
             else:
                 new[kind][o.name] = {"version": int(cur["version"]) + 1, "spec": spec}
                 report["updated"].append(o.name)
-        old, self.data = self.data, new
-        try:
-            self.save()
-        except BaseException:
-            self.data = old
-            raise
+        self._commit(new)
         return report
 
     def _views_of(self, data: Mapping[str, Any], entity: str) -> list[str]:

@@ -64,6 +64,11 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 #: Rows per online write of a sorted (compacted) file during materialize: large enough to amortize
 #: the commit, small enough to bound memory.
 MATERIALIZE_BATCH = 1 << 20
+#: ``skewless.online.Status.NOT_FOUND`` (kept here so serving does not import the online module early).
+_NOT_FOUND = 1
+#: The engine's status column in online lookups: no feature or key can take this name (definitions
+#: refuse double underscores), so a feature may be called ``status``.
+_STATUS = "__status__"
 
 
 class WriteSummary(NamedTuple):
@@ -746,6 +751,9 @@ class FeatureStore:
     ) -> OnlineReader:
         """Prepare a lookup of ``features`` once (one LMDB reader per view used), to call many times.
 
+        A view with no online data yet (nothing written or materialized) answers NOT_FOUND (null); the
+        reader starts serving it as soon as any process writes it, with no extra cost per call after that.
+
         Example: ``r = store.online_reader(["user_stats:spend"]); r.get_numpy({"user_id": [1, 2]})``.
         """
         self._refresh()
@@ -836,22 +844,28 @@ class OnlineReader:
         names: Mapping[tuple[str, str], str],
         features: Any,
     ) -> None:
-        online = store._online()
-        known = set(online.views())
+        self._online = store._online()
         self.views = [fv.name for fv, _ in plan]
         self.feature_names = [names[(fv.name, f)] for fv, fs in plan for f in fs]
         self.join_keys: list[str] = []
         for fv, _ in plan:
             self.join_keys.extend(k for k in fv.join_keys if k not in self.join_keys)
-        self._parts = []
-        for fv, fs in plan:
-            if fv.name not in known:
-                raise UnknownFeatureError(
-                    f"feature view {fv.name!r} has nothing in the online store yet; write to it or "
-                    "materialize"
-                )
-            self._parts.append((fv, list(fs), online.reader(fv.name, columns=list(fs)), fv.ttl))
-        self._single = self._parts[0] if len(self._parts) == 1 else None
+        # A view may have no online data yet (a service started before the first write or materialize):
+        # its part has no engine reader and answers NOT_FOUND until one appears.
+        self._parts: list[tuple[FeatureView, list[str], Any, dt.timedelta | None]] = [
+            (fv, list(fs), None, fv.ttl) for fv, fs in plan
+        ]
+        self._resolve()
+
+    def _resolve(self) -> None:
+        """Open an engine reader for each view that has gained online data (from this process or
+        another). Called per lookup only while some view has none, so it costs nothing afterwards."""
+        for i, (fv, fs, r, ttl) in enumerate(self._parts):
+            if r is None and self._online.schema(fv.name) is not None:
+                self._parts[i] = (fv, fs, self._online.reader(fv.name, columns=fs), ttl)
+        self._pending = any(p[2] is None for p in self._parts)
+        ready = len(self._parts) == 1 and not self._pending
+        self._single = self._parts[0] if ready else None
         self._single_key = (
             self._single[0].join_keys[0] if self._single and len(self._single[0].join_keys) == 1 else None
         )
@@ -869,6 +883,8 @@ class OnlineReader:
         ``entity_rows``: a mapping of join key to values; when every view has the same single join key,
         a plain sequence of key values is accepted too (the fastest call).
         """
+        if self._pending:
+            self._resolve()
         s = self._single
         if s is not None:
             if self._single_key is not None:
@@ -883,8 +899,20 @@ class OnlineReader:
             cols = _rows_to_columns(entity_rows, self.join_keys)
         else:
             cols = {self.join_keys[0]: list(entity_rows)}
+        n = len(cols[self.join_keys[0]])
         vs, sts = [], []
-        for fv, _, r, ttl in self._parts:
+        for fv, fs, r, ttl in self._parts:
+            if r is None:
+                for f in fs:
+                    t = fv.get_field(f).dtype.arrow
+                    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+                        raise DtypeError(
+                            f"get_numpy returns float64, but feature {f!r} of view {fv.name!r} is {t}; "
+                            "use get(), or a reader of numeric features only"
+                        )
+                vs.append(np.full((n, len(fs)), np.nan))
+                sts.append(np.full(n, _NOT_FOUND, np.int8))
+                continue
             v, st = r.get_numpy(self._keys_arg(fv, cols), as_of=as_of, ttl=ttl)
             vs.append(v)
             sts.append(st)
@@ -892,14 +920,24 @@ class OnlineReader:
 
     def get(self, entity_rows: Any, *, as_of: dt.datetime | None = None) -> OnlineResponse:
         """The entity columns then the features, as an :class:`OnlineResponse`."""
+        if self._pending:
+            self._resolve()
         cols = _rows_to_columns(entity_rows, self.join_keys)
         out: dict[str, Any] = {k: cols[k] for k in self.join_keys}
         statuses: dict[str, np.ndarray] = {}
         it = iter(self.feature_names)
+        n = len(cols[self.join_keys[0]])
         for fv, fs, r, ttl in self._parts:
-            t = r.get(self._keys_arg(fv, cols), as_of=as_of, ttl=ttl)
+            if r is None:
+                missing = np.full(n, _NOT_FOUND, np.int8)
+                for f in fs:
+                    name = next(it)
+                    out[name] = pa.nulls(n, fv.get_field(f).dtype.arrow)
+                    statuses[name] = missing
+                continue
+            t = r.get(self._keys_arg(fv, cols), as_of=as_of, ttl=ttl, status_column=_STATUS)
             # The engine already reads missing and expired rows as null; the status says which.
-            st = t.column("status").to_numpy()
+            st = t.column(_STATUS).to_numpy()
             for f in fs:
                 name = next(it)
                 out[name] = t.column(f)

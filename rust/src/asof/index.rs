@@ -534,6 +534,17 @@ mod tests {
         group.iter().map(|&e| (entry_on(e), entry_pos(e))).unzip()
     }
 
+    /// Every (group, on, position) of an index, group by group: a stable sort by (group, on) of the
+    /// input is exactly this.
+    fn flatten(idx: &Index, n_groups: usize) -> Vec<(u32, i64, u32)> {
+        (0..n_groups as u32)
+            .flat_map(|g| {
+                let (o, p) = split(idx.group(g));
+                o.into_iter().zip(p).map(move |(o, p)| (g, o, p))
+            })
+            .collect()
+    }
+
     fn ents(on: &[i64]) -> Vec<u128> {
         on.iter().enumerate().map(|(i, &o)| entry(o, i as u32)).collect()
     }
@@ -575,16 +586,7 @@ mod tests {
         let idx = Index::build(&ids, &OnSource::Values(&on), 1000, None);
         let mut expect: Vec<(u32, i64, u32)> = (0..n).map(|i| (ids[i], on[i], i as u32)).collect();
         expect.sort();
-        let got: Vec<(u32, i64, u32)> = (0..1000u32)
-            .flat_map(|g| {
-                let (o, p) = split(idx.group(g));
-                o.into_iter()
-                    .zip(p)
-                    .map(move |(o, p)| (g, o, p))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        assert_eq!(got, expect);
+        assert_eq!(flatten(&idx, 1000), expect);
     }
 
     #[test]
@@ -626,16 +628,7 @@ mod tests {
             .map(|i| (ids[i], on[i], i as u32))
             .collect();
         expect.sort();
-        let got: Vec<(u32, i64, u32)> = (0..n_groups as u32)
-            .flat_map(|g| {
-                let (o, p) = split(idx.group(g));
-                o.into_iter()
-                    .zip(p)
-                    .map(move |(o, p)| (g, o, p))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        assert_eq!(got, expect);
+        assert_eq!(flatten(&idx, n_groups), expect);
         assert!(idx.stats.groups_sorted > 0);
         // Non-decreasing ids take the one-pass path, which is then a straight copy.
         let mut sorted_ids = ids.clone();

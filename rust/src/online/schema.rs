@@ -91,19 +91,7 @@ impl Kind {
     }
 
     pub fn is_key_kind(&self) -> bool {
-        matches!(
-            self,
-            Kind::I8
-                | Kind::I16
-                | Kind::I32
-                | Kind::I64
-                | Kind::U8
-                | Kind::U16
-                | Kind::U32
-                | Kind::U64
-                | Kind::Str
-                | Kind::Bin
-        )
+        self.is_signed_int() || self.is_unsigned_int() || matches!(self, Kind::Str | Kind::Bin)
     }
 
     pub fn is_signed_int(&self) -> bool {
@@ -116,20 +104,7 @@ impl Kind {
 
     /// Whether `get_numpy` can return the column as float64.
     pub fn is_numeric(&self) -> bool {
-        matches!(
-            self,
-            Kind::I8
-                | Kind::I16
-                | Kind::I32
-                | Kind::I64
-                | Kind::U8
-                | Kind::U16
-                | Kind::U32
-                | Kind::U64
-                | Kind::F32
-                | Kind::F64
-                | Kind::Bool
-        )
+        self.is_signed_int() || self.is_unsigned_int() || matches!(self, Kind::F32 | Kind::F64 | Kind::Bool)
     }
 
     /// Two kinds are compatible when their stored bytes mean the same thing (timestamps in any zone).

@@ -171,18 +171,21 @@ impl PyReader {
     }
 
     /// Look up ``keys``; returns a ``pyarrow.Table`` with one row per key in request order: the key
-    /// columns, the selected value columns (their recorded Arrow types) and ``status`` (int8, see
-    /// ``skewless.online.Status``).
+    /// columns, the selected value columns (their recorded Arrow types) and the lookup status (int8, see
+    /// ``skewless.online.Status``) in a column named ``status_column`` (default ``"status"``; pass
+    /// another name when the view has a column called ``status``).
     ///
     /// Example:
     ///     >>> reader.get(["alice", "bob"]).to_pylist()  # doctest: +SKIP
-    #[pyo3(signature = (keys, *, as_of=None, ttl=None))]
+    ///     >>> reader.get(["alice"], status_column="lookup").column("lookup")  # doctest: +SKIP
+    #[pyo3(signature = (keys, *, as_of=None, ttl=None, status_column="status"))]
     fn get(
         &self,
         py: Python<'_>,
         keys: &Bound<'_, PyAny>,
         as_of: Option<&Bound<'_, PyAny>>,
         ttl: Option<&Bound<'_, PyAny>>,
+        status_column: &str,
     ) -> PyResult<Py<PyAny>> {
         let cut = expiry(py, as_of, ttl)?;
         let (batch, key_arrays) = self.parse_keys(py, keys, true)?;
@@ -204,17 +207,17 @@ impl PyReader {
             fields.push(Field::new(&s.values[j].name, a.data_type().clone(), true));
             cols.push(a);
         }
-        if fields.iter().any(|f| f.name() == "status") {
+        if fields.iter().any(|f| f.name() == status_column) {
             return Err(to_py(
                 py,
-                Error::ColumnClash(
-                    "view has a column named 'status', which get() uses for the lookup status; select other \
-                     columns (reader(view, columns=[...])) or use get_numpy"
-                        .into(),
-                ),
+                Error::ColumnClash(format!(
+                    "view has a column named {status_column:?}, which get() uses for the lookup status; pass \
+                     status_column=\"<another name>\", select other columns (reader(view, columns=[...])) \
+                     or use get_numpy"
+                )),
             ));
         }
-        fields.push(Field::new("status", DataType::Int8, false));
+        fields.push(Field::new(status_column, DataType::Int8, false));
         cols.push(Arc::new(status));
         let schema = Arc::new(Schema::new(fields));
         let rb = RecordBatch::try_new(schema.clone(), cols).map_err(|e| to_py(py, Error::from(e)))?;
