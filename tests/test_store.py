@@ -727,3 +727,17 @@ def test_feature_named_status_round_trips_online_and_offline(tmp_path):
     assert s.read_history("v", ["status"]).column("status").to_pylist() == ["gold", None]
     s.materialize(None, at(5))
     assert s.online_reader(["v:x", "v:status"]).get({"user_id": [1]}).to_dict()["status"] == ["gold"]
+
+
+def test_a_malformed_registry_entry_is_a_registry_error(tmp_path):
+    from skewless.errors import RegistryError
+
+    store = FeatureStore(str(tmp_path / "s"))
+    user = Entity("user", join_keys=["user_id"], dtype=Int64)
+    store.apply([user, FeatureView("v", [user], [Field("x", Float64)])])
+    path = tmp_path / "s" / "registry.json"
+    data = json.loads(path.read_text())
+    del data["feature_views"]["v"]["spec"]["schema"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(RegistryError, match="malformed"):
+        FeatureStore(str(tmp_path / "s")).get_feature_view("v")

@@ -35,10 +35,12 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .definitions import Entity, FeatureService, FeatureView, dtype_from_name
-from .errors import IncompatibleChangeError, RegistryError, UnknownFeatureError
+from .errors import IncompatibleChangeError, RegistryError, SkewlessError, UnknownFeatureError
+
+T = TypeVar("T")
 
 __all__ = ["Registry", "FORMAT", "VERSION", "atomic_write_bytes"]
 
@@ -135,21 +137,36 @@ class Registry:
             ) from None
         return spec
 
+    @staticmethod
+    def _build(build: Callable[[], T], what: str, name: str) -> T:
+        """Runs ``build`` (a ``from_spec``), turning a malformed entry into a RegistryError."""
+        try:
+            return build()
+        except SkewlessError:
+            raise
+        except (KeyError, TypeError, ValueError) as e:
+            raise RegistryError(
+                f"the registry's {what} {name!r} is malformed ({e!r}); restore registry.json or apply the "
+                "definition again"
+            ) from None
+
     def entity(self, name: str) -> Entity:
-        return Entity.from_spec(self._spec("entities", name, "entity"))
+        spec = self._spec("entities", name, "entity")
+        return self._build(lambda: Entity.from_spec(spec), "entity", name)
 
     def feature_view(self, name: str) -> FeatureView:
         fv = self._cache.get(name)
         if fv is not None:
             return fv
         spec = self._spec("feature_views", name, "feature view", "; apply its definition first")
-        ents = {e: self.entity(e) for e in spec["entities"]}
-        fv = FeatureView.from_spec(spec, ents)
+        ents = self._build(lambda: {e: self.entity(e) for e in spec["entities"]}, "feature view", name)
+        fv = self._build(lambda: FeatureView.from_spec(spec, ents), "feature view", name)
         self._cache[name] = fv
         return fv
 
     def feature_service(self, name: str) -> FeatureService:
-        return FeatureService.from_spec(self._spec("feature_services", name, "feature service"))
+        spec = self._spec("feature_services", name, "feature service")
+        return self._build(lambda: FeatureService.from_spec(spec), "feature service", name)
 
     def version(self, kind: str, name: str) -> int:
         return int(self.data[kind][name]["version"])
