@@ -48,7 +48,7 @@ def test_historical_1_view(benchmark, store, data):
     assert out.num_rows == data[1].num_rows
 
 
-def test_write_100k_rows(benchmark, data, tmp_path):
+def test_store_write_100k_rows(benchmark, data, tmp_path):
     part = data[0].slice(0, 100_000).select(["entity_id", "event_timestamp", "created_timestamp", "f0", "f1"])
     s = FeatureStore(tmp_path / "w")
     s.apply(definitions())
