@@ -1,0 +1,22 @@
+"""The README's usage example runs as written and gives the point-in-time answer it describes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_usage_example(tmp_path, monkeypatch, capsys):
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert code is not None, "README lost its usage example"
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {}
+    exec(compile(code.group(1), str(README), "exec"), scope)
+    train = scope["train"].to_pydict()  # type: ignore[attr-defined]
+    # The label one hour after the first write sees the first values; the one at the second write's
+    # instant sees the second (boundary inclusive).
+    assert train["amount_7d"] == [120.0, 80.5]
+    assert train["txn_count_7d"] == [3, 2]
+    assert "80.5" in capsys.readouterr().out
