@@ -133,7 +133,7 @@ impl<T> SharedMut<T> {
     /// `i` is in bounds of the allocation and no other thread reads or writes slot `i`.
     #[inline]
     unsafe fn write(&self, i: usize, v: T) {
-        unsafe { *self.0.add(i) = v }
+        unsafe { self.0.add(i).write(v) }
     }
 }
 
