@@ -741,3 +741,17 @@ def test_a_malformed_registry_entry_is_a_registry_error(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(RegistryError, match="malformed"):
         FeatureStore(str(tmp_path / "s")).get_feature_view("v")
+
+
+def test_nanosecond_times_are_floored_to_microseconds_like_the_engine(tmp_path):
+    # -1 ns is in the microsecond before the epoch: floored to -1 us, never truncated to 0.
+    store = FeatureStore(str(tmp_path / "s"))
+    user = Entity("user", join_keys=["user_id"], dtype=Int64)
+    store.apply([user, FeatureView("v", [user], [Field("x", Float64)])])
+    ns = pa.timestamp("ns", tz="UTC")
+    store.write("v", {"user_id": [1, 2], "event_timestamp": pa.array([-1, -1_500], ns), "x": [1.0, 2.0]})
+    hist = store.read_history("v").sort_by("user_id")
+    assert hist.column("event_timestamp").cast(pa.int64()).to_pylist() == [-1, -2]
+    # A label at -1 us sees the row written at -1 ns (same microsecond); one at -2 us does not see it.
+    labels = {"user_id": [1, 1], "event_timestamp": pa.array([-1, -2], pa.timestamp("us", tz="UTC"))}
+    assert store.get_historical_features(labels, ["v:x"]).column("x").to_pylist() == [1.0, None]

@@ -113,8 +113,11 @@ def _normalize_ts(col: pa.ChunkedArray | pa.Array, what: str) -> pa.ChunkedArray
     if t == TIMESTAMP_TYPE:
         return col if isinstance(col, pa.ChunkedArray) else pa.chunked_array([col])
     # A zone is display metadata over UTC values; only the unit changes the numbers. Sub-microsecond
-    # digits are dropped (the store's resolution), the same way for both stores.
-    out = pc.cast(col, TIMESTAMP_TYPE, safe=False)
+    # digits are floored, as the engine's `time::to_micros` does (a plain cast would truncate toward
+    # zero and move instants before 1970 a microsecond later).
+    if t.unit == "ns":
+        col = pc.floor_temporal(col, unit="microsecond")
+    out = pc.cast(col, TIMESTAMP_TYPE)
     return out if isinstance(out, pa.ChunkedArray) else pa.chunked_array([out])
 
 
