@@ -43,7 +43,6 @@ import errno
 import glob
 import os
 import re
-import uuid
 from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
@@ -51,8 +50,8 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from ._fs import atomic_write, fsync_dir
 from .errors import MissingColumnError, NaiveTimestampError, StorageError
-from .registry import fsync_dir
 
 __all__ = ["OfflineStore"]
 
@@ -123,31 +122,8 @@ class OfflineStore:
         parts = self._parts(view)
         seq = (parts[-1][0] + 1) if parts else 1
         final = os.path.join(d, f"part-{seq:012d}.parquet")
-        self._write_atomic(table, final)
+        _write_parquet(table, final)
         return final
-
-    def _write_atomic(self, table: pa.Table, final: str) -> None:
-        d = os.path.dirname(final)
-        tmp = os.path.join(d, f".tmp-{uuid.uuid4().hex}.parquet")
-        try:
-            with open(tmp, "wb") as f:
-                pq.write_table(table, f, row_group_size=ROW_GROUP, compression="snappy")
-                f.flush()
-                os.fsync(f.fileno())
-            if os.path.exists(final):
-                raise StorageError(f"{final} appeared while writing; is another process writing this store?")
-            os.rename(tmp, final)
-        except OSError as e:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if isinstance(e, StorageError):
-                raise
-            raise StorageError(f"could not write {final}: {e}") from e
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        fsync_dir(d)
 
     def remove(self, path: str) -> None:
         """Undo an :meth:`append` (the online half of a write failed)."""
@@ -268,9 +244,17 @@ class OfflineStore:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), SORTED_KEY: b"1"})
         seq = parts[-1][0] + 1
         final = os.path.join(self.folder(view), f"part-{seq:012d}.compact.parquet")
-        self._write_atomic(table, final)
+        _write_parquet(table, final)
         for old, _, p in self._all_parts(view):
             if old < seq:
                 os.unlink(p)
         fsync_dir(self.folder(view))
         return table.num_rows
+
+
+def _write_parquet(table: pa.Table, final: str) -> None:
+    atomic_write(
+        final,
+        lambda f: pq.write_table(table, f, row_group_size=ROW_GROUP, compression="snappy"),
+        overwrite=False,
+    )

@@ -32,48 +32,21 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from ._fs import atomic_write
 from .definitions import Entity, FeatureService, FeatureView, dtype_from_name
 from .errors import IncompatibleChangeError, RegistryError, SkewlessError, UnknownFeatureError
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "FORMAT", "VERSION", "atomic_write_bytes"]
+__all__ = ["Registry", "FORMAT", "VERSION"]
 
 FORMAT = "skewless-registry"
 VERSION = 1
 
 Definition = Entity | FeatureView | FeatureService
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Replace ``path`` by ``data`` so that readers see the old file or the new one, never a part."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(folder)
-
-
-def fsync_dir(folder: str) -> None:
-    """Make a rename or unlink in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _empty() -> dict[str, Any]:
@@ -123,7 +96,8 @@ class Registry:
         return cls(path, data)
 
     def save(self) -> None:
-        atomic_write_bytes(self.path, json.dumps(self.data, indent=2, sort_keys=True).encode() + b"\n")
+        data = json.dumps(self.data, indent=2, sort_keys=True).encode() + b"\n"
+        atomic_write(self.path, lambda f: f.write(data), overwrite=True)
         self._cache.clear()
 
     # ---- reading -------------------------------------------------------------------------------------
