@@ -1,18 +1,19 @@
 //! The LMDB environment of a store, shared by every handle on one path in one process.
 //!
 //! LMDB forbids opening one environment twice in a process, so handles go through a process-global
-//! cache keyed by canonical path. Each entry also remembers the fork generation it was opened in: an
-//! environment must not be used across `fork()`, so after a fork the child's inherited handles refuse to
-//! work and a forked child opens the store itself (`OnlineStore(path)` in the child). Opening in the child
-//! first closes the inherited environment (safe there: the child holds none of its locks or reader slots)
-//! and then opens a fresh one.
+//! cache keyed by canonical path. Each store also remembers the fork generation its environment was
+//! opened in: an LMDB environment must not be used across `fork()`, so the first use of a store in a
+//! forked child (gunicorn `--preload`, multiprocessing's fork) closes the inherited environment (safe
+//! there: the child holds none of its locks or reader slots) and opens the files again, behind the same
+//! handle. The one case that cannot be repaired is a fork while another thread was inside a transaction
+//! on the store: its lock stays held forever in the child, which then gets a `Storage` error saying so.
 //!
 //! Every transaction runs under a shared lock; changing the map size takes it exclusively, which is how
 //! this module guarantees LMDB's rule that no transaction of the process is active during a resize.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, RwLock, RwLockReadGuard, Weak};
+use std::sync::{Arc, Mutex, Once, RwLock, RwLockReadGuard, TryLockError, Weak};
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn};
@@ -93,13 +94,40 @@ enum Attempt<T> {
 
 pub struct Store {
     pub path: PathBuf,
-    gen: u64,
-    env: RwLock<Option<Env>>,
+    /// The fork generation `env` was opened in.
+    gen: AtomicU64,
+    env: RwLock<Option<Opened>>,
     max_map_size: Option<usize>,
-    meta: Db,
-    data: Db,
     /// Reader slots of dead processes cleared when this process opened the environment.
     pub stale_readers_cleared: usize,
+}
+
+/// An open environment and its two databases (database handles belong to one environment).
+struct Opened {
+    env: Env,
+    dbs: Dbs,
+}
+
+#[derive(Clone, Copy)]
+pub struct Dbs {
+    pub meta: Db,
+    pub data: Db,
+}
+
+impl Opened {
+    /// Opens the files at `path`; also returns how many stale reader slots were cleared.
+    fn new(path: &Path, map_size: usize) -> Result<(Opened, usize)> {
+        let env = open_env(path, map_size)?;
+        let stale = env.clear_stale_readers().map_err(storage)?;
+        let (meta, data) = init_dbs(&env)?;
+        Ok((
+            Opened {
+                env,
+                dbs: Dbs { meta, data },
+            },
+            stale,
+        ))
+    }
 }
 
 fn page_size() -> usize {
@@ -162,24 +190,9 @@ impl Store {
             None => false,
         });
         if let Some(s) = inherited {
-            if s.gen == gen {
-                cache.push((canon, Arc::downgrade(&s)));
-                return Ok(s);
-            }
-            // Opened before a fork: close the parent's environment in this child before opening anew. If a
-            // parent thread held the lock at fork time it stays held forever in the child; then the
-            // environment cannot be closed here, and opening again reports that instead of deadlocking.
-            match s.env.try_write() {
-                Ok(mut g) => *g = None,
-                Err(std::sync::TryLockError::Poisoned(e)) => *e.into_inner() = None,
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    return Err(Error::Storage(format!(
-                        "the online store {} was in use by another thread when this process forked, so the \
-                         child cannot reopen it; open the store only in the child, or fork before using it",
-                        canon.display()
-                    )))
-                }
-            }
+            s.reopen_locked(gen)?;
+            cache.push((canon, Arc::downgrade(&s)));
+            return Ok(s);
         }
         let size = round_to_pages(map_size.unwrap_or(DEFAULT_MAP_SIZE));
         if let Some(m) = max_map_size {
@@ -189,48 +202,72 @@ impl Store {
                 )));
             }
         }
-        let env = open_env(&canon, size)?;
-        let stale = env.clear_stale_readers().map_err(storage)?;
-        let (meta, data) = init_dbs(&env)?;
+        let (opened, stale) = Opened::new(&canon, size)?;
         let store = Arc::new(Store {
             path: canon.clone(),
-            gen,
-            env: RwLock::new(Some(env)),
+            gen: AtomicU64::new(gen),
+            env: RwLock::new(Some(opened)),
             max_map_size,
-            meta,
-            data,
             stale_readers_cleared: stale,
         });
         cache.push((canon, Arc::downgrade(&store)));
         Ok(store)
     }
 
-    fn env(&self) -> Result<RwLockReadGuard<'_, Option<Env>>> {
-        if self.gen != FORK_GEN.load(Ordering::Relaxed) {
-            return Err(Error::Storage(format!(
-                "this handle on the online store {} was opened before os.fork(); an LMDB environment must not be \
-                 used across fork. Open OnlineStore(path) again in the child process",
-                self.path.display()
-            )));
+    /// In a process forked after this store was opened: closes the inherited environment and opens the
+    /// files again, once (later calls in the same generation return at once). The caller holds `CACHE`,
+    /// which serializes this with other threads of the child and with `Store::open`.
+    fn reopen_locked(&self, gen: u64) -> Result<()> {
+        if self.gen.load(Ordering::Acquire) == gen {
+            return Ok(());
+        }
+        // Every thread of this process waits for the generation to match before it takes the lock, so the
+        // lock can only be held here by a thread of the parent that was inside a transaction at fork time;
+        // it stays held forever in the child, and reporting that beats deadlocking.
+        let mut g = match self.env.try_write() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Storage(format!(
+                    "the online store {} was in use by another thread when this process forked, so this \
+                     process cannot reopen it; fork before using the store, or open it only after the fork",
+                    self.path.display()
+                )))
+            }
+        };
+        let size = g.as_ref().map_or(DEFAULT_MAP_SIZE, |o| o.env.info().map_size);
+        *g = None; // closes the inherited environment before LMDB may open the files again
+        let (opened, _) = Opened::new(&self.path, size)?;
+        *g = Some(opened);
+        self.gen.store(gen, Ordering::Release);
+        Ok(())
+    }
+
+    fn env(&self) -> Result<RwLockReadGuard<'_, Option<Opened>>> {
+        let gen = FORK_GEN.load(Ordering::Acquire);
+        if self.gen.load(Ordering::Acquire) != gen {
+            let _cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+            self.reopen_locked(gen)?;
         }
         let g = self.env.read().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
             return Err(Error::Storage(format!(
-                "the online store {} was closed after a failed map resize or a fork; open it again",
+                "the online store {} was closed after a failed map resize; open it again",
                 self.path.display()
             )));
         }
         Ok(g)
     }
 
-    /// Runs `f` in one read transaction, adopting a map grown by another process when LMDB asks for it.
+    /// Runs `f` in one read transaction (with the databases of the environment it reads), adopting a map
+    /// grown by another process when LMDB asks for it.
     #[inline]
-    pub fn read<T>(&self, mut f: impl FnMut(&RoTxn) -> Result<T>) -> Result<T> {
+    pub fn read<T>(&self, mut f: impl FnMut(&RoTxn, &Dbs) -> Result<T>) -> Result<T> {
         loop {
             let g = self.env()?;
-            let env = g.as_ref().expect("checked by env()");
-            let out = match env.read_txn() {
-                Ok(txn) => Some(f(&txn)),
+            let opened = g.as_ref().expect("checked by env()");
+            let out = match opened.env.read_txn() {
+                Ok(txn) => Some(f(&txn, &opened.dbs)),
                 Err(heed::Error::Mdb(MdbError::MapResized)) => None,
                 Err(e) => Some(Err(storage(e))),
             };
@@ -265,10 +302,11 @@ impl Store {
 
     fn write_once<T>(
         &self,
-        env: &Env,
+        opened: &Opened,
         view: &str,
         f: &mut impl FnMut(&mut RwTxn, &Db, &Db, [u8; 4]) -> Result<T, TxnError>,
     ) -> Attempt<T> {
+        let (env, dbs) = (&opened.env, &opened.dbs);
         let map_size = env.info().map_size;
         let mut wtxn = match env.write_txn() {
             Ok(t) => t,
@@ -276,8 +314,8 @@ impl Store {
             Err(e) => return Attempt::Done(Err(storage(e))),
         };
         let mut run = || -> Result<T, TxnError> {
-            let prefix = self.view_prefix_rw(&mut wtxn, view)?;
-            f(&mut wtxn, &self.data, &self.meta, prefix)
+            let prefix = view_prefix_rw(&dbs.meta, &mut wtxn, view)?;
+            f(&mut wtxn, &dbs.data, &dbs.meta, prefix)
         };
         let res = run().and_then(|out| wtxn.commit().map(|()| out).map_err(TxnError::from));
         match res {
@@ -288,29 +326,11 @@ impl Store {
         }
     }
 
-    /// The view's key prefix, handing out a new id inside `wtxn` when the view is new.
-    fn view_prefix_rw(&self, wtxn: &mut RwTxn, view: &str) -> Result<[u8; 4], TxnError> {
-        let key = view_id_key(view);
-        if let Some(v) = self.meta.get(wtxn, &key)? {
-            return Ok(id_prefix(v)?);
-        }
-        let next = match self.meta.get(wtxn, NEXT_VIEW_ID)? {
-            Some(v) => u32::from_le_bytes(v.try_into().map_err(|_| corrupt_meta())?),
-            None => 1,
-        };
-        let after = next
-            .checked_add(1)
-            .ok_or_else(|| Error::Storage("the store ran out of view ids".into()))?;
-        self.meta.put(wtxn, NEXT_VIEW_ID, &after.to_le_bytes())?;
-        self.meta.put(wtxn, &key, &next.to_le_bytes())?;
-        Ok(next.to_be_bytes())
-    }
-
     /// With `full = Some(size)`: doubles a map that filled at `size`. With `None`: adopts the size another
     /// process grew the map to.
     fn resize(&self, full: Option<usize>) -> Result<()> {
         let mut g = self.env.write().unwrap_or_else(|e| e.into_inner());
-        let Some(env) = g.as_ref() else {
+        let Some(Opened { env, .. }) = g.as_ref() else {
             return Err(Error::Storage(
                 "the online store was closed; open it again".into(),
             ));
@@ -352,29 +372,21 @@ impl Store {
     /// The key prefix of `view`, or `None` when the view has never been written.
     pub fn view_prefix(&self, view: &str) -> Result<Option<[u8; 4]>> {
         let key = view_id_key(view);
-        self.read(|txn| match self.meta.get(txn, &key).map_err(storage)? {
+        self.read(|txn, dbs| match dbs.meta.get(txn, &key).map_err(storage)? {
             Some(v) => Ok(Some(id_prefix(v)?)),
             None => Ok(None),
         })
     }
 
-    pub fn data(&self) -> Db {
-        self.data
-    }
-
-    pub fn meta(&self) -> Db {
-        self.meta
-    }
-
     pub fn schema(&self, view: &str) -> Result<Option<ViewSchema>> {
         let key = schema_key(view);
-        self.read(|txn| read_schema(&self.meta, txn, &key))
+        self.read(|txn, dbs| read_schema(&dbs.meta, txn, &key))
     }
 
     pub fn views(&self) -> Result<Vec<String>> {
-        self.read(|txn| {
+        self.read(|txn, dbs| {
             let mut out = Vec::new();
-            for item in self.meta.prefix_iter(txn, SCHEMA_PREFIX).map_err(storage)? {
+            for item in dbs.meta.prefix_iter(txn, SCHEMA_PREFIX).map_err(storage)? {
                 let (k, _) = item.map_err(storage)?;
                 out.push(String::from_utf8_lossy(&k[SCHEMA_PREFIX.len()..]).into_owned());
             }
@@ -386,13 +398,14 @@ impl Store {
         let g = self.env()?;
         g.as_ref()
             .expect("checked by env()")
+            .env
             .clear_stale_readers()
             .map_err(storage)
     }
 
     pub fn map_size(&self) -> Result<usize> {
         let g = self.env()?;
-        Ok(g.as_ref().expect("checked by env()").info().map_size)
+        Ok(g.as_ref().expect("checked by env()").env.info().map_size)
     }
 }
 
@@ -407,6 +420,24 @@ pub fn read_schema(meta: &AnyDb<'_>, txn: &RoTxn, key: &[u8]) -> Result<Option<V
         Some(b) => Ok(Some(ViewSchema::decode(b)?)),
         None => Ok(None),
     }
+}
+
+/// The view's key prefix, handing out a new id inside `wtxn` when the view is new.
+fn view_prefix_rw(meta: &Db, wtxn: &mut RwTxn, view: &str) -> Result<[u8; 4], TxnError> {
+    let key = view_id_key(view);
+    if let Some(v) = meta.get(wtxn, &key)? {
+        return Ok(id_prefix(v)?);
+    }
+    let next = match meta.get(wtxn, NEXT_VIEW_ID)? {
+        Some(v) => u32::from_le_bytes(v.try_into().map_err(|_| corrupt_meta())?),
+        None => 1,
+    };
+    let after = next
+        .checked_add(1)
+        .ok_or_else(|| Error::Storage("the store ran out of view ids".into()))?;
+    meta.put(wtxn, NEXT_VIEW_ID, &after.to_le_bytes())?;
+    meta.put(wtxn, &key, &next.to_le_bytes())?;
+    Ok(next.to_be_bytes())
 }
 
 fn check_view_name(view: &str) -> Result<()> {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::*;
 
 use crate::error::{Error, Result};
-use crate::online::env::{storage, Db, Store};
+use crate::online::env::{storage, Store};
 use crate::online::key;
 use crate::online::schema::{Kind, ViewSchema};
 use crate::online::value::{self, arr, Layout};
@@ -50,7 +50,6 @@ pub struct Reader {
     pub store: Arc<Store>,
     pub view: String,
     pub schema: ViewSchema,
-    db: Db,
     /// The view's 4-byte key prefix in the shared data database.
     prefix: [u8; 4],
     layout: Layout,
@@ -62,7 +61,6 @@ impl Reader {
     pub fn new(store: Arc<Store>, view: &str, columns: Option<&[String]>) -> Result<Reader> {
         let schema = store.schema(view)?;
         let prefix = store.view_prefix(view)?;
-        let db = store.data();
         let (Some(schema), Some(prefix)) = (schema, prefix) else {
             let known = store.views()?;
             return Err(Error::InvalidArgument(format!(
@@ -88,7 +86,6 @@ impl Reader {
             store,
             view: view.to_string(),
             schema,
-            db,
             prefix,
             layout,
             cols,
@@ -118,7 +115,7 @@ impl Reader {
     fn each(&self, keys: &KeyBatch, cutoff: Option<i64>, mut f: impl FnMut(usize, i8, &[u8])) -> Result<()> {
         let mut kbuf = [0u8; key::MAX_KEY_BYTES];
         kbuf[..4].copy_from_slice(&self.prefix);
-        self.store.read(|txn| {
+        self.store.read(|txn, dbs| {
             for i in 0..keys.len() {
                 let k = keys.key(i);
                 // The empty key stands for a null key; LMDB never stores it (and rejects looking it up).
@@ -131,7 +128,7 @@ impl Reader {
                     continue;
                 }
                 kbuf[4..4 + k.len()].copy_from_slice(k);
-                match self.db.get(txn, &kbuf[..4 + k.len()]).map_err(storage)? {
+                match dbs.data.get(txn, &kbuf[..4 + k.len()]).map_err(storage)? {
                     None => f(i, NOT_FOUND, &[]),
                     Some(v) => {
                         self.layout.check(v)?;
