@@ -36,7 +36,9 @@ def test_columns_types_and_distributions():
         [("entity_id", pa.int64()), ("event_timestamp", ts), ("created_timestamp", ts)]
         + [(f"f{i}", pa.float64()) for i in range(5)]
     )
-    assert labels.schema == pa.schema([("entity_id", pa.int64()), ("event_timestamp", ts), ("label", pa.int8())])
+    assert labels.schema == pa.schema(
+        [("entity_id", pa.int64()), ("event_timestamp", ts), ("label", pa.int8())]
+    )
     assert (feats.num_rows, labels.num_rows) == (200_000, 20_000)
 
     start = np.datetime64("2023-01-01T00:00:00", "us").astype(np.int64)

@@ -16,7 +16,6 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-from skewless import errors
 from skewless.online import OnlineStore
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)

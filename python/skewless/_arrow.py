@@ -24,6 +24,9 @@ def as_arrow(data: Any, what: str) -> Any:
         return data
     if _is_pandas(data):
         return _from_pandas(data)
+    if _is_polars(data):
+        # polars 1.0 frames have no __arrow_c_stream__ (later ones do); to_arrow shares their buffers.
+        return data.to_arrow()
     if isinstance(data, Mapping):
         try:
             return pa.table(dict(data))
@@ -44,6 +47,11 @@ def as_table(data: Any, what: str) -> pa.Table:
 def _is_pandas(data: Any) -> bool:
     mod = type(data).__module__
     return mod.startswith("pandas.") and type(data).__name__ == "DataFrame"
+
+
+def _is_polars(data: Any) -> bool:
+    mod = type(data).__module__
+    return mod.startswith("polars.") and type(data).__name__ == "DataFrame" and hasattr(data, "to_arrow")
 
 
 def _from_pandas(df: Any) -> pa.Table:

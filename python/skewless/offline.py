@@ -51,7 +51,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ._fs import atomic_write, fsync_dir
-from .errors import MissingColumnError, NaiveTimestampError, StorageError
+from .errors import DtypeError, MissingColumnError, NaiveTimestampError, StorageError
 
 __all__ = ["OfflineStore"]
 
@@ -252,7 +252,26 @@ class OfflineStore:
         return table.num_rows
 
 
+# pyarrow before 26 writes a fixed-size list column that has null rows into Parquet in a form its own
+# reader then rejects ("Expected all lists to be of size=N"), and some of those versions refuse to write
+# it at all. Written, such a file would make the view's whole history unreadable.
+_NULL_FIXED_LISTS_ROUND_TRIP = int(pa.__version__.split(".")[0]) >= 26
+
+
+def _check_round_trips(table: pa.Table) -> None:
+    if _NULL_FIXED_LISTS_ROUND_TRIP:
+        return
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_fixed_size_list(field.type) and column.null_count:
+            raise DtypeError(
+                f"column {field.name!r} ({field.type}) has {column.null_count} null row(s), which pyarrow "
+                f"{pa.__version__} cannot store in Parquet and read back; nothing was written. Upgrade "
+                "pyarrow to 26 or later, or replace the null rows with lists of NaN"
+            )
+
+
 def _write_parquet(table: pa.Table, final: str) -> None:
+    _check_round_trips(table)
     atomic_write(
         final,
         lambda f: pq.write_table(table, f, row_group_size=ROW_GROUP, compression="snappy"),

@@ -41,8 +41,8 @@ Example:
     >>> store.write("user", data, keys="id", timestamp="ts")
     WriteResult(rows_written=2, rows_skipped=0)
     >>> values, status = store.reader("user").get_numpy([2, 3])
-    >>> values[0, 0], Status(status[1]).name
-    (np.float64(1.5), 'NOT_FOUND')
+    >>> float(values[0, 0]), Status(status[1]).name
+    (1.5, 'NOT_FOUND')
 """
 
 from __future__ import annotations
