@@ -37,16 +37,18 @@ maturin sdist --out "$out"
 
 status=0
 for whl in "$out"/skewless-*.whl; do
-    claimed=${whl##*/}
-    claimed=${claimed%.whl}
-    claimed=${claimed##*-}
+    name=${whl##*/}
+    claimed=${name%.whl}
+    claimed=${claimed##*-} # the platform tags, dot-separated (maturin adds the manylinux2014 alias)
     shown=$(auditwheel show "$whl")
     echo "$shown"
-    # auditwheel names the most compatible policy the contents allow; it must cover the claimed one.
-    if ! grep -q "is consistent with the following platform tag: \"$claimed\"" <<<"$shown" &&
-        ! grep -q "\"${policy}_x86_64\"" <<<"$shown"; then
-        echo "ERROR: $whl claims $claimed but auditwheel does not confirm it" >&2
+    # The tag auditwheel derives from the symbols the library uses must be one the file name claims.
+    got=$(tr '\n' ' ' <<<"$shown" | sed -n 's/.*consistent with the following platform tag: *"\([^"]*\)".*/\1/p')
+    if [ -z "$got" ] || [[ ".$claimed." != *".$got."* ]]; then
+        echo "ERROR: $name claims $claimed but auditwheel gives ${got:-no tag}" >&2
         status=1
+    else
+        echo "auditwheel: $name is $got, as claimed"
     fi
 done
 for f in "$out"/skewless-*; do

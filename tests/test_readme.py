@@ -20,3 +20,17 @@ def test_readme_usage_example(tmp_path, monkeypatch, capsys):
     assert train["amount_7d"] == [120.0, 80.5]
     assert train["txn_count_7d"] == [3, 2]
     assert "80.5" in capsys.readouterr().out
+
+
+def test_readme_serving_example_is_the_benchmarked_app():
+    """The FastAPI example in the README is benches/serve_app.py without its comments and docstring."""
+    code = re.search(r"## Serving from a Python service.*?```py\n(.*?)```", README.read_text(), re.S)
+    assert code is not None, "README lost its serving example"
+    app = (README.parent / "benches" / "serve_app.py").read_text()
+    app = re.sub(r'^""".*?"""\n', "", app, flags=re.S)  # module docstring
+
+    def lines(text: str) -> list[str]:
+        out = [ln.split("  #")[0].rstrip() for ln in text.splitlines()]
+        return [ln for ln in out if ln.strip() and not ln.lstrip().startswith(("#", "from __future__"))]
+
+    assert lines(code.group(1)) == lines(app)
