@@ -403,3 +403,105 @@ def test_numpy_timedelta64_is_a_duration_never_a_tick_count():
     # 3 ns on integer `on` was silently 3 ticks; a duration is refused for an integer `on`.
     with pytest.raises(InvalidArgumentError):
         skewless.asof_join({"t": [10]}, {"t": [8], "v": [1]}, on="t", tolerance=np.timedelta64(3, "ns"))
+
+
+# ---- the store: the same conversions for write, training sets and online reads ---------------------------
+
+
+@pytest.fixture()
+def store(tmp_path):
+    from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64, String
+
+    s = FeatureStore(tmp_path)
+    user = Entity("user", dtype=Int64)
+    city = Entity("city", dtype=String)
+    s.apply(
+        [
+            user,
+            city,
+            FeatureView("u", [user], [Field("x", Float64), Field("tag", String)], ttl="7d"),
+            FeatureView("c", [city], [Field("y", Float64)], ttl=np.timedelta64(7, "D")),
+        ]
+    )
+    return s
+
+
+def test_store_write_takes_polars_and_pandas_everyday_dtypes(store):
+    days = [dt.date(2026, 1, 1), dt.date(2026, 1, 2)]
+    # polars: strings are string_view, Categorical a dictionary of string_view, Date a date32.
+    pdata = pl.DataFrame(
+        {
+            "city_id": pl.Series(["paris", "oslo"], dtype=pl.Categorical),
+            "event_timestamp": days,
+            "y": [1.0, 2.0],
+        }
+    )
+    assert store.write("c", pdata).rows == 2
+    pandas_data = pd.DataFrame(
+        {
+            "user_id": pd.array([True, False]),  # booleans for an Int64 key: 1 and 0
+            "event_timestamp": pd.DatetimeIndex(days).tz_localize("UTC"),
+            "x": pd.array([0.5, None], dtype="Float64"),
+            "tag": pd.Categorical(["a", "b"]),
+        },
+        index=[10, 20],
+    )
+    assert store.write("u", pandas_data).rows == 2
+    hist = store.read_history("u")
+    assert hist.column("user_id").to_pylist() == [1, 0]
+    assert hist.column("tag").to_pylist() == ["a", "b"] and hist.column("tag").type == pa.string()
+    assert hist.column("event_timestamp").to_pylist()[0] == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    assert store.read_history("c").column("city_id").to_pylist() == ["paris", "oslo"]
+
+
+def test_store_entity_frames_and_online_rows_in_everyday_forms(store):
+    t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    store.write(
+        "u", {"user_id": [1, 2], "event_timestamp": pa.array([t, t], TS), "x": [0.5, 1.5], "tag": ["a", "b"]}
+    )
+    store.write("c", {"city_id": ["oslo"], "event_timestamp": pa.array([t], TS), "y": [9.0]})
+    labels = pl.DataFrame(
+        {
+            "user_id": pl.Series([2, None, 1], dtype=pl.Int64),
+            "city_id": pl.Series(["oslo", "oslo", "rome"], dtype=pl.Enum(["oslo", "rome"])),
+            "event_timestamp": [dt.date(2026, 1, 2)] * 3,  # dates: 00:00 UTC
+        }
+    ).lazy()
+    got = store.get_historical_features(labels, ["u:x", "c:y"])
+    assert got.column("x").to_pylist() == [1.5, None, 0.5]
+    assert got.column("y").to_pylist() == [9.0, 9.0, None]
+    # Online: Series with <NA> (not found), categorical keys, polars frames, a plain list.
+    as_of = t + dt.timedelta(hours=1)
+    rows = {
+        "user_id": pd.Series([2, None, 7], dtype="Int64"),
+        "city_id": pd.Categorical(["oslo", "rome", "oslo"]),
+    }
+    resp = store.get_online_features(["u:x", "c:y"], rows, as_of=as_of)
+    assert resp.to_dict()["x"] == [1.5, None, None] and resp.to_dict()["y"] == [9.0, None, 9.0]
+    assert resp.statuses["x"].tolist() == [0, 1, 1]
+    reader = store.online_reader(["u:x"])
+    for keys in (
+        [2, 1],
+        pd.Series([2, 1]),
+        pl.Series([2, 1]),
+        pa.array([2, 1]),
+        {"user_id": pl.Series([2, 1])},
+    ):
+        values, status = reader.get_numpy(keys, as_of=as_of)
+        assert values[:, 0].tolist() == [1.5, 0.5] and status[:, 0].tolist() == [0, 0]
+    values, status = reader.get_numpy(pd.Series([2, None], dtype="Int64"), as_of=as_of)
+    assert status[:, 0].tolist() == [0, 1]
+    assert reader.get(pl.DataFrame({"user_id": [1]}), as_of=as_of).to_dict()["x"] == [0.5]
+
+
+def test_store_index_rule_and_bad_forms_write_nothing(store):
+    t = pd.Timestamp("2026-01-01", tz="UTC")
+    data = pd.DataFrame(
+        {"x": [0.5], "tag": ["a"], "event_timestamp": [t]}, index=pd.Index([1], name="user_id")
+    )
+    with pytest.raises(MissingColumnError, match="reset_index"):
+        store.write("u", data)
+    with pytest.raises(DtypeError, match="name"):
+        store.write("u", pd.Series([1]))
+    assert store.read_history("u").num_rows == 0
+    assert store.write("u", data.reset_index()).rows == 1

@@ -50,13 +50,27 @@ import pyarrow.compute as pc
 
 from .errors import DtypeError, InvalidArgumentError, MissingColumnError
 
-__all__ = ["as_arrow", "as_table", "as_column", "name_list", "join_pair", "check_columns"]
+__all__ = [
+    "as_arrow",
+    "as_table",
+    "is_table",
+    "as_column",
+    "name_list",
+    "join_pair",
+    "check_columns",
+    "index_hint",
+    "decode",
+    "as_instant",
+]
 
 TABLE_FORMS = (
     "a pyarrow Table or RecordBatch, a polars DataFrame or LazyFrame, a pandas DataFrame, a named "
     "pandas or polars Series, a mapping of column name to values, or an object with __arrow_c_stream__"
 )
 _I64_MAX = 2**63 - 1
+#: What pyarrow raises when values cannot become Arrow (ArrowInvalid and ArrowTypeError are ValueError /
+#: TypeError subclasses; an int beyond 64 bits is an OverflowError).
+_FAILURES = (pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError)
 
 
 def _module_type(name: str, module: str) -> Any:
@@ -102,12 +116,35 @@ def as_table(data: Any, what: str) -> pa.Table:
     if hasattr(data, "__arrow_c_stream__") or hasattr(data, "__arrow_c_array__"):
         try:
             return pa.table(data)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as e:
+        except _FAILURES as e:
             if _is(data, "DataFrame", "polars"):
                 _polars_culprits(data, what)
             raise DtypeError(f"{what} is Arrow data but not a table ({e}); pass {TABLE_FORMS}") from None
     raise DtypeError(f"{what} is a {type(data).__name__}; pass {TABLE_FORMS}")
 
+
+def is_table(data: Any) -> bool:
+    """Whether ``data`` is of a form :func:`as_table` reads (not whether its contents convert).
+
+    Example:
+        >>> is_table({"a": [1]}), is_table([1, 2])
+        (True, False)
+    """
+    return (
+        isinstance(data, (pa.Table, pa.RecordBatch, pa.RecordBatchReader, Mapping))
+        or any(_is(data, n, m) for n, m in _FRAMES)
+        or hasattr(data, "__arrow_c_stream__")
+        or hasattr(data, "__arrow_c_array__")
+    ) and not isinstance(data, (pa.Array, pa.ChunkedArray))
+
+
+_FRAMES = (
+    ("DataFrame", "pandas"),
+    ("Series", "pandas"),
+    ("DataFrame", "polars"),
+    ("LazyFrame", "polars"),
+    ("Series", "polars"),
+)
 
 #: The name the engine's online readers call (``rust/src/py/online.rs``); the same conversion.
 as_arrow = as_table
@@ -119,7 +156,7 @@ def _polars_culprits(df: Any, what: str) -> None:
     for name in df.columns:
         try:
             pa.table(df.select(name))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError):
+        except _FAILURES:
             bad.append(f"{name!r} ({df.schema[name]})")
     if bad:
         raise DtypeError(
@@ -140,7 +177,7 @@ def _from_pandas(df: Any, what: str) -> pa.Table:
     try:
         # The index is dropped (see the module docstring): the columns are what the user names.
         return pa.Table.from_pandas(df, preserve_index=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as e:
+    except _FAILURES as e:
         raise DtypeError(f"{what}: the pandas DataFrame cannot be read as Arrow: {e}") from None
 
 
@@ -182,7 +219,7 @@ def as_column(values: Any, what: str) -> pa.ChunkedArray:
         if isinstance(values, np.ndarray) and values.ndim != 1:
             raise DtypeError(f"{what} is a {values.ndim}-dimensional numpy array; pass one dimension")
         return pa.chunked_array([pa.array(values)])
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as e:
+    except _FAILURES as e:
         raise DtypeError(f"{what} cannot be read as an Arrow column: {e}") from None
 
 
@@ -210,23 +247,34 @@ def name_list(value: Any, what: str) -> list[str]:
 def check_columns(data: Any, table: pa.Table, names: list[str], what: str) -> None:
     """MissingColumnError for the first of ``names`` not in ``table`` (built from ``data``), saying so
     when it is an index level of a pandas DataFrame (which ``as_table`` drops)."""
-    have = set(table.column_names)
     for n in names:
-        if n in have:
-            continue
-        hint = "Pass the name of an existing column."
-        if _is(data, "DataFrame", "pandas") and n in [x for x in data.index.names if x is not None]:
-            hint = (
-                "It is an index level of the pandas DataFrame, and skewless reads columns only (the index "
-                "is dropped, as merge_asof does): call .reset_index() first."
-            )
-        raise MissingColumnError(f"column {n!r} is not in {what}; it has {table.column_names}. {hint}")
+        if n not in table.column_names:
+            hint = index_hint(data, n) or "Pass the name of an existing column."
+            raise MissingColumnError(f"column {n!r} is not in {what}; it has {table.column_names}. {hint}")
+
+
+def index_hint(data: Any, name: str) -> str:
+    """A sentence for a missing column ``name`` that is an index level of the pandas ``data``, else ""."""
+    if _is(data, "DataFrame", "pandas") and name in [x for x in data.index.names if x is not None]:
+        return (
+            f"{name!r} is an index level of the pandas DataFrame, and skewless reads columns only (the "
+            "index is dropped, as merge_asof does): call .reset_index() first."
+        )
+    return ""
 
 
 # ---- join columns ------------------------------------------------------------------------------------
 
 
-def _decoded(col: pa.ChunkedArray) -> pa.ChunkedArray:
+def decode(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``col`` with dictionary encoding removed and fixed-size binary as binary (the values unchanged);
+    any other column as it is.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> decode(pa.chunked_array([pa.array(["a", "a"]).dictionary_encode()])).type
+        DataType(string)
+    """
     t = col.type
     if pa.types.is_dictionary(t):
         vt = t.value_type
@@ -273,7 +321,7 @@ def join_pair(
     """
     lt, rt = left.type, right.type
     if role == "by":
-        left, right = _decoded(left), _decoded(right)
+        left, right = decode(left), decode(right)
         kinds = {_kind(left.type), _kind(right.type)}
         accepted = "integers, booleans, strings (also dictionary-encoded) or binary"
         if None in kinds or "time" in kinds:
@@ -296,7 +344,7 @@ def join_pair(
             f"{accepted} of the same kind. Cast one side to the other's type"
         )
     if kinds == {"time"}:
-        return _as_instant(left), _as_instant(right)
+        return as_instant(left), as_instant(right)
     if kinds == {"bool"}:
         return left.cast(pa.uint8()), right.cast(pa.uint8())
     if kinds == ints:
@@ -304,7 +352,14 @@ def join_pair(
     return left, right
 
 
-def _as_instant(col: pa.ChunkedArray) -> pa.ChunkedArray:
+def as_instant(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A date column as the instants 00:00 UTC of its days; any other column as it is.
+
+    Example:
+        >>> import datetime as dt, pyarrow as pa
+        >>> as_instant(pa.chunked_array([[dt.date(1970, 1, 2)]])).to_pylist()[0].isoformat()
+        '1970-01-02T00:00:00+00:00'
+    """
     t = col.type
     if pa.types.is_date(t):
         # Days (date32) or milliseconds (date64) since the epoch: the instant 00:00 UTC of the day, exactly.

@@ -18,6 +18,7 @@ from . import _core
 from ._arrow import as_table, check_columns, join_pair, name_list
 from .durations import to_micros
 from .errors import InvalidArgumentError
+from .normalize import column_name, flag
 
 __all__ = ["asof_join"]
 
@@ -75,16 +76,14 @@ def asof_join(
         ...                    tolerance=dt.timedelta(seconds=5)).column("x").to_pylist()
         [None, None]
     """
-    if not isinstance(on, str):
-        raise InvalidArgumentError(f"on must be a column name (str), got {on!r}")
+    column_name(on, "on")
     by_list = [] if by is None else name_list(by, "by")
     if not isinstance(direction, str) or direction not in DIRECTIONS:
         raise InvalidArgumentError(
             f"direction {direction!r} is not valid; use one of {', '.join(repr(d) for d in DIRECTIONS)}"
         )
     kind, tol = _tolerance(tolerance)
-    if not isinstance(allow_exact_matches, (bool, np.bool_)):
-        raise InvalidArgumentError(f"allow_exact_matches must be True or False, got {allow_exact_matches!r}")
+    exact = flag(allow_exact_matches, "allow_exact_matches")
     for name, value in (("tie_breaker", tie_breaker), ("suffix", suffix)):
         if value is not None and not isinstance(value, str):
             raise InvalidArgumentError(f"{name} must be a str or None, got {value!r}")
@@ -104,9 +103,7 @@ def asof_join(
         if rc is not rt.column(name):
             i = rt.schema.get_field_index(name)
             rt = rt.set_column(i, rt.field(i).with_type(rc.type), rc)
-    out = _core.asof_join(
-        lt, rt, on, by_list, direction, kind, tol, bool(allow_exact_matches), tie_breaker, suffix
-    )
+    out = _core.asof_join(lt, rt, on, by_list, direction, kind, tol, exact, tie_breaker, suffix)
     for i, col in restore.items():
         out = out.set_column(i, out.field(i).with_type(col.type), col)
     return out

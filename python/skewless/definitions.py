@@ -146,9 +146,14 @@ def dtype_from_name(text: str) -> DType:
 
 def dtype_from_arrow(t: pa.DataType) -> DType | None:
     """The dtype an Arrow type is stored as, or None when skewless does not store that type."""
-    if pa.types.is_large_string(t) or pa.types.is_string(t):
+    if pa.types.is_large_string(t) or pa.types.is_string(t) or pa.types.is_string_view(t):
         return String
-    if pa.types.is_large_binary(t) or pa.types.is_binary(t):
+    if (
+        pa.types.is_large_binary(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_binary_view(t)
+        or pa.types.is_fixed_size_binary(t)
+    ):
         return Bytes
     if pa.types.is_timestamp(t):
         return Timestamp

@@ -33,11 +33,11 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 
 from . import history, retrieval
-from ._arrow import as_table
+from ._arrow import as_table, index_hint
 from .definitions import Entity, FeatureService, FeatureView
-from .errors import InvalidArgumentError, UnknownFeatureError
+from .errors import InvalidArgumentError, MissingColumnError, UnknownFeatureError
 from .materialize import materialize_view
-from .normalize import instant_us, normalize_rows
+from .normalize import flag, instant_us, normalize_rows
 from .offline import OfflineStore
 from .online import OnlineStore
 from .refs import output_names, resolve
@@ -217,7 +217,11 @@ class FeatureStore:
                 "run materialize instead of write"
             )
         what = f"data for {view!r}"
-        table, fixes = normalize_rows(fv, self.registry.key_types(fv), as_table(data, what), what)
+        given = as_table(data, what)
+        for c in fv.stored_columns:
+            if c not in given.column_names and index_hint(data, c):
+                raise MissingColumnError(f"{what} lacks column {c!r} of view {view!r}. {index_hint(data, c)}")
+        table, fixes = normalize_rows(fv, self.registry.key_types(fv), given, what)
         if table.num_rows == 0:
             return WriteSummary(0, 0, 0)
         with self._lock():
@@ -382,6 +386,7 @@ class FeatureStore:
         Example: ``r = store.online_reader(["user_stats:spend"]); r.get_numpy({"user_id": [1, 2]})``.
         """
         self._refresh()
+        full_feature_names = flag(full_feature_names, "full_feature_names")
         plan = resolve(self.registry, features)
         for fv, _ in plan:
             if not fv.online:
@@ -405,12 +410,16 @@ class FeatureStore:
         Example: ``store.get_online_features(["user_stats:spend"], [{"user_id": 1}]).to_dict()``.
         """
         self._refresh()
-        key = (
-            tuple(features.features) if isinstance(features, FeatureService) else tuple(features),
-            full_feature_names,
-        )
-        r = self._readers.get(key)
+        refs = features.features if isinstance(features, FeatureService) else features
+        key: tuple[Any, ...] | None
+        try:
+            key = (tuple(refs), full_feature_names)
+            hash(key)
+        except TypeError:
+            key = None  # not a list of names: online_reader says what is wrong with it
+        r = self._readers.get(key) if key is not None else None
         if r is None:
             r = self.online_reader(features, full_feature_names=full_feature_names)
-            self._readers[key] = r
+            if key is not None:
+                self._readers[key] = r
         return r.get(entity_rows, as_of=as_of)
