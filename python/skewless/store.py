@@ -192,11 +192,13 @@ class FeatureStore:
     def write(self, view: str, data: Any) -> WriteSummary:
         """Append ``data`` to the view's history and upsert the online store, as one operation.
 
-        ``data`` (pyarrow, polars, pandas, a mapping of columns) holds the join keys, the timestamp
-        field(s) and every feature of the view, nothing else. Everything is validated first; a bad input
-        raises a typed error and writes nothing. If the online write fails, the history file just added
-        is removed, so the store is as before. Should the process die between the two, ``materialize``
-        brings the online store back in line.
+        ``data`` (pyarrow, polars DataFrame or LazyFrame, pandas DataFrame, a mapping of columns: the
+        forms and conversions of ``skewless._arrow``; a pandas index is dropped) holds the join keys, the
+        timestamp field(s) and every feature of the view, nothing else. Dictionary / categorical and view
+        strings are stored as strings, dates as 00:00 UTC, booleans as 0/1 for an integer key.
+        Everything is validated first; a bad input raises a typed error and writes nothing. If the online
+        write fails, the history file just added is removed, so the store is as before. Should the
+        process die between the two, ``materialize`` brings the online store back in line.
 
         Example:
             >>> import tempfile, datetime as dt
@@ -291,6 +293,11 @@ class FeatureStore:
         full ties the earliest write, and within it its last row (the online store's rule, so both
         agree). Rows sharing a key and time are all kept; duplicates stay duplicates. Each view reads only
         its keys, timestamps and the requested features, in the time range the rows need.
+
+        ``entity_df``: any table form of ``skewless._arrow`` (pyarrow, polars DataFrame or LazyFrame,
+        pandas DataFrame whose index is dropped, a mapping of columns); its time column may be a
+        timezone-aware timestamp of any unit or a date (00:00 UTC); keys may be categorical, view strings,
+        nullable integers (a null key gets nulls) or booleans (0/1 for an integer key).
 
         Example:
             >>> import tempfile, datetime as dt
@@ -405,7 +412,9 @@ class FeatureStore:
         """The latest value of each feature for each entity row, with each view's TTL applied at
         ``as_of`` (default: now): an expired value is null with status EXPIRED.
 
-        ``entity_rows``: a mapping of join key to values, or a list of dicts as in Feast.
+        ``entity_rows``: a mapping of join key to values (lists, numpy arrays, pandas / polars Series,
+        Arrow arrays), a table (pyarrow, pandas, polars), or a list of dicts as in Feast. A null key
+        (None, ``<NA>``) is not found.
 
         Example: ``store.get_online_features(["user_stats:spend"], [{"user_id": 1}]).to_dict()``.
         """
