@@ -228,3 +228,27 @@ def test_the_store_baselines_succeed(store):
     assert store.get_historical_features(**HIST).column("x").to_pylist() == [0.5, 1.5]
     assert store.get_online_features(**ONLINE).to_dict()["x"] == [0.5, None]
     assert store.get_online_features(**{**ONLINE, "features": FeatureService("svc", ["view:x"])}).to_dict()
+
+
+def test_a_wrong_store_argument_is_named(store):
+    cases = [
+        (lambda: store.write(5, {}), "feature view name"),
+        (lambda: store.get_historical_features(HIST["entity_df"], 5), "features"),
+        (
+            lambda: store.get_historical_features(HIST["entity_df"], ["view:x"], full_feature_names="no"),
+            "full_",
+        ),
+        (
+            lambda: store.get_historical_features(HIST["entity_df"], ["view:x"], timestamp_column=5),
+            "timestamp_",
+        ),
+        (lambda: store.get_online_features("view:x", {"user_id": [1]}), "features"),
+        (lambda: store.get_online_features(["view:x"], 5), "entity_rows"),
+        (lambda: store.online_reader(["view:x"], full_feature_names=1), "full_feature_names"),
+    ]
+    for call, name in cases:
+        with pytest.raises(InvalidArgumentError, match=name):
+            call()
+    # A Series of references is a list of references.
+    got = store.get_historical_features(HIST["entity_df"], pd.Series(["view:x"]))
+    assert got.column("x").to_pylist() == [0.5, 1.5]

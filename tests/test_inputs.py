@@ -505,3 +505,14 @@ def test_store_index_rule_and_bad_forms_write_nothing(store):
         store.write("u", pd.Series([1]))
     assert store.read_history("u").num_rows == 0
     assert store.write("u", data.reset_index()).rows == 1
+
+
+def test_the_conversion_rules_examples_run():
+    # _arrow is private (tests/test_docs.py runs the public modules) but states the rules the public
+    # docstrings point to; its examples run here.
+    import doctest
+
+    import skewless._arrow
+
+    result = doctest.testmod(skewless._arrow, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
