@@ -516,3 +516,9 @@ def test_the_conversion_rules_examples_run():
 
     result = doctest.testmod(skewless._arrow, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_lazyframe_that_fails_to_collect_is_a_typed_error():
+    lazy = pl.LazyFrame({"t": [1]}).with_columns(pl.col("missing") + 1)
+    with pytest.raises(InvalidArgumentError, match="LazyFrame"):
+        skewless.asof_join(lazy, {"t": [1], "v": [1]}, on="t")

@@ -96,14 +96,20 @@ def as_table(data: Any, what: str) -> pa.Table:
     if isinstance(data, pa.RecordBatch):
         return pa.Table.from_batches([data])
     if isinstance(data, pa.RecordBatchReader):
-        return data.read_all()
+        try:
+            return data.read_all()
+        except _FAILURES as e:
+            raise DtypeError(f"{what}: reading the Arrow stream failed: {e}") from e
     if _is(data, "DataFrame", "pandas"):
         return _from_pandas(data, what)
     if _is(data, "Series", "pandas"):
         _named(data.name, what, "pandas")
         return _from_pandas(data.to_frame(), what)
     if _is(data, "LazyFrame", "polars"):
-        data = data.collect()
+        try:
+            data = data.collect()
+        except Exception as e:  # polars' own errors: the user's query failed, said as ours
+            raise InvalidArgumentError(f"{what}: collecting the polars LazyFrame failed: {e}") from e
     if _is(data, "Series", "polars"):
         _named(data.name, what, "polars")
         data = data.to_frame()
