@@ -16,7 +16,7 @@ import skewless
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skewless import Entity, FeatureService, FeatureStore, FeatureView, Field, Float64
-from skewless.errors import InvalidArgumentError, SkewlessError
+from skewless.errors import InvalidArgumentError, MissingColumnError, SkewlessError
 
 T = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 TS = pa.timestamp("us", tz="UTC")
@@ -252,3 +252,18 @@ def test_a_wrong_store_argument_is_named(store):
     # A Series of references is a list of references.
     got = store.get_historical_features(HIST["entity_df"], pd.Series(["view:x"]))
     assert got.column("x").to_pylist() == [0.5, 1.5]
+
+
+def test_history_and_materialize_arguments(store):
+    with pytest.raises(MissingColumnError, match="nope"):
+        store.read_history("view", ["x", "nope"])
+    with pytest.raises(InvalidArgumentError, match="columns"):
+        store.read_history("view", 5)
+    assert store.read_history("view", ("x",)).column_names == ["x"]
+    for bad in (5, [5], "view:x"):
+        with pytest.raises(SkewlessError):
+            store.materialize(None, T, views=bad)
+    with pytest.raises(InvalidArgumentError, match="views"):
+        store.materialize_incremental(T, views=3)
+    with pytest.raises(InvalidArgumentError):
+        store.materialize("yesterday", T)

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 
 from . import history, retrieval
-from ._arrow import as_table, index_hint
+from ._arrow import as_table, index_hint, name_list
 from .definitions import Entity, FeatureService, FeatureView
 from .errors import InvalidArgumentError, MissingColumnError, UnknownFeatureError
 from .materialize import materialize_view
@@ -276,7 +276,12 @@ class FeatureStore:
         Example: ``store.read_history("user_stats", ["user_id", "spend"])``.
         """
         self._refresh()
-        return history.read(self.offline, self.registry, self.registry.feature_view(view), columns)
+        fv = self.registry.feature_view(view)
+        cols = None if columns is None else name_list(columns, "columns")
+        unknown = [c for c in cols or [] if c not in fv.stored_columns]
+        if unknown:
+            raise MissingColumnError(f"view {view!r} has no column(s) {unknown}; it has {fv.stored_columns}")
+        return history.read(self.offline, self.registry, fv, cols)
 
     def get_historical_features(
         self,
@@ -341,7 +346,7 @@ class FeatureStore:
         hi = instant_us(end, "end")
         if lo is not None and lo > hi:
             raise InvalidArgumentError(f"materialize: start {start} is after end {end}")
-        names = list(views) if views is not None else self.registry.names("feature_views")
+        names = name_list(views, "views") if views is not None else self.registry.names("feature_views")
         fvs = [self.registry.feature_view(n) for n in names]
         done: dict[str, int] = {}
         with self._lock():
@@ -364,7 +369,7 @@ class FeatureStore:
         """
         self._refresh()
         hi = instant_us(end, "end")
-        names = list(views) if views is not None else self.registry.names("feature_views")
+        names = name_list(views, "views") if views is not None else self.registry.names("feature_views")
         done: dict[str, int] = {}
         with self._lock():
             for name in names:
