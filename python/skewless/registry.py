@@ -39,7 +39,13 @@ import pyarrow as pa
 
 from ._fs import atomic_write
 from .definitions import Entity, FeatureService, FeatureView, dtype_from_name
-from .errors import IncompatibleChangeError, RegistryError, SkewlessError, UnknownFeatureError
+from .errors import (
+    IncompatibleChangeError,
+    InvalidArgumentError,
+    RegistryError,
+    SkewlessError,
+    UnknownFeatureError,
+)
 
 T = TypeVar("T")
 
@@ -105,6 +111,7 @@ class Registry:
     # ---- reading -------------------------------------------------------------------------------------
 
     def _spec(self, kind: str, name: str, what: str, hint: str = "") -> dict[str, Any]:
+        _check_name_type(name, what)
         try:
             spec: dict[str, Any] = self.data[kind][name]["spec"]
         except KeyError:
@@ -131,6 +138,7 @@ class Registry:
         return self._build(lambda: Entity.from_spec(spec), "entity", name)
 
     def feature_view(self, name: str) -> FeatureView:
+        _check_name_type(name, "feature view")
         fv = self._cache.get(name)
         if fv is not None:
             return fv
@@ -329,3 +337,9 @@ class Registry:
                     f"feature service {fs.name!r} refers to {ref!r}, but view {view!r} has no feature "
                     f"{feat!r}"
                 )
+
+
+def _check_name_type(name: Any, what: str) -> None:
+    # Names are looked up in dicts: anything but a str is a caller's mistake, said as such.
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"a {what} name must be a str, got {name!r} ({type(name).__name__})")
