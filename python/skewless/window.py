@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ import pyarrow as pa
 from . import _core
 from ._arrow import as_arrow
 from .definitions import MICROSECOND
+from .durations import to_micros
 from .errors import InvalidArgumentError
 
 __all__ = ["Aggregation", "window_aggregate", "FUNCTIONS"]
@@ -58,42 +58,26 @@ FUNCTIONS = (
 MIN_WINDOW = dt.timedelta(seconds=1)
 MAX_WINDOW = dt.timedelta(days=400)
 
-_UNITS = {
-    "w": dt.timedelta(weeks=1),
+_LABEL_UNITS = {
     "d": dt.timedelta(days=1),
     "h": dt.timedelta(hours=1),
     "m": dt.timedelta(minutes=1),
     "s": dt.timedelta(seconds=1),
 }
-_DURATION = re.compile(r"^([1-9][0-9]*)([wdhms])$")
 
 
 def _window(window: Any, what: str) -> dt.timedelta:
-    if isinstance(window, str):
-        m = _DURATION.match(window.strip())
-        if not m:
-            raise InvalidArgumentError(
-                f"{what}: window {window!r} is not a duration; write a count and a unit, e.g. '90s', '30m', "
-                "'1h', '7d', '4w', or pass a datetime.timedelta"
-            )
-        window = int(m.group(1)) * _UNITS[m.group(2)]
-    if not isinstance(window, dt.timedelta):
+    w = dt.timedelta(microseconds=to_micros(window, f"{what}: window"))
+    if not MIN_WINDOW <= w <= MAX_WINDOW:
         raise InvalidArgumentError(
-            f"{what}: window must be a datetime.timedelta or a duration string like '7d', not "
-            f"{type(window).__name__}"
+            f"{what}: window {w} is outside 1 second .. 400 days; pick one in that range"
         )
-    if window % MICROSECOND or not MIN_WINDOW <= window <= MAX_WINDOW:
-        raise InvalidArgumentError(
-            f"{what}: window {window} is outside 1 second .. 400 days (whole microseconds); pick a window "
-            "in that range"
-        )
-    return window
+    return w
 
 
 def _label(window: dt.timedelta) -> str:
     """The window as it appears in generated names: the largest unit of d, h, m, s that divides it."""
-    for unit in ("d", "h", "m", "s"):
-        step = _UNITS[unit]
+    for unit, step in _LABEL_UNITS.items():
         if window % step == dt.timedelta(0):
             return f"{window // step}{unit}"
     return f"{window // MICROSECOND}us"
