@@ -196,7 +196,14 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
             )));
         }
         names.push(&a.name);
-        let col = value_column(&events.column(&a.column, "the events")?)?;
+        let col = match columns
+            .iter()
+            .zip(&opts.aggregations)
+            .find(|(_, b)| b.column == a.column)
+        {
+            Some((c, _)) => ArrayRef::clone(c),
+            None => value_column(&events.column(&a.column, "the events")?)?,
+        };
         // Fail on a function the column cannot take before any work.
         accumulator(a.func, Values::new(col.as_ref(), &a.column)?, &a.name)?;
         columns.push(col);
@@ -226,6 +233,39 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
         parts.into_par_iter().for_each(|p| p.sort_unstable());
     }
 
+    // Each group's events, gathered once into one contiguous run per value column (group order): the
+    // sweep then reads every value sequentially, where reading the input in place would miss the cache
+    // on almost every access (events arrive in any order).
+    let mut starts = Vec::with_capacity(ids.n_groups + 1);
+    let mut order = Vec::with_capacity(n_events);
+    let mut times = Vec::with_capacity(n_events);
+    for g in 0..ids.n_groups {
+        starts.push(order.len());
+        for &e in index.group(g as u32) {
+            order.push(entry_pos(e));
+            times.push(entry_on(e));
+        }
+    }
+    starts.push(order.len());
+    drop(index);
+    let order = UInt32Array::from(order);
+    let mut gathered: Vec<(String, ArrayRef)> = Vec::new();
+    let mut columns_in_order = Vec::with_capacity(columns.len());
+    for (c, a) in columns.iter().zip(&opts.aggregations) {
+        let i = match gathered.iter().position(|(n, _)| n == &a.column) {
+            Some(i) => i,
+            None => {
+                gathered.push((a.column.clone(), take(c.as_ref(), &order, None)?));
+                gathered.len() - 1
+            }
+        };
+        columns_in_order.push(gathered[i].1.clone());
+    }
+    drop(order);
+    drop(columns);
+    let columns = columns_in_order;
+    let rows: Vec<usize> = (0..n_events).collect();
+
     let mut outs: Vec<Out> = opts
         .aggregations
         .iter()
@@ -250,9 +290,7 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
             if lab.is_empty() {
                 return Ok(());
             }
-            let ev = index.group(g as u32);
-            let rows: Vec<usize> = ev.iter().map(|&e| entry_pos(e) as usize).collect();
-            let times: Vec<i64> = ev.iter().map(|&e| entry_on(e)).collect();
+            let (lo, hi) = (starts[g], starts[g + 1]);
             let lab: Vec<(i64, usize)> = lab
                 .iter()
                 .map(|&e| (entry_on(e), entry_pos(e) as usize))
@@ -262,14 +300,13 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
                     .iter()
                     .map(|&k| accumulator(opts.aggregations[k].func, values[k], &opts.aggregations[k].name))
                     .collect::<Result<Vec<_>>>()?;
-                sweep(&rows, &times, &lab, w, &mut accs, |j, pos, e| {
+                sweep(&rows[lo..hi], &times[lo..hi], &lab, w, &mut accs, |j, pos, e| {
                     // SAFETY: pos < n_labels, and label row `pos` is in this group only.
                     unsafe { sinks[ks[j]].put(pos, e) }
                 })?;
             }
             Ok(())
         })?;
-    drop(index);
 
     let mut out_cols = Vec::with_capacity(outs.len());
     for (o, c) in outs.into_iter().zip(&columns) {

@@ -3,134 +3,152 @@
 //! A window's sum must come out with the same bits whether it was built by sliding (events entering and
 //! leaving, as the training-set backfill does) or from scratch over the events in the window (as the
 //! online path does at a request instant). Plain `+=`/`-=` cannot promise that: rounding depends on the
-//! order of operations. So the sum is kept exact, as a list of non-overlapping partials (Shewchuk's
-//! representation: the exact sum is the sum of the partials, each smaller than the next in magnitude
-//! and with no bits in common), and rounded once, correctly, when read. Retracting `x` is adding `-x`,
-//! which is exact too. The result is then a function of the multiset of values in the window alone.
+//! order of operations. So the sum is kept exact and rounded once, correctly (to nearest, ties to
+//! even), when read; retracting `x` subtracts it exactly. The result is then a function of the multiset
+//! of values in the window alone.
 //!
-//! Values of magnitude >= 2^960 are kept apart, scaled by 2^-200 (exactly), so that no partial can
-//! overflow before 2^64 such values; the two exact sums are each rounded and then added. The result is
-//! still a function of the multiset (deterministic), and correctly rounded whenever no value is that
-//! large. Infinities and NaNs are counted, not added: any NaN, or both infinities, give NaN.
+//! Representation: a fixed-point integer covering every finite double, in units of 2^-1074 (the
+//! smallest subnormal), as signed 64-bit limbs of 32 bits each (limb i weighs 2^(32i - 1074)). A
+//! double's 53-bit significand lands in three limbs: an add is three integer additions, with no
+//! carry until the limbs are normalized (every 2^30 operations, and when read). The headroom of the
+//! top limbs holds sums of up to 2^64 values of the largest magnitude without overflow.
+//! Infinities and NaNs are counted, not added: any NaN, or both infinities, give NaN. A zero sum is
+//! -0.0 exactly when every value in it is -0.0, as IEEE addition in any order gives.
 
-/// |x| at or above this is accumulated in the scaled part.
-const HUGE: f64 = f64::from_bits((1023 + 960) << 52); // 2^960
-const DOWN: f64 = f64::from_bits((1023 - 200) << 52); // 2^-200
-const UP: f64 = f64::from_bits((1023 + 200) << 52); // 2^200
-
-/// Non-overlapping partials in increasing magnitude; their exact sum is the value.
-#[derive(Debug, Clone, Default)]
-struct Partials(Vec<f64>);
-
-impl Partials {
-    fn add(&mut self, mut x: f64) {
-        let p = &mut self.0;
-        let mut kept = 0;
-        for j in 0..p.len() {
-            let mut y = p[j];
-            if x.abs() < y.abs() {
-                std::mem::swap(&mut x, &mut y);
-            }
-            // Two-sum with |x| >= |y|: hi + lo == x + y exactly.
-            let hi = x + y;
-            let lo = y - (hi - x);
-            if lo != 0.0 {
-                p[kept] = lo;
-                kept += 1;
-            }
-            x = hi;
-        }
-        p.truncate(kept);
-        p.push(x);
-    }
-
-    /// The exact sum rounded to nearest, ties to even.
-    fn value(&self) -> f64 {
-        let p = &self.0;
-        let Some(&top) = p.last() else { return 0.0 };
-        let mut hi = top;
-        let mut lo = 0.0;
-        let mut k = p.len() - 1;
-        while k > 0 {
-            k -= 1;
-            let x = hi;
-            let y = p[k];
-            hi = x + y;
-            lo = y - (hi - x);
-            if lo != 0.0 {
-                break;
-            }
-        }
-        // `hi + lo` is exact; the partials below `lo` can only matter when `lo` is exactly half an ulp
-        // of `hi` and they push the same way: then round away from `hi`.
-        if k > 0 && ((lo < 0.0 && p[k - 1] < 0.0) || (lo > 0.0 && p[k - 1] > 0.0)) {
-            let y = lo * 2.0;
-            let x = hi + y;
-            if y == x - hi {
-                hi = x;
-            }
-        }
-        hi
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.iter().all(|&x| x == 0.0)
-    }
-
-    fn parts(&self) -> &[f64] {
-        &self.0
-    }
-}
+/// Limbs: 2046 significand positions + 85 bits of one value + 64 bits of headroom, in 32-bit limbs.
+const LIMBS: usize = 70;
+const MASK: i64 = 0xffff_ffff;
+/// Operations between normalizations: each adds less than 2^32 to a limb, which holds 2^63.
+const NORMALIZE_EVERY: u32 = 1 << 30;
 
 /// A retractable exact sum of f64 values (see the module docs).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ExactSum {
-    normal: Partials,
-    huge: Partials,
+    limbs: [i64; LIMBS],
+    /// The lowest and highest limb ever touched (hi < lo: none).
+    lo: usize,
+    hi: usize,
+    ops: u32,
     pos_inf: u64,
     neg_inf: u64,
     nan: u64,
-    /// Values in the sum, and how many of them are -0.0: a zero sum is -0.0 only when every value
-    /// is (the IEEE result of adding them in any order), whatever entered and left before.
+    /// Values in the sum, and how many of them are -0.0.
     n: u64,
     neg_zero: u64,
 }
 
+impl Default for ExactSum {
+    fn default() -> Self {
+        ExactSum {
+            limbs: [0; LIMBS],
+            lo: LIMBS,
+            hi: 0,
+            ops: 0,
+            pos_inf: 0,
+            neg_inf: 0,
+            nan: 0,
+            n: 0,
+            neg_zero: 0,
+        }
+    }
+}
+
+/// Propagates carries over `d[lo..=top]`: every limb below `top` ends in [0, 2^32), `top` keeps the
+/// sign of the whole.
+fn normalize(d: &mut [i64], lo: usize, top: usize) {
+    let mut carry = 0i64;
+    for limb in d.iter_mut().take(top).skip(lo) {
+        let v = *limb + carry;
+        carry = v >> 32;
+        *limb = v & MASK;
+    }
+    d[top] += carry;
+}
+
 impl ExactSum {
     pub fn add(&mut self, x: f64) {
-        self.apply(x, 1);
+        self.apply(x, false);
     }
 
     pub fn sub(&mut self, x: f64) {
-        self.apply(x, -1);
+        self.apply(x, true);
     }
 
-    fn apply(&mut self, x: f64, sign: i8) {
-        let count = |c: &mut u64| {
-            if sign > 0 {
-                *c += 1
-            } else {
+    #[inline]
+    fn apply(&mut self, x: f64, negate: bool) {
+        let bump = |c: &mut u64| {
+            if negate {
                 *c -= 1
+            } else {
+                *c += 1
             }
         };
-        count(&mut self.n);
-        if x == 0.0 && x.is_sign_negative() {
-            count(&mut self.neg_zero);
+        bump(&mut self.n);
+        if x == 0.0 {
+            if x.is_sign_negative() {
+                bump(&mut self.neg_zero);
+            }
+            return;
         }
-        if x.is_nan() {
-            count(&mut self.nan);
-        } else if x == f64::INFINITY {
-            count(&mut self.pos_inf);
-        } else if x == f64::NEG_INFINITY {
-            count(&mut self.neg_inf);
-        } else {
-            let v = if sign > 0 { x } else { -x };
-            if x.abs() >= HUGE {
-                self.huge.add(v * DOWN);
+        if !x.is_finite() {
+            if x.is_nan() {
+                bump(&mut self.nan);
+            } else if x > 0.0 {
+                bump(&mut self.pos_inf);
             } else {
-                self.normal.add(v);
+                bump(&mut self.neg_inf);
+            }
+            return;
+        }
+        let bits = x.to_bits();
+        let field = ((bits >> 52) & 0x7ff) as usize;
+        let frac = bits & ((1 << 52) - 1);
+        // value = m * 2^(p - 1074): subnormals have no implicit bit and share the lowest exponent.
+        let (m, p) = if field == 0 {
+            (frac, 0)
+        } else {
+            (frac | 1 << 52, field - 1)
+        };
+        let (i, sh) = (p / 32, p % 32);
+        let v = (m as u128) << sh;
+        let parts = [(v as i64) & MASK, ((v >> 32) as i64) & MASK, (v >> 64) as i64];
+        let neg = negate != (x < 0.0);
+        for (k, part) in parts.into_iter().enumerate() {
+            if neg {
+                self.limbs[i + k] -= part;
+            } else {
+                self.limbs[i + k] += part;
             }
         }
+        self.lo = self.lo.min(i);
+        self.hi = self.hi.max(i + 2);
+        self.ops += 1;
+        if self.ops == NORMALIZE_EVERY {
+            let top = (self.hi + 2).min(LIMBS - 1);
+            normalize(&mut self.limbs, self.lo, top);
+            self.hi = top;
+            self.ops = 0;
+        }
+    }
+
+    /// The exact value as (negative, digits): 32-bit digits, limb i weighing 2^(32i - 1074); all zero
+    /// for a zero sum. None when the sum holds an infinity or a NaN.
+    fn magnitude(&self) -> Option<(bool, [i64; LIMBS])> {
+        if self.nan > 0 || self.pos_inf > 0 || self.neg_inf > 0 {
+            return None;
+        }
+        let mut d = self.limbs;
+        if self.lo > self.hi {
+            return Some((false, d));
+        }
+        let top = (self.hi + 2).min(LIMBS - 1);
+        normalize(&mut d, self.lo, top);
+        let neg = d[top] < 0;
+        if neg {
+            d[self.lo..=top].iter_mut().for_each(|x| *x = -*x);
+            normalize(&mut d, self.lo, top);
+        }
+        Some((neg, d))
     }
 
     /// The sum, rounded once.
@@ -144,63 +162,109 @@ impl ExactSum {
         if self.neg_inf > 0 {
             return f64::NEG_INFINITY;
         }
-        let v = if self.huge.is_empty() {
-            self.normal.value()
-        } else {
-            self.huge.value() * UP + self.normal.value()
+        let Some((neg, d)) = self.magnitude() else {
+            return f64::NAN;
         };
-        if v == 0.0 {
+        let Some(h) = d.iter().rposition(|&x| x != 0) else {
             return if self.n > 0 && self.neg_zero == self.n {
                 -0.0
             } else {
                 0.0
             };
+        };
+        let digit = |i: isize| if i < 0 { 0u128 } else { d[i as usize] as u128 };
+        let h = h as isize;
+        // The top three digits (96 bits, the highest nonzero) and whether anything below them is set.
+        let acc = digit(h) << 64 | digit(h - 1) << 32 | digit(h - 2);
+        let sticky = h >= 3 && d[..(h - 2) as usize].iter().any(|&x| x != 0);
+        let base = (h - 2) * 32; // the weight (in 2^-1074 units, as a bit position) of acc's bit 0
+        let msb = base + 127 - acc.leading_zeros() as isize; // bit position of the value's top bit
+        let mag = if msb < 53 {
+            // Below 2^53 units the value is exact in f64: a subnormal, or a normal of exponent -1022.
+            (acc >> (-base).max(0) as u32) as f64 * f64::from_bits(1)
+        } else {
+            let rs = (msb - 52 - base) as u32; // bits of acc below the significand
+            let mut mant = acc >> rs;
+            let rem = acc & ((1u128 << rs) - 1);
+            let half = 1u128 << (rs - 1);
+            if rem > half || (rem == half && (sticky || mant & 1 == 1)) {
+                mant += 1;
+            }
+            let mut exp = msb - 51; // biased exponent of a value whose top bit is at position msb
+            if mant == 1 << 53 {
+                mant >>= 1;
+                exp += 1;
+            }
+            if exp >= 2047 {
+                f64::INFINITY
+            } else {
+                f64::from_bits((exp as u64) << 52 | (mant as u64 & ((1 << 52) - 1)))
+            }
+        };
+        if neg {
+            -mag
+        } else {
+            mag
         }
-        v
     }
 
-    /// The partials (normal, huge) when no special value is in the sum.
-    fn finite_parts(&self) -> Option<(&[f64], &[f64])> {
-        if self.nan > 0 || self.pos_inf > 0 || self.neg_inf > 0 {
-            None
-        } else {
-            Some((self.normal.parts(), self.huge.parts()))
-        }
+    /// The exact value as doubles whose exact sum it is (one per nonzero 32-bit digit, each exact),
+    /// or None when the sum holds an infinity or a NaN.
+    fn parts(&self) -> Option<Vec<f64>> {
+        let (neg, d) = self.magnitude()?;
+        let sign = if neg { -1.0 } else { 1.0 };
+        Some(
+            d.iter()
+                .enumerate()
+                .filter(|&(_, &x)| x != 0)
+                .map(|(i, &x)| sign * scale(x as f64, 32 * i as i32 - 1074))
+                .collect(),
+        )
+    }
+}
+
+/// `x * 2^e` for an integer `x` below 2^32 and `e` >= -1074: exact, as the result is representable
+/// (a power of two below 2^-1022 is not, so those go through 2^(e + 64) first).
+fn scale(x: f64, e: i32) -> f64 {
+    let pow2 = |e: i32| f64::from_bits(((e + 1023) as u64) << 52);
+    if e < -1022 {
+        x * pow2(e + 64) * pow2(-64)
+    } else {
+        x * pow2(e)
     }
 }
 
 /// `n * q - s * s`, where `s` and `q` are exact sums of the values and of their exact squares: the
-/// numerator of the variance, computed exactly from the partials (products split by fused
-/// multiply-add) and rounded once. Any special value, or a huge one, gives what plain arithmetic on the
+/// numerator of the variance, computed exactly from the sums' exact parts (products split by fused
+/// multiply-add) and rounded once. With an infinity or a NaN in a sum, what plain arithmetic on the
 /// rounded sums gives (deterministic either way).
 pub fn variance_numerator(n: u64, s: &ExactSum, q: &ExactSum) -> f64 {
     let nf = n as f64;
-    let (Some((sn, sh)), Some((qn, qh))) = (s.finite_parts(), q.finite_parts()) else {
+    let (Some(sp), Some(qp)) = (s.parts(), q.parts()) else {
         let sv = s.value();
         return nf * q.value() - sv * sv;
     };
-    if !sh.is_empty() || !qh.is_empty() || n > (1u64 << 53) {
-        let sv = s.value();
-        return nf * q.value() - sv * sv;
-    }
-    let mut acc = Partials::default();
+    let mut acc = ExactSum::default();
     let mut add_product = |a: f64, b: f64| {
         let p = a * b;
         acc.add(p);
-        acc.add(a.mul_add(b, -p));
+        if p.is_finite() {
+            acc.add(a.mul_add(b, -p));
+        }
     };
-    for &x in qn {
+    for &x in &qp {
         add_product(nf, x);
     }
-    for &a in sn {
-        for &b in sn {
+    for &a in &sp {
+        for &b in &sp {
             add_product(-a, b);
         }
     }
     acc.value()
 }
 
-/// Adds the square of `x` to `q` exactly (as the rounded square and its error).
+/// Adds (or with `sign` < 0 retracts) the square of `x` in `q`, exactly: the rounded square and its
+/// error.
 pub fn add_square(q: &mut ExactSum, x: f64, sign: i8) {
     let p = x * x;
     let e = x.mul_add(x, -p);
@@ -305,6 +369,21 @@ mod tests {
         assert_eq!(s.value(), f64::MAX);
         s.sub(f64::MAX);
         assert_eq!(s.value(), 1.0);
+    }
+
+    #[test]
+    fn subnormal_digits_and_parts_are_exact() {
+        let tiny = f64::from_bits(3); // 3 * 2^-1074
+        let mut s = ExactSum::default();
+        s.add(1.0);
+        s.add(tiny);
+        s.sub(1.0);
+        assert_eq!(s.value(), tiny);
+        assert_eq!(s.parts().unwrap(), vec![tiny]);
+        s.add(-2.5);
+        assert_eq!(s.parts().unwrap().iter().sum::<f64>(), -2.5);
+        assert_eq!(scale(1.0, -1074), f64::from_bits(1));
+        assert_eq!(scale(4294967295.0, -1074), f64::from_bits(4294967295));
     }
 
     #[test]
