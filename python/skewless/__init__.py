@@ -26,11 +26,14 @@ from .definitions import (
 from .online import OnlineStore, Reader, Status, WriteResult
 from .serving import OnlineReader, OnlineResponse
 from .store import FeatureStore
+from .window import Aggregation, window_aggregate
 
 __all__ = [
     "errors",
     "__version__",
     "asof_join",
+    "window_aggregate",
+    "Aggregation",
     "Array",
     "Bool",
     "Bytes",
