@@ -25,6 +25,7 @@ from .definitions import (
 )
 from .online import OnlineStore, Reader, Status, WriteResult
 from .serving import OnlineReader, OnlineResponse
+from .statistics import Statistics
 from .store import FeatureStore
 from .window import Aggregation, window_aggregate
 
@@ -50,6 +51,7 @@ __all__ = [
     "OnlineResponse",
     "OnlineStore",
     "Reader",
+    "Statistics",
     "Status",
     "String",
     "Timestamp",
