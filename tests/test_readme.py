@@ -34,3 +34,15 @@ def test_readme_serving_example_is_the_benchmarked_app():
         return [ln for ln in out if ln.strip() and not ln.lstrip().startswith(("#", "from __future__"))]
 
     assert lines(code.group(1)) == lines(app)
+
+
+def test_readme_window_example(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next((b for b in blocks if "window_aggregate" in b), None)
+    assert code is not None, "README lost its window example"
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {}
+    exec(compile(code, str(README), "exec"), scope)
+    out = scope["windows"].to_pydict()  # type: ignore[attr-defined]
+    assert out["amount_sum_7d"] == [8.5, 1.0]
+    assert out["amount_count_2d"] == [1, 0]
