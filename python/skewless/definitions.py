@@ -49,15 +49,23 @@ __all__ = [
 #: Every timestamp skewless stores is an instant in UTC microseconds.
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Longest name: a view's name is a folder name (most file systems allow 255 bytes) and part of an
+#: online-store key (the engine allows 200 bytes); names are ASCII, so characters are bytes.
+MAX_NAME = 200
 
 
 def _check_name(name: Any, what: str) -> str:
-    # Names become column names, folder names and LMDB database names: keep them portable.
-    if not isinstance(name, str) or not _NAME.match(name) or "__" in name:
+    # Names become column names, folder names and LMDB database names: keep them portable. This check
+    # is also what keeps every path the store builds from a name inside the store's folder.
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or "__" in name:
         raise InvalidArgumentError(
             f"{what} name {name!r} is not valid: use letters, digits and single underscores, not starting "
             "with a digit (double underscores are reserved for full feature names view__feature)"
+        )
+    if len(name) > MAX_NAME:
+        raise InvalidArgumentError(
+            f"{what} name {name[:20]!r}... is {len(name)} characters long; use at most {MAX_NAME}"
         )
     return name
 

@@ -51,6 +51,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ._fs import atomic_write, fsync_dir
+from .definitions import _check_name
 from .errors import MissingColumnError, NaiveTimestampError, StorageError
 
 __all__ = ["OfflineStore"]
@@ -68,13 +69,23 @@ SORTED_KEY = b"skewless.sorted"
 
 
 class OfflineStore:
-    """Parquet histories under ``<root>/<view>/``."""
+    """Parquet histories under ``<root>/<view>/``. A relative ``source=`` path is taken relative to
+    ``sources_base`` (default: the parent of ``root``, the store's folder), never to the current
+    directory, so a store reads the same data from wherever it is opened."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, sources_base: str | None = None) -> None:
         self.root = root
+        self.sources_base = os.path.dirname(os.path.abspath(root)) if sources_base is None else sources_base
 
     def folder(self, view: str) -> str:
+        # Every path under root is built here, from a name that cannot leave root (no separators, no
+        # dots: the registry refuses other names on load, and this check holds even without it).
+        _check_name(view, "feature view")
         return os.path.join(self.root, view)
+
+    def source_path(self, source: str) -> str:
+        """``source`` as an absolute path: relative ones are relative to the store's folder."""
+        return os.path.join(self.sources_base, os.path.expanduser(source))
 
     def _all_parts(self, view: str) -> list[tuple[int, bool, str]]:
         """Every history file of a view, superseded or not: (seq, written by compact, path), by seq."""
@@ -99,6 +110,7 @@ class OfflineStore:
         reverse sorted path order)."""
         if source is None:
             return [p for _, p in reversed(self._parts(view))]
+        source = self.source_path(source)
         if os.path.isdir(source):
             found = [
                 os.path.join(dp, f)
@@ -110,6 +122,13 @@ class OfflineStore:
             found = glob.glob(source, recursive=True)
         else:
             found = [source] if os.path.exists(source) else []
+        if not found:
+            # Reading nothing would give a training set of nulls and an online store with nothing in it,
+            # with no sign of why: a source that names no data is a mistake to report.
+            raise StorageError(
+                f"feature view {view!r}: source {source!r} matches no Parquet file; write the data there "
+                "first, or fix source= (a relative path is relative to the store's folder)"
+            )
         return sorted(found, reverse=True)
 
     def has_data(self, view: str) -> bool:

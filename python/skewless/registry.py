@@ -36,8 +36,14 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from ._fs import atomic_write
-from .definitions import Entity, FeatureService, FeatureView, dtype_from_name
-from .errors import IncompatibleChangeError, RegistryError, SkewlessError, UnknownFeatureError
+from .definitions import Entity, FeatureService, FeatureView, _check_name, dtype_from_name
+from .errors import (
+    IncompatibleChangeError,
+    InvalidArgumentError,
+    RegistryError,
+    SkewlessError,
+    UnknownFeatureError,
+)
 
 T = TypeVar("T")
 
@@ -58,6 +64,43 @@ def _empty() -> dict[str, Any]:
         "feature_services": {},
         "state": {"key_dtypes": {}, "materialized": {}},
     }
+
+
+def _check_names(path: str, data: dict[str, Any]) -> None:
+    """Every definition is filed under its own, valid name; state refers to valid names only.
+
+    Names become folder names (``offline/<view>``): a hand-edited or crafted file must not lead the store
+    to touch paths outside its folder, so a key like ``"../x"`` is refused here, before any use.
+    """
+
+    def bad(what: str) -> RegistryError:
+        return RegistryError(
+            f"{path} is malformed: {what}; restore registry.json or apply the definitions again"
+        )
+
+    for kind in ("entities", "feature_views", "feature_services"):
+        section = data.get(kind)
+        if not isinstance(section, dict):
+            raise bad(f"{kind!r} is not an object")
+        for name, entry in section.items():
+            try:
+                _check_name(name, kind[:-1].replace("_", " "))
+            except InvalidArgumentError as e:
+                raise bad(str(e)) from None
+            spec = entry.get("spec") if isinstance(entry, dict) else None
+            if not isinstance(spec, dict) or spec.get("name") != name:
+                raise bad(f"the {kind[:-1].replace('_', ' ')} filed under {name!r} is not named {name!r}")
+    state = data.get("state")
+    if not isinstance(state, dict) or not all(
+        isinstance(state.get(k), dict) for k in ("key_dtypes", "materialized")
+    ):
+        raise bad('"state" lacks its "key_dtypes" and "materialized" objects')
+    for k in ("key_dtypes", "materialized"):
+        for name in state[k]:
+            try:
+                _check_name(name, f"state {k!r} entry")
+            except InvalidArgumentError as e:
+                raise bad(str(e)) from None
 
 
 class Registry:
@@ -93,6 +136,7 @@ class Registry:
                 f"{path} has registry format version {data.get('version')}; this skewless reads version "
                 f"{VERSION}: upgrade skewless"
             )
+        _check_names(path, data)
         return cls(path, data)
 
     def save(self) -> None:

@@ -190,6 +190,7 @@ impl Store {
             }
         }
         let env = open_env(&canon, size)?;
+        check_file_size(&env, &canon)?;
         let stale = env.clear_stale_readers().map_err(storage)?;
         let (meta, data) = init_dbs(&env)?;
         let store = Arc::new(Store {
@@ -346,7 +347,7 @@ impl Store {
                 "growing the online store's map failed ({e}); nothing was written. Open the store again"
             )));
         }
-        Ok(())
+        check_file_size(env, &self.path)
     }
 
     /// The key prefix of `view`, or `None` when the view has never been written.
@@ -477,6 +478,32 @@ fn init_dbs(env: &Env) -> Result<(Db, Db)> {
             .map(|c| c.unwrap_commit())
         }
     }
+}
+
+/// Refuses a data file shorter than its newest meta page says it is (a truncated copy, a file cut by a
+/// full disk outside LMDB's control). Pages past the end of the file are in the map but have no backing:
+/// touching one kills the process with SIGBUS instead of raising, so this runs before any page is read
+/// (on open) and whenever the map is remapped (growth, or adopting another process's size).
+fn check_file_size(env: &Env, path: &Path) -> Result<()> {
+    let last = env.info().last_page_number as u64;
+    let page = env.unnamed_database_stat().page_size as u64;
+    let need = (last + 1).saturating_mul(page);
+    let have = env.real_disk_size().map_err(|e| {
+        Error::Storage(format!(
+            "cannot read the size of the online store's data file in {}: {e}",
+            path.display()
+        ))
+    })?;
+    if have < need {
+        return Err(Error::Storage(format!(
+            "the online store's data file in {} is truncated: {have} bytes, but its last committed \
+             transaction uses {need} ({} pages of {page} bytes). It cannot be read safely; restore it from a \
+             copy, or delete the online folder and run materialize to rebuild it from the history",
+            path.display(),
+            last + 1
+        )));
+    }
+    Ok(())
 }
 
 /// Whether the process can map `bytes` more of address space (an anonymous reservation, released at once).

@@ -145,4 +145,35 @@ mod tests {
         );
         assert_eq!(lookup(&reader, &[0], None).0, vec![1.5]);
     }
+
+    #[test]
+    fn a_truncated_data_file_is_refused_on_open_instead_of_faulting_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ["k".to_string()];
+        let spec = WriteSpec {
+            keys: &keys,
+            timestamp: "ts",
+            created: None,
+        };
+        {
+            let store = Store::open(dir.path(), Some(1 << 22), None).unwrap();
+            let n = 20_000i64;
+            let ks: Vec<i64> = (0..n).collect();
+            let t = table(&ks, &vec![1; n as usize], &vec![1.5; n as usize], None);
+            write(&store, "v", &t, &spec).unwrap();
+        }
+        let data = dir.path().join("data.mdb");
+        let len = std::fs::metadata(&data).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        match Store::open(dir.path(), Some(1 << 22), None) {
+            Err(Error::Storage(m)) => assert!(m.contains("truncated"), "{m}"),
+            Err(e) => panic!("wrong error {e:?}"),
+            Ok(_) => panic!("a truncated store opened"),
+        }
+    }
 }

@@ -1,0 +1,199 @@
+"""What a hostile user (or a crash, a full disk, a flipped bit) does to a store: every case raises a typed
+error and leaves the store as it was, or gives the right answer (issue 9)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64
+from skewless.errors import InvalidArgumentError, RegistryError, StorageError
+
+TS = pa.timestamp("us", tz="UTC")
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+DAY = dt.timedelta(days=1)
+user = Entity("user", join_keys=["user_id"], dtype=Int64)
+
+
+def snapshot(path: str) -> dict[str, str]:
+    """Every file under ``path`` with a hash of its bytes (lock files excluded: readers touch them)."""
+    out = {}
+    for dp, _, fs in os.walk(path):
+        for f in fs:
+            if f in (".lock", "lock.mdb"):
+                continue
+            p = os.path.join(dp, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, path)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+def rows(n: int = 3, start: int = 0) -> dict:
+    return {
+        "user_id": list(range(start, start + n)),
+        "event_timestamp": pa.array([T0] * n, TS),
+        "x": [float(i) for i in range(start, start + n)],
+    }
+
+
+def view(name: str = "v", **kw) -> FeatureView:
+    return FeatureView(name, [user], [Field("x", Float64)], **kw)
+
+
+# ---- item 9: a crafted registry cannot lead the store outside its folder ------------------------------
+
+
+def craft_registry(store_path: str, rename: dict[str, str]) -> None:
+    """Re-file registry entries under other keys, as a hand-edited or malicious registry.json would."""
+    p = os.path.join(store_path, "registry.json")
+    with open(p) as f:
+        data = json.load(f)
+    for old, new in rename.items():
+        for kind in ("entities", "feature_views", "feature_services"):
+            if old in data[kind]:
+                data[kind][new] = data[kind].pop(old)
+    with open(p, "w") as f:
+        json.dump(data, f)
+
+
+@pytest.mark.parametrize("key", ["../../OUTSIDE", "../x", "/abs", "a/b", "v\n", "x" * 300, "stats"])
+def test_crafted_registry_key_is_refused_on_load(tmp_path, key):
+    store = tmp_path / "store"
+    s = FeatureStore(store)
+    s.apply([user, view()])
+    craft_registry(str(store), {"v": key})
+    before = snapshot(str(tmp_path))
+    with pytest.raises(RegistryError, match="registry"):
+        FeatureStore(store).write(key, rows())
+    # An open store that sees the file change refuses too.
+    with pytest.raises(RegistryError):
+        s.write(key, rows())
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_crafted_registry_cannot_make_compact_unlink_outside(tmp_path):
+    store = tmp_path / "a" / "b" / "store"
+    s = FeatureStore(store)
+    s.apply([user, view()])
+    # Files an attacker would like removed: part-*.parquet in a folder outside the store.
+    victim = tmp_path / "OUTSIDE"
+    victim.mkdir()
+    pq.write_table(pa.table({"x": [1]}), victim / "part-000000000001.parquet")
+    craft_registry(str(store), {"v": "../../../../OUTSIDE"})
+    before = snapshot(str(tmp_path))
+    with pytest.raises(RegistryError):
+        FeatureStore(store).compact("../../../../OUTSIDE")
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_offline_folder_refuses_a_name_that_leaves_the_store(tmp_path):
+    from skewless.offline import OfflineStore
+
+    off = OfflineStore(str(tmp_path / "offline"))
+    with pytest.raises(InvalidArgumentError):
+        off.append("../escape", pa.table({"x": [1]}))
+    assert not (tmp_path / "escape").exists()
+
+
+def test_view_name_over_the_length_limit_is_refused_by_the_definition():
+    with pytest.raises(InvalidArgumentError, match="at most 200"):
+        view("v" * 256)
+
+
+def test_registry_state_with_a_crafted_name_is_refused(tmp_path):
+    s = FeatureStore(tmp_path)
+    s.apply([user, view()])
+    p = tmp_path / "registry.json"
+    data = json.loads(p.read_text())
+    data["state"]["materialized"]["../x"] = 0
+    p.write_text(json.dumps(data))
+    with pytest.raises(RegistryError):
+        FeatureStore(tmp_path)
+
+
+# ---- item 5: a relative source= is relative to the store, and a source with no file is an error --------
+
+
+def test_relative_source_resolves_against_the_store_not_the_cwd(tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    (store / "src").mkdir(parents=True)
+    pq.write_table(pa.table(rows()), store / "src" / "part-0.parquet")
+    s = FeatureStore(store)
+    s.apply([user, view(source="src")])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    s2 = FeatureStore(store)
+    assert s2.materialize(None, T0 + DAY) == {"v": 3}
+    labels = {"user_id": [1], "event_timestamp": pa.array([T0], TS)}
+    assert s2.get_historical_features(labels, ["v:x"]).column("x").to_pylist() == [1.0]
+
+
+@pytest.mark.parametrize("source", ["missing", "missing/*.parquet", "empty_dir"])
+def test_source_that_matches_no_file_is_an_error(tmp_path, source):
+    (tmp_path / "empty_dir").mkdir()
+    s = FeatureStore(tmp_path)
+    s.apply([user, view(source=source)])
+    before = snapshot(str(tmp_path))
+    with pytest.raises(StorageError, match="matches no Parquet file"):
+        s.materialize(None, T0 + DAY)
+    labels = {"user_id": [1], "event_timestamp": pa.array([T0], TS)}
+    with pytest.raises(StorageError, match="matches no Parquet file"):
+        s.get_historical_features(labels, ["v:x"])
+    with pytest.raises(StorageError, match="matches no Parquet file"):
+        s.read_history("v")
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_demo_store_reads_its_source_from_another_directory(tmp_path, monkeypatch):
+    from skewless.demo import run
+
+    monkeypatch.chdir(tmp_path)
+    run("demo", events=3000, say=lambda *_: None)
+    monkeypatch.chdir(tmp_path / "demo")  # any directory but the one the demo ran in
+    s = FeatureStore(tmp_path / "demo")
+    n = s.materialize(None, dt.datetime.now(dt.timezone.utc), ["merchant_risk"])
+    assert n["merchant_risk"] > 0
+
+
+def run_child(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+
+
+# ---- item 8: a truncated data.mdb is a StorageError, not a SIGBUS ------------------------------------
+
+
+def test_truncated_online_data_file_raises_storage_error_not_sigbus(tmp_path):
+    s = FeatureStore(tmp_path)
+    s.apply([user, view()])
+    s.write("v", rows(20_000))
+    data = tmp_path / "online" / "data.mdb"
+    size = data.stat().st_size
+    del s
+    # The write above ran in this process, whose cached environment stays open: truncate and read in a
+    # fresh process, where a SIGBUS would show as a signal exit instead of killing pytest.
+    os.truncate(data, size // 2)
+    r = run_child(
+        f"""
+        from skewless import FeatureStore
+        from skewless.errors import StorageError
+        s = FeatureStore({str(tmp_path)!r})
+        try:
+            s.online_reader(["v:x"]).get_numpy([1, 2])
+        except StorageError as e:
+            assert "truncated" in str(e), e
+            print("StorageError")
+        """
+    )
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.strip() == "StorageError"
