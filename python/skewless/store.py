@@ -343,6 +343,9 @@ class FeatureStore:
         return done
 
     def _materialize_view(self, fv: FeatureView, lo: int | None, hi: int) -> int:
+        # A source that names no file raises here, before the online store is opened (or created).
+        if not self.offline.files(fv.name, fv.source):
+            return 0
         return materialize_view(self.offline, self.registry, self._online(), fv, lo, hi)
 
     def materialize_incremental(self, end: dt.datetime, views: Sequence[str] | None = None) -> dict[str, int]:
