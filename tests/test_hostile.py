@@ -197,3 +197,80 @@ def test_truncated_online_data_file_raises_storage_error_not_sigbus(tmp_path):
     )
     assert r.returncode == 0, (r.returncode, r.stderr)
     assert r.stdout.strip() == "StorageError"
+
+
+# ---- item 6: history pages carry checksums; a damaged file is a StorageError naming it ----------------
+
+
+def flip_in_page(path: str, column: str = "x", n: int = 64) -> None:
+    """Flip ``n`` bytes in the middle of ``column``'s first column chunk (as disk rot would)."""
+    md = pq.ParquetFile(path).metadata
+    j = md.schema.to_arrow_schema().get_field_index(column)
+    cc = md.row_group(0).column(j)
+    first = cc.dictionary_page_offset if cc.has_dictionary_page else cc.data_page_offset
+    start = first + cc.total_compressed_size // 2
+    with open(path, "r+b") as f:
+        f.seek(start)
+        b = bytearray(f.read(n))
+        f.seek(start)
+        f.write(bytes(x ^ 0x5A for x in b))
+
+
+def history_store(tmp_path, n_files: int = 3):
+    s = FeatureStore(tmp_path)
+    s.apply([user, view()])
+    for i in range(n_files):
+        s.write("v", rows(5000, start=i * 5000))
+    files = sorted((tmp_path / "offline" / "v").glob("part-*.parquet"))
+    return s, [str(p) for p in files]
+
+
+def test_flipped_bytes_in_history_are_reported_naming_the_file_everywhere(tmp_path):
+    s, files = history_store(tmp_path)
+    flip_in_page(files[1])
+    before = snapshot(str(tmp_path))
+    name = os.path.basename(files[1])
+    labels = {"user_id": [1, 7000], "event_timestamp": pa.array([T0, T0], TS)}
+    with pytest.raises(StorageError, match=name):
+        s.get_historical_features(labels, ["v:x"])
+    with pytest.raises(StorageError, match=name):
+        s.read_history("v")
+    with pytest.raises(StorageError, match=name):
+        s.materialize(None, T0 + DAY)
+    with pytest.raises(StorageError, match=name) as e:
+        s.compact("v")
+    assert "nothing was compacted" in str(e.value)
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_write_refuses_to_append_behind_a_history_whose_footer_is_damaged(tmp_path):
+    s, files = history_store(tmp_path, 2)
+    with open(files[0], "r+b") as f:  # the footer length, in the last 8 bytes
+        f.seek(-8, os.SEEK_END)
+        f.write(b"\xff\xff\xff\x7f")
+    before = snapshot(str(tmp_path))
+    with pytest.raises(StorageError, match=os.path.basename(files[0])) as e:
+        FeatureStore(tmp_path).write("v", rows(1, start=99))
+    assert "nothing was written" in str(e.value)
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_history_written_without_checksums_still_reads(tmp_path):
+    s = FeatureStore(tmp_path)
+    s.apply([user, view()])
+    folder = tmp_path / "offline" / "v"
+    folder.mkdir(parents=True)
+    # A file as the store wrote it before page checksums (history format version 1).
+    table = pa.table({"user_id": [1, 2], "event_timestamp": pa.array([T0, T0], TS), "x": [1.0, 2.0]})
+    pq.write_table(table, folder / "part-000000000001.parquet", write_page_checksum=False)
+    s.write("v", rows(1, start=5))
+    assert s.read_history("v").column("x").to_pylist() == [5.0, 1.0, 2.0]
+    assert s.compact("v") == 3
+
+
+def test_history_files_carry_page_checksums(tmp_path):
+    _, files = history_store(tmp_path, 1)
+    flip_in_page(files[0], n=1)
+    # pyarrow itself, verifying checksums, refuses the file: the checksums are there.
+    with pytest.raises(OSError, match="CRC"):
+        pq.ParquetFile(files[0], page_checksum_verification=True).read()

@@ -19,6 +19,15 @@ File names, version 1. ``part-<seq>.parquet`` is a write; ``part-<seq>.compact.p
 the files a reader sees are always one whole history, before or after any compaction (including one
 that died before removing the files it replaced; the next ``compact`` removes them).
 
+Integrity, history format version 2. Every page of a file the store writes carries a CRC-32 (Parquet's
+page checksum) and every read verifies it; files of version 1 (no checksums) and ``source=`` files
+written without them still read, unverified. A page that fails its checksum, a footer that cannot be
+parsed, or any other decoding failure is a :class:`StorageError` naming the file, never data: no
+retrieval, materialization or compaction goes on past it (compaction would otherwise launder the
+damage into a fresh, checksummed file). ``append`` first parses the footer of every live file (once per
+file identity per process; footers are small), so a write refuses to extend a history whose files it
+cannot open; a flipped bit inside a page is found by the next read of that page.
+
 Reads under a concurrent ``compact`` (another process; readers never take the store's writer lock).
 A read lists the live files, then opens every one of them and reads only through those handles: an
 unlinked file stays readable through an open handle, so once all are open the read is a fixed snapshot
@@ -43,7 +52,7 @@ import errno
 import glob
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -52,7 +61,7 @@ import pyarrow.parquet as pq
 
 from ._fs import atomic_write, fsync_dir
 from .definitions import _check_name
-from .errors import MissingColumnError, NaiveTimestampError, StorageError
+from .errors import MissingColumnError, NaiveTimestampError, SkewlessError, StorageError
 
 __all__ = ["OfflineStore"]
 
@@ -66,6 +75,13 @@ SNAPSHOT_TRIES = 50
 ROW_GROUP = 1 << 17
 #: Parquet key-value metadata marking a file written by ``compact``.
 SORTED_KEY = b"skewless.sorted"
+#: Every read verifies page checksums where a file has them (see "Integrity").
+_FORMAT = ds.ParquetFileFormat(
+    default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True)
+)
+#: Decoding failures of a Parquet file (pyarrow raises OSError for a bad checksum, ArrowInvalid and
+#: others for a damaged footer or page header).
+_DECODE_ERRORS = (OSError, pa.ArrowException)
 
 
 class OfflineStore:
@@ -76,6 +92,9 @@ class OfflineStore:
     def __init__(self, root: str, sources_base: str | None = None) -> None:
         self.root = root
         self.sources_base = os.path.dirname(os.path.abspath(root)) if sources_base is None else sources_base
+        # Files whose footer parsed, by identity (a file is never rewritten in place, so a new identity
+        # means a new file).
+        self._footers_ok: set[tuple[str, int, int, int]] = set()
 
     def folder(self, view: str) -> str:
         # Every path under root is built here, from a name that cannot leave root (no separators, no
@@ -139,10 +158,24 @@ class OfflineStore:
         d = self.folder(view)
         os.makedirs(d, exist_ok=True)
         parts = self._parts(view)
+        self._check_footers(view, [p for _, p in parts])
         seq = (parts[-1][0] + 1) if parts else 1
         final = os.path.join(d, f"part-{seq:012d}.parquet")
         _write_parquet(table, final)
         return final
+
+    def _check_footers(self, view: str, paths: Sequence[str]) -> None:
+        """Refuse to append behind a file whose footer cannot be parsed (see "Integrity")."""
+        for p in paths:
+            st = os.stat(p)
+            ident = (p, st.st_ino, st.st_size, st.st_mtime_ns)
+            if ident in self._footers_ok:
+                continue
+            try:
+                pq.read_metadata(p)
+            except _DECODE_ERRORS as e:
+                raise corrupt(view, [p], e, "nothing was written") from None
+            self._footers_ok.add(ident)
 
     def remove(self, path: str) -> None:
         """Undo an :meth:`append` (the online half of a write failed)."""
@@ -154,13 +187,19 @@ class OfflineStore:
     ) -> list[pa.NativeFile]:
         """Open the history files (``files``, default :meth:`files`), in that order: a snapshot that a
         concurrent ``compact`` cannot change (see the module docstring). The caller closes them."""
+        return self._snapshot(view, source, files)[1]
+
+    def _snapshot(
+        self, view: str, source: str | None, files: Sequence[str] | None
+    ) -> tuple[list[str], list[pa.NativeFile]]:
+        """:meth:`open_files`, with the paths that were opened."""
         for _ in range(SNAPSHOT_TRIES):
             paths = self.files(view, source) if files is None else list(files)
             opened: list[pa.NativeFile] = []
             try:
                 for p in paths:
                     opened.append(pa.OSFile(p))
-                return opened
+                return paths, opened
             except FileNotFoundError:
                 for f in opened:
                     f.close()
@@ -182,18 +221,21 @@ class OfflineStore:
 
     def dataset(
         self, view: str, source: str | None, schema: pa.Schema | None, files: Sequence[str] | None = None
-    ) -> ds.Dataset | None:
-        opened = self.open_files(view, source, files)
+    ) -> tuple[list[str], ds.Dataset | None]:
+        """The history as a dataset over open handles, with the paths they were opened from."""
+        paths, opened = self._snapshot(view, source, files)
         if not opened:
-            return None
-        fmt = ds.ParquetFileFormat()
+            return paths, None
         # The dataset reads through the open handles only (they close with it), never by path again.
-        frags = [fmt.make_fragment(f) for f in opened]
+        frags = [_FORMAT.make_fragment(f) for f in opened]
         # Our own files carry exactly the view's schema; a source's we take as found (from its newest
         # file, as dataset discovery would) and normalize later.
         if schema is None or source is not None:
-            schema = frags[0].physical_schema
-        return ds.FileSystemDataset(frags, schema, fmt)
+            try:
+                schema = frags[0].physical_schema
+            except _DECODE_ERRORS as e:
+                raise corrupt(view, paths[:1], e) from None
+        return paths, ds.FileSystemDataset(frags, schema, _FORMAT)
 
     def scan(
         self,
@@ -207,8 +249,9 @@ class OfflineStore:
     ) -> Iterator[pa.RecordBatch]:
         """Stream only ``columns`` of the rows in ``time_range`` = (timestamp column, low in UTC
         microseconds inclusive or None, high or None, whether high is inclusive); Parquet row-group
-        statistics prune the rest. Batches come in file order (``files``, default :meth:`files`)."""
-        d = self.dataset(view, source, schema, files)
+        statistics prune the rest. Batches come in file order (``files``, default :meth:`files`). A file
+        that fails to decode raises :class:`StorageError` naming it (see "Integrity")."""
+        paths, d = self.dataset(view, source, schema, files)
         if d is None:
             return iter(())
         filt = None
@@ -237,13 +280,33 @@ class OfflineStore:
         if missing:
             raise MissingColumnError(f"the history of {view!r} has no column(s) {missing}")
         # to_batches keeps fragment and row order, which the tie rule needs.
-        return iter(d.to_batches(columns=list(columns), filter=filt, batch_size=batch_size, use_threads=True))
+        return _guarded(
+            view, paths, lambda: d.to_batches(columns=list(columns), filter=filt, batch_size=batch_size)
+        )
 
     @staticmethod
     def is_sorted(path: str) -> bool:
         """Whether ``compact`` wrote this file (sorted by key and time: ties are adjacent)."""
-        meta = pq.read_schema(path).metadata or {}
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except _DECODE_ERRORS as e:
+            raise corrupt(os.path.basename(os.path.dirname(path)), [path], e) from None
         return meta.get(SORTED_KEY) == b"1"
+
+    def row_count(self, view: str, source: str | None) -> tuple[int, int]:
+        """(files, rows) of the history, from the footers alone."""
+        paths, opened = self._snapshot(view, source, None)
+        rows = 0
+        try:
+            for p, f in zip(paths, opened, strict=True):
+                try:
+                    rows += pq.ParquetFile(f).metadata.num_rows
+                except _DECODE_ERRORS as e:
+                    raise corrupt(view, [p], e) from None
+        finally:
+            for f in opened:
+                f.close()
+        return len(paths), rows
 
     def compact(self, view: str, sort_keys: Sequence[tuple[str, str]]) -> int:
         """Rewrite the history as one file sorted by ``sort_keys``; returns the row count.
@@ -257,7 +320,11 @@ class OfflineStore:
         if not parts:
             return 0
         # Newest file first (the read order), then a stable sort: full ties keep their winner last.
-        table = ds.dataset([p for _, p in reversed(parts)], format="parquet").to_table()
+        paths = [p for _, p in reversed(parts)]
+        try:
+            table = ds.dataset(paths, format=_FORMAT).to_table()
+        except _DECODE_ERRORS as e:
+            raise corrupt(view, paths, e, "nothing was compacted") from None
         idx = pc.sort_indices(table, sort_keys=list(sort_keys))
         table = table.take(idx)
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), SORTED_KEY: b"1"})
@@ -274,6 +341,43 @@ class OfflineStore:
 def _write_parquet(table: pa.Table, final: str) -> None:
     atomic_write(
         final,
-        lambda f: pq.write_table(table, f, row_group_size=ROW_GROUP, compression="snappy"),
+        lambda f: pq.write_table(
+            table, f, row_group_size=ROW_GROUP, compression="snappy", write_page_checksum=True
+        ),
         overwrite=False,
     )
+
+
+def _verifies(path: str) -> bool:
+    """Whether every page of ``path`` decodes and passes its checksum (row group by row group)."""
+    try:
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        for i in range(pf.num_row_groups):
+            pf.read_row_group(i)
+    except _DECODE_ERRORS:
+        return False
+    return True
+
+
+def corrupt(view: str, paths: Sequence[str], e: BaseException, done: str = "") -> StorageError:
+    """The error for a history that failed to decode: names the damaged file(s) among ``paths``."""
+    bad = [p for p in paths if not _verifies(p)] if len(paths) > 1 else list(paths)
+    named = bad or list(paths)
+    which = named[0] if len(named) == 1 else f"one of {named}"
+    return StorageError(
+        f"the history of {view!r} is damaged: {which} failed to decode ({e}){'; ' + done if done else ''}. "
+        "Restore the file from a backup, or move it out of the folder (its rows are then lost) and "
+        "run materialize to bring the online store in line"
+    )
+
+
+def _guarded(
+    view: str, paths: Sequence[str], batches: Callable[[], Iterator[pa.RecordBatch]]
+) -> Iterator[pa.RecordBatch]:
+    """``batches()``, with a decoding failure turned into :func:`corrupt`'s StorageError."""
+    try:
+        yield from batches()
+    except SkewlessError:
+        raise
+    except _DECODE_ERRORS as e:
+        raise corrupt(view, paths, e) from None
