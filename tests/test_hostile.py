@@ -274,3 +274,65 @@ def test_history_files_carry_page_checksums(tmp_path):
     # pyarrow itself, verifying checksums, refuses the file: the checksums are there.
     with pytest.raises(OSError, match="CRC"):
         pq.ParquetFile(files[0], page_checksum_verification=True).read()
+
+
+# ---- item 7: union value columns in asof_join -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "nested"])
+def test_asof_join_refuses_union_value_columns(mode):
+    import skewless
+    from skewless.errors import DtypeError
+
+    types = pa.array([0, 1], pa.int8())
+    if mode == "dense":
+        u = pa.UnionArray.from_dense(types, pa.array([0, 0], pa.int32()), [pa.array([1]), pa.array(["a"])])
+    else:
+        u = pa.UnionArray.from_sparse(types, [pa.array([1, 2]), pa.array(["a", "b"])])
+    if mode == "nested":
+        u = pa.StructArray.from_arrays([u], ["u"])
+    left = pa.table({"t": pa.array([0, 5], pa.int64())})
+    right = pa.table({"t": pa.array([1, 2], pa.int64()), "v": u})
+    with pytest.raises(DtypeError, match="union"):
+        skewless.asof_join(left, right, on="t")
+
+
+# ---- item 1: a null element inside an Array feature ----------------------------------------------------
+
+
+def test_null_element_inside_an_array_is_refused_by_write(tmp_path):
+    from skewless import Array, Float32
+
+    fv = FeatureView("emb", [user], [Field("e", Array(Float32, 2))])
+    s = FeatureStore(tmp_path)
+    s.apply([user, fv])
+    before = snapshot(str(tmp_path))
+    data = {
+        "user_id": [1, 2],
+        "event_timestamp": pa.array([T0, T0], TS),
+        "e": pa.array([[1.0, 2.0], [1.0, None]], pa.list_(pa.float32(), 2)),
+    }
+    with pytest.raises(InvalidArgumentError, match="null element"):
+        s.write("emb", data)
+    assert snapshot(str(tmp_path)) == before
+    # A whole null array is stored and served as null on both paths.
+    data["e"] = pa.array([[1.0, 2.0], None], pa.list_(pa.float32(), 2))
+    s.write("emb", data)
+    labels = {"user_id": [1, 2], "event_timestamp": pa.array([T0, T0], TS)}
+    off = s.get_historical_features(labels, ["emb:e"]).column("e").to_pylist()
+    on = s.get_online_features(["emb:e"], {"user_id": [1, 2]}, as_of=T0).to_dict()["e"]
+    assert off == on == [[1.0, 2.0], None]
+
+
+def test_online_store_refuses_a_null_element_inside_an_array(tmp_path):
+    from skewless.online import OnlineStore
+
+    o = OnlineStore(tmp_path)
+    data = {
+        "k": [1, 2],
+        "ts": pa.array([T0, T0], TS),
+        "e": pa.array([None, [1.0, None]], pa.list_(pa.float64(), 2)),
+    }
+    with pytest.raises(InvalidArgumentError, match="null element"):
+        o.write("v", data, keys="k", timestamp="ts")
+    assert o.views() == []

@@ -165,5 +165,22 @@ def normalize_rows(
         if f.dtype.name == "Timestamp":
             cols[f.name] = normalize_ts(c, f"{what}: feature {f.name!r}")
         else:
-            cols[f.name] = conform(c, f.dtype.arrow, f"{what}: feature {f.name!r}")
+            c = conform(c, f.dtype.arrow, f"{what}: feature {f.name!r}")
+            if f.dtype.name == "Array":
+                _no_null_elements(c, f"{what}: feature {f.name!r}")
+            cols[f.name] = c
     return pa.table(cols), fixes
+
+
+def _no_null_elements(col: pa.ChunkedArray, what: str) -> None:
+    """Refuse a null element inside a non-null array. Online, an array is stored whole, with no
+    per-element validity, so the element would be served as NaN while history (and training sets) keep
+    it null; refusing it keeps both paths equal. A whole null array is fine (the engine checks the same)."""
+    inner = pc.list_flatten(col)
+    if inner.null_count:
+        rows = pc.list_parent_indices(col).filter(pc.is_null(inner))
+        raise InvalidArgumentError(
+            f"{what} has {inner.null_count} null element(s) inside arrays (first at row {rows[0]}); arrays "
+            "are stored whole, without per-element nulls. Fill the elements (e.g. with NaN) or make the "
+            "whole array null"
+        )

@@ -281,6 +281,15 @@ fn output_schema(left: &Schema, right: &Schema, opts: &AsofOptions) -> Result<(S
         if f.name() == &opts.on || opts.by.iter().any(|b| b == f.name()) {
             continue;
         }
+        if has_union(f.data_type()) {
+            // A union has no validity bitmap of its own: an unmatched row would take a child's value (a
+            // dense union's first slot) instead of null, so such a column cannot be joined correctly.
+            return Err(Error::Dtype(format!(
+                "right column {:?} is {}, a union type, which the as-of join cannot fill with nulls for                  unmatched rows; cast it to a plain type (or split it into one column per variant) first",
+                f.name(),
+                f.data_type()
+            )));
+        }
         let mut name = f.name().clone();
         if names.contains(&name) {
             let Some(s) = &opts.suffix else {
@@ -304,6 +313,23 @@ fn output_schema(left: &Schema, right: &Schema, opts: &AsofOptions) -> Result<(S
     }
     // The output keeps no schema-level metadata: the left's (e.g. pandas') would describe other columns.
     Ok((Arc::new(Schema::new(fields)), taken))
+}
+
+/// Whether `dt` is or holds (in a list, struct, map or dictionary) a union.
+fn has_union(dt: &DataType) -> bool {
+    match dt {
+        DataType::Union(..) => true,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => has_union(f.data_type()),
+        DataType::Struct(fs) => fs.iter().any(|f| has_union(f.data_type())),
+        DataType::Dictionary(_, v) => has_union(v),
+        DataType::RunEndEncoded(_, v) => has_union(v.data_type()),
+        _ => false,
+    }
 }
 
 /// The as-of join of `left` and `right`; see the module docs and `skewless.asof_join`.

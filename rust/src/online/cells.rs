@@ -25,7 +25,7 @@ pub enum Cells<'a> {
     LBin(&'a GenericBinaryArray<i64>),
     VBin(&'a BinaryViewArray),
     /// Fixed-size list of floats: the child values (list i is `[i*n, (i+1)*n)`), the size, and the child's
-    /// nulls (a null element is stored as NaN).
+    /// nulls (`write` refuses a null element inside a non-null list).
     ListF32(&'a [f32], usize, Option<&'a NullBuffer>),
     ListF64(&'a [f64], usize, Option<&'a NullBuffer>),
 }
