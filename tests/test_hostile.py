@@ -336,3 +336,90 @@ def test_online_store_refuses_a_null_element_inside_an_array(tmp_path):
     with pytest.raises(InvalidArgumentError, match="null element"):
         o.write("v", data, keys="k", timestamp="ts")
     assert o.views() == []
+
+
+# ---- items 2, 3, 4: write validates under the lock, fixes key types first, and an error writes nothing --
+
+
+def test_write_revalidates_under_the_lock_after_another_process_applies(tmp_path, monkeypatch):
+    from skewless import String
+    from skewless import store as store_mod
+    from skewless.errors import DtypeError
+
+    s = FeatureStore(tmp_path)
+    s.apply([user, view()])
+    real = store_mod.normalize_rows
+    calls = []
+
+    def racing(*a, **kw):
+        out = real(*a, **kw)
+        if not calls:  # between the unlocked check and the lock: another process changes the dtype
+            other = FeatureStore(tmp_path)
+            other.apply([FeatureView("v", [user], [Field("x", String)])])
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(store_mod, "normalize_rows", racing)
+    before = snapshot(str(tmp_path))
+    data = {"user_id": [1], "event_timestamp": pa.array([T0], TS), "x": [3.5]}
+    with pytest.raises(DtypeError):
+        s.write("v", data)
+    after = snapshot(str(tmp_path))
+    after.pop("registry.json")
+    before.pop("registry.json")
+    assert after == before  # no history, no online rows
+    monkeypatch.setattr(store_mod, "normalize_rows", real)
+    s.write("v", {"user_id": [1], "event_timestamp": pa.array([T0], TS), "x": ["3.5"]})
+    assert s.read_history("v").column("x").to_pylist() == ["3.5"]
+
+
+def untyped_view():
+    anyone = Entity("anyone")  # no dtype: the first write fixes it
+    return anyone, FeatureView("u", [anyone], [Field("x", Float64)], online=False)
+
+
+def test_key_types_are_in_the_registry_before_any_row_lands(tmp_path, monkeypatch):
+    from skewless.offline import OfflineStore
+
+    anyone, fv = untyped_view()
+    s = FeatureStore(tmp_path)
+    s.apply([anyone, fv])
+    seen = []
+    real = OfflineStore.append
+
+    def spy(self, view, table):
+        # What a process killed at this instant leaves behind: the registry on disk.
+        seen.append(json.loads((tmp_path / "registry.json").read_text())["state"]["key_dtypes"])
+        return real(self, view, table)
+
+    monkeypatch.setattr(OfflineStore, "append", spy)
+    s.write("u", {"anyone_id": [1], "event_timestamp": pa.array([T0], TS), "x": [1.0]})
+    assert seen == [{"anyone": ["Int64"]}]
+
+
+@pytest.mark.parametrize("fail", ["registry", "history", "online"])
+def test_a_first_write_that_fails_anywhere_writes_nothing(tmp_path, monkeypatch, fail):
+    from skewless.offline import OfflineStore
+    from skewless.online import OnlineStore
+    from skewless.registry import Registry
+
+    anyone = Entity("anyone")
+    fv = FeatureView("u", [anyone], [Field("x", Float64)])
+    s = FeatureStore(tmp_path)
+    s.apply([anyone, fv])
+    s._online()  # the online folder exists before, as in a store already serving other views
+    before = snapshot(str(tmp_path))
+
+    def boom(*a, **kw):
+        raise StorageError("No space left on device")
+
+    target = {"registry": (Registry, "save"), "history": (OfflineStore, "append")}
+    target["online"] = (OnlineStore, "write")
+    monkeypatch.setattr(*target[fail], boom)
+    with pytest.raises(StorageError):
+        s.write("u", {"anyone_id": [1], "event_timestamp": pa.array([T0], TS), "x": [1.0]})
+    monkeypatch.undo()
+    assert snapshot(str(tmp_path)) == before
+    # A retry after the failure writes the rows once.
+    s.write("u", {"anyone_id": [1], "event_timestamp": pa.array([T0], TS), "x": [1.0]})
+    assert s.read_history("u").num_rows == 1

@@ -235,6 +235,16 @@ class Registry:
 
         self._update_state(fix)
 
+    def forget_key_dtypes(self, fixes: Mapping[str, list[str]]) -> None:
+        """Undo :meth:`fix_key_dtypes` (the write that fixed them failed before any row landed)."""
+
+        def forget(state: dict[str, Any]) -> None:
+            for e, types in fixes.items():
+                if state["key_dtypes"].get(e) == list(types):
+                    del state["key_dtypes"][e]
+
+        self._update_state(forget)
+
     def mark_materialized(self, view: str, until_us: int) -> None:
         """Record that ``view`` is materialized up to ``until_us`` (exclusive)."""
 

@@ -209,42 +209,61 @@ class FeatureStore:
             >>> s.write("v", pd.DataFrame({"user_id": [1], "event_timestamp": [t], "x": [0.5]}))
             WriteSummary(rows=1, online_written=1, online_skipped=0)
         """
+        what = f"data for {view!r}"
+        raw = as_table(data, what)
+        # Checked once without the lock, so bad input fails fast without waiting for other writers...
         self._refresh()
+        table, fixes = self._validate(view, raw, what)
+        if table.num_rows == 0:
+            return WriteSummary(0, 0, 0)
+        with self._lock():
+            # ...and again under it when another process changed the registry meanwhile (an apply that
+            # changed a dtype, a first write that fixed the key types): what lands is checked against the
+            # registry as it is while the lock is held.
+            seen = self._reg_stamp
+            self._refresh()
+            if self._reg_stamp != seen:
+                table, fixes = self._validate(view, raw, what)
+            fv = self.registry.feature_view(view)
+            if fixes:
+                # The key types go to the registry before any row lands: a crash after this leaves a key
+                # type and no data, never data whose key type a later write could contradict.
+                self.registry.fix_key_dtypes(fixes)
+                self._reg_stamp = _stamp(self.registry.path)
+                self._readers.clear()
+            try:
+                path = self.offline.append(view, table)
+                written, skipped = table.num_rows, 0
+                if fv.online:
+                    try:
+                        res = self._online().write(
+                            view,
+                            table,
+                            keys=fv.join_keys,
+                            timestamp=fv.timestamp_field,
+                            created_timestamp=fv.created_timestamp_field,
+                        )
+                    except BaseException:
+                        self.offline.remove(path)
+                        raise
+                    written, skipped = int(res.rows_written), int(res.rows_skipped)
+            except BaseException:
+                if fixes:
+                    # Nothing was written: the key types this write fixed are not fixed either.
+                    with contextlib.suppress(Exception):
+                        self.registry.forget_key_dtypes(fixes)
+                        self._reg_stamp = _stamp(self.registry.path)
+                raise
+        return WriteSummary(table.num_rows, written, skipped)
+
+    def _validate(self, view: str, raw: pa.Table, what: str) -> tuple[pa.Table, dict[str, list[str]]]:
         fv = self.registry.feature_view(view)
         if fv.source is not None:
             raise InvalidArgumentError(
                 f"feature view {view!r} reads its history from source={fv.source!r}; append to that data and "
                 "run materialize instead of write"
             )
-        what = f"data for {view!r}"
-        table, fixes = normalize_rows(fv, self.registry.key_types(fv), as_table(data, what), what)
-        if table.num_rows == 0:
-            return WriteSummary(0, 0, 0)
-        with self._lock():
-            self._refresh()
-            # Another process may have fixed the key types meanwhile: check against them.
-            if fixes and any(self.registry.key_dtypes(e) is not None for e in fixes):
-                table, fixes = normalize_rows(fv, self.registry.key_types(fv), table, what)
-            path = self.offline.append(view, table)
-            written, skipped = table.num_rows, 0
-            if fv.online:
-                try:
-                    res = self._online().write(
-                        view,
-                        table,
-                        keys=fv.join_keys,
-                        timestamp=fv.timestamp_field,
-                        created_timestamp=fv.created_timestamp_field,
-                    )
-                except BaseException:
-                    self.offline.remove(path)
-                    raise
-                written, skipped = int(res.rows_written), int(res.rows_skipped)
-            if fixes:
-                self.registry.fix_key_dtypes(fixes)
-                self._reg_stamp = _stamp(self.registry.path)
-                self._readers.clear()
-        return WriteSummary(table.num_rows, written, skipped)
+        return normalize_rows(fv, self.registry.key_types(fv), raw, what)
 
     def compact(self, view: str) -> int:
         """Rewrite a view's history as one file sorted by (join keys, timestamp, created timestamp).
