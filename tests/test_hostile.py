@@ -423,3 +423,149 @@ def test_a_first_write_that_fails_anywhere_writes_nothing(tmp_path, monkeypatch,
     # A retry after the failure writes the rows once.
     s.write("u", {"anyone_id": [1], "event_timestamp": pa.array([T0], TS), "x": [1.0]})
     assert s.read_history("u").num_rows == 1
+
+
+# ---- errors that were untyped or said the wrong thing ----------------------------------------------------
+
+
+def test_ttl_beyond_64_bit_microseconds_is_refused_by_the_definition():
+    with pytest.raises(InvalidArgumentError, match="use None for no expiry"):
+        view(ttl=dt.timedelta.max)
+
+
+def test_label_near_the_start_of_time_with_a_ttl_matches_nothing(tmp_path):
+    s = FeatureStore(tmp_path)
+    s.apply([user, view(ttl=dt.timedelta(days=3650))])
+    s.write("v", rows(2))
+    labels = {"user_id": [1, 1], "event_timestamp": pa.array([-(2**63) + 5, 2**62], TS)}
+    got = s.get_historical_features(labels, ["v:x"]).column("x").to_pylist()
+    assert got == [None, None]  # the second is past the TTL
+
+
+@pytest.mark.parametrize("end", [2**70, -(2**70)])
+def test_materialize_with_an_instant_out_of_range_is_invalid_argument(tmp_path, end):
+    s = FeatureStore(tmp_path)
+    s.apply([user, view(online=True)])
+    s.write("v", rows(2))
+    before = snapshot(str(tmp_path))
+    with pytest.raises(InvalidArgumentError, match="outside the range"):
+        s.materialize(None, end)
+    with pytest.raises(InvalidArgumentError, match="outside the range"):
+        s.materialize_incremental(end)
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_out_of_range_timestamps_are_dtype_errors(tmp_path):
+    import pandas as pd
+    from skewless import Timestamp
+    from skewless.errors import DtypeError
+
+    fv = FeatureView("t", [user], [Field("at", Timestamp)])
+    s = FeatureStore(tmp_path)
+    s.apply([user, fv])
+    before = snapshot(str(tmp_path))
+    cases = [
+        pd.DataFrame({"user_id": [1], "event_timestamp": [T0], "at": [pd.Timestamp.min.tz_localize("UTC")]}),
+        {
+            "user_id": [1],
+            "event_timestamp": pa.array([T0], TS),
+            "at": pa.array([2**62], pa.timestamp("s", "UTC")),
+        },
+        {
+            "user_id": [1],
+            "event_timestamp": pa.array([2**62], pa.timestamp("s", "UTC")),
+            "at": pa.array([T0], TS),
+        },
+    ]
+    for data in cases:
+        with pytest.raises(DtypeError, match="do not fit"):
+            s.write("t", data)
+    labels = {"user_id": [1], "event_timestamp": pa.array([2**62], pa.timestamp("s", "UTC"))}
+    with pytest.raises(DtypeError, match="do not fit"):
+        s.get_historical_features(labels, ["t:at"])
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_duplicate_column_names_are_column_clash_errors(tmp_path):
+    import pandas as pd
+    from skewless.errors import ColumnClashError
+
+    s = FeatureStore(tmp_path)
+    s.apply([user, view()])
+    before = snapshot(str(tmp_path))
+    arrays = [pa.array([1]), pa.array([T0], TS), pa.array([1.0]), pa.array([2.0])]
+    dup = pa.Table.from_arrays(arrays, names=["user_id", "event_timestamp", "x", "x"])
+    with pytest.raises(ColumnClashError, match="'x'"):
+        s.write("v", dup)
+    frame = pd.DataFrame([[1, T0, 1.0, 2.0]], columns=["user_id", "event_timestamp", "x", "x"])
+    with pytest.raises(ColumnClashError, match="'x'"):
+        s.write("v", frame)
+    labels = pa.Table.from_arrays(
+        [pa.array([1]), pa.array([1]), pa.array([T0], TS)], names=["user_id", "user_id", "event_timestamp"]
+    )
+    with pytest.raises(ColumnClashError, match="'user_id'"):
+        s.get_historical_features(labels, ["v:x"])
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_online_lookup_of_none_is_invalid_argument(tmp_path):
+    s = FeatureStore(tmp_path)
+    s.apply([user, view()])
+    s.write("v", rows(1))
+    with pytest.raises(InvalidArgumentError, match="entity_rows"):
+        s.get_online_features(["v:x"], None)
+
+
+def test_temp_files_of_killed_writes_are_removed_on_open(tmp_path):
+    s = FeatureStore(tmp_path)
+    s.apply([user, view()])
+    s.write("v", rows(1))
+    left = [tmp_path / ".tmp-dead.json", tmp_path / "offline" / "v" / ".tmp-dead.parquet"]
+    for p in left:
+        p.write_bytes(b"partial")
+    FeatureStore(tmp_path)
+    assert not any(p.exists() for p in left)
+    assert s.read_history("v").num_rows == 1
+
+
+def test_temp_files_are_left_alone_while_another_process_holds_the_lock(tmp_path):
+    import fcntl
+
+    s = FeatureStore(tmp_path)
+    tmp = tmp_path / ".tmp-live.json"
+    tmp.write_bytes(b"a writer is filling me")
+    fd = os.open(tmp_path / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = run_child(f"from skewless import FeatureStore; FeatureStore({str(tmp_path)!r})")
+        assert r.returncode == 0, r.stderr
+        assert tmp.exists()
+    finally:
+        os.close(fd)
+    del s
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB file system (tmpfs); skipped where mounting is not permitted (not root)."""
+    d = tmp_path / "tiny"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)  # lazy: a cached LMDB map may still hold it
+
+
+def test_full_disk_under_the_online_store_says_the_disk_is_full(tiny_disk):
+    import numpy as np
+    from skewless.online import OnlineStore
+
+    o = OnlineStore(tiny_disk / "online", map_size=1 << 26)
+    n = 200_000
+    data = {"k": np.arange(n), "ts": pa.array(np.full(n, 10), TS), "x": np.random.default_rng(0).random(n)}
+    with pytest.raises(StorageError, match="disk .* is full"):
+        o.write("v", data, keys="k", timestamp="ts")
+    assert o.views() == []

@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import DtypeError
+from .errors import ColumnClashError, DtypeError
 
 
 def as_arrow(data: Any, what: str) -> Any:
@@ -38,14 +38,23 @@ def as_arrow(data: Any, what: str) -> Any:
 def as_table(data: Any, what: str) -> pa.Table:
     """Like :func:`as_arrow`, but always a ``pyarrow.Table`` (zero-copy for Arrow producers)."""
     obj = as_arrow(data, what)
-    return obj if isinstance(obj, pa.Table) else pa.table(obj)
+    table = obj if isinstance(obj, pa.Table) else pa.table(obj)
+    names = table.column_names
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ColumnClashError(f"{what} has column(s) {dup} more than once; drop or rename the copies")
+    return table
 
 
 def _is_pandas(data: Any) -> bool:
-    mod = type(data).__module__
-    return mod.startswith("pandas.") and type(data).__name__ == "DataFrame"
+    mod = type(data).__module__  # "pandas" since pandas 3, "pandas.core.frame" before
+    return (mod == "pandas" or mod.startswith("pandas.")) and type(data).__name__ == "DataFrame"
 
 
 def _from_pandas(df: Any) -> pa.Table:
     # The index is dropped: a feature store's columns are explicit; a RangeIndex carries nothing.
+    cols = [str(c) for c in df.columns]
+    if len(set(cols)) != len(cols):
+        dup = sorted({c for c in cols if cols.count(c) > 1})
+        raise ColumnClashError(f"the DataFrame has column(s) {dup} more than once; drop or rename the copies")
     return pa.Table.from_pandas(df, preserve_index=False)

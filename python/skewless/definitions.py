@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -287,6 +288,11 @@ def _ttl(ttl: Any, name: str) -> dt.timedelta | None:
         )
     if ttl % MICROSECOND:
         raise InvalidArgumentError(f"feature view {name!r}: ttl must be a whole number of microseconds")
+    if ttl // MICROSECOND >= 1 << 63:
+        raise InvalidArgumentError(
+            f"feature view {name!r}: ttl {ttl} does not fit in 64-bit microseconds (about 292,000 years); "
+            "use None for no expiry"
+        )
     return ttl
 
 
@@ -347,7 +353,7 @@ class FeatureView:
         keys = [k for e in ents for k in e.join_keys]
         names = keys + [timestamp_field] + ([created_timestamp_field] if created_timestamp_field else [])
         names += [f.name for f in fields]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = sorted(n for n, c in collections.Counter(names).items() if c > 1)
         if dup:
             raise InvalidArgumentError(
                 f"feature view {name!r}: column name(s) {dup} used twice among join keys, timestamp fields "

@@ -32,6 +32,7 @@ from .errors import (
 __all__ = ["instant_us", "normalize_ts", "conform", "entity_key", "normalize_rows"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def instant_us(x: Any, what: str) -> int:
@@ -44,6 +45,10 @@ def instant_us(x: Any, what: str) -> int:
             )
         return (x - _EPOCH) // MICROSECOND
     if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        if not INT64_MIN <= int(x) <= INT64_MAX:
+            raise InvalidArgumentError(
+                f"{what} {x} is outside the range of UTC microseconds (64-bit); pass an aware datetime"
+            )
         return int(x)
     raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, not {type(x).__name__}")
 
@@ -63,9 +68,15 @@ def normalize_ts(col: pa.ChunkedArray | pa.Array, what: str) -> pa.ChunkedArray:
     # A zone is display metadata over UTC values; only the unit changes the numbers. Sub-microsecond
     # digits are floored, as the engine's `time::to_micros` does (a plain cast would truncate toward
     # zero and move instants before 1970 a microsecond later).
-    if t.unit == "ns":
-        col = pc.floor_temporal(col, unit="microsecond")
-    out = pc.cast(col, TIMESTAMP_TYPE)
+    try:
+        if t.unit == "ns":
+            col = pc.floor_temporal(col, unit="microsecond")
+        out = pc.cast(col, TIMESTAMP_TYPE)
+    except pa.ArrowInvalid as e:
+        raise DtypeError(
+            f"{what} holds instants that do not fit in UTC microseconds (64-bit, about 292,000 years around "
+            f"1970): {e}"
+        ) from None
     return out if isinstance(out, pa.ChunkedArray) else pa.chunked_array([out])
 
 
@@ -125,7 +136,8 @@ def normalize_rows(
     missing = [c for c in need if c not in have]
     if missing:
         raise MissingColumnError(f"{what} lacks column(s) {missing} of view {fv.name!r}; it needs {need}")
-    extra = [c for c in table.column_names if c not in need]
+    wanted = set(need)  # a set: a view may have thousands of features
+    extra = [c for c in table.column_names if c not in wanted]
     if extra:
         raise SchemaMismatch(
             f"{what} has column(s) {extra} that view {fv.name!r} does not define; drop them, or add "

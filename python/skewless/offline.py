@@ -276,7 +276,8 @@ class OfflineStore:
             if hi is not None:
                 h = (f <= bound(hi)) if hi_incl else (f < bound(hi))
                 filt = h if filt is None else filt & h
-        missing = [c for c in columns if c not in d.schema.names]
+        have = set(d.schema.names)  # a set: a view may have thousands of columns
+        missing = [c for c in columns if c not in have]
         if missing:
             raise MissingColumnError(f"the history of {view!r} has no column(s) {missing}")
         # to_batches keeps fragment and row order, which the tie rule needs.

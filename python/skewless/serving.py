@@ -46,6 +46,11 @@ def _numeric(t: pa.DataType) -> bool:
 
 
 def rows_to_columns(entity_rows: Any, keys: Sequence[str]) -> dict[str, list[Any]]:
+    if entity_rows is None or isinstance(entity_rows, (str, bytes)):
+        raise InvalidArgumentError(
+            f"entity_rows is {type(entity_rows).__name__}; pass a mapping of join key to values or a list "
+            "of dicts"
+        )
     if isinstance(entity_rows, Mapping):
         cols = {k: list(v) for k, v in entity_rows.items()}
     elif isinstance(entity_rows, pa.Table):

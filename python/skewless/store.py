@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from . import history, retrieval
 from ._arrow import as_table
+from ._fs import TEMP_PREFIX
 from .definitions import Entity, FeatureService, FeatureView
 from .errors import InvalidArgumentError, UnknownFeatureError
 from .materialize import materialize_view
@@ -90,6 +91,7 @@ class FeatureStore:
         self.registry = Registry.load(reg)
         self._reg_stamp = _stamp(reg)
         self.offline = OfflineStore(os.path.join(self.path, "offline"))
+        self._clean_temp_files()
         self._online_store: Any = None
         self._readers: dict[Any, OnlineReader] = {}
 
@@ -178,6 +180,30 @@ class FeatureStore:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def _clean_temp_files(self) -> None:
+        """Remove the temp files (``.tmp-*``) of writes and compactions that were killed.
+
+        Every temp file is made under the writer lock, so while this process holds it no live writer has
+        one: cleaning under the lock can only remove leftovers. When another process holds the lock (a
+        long write or materialize), opening does not wait for it; a later open cleans.
+        """
+        fd = os.open(os.path.join(self.path, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            folders = [self.path]
+            if os.path.isdir(self.offline.root):
+                folders += [e.path for e in os.scandir(self.offline.root) if e.is_dir(follow_symlinks=False)]
+            for d in folders:
+                for e in os.scandir(d):
+                    if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(e.path)
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def _online_path(self) -> str:
         return os.path.join(self.path, "online")

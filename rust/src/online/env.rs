@@ -83,6 +83,43 @@ pub fn storage(e: heed::Error) -> Error {
     }
 }
 
+/// Bytes free below which an I/O error while committing is taken for a full disk.
+const LOW_SPACE: u64 = 64 << 20;
+
+/// A write that failed because the disk is full, said so. LMDB reports ENOSPC, or EIO when a write came
+/// back short (which on a full disk it does), so EIO with little space left counts as full too.
+fn disk_full(e: &heed::Error, path: &Path) -> Option<Error> {
+    let heed::Error::Io(io) = e else { return None };
+    let code = io.raw_os_error()?;
+    if code != libc::ENOSPC && code != libc::EIO {
+        return None;
+    }
+    let free = free_bytes(path);
+    if code == libc::EIO && free.is_none_or(|f| f >= LOW_SPACE) {
+        return None;
+    }
+    let free = free.map_or(String::new(), |f| format!(" ({f} bytes free)"));
+    Some(Error::Storage(format!(
+        "the disk holding the online store {} is full{free}; nothing was written. Free some space (or \
+         move the store to a larger disk) and write again",
+        path.display()
+    )))
+}
+
+/// Bytes available to this user on the file system holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is writable memory of the right type.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 enum Attempt<T> {
     Done(Result<T>),
     /// Another process grew the map: adopt its size and retry.
@@ -284,7 +321,9 @@ impl Store {
         match res {
             Ok(out) => Attempt::Done(Ok(out)),
             Err(TxnError::Heed(heed::Error::Mdb(MdbError::MapFull))) => Attempt::Full(map_size),
-            Err(TxnError::Heed(e)) => Attempt::Done(Err(storage(e))),
+            Err(TxnError::Heed(e)) => {
+                Attempt::Done(Err(disk_full(&e, &self.path).unwrap_or_else(|| storage(e))))
+            }
             Err(TxnError::Kernel(e)) => Attempt::Done(Err(e)),
         }
     }
