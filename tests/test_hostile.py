@@ -569,3 +569,27 @@ def test_full_disk_under_the_online_store_says_the_disk_is_full(tiny_disk):
     with pytest.raises(StorageError, match="disk .* is full"):
         o.write("v", data, keys="k", timestamp="ts")
     assert o.views() == []
+
+
+# ---- findings of scripts/fuzz.py (registry target) -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda d: d["feature_views"]["v"]["spec"].__setitem__("ttl_us", 10**30),  # OverflowError before
+        lambda d: d["feature_views"]["v"]["spec"].__setitem__("schema", 5),
+        lambda d: d["feature_views"]["v"].__setitem__("spec", []) or d["feature_views"]["v"],
+        lambda d: d["state"]["key_dtypes"].__setitem__("user", 5),
+        lambda d: d["state"]["materialized"].__setitem__("v", "soon"),
+    ],
+)
+def test_malformed_registry_values_are_registry_errors(tmp_path, edit):
+    s = FeatureStore(tmp_path)
+    s.apply([user, view()])
+    p = tmp_path / "registry.json"
+    data = json.loads(p.read_text())
+    edit(data)
+    p.write_text(json.dumps(data))
+    with pytest.raises(RegistryError):
+        FeatureStore(tmp_path).get_feature_view("v")

@@ -103,6 +103,12 @@ def _check_names(path: str, data: dict[str, Any]) -> None:
                 _check_name(name, f"state {k!r} entry")
             except InvalidArgumentError as e:
                 raise bad(str(e)) from None
+    for name, types in state["key_dtypes"].items():
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise bad(f"the key dtypes recorded for {name!r} are not a list of dtype names")
+    for name, until in state["materialized"].items():
+        if not isinstance(until, int) or isinstance(until, bool) or not -(1 << 63) <= until < 1 << 63:
+            raise bad(f"the materialized instant recorded for {name!r} is not 64-bit microseconds")
 
 
 class Registry:
@@ -164,7 +170,7 @@ class Registry:
             return build()
         except SkewlessError:
             raise
-        except (KeyError, TypeError, ValueError) as e:
+        except (LookupError, TypeError, ValueError, ArithmeticError, AttributeError) as e:
             raise RegistryError(
                 f"the registry's {what} {name!r} is malformed ({e!r}); restore registry.json or apply the "
                 "definition again"
