@@ -9,7 +9,7 @@ failing trial replays with the same ``--seed``. Kinds of trial (``--trials`` of 
   or materializing a history in a loop) and is killed with SIGKILL after a random delay.
 - ``flip-history``: random bits flipped in one history file of a store holding three writes.
 - ``flip-online``: random bits flipped in the online store's data file.
-- ``full-disk`` (once): writes into a 2 MiB tmpfs until it is full (without the permission to mount
+- ``full-disk`` (once): writes into a 1 MiB tmpfs until it is full (without the permission to mount
   one, a file size limit, RLIMIT_FSIZE, stands in and the report says so).
 
 Checks after every trial:
@@ -261,12 +261,12 @@ def expected_of(kind: str, path: str) -> Any:
 def full_disk_trial(root: str) -> tuple[str, str]:
     mnt = os.path.join(root, "tiny")
     os.makedirs(mnt)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt], capture_output=True)
-    how = "tmpfs of 2 MiB" if mounted.returncode == 0 else "RLIMIT_FSIZE of 2 MiB (mounting not permitted)"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mnt], capture_output=True)
+    how = "tmpfs of 1 MiB" if mounted.returncode == 0 else "RLIMIT_FSIZE of 1 MiB (mounting not permitted)"
     try:
         path = os.path.join(mnt, "store")
         new_store(path)
-        p = spawn("full-disk", path, "0" if mounted.returncode == 0 else str(2 << 20))
+        p = spawn("full-disk", path, "0" if mounted.returncode == 0 else str(1 << 20))
         out, err = p.communicate()
         if p.returncode != 0:
             raise Broken(f"full disk: the writer crashed ({p.returncode}): {err[-2000:]}")

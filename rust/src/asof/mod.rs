@@ -494,6 +494,39 @@ mod tests {
     }
 
     #[test]
+    fn union_value_columns_are_refused_even_nested() {
+        use arrow::array::{StructArray, UnionArray};
+        use arrow::buffer::ScalarBuffer;
+        let fields = UnionFields::try_new(vec![0], vec![Field::new("i", DataType::Int64, true)]).unwrap();
+        let union = || {
+            Arc::new(
+                UnionArray::try_new(
+                    fields.clone(),
+                    ScalarBuffer::from(vec![0i8]),
+                    Some(ScalarBuffer::from(vec![0i32])),
+                    vec![Arc::new(Int64Array::from(vec![1])) as ArrayRef],
+                )
+                .unwrap(),
+            ) as ArrayRef
+        };
+        let left = table(vec![("t", Arc::new(Int64Array::from(vec![0])) as ArrayRef)]);
+        let nested = Arc::new(StructArray::from(vec![(
+            Arc::new(Field::new("u", union().data_type().clone(), true)),
+            union(),
+        )])) as ArrayRef;
+        for v in [union(), nested] {
+            let right = table(vec![
+                ("t", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+                ("v", v),
+            ]);
+            match asof_join(&left, &right, &AsofOptions::new("t")) {
+                Err(Error::Dtype(m)) => assert!(m.contains("union"), "{m}"),
+                other => panic!("a union column was joined: {:?}", other.map(|t| t.num_rows())),
+            }
+        }
+    }
+
+    #[test]
     fn chunked_right_with_ties_across_chunks_in_every_direction() {
         // One key, all rows at t = 5 except the last; ties split over three batches.
         let schema = Arc::new(Schema::new(vec![

@@ -176,4 +176,47 @@ mod tests {
             Ok(_) => panic!("a truncated store opened"),
         }
     }
+
+    #[test]
+    fn a_null_element_inside_an_array_is_refused_and_nothing_is_written() {
+        use arrow::array::FixedSizeListArray;
+        use arrow::datatypes::Float64Type;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Some(1 << 20), None).unwrap();
+        let keys = ["k".to_string()];
+        let spec = WriteSpec {
+            keys: &keys,
+            timestamp: "ts",
+            created: None,
+        };
+        let emb = |rows: Vec<Option<Vec<Option<f64>>>>| -> ArrayRef {
+            Arc::new(FixedSizeListArray::from_iter_primitive::<Float64Type, _, _>(
+                rows, 2,
+            ))
+        };
+        let t = |e: ArrayRef| {
+            let batch = RecordBatch::try_from_iter(vec![
+                ("k", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+                (
+                    "ts",
+                    Arc::new(TimestampMicrosecondArray::from(vec![1, 1]).with_timezone("UTC")) as ArrayRef,
+                ),
+                ("e", e),
+            ])
+            .unwrap();
+            Table::new(batch.schema(), vec![batch])
+        };
+        let bad = t(emb(vec![
+            Some(vec![Some(1.0), Some(2.0)]),
+            Some(vec![Some(1.0), None]),
+        ]));
+        assert!(matches!(
+            write(&store, "v", &bad, &spec),
+            Err(Error::InvalidArgument(m)) if m.contains("null element")
+        ));
+        assert!(store.views().unwrap().is_empty());
+        // A whole null array is a null value, and NaN is a value like any other.
+        let ok = t(emb(vec![None, Some(vec![Some(f64::NAN), Some(2.0)])]));
+        assert_eq!(write(&store, "v", &ok, &spec).unwrap().rows_written, 2);
+    }
 }
