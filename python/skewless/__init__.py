@@ -25,12 +25,16 @@ from .definitions import (
 )
 from .online import OnlineStore, Reader, Status, WriteResult
 from .serving import OnlineReader, OnlineResponse
+from .statistics import Statistics
 from .store import FeatureStore
+from .window import Aggregation, window_aggregate
 
 __all__ = [
     "errors",
     "__version__",
     "asof_join",
+    "window_aggregate",
+    "Aggregation",
     "Array",
     "Bool",
     "Bytes",
@@ -47,6 +51,7 @@ __all__ = [
     "OnlineResponse",
     "OnlineStore",
     "Reader",
+    "Statistics",
     "Status",
     "String",
     "Timestamp",

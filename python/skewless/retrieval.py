@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import history
-from ._arrow import as_table
+from ._arrow import as_table, index_hint
 from .asof import asof_join
 from .definitions import FeatureService
 from .errors import MissingColumnError
-from .normalize import entity_key, normalize_ts
+from .normalize import column_name, entity_key, flag, normalize_ts
 from .refs import Plan, output_names, resolve
 
 if TYPE_CHECKING:
@@ -136,8 +136,13 @@ def get_historical_features(
 ) -> pa.Table:
     """:meth:`FeatureStore.get_historical_features`: resolve, check the request, read each view's
     history in the time range the rows need, then join as :func:`retrieve` does."""
+    full_feature_names = flag(full_feature_names, "full_feature_names")
+    column_name(timestamp_column, "timestamp_column")
     plan = resolve(store.registry, features)
     left = as_table(entity_df, "entity_df")
+    for c in [timestamp_column] + [k for fv, _ in plan for k in fv.join_keys]:
+        if c not in left.column_names and index_hint(entity_df, c):
+            raise MissingColumnError(f"entity_df has no column {c!r}. {index_hint(entity_df, c)}")
     key_types = {fv.name: store.registry.key_types(fv) for fv, _ in plan}
     req = _check(left, plan, key_types, full_feature_names, timestamp_column)
     mm = pc.min_max(req.t)

@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._arrow import as_column, as_table, is_table
 from .definitions import FeatureView
 from .errors import DtypeError, InvalidArgumentError, MissingColumnError
 from .online import OnlineStore, Status
@@ -45,30 +46,23 @@ def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
-def rows_to_columns(entity_rows: Any, keys: Sequence[str]) -> dict[str, list[Any]]:
-    if entity_rows is None or isinstance(entity_rows, (str, bytes)):
+def rows_to_columns(entity_rows: Any, keys: Sequence[str]) -> dict[str, pa.ChunkedArray]:
+    """The join key columns of ``entity_rows`` as Arrow: a mapping of key to values (lists, numpy
+    arrays, pandas / polars Series, pyarrow arrays), a table (pyarrow, pandas, polars), or a list of dicts
+    as in Feast. A null key (None, ``<NA>``) is looked up as not found."""
+    if isinstance(entity_rows, (list, tuple)) and all(isinstance(r, Mapping) for r in entity_rows):
+        table = as_table({k: [r.get(k) for r in entity_rows] for k in keys}, "entity_rows")
+    elif not is_table(entity_rows):
         raise InvalidArgumentError(
-            f"entity_rows is {type(entity_rows).__name__}; pass a mapping of join key to values or a list "
-            "of dicts"
+            "entity_rows must be a mapping of join key to values, a table (pyarrow, pandas, polars) or a "
+            f"list of dicts; got {type(entity_rows).__name__}"
         )
-    if isinstance(entity_rows, Mapping):
-        cols = {k: list(v) for k, v in entity_rows.items()}
-    elif isinstance(entity_rows, pa.Table):
-        cols = {k: entity_rows.column(k).to_pylist() for k in entity_rows.column_names}
     else:
-        rows = list(entity_rows)
-        cols = {k: [r.get(k) if isinstance(r, Mapping) else None for r in rows] for k in keys}
-        if rows and not all(isinstance(r, Mapping) for r in rows):
-            raise InvalidArgumentError(
-                "entity_rows must be a mapping of join key to values or a list of dicts"
-            )
+        table = as_table(entity_rows, "entity_rows")
     for k in keys:
-        if k not in cols:
+        if k not in table.column_names:
             raise MissingColumnError(f"entity_rows has no join key {k!r}; it needs {list(keys)}")
-    lens = {len(cols[k]) for k in keys}
-    if len(lens) > 1:
-        raise InvalidArgumentError(f"entity_rows: join key columns have different lengths {sorted(lens)}")
-    return cols
+    return {k: table.column(k) for k in keys}
 
 
 class OnlineReader:
@@ -111,10 +105,10 @@ class OnlineReader:
             self._single[0].join_keys[0] if self._single and len(self._single[0].join_keys) == 1 else None
         )
 
-    def _keys_arg(self, fv: FeatureView, cols: Mapping[str, Sequence[Any]]) -> Any:
-        if len(fv.join_keys) == 1:
-            return cols[fv.join_keys[0]]
-        return {k: cols[k] for k in fv.join_keys}
+    def _keys_arg(self, fv: FeatureView, cols: Mapping[str, pa.ChunkedArray]) -> pa.Table:
+        # Columns, not Python values: the engine casts them to the view's key types and reads nulls as
+        # not found.
+        return pa.table({k: cols[k] for k in fv.join_keys})
 
     def get_numpy(
         self, entity_rows: Any, *, as_of: dt.datetime | None = None
@@ -132,6 +126,9 @@ class OnlineReader:
                 keys = entity_rows.get(self._single_key) if isinstance(entity_rows, Mapping) else entity_rows
                 if keys is None:
                     raise MissingColumnError(f"entity_rows has no join key {self._single_key!r}")
+                if not isinstance(keys, (list, tuple, np.ndarray)):
+                    # A Series or an Arrow column (maybe with nulls): as Arrow. Lists stay the fast path.
+                    keys = pa.table({self._single_key: as_column(keys, "entity_rows keys")})
             else:
                 keys = self._keys_arg(s[0], rows_to_columns(entity_rows, self.join_keys))
             vals, st = s[2].get_numpy(keys, as_of=as_of, ttl=s[3])
@@ -139,8 +136,8 @@ class OnlineReader:
         if isinstance(entity_rows, Mapping) or len(self.join_keys) > 1:
             cols = rows_to_columns(entity_rows, self.join_keys)
         else:
-            cols = {self.join_keys[0]: list(entity_rows)}
-        n = len(cols[self.join_keys[0]])
+            cols = {self.join_keys[0]: as_column(entity_rows, "entity_rows keys")}
+        n = cols[self.join_keys[0]].length()
         vs, sts = [], []
         for fv, fs, r, ttl in self._parts:
             if r is None:
@@ -167,7 +164,7 @@ class OnlineReader:
         out: dict[str, Any] = {k: cols[k] for k in self.join_keys}
         statuses: dict[str, np.ndarray] = {}
         it = iter(self.feature_names)
-        n = len(cols[self.join_keys[0]])
+        n = cols[self.join_keys[0]].length()
         for fv, fs, r, ttl in self._parts:
             if r is None:
                 missing = np.full(n, Status.NOT_FOUND, np.int8)

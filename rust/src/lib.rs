@@ -6,6 +6,7 @@ pub mod error;
 pub mod online;
 pub mod table;
 pub mod time;
+pub mod window;
 
 #[cfg(feature = "python")]
 mod py;

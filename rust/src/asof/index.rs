@@ -124,15 +124,19 @@ pub struct Index {
 /// A raw pointer shared by the scatter threads. Safety: every thread writes only the destination slots
 /// the prefix sums gave it, which are disjoint from every other thread's.
 #[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
+pub(crate) struct SharedMut<T>(*mut T);
 unsafe impl<T: Send> Send for SharedMut<T> {}
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
+    pub(crate) fn new(v: &mut [T]) -> Self {
+        SharedMut(v.as_mut_ptr())
+    }
+
     /// # Safety
     /// `i` is in bounds of the allocation and no other thread reads or writes slot `i`.
     #[inline]
-    unsafe fn write(&self, i: usize, v: T) {
+    pub(crate) unsafe fn write(&self, i: usize, v: T) {
         unsafe { self.0.add(i).write(v) }
     }
 }
