@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -100,8 +101,8 @@ def as_table(data: Any, what: str) -> pa.Table:
 
 
 def _duplicates(names: Any, what: str) -> None:
-    seen: set[Any] = set()
-    dup = sorted({str(n) for n in names if n in seen or seen.add(n)})
+    counts = collections.Counter(names)
+    dup = sorted(str(n) for n, c in counts.items() if c > 1)
     if dup:
         raise ColumnClashError(f"{what} has column(s) {dup} more than once; drop or rename the copies")
 
