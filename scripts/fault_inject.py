@@ -212,15 +212,19 @@ def kill_trial(kind: str, path: str, rng: random.Random) -> str:
     return f"m={check(path)}"
 
 
-def flip(path: str, rng: random.Random, bits: int) -> None:
+def flip(path: str, rng: random.Random, bits: int) -> str:
+    """Flip ``bits`` random bits of ``path``; returns where (for the report of a failing trial)."""
+    done = []
     with open(path, "r+b") as f:
         size = os.fstat(f.fileno()).st_size
         for _ in range(bits):
-            i = rng.randrange(size)
+            i, bit = rng.randrange(size), rng.randrange(8)
             f.seek(i)
             byte = f.read(1)[0]
             f.seek(i)
-            f.write(bytes([byte ^ (1 << rng.randrange(8))]))
+            f.write(bytes([byte ^ (1 << bit)]))
+            done.append(f"{i}.{bit}")
+    return f"{os.path.basename(path)} (size {size}) bits {' '.join(done)}"
 
 
 def flip_trial(kind: str, base: str, path: str, rng: random.Random) -> str:
@@ -280,46 +284,61 @@ def full_disk_trial(root: str) -> tuple[str, str]:
             subprocess.run(["umount", "-l", mnt], check=False)
 
 
+def trial_rng(seed: int, kind: str, i: int) -> random.Random:
+    """Each trial's own generator: a failing trial replays alone (``--only KIND --trial I``)."""
+    return random.Random(f"{seed}/{kind}/{i}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--trials", type=int, default=20, help="trials of each kind (default 20)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--only", help="run only this kind of trial (e.g. flip-history)")
+    ap.add_argument("--trial", type=int, help="with --only: run only trial number TRIAL")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(*args.child)
         return 0
-    rng = random.Random(args.seed)
     failures: list[str] = []
+    trials = [args.trial] if args.trial is not None else list(range(args.trials))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="skewless-faults-") as root:
         for kind in ("kill-write", "kill-compact", "kill-materialize"):
+            if args.only not in (None, kind):
+                continue
             seen: Counter[str] = Counter()
-            for i in range(args.trials):
+            for i in trials:
                 try:
-                    kill_trial(kind, os.path.join(root, f"{kind}-{i}"), rng)
+                    kill_trial(kind, os.path.join(root, f"{kind}-{i}"), trial_rng(args.seed, kind, i))
                     seen["held"] += 1
                 except Broken as e:
                     seen["BROKEN"] += 1
                     failures.append(f"{kind} trial {i}: {e}")
-            print(f"{kind:17} {args.trials:4} trials: {dict(seen)}", flush=True)
+            print(f"{kind:17} {len(trials):4} trials: {dict(seen)}", flush=True)
         for kind in ("flip-history", "flip-online"):
+            if args.only not in (None, kind):
+                continue
             base = os.path.join(root, f"{kind}-base")
             new_store(base, batches=3)
             EXPECTED[kind] = expected_of(kind, base)
             seen = Counter()
-            for i in range(args.trials):
-                out = flip_trial(kind, base, os.path.join(root, f"{kind}-{i}"), rng)
-                seen[out.strip('"').split(":")[0]] += 1
+            for i in trials:
+                out = flip_trial(kind, base, os.path.join(root, f"{kind}-{i}"), trial_rng(args.seed, kind, i))
+                seen[out.strip('"').split(":")[0].split('"')[0]] += 1
                 # The online store has no checksums (LMDB): damage there may be served or crash a reader,
                 # which is counted and documented, not failed. The history must report every damage.
                 bad = kind == "flip-history" and not out.startswith(('"reported', '"same'))
                 if bad:
                     failures.append(f"{kind} trial {i}: {out}")
-            print(f"{kind:17} {args.trials:4} trials: {dict(seen)}", flush=True)
+            print(f"{kind:17} {len(trials):4} trials: {dict(seen)}", flush=True)
         try:
+            if args.only not in (None, "full-disk"):
+                raise LookupError
             how, what = full_disk_trial(root)
             print(f"{'full-disk':17}    1 trial ({how}): {what}", flush=True)
+        except LookupError:
+            pass
         except Broken as e:
             failures.append(str(e))
             print(f"{'full-disk':17}    1 trial: BROKEN", flush=True)

@@ -593,3 +593,21 @@ def test_malformed_registry_values_are_registry_errors(tmp_path, edit):
     p.write_text(json.dumps(data))
     with pytest.raises(RegistryError):
         FeatureStore(tmp_path).get_feature_view("v")
+
+
+def test_a_flipped_bit_in_a_footer_column_name_is_reported_not_read_as_nulls(tmp_path):
+    # Found by scripts/fault_inject.py: the footer has no checksum, and a renamed column read as nulls.
+    s, files = history_store(tmp_path, 2)
+    blob = bytearray(open(files[1], "rb").read())
+    footer = len(blob) - 8 - int.from_bytes(blob[-8:-4], "little")
+    at = blob.index(b"event_timestamp", footer) + len("event_timestam")
+    blob[at] ^= 1  # 'p' -> 'q'
+    open(files[1], "wb").write(bytes(blob))
+    before = snapshot(str(tmp_path))
+    with pytest.raises(StorageError, match=os.path.basename(files[1])):
+        s.read_history("v")
+    with pytest.raises(StorageError, match=os.path.basename(files[1])):
+        s.compact("v")
+    with pytest.raises(StorageError, match=os.path.basename(files[1])):
+        FeatureStore(tmp_path).write("v", rows(1, start=99))
+    assert snapshot(str(tmp_path)) == before

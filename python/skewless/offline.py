@@ -24,9 +24,14 @@ page checksum) and every read verifies it; files of version 1 (no checksums) and
 written without them still read, unverified. A page that fails its checksum, a footer that cannot be
 parsed, or any other decoding failure is a :class:`StorageError` naming the file, never data: no
 retrieval, materialization or compaction goes on past it (compaction would otherwise launder the
-damage into a fresh, checksummed file). ``append`` first parses the footer of every live file (once per
-file identity per process; footers are small), so a write refuses to extend a history whose files it
-cannot open; a flipped bit inside a page is found by the next read of that page.
+damage into a fresh, checksummed file). The footer has no checksum of its own, so each file also records
+its columns and row count in its key-value metadata (``skewless.layout``: JSON ``{"crc": CRC-32 of
+body, "body": "{\"columns\": [[name, arrow type], ...], \"rows\": n}"}``), and every read checks the
+footer against it: a flipped bit in a column name, a type or a row count is reported like a bad page.
+Not covered: a flip inside the footer's column statistics (min/max), which can make a time-filtered
+read skip a row group. ``append`` first checks the footer of every live file (once per file identity
+per process; footers are small), so a write refuses to extend a history whose files it cannot open; a
+flipped bit inside a page is found by the next read of that page.
 
 Reads under a concurrent ``compact`` (another process; readers never take the store's writer lock).
 A read lists the live files, then opens every one of them and reads only through those handles: an
@@ -50,8 +55,10 @@ from __future__ import annotations
 
 import errno
 import glob
+import json
 import os
 import re
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 
 import pyarrow as pa
@@ -75,6 +82,10 @@ SNAPSHOT_TRIES = 50
 ROW_GROUP = 1 << 17
 #: Parquet key-value metadata marking a file written by ``compact``.
 SORTED_KEY = b"skewless.sorted"
+#: Key-value metadata of a history file (format 2): its columns (name, Arrow type) and row count as
+#: written, under a CRC-32. The footer itself has no checksum: this record is how a flipped bit in its
+#: schema or row counts is caught (see "Integrity").
+LAYOUT_KEY = b"skewless.layout"
 #: Every read verifies page checksums where a file has them (see "Integrity").
 _FORMAT = ds.ParquetFileFormat(
     default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True)
@@ -172,9 +183,11 @@ class OfflineStore:
             if ident in self._footers_ok:
                 continue
             try:
-                pq.read_metadata(p)
+                why = _layout_problem(pq.read_metadata(p))
             except _DECODE_ERRORS as e:
                 raise corrupt(view, [p], e, "nothing was written") from None
+            if why:
+                raise corrupt(view, [p], why, "nothing was written")
             self._footers_ok.add(ident)
 
     def remove(self, path: str) -> None:
@@ -228,6 +241,13 @@ class OfflineStore:
             return paths, None
         # The dataset reads through the open handles only (they close with it), never by path again.
         frags = [_FORMAT.make_fragment(f) for f in opened]
+        for p, frag in zip(paths, frags, strict=True):
+            try:
+                why = _layout_problem(frag.metadata)
+            except _DECODE_ERRORS as e:
+                raise corrupt(view, [p], e) from None
+            if why:
+                raise corrupt(view, [p], why)
         # Our own files carry exactly the view's schema; a source's we take as found (from its newest
         # file, as dataset discovery would) and normalize later.
         if schema is None or source is not None:
@@ -322,6 +342,13 @@ class OfflineStore:
             return 0
         # Newest file first (the read order), then a stable sort: full ties keep their winner last.
         paths = [p for _, p in reversed(parts)]
+        for p in paths:
+            try:
+                why = _layout_problem(pq.read_metadata(p))
+            except _DECODE_ERRORS as e:
+                raise corrupt(view, [p], e, "nothing was compacted") from None
+            if why:
+                raise corrupt(view, [p], why, "nothing was compacted")
         try:
             table = ds.dataset(paths, format=_FORMAT).to_table()
         except _DECODE_ERRORS as e:
@@ -339,7 +366,50 @@ class OfflineStore:
         return table.num_rows
 
 
+def _type_name(t: pa.DataType) -> str:
+    # A list's item field is named differently after a Parquet round trip: only its type counts.
+    if pa.types.is_fixed_size_list(t):
+        return f"fixed_size_list<{_type_name(t.value_type)}>[{t.list_size}]"
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"list<{_type_name(t.value_type)}>"
+    return str(t)
+
+
+def _layout_body(schema: pa.Schema, rows: int) -> str:
+    cols = [[f.name, _type_name(f.type)] for f in schema]
+    return json.dumps({"columns": cols, "rows": rows}, separators=(",", ":"))
+
+
+def _layout_problem(md: pq.FileMetaData) -> str | None:
+    """Why a file's footer disagrees with the layout it recorded when written, or None (also for files
+    that record none: history format 1, and ``source=`` files)."""
+    raw = (md.metadata or {}).get(LAYOUT_KEY)
+    if raw is None:
+        return None
+    try:
+        rec = json.loads(raw)
+        body = rec["body"]
+        ok = zlib.crc32(body.encode()) == rec["crc"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "its layout record (skewless.layout) is damaged"
+    if not ok:
+        return "its layout record (skewless.layout) fails its checksum"
+    rows = sum(md.row_group(i).num_rows for i in range(md.num_row_groups))
+    if _layout_body(md.schema.to_arrow_schema(), rows) != body or md.num_rows != rows:
+        return (
+            f"its footer (columns, types or row counts) differs from the layout it was written with: {body}"
+        )
+    return None
+
+
 def _write_parquet(table: pa.Table, final: str) -> None:
+    layout = json.dumps(
+        {
+            "crc": zlib.crc32(_layout_body(table.schema, table.num_rows).encode()),
+            "body": _layout_body(table.schema, table.num_rows),
+        }
+    )
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), LAYOUT_KEY: layout.encode()})
     atomic_write(
         final,
         lambda f: pq.write_table(
