@@ -19,6 +19,7 @@ def asof_join(
     allow_exact_matches: bool,
     tie_breaker: str | None,
     suffix: str | None,
+    sequence: str | None = None,
 ) -> Any: ...
 
 # --- online store (skewless.online) ---

@@ -34,14 +34,17 @@ def asof_join(
     allow_exact_matches: bool = True,
     tie_breaker: str | None = None,
     suffix: str | None = None,
+    sequence: str | None = None,
 ) -> pa.Table:
     """Join to each ``left`` row the ``right`` row with the same ``by`` key and the nearest earlier ``on``.
 
     ``direction="backward"`` (default) takes the right row with the greatest ``on`` <= the left row's
     (strictly < with ``allow_exact_matches=False``); ``"forward"`` the least ``on`` >= it; ``"nearest"``
     the closer of the two, the earlier one on equal distance. Among right rows with equal key and ``on``,
-    the greatest ``tie_breaker`` wins (a null tie-breaker ranks below every value), then the row that
-    comes last in the input, in every direction. ``tolerance`` (inclusive) bounds how far the match may
+    the greatest ``tie_breaker`` wins (a null tie-breaker ranks below every value), then the greatest
+    ``sequence`` (a right column, e.g. a write sequence; null ranks lowest), then the row that comes last
+    in the input, in every direction. With a ``sequence`` unique per row the answer does not depend on
+    the order of the right's rows. ``tolerance`` (inclusive) bounds how far the match may
     be: a ``datetime.timedelta`` for timestamp ``on`` (resolution: microseconds), an int for integer
     ``on``. A left row with no match, a null key or a null ``on`` gets nulls; no left row is ever dropped
     or repeated, and the output keeps the left's row order.
@@ -66,6 +69,9 @@ def asof_join(
         >>> skewless.asof_join(labels, feats, on="t", by="user",
         ...                    tolerance=dt.timedelta(seconds=5)).column("x").to_pylist()
         [None, None]
+        >>> tied = pa.table({"user": [1, 1], "t": pa.array([90, 90], ts), "seq": [2, 1], "x": [0.2, 0.1]})
+        >>> skewless.asof_join(labels, tied, on="t", by="user", sequence="seq").column("x").to_pylist()
+        [0.2, None]
     """
     if not isinstance(on, str):
         raise InvalidArgumentError(f"on must be a column name (str), got {type(on).__name__}")
@@ -82,7 +88,7 @@ def asof_join(
             f"direction {direction!r} is not valid; use one of {', '.join(repr(d) for d in DIRECTIONS)}"
         )
     kind, tol = _tolerance(tolerance)
-    for name, value in (("tie_breaker", tie_breaker), ("suffix", suffix)):
+    for name, value in (("tie_breaker", tie_breaker), ("suffix", suffix), ("sequence", sequence)):
         if value is not None and not isinstance(value, str):
             raise InvalidArgumentError(f"{name} must be a str or None, got {type(value).__name__}")
     return _core.asof_join(
@@ -96,6 +102,7 @@ def asof_join(
         bool(allow_exact_matches),
         tie_breaker,
         suffix,
+        sequence,
     )
 
 
