@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .durations import to_timedelta
 from .errors import DtypeError, InvalidArgumentError, RegistryError
 
 __all__ = [
@@ -111,6 +112,12 @@ String = DType("String")
 Bytes = DType("Bytes")
 Timestamp = DType("Timestamp")
 
+#: The dtypes an entity's join key may have (the online key encoding and the join's key hashing support
+#: these; see rust/src/online/key.rs).
+KEY_DTYPES = ("Int32", "Int64", "String", "Bytes")
+#: One microsecond: the resolution of every timestamp, TTL and window in skewless.
+MICROSECOND = dt.timedelta(microseconds=1)
+
 
 def Array(item: DType, n: int) -> DType:  # noqa: N802 - reads as a type constructor, like Feast's
     """A fixed-size vector of ``n`` floats (an embedding).
@@ -139,9 +146,14 @@ def dtype_from_name(text: str) -> DType:
 
 def dtype_from_arrow(t: pa.DataType) -> DType | None:
     """The dtype an Arrow type is stored as, or None when skewless does not store that type."""
-    if pa.types.is_large_string(t) or pa.types.is_string(t):
+    if pa.types.is_large_string(t) or pa.types.is_string(t) or pa.types.is_string_view(t):
         return String
-    if pa.types.is_large_binary(t) or pa.types.is_binary(t):
+    if (
+        pa.types.is_large_binary(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_binary_view(t)
+        or pa.types.is_fixed_size_binary(t)
+    ):
         return Bytes
     if pa.types.is_timestamp(t):
         return Timestamp
@@ -202,7 +214,7 @@ class Entity:
             if len(dts) != len(keys):
                 raise InvalidArgumentError(f"entity {name!r}: {len(keys)} join keys but {len(dts)} dtypes")
         for d in [dts] if isinstance(dts, DType) else list(dts or ()):
-            if d.name not in ("Int32", "Int64", "String", "Bytes"):
+            if d.name not in KEY_DTYPES:
                 raise DtypeError(
                     f"entity {name!r}: key dtype {d!r} is not supported; use Int32, Int64, String or Bytes"
                 )
@@ -263,24 +275,16 @@ class Field:
 def _ttl(ttl: Any, name: str) -> dt.timedelta | None:
     if ttl is None:
         return None
-    if not isinstance(ttl, dt.timedelta):
-        raise InvalidArgumentError(
-            f"feature view {name!r}: ttl must be a datetime.timedelta or None, not {ttl!r}"
-        )
-    if ttl < dt.timedelta(0):
-        raise InvalidArgumentError(
-            f"feature view {name!r}: ttl {ttl} is negative; use a positive timedelta, or None for no expiry"
-        )
-    if ttl % dt.timedelta(microseconds=1):
-        raise InvalidArgumentError(f"feature view {name!r}: ttl must be a whole number of microseconds")
-    return ttl
+    return to_timedelta(ttl, f"feature view {name!r}: ttl")
 
 
 @dataclass(frozen=True)
 class FeatureView:
     """A group of features about the same entities, written together with one event timestamp.
 
-    ``ttl``: how long a value stays valid after its timestamp (None: forever). It bounds the
+    ``ttl``: how long a value stays valid after its timestamp (None: forever): any duration
+    :mod:`skewless.durations` accepts (``timedelta(days=30)``, ``"30d"``, ``numpy.timedelta64(30, "D")``,
+    ``pandas.Timedelta``), kept as a ``datetime.timedelta`` of whole microseconds. It bounds the
     point-in-time join (a value older than ``t - ttl`` gives null) and online reads alike.
     ``created_timestamp_field``: among rows with the same key and timestamp, the latest created wins.
     ``source``: a Parquet file, folder or glob holding this view's history (written by someone else);
@@ -311,7 +315,7 @@ class FeatureView:
         name: str,
         entities: Iterable[Entity],
         schema: Iterable[Field],
-        ttl: dt.timedelta | None = None,
+        ttl: dt.timedelta | str | None = None,
         timestamp_field: str = "event_timestamp",
         created_timestamp_field: str | None = None,
         source: str | None = None,
@@ -365,6 +369,28 @@ class FeatureView:
     def feature_names(self) -> list[str]:
         return [f.name for f in self.schema]
 
+    @property
+    def time_columns(self) -> list[str]:
+        """The event timestamp field, then the created timestamp field when the view has one."""
+        return [self.timestamp_field] + (
+            [self.created_timestamp_field] if self.created_timestamp_field else []
+        )
+
+    @property
+    def tie_columns(self) -> list[str]:
+        """Join keys then time columns: rows equal on all of them are one full tie."""
+        return self.join_keys + self.time_columns
+
+    @property
+    def stored_columns(self) -> list[str]:
+        """The columns of the view's history, in stored order: keys, time columns, features."""
+        return self.tie_columns + self.feature_names
+
+    @property
+    def ttl_us(self) -> int | None:
+        """The TTL in whole microseconds (None: no expiry)."""
+        return None if self.ttl is None else self.ttl // MICROSECOND
+
     def get_field(self, name: str) -> Field:
         for f in self.schema:
             if f.name == name:
@@ -380,7 +406,7 @@ class FeatureView:
             "name": self.name,
             "entities": [e.name for e in self.entities],
             "schema": [{"name": f.name, "dtype": f.dtype.to_json()} for f in self.schema],
-            "ttl_us": None if self.ttl is None else self.ttl // dt.timedelta(microseconds=1),
+            "ttl_us": self.ttl_us,
             "timestamp_field": self.timestamp_field,
             "created_timestamp_field": self.created_timestamp_field,
             "source": self.source,
