@@ -406,8 +406,16 @@ def _write_parquet(table: pa.Table, final: str) -> None:
     table = table.replace_schema_metadata(
         {**(table.schema.metadata or {}), FORMAT_KEY: str(FORMAT_VERSION).encode()}
     )
+    # The sequence is unique per row, so a dictionary never pays: plain dictionary-then-fallback pages
+    # decoded 8x slower than delta encoding (40 ms vs 5 ms per million rows, sorted or shuffled).
+    enc: dict[str, object] = {}
+    if SEQ in table.column_names:
+        enc = {
+            "use_dictionary": [c for c in table.column_names if c != SEQ],
+            "column_encoding": {SEQ: "DELTA_BINARY_PACKED"},
+        }
     atomic_write(
         final,
-        lambda f: pq.write_table(table, f, row_group_size=ROW_GROUP, compression="snappy"),
+        lambda f: pq.write_table(table, f, row_group_size=ROW_GROUP, compression="snappy", **enc),
         overwrite=False,
     )
