@@ -93,8 +93,10 @@ def _join(
             continue
         sequence = None
         if SEQ in right.column_names:
+            # The sequence as the join's rank (larger wins), in place: no extra column to gather.
             sequence = "__tie_rank__"
-            right = right.append_column(sequence, tie_rank(right.column(SEQ)))
+            i = right.schema.get_field_index(SEQ)
+            right = right.set_column(i, sequence, tie_rank(right.column(i)))
         joined = asof_join(
             left,
             right,
