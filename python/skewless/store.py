@@ -43,6 +43,7 @@ from .online import OnlineStore
 from .refs import output_names, resolve
 from .registry import Registry, RegistryError
 from .serving import OnlineReader, OnlineResponse
+from .statistics import Statistics, check_features, summarize
 
 __all__ = ["FeatureStore", "WriteSummary"]
 
@@ -164,6 +165,66 @@ class FeatureStore:
             return self.registry.version(kind, name)
         except KeyError:
             raise UnknownFeatureError(f"no {kind} entry {name!r}") from None
+
+    # ---- statistics artifacts -----------------------------------------------------------------------------
+
+    def compute_statistics(
+        self,
+        view: str,
+        features: Sequence[str] | None = None,
+        *,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+    ) -> Statistics:
+        """Summarize the view's history rows with ``start <= timestamp < end`` (None: open) and store the
+        result as the view's next numbered, immutable statistics artifact (see :mod:`skewless.statistics`).
+
+        Every history row in the range counts, every version of every value. Returns the artifact.
+
+        Example: ``stats = store.compute_statistics("user_stats", ["income"]); stats.version``.
+        """
+        self._refresh()
+        fv = self.registry.feature_view(view)
+        feats = check_features(fv, features)
+        lo = None if start is None else instant_us(start, "start")
+        hi = None if end is None else instant_us(end, "end")
+        if lo is not None and hi is not None and lo >= hi:
+            raise InvalidArgumentError(f"compute_statistics: start {start} is not before end {end}")
+        with self._lock():
+            self._refresh()
+            cols = [fv.timestamp_field, *feats]
+            if self.offline.files(fv.name, fv.source):
+                batches = list(history.scan(self.offline, self.registry, fv, cols, lo, hi, False))
+                table = history.to_stored(
+                    self.registry, fv, pa.Table.from_batches(batches) if batches else None, cols
+                )
+            else:
+                table = history.empty(self.registry, fv, cols)
+            record = {
+                "view_version": self.registry.version("feature_views", view),
+                "created_at_us": instant_us(dt.datetime.now(dt.timezone.utc), "now"),
+                "start_us": lo,
+                "end_us": hi,
+                "rows": table.num_rows,
+                "features": summarize(table, feats),
+            }
+            version = self.registry.add_statistics(view, record)
+            self._reg_stamp = _stamp(self.registry.path)
+        return Statistics(view, self.registry.statistics(view, version))
+
+    def get_statistics(self, view: str, version: int | None = None) -> Statistics:
+        """A stored statistics artifact of ``view``: number ``version``, or the newest.
+
+        Example: ``store.get_statistics("user_stats", 1)["income"]["median"]``.
+        """
+        self._refresh()
+        self.registry.feature_view(view)
+        return Statistics(view, self.registry.statistics(view, version))
+
+    def list_statistics(self, view: str) -> list[int]:
+        """The numbers of the view's statistics artifacts, oldest first."""
+        self._refresh()
+        return self.registry.statistics_versions(view)
 
     # ---- plumbing -----------------------------------------------------------------------------------------
 

@@ -1,10 +1,10 @@
 //! The grouping layer: rows grouped by key and ordered in time within each group, the shared base of
-//! the as-of join (`asof`) and of kernels that walk a key's events in time order (sliding windows).
+//! the as-of join (`asof`) and of kernels that walk a key's events in time order (`window`).
 //!
 //! - [`ids`]: key columns -> dense u32 group ids (one dictionary, optionally probed by a second table);
 //! - [`index`]: row positions grouped by id and ordered by (on, ranks..., position), built by a stable
 //!   parallel counting sort (two passes when many groups would thrash the cache);
-//! - [`SortedGroups`]: both in one call for one table, the entry point for a window kernel.
+//! - [`SortedGroups`]: both in one call for one table (events alone, without labels to probe with).
 //!
 //! Row positions and group ids are u32 throughout, with `u32::MAX` ([`NONE`]) reserved for "no group":
 //! [`check_count`] turns anything larger into a typed error before any work starts.
@@ -48,6 +48,10 @@ unsafe impl<T: Send> Send for SharedMut<T> {}
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 
 impl<T> SharedMut<T> {
+    pub(crate) fn new(v: &mut [T]) -> Self {
+        SharedMut(v.as_mut_ptr())
+    }
+
     /// # Safety
     /// `i` is in bounds of the allocation and no other thread reads or writes slot `i`.
     #[inline]

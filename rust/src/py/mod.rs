@@ -4,6 +4,7 @@ mod arrow;
 mod asof;
 mod errors;
 mod online;
+mod window;
 
 use pyo3::prelude::*;
 
@@ -13,5 +14,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<online::PyOnlineStore>()?;
     m.add_class::<online::PyReader>()?;
     asof::register(m)?;
+    window::register(m)?;
     Ok(())
 }
