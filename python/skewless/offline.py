@@ -25,7 +25,10 @@ equal (timestamp, created) pair, so a replay of older rows (``materialize`` run 
 value sideways. Retrieval gives the join [`tie_rank`] of the sequence (larger wins) as its ``sequence=``;
 ``compact`` sorts each tie so that its winner comes last, and ``materialize`` replays files in write order
 (by their smallest sequence), one online write per file (or per tie-free chunk of a sorted file): all
-three pick the same row.
+three pick the same row. One case stays apart: a write whose process died between its history file and
+its online write, then a later write with a full tie against one of its rows; the online store holds
+the later row and ``materialize`` cannot replace it with an equal pair (that needs the sequence in the
+online value, which its layout does not carry).
 
 File names, version 1. ``part-<seq>.parquet`` is a write; ``part-<seq>.compact.parquet`` is written by
 ``compact`` and replaces every file with a smaller ``seq``: a listing that holds one ignores those, so
