@@ -8,6 +8,7 @@ from __future__ import annotations
 from . import errors
 from ._core import __version__
 from .asof import asof_join
+from .canary import Canary
 from .definitions import (
     Array,
     Bool,
@@ -38,6 +39,7 @@ __all__ = [
     "Array",
     "Bool",
     "Bytes",
+    "Canary",
     "Entity",
     "FeatureService",
     "FeatureStore",

@@ -19,6 +19,7 @@ def asof_join(
     allow_exact_matches: bool,
     tie_breaker: str | None,
     suffix: str | None,
+    sequence: str | None = None,
 ) -> Any: ...
 
 # --- window (skewless.window.window_aggregate checks and names the aggregations) ---
