@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 from skewless import FeatureStore
 from skewless.cli import main
+from skewless.normalize import normalize_rows
 
 TS = pa.timestamp("us", tz="UTC")
 
@@ -58,11 +59,10 @@ def test_materialize_and_get(folder, capsys):
     t = now - dt.timedelta(hours=1)
     # History written by a process that died before its online write: materialize repairs it.
     fv = s.get_feature_view("stats")
-    table, fixes = s._normalize(
-        fv, pa.table({"user_id": [7], "event_timestamp": pa.array([t], TS), "spend": [2.5]}), "x"
-    )
+    rows = pa.table({"user_id": [7], "event_timestamp": pa.array([t], TS), "spend": [2.5]})
+    table, fixes = normalize_rows(fv, s.registry.key_types(fv), rows, "x")
     s.offline.append("stats", table)
-    s.registry.update_state(lambda st: st["key_dtypes"].update({"user": ["Int64"]}))
+    s.registry.fix_key_dtypes({"user": ["Int64"]})
     s.write("names", {"shop_id": ["a"], "event_timestamp": pa.array([t], TS), "title": ["Cafe"]})
     capsys.readouterr()
     assert main(["--store", str(folder), "materialize"]) == 0

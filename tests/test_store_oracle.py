@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-import skewless.store as store_mod
+import skewless.materialize as store_mod
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64, String

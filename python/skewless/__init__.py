@@ -24,7 +24,8 @@ from .definitions import (
     Timestamp,
 )
 from .online import OnlineStore, Reader, Status, WriteResult
-from .store import FeatureStore, OnlineReader, OnlineResponse
+from .serving import OnlineReader, OnlineResponse
+from .store import FeatureStore
 
 __all__ = [
     "errors",

@@ -119,7 +119,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
         "version": store.version(fv.name),
         **fv.to_spec(),
         "history": {"files": len(files), "rows": rows},
-        "materialized_until_us": store.registry.data["state"]["materialized"].get(fv.name),
+        "materialized_until_us": store.registry.materialized_until(fv.name),
     }
     print(json.dumps(info, indent=2))
     return 0
@@ -135,7 +135,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(
             f"view {view!r} has join keys {fv.join_keys}: give {len(fv.join_keys)} KEY value(s)"
         )
-    types = store._key_types(fv)
+    types = store.registry.key_types(fv)
     row: dict[str, list[Any]] = {}
     for k, v, t in zip(fv.join_keys, args.key, types, strict=False):
         if t is not None and str(t).startswith(("int", "uint")):

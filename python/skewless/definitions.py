@@ -111,6 +111,12 @@ String = DType("String")
 Bytes = DType("Bytes")
 Timestamp = DType("Timestamp")
 
+#: The dtypes an entity's join key may have (the online key encoding and the join's key hashing support
+#: these; see rust/src/online/key.rs).
+KEY_DTYPES = ("Int32", "Int64", "String", "Bytes")
+#: One microsecond: the resolution of every timestamp, TTL and window in skewless.
+MICROSECOND = dt.timedelta(microseconds=1)
+
 
 def Array(item: DType, n: int) -> DType:  # noqa: N802 - reads as a type constructor, like Feast's
     """A fixed-size vector of ``n`` floats (an embedding).
@@ -202,7 +208,7 @@ class Entity:
             if len(dts) != len(keys):
                 raise InvalidArgumentError(f"entity {name!r}: {len(keys)} join keys but {len(dts)} dtypes")
         for d in [dts] if isinstance(dts, DType) else list(dts or ()):
-            if d.name not in ("Int32", "Int64", "String", "Bytes"):
+            if d.name not in KEY_DTYPES:
                 raise DtypeError(
                     f"entity {name!r}: key dtype {d!r} is not supported; use Int32, Int64, String or Bytes"
                 )
@@ -271,7 +277,7 @@ def _ttl(ttl: Any, name: str) -> dt.timedelta | None:
         raise InvalidArgumentError(
             f"feature view {name!r}: ttl {ttl} is negative; use a positive timedelta, or None for no expiry"
         )
-    if ttl % dt.timedelta(microseconds=1):
+    if ttl % MICROSECOND:
         raise InvalidArgumentError(f"feature view {name!r}: ttl must be a whole number of microseconds")
     return ttl
 
@@ -365,6 +371,28 @@ class FeatureView:
     def feature_names(self) -> list[str]:
         return [f.name for f in self.schema]
 
+    @property
+    def time_columns(self) -> list[str]:
+        """The event timestamp field, then the created timestamp field when the view has one."""
+        return [self.timestamp_field] + (
+            [self.created_timestamp_field] if self.created_timestamp_field else []
+        )
+
+    @property
+    def tie_columns(self) -> list[str]:
+        """Join keys then time columns: rows equal on all of them are one full tie."""
+        return self.join_keys + self.time_columns
+
+    @property
+    def stored_columns(self) -> list[str]:
+        """The columns of the view's history, in stored order: keys, time columns, features."""
+        return self.tie_columns + self.feature_names
+
+    @property
+    def ttl_us(self) -> int | None:
+        """The TTL in whole microseconds (None: no expiry)."""
+        return None if self.ttl is None else self.ttl // MICROSECOND
+
     def get_field(self, name: str) -> Field:
         for f in self.schema:
             if f.name == name:
@@ -380,7 +408,7 @@ class FeatureView:
             "name": self.name,
             "entities": [e.name for e in self.entities],
             "schema": [{"name": f.name, "dtype": f.dtype.to_json()} for f in self.schema],
-            "ttl_us": None if self.ttl is None else self.ttl // dt.timedelta(microseconds=1),
+            "ttl_us": self.ttl_us,
             "timestamp_field": self.timestamp_field,
             "created_timestamp_field": self.created_timestamp_field,
             "source": self.source,

@@ -35,6 +35,8 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+import pyarrow as pa
+
 from ._fs import atomic_write
 from .definitions import Entity, FeatureService, FeatureView, dtype_from_name
 from .errors import IncompatibleChangeError, RegistryError, SkewlessError, UnknownFeatureError
@@ -157,13 +159,45 @@ class Registry:
         rec = self.data["state"]["key_dtypes"].get(entity)
         return None if rec is None else [dtype_from_name(x) for x in rec]
 
+    def key_types(self, fv: FeatureView) -> list[pa.DataType | None]:
+        """The Arrow type of each of the view's join keys; None for a key whose type is not yet known
+        (an entity that declares no dtype, before the first write fixes it)."""
+        out: list[pa.DataType | None] = []
+        for e in fv.entities:
+            kd = self.key_dtypes(e.name)
+            out.extend([None] * len(e.join_keys) if kd is None else [d.arrow for d in kd])
+        return out
+
+    def materialized_until(self, view: str) -> int | None:
+        """Where the last ``materialize_incremental`` of ``view`` ended (UTC microseconds), if any."""
+        v = self.data["state"]["materialized"].get(view)
+        return None if v is None else int(v)
+
     # ---- writing -------------------------------------------------------------------------------------
 
-    def update_state(self, fn: Callable[[dict[str, Any]], None]) -> None:
+    def _update_state(self, fn: Callable[[dict[str, Any]], None]) -> None:
         """Apply ``fn`` to a copy of the state section and save it."""
         new = copy.deepcopy(self.data)
         fn(new["state"])
         self._commit(new)
+
+    def fix_key_dtypes(self, fixes: Mapping[str, list[str]]) -> None:
+        """Record the key dtypes a first write fixed (``{entity: ["Int64", ...]}``); an entity whose
+        dtypes are already recorded keeps them."""
+
+        def fix(state: dict[str, Any]) -> None:
+            for e, types in fixes.items():
+                state["key_dtypes"].setdefault(e, list(types))
+
+        self._update_state(fix)
+
+    def mark_materialized(self, view: str, until_us: int) -> None:
+        """Record that ``view`` is materialized up to ``until_us`` (exclusive)."""
+
+        def mark(state: dict[str, Any]) -> None:
+            state["materialized"][view] = until_us
+
+        self._update_state(mark)
 
     def _commit(self, new: dict[str, Any]) -> None:
         """Make ``new`` the registry, on disk and here; on a failed save, keep the old one in both."""

@@ -1,0 +1,169 @@
+"""Input normalization for the store: what users pass, checked against a view and brought to the stored
+layout (join keys in the view's key types, timestamps as UTC microseconds, features in their dtypes).
+
+Every path that takes rows from a user (``write``, the entity rows of a training set, a ``source=``
+file written by someone else) goes through these functions, so a value is converted one way only.
+
+Example:
+    >>> import datetime as dt
+    >>> instant_us(dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.timezone.utc), "as_of")
+    1000000
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .definitions import KEY_DTYPES, MICROSECOND, TIMESTAMP_TYPE, FeatureView, dtype_from_arrow
+from .errors import (
+    DtypeError,
+    InvalidArgumentError,
+    MissingColumnError,
+    NaiveTimestampError,
+    NullKeyError,
+    SchemaMismatch,
+)
+
+__all__ = ["instant_us", "normalize_ts", "conform", "entity_key", "normalize_rows"]
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def instant_us(x: Any, what: str) -> int:
+    """A timezone-aware datetime (or integer UTC microseconds) as UTC microseconds."""
+    if isinstance(x, dt.datetime):
+        if x.tzinfo is None or x.utcoffset() is None:
+            raise NaiveTimestampError(
+                f"{what} {x!r} has no timezone; pass an aware datetime, e.g. "
+                "datetime(..., tzinfo=datetime.timezone.utc)"
+            )
+        return (x - _EPOCH) // MICROSECOND
+    if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        return int(x)
+    raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, not {type(x).__name__}")
+
+
+def normalize_ts(col: pa.ChunkedArray | pa.Array, what: str) -> pa.ChunkedArray:
+    """A timezone-aware timestamp column as UTC microseconds (``TIMESTAMP_TYPE``)."""
+    t = col.type
+    if not pa.types.is_timestamp(t):
+        raise DtypeError(f"{what} is {t}, not a timestamp; give it a timezone-aware timestamp type")
+    if t.tz is None:
+        raise NaiveTimestampError(
+            f"{what} is a timestamp without timezone ({t}); it is not an instant. Attach the zone it was "
+            "recorded in, e.g. pc.assume_timezone(col, 'UTC') or pandas .dt.tz_localize('UTC')"
+        )
+    if t == TIMESTAMP_TYPE:
+        return col if isinstance(col, pa.ChunkedArray) else pa.chunked_array([col])
+    # A zone is display metadata over UTC values; only the unit changes the numbers. Sub-microsecond
+    # digits are floored, as the engine's `time::to_micros` does (a plain cast would truncate toward
+    # zero and move instants before 1970 a microsecond later).
+    if t.unit == "ns":
+        col = pc.floor_temporal(col, unit="microsecond")
+    out = pc.cast(col, TIMESTAMP_TYPE)
+    return out if isinstance(out, pa.ChunkedArray) else pa.chunked_array([out])
+
+
+_INT_WIDEN = {
+    pa.int32(): (pa.int8(), pa.int16(), pa.uint8(), pa.uint16()),
+    pa.int64(): (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16(), pa.uint32()),
+}
+
+
+def conform(col: pa.ChunkedArray, want: pa.DataType, what: str) -> pa.ChunkedArray:
+    """``col`` as type ``want`` when that loses nothing, else DtypeError."""
+    t = col.type
+    if t == want:
+        return col
+    ok = (
+        (want == pa.string() and pa.types.is_large_string(t))
+        or (want == pa.binary() and pa.types.is_large_binary(t))
+        or t in _INT_WIDEN.get(want, ())
+        or (want == pa.float64() and t == pa.float32())
+        or (
+            pa.types.is_fixed_size_list(want)
+            and (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t))
+            and t.value_type == want.value_type
+        )
+    )
+    if not ok:
+        raise DtypeError(f"{what} is {t}, expected {want}; cast it before writing (or change the definition)")
+    try:
+        return pc.cast(col, want)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise DtypeError(f"{what}: cannot store {t} as {want}: {e}") from None
+
+
+def entity_key(col: pa.ChunkedArray, want: pa.DataType | None, name: str) -> pa.ChunkedArray:
+    """An entity_df key column as the view's key type. Integers narrower than what pandas and polars
+    produce (int64) are accepted when every value fits; a value that does not is a DtypeError."""
+    if want is None or col.type == want:
+        return col
+    if pa.types.is_integer(col.type) and pa.types.is_integer(want):
+        try:
+            return pc.cast(col, want)
+        except pa.ArrowInvalid:
+            raise DtypeError(
+                f"entity_df join key {name!r} holds values that do not fit the key type {want}"
+            ) from None
+    return conform(col, want, f"entity_df join key {name!r}")
+
+
+def normalize_rows(
+    fv: FeatureView, key_types: list[pa.DataType | None], table: pa.Table, what: str
+) -> tuple[pa.Table, dict[str, list[str]]]:
+    """Check ``table`` against the view and return it in the stored layout (keys, time columns,
+    features; timestamps in UTC microseconds), plus the key dtypes this write would fix
+    (``{entity: [dtype name, ...]}``) for keys whose type ``key_types`` does not know yet."""
+    have = set(table.column_names)
+    need = fv.stored_columns
+    missing = [c for c in need if c not in have]
+    if missing:
+        raise MissingColumnError(f"{what} lacks column(s) {missing} of view {fv.name!r}; it needs {need}")
+    extra = [c for c in table.column_names if c not in need]
+    if extra:
+        raise SchemaMismatch(
+            f"{what} has column(s) {extra} that view {fv.name!r} does not define; drop them, or add "
+            "Fields for them to the view"
+        )
+    cols: dict[str, pa.ChunkedArray] = {}
+    fixes: dict[str, list[str]] = {}
+    i = 0
+    for e in fv.entities:
+        new_types: list[str] = []
+        for k in e.join_keys:
+            c = table.column(k)
+            if c.null_count:
+                raise NullKeyError(
+                    f"{what}: join key {k!r} has {c.null_count} null(s); every row needs a key"
+                )
+            want = key_types[i]
+            if want is None:
+                d = dtype_from_arrow(c.type)
+                if d is None or d.name not in KEY_DTYPES:
+                    raise DtypeError(
+                        f"{what}: join key {k!r} is {c.type}; keys must be int32, int64, string or binary"
+                    )
+                want = d.arrow
+                new_types.append(d.to_json())
+            cols[k] = conform(c, want, f"{what}: join key {k!r}")
+            i += 1
+        if new_types:
+            fixes[e.name] = new_types
+    for tf in fv.time_columns:
+        c = normalize_ts(table.column(tf), f"{what}: column {tf!r}")
+        if c.null_count:
+            raise InvalidArgumentError(f"{what}: timestamp column {tf!r} has {c.null_count} null(s)")
+        cols[tf] = c
+    for f in fv.schema:
+        c = table.column(f.name)
+        if f.dtype.name == "Timestamp":
+            cols[f.name] = normalize_ts(c, f"{what}: feature {f.name!r}")
+        else:
+            cols[f.name] = conform(c, f.dtype.arrow, f"{what}: feature {f.name!r}")
+    return pa.table(cols), fixes

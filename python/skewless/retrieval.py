@@ -1,0 +1,143 @@
+"""Historical retrieval: point-in-time correct training sets.
+
+For each entity row (keys k, time t) and each view, the value is the view's row for k with the greatest
+timestamp <= t and >= t - ttl, null when there is none. Ties: the latest created timestamp; among full
+ties the earliest write, and within it its last row (the online store's rule, so both agree).
+
+:func:`retrieve` is the I/O-free core: entity rows and each view's history rows in, the training set out.
+The store reads the history (:func:`get_historical_features`); a distributed engine can call
+``retrieve`` on a partition with history it read itself.
+
+Example:
+    >>> import pyarrow as pa
+    >>> from skewless import Entity, FeatureView, Field, Float64
+    >>> fv = FeatureView("v", [Entity("user")], [Field("x", Float64)])
+    >>> T = pa.timestamp("us", tz="UTC")
+    >>> labels = pa.table({"user_id": [1, 1], "event_timestamp": pa.array([15, 25], T)})
+    >>> hist = pa.table({"user_id": [1, 1], "event_timestamp": pa.array([10, 20], T), "x": [1.0, 2.0]})
+    >>> retrieve(labels, {"v": hist}, [(fv, ["x"])]).column("x").to_pylist()
+    [1.0, 2.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import history
+from ._arrow import as_table
+from .asof import asof_join
+from .definitions import FeatureService
+from .errors import MissingColumnError
+from .normalize import entity_key, normalize_ts
+from .refs import Plan, output_names, resolve
+
+if TYPE_CHECKING:
+    from .store import FeatureStore
+
+__all__ = ["retrieve", "get_historical_features"]
+
+
+class _Request(NamedTuple):
+    """A checked request: the entity rows' instants, output names, and each view's left side."""
+
+    t: pa.ChunkedArray
+    names: dict[tuple[str, str], str]
+    lefts: list[pa.Table]
+
+
+def _check(
+    entity_df: pa.Table,
+    views: Plan,
+    key_types: Mapping[str, Sequence[pa.DataType | None]] | None,
+    full_feature_names: bool,
+    timestamp_column: str,
+) -> _Request:
+    # Everything about the request is checked here, before any history is read or joined.
+    if timestamp_column not in entity_df.column_names:
+        raise MissingColumnError(
+            f"entity_df has no column {timestamp_column!r}; pass timestamp_column= naming its event time"
+        )
+    t = normalize_ts(entity_df.column(timestamp_column), f"entity_df column {timestamp_column!r}")
+    names = output_names(views, full_feature_names, entity_df.column_names)
+    lefts = []
+    for fv, _ in views:
+        kts = (key_types or {}).get(fv.name) or [None] * len(fv.join_keys)
+        left_cols: dict[str, Any] = {}
+        for k, kt in zip(fv.join_keys, kts, strict=True):
+            if k not in entity_df.column_names:
+                raise MissingColumnError(
+                    f"entity_df has no column {k!r}, a join key of view {fv.name!r}; add it"
+                )
+            left_cols[k] = entity_key(entity_df.column(k), kt, k)
+        left_cols[fv.timestamp_field] = t
+        lefts.append(pa.table(left_cols))
+    return _Request(t, names, lefts)
+
+
+def _join(
+    entity_df: pa.Table, req: _Request, views: Plan, histories: Mapping[str, pa.Table | None]
+) -> pa.Table:
+    out = entity_df
+    for (fv, feats), left in zip(views, req.lefts, strict=True):
+        right = histories.get(fv.name)
+        if right is None or right.num_rows == 0 or left.num_rows == 0:
+            for f in feats:
+                nulls = pa.nulls(left.num_rows, fv.get_field(f).dtype.arrow)
+                out = out.append_column(req.names[(fv.name, f)], nulls)
+            continue
+        joined = asof_join(
+            left,
+            right,
+            on=fv.timestamp_field,
+            by=fv.join_keys,
+            tolerance=fv.ttl,
+            tie_breaker=fv.created_timestamp_field,
+        )
+        for f in feats:
+            out = out.append_column(req.names[(fv.name, f)], joined.column(f))
+    return out
+
+
+def retrieve(
+    entity_df: pa.Table,
+    histories: Mapping[str, pa.Table | None],
+    views: Plan,
+    *,
+    key_types: Mapping[str, Sequence[pa.DataType | None]] | None = None,
+    full_feature_names: bool = False,
+    timestamp_column: str = "event_timestamp",
+) -> pa.Table:
+    """``entity_df``'s rows, in order, then each view's requested features as of each row's time.
+
+    ``histories[view]``: the view's history rows in the stored layout (keys, time columns, at least the
+    requested features) in the history's read order, or None when it has none. ``key_types[view]``: the
+    view's key types, to which entity keys are converted (None: take the history's).
+    """
+    req = _check(entity_df, views, key_types, full_feature_names, timestamp_column)
+    return _join(entity_df, req, views, histories)
+
+
+def get_historical_features(
+    store: FeatureStore,
+    entity_df: Any,
+    features: Sequence[str] | FeatureService,
+    *,
+    full_feature_names: bool = False,
+    timestamp_column: str = "event_timestamp",
+) -> pa.Table:
+    """:meth:`FeatureStore.get_historical_features`: resolve, check the request, read each view's
+    history in the time range the rows need, then join as :func:`retrieve` does."""
+    plan = resolve(store.registry, features)
+    left = as_table(entity_df, "entity_df")
+    key_types = {fv.name: store.registry.key_types(fv) for fv, _ in plan}
+    req = _check(left, plan, key_types, full_feature_names, timestamp_column)
+    mm = pc.min_max(req.t)
+    tmin, tmax = mm["min"].value, mm["max"].value
+    histories = {
+        fv.name: history.for_join(store.offline, store.registry, fv, feats, tmin, tmax) for fv, feats in plan
+    }
+    return _join(left, req, plan, histories)
