@@ -94,7 +94,7 @@ impl Resolved {
             let c = &self.schema.values[j];
             if !c.kind.is_numeric() {
                 return Err(Error::Dtype(format!(
-                    "{what} returns float64, but column {:?} of view {:?} is {}; use get(), or a reader \
+                    "{what} returns float64, but column '{}' of view '{}' is {}; use get(), or a reader \
                      with columns= naming numeric columns only",
                     c.name,
                     self.view,

@@ -224,7 +224,7 @@ impl Plan {
                     for (c, t) in p.spec.columns.iter().zip(&p.spec.declared) {
                         if !(t.is_integer() || t.is_floating() || *t == DataType::Boolean) {
                             return Err(Error::Dtype(format!(
-                                "get_numpy returns float64, but feature {c:?} of view {:?} is {t}; use get(), or \
+                                "get_numpy returns float64, but feature '{c}' of view '{}' is {t}; use get(), or \
                                  a reader of numeric features only",
                                 p.spec.view
                             )));
