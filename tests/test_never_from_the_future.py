@@ -52,7 +52,9 @@ def test_a_later_write_is_not_served_at_an_earlier_instant(tmp_path):
 
 def test_the_low_level_reader_applies_the_rule_too(tmp_path):
     o = OnlineStore(tmp_path)
-    o.write("v", {"k": [1, 2], "ts": pa.array([NOW, NOW + SECOND], TS), "x": [1.0, 2.0]}, keys="k", timestamp="ts")
+    o.write(
+        "v", {"k": [1, 2], "ts": pa.array([NOW, NOW + SECOND], TS), "x": [1.0, 2.0]}, keys="k", timestamp="ts"
+    )
     r = o.reader("v")
     values, status = r.get_numpy([1, 2], as_of=NOW)
     assert status.tolist() == [Status.PRESENT, Status.NOT_YET_VALID]

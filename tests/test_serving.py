@@ -118,7 +118,12 @@ def test_a_view_without_online_data_is_served_once_written(tmp_path):
     rows = {"user_id": [1], "merchant_id": [10]}
     v, st = r.get_numpy(rows, as_of=at(1))
     assert np.isnan(v).all() and st.tolist() == [[1, 1]]
-    assert r.get(rows, as_of=at(1)).to_dict() == {"user_id": [1], "merchant_id": [10], "x": [None], "risk": [None]}
+    assert r.get(rows, as_of=at(1)).to_dict() == {
+        "user_id": [1],
+        "merchant_id": [10],
+        "x": [None],
+        "risk": [None],
+    }
     s.write("m", {"merchant_id": [10], "event_timestamp": pa.array([at(0)], TS), "risk": [0.5]})
     v, st = r.get_numpy(rows, as_of=at(1))
     assert st.tolist() == [[1, 0]] and v[0, 1] == 0.5

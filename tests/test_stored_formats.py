@@ -45,7 +45,14 @@ def test_the_registry_and_the_history_read_as_before(old_store: Path) -> None:
     assert h["spend"] == [11.0, 20.0, 12.0, 10.5, None, 3.25]
     assert h["clicks"] == [5, None, 6, 4, 7, None]
     assert h["label"] == ["b", "c", "d", "a", "bé", None]
-    assert h["emb"] == [[0.0, 0.0, 0.0], [9.0, 8.0, 7.0], [1.5, 2.5, 3.5], [1.0, 2.0, 3.0], None, [0.5, -0.5, 0.0]]
+    assert h["emb"] == [
+        [0.0, 0.0, 0.0],
+        [9.0, 8.0, 7.0],
+        [1.5, 2.5, 3.5],
+        [1.0, 2.0, 3.0],
+        None,
+        [0.5, -0.5, 0.0],
+    ]
     h = s.read_history("shop_sales").to_pydict()
     assert h["region"] == ["eu", "us", "eu", "eu", "us"]
     assert h["shop_id"] == [2, 1, 1, 2, 1]
@@ -56,7 +63,9 @@ def test_the_registry_and_the_history_read_as_before(old_store: Path) -> None:
 
 def test_point_in_time_retrieval_answers_as_before(old_store: Path) -> None:
     s = FeatureStore(old_store)
-    ent = pa.table({"user_id": [1, 2, 3, 1, 4], "event_timestamp": pa.array([at(h) for h in [2, 2, 2, 6, 6]], TS)})
+    ent = pa.table(
+        {"user_id": [1, 2, 3, 1, 4], "event_timestamp": pa.array([at(h) for h in [2, 2, 2, 6, 6]], TS)}
+    )
     got = s.get_historical_features(
         ent, ["user_stats:spend", "user_stats:clicks", "user_stats:label", "user_stats:emb"]
     ).to_pydict()
@@ -71,7 +80,9 @@ def test_point_in_time_retrieval_answers_as_before(old_store: Path) -> None:
             "event_timestamp": pa.array([at(4)] * 4, TS),
         }
     )
-    got = s.get_historical_features(ent, ["shop_sales:revenue", "shop_sales:orders", "shop_sales:note"]).to_pydict()
+    got = s.get_historical_features(
+        ent, ["shop_sales:revenue", "shop_sales:orders", "shop_sales:note"]
+    ).to_pydict()
     assert got["revenue"] == [100.0, 250.0, 50.0, None]
     assert got["orders"] == [1, None, 4, None]
     assert got["note"] == ["x", None, "w", None]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -52,8 +52,9 @@ def _numeric(t: pa.DataType) -> bool:
 class OnlineReader:
     """A prepared online lookup (from :meth:`FeatureStore.online_reader`): one compiled engine plan.
 
-    ``get`` returns an :class:`OnlineResponse`; ``get_numpy`` is the hot path: ``(values, status)`` with
-    values float64 ``[n, features]`` (null as NaN) and status int8 ``[n, views]``
+    ``get(entity_rows, as_of=None)`` returns an :class:`OnlineResponse`; ``get_numpy(entity_rows,
+    as_of=None)`` is the hot path (the engine's method itself): ``(values, status)`` with values float64
+    ``[n, features]`` (null as NaN) and status int8 ``[n, views]``
     (:class:`skewless.online.Status`), views in the order of ``self.views``. ``versions`` maps each view
     to the registry version of the definition the plan was compiled from.
 
@@ -98,17 +99,13 @@ class OnlineReader:
         self._plan = _core.ServingPlan(online._inner, parts)
         self.join_keys: list[str] = list(self._plan.key_names)
         # The hot path is the engine's own method: no Python frame between the caller and the plan.
-        self.get_numpy = self._plan.get_numpy
-
-    def get_numpy(  # type: ignore[no-redef]  # replaced per instance by the engine's method (same signature)
-        self, entity_rows: Any, as_of: dt.datetime | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Feature values as float64 ``[n, features]`` and statuses int8 ``[n, views]``."""
-        return self._plan.get_numpy(entity_rows, as_of)
+        self.get_numpy: Callable[..., tuple[np.ndarray, np.ndarray]] = self._plan.get_numpy
 
     def get(self, entity_rows: Any, *, as_of: dt.datetime | None = None) -> OnlineResponse:
         """The entity columns then the features, as an :class:`OnlineResponse` (with ``served_at``)."""
-        return OnlineResponse(self._plan.get(entity_rows, as_of), self.feature_names, self._counts, self.versions)
+        return OnlineResponse(
+            self._plan.get(entity_rows, as_of), self.feature_names, self._counts, self.versions
+        )
 
 
 class OnlineResponse:

@@ -219,10 +219,7 @@ impl Store {
         }
         let g = self.env.read().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
-            return Err(Error::Storage(format!(
-                "the online store {} was closed after a failed map resize or a fork; open it again",
-                self.path.display()
-            )));
+            return Err(closed());
         }
         Ok(g)
     }
@@ -232,7 +229,7 @@ impl Store {
     pub fn read<T>(&self, mut f: impl FnMut(&RoTxn) -> Result<T>) -> Result<T> {
         loop {
             let g = self.env()?;
-            let env = g.as_ref().expect("checked by env()");
+            let env = g.as_ref().ok_or_else(closed)?;
             let out = match env.read_txn() {
                 Ok(txn) => Some(f(&txn)),
                 Err(heed::Error::Mdb(MdbError::MapResized)) => None,
@@ -257,7 +254,7 @@ impl Store {
         check_view_name(view)?;
         loop {
             let g = self.env()?;
-            let outcome = self.write_once(g.as_ref().expect("checked by env()"), view, &mut f);
+            let outcome = self.write_once(g.as_ref().ok_or_else(closed)?, view, &mut f);
             drop(g);
             match outcome {
                 Attempt::Done(r) => return r,
@@ -401,14 +398,14 @@ impl Store {
     pub fn clear_stale_readers(&self) -> Result<usize> {
         let g = self.env()?;
         g.as_ref()
-            .expect("checked by env()")
+            .ok_or_else(closed)?
             .clear_stale_readers()
             .map_err(storage)
     }
 
     pub fn map_size(&self) -> Result<usize> {
         let g = self.env()?;
-        Ok(g.as_ref().expect("checked by env()").info().map_size)
+        Ok(g.as_ref().ok_or_else(closed)?.info().map_size)
     }
 }
 
@@ -454,6 +451,10 @@ fn view_id_key(view: &str) -> Vec<u8> {
 fn id_prefix(v: &[u8]) -> Result<[u8; 4]> {
     let id: [u8; 4] = v.try_into().map_err(|_| corrupt_meta())?;
     Ok(u32::from_le_bytes(id).to_be_bytes())
+}
+
+fn closed() -> Error {
+    Error::Storage("the online store was closed after a failed map resize or a fork; open it again".into())
 }
 
 fn corrupt_meta() -> Error {

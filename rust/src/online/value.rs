@@ -247,7 +247,10 @@ impl Layout {
 
 #[inline]
 pub fn arr<const N: usize>(v: &[u8], at: usize) -> [u8; N] {
-    v[at..at + N].try_into().expect("slot inside the checked value")
+    // The caller checked the value's length against the layout; the slice has exactly N bytes.
+    let mut out = [0u8; N];
+    out.copy_from_slice(&v[at..at + N]);
+    out
 }
 
 fn corrupt() -> Error {

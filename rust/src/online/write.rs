@@ -150,8 +150,13 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
     let key_idx: Vec<usize> = spec
         .keys
         .iter()
-        .map(|k| table.schema.index_of(k).expect("checked"))
-        .collect();
+        .map(|k| {
+            table
+                .schema
+                .index_of(k)
+                .map_err(|e| Error::Internal(e.to_string()))
+        })
+        .collect::<Result<_>>()?;
     let n = table.num_rows();
     let mut arena: Vec<u8> = Vec::with_capacity(n * 9);
     let mut rows: Vec<Row> = Vec::with_capacity(n);
@@ -286,9 +291,9 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
                 table
                     .schema
                     .index_of(&schema.values[j].name)
-                    .expect("value column in data")
+                    .map_err(|e| Error::Internal(e.to_string()))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let chunks: Vec<Vec<Chunk>> = table
             .batches
             .iter()

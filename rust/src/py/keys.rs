@@ -425,13 +425,13 @@ pub fn key_array(c: &KeyColumn) -> ArrayRef {
         KeyValues::Int(v) => {
             if v.iter().all(|&x| i64::try_from(x).is_ok()) {
                 Arc::new(Int64Array::from_iter(
-                    v.iter().enumerate().map(|(i, &x)| ok(i).then(|| x as i64)),
+                    v.iter().enumerate().map(|(i, &x)| ok(i).then_some(x as i64)),
                 ))
             } else {
                 Arc::new(UInt64Array::from_iter(
                     v.iter()
                         .enumerate()
-                        .map(|(i, &x)| (ok(i) && x >= 0).then(|| x as u64)),
+                        .map(|(i, &x)| (ok(i) && x >= 0).then_some(x as u64)),
                 ))
             }
         }

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::online::schema::Kind;
 use crate::online::{write, KeyBatch, Reader, Store, Window, WriteSpec};
 use crate::py::arrow::{read_table, to_pyarrow};
-use crate::py::errors::{run_detached, run_guarded, to_py};
+use crate::py::errors::{guard, run_detached, run_guarded, to_py};
 use crate::py::keys;
 use crate::serve::{encode_keys, KeyValues, Request};
 
@@ -42,8 +42,10 @@ impl PyOnlineStore {
         map_size: Option<usize>,
         max_map_size: Option<usize>,
     ) -> PyResult<Self> {
-        let store = run_detached(py, || Store::open(&path, map_size, max_map_size))?;
-        Ok(PyOnlineStore { store })
+        guard(py, || {
+            let store = run_detached(py, || Store::open(&path, map_size, max_map_size))?;
+            Ok(PyOnlineStore { store })
+        })
     }
 
     #[pyo3(signature = (view, data, *, keys, timestamp, created_timestamp=None))]
@@ -56,54 +58,58 @@ impl PyOnlineStore {
         timestamp: &str,
         created_timestamp: Option<&str>,
     ) -> PyResult<(usize, usize)> {
-        let table = read_table(data, "data")?;
-        let store = &self.store;
-        let stats = run_detached(py, || {
-            let spec = WriteSpec {
-                keys: &keys,
-                timestamp,
-                created: created_timestamp,
-            };
-            write(store, view, &table, &spec)
-        })?;
-        Ok((stats.rows_written, stats.rows_skipped))
+        guard(py, || {
+            let table = read_table(data, "data")?;
+            let store = &self.store;
+            let stats = run_detached(py, || {
+                let spec = WriteSpec {
+                    keys: &keys,
+                    timestamp,
+                    created: created_timestamp,
+                };
+                write(store, view, &table, &spec)
+            })?;
+            Ok((stats.rows_written, stats.rows_skipped))
+        })
     }
 
     #[pyo3(signature = (view, columns=None))]
     fn reader(&self, py: Python<'_>, view: &str, columns: Option<Vec<String>>) -> PyResult<PyReader> {
-        let store = self.store.clone();
-        let inner = run_detached(py, || Reader::new(store, view, columns.as_deref()))?;
-        Ok(PyReader { inner })
+        guard(py, || {
+            let store = self.store.clone();
+            let inner = run_detached(py, || Reader::new(store, view, columns.as_deref()))?;
+            Ok(PyReader { inner })
+        })
     }
 
     fn views(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        run_guarded(py, || self.store.views())
+        guard(py, || run_guarded(py, || self.store.views()))
     }
 
     fn schema<'py>(&self, py: Python<'py>, view: &str) -> PyResult<Option<Bound<'py, PyAny>>> {
-        match run_guarded(py, || self.store.schema(view))? {
+        guard(py, || match run_guarded(py, || self.store.schema(view))? {
             Some(s) => Ok(Some(s.arrow().to_pyarrow(py)?)),
             None => Ok(None),
-        }
+        })
     }
 
     fn clear_stale_readers(&self, py: Python<'_>) -> PyResult<usize> {
-        run_guarded(py, || self.store.clear_stale_readers())
+        guard(py, || run_guarded(py, || self.store.clear_stale_readers()))
     }
 
     #[getter]
-    fn stale_readers_cleared(&self) -> usize {
-        self.store.stale_readers_cleared
+    fn stale_readers_cleared(&self, py: Python<'_>) -> PyResult<usize> {
+        guard(py, || Ok(self.store.stale_readers_cleared))
     }
 
     #[getter]
     fn map_size(&self, py: Python<'_>) -> PyResult<usize> {
-        run_guarded(py, || self.store.map_size())
+        guard(py, || run_guarded(py, || self.store.map_size()))
     }
 
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.store.path.clone()
+    fn path(&self, py: Python<'_>) -> PyResult<PathBuf> {
+        guard(py, || Ok(self.store.path.clone()))
     }
 }
 
@@ -142,32 +148,35 @@ impl PyReader {
         as_of: Option<&Bound<'py, PyAny>>,
         ttl: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<NumpyOut<'py>> {
-        run_guarded(py, || self.inner.check_numeric())?;
-        let cut = window(py, as_of, ttl)?;
-        let (batch, _) = self.parse_keys(py, keys, false)?;
-        let n = batch.len();
-        let w = self.inner.view.cols.len();
-        // SAFETY: both arrays are fully written by get_f64 (every row, every column, every status) before
-        // Python can see them.
-        let values = unsafe { PyArray2::<f64>::new(py, [n, w], false) };
-        let status = unsafe { PyArray1::<i8>::new(py, [n], false) };
-        {
-            let mut vw = values.readwrite();
-            let mut sw = status.readwrite();
-            let v = vw
-                .as_slice_mut()
-                .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
-            let s = sw
-                .as_slice_mut()
-                .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
-            let reader = &self.inner;
-            if n >= DETACH_KEYS {
-                run_detached(py, || reader.get_f64(&batch, cut, v, s))?;
-            } else {
-                run_guarded(py, || reader.get_f64(&batch, cut, v, s))?;
+        guard(py, || {
+            run_guarded(py, || self.inner.check_numeric())?;
+            let cut = window(py, as_of, ttl)?;
+            let (batch, _) = self.parse_keys(py, keys, false)?;
+            let n = batch.len();
+            let w = self.inner.view.cols.len();
+            // SAFETY: uninitialized, but get_f64 writes every row and column before Python can see it (on
+            // error the array is dropped unseen).
+            let values = unsafe { PyArray2::<f64>::new(py, [n, w], false) };
+            // SAFETY: as above: get_f64 writes every status.
+            let status = unsafe { PyArray1::<i8>::new(py, [n], false) };
+            {
+                let mut vw = values.readwrite();
+                let mut sw = status.readwrite();
+                let v = vw
+                    .as_slice_mut()
+                    .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
+                let s = sw
+                    .as_slice_mut()
+                    .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
+                let reader = &self.inner;
+                if n >= DETACH_KEYS {
+                    run_detached(py, || reader.get_f64(&batch, cut, v, s))?;
+                } else {
+                    run_guarded(py, || reader.get_f64(&batch, cut, v, s))?;
+                }
             }
-        }
-        Ok((values, status))
+            Ok((values, status))
+        })
     }
 
     /// Look up ``keys``; returns a ``pyarrow.Table`` with one row per key in request order: the key
@@ -187,65 +196,72 @@ impl PyReader {
         ttl: Option<&Bound<'_, PyAny>>,
         status_column: &str,
     ) -> PyResult<Py<PyAny>> {
-        let cut = window(py, as_of, ttl)?;
-        let (batch, key_arrays) = self.parse_keys(py, keys, true)?;
-        let key_arrays = key_arrays.unwrap_or_default();
-        let reader = &self.inner;
-        let (values, status) = if batch.len() >= DETACH_KEYS {
-            run_detached(py, || reader.get_arrow(&batch, cut))?
-        } else {
-            run_guarded(py, || reader.get_arrow(&batch, cut))?
-        };
-        let s = &reader.view.schema;
-        let mut fields = Vec::new();
-        let mut cols: Vec<ArrayRef> = Vec::new();
-        for (c, a) in s.keys.iter().zip(key_arrays) {
-            fields.push(Field::new(&c.name, a.data_type().clone(), true));
-            cols.push(a);
-        }
-        for (&j, a) in reader.view.cols.iter().zip(values) {
-            fields.push(Field::new(&s.values[j].name, a.data_type().clone(), true));
-            cols.push(a);
-        }
-        if fields.iter().any(|f| f.name() == status_column) {
-            return Err(to_py(
-                py,
-                Error::ColumnClash(format!(
-                    "view has a column named {status_column:?}, which get() uses for the lookup status; pass \
-                     status_column=\"<another name>\", select other columns (reader(view, columns=[...])) \
-                     or use get_numpy"
-                )),
-            ));
-        }
-        fields.push(Field::new(status_column, DataType::Int8, false));
-        cols.push(Arc::new(status));
-        let schema = Arc::new(Schema::new(fields));
-        let rb = RecordBatch::try_new(schema.clone(), cols).map_err(|e| to_py(py, Error::from(e)))?;
-        to_pyarrow(py, schema, vec![rb])
+        guard(py, || {
+            let cut = window(py, as_of, ttl)?;
+            let (batch, key_arrays) = self.parse_keys(py, keys, true)?;
+            let key_arrays = key_arrays.unwrap_or_default();
+            let reader = &self.inner;
+            let (values, status) = if batch.len() >= DETACH_KEYS {
+                run_detached(py, || reader.get_arrow(&batch, cut))?
+            } else {
+                run_guarded(py, || reader.get_arrow(&batch, cut))?
+            };
+            let s = &reader.view.schema;
+            let mut fields = Vec::new();
+            let mut cols: Vec<ArrayRef> = Vec::new();
+            for (c, a) in s.keys.iter().zip(key_arrays) {
+                fields.push(Field::new(&c.name, a.data_type().clone(), true));
+                cols.push(a);
+            }
+            for (&j, a) in reader.view.cols.iter().zip(values) {
+                fields.push(Field::new(&s.values[j].name, a.data_type().clone(), true));
+                cols.push(a);
+            }
+            if fields.iter().any(|f| f.name() == status_column) {
+                return Err(to_py(
+                    py,
+                    Error::ColumnClash(format!(
+                        "view has a column named {status_column:?}, which get() uses for the lookup status; pass \
+                         status_column=\"<another name>\", select other columns (reader(view, columns=[...])) \
+                         or use get_numpy"
+                    )),
+                ));
+            }
+            fields.push(Field::new(status_column, DataType::Int8, false));
+            cols.push(Arc::new(status));
+            let schema = Arc::new(Schema::new(fields));
+            let rb = RecordBatch::try_new(schema.clone(), cols).map_err(|e| to_py(py, Error::from(e)))?;
+            to_pyarrow(py, schema, vec![rb])
+        })
     }
 
     /// The value columns this reader returns, in order.
     #[getter]
-    fn columns(&self) -> Vec<String> {
-        let r = &self.inner.view;
-        r.cols.iter().map(|&j| r.schema.values[j].name.clone()).collect()
+    fn columns(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        guard(py, || {
+            let r = &self.inner.view;
+            Ok(r.cols.iter().map(|&j| r.schema.values[j].name.clone()).collect())
+        })
     }
 
     /// The view's key columns, in order.
     #[getter]
-    fn key_columns(&self) -> Vec<String> {
-        self.inner
-            .view
-            .schema
-            .keys
-            .iter()
-            .map(|c| c.name.clone())
-            .collect()
+    fn key_columns(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        guard(py, || {
+            Ok(self
+                .inner
+                .view
+                .schema
+                .keys
+                .iter()
+                .map(|c| c.name.clone())
+                .collect())
+        })
     }
 
     #[getter]
-    fn view(&self) -> String {
-        self.inner.view.view.clone()
+    fn view(&self, py: Python<'_>) -> PyResult<String> {
+        guard(py, || Ok(self.inner.view.view.clone()))
     }
 }
 

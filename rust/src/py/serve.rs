@@ -13,7 +13,7 @@ use pyo3::types::PyList;
 
 use crate::error::Error;
 use crate::py::arrow::to_pyarrow;
-use crate::py::errors::{run_detached, run_guarded, to_py};
+use crate::py::errors::{guard, run_detached, run_guarded, to_py};
 use crate::py::keys;
 use crate::py::online::{served_at, PyOnlineStore};
 use crate::serve::{PartSpec, Plan};
@@ -36,42 +36,44 @@ pub struct PyPlan {
 impl PyPlan {
     #[new]
     fn new(py: Python<'_>, store: &PyOnlineStore, parts: &Bound<'_, PyList>) -> PyResult<Self> {
-        let mut specs = Vec::with_capacity(parts.len());
-        for p in parts.iter() {
-            #[allow(clippy::type_complexity)]
-            let (view, keys, columns, ttl, version, types): (
-                String,
-                Vec<String>,
-                Vec<String>,
-                Option<i64>,
-                u64,
-                Vec<Bound<'_, PyAny>>,
-            ) = p.extract()?;
-            let declared = types
-                .iter()
-                .map(|t| {
-                    DataType::from_pyarrow_bound(t).map_err(|e| {
-                        to_py(
-                            py,
-                            Error::InvalidArgument(format!(
-                                "a declared type of view {view:?} is not a pyarrow type: {e}"
-                            )),
-                        )
+        guard(py, || {
+            let mut specs = Vec::with_capacity(parts.len());
+            for p in parts.iter() {
+                #[allow(clippy::type_complexity)]
+                let (view, keys, columns, ttl, version, types): (
+                    String,
+                    Vec<String>,
+                    Vec<String>,
+                    Option<i64>,
+                    u64,
+                    Vec<Bound<'_, PyAny>>,
+                ) = p.extract()?;
+                let declared = types
+                    .iter()
+                    .map(|t| {
+                        DataType::from_pyarrow_bound(t).map_err(|e| {
+                            to_py(
+                                py,
+                                Error::InvalidArgument(format!(
+                                    "a declared type of view {view:?} is not a pyarrow type: {e}"
+                                )),
+                            )
+                        })
                     })
-                })
-                .collect::<PyResult<Vec<_>>>()?;
-            specs.push(PartSpec {
-                view,
-                keys,
-                columns,
-                ttl_micros: ttl,
-                version,
-                declared,
-            });
-        }
-        let s = store.store.clone();
-        let plan = run_detached(py, || Plan::new(s, specs))?;
-        Ok(PyPlan { plan: Arc::new(plan) })
+                    .collect::<PyResult<Vec<_>>>()?;
+                specs.push(PartSpec {
+                    view,
+                    keys,
+                    columns,
+                    ttl_micros: ttl,
+                    version,
+                    declared,
+                });
+            }
+            let s = store.store.clone();
+            let plan = run_detached(py, || Plan::new(s, specs))?;
+            Ok(PyPlan { plan: Arc::new(plan) })
+        })
     }
 
     /// Feature values as float64 ``[n, features]`` and statuses int8 ``[n, views]``.
@@ -82,29 +84,31 @@ impl PyPlan {
         entity_rows: &Bound<'py, PyAny>,
         as_of: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<NumpyOut<'py>> {
-        let plan = &*self.plan;
-        run_guarded(py, || plan.check_numeric())?;
-        let at = served_at(py, as_of)?;
-        let req = keys::request(py, entity_rows, &plan.key_names)?;
-        let (n, w, v) = (req.n, plan.width, plan.views().len());
-        let values = PyArray2::<f64>::zeros(py, [n, w], false);
-        let status = PyArray2::<i8>::zeros(py, [n, v], false);
-        {
-            let mut vw = values.readwrite();
-            let mut sw = status.readwrite();
-            let vs = vw
-                .as_slice_mut()
-                .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
-            let ss = sw
-                .as_slice_mut()
-                .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
-            if n >= DETACH_ROWS {
-                run_detached(py, || plan.get_f64(&req, at, vs, ss))?;
-            } else {
-                run_guarded(py, || plan.get_f64(&req, at, vs, ss))?;
+        guard(py, || {
+            let plan = &*self.plan;
+            run_guarded(py, || plan.check_numeric())?;
+            let at = served_at(py, as_of)?;
+            let req = keys::request(py, entity_rows, &plan.key_names)?;
+            let (n, w, v) = (req.n, plan.width, plan.views().len());
+            let values = PyArray2::<f64>::zeros(py, [n, w], false);
+            let status = PyArray2::<i8>::zeros(py, [n, v], false);
+            {
+                let mut vw = values.readwrite();
+                let mut sw = status.readwrite();
+                let vs = vw
+                    .as_slice_mut()
+                    .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
+                let ss = sw
+                    .as_slice_mut()
+                    .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
+                if n >= DETACH_ROWS {
+                    run_detached(py, || plan.get_f64(&req, at, vs, ss))?;
+                } else {
+                    run_guarded(py, || plan.get_f64(&req, at, vs, ss))?;
+                }
             }
-        }
-        Ok((values, status))
+            Ok((values, status))
+        })
     }
 
     /// The answer to ``entity_rows`` as a :class:`Served` (entity columns, features, statuses, served_at).
@@ -115,42 +119,47 @@ impl PyPlan {
         entity_rows: &Bound<'_, PyAny>,
         as_of: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyServed> {
-        let plan = &*self.plan;
-        let at = served_at(py, as_of)?;
-        let req = keys::request(py, entity_rows, &plan.key_names)?;
-        let (features, status) = if req.n >= DETACH_ROWS {
-            run_detached(py, || plan.get_arrow(&req, at))?
-        } else {
-            run_guarded(py, || plan.get_arrow(&req, at))?
-        };
-        let keys: Vec<ArrayRef> = req.cols.iter().map(keys::key_array).collect();
-        let v = plan.views().len();
-        let status = numpy::ndarray::Array2::from_shape_vec((req.n, v), status)
-            .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
-        Ok(PyServed {
-            plan: self.plan.clone(),
-            keys,
-            features,
-            status: PyArray2::from_owned_array(py, status).unbind(),
-            served_at: at,
-            n: req.n,
+        guard(py, || {
+            let plan = &*self.plan;
+            let at = served_at(py, as_of)?;
+            let req = keys::request(py, entity_rows, &plan.key_names)?;
+            let (features, status) = if req.n >= DETACH_ROWS {
+                run_detached(py, || plan.get_arrow(&req, at))?
+            } else {
+                run_guarded(py, || plan.get_arrow(&req, at))?
+            };
+            let keys: Vec<ArrayRef> = req.cols.iter().map(keys::key_array).collect();
+            let v = plan.views().len();
+            let status = numpy::ndarray::Array2::from_shape_vec((req.n, v), status)
+                .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
+            Ok(PyServed {
+                plan: self.plan.clone(),
+                keys,
+                features,
+                status: PyArray2::from_owned_array(py, status).unbind(),
+                served_at: at,
+                n: req.n,
+            })
         })
     }
 
     /// The request's entity columns (every view's join keys, first appearance first).
     #[getter]
-    fn key_names(&self) -> Vec<String> {
-        self.plan.key_names.clone()
+    fn key_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        guard(py, || Ok(self.plan.key_names.clone()))
     }
 
     /// ``[(view, definition version)]`` in plan order.
     #[getter]
-    fn versions(&self) -> Vec<(String, u64)> {
-        self.plan
-            .versions()
-            .into_iter()
-            .map(|(v, n)| (v.to_string(), n))
-            .collect()
+    fn versions(&self, py: Python<'_>) -> PyResult<Vec<(String, u64)>> {
+        guard(py, || {
+            Ok(self
+                .plan
+                .versions()
+                .into_iter()
+                .map(|(v, n)| (v.to_string(), n))
+                .collect())
+        })
     }
 }
 
@@ -169,44 +178,46 @@ pub struct PyServed {
 impl PyServed {
     /// The answer as a ``pyarrow.Table``: the entity columns, then the features named ``names``.
     fn table(&self, py: Python<'_>, names: Vec<String>) -> PyResult<Py<PyAny>> {
-        if names.len() != self.features.len() {
-            return Err(to_py(
-                py,
-                Error::InvalidArgument(format!(
-                    "{} names for {} features",
-                    names.len(),
-                    self.features.len()
-                )),
-            ));
-        }
-        let mut fields = Vec::with_capacity(self.keys.len() + names.len());
-        let mut cols = Vec::with_capacity(fields.capacity());
-        for (k, a) in self.plan.key_names.iter().zip(&self.keys) {
-            fields.push(Field::new(k, a.data_type().clone(), true));
-            cols.push(a.clone());
-        }
-        for (name, a) in names.iter().zip(&self.features) {
-            fields.push(Field::new(name, a.data_type().clone(), true));
-            cols.push(a.clone());
-        }
-        let schema = Arc::new(Schema::new(fields));
-        let batch = run_guarded(py, || Ok(RecordBatch::try_new(schema.clone(), cols)?))?;
-        to_pyarrow(py, schema, vec![batch])
+        guard(py, || {
+            if names.len() != self.features.len() {
+                return Err(to_py(
+                    py,
+                    Error::InvalidArgument(format!(
+                        "{} names for {} features",
+                        names.len(),
+                        self.features.len()
+                    )),
+                ));
+            }
+            let mut fields = Vec::with_capacity(self.keys.len() + names.len());
+            let mut cols = Vec::with_capacity(fields.capacity());
+            for (k, a) in self.plan.key_names.iter().zip(&self.keys) {
+                fields.push(Field::new(k, a.data_type().clone(), true));
+                cols.push(a.clone());
+            }
+            for (name, a) in names.iter().zip(&self.features) {
+                fields.push(Field::new(name, a.data_type().clone(), true));
+                cols.push(a.clone());
+            }
+            let schema = Arc::new(Schema::new(fields));
+            let batch = run_guarded(py, || Ok(RecordBatch::try_new(schema.clone(), cols)?))?;
+            to_pyarrow(py, schema, vec![batch])
+        })
     }
 
     /// Statuses, int8 ``[n, views]`` (``skewless.online.Status``).
     #[getter]
-    fn status(&self, py: Python<'_>) -> Py<PyArray2<i8>> {
-        self.status.clone_ref(py)
+    fn status(&self, py: Python<'_>) -> PyResult<Py<PyArray2<i8>>> {
+        guard(py, || Ok(self.status.clone_ref(py)))
     }
 
     /// The request instant, UTC microseconds.
     #[getter]
-    fn served_at_us(&self) -> i64 {
-        self.served_at
+    fn served_at_us(&self, py: Python<'_>) -> PyResult<i64> {
+        guard(py, || Ok(self.served_at))
     }
 
-    fn __len__(&self) -> usize {
-        self.n
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        guard(py, || Ok(self.n))
     }
 }
