@@ -313,7 +313,20 @@ fn missing(py: Python<'_>, k: &str, names: &[String]) -> PyErr {
 /// A request's entity columns from `entity_rows`: a mapping of join key to values, a pyarrow Table, a
 /// list of dicts (one per entity), or, when the plan has a single join key, a plain sequence of keys.
 pub fn request(py: Python<'_>, rows: &Bound<'_, PyAny>, names: &[String]) -> PyResult<Request> {
-    let cols: Vec<KeyColumn> = if let Ok(d) = rows.cast::<PyDict>() {
+    // The common shapes first: each failed attribute probe below costs an exception inside Python.
+    let plain = |rows: &Bound<'_, PyAny>| -> PyResult<bool> {
+        let items_are_dicts = if let Ok(l) = rows.cast::<PyList>() {
+            l.len() > 0 && l.get_item(0)?.is_instance_of::<PyDict>()
+        } else if let Ok(t) = rows.cast::<PyTuple>() {
+            t.len() > 0 && t.get_item(0)?.is_instance_of::<PyDict>()
+        } else {
+            return Ok(false);
+        };
+        Ok(names.len() == 1 && !items_are_dicts)
+    };
+    let cols: Vec<KeyColumn> = if plain(rows)? {
+        vec![column(py, rows, &names[0])?]
+    } else if let Ok(d) = rows.cast::<PyDict>() {
         let mut out = Vec::with_capacity(names.len());
         for k in names {
             let v = d.get_item(k)?.ok_or_else(|| missing(py, k, names))?;

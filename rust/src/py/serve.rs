@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::pyarrow::FromPyArrow;
-use numpy::{PyArray2, PyArrayMethods};
+use numpy::PyArray2;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -89,24 +89,24 @@ impl PyPlan {
             run_guarded(py, || plan.check_numeric())?;
             let at = served_at(py, as_of)?;
             let req = keys::request(py, entity_rows, &plan.key_names)?;
-            let (n, w, v) = (req.n, plan.width, plan.views().len());
-            let values = PyArray2::<f64>::zeros(py, [n, w], false);
-            let status = PyArray2::<i8>::zeros(py, [n, v], false);
-            {
-                let mut vw = values.readwrite();
-                let mut sw = status.readwrite();
-                let vs = vw
-                    .as_slice_mut()
-                    .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
-                let ss = sw
-                    .as_slice_mut()
-                    .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
-                if n >= DETACH_ROWS {
-                    run_detached(py, || plan.get_f64(&req, at, vs, ss))?;
-                } else {
-                    run_guarded(py, || plan.get_f64(&req, at, vs, ss))?;
-                }
+            let (n, w, v) = (req.n, plan.width, plan.n_views());
+            // Filled in Rust, then handed to numpy without a copy (and without numpy's borrow tracking).
+            let mut vs = vec![0.0f64; n * w];
+            let mut ss = vec![0i8; n * v];
+            if n >= DETACH_ROWS {
+                run_detached(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
+            } else {
+                run_guarded(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
             }
+            let shape = |e: numpy::ndarray::ShapeError| to_py(py, Error::Internal(e.to_string()));
+            let values = PyArray2::from_owned_array(
+                py,
+                numpy::ndarray::Array2::from_shape_vec((n, w), vs).map_err(shape)?,
+            );
+            let status = PyArray2::from_owned_array(
+                py,
+                numpy::ndarray::Array2::from_shape_vec((n, v), ss).map_err(shape)?,
+            );
             Ok((values, status))
         })
     }
@@ -129,7 +129,7 @@ impl PyPlan {
                 run_guarded(py, || plan.get_arrow(&req, at))?
             };
             let keys: Vec<ArrayRef> = req.cols.iter().map(keys::key_array).collect();
-            let v = plan.views().len();
+            let v = plan.n_views();
             let status = numpy::ndarray::Array2::from_shape_vec((req.n, v), status)
                 .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
             Ok(PyServed {

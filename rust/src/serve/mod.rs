@@ -55,7 +55,14 @@ struct Part {
     /// First feature of this part in the output row.
     offset: usize,
     /// Set once, by the first request that finds the view's schema.
-    resolved: OnceLock<Resolved>,
+    resolved: OnceLock<Ready>,
+}
+
+/// A part whose view has online data: the view, and its key signature (request column and stored key
+/// kind per key part), which decides which parts share encoded keys.
+struct Ready {
+    view: Resolved,
+    sig: Vec<(usize, Kind)>,
 }
 
 /// The request's entity columns, one per plan key (`Plan::key_names`), all of one length.
@@ -119,8 +126,8 @@ pub struct Plan {
 }
 
 /// Encoded keys of one key signature, with the order to walk them in.
-struct Group {
-    sig: Vec<(usize, Kind)>,
+struct Group<'p> {
+    sig: &'p [(usize, Kind)],
     keys: KeyBatch,
     order: Vec<u32>,
 }
@@ -202,6 +209,11 @@ impl Plan {
             .collect()
     }
 
+    /// Number of parts (views): the width of the status output.
+    pub fn n_views(&self) -> usize {
+        self.parts.len()
+    }
+
     pub fn views(&self) -> Vec<&str> {
         self.parts.iter().map(|p| p.spec.view.as_str()).collect()
     }
@@ -219,7 +231,7 @@ impl Plan {
     pub fn check_numeric(&self) -> Result<()> {
         for p in &self.parts {
             match p.resolved.get() {
-                Some(r) => r.check_numeric("get_numpy")?,
+                Some(r) => r.view.check_numeric("get_numpy")?,
                 None => {
                     for (c, t) in p.spec.columns.iter().zip(&p.spec.declared) {
                         if !(t.is_integer() || t.is_floating() || *t == DataType::Boolean) {
@@ -320,23 +332,17 @@ impl Plan {
         let store = &*self.store;
         let data = store.data();
         store.read(|txn| {
-            let mut groups: Vec<Group> = Vec::new();
+            let mut groups: Vec<Group<'_>> = Vec::new();
             let mut part_group: Vec<Option<usize>> = Vec::with_capacity(self.parts.len());
             for p in &self.parts {
                 let Some(r) = resolve(store, txn, p)? else {
                     part_group.push(None);
                     continue;
                 };
-                let sig: Vec<(usize, Kind)> = p
-                    .key_idx
-                    .iter()
-                    .zip(&r.schema.keys)
-                    .map(|(&i, c)| (i, c.kind.clone()))
-                    .collect();
-                match groups.iter().position(|g| g.sig == sig) {
+                match groups.iter().position(|g| g.sig == r.sig.as_slice()) {
                     Some(g) => part_group.push(Some(g)),
                     None => {
-                        groups.push(encode_group(sig, req, &self.key_names)?);
+                        groups.push(encode_group(&r.sig, req, &self.key_names)?);
                         part_group.push(Some(groups.len() - 1));
                     }
                 }
@@ -345,7 +351,7 @@ impl Plan {
             let mut rows: Vec<(i8, &[u8])> = vec![(NOT_FOUND, &[][..]); n];
             for (pi, (p, g)) in self.parts.iter().zip(&part_group).enumerate() {
                 rows.fill((NOT_FOUND, &[][..]));
-                let res = p.resolved.get();
+                let res = p.resolved.get().map(|r| &r.view);
                 if let (Some(r), Some(g)) = (res, g) {
                     let g = &groups[*g];
                     let window = Window::new(served_at, p.spec.ttl_micros);
@@ -363,7 +369,7 @@ impl Plan {
 }
 
 /// The part's resolved view, resolving it from `txn` when its schema has appeared.
-fn resolve<'p>(store: &Store, txn: &RoTxn, p: &'p Part) -> Result<Option<&'p Resolved>> {
+fn resolve<'p>(store: &Store, txn: &RoTxn, p: &'p Part) -> Result<Option<&'p Ready>> {
     if let Some(r) = p.resolved.get() {
         return Ok(Some(r));
     }
@@ -378,9 +384,15 @@ fn resolve<'p>(store: &Store, txn: &RoTxn, p: &'p Part) -> Result<Option<&'p Res
             p.spec.view, p.spec.keys
         )));
     }
-    let r = Resolved::new(&p.spec.view, schema, prefix, Some(&p.spec.columns))?;
+    let sig = p
+        .key_idx
+        .iter()
+        .zip(&schema.keys)
+        .map(|(&i, c)| (i, c.kind.clone()))
+        .collect();
+    let view = Resolved::new(&p.spec.view, schema, prefix, Some(&p.spec.columns))?;
     // Two threads may resolve at once; both built the same thing, the first one set wins.
-    Ok(Some(p.resolved.get_or_init(|| r)))
+    Ok(Some(p.resolved.get_or_init(|| Ready { view, sig })))
 }
 
 /// Encodes the key of every request row for one key signature (`(request column, stored key kind)` per
@@ -411,8 +423,8 @@ pub fn encode_keys(sig: &[(usize, Kind)], req: &Request, names: &[String]) -> Re
 
 /// The keys of one signature and the order to look them up in: sorted, so that neighbouring lookups
 /// walk the same B-tree pages.
-fn encode_group(sig: Vec<(usize, Kind)>, req: &Request, names: &[String]) -> Result<Group> {
-    let keys = encode_keys(&sig, req, names)?;
+fn encode_group<'p>(sig: &'p [(usize, Kind)], req: &Request, names: &[String]) -> Result<Group<'p>> {
+    let keys = encode_keys(sig, req, names)?;
     let mut order: Vec<u32> = (0..req.n as u32).collect();
     if req.n >= SORT_MIN {
         order.sort_unstable_by(|&a, &b| keys.key(a as usize).cmp(keys.key(b as usize)));
