@@ -20,3 +20,15 @@ def test_readme_usage_example(tmp_path, monkeypatch, capsys):
     assert train["amount_7d"] == [120.0, 80.5]
     assert train["txn_count_7d"] == [3, 2]
     assert "80.5" in capsys.readouterr().out
+
+
+def test_readme_window_example(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next((b for b in blocks if "window_aggregate" in b), None)
+    assert code is not None, "README lost its window example"
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {}
+    exec(compile(code, str(README), "exec"), scope)
+    out = scope["windows"].to_pydict()  # type: ignore[attr-defined]
+    assert out["amount_sum_7d"] == [8.5, 1.0]
+    assert out["amount_count_2d"] == [1, 0]

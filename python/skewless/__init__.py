@@ -8,6 +8,7 @@ from __future__ import annotations
 from . import errors
 from ._core import __version__
 from .asof import asof_join
+from .canary import Canary
 from .definitions import (
     Array,
     Bool,
@@ -25,15 +26,20 @@ from .definitions import (
 )
 from .online import OnlineStore, Reader, Status, WriteResult
 from .serving import OnlineReader, OnlineResponse
+from .statistics import Statistics
 from .store import FeatureStore
+from .window import Aggregation, window_aggregate
 
 __all__ = [
     "errors",
     "__version__",
     "asof_join",
+    "window_aggregate",
+    "Aggregation",
     "Array",
     "Bool",
     "Bytes",
+    "Canary",
     "Entity",
     "FeatureService",
     "FeatureStore",
@@ -47,6 +53,7 @@ __all__ = [
     "OnlineResponse",
     "OnlineStore",
     "Reader",
+    "Statistics",
     "Status",
     "String",
     "Timestamp",

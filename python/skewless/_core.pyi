@@ -19,6 +19,17 @@ def asof_join(
     allow_exact_matches: bool,
     tie_breaker: str | None,
     suffix: str | None,
+    sequence: str | None = None,
+) -> Any: ...
+
+# --- window (skewless.window.window_aggregate checks and names the aggregations) ---
+def window_aggregate(
+    labels: object,
+    events: object,
+    on: str,
+    by: list[str],
+    sequence: str | None,
+    aggregations: list[tuple[str, str, int, str]],
 ) -> Any: ...
 
 # --- online store (skewless.online) ---

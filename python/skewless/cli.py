@@ -98,6 +98,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
             f"view     {fv.name} (v{store.version(fv.name)}): {len(fv.schema)} features, entities "
             f"{[e.name for e in fv.entities]}, ttl {ttl}{', source ' + fv.source if fv.source else ''}"
         )
+    for fv in store.list_feature_views():
+        for v in store.list_statistics(fv.name):
+            st = store.get_statistics(fv.name, v)
+            span = f"[{st.start or '-'}, {st.end or '-'})"
+            print(f"stats    {fv.name} v{v}: {st.rows:,} rows in {span}, features {st.features}")
     for s in store.list_feature_services():
         print(f"service  {s.name} (v{store.version(s.name, 'feature_services')}): {len(s.features)} features")
     return 0

@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .durations import to_timedelta
 from .errors import DtypeError, InvalidArgumentError, RegistryError
 
 __all__ = [
@@ -145,9 +146,14 @@ def dtype_from_name(text: str) -> DType:
 
 def dtype_from_arrow(t: pa.DataType) -> DType | None:
     """The dtype an Arrow type is stored as, or None when skewless does not store that type."""
-    if pa.types.is_large_string(t) or pa.types.is_string(t):
+    if pa.types.is_large_string(t) or pa.types.is_string(t) or pa.types.is_string_view(t):
         return String
-    if pa.types.is_large_binary(t) or pa.types.is_binary(t):
+    if (
+        pa.types.is_large_binary(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_binary_view(t)
+        or pa.types.is_fixed_size_binary(t)
+    ):
         return Bytes
     if pa.types.is_timestamp(t):
         return Timestamp
@@ -269,24 +275,16 @@ class Field:
 def _ttl(ttl: Any, name: str) -> dt.timedelta | None:
     if ttl is None:
         return None
-    if not isinstance(ttl, dt.timedelta):
-        raise InvalidArgumentError(
-            f"feature view {name!r}: ttl must be a datetime.timedelta or None, not {ttl!r}"
-        )
-    if ttl < dt.timedelta(0):
-        raise InvalidArgumentError(
-            f"feature view {name!r}: ttl {ttl} is negative; use a positive timedelta, or None for no expiry"
-        )
-    if ttl % MICROSECOND:
-        raise InvalidArgumentError(f"feature view {name!r}: ttl must be a whole number of microseconds")
-    return ttl
+    return to_timedelta(ttl, f"feature view {name!r}: ttl")
 
 
 @dataclass(frozen=True)
 class FeatureView:
     """A group of features about the same entities, written together with one event timestamp.
 
-    ``ttl``: how long a value stays valid after its timestamp (None: forever). It bounds the
+    ``ttl``: how long a value stays valid after its timestamp (None: forever): any duration
+    :mod:`skewless.durations` accepts (``timedelta(days=30)``, ``"30d"``, ``numpy.timedelta64(30, "D")``,
+    ``pandas.Timedelta``), kept as a ``datetime.timedelta`` of whole microseconds. It bounds the
     point-in-time join (a value older than ``t - ttl`` gives null) and online reads alike.
     ``created_timestamp_field``: among rows with the same key and timestamp, the latest created wins.
     ``source``: a Parquet file, folder or glob holding this view's history (written by someone else);
@@ -317,7 +315,7 @@ class FeatureView:
         name: str,
         entities: Iterable[Entity],
         schema: Iterable[Field],
-        ttl: dt.timedelta | None = None,
+        ttl: dt.timedelta | str | None = None,
         timestamp_field: str = "event_timestamp",
         created_timestamp_field: str | None = None,
         source: str | None = None,

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ._arrow import as_instant, decode
 from .definitions import KEY_DTYPES, MICROSECOND, TIMESTAMP_TYPE, FeatureView, dtype_from_arrow
 from .errors import (
     DtypeError,
@@ -29,7 +30,7 @@ from .errors import (
     SchemaMismatch,
 )
 
-__all__ = ["instant_us", "normalize_ts", "conform", "entity_key", "normalize_rows"]
+__all__ = ["instant_us", "normalize_ts", "conform", "entity_key", "normalize_rows", "flag", "column_name"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -48,8 +49,27 @@ def instant_us(x: Any, what: str) -> int:
     raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, not {type(x).__name__}")
 
 
+def flag(value: Any, what: str) -> bool:
+    """A True/False argument (Python or numpy bool); anything else is InvalidArgumentError, so that a
+    string like "no" is never taken as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidArgumentError(f"{what} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def column_name(value: Any, what: str) -> str:
+    """A column-name argument: a str, else InvalidArgumentError."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{what} must be a column name (str), got {value!r}")
+    return value
+
+
 def normalize_ts(col: pa.ChunkedArray | pa.Array, what: str) -> pa.ChunkedArray:
-    """A timezone-aware timestamp column as UTC microseconds (``TIMESTAMP_TYPE``)."""
+    """A timezone-aware timestamp column as UTC microseconds (``TIMESTAMP_TYPE``); a date column is the
+    instants 00:00 UTC of its days."""
+    if isinstance(col, pa.Array):
+        col = pa.chunked_array([col])
+    col = as_instant(col)
     t = col.type
     if not pa.types.is_timestamp(t):
         raise DtypeError(f"{what} is {t}, not a timestamp; give it a timezone-aware timestamp type")
@@ -76,13 +96,16 @@ _INT_WIDEN = {
 
 
 def conform(col: pa.ChunkedArray, want: pa.DataType, what: str) -> pa.ChunkedArray:
-    """``col`` as type ``want`` when that loses nothing, else DtypeError."""
+    """``col`` as type ``want`` when that loses nothing, else DtypeError. Dictionary-encoded columns
+    (pandas ``category``, polars ``Categorical``/``Enum``) are decoded; every string layout (large,
+    view) is a string, every binary layout (large, view, fixed-size) a binary."""
+    col = decode(col)
     t = col.type
     if t == want:
         return col
     ok = (
-        (want == pa.string() and pa.types.is_large_string(t))
-        or (want == pa.binary() and pa.types.is_large_binary(t))
+        (want == pa.string() and (pa.types.is_large_string(t) or pa.types.is_string_view(t)))
+        or (want == pa.binary() and (pa.types.is_large_binary(t) or pa.types.is_binary_view(t)))
         or t in _INT_WIDEN.get(want, ())
         or (want == pa.float64() and t == pa.float32())
         or (
@@ -99,11 +122,20 @@ def conform(col: pa.ChunkedArray, want: pa.DataType, what: str) -> pa.ChunkedArr
         raise DtypeError(f"{what}: cannot store {t} as {want}: {e}") from None
 
 
+def _bool_key(col: pa.ChunkedArray, want: pa.DataType | None) -> pa.ChunkedArray:
+    # A boolean key of an integer-keyed entity is its 0/1 value (as numpy and pandas count it).
+    if want is not None and pa.types.is_boolean(col.type) and pa.types.is_integer(want):
+        return pc.cast(col, want)
+    return col
+
+
 def entity_key(col: pa.ChunkedArray, want: pa.DataType | None, name: str) -> pa.ChunkedArray:
     """An entity_df key column as the view's key type. Integers narrower than what pandas and polars
-    produce (int64) are accepted when every value fits; a value that does not is a DtypeError."""
+    produce (int64) are accepted when every value fits; a value that does not is a DtypeError. Booleans
+    are 0/1 for an integer key; dictionary-encoded and other string/binary layouts are decoded."""
     if want is None or col.type == want:
         return col
+    col = _bool_key(decode(col), want)
     if pa.types.is_integer(col.type) and pa.types.is_integer(want):
         try:
             return pc.cast(col, want)
@@ -143,11 +175,13 @@ def normalize_rows(
                     f"{what}: join key {k!r} has {c.null_count} null(s); every row needs a key"
                 )
             want = key_types[i]
+            c = _bool_key(decode(c), want)
             if want is None:
                 d = dtype_from_arrow(c.type)
                 if d is None or d.name not in KEY_DTYPES:
                     raise DtypeError(
-                        f"{what}: join key {k!r} is {c.type}; keys must be int32, int64, string or binary"
+                        f"{what}: join key {k!r} is {c.type}; keys must be integers (int32, int64), strings "
+                        "or binary; cast it (e.g. booleans to int64) or declare the entity's dtype"
                     )
                 want = d.arrow
                 new_types.append(d.to_json())

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._arrow import name_list
 from .definitions import FeatureService, FeatureView
 from .errors import ColumnClashError, InvalidArgumentError
 
@@ -33,9 +34,18 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 def resolve(registry: Registry, features: Sequence[str] | FeatureService) -> Plan:
     """The views and features a request names (unknown ones raise UnknownFeatureError)."""
-    refs = features.features if isinstance(features, FeatureService) else features
-    if isinstance(refs, str):
-        raise InvalidArgumentError("features must be a list of 'view:feature' strings or a FeatureService")
+    if isinstance(features, FeatureService):
+        refs = features.features
+    else:
+        try:
+            refs = [] if isinstance(features, str) else name_list(features, "features")
+        except InvalidArgumentError:
+            refs = []
+        if not refs:
+            raise InvalidArgumentError(
+                "features must be a non-empty list of 'view:feature' strings (list, tuple, pandas or polars "
+                f"Series...) or a FeatureService; got {features!r}"
+            )
     # Insertion-ordered dicts as ordered sets: a view of thousands of features resolves in linear time.
     plan: dict[str, dict[str, None]] = {}
     views: dict[str, FeatureView] = {}

@@ -11,8 +11,16 @@ File format, version 1 (the one place it is described)::
       "state": {
         "key_dtypes":   {"<entity>": ["Int64", ...]},   # key dtypes fixed by the first write, per join key
         "materialized": {"<view>": <int, UTC microseconds>}  # end of the last materialize_incremental
-      }
+      },
+      "statistics": {"<view>": {"<n>": {               # statistics artifacts, numbered 1, 2, ... per view
+        "version": <n>, "view_version": <int>, "created_at_us": <int>,
+        "start_us": <int or null>, "end_us": <int or null>, "rows": <int>,
+        "features": {"<feature>": {"count": ..., "null_count": ..., ...}}   # see statistics.py
+      }}}
     }
+
+``statistics`` is optional (a registry written before artifacts existed has none); an artifact, once
+written, is never changed or renumbered. Non-finite numbers in it are written as JSON's NaN/Infinity.
 
 Dtypes are written as ``Int64``, ``Float32``, ``Array(Float32,8)`` ...; a TTL as whole microseconds
 (``ttl_us``, null for none). A definition's ``version`` starts at 1 and grows by one each time ``apply``
@@ -39,7 +47,13 @@ import pyarrow as pa
 
 from ._fs import atomic_write
 from .definitions import Entity, FeatureService, FeatureView, dtype_from_name
-from .errors import IncompatibleChangeError, RegistryError, SkewlessError, UnknownFeatureError
+from .errors import (
+    IncompatibleChangeError,
+    InvalidArgumentError,
+    RegistryError,
+    SkewlessError,
+    UnknownFeatureError,
+)
 
 T = TypeVar("T")
 
@@ -59,6 +73,7 @@ def _empty() -> dict[str, Any]:
         "feature_views": {},
         "feature_services": {},
         "state": {"key_dtypes": {}, "materialized": {}},
+        "statistics": {},
     }
 
 
@@ -95,6 +110,7 @@ class Registry:
                 f"{path} has registry format version {data.get('version')}; this skewless reads version "
                 f"{VERSION}: upgrade skewless"
             )
+        data.setdefault("statistics", {})
         return cls(path, data)
 
     def save(self) -> None:
@@ -105,6 +121,7 @@ class Registry:
     # ---- reading -------------------------------------------------------------------------------------
 
     def _spec(self, kind: str, name: str, what: str, hint: str = "") -> dict[str, Any]:
+        _check_name_type(name, what)
         try:
             spec: dict[str, Any] = self.data[kind][name]["spec"]
         except KeyError:
@@ -131,6 +148,7 @@ class Registry:
         return self._build(lambda: Entity.from_spec(spec), "entity", name)
 
     def feature_view(self, name: str) -> FeatureView:
+        _check_name_type(name, "feature view")
         fv = self._cache.get(name)
         if fv is not None:
             return fv
@@ -168,6 +186,22 @@ class Registry:
             out.extend([None] * len(e.join_keys) if kd is None else [d.arrow for d in kd])
         return out
 
+    def statistics_versions(self, view: str) -> list[int]:
+        """The numbers of the view's statistics artifacts, oldest first."""
+        return sorted(int(v) for v in self.data["statistics"].get(view, {}))
+
+    def statistics(self, view: str, version: int | None = None) -> dict[str, Any]:
+        """One statistics artifact of ``view`` (the newest when ``version`` is None), as stored."""
+        versions = self.statistics_versions(view)
+        if not versions:
+            raise UnknownFeatureError(
+                f"view {view!r} has no statistics artifact; run store.compute_statistics({view!r}) first"
+            )
+        v = versions[-1] if version is None else version
+        if v not in versions:
+            raise UnknownFeatureError(f"view {view!r} has no statistics version {v!r}; it has {versions}")
+        return copy.deepcopy(self.data["statistics"][view][str(v)])
+
     def materialized_until(self, view: str) -> int | None:
         """Where the last ``materialize_incremental`` of ``view`` ended (UTC microseconds), if any."""
         v = self.data["state"]["materialized"].get(view)
@@ -190,6 +224,15 @@ class Registry:
                 state["key_dtypes"].setdefault(e, list(types))
 
         self._update_state(fix)
+
+    def add_statistics(self, view: str, record: Mapping[str, Any]) -> int:
+        """Store ``record`` as the view's next statistics artifact; returns its number."""
+        new = copy.deepcopy(self.data)
+        arts = new["statistics"].setdefault(view, {})
+        version = max((int(v) for v in arts), default=0) + 1
+        arts[str(version)] = {**copy.deepcopy(dict(record)), "version": version}
+        self._commit(new)
+        return version
 
     def mark_materialized(self, view: str, until_us: int) -> None:
         """Record that ``view`` is materialized up to ``until_us`` (exclusive)."""
@@ -329,3 +372,9 @@ class Registry:
                     f"feature service {fs.name!r} refers to {ref!r}, but view {view!r} has no feature "
                     f"{feat!r}"
                 )
+
+
+def _check_name_type(name: Any, what: str) -> None:
+    # Names are looked up in dicts: anything but a str is a caller's mistake, said as such.
+    if not isinstance(name, str):
+        raise InvalidArgumentError(f"a {what} name must be a str, got {name!r} ({type(name).__name__})")

@@ -2,7 +2,8 @@
 
 For each entity row (keys k, time t) and each view, the value is the view's row for k with the greatest
 timestamp <= t and >= t - ttl, null when there is none. Ties: the latest created timestamp; among full
-ties the earliest write, and within it its last row (the online store's rule, so both agree).
+ties the earliest write, and within it its last row (the online store's rule, so both agree), decided by
+the history's write sequence ``__seq__`` (offline.py, "Tie order"), never by the order rows are read in.
 
 :func:`retrieve` is the I/O-free core: entity rows and each view's history rows in, the training set out.
 The store reads the history (:func:`get_historical_features`); a distributed engine can call
@@ -28,11 +29,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import history
-from ._arrow import as_table
+from ._arrow import as_table, index_hint
 from .asof import asof_join
 from .definitions import FeatureService
 from .errors import MissingColumnError
-from .normalize import entity_key, normalize_ts
+from .normalize import column_name, entity_key, flag, normalize_ts
+from .offline import SEQ, tie_rank
 from .refs import Plan, output_names, resolve
 
 if TYPE_CHECKING:
@@ -89,6 +91,12 @@ def _join(
                 nulls = pa.nulls(left.num_rows, fv.get_field(f).dtype.arrow)
                 out = out.append_column(req.names[(fv.name, f)], nulls)
             continue
+        sequence = None
+        if SEQ in right.column_names:
+            # The sequence as the join's rank (larger wins), in place: no extra column to gather.
+            sequence = "__tie_rank__"
+            i = right.schema.get_field_index(SEQ)
+            right = right.set_column(i, sequence, tie_rank(right.column(i)))
         joined = asof_join(
             left,
             right,
@@ -96,6 +104,7 @@ def _join(
             by=fv.join_keys,
             tolerance=fv.ttl,
             tie_breaker=fv.created_timestamp_field,
+            sequence=sequence,
         )
         for f in feats:
             out = out.append_column(req.names[(fv.name, f)], joined.column(f))
@@ -114,7 +123,9 @@ def retrieve(
     """``entity_df``'s rows, in order, then each view's requested features as of each row's time.
 
     ``histories[view]``: the view's history rows in the stored layout (keys, time columns, at least the
-    requested features) in the history's read order, or None when it has none. ``key_types[view]``: the
+    requested features), or None when it has none. With their write sequence column ``__seq__`` (as
+    :meth:`OfflineStore.scan` reads it) full ties are decided by it and row order does not matter;
+    without it, the last of a full tie in the given order wins. ``key_types[view]``: the
     view's key types, to which entity keys are converted (None: take the history's).
     """
     req = _check(entity_df, views, key_types, full_feature_names, timestamp_column)
@@ -131,8 +142,13 @@ def get_historical_features(
 ) -> pa.Table:
     """:meth:`FeatureStore.get_historical_features`: resolve, check the request, read each view's
     history in the time range the rows need, then join as :func:`retrieve` does."""
+    full_feature_names = flag(full_feature_names, "full_feature_names")
+    column_name(timestamp_column, "timestamp_column")
     plan = resolve(store.registry, features)
     left = as_table(entity_df, "entity_df")
+    for c in [timestamp_column] + [k for fv, _ in plan for k in fv.join_keys]:
+        if c not in left.column_names and index_hint(entity_df, c):
+            raise MissingColumnError(f"entity_df has no column {c!r}. {index_hint(entity_df, c)}")
     key_types = {fv.name: store.registry.key_types(fv) for fv, _ in plan}
     req = _check(left, plan, key_types, full_feature_names, timestamp_column)
     mm = pc.min_max(req.t)

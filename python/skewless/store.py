@@ -33,16 +33,17 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 
 from . import history, retrieval
-from ._arrow import as_table
+from ._arrow import as_table, index_hint, name_list
 from .definitions import Entity, FeatureService, FeatureView
-from .errors import InvalidArgumentError, UnknownFeatureError
+from .errors import InvalidArgumentError, MissingColumnError, UnknownFeatureError
 from .materialize import materialize_view
-from .normalize import instant_us, normalize_rows
+from .normalize import flag, instant_us, normalize_rows
 from .offline import OfflineStore
 from .online import OnlineStore
 from .refs import output_names, resolve
 from .registry import Registry, RegistryError
 from .serving import OnlineReader, OnlineResponse
+from .statistics import Statistics, check_features, summarize
 
 __all__ = ["FeatureStore", "WriteSummary"]
 
@@ -165,6 +166,66 @@ class FeatureStore:
         except KeyError:
             raise UnknownFeatureError(f"no {kind} entry {name!r}") from None
 
+    # ---- statistics artifacts -----------------------------------------------------------------------------
+
+    def compute_statistics(
+        self,
+        view: str,
+        features: Sequence[str] | None = None,
+        *,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+    ) -> Statistics:
+        """Summarize the view's history rows with ``start <= timestamp < end`` (None: open) and store the
+        result as the view's next numbered, immutable statistics artifact (see :mod:`skewless.statistics`).
+
+        Every history row in the range counts, every version of every value. Returns the artifact.
+
+        Example: ``stats = store.compute_statistics("user_stats", ["income"]); stats.version``.
+        """
+        self._refresh()
+        fv = self.registry.feature_view(view)
+        feats = check_features(fv, features)
+        lo = None if start is None else instant_us(start, "start")
+        hi = None if end is None else instant_us(end, "end")
+        if lo is not None and hi is not None and lo >= hi:
+            raise InvalidArgumentError(f"compute_statistics: start {start} is not before end {end}")
+        with self._lock():
+            self._refresh()
+            cols = [fv.timestamp_field, *feats]
+            if self.offline.files(fv.name, fv.source):
+                batches = list(history.scan(self.offline, self.registry, fv, cols, lo, hi, False))
+                table = history.to_stored(
+                    self.registry, fv, pa.Table.from_batches(batches) if batches else None, cols
+                )
+            else:
+                table = history.empty(self.registry, fv, cols)
+            record = {
+                "view_version": self.registry.version("feature_views", view),
+                "created_at_us": instant_us(dt.datetime.now(dt.timezone.utc), "now"),
+                "start_us": lo,
+                "end_us": hi,
+                "rows": table.num_rows,
+                "features": summarize(table, feats),
+            }
+            version = self.registry.add_statistics(view, record)
+            self._reg_stamp = _stamp(self.registry.path)
+        return Statistics(view, self.registry.statistics(view, version))
+
+    def get_statistics(self, view: str, version: int | None = None) -> Statistics:
+        """A stored statistics artifact of ``view``: number ``version``, or the newest.
+
+        Example: ``store.get_statistics("user_stats", 1)["income"]["median"]``.
+        """
+        self._refresh()
+        self.registry.feature_view(view)
+        return Statistics(view, self.registry.statistics(view, version))
+
+    def list_statistics(self, view: str) -> list[int]:
+        """The numbers of the view's statistics artifacts, oldest first."""
+        self._refresh()
+        return self.registry.statistics_versions(view)
+
     # ---- plumbing -----------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -192,11 +253,13 @@ class FeatureStore:
     def write(self, view: str, data: Any) -> WriteSummary:
         """Append ``data`` to the view's history and upsert the online store, as one operation.
 
-        ``data`` (pyarrow, polars, pandas, a mapping of columns) holds the join keys, the timestamp
-        field(s) and every feature of the view, nothing else. Everything is validated first; a bad input
-        raises a typed error and writes nothing. If the online write fails, the history file just added
-        is removed, so the store is as before. Should the process die between the two, ``materialize``
-        brings the online store back in line.
+        ``data`` (pyarrow, polars DataFrame or LazyFrame, pandas DataFrame, a mapping of columns: the
+        forms and conversions of ``skewless._arrow``; a pandas index is dropped) holds the join keys, the
+        timestamp field(s) and every feature of the view, nothing else. Dictionary / categorical and view
+        strings are stored as strings, dates as 00:00 UTC, booleans as 0/1 for an integer key.
+        Everything is validated first; a bad input raises a typed error and writes nothing. If the online
+        write fails, the history file just added is removed, so the store is as before. Should the
+        process die between the two, ``materialize`` brings the online store back in line.
 
         Example:
             >>> import tempfile, datetime as dt
@@ -217,7 +280,11 @@ class FeatureStore:
                 "run materialize instead of write"
             )
         what = f"data for {view!r}"
-        table, fixes = normalize_rows(fv, self.registry.key_types(fv), as_table(data, what), what)
+        given = as_table(data, what)
+        for c in fv.stored_columns:
+            if c not in given.column_names and index_hint(data, c):
+                raise MissingColumnError(f"{what} lacks column {c!r} of view {view!r}. {index_hint(data, c)}")
+        table, fixes = normalize_rows(fv, self.registry.key_types(fv), given, what)
         if table.num_rows == 0:
             return WriteSummary(0, 0, 0)
         with self._lock():
@@ -270,7 +337,12 @@ class FeatureStore:
         Example: ``store.read_history("user_stats", ["user_id", "spend"])``.
         """
         self._refresh()
-        return history.read(self.offline, self.registry, self.registry.feature_view(view), columns)
+        fv = self.registry.feature_view(view)
+        cols = None if columns is None else name_list(columns, "columns")
+        unknown = [c for c in cols or [] if c not in fv.stored_columns]
+        if unknown:
+            raise MissingColumnError(f"view {view!r} has no column(s) {unknown}; it has {fv.stored_columns}")
+        return history.read(self.offline, self.registry, fv, cols)
 
     def get_historical_features(
         self,
@@ -287,6 +359,11 @@ class FeatureStore:
         full ties the earliest write, and within it its last row (the online store's rule, so both
         agree). Rows sharing a key and time are all kept; duplicates stay duplicates. Each view reads only
         its keys, timestamps and the requested features, in the time range the rows need.
+
+        ``entity_df``: any table form of ``skewless._arrow`` (pyarrow, polars DataFrame or LazyFrame,
+        pandas DataFrame whose index is dropped, a mapping of columns); its time column may be a
+        timezone-aware timestamp of any unit or a date (00:00 UTC); keys may be categorical, view strings,
+        nullable integers (a null key gets nulls) or booleans (0/1 for an integer key).
 
         Example:
             >>> import tempfile, datetime as dt
@@ -330,7 +407,7 @@ class FeatureStore:
         hi = instant_us(end, "end")
         if lo is not None and lo > hi:
             raise InvalidArgumentError(f"materialize: start {start} is after end {end}")
-        names = list(views) if views is not None else self.registry.names("feature_views")
+        names = name_list(views, "views") if views is not None else self.registry.names("feature_views")
         fvs = [self.registry.feature_view(n) for n in names]
         done: dict[str, int] = {}
         with self._lock():
@@ -353,7 +430,7 @@ class FeatureStore:
         """
         self._refresh()
         hi = instant_us(end, "end")
-        names = list(views) if views is not None else self.registry.names("feature_views")
+        names = name_list(views, "views") if views is not None else self.registry.names("feature_views")
         done: dict[str, int] = {}
         with self._lock():
             for name in names:
@@ -382,6 +459,7 @@ class FeatureStore:
         Example: ``r = store.online_reader(["user_stats:spend"]); r.get_numpy({"user_id": [1, 2]})``.
         """
         self._refresh()
+        full_feature_names = flag(full_feature_names, "full_feature_names")
         plan = resolve(self.registry, features)
         for fv, _ in plan:
             if not fv.online:
@@ -402,17 +480,23 @@ class FeatureStore:
         ``as_of`` (default: now): an expired value is null with status EXPIRED, and a value stored with a
         timestamp after ``as_of`` is never served (null, status NOT_YET_VALID).
 
-        ``entity_rows``: a mapping of join key to values, or a list of dicts as in Feast.
+        ``entity_rows``: a mapping of join key to values (lists, numpy arrays, pandas / polars Series,
+        Arrow arrays), a table (pyarrow, pandas, polars), or a list of dicts as in Feast. A null key
+        (None, ``<NA>``) is not found.
 
         Example: ``store.get_online_features(["user_stats:spend"], [{"user_id": 1}]).to_dict()``.
         """
         self._refresh()
-        key = (
-            tuple(features.features) if isinstance(features, FeatureService) else tuple(features),
-            full_feature_names,
-        )
-        r = self._readers.get(key)
+        refs = features.features if isinstance(features, FeatureService) else features
+        key: tuple[Any, ...] | None
+        try:
+            key = (tuple(refs), full_feature_names)
+            hash(key)
+        except TypeError:
+            key = None  # not a list of names: online_reader says what is wrong with it
+        r = self._readers.get(key) if key is not None else None
         if r is None:
             r = self.online_reader(features, full_feature_names=full_feature_names)
-            self._readers[key] = r
+            if key is not None:
+                self._readers[key] = r
         return r.get(entity_rows, as_of=as_of)

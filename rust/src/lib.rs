@@ -1,18 +1,17 @@
-//! skewless: the engine of an embedded feature store. The kernels (`asof`, `online`, `serve`) work on Arrow data
-//! and know nothing of Python; `py` (feature `python`) is the PyO3 binding layer.
+//! skewless: the engine of an embedded feature store. The kernels (`asof`, `online`, `serve`, `window`) work
+//! on Arrow data and know nothing of Python; `group` is the grouping layer under `asof` and `window`,
+//! `column` the one typed view of Arrow arrays; `serve` the serving plan over the online store; `py`
+//! (feature `python`) is the PyO3 binding layer.
 
-// The asof module is being reworked on another branch (issue 7 §2 moves its shared-memory scatter into a
-// grouping layer); its three undocumented unsafe sites are documented there, and this allow goes at merge.
-#[allow(
-    clippy::undocumented_unsafe_blocks,
-    reason = "documented on the branch that reworks asof (issue 7 §2)"
-)]
 pub mod asof;
+pub mod column;
 pub mod error;
+pub mod group;
 pub mod online;
 pub mod serve;
 pub mod table;
 pub mod time;
+pub mod window;
 
 #[cfg(feature = "python")]
 mod py;

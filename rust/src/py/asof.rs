@@ -10,7 +10,7 @@ use crate::py::errors::{guard, run_detached, run_guarded};
 
 /// `tolerance_kind` is "timedelta" (tolerance in microseconds) or "int" (in units of `on`).
 #[pyfunction]
-#[pyo3(signature = (left, right, on, by, direction, tolerance_kind, tolerance, allow_exact_matches, tie_breaker, suffix))]
+#[pyo3(signature = (left, right, on, by, direction, tolerance_kind, tolerance, allow_exact_matches, tie_breaker, suffix, sequence=None))]
 #[allow(clippy::too_many_arguments)]
 fn asof_join(
     py: Python<'_>,
@@ -24,6 +24,7 @@ fn asof_join(
     allow_exact_matches: bool,
     tie_breaker: Option<String>,
     suffix: Option<String>,
+    sequence: Option<String>,
 ) -> PyResult<Py<PyAny>> {
     guard(py, || {
         let opts = run_guarded(py, || {
@@ -40,6 +41,7 @@ fn asof_join(
                 tolerance,
                 allow_exact_matches,
                 tie_breaker,
+                sequence,
                 suffix,
             })
         })?;

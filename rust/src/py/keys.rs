@@ -13,6 +13,7 @@ use arrow::datatypes::DataType;
 use arrow::pyarrow::FromPyArrow;
 use numpy::{PyArray1, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::error::Error;
@@ -136,6 +137,16 @@ pub fn arrow_column(py: Python<'_>, a: &ArrayRef, name: &str) -> PyResult<KeyCol
         Some(m) if m.null_count() > 0 => (0..n).map(|i| m.is_valid(i)).collect(),
         _ => Vec::new(),
     };
+    if let DataType::Dictionary(_, values) = a.data_type() {
+        // Categorical keys (pandas category, polars Categorical / Enum) are looked up by their values.
+        let decoded = arrow::compute::cast(a, values).map_err(|e| {
+            dtype(
+                py,
+                format!("join key {name:?}: cannot decode its categories: {e}"),
+            )
+        })?;
+        return arrow_column(py, &decoded, name);
+    }
     if *a.data_type() == DataType::Null {
         return Ok(KeyColumn {
             values: KeyValues::Int(vec![0; n]),
@@ -229,11 +240,7 @@ pub fn column(py: Python<'_>, obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Ke
                 let v: Vec<i128> = a.as_array().iter().map(|&x| x.into()).collect();
                 return Ok(ints(&v));
             }
-            'O' | 'U' | 'S' => {
-                let l = arr.call_method0("tolist")?;
-                return column(py, &l, name);
-            }
-            _ => {
+            'f' | 'c' | 'b' | 'M' | 'm' => {
                 return Err(dtype(
                     py,
                     format!(
@@ -242,43 +249,22 @@ pub fn column(py: Python<'_>, obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Ke
                     ),
                 ))
             }
+            _ => {}
         }
     }
-    if obj.hasattr("combine_chunks")? {
-        // A pyarrow ChunkedArray.
-        return column(py, &obj.call_method0("combine_chunks")?, name);
-    }
-    if obj.hasattr("__arrow_c_array__")? {
-        let data = ArrayData::from_pyarrow_bound(obj).map_err(|e| {
-            dtype(
-                py,
-                format!("join key {name:?} is not a readable Arrow array: {e}"),
-            )
-        })?;
-        return arrow_column(py, &make_array(data), name);
-    }
-    let shape_1d = obj
-        .getattr("shape")
-        .ok()
-        .and_then(|s| s.extract::<Vec<usize>>().ok())
-        .is_some_and(|s| s.len() == 1);
-    if shape_1d && obj.hasattr("to_numpy")? {
-        // pandas / polars Series.
-        return column(py, &obj.call_method0("to_numpy")?, name);
-    }
-    match obj.try_iter() {
-        Ok(it) => {
-            let items: Vec<Bound<'_, PyAny>> = it.collect::<PyResult<_>>()?;
-            scalars(py, items.into_iter(), name)
-        }
-        Err(_) => Err(dtype(
+    // Everything else (Series of pandas / polars, pyarrow arrays, nullable and categorical columns) goes
+    // through the one conversion of user data to Arrow.
+    static AS_COLUMN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let as_column = AS_COLUMN.import(py, "skewless._arrow", "as_column")?;
+    let chunked = as_column.call1((obj, format!("entity_rows column {name:?}")))?;
+    let one = chunked.call_method0("combine_chunks")?;
+    let data = ArrayData::from_pyarrow_bound(&one).map_err(|e| {
+        dtype(
             py,
-            format!(
-                "join key {name:?} is a {}; pass a sequence of keys (list, numpy array, Series, Arrow array)",
-                type_name(obj)
-            ),
-        )),
-    }
+            format!("join key {name:?} is not a readable Arrow array: {e}"),
+        )
+    })?;
+    arrow_column(py, &make_array(data), name)
 }
 
 /// The key columns `names` of a table read from Arrow.
@@ -310,10 +296,11 @@ fn missing(py: Python<'_>, k: &str, names: &[String]) -> PyErr {
     )
 }
 
-/// A request's entity columns from `entity_rows`: a mapping of join key to values, a pyarrow Table, a
-/// list of dicts (one per entity), or, when the plan has a single join key, a plain sequence of keys.
+/// A request's entity columns from `entity_rows`: a mapping of join key to values, a table (pyarrow,
+/// pandas, polars), a list of dicts (one per entity), or, when the plan has a single join key, the key
+/// values themselves (a list, numpy array, Series, pyarrow array).
 pub fn request(py: Python<'_>, rows: &Bound<'_, PyAny>, names: &[String]) -> PyResult<Request> {
-    // The common shapes first: each failed attribute probe below costs an exception inside Python.
+    // The common shapes first, without a round trip through pyarrow.
     let plain = |rows: &Bound<'_, PyAny>| -> PyResult<bool> {
         let items_are_dicts = if let Ok(l) = rows.cast::<PyList>() {
             l.len() > 0 && l.get_item(0)?.is_instance_of::<PyDict>()
@@ -333,25 +320,6 @@ pub fn request(py: Python<'_>, rows: &Bound<'_, PyAny>, names: &[String]) -> PyR
             out.push(column(py, &v, k)?);
         }
         out
-    } else if rows.hasattr("column_names")? {
-        let have: Vec<String> = rows.getattr("column_names")?.extract()?;
-        let mut out = Vec::with_capacity(names.len());
-        for k in names {
-            if !have.contains(k) {
-                return Err(missing(py, k, names));
-            }
-            out.push(column(py, &rows.call_method1("column", (k,))?, k)?);
-        }
-        out
-    } else if is_mapping(py, rows)? {
-        let mut out = Vec::with_capacity(names.len());
-        for k in names {
-            if !rows.contains(k)? {
-                return Err(missing(py, k, names));
-            }
-            out.push(column(py, &rows.get_item(k)?, k)?);
-        }
-        out
     } else if let Some(dicts) = list_of_dicts(rows)? {
         let mut out = Vec::with_capacity(names.len());
         for k in names {
@@ -362,15 +330,42 @@ pub fn request(py: Python<'_>, rows: &Bound<'_, PyAny>, names: &[String]) -> PyR
             out.push(scalars(py, vals.into_iter(), k)?);
         }
         out
-    } else if names.len() == 1 && !rows.is_instance_of::<PyString>() && rows.hasattr("__len__")? {
-        vec![column(py, rows, &names[0])?]
     } else {
-        return Err(to_py(
-            py,
-            Error::InvalidArgument(format!(
-                "entity_rows must be a mapping of join key to values or a list of dicts (join keys: {names:?})"
-            )),
-        ));
+        static IS_TABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        static AS_TABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let is_table: bool = IS_TABLE
+            .import(py, "skewless._arrow", "is_table")?
+            .call1((rows,))?
+            .extract()?;
+        let series = type_name(rows) == "Series";
+        let sequence = rows.hasattr("__len__")?
+            && !rows.is_instance_of::<PyString>()
+            && !rows.is_instance_of::<PyBytes>();
+        if names.len() == 1 && (!is_table || series) && sequence {
+            vec![column(py, rows, &names[0])?]
+        } else if is_table {
+            let table = AS_TABLE
+                .import(py, "skewless._arrow", "as_table")?
+                .call1((rows, "entity_rows"))?;
+            let have: Vec<String> = table.getattr("column_names")?.extract()?;
+            let mut out = Vec::with_capacity(names.len());
+            for k in names {
+                if !have.contains(k) {
+                    return Err(missing(py, k, names));
+                }
+                out.push(column(py, &table.call_method1("column", (k,))?, k)?);
+            }
+            out
+        } else {
+            return Err(to_py(
+                py,
+                Error::InvalidArgument(format!(
+                    "entity_rows must be a mapping of join key to values, a table (pyarrow, pandas, polars) or a \
+                     list of dicts (join keys: {names:?}); got {}",
+                    type_name(rows)
+                )),
+            ));
+        }
     };
     let n = cols.first().map_or(0, col_len);
     if cols.iter().any(|c| col_len(c) != n) {
@@ -392,13 +387,6 @@ fn col_len(c: &KeyColumn) -> usize {
         KeyValues::Int(v) => v.len(),
         KeyValues::Str { ends, .. } | KeyValues::Bin { ends, .. } => ends.len(),
     }
-}
-
-fn is_mapping(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    use pyo3::sync::PyOnceLock;
-    static MAPPING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let m = MAPPING.import(py, "collections.abc", "Mapping")?;
-    obj.is_instance(m)
 }
 
 /// `rows` as dicts when it is a list or tuple whose first element is a dict (then all must be).

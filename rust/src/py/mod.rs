@@ -6,6 +6,7 @@ mod errors;
 mod keys;
 mod online;
 mod serve;
+mod window;
 
 use pyo3::prelude::*;
 
@@ -18,5 +19,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<serve::PyServed>()?;
     m.add("STATUS_CODES", crate::online::status::ALL.to_vec())?;
     asof::register(m)?;
+    window::register(m)?;
     Ok(())
 }

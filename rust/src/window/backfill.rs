@@ -1,0 +1,468 @@
+//! The training-set backfill over whole tables: for every label row (keys, instant t), each aggregation
+//! over the events of the same keys in (t - window, t].
+//!
+//! Stages: key columns of both sides -> group ids (the as-of join's grouping); events grouped and
+//! ordered by (time, sequence, position) once; labels grouped and ordered by time; then each group runs
+//! [`super::sweep`] once per distinct window, in parallel across groups. Rows whose key or time is null
+//! belong to no group: an event is left out, a label gets the empty window (null; count 0).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::*;
+use arrow::buffer::NullBuffer;
+use arrow::compute::{cast, concat, take};
+use arrow::datatypes::*;
+use rayon::prelude::*;
+
+use super::{accumulator, sweep, Eval, Func, Values};
+use crate::column::timestamp_values;
+use crate::error::{Error, Result};
+use crate::group::index::{entry, group_rows};
+use crate::group::{entry_on, entry_pos, group_ids, Index, OnSource, Ranks, SharedMut, NONE};
+use crate::table::{Column, Table};
+use crate::time::{instant_unit, to_micros};
+
+/// One aggregate to compute: `func` of the events' `column` over `window_us`, output as `name`.
+#[derive(Debug, Clone)]
+pub struct Aggregation {
+    pub column: String,
+    pub func: Func,
+    pub window_us: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct WindowOptions {
+    /// The instant column, on both sides (timezone-aware timestamps).
+    pub on: String,
+    /// Key columns, on both sides.
+    pub by: Vec<String>,
+    /// An integer column of the events ordering rows of equal time (a write sequence), for `first` and
+    /// `last`; without it, input order.
+    pub sequence: Option<String>,
+    pub aggregations: Vec<Aggregation>,
+}
+
+/// Times of an instant column in UTC microseconds (floored), with NONE written into `ids` for nulls.
+fn micros(c: &Column, what: &str, ids: &mut [u32]) -> Result<Vec<i64>> {
+    let unit = instant_unit(&c.name, &c.data_type, what)?;
+    let mut out = Vec::with_capacity(c.len());
+    for chunk in &c.chunks {
+        let base = out.len();
+        for (i, &v) in timestamp_values(chunk.as_ref()).iter().enumerate() {
+            if chunk.is_null(i) {
+                ids[base + i] = NONE;
+                out.push(0);
+                continue;
+            }
+            out.push(to_micros(v, unit).ok_or_else(|| {
+                Error::Dtype(format!(
+                    "column {:?} of {what} holds an instant outside the range of int64 microseconds",
+                    c.name
+                ))
+            })?);
+        }
+    }
+    Ok(out)
+}
+
+/// The events' column for an aggregation, concatenated and widened to a layout the accumulators read.
+fn value_column(c: &Column) -> Result<ArrayRef> {
+    let parts: Vec<&dyn Array> = c.chunks.iter().map(|a| a.as_ref()).collect();
+    let whole = if parts.is_empty() {
+        new_empty_array(&c.data_type)
+    } else {
+        concat(&parts)?
+    };
+    let target = match &c.data_type {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => Some(DataType::Int64),
+        DataType::Float32 => Some(DataType::Float64),
+        DataType::Utf8View => Some(DataType::Utf8),
+        _ => None,
+    };
+    Ok(match target {
+        Some(t) => cast(&whole, &t)?,
+        None => whole,
+    })
+}
+
+/// One output column being filled: slot `pos` belongs to label row `pos`.
+enum Out {
+    F64(Vec<f64>, Vec<bool>),
+    I64(Vec<i64>, Vec<bool>),
+    Row(Vec<u32>),
+}
+
+impl Out {
+    fn new(func: Func, values: &dyn Array, n: usize) -> Out {
+        match func {
+            Func::Count | Func::CountDistinct => Out::I64(vec![0; n], vec![true; n]),
+            Func::Sum if values.data_type() == &DataType::Int64 => Out::I64(vec![0; n], vec![false; n]),
+            Func::Min | Func::Max | Func::First | Func::Last => Out::Row(vec![NONE; n]),
+            _ => Out::F64(vec![0.0; n], vec![false; n]),
+        }
+    }
+
+    fn finish(self, values: &ArrayRef) -> Result<ArrayRef> {
+        Ok(match self {
+            Out::F64(v, ok) => Arc::new(Float64Array::new(v.into(), Some(NullBuffer::from(ok)))),
+            Out::I64(v, ok) => Arc::new(Int64Array::new(v.into(), Some(NullBuffer::from(ok)))),
+            Out::Row(rows) => {
+                let idx = UInt32Array::from_iter(rows.into_iter().map(|r| (r != NONE).then_some(r)));
+                take(values.as_ref(), &idx, None)?
+            }
+        })
+    }
+}
+
+/// Raw pointers to one output's buffers, written by the group threads at disjoint label positions.
+#[derive(Clone, Copy)]
+enum Sink {
+    F64(SharedMut<f64>, SharedMut<bool>),
+    I64(SharedMut<i64>, SharedMut<bool>),
+    Row(SharedMut<u32>),
+}
+
+impl Sink {
+    fn of(o: &mut Out) -> Sink {
+        match o {
+            Out::F64(v, ok) => Sink::F64(SharedMut::new(v), SharedMut::new(ok)),
+            Out::I64(v, ok) => Sink::I64(SharedMut::new(v), SharedMut::new(ok)),
+            Out::Row(r) => Sink::Row(SharedMut::new(r)),
+        }
+    }
+
+    /// # Safety
+    /// `pos` is in bounds and written by no other thread (each label row is in one group).
+    unsafe fn put(&self, pos: usize, e: Eval) {
+        // SAFETY: the caller's contract, passed on to each buffer.
+        unsafe {
+            match (self, e) {
+                (Sink::F64(v, ok), Eval::F64(x)) => {
+                    v.write(pos, x.unwrap_or(0.0));
+                    ok.write(pos, x.is_some());
+                }
+                (Sink::I64(v, ok), Eval::I64(x)) => {
+                    v.write(pos, x.unwrap_or(0));
+                    ok.write(pos, x.is_some());
+                }
+                (Sink::Row(r), Eval::Row(x)) => r.write(pos, x.map_or(NONE, |x| x as u32)),
+                // The output kind is chosen from the same function and column as the accumulator.
+                _ => debug_assert!(false, "output kind does not match the accumulator"),
+            }
+        }
+    }
+}
+
+/// The labels' columns, then one column per aggregation, in label order.
+pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) -> Result<Table> {
+    let l_on = labels.column(&opts.on, "the labels")?;
+    let e_on = events.column(&opts.on, "the events")?;
+    let mut keys = Vec::with_capacity(opts.by.len());
+    for b in &opts.by {
+        keys.push((labels.column(b, "the labels")?, events.column(b, "the events")?));
+    }
+    let mut rank_cols = Vec::with_capacity(1);
+    if let Some(s) = &opts.sequence {
+        let c = events.column(s, "the events (sequence)")?;
+        if !c.data_type.is_integer() {
+            return Err(Error::Dtype(format!(
+                "sequence column {s:?} is {}, not an integer",
+                c.data_type
+            )));
+        }
+        rank_cols.push(c);
+    }
+    let ranks = Ranks::new(&rank_cols)?;
+    let mut names: Vec<&str> = labels.schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let mut columns = Vec::with_capacity(opts.aggregations.len());
+    for a in &opts.aggregations {
+        if a.window_us <= 0 {
+            return Err(Error::InvalidArgument(format!(
+                "aggregation {:?}: the window must be positive, not {} microseconds",
+                a.name, a.window_us
+            )));
+        }
+        if names.contains(&a.name.as_str()) {
+            return Err(Error::ColumnClash(format!(
+                "output column {:?} is already a label column or another aggregation's name; rename it",
+                a.name
+            )));
+        }
+        names.push(&a.name);
+        let col = match columns
+            .iter()
+            .zip(&opts.aggregations)
+            .find(|(_, b)| b.column == a.column)
+        {
+            Some((c, _)) => ArrayRef::clone(c),
+            None => value_column(&events.column(&a.column, "the events")?)?,
+        };
+        // Fail on a function the column cannot take before any work.
+        accumulator(a.func, Values::new(col.as_ref(), &a.column)?, &a.name)?;
+        columns.push(col);
+    }
+    let (n_labels, n_events) = (labels.num_rows(), events.num_rows());
+    let mut ids = group_ids(&keys, n_labels, n_events)?;
+    drop(keys);
+    let e_times = micros(&e_on, "the events", &mut ids.build)?;
+    let l_times = micros(&l_on, "the labels", &mut ids.probe)?;
+    let index = Index::build(&ids.build, &OnSource::Values(&e_times), ids.n_groups, &ranks);
+    drop(ids.build);
+    let (l_offsets, mut l_entries) =
+        group_rows(&ids.probe, ids.n_groups, |_| |i| entry(l_times[i], i as u32));
+    // Labels of one group in time order (u128 entries sort by time, then position).
+    {
+        let mut rest: &mut [u128] = &mut l_entries;
+        let mut parts = Vec::with_capacity(ids.n_groups);
+        for w in l_offsets.windows(2) {
+            let (a, b) = rest.split_at_mut((w[1] - w[0]) as usize);
+            parts.push(a);
+            rest = b;
+        }
+        parts.into_par_iter().for_each(|p| p.sort_unstable());
+    }
+
+    // Each group's events, gathered once into one contiguous run per value column (group order): the
+    // sweep then reads every value sequentially, where reading the input in place would miss the cache
+    // on almost every access (events arrive in any order).
+    let mut starts = Vec::with_capacity(ids.n_groups + 1);
+    let mut order = Vec::with_capacity(n_events);
+    let mut times = Vec::with_capacity(n_events);
+    for g in 0..ids.n_groups {
+        starts.push(order.len());
+        for &e in index.group(g as u32) {
+            order.push(entry_pos(e));
+            times.push(entry_on(e));
+        }
+    }
+    starts.push(order.len());
+    drop(index);
+    let order = UInt32Array::from(order);
+    let mut gathered: Vec<(String, ArrayRef)> = Vec::new();
+    let mut columns_in_order = Vec::with_capacity(columns.len());
+    for (c, a) in columns.iter().zip(&opts.aggregations) {
+        let i = match gathered.iter().position(|(n, _)| n == &a.column) {
+            Some(i) => i,
+            None => {
+                gathered.push((a.column.clone(), take(c.as_ref(), &order, None)?));
+                gathered.len() - 1
+            }
+        };
+        columns_in_order.push(gathered[i].1.clone());
+    }
+    drop(order);
+    drop(columns);
+    let columns = columns_in_order;
+    let rows: Vec<usize> = (0..n_events).collect();
+
+    let mut outs: Vec<Out> = opts
+        .aggregations
+        .iter()
+        .zip(&columns)
+        .map(|(a, c)| Out::new(a.func, c.as_ref(), n_labels))
+        .collect();
+    let sinks: Vec<Sink> = outs.iter_mut().map(Sink::of).collect();
+    // Aggregations sharing a window share one sweep.
+    let mut by_window: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (k, a) in opts.aggregations.iter().enumerate() {
+        by_window.entry(a.window_us).or_default().push(k);
+    }
+    let values: Vec<Values<'_>> = columns
+        .iter()
+        .zip(&opts.aggregations)
+        .map(|(c, a)| Values::new(c.as_ref(), &a.column))
+        .collect::<Result<_>>()?;
+    (0..ids.n_groups)
+        .into_par_iter()
+        .try_for_each(|g| -> Result<()> {
+            let lab = &l_entries[l_offsets[g] as usize..l_offsets[g + 1] as usize];
+            if lab.is_empty() {
+                return Ok(());
+            }
+            let (lo, hi) = (starts[g], starts[g + 1]);
+            let lab: Vec<(i64, usize)> = lab
+                .iter()
+                .map(|&e| (entry_on(e), entry_pos(e) as usize))
+                .collect();
+            for (&w, ks) in &by_window {
+                let mut accs = ks
+                    .iter()
+                    .map(|&k| accumulator(opts.aggregations[k].func, values[k], &opts.aggregations[k].name))
+                    .collect::<Result<Vec<_>>>()?;
+                sweep(&rows[lo..hi], &times[lo..hi], &lab, w, &mut accs, |j, pos, e| {
+                    // SAFETY: pos < n_labels, and label row `pos` is in this group only.
+                    unsafe { sinks[ks[j]].put(pos, e) }
+                })?;
+            }
+            Ok(())
+        })?;
+
+    let mut out_cols = Vec::with_capacity(outs.len());
+    for (o, c) in outs.into_iter().zip(&columns) {
+        out_cols.push(o.finish(c)?);
+    }
+    let mut fields: Vec<FieldRef> = labels.schema.fields().iter().cloned().collect();
+    for (a, c) in opts.aggregations.iter().zip(&out_cols) {
+        fields.push(Arc::new(Field::new(&a.name, c.data_type().clone(), true)));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let mut batches = Vec::with_capacity(labels.batches.len());
+    let mut row = 0;
+    for b in &labels.batches {
+        let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+        cols.extend(out_cols.iter().map(|c| c.slice(row, b.num_rows())));
+        batches.push(RecordBatch::try_new(schema.clone(), cols)?);
+        row += b.num_rows();
+    }
+    if labels.batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema.clone()));
+    }
+    Ok(Table::new(schema, batches))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::{evaluate_at, Func};
+
+    fn table(cols: Vec<(&str, ArrayRef)>) -> Table {
+        let batch = RecordBatch::try_from_iter(cols).unwrap();
+        Table::new(batch.schema(), vec![batch])
+    }
+
+    fn ts(v: Vec<Option<i64>>) -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC"))
+    }
+
+    #[test]
+    fn every_label_gets_its_own_window_per_key() {
+        // Events: key 1 at 10, 20, 20 (tie: sequence decides first/last), 40; key 2 at 15; a null key.
+        let events = table(vec![
+            (
+                "k",
+                Arc::new(Int64Array::from(vec![
+                    Some(1),
+                    Some(1),
+                    Some(2),
+                    Some(1),
+                    Some(1),
+                    None,
+                ])) as ArrayRef,
+            ),
+            (
+                "t",
+                ts(vec![Some(20), Some(10), Some(15), Some(20), Some(40), Some(12)]),
+            ),
+            (
+                "x",
+                Arc::new(Float64Array::from(vec![
+                    Some(2.0),
+                    Some(1.0),
+                    Some(7.0),
+                    Some(3.0),
+                    None,
+                    Some(9.0),
+                ])),
+            ),
+            (
+                "seq",
+                Arc::new(Int64Array::from(vec![5, 1, 1, 4, 6, 1])) as ArrayRef,
+            ),
+        ]);
+        let labels = table(vec![
+            (
+                "k",
+                Arc::new(Int64Array::from(vec![
+                    Some(1),
+                    Some(1),
+                    Some(2),
+                    Some(3),
+                    None,
+                    Some(1),
+                ])) as ArrayRef,
+            ),
+            (
+                "t",
+                ts(vec![Some(20), Some(45), Some(15), Some(15), Some(20), None]),
+            ),
+        ]);
+        let agg = |func: Func, w: i64| Aggregation {
+            column: "x".into(),
+            func,
+            window_us: w,
+            name: format!("{}_{w}", func.name()),
+        };
+        let opts = WindowOptions {
+            on: "t".into(),
+            by: vec!["k".into()],
+            sequence: Some("seq".into()),
+            aggregations: vec![
+                agg(Func::Sum, 10),
+                agg(Func::Count, 100),
+                agg(Func::First, 10),
+                agg(Func::Last, 100),
+            ],
+        };
+        let out = window_aggregate(&labels, &events, &opts).unwrap();
+        let b = &out.batches[0];
+        let f = |i: usize| {
+            b.column(i)
+                .as_primitive::<Float64Type>()
+                .iter()
+                .collect::<Vec<_>>()
+        };
+        let c = b.column(3).as_primitive::<Int64Type>().iter().collect::<Vec<_>>();
+        // (10, 20]: 1.0@10 is out, 3.0 and 2.0 at 20; (35, 45]: only the null at 40.
+        assert_eq!(f(2), vec![Some(5.0), None, Some(7.0), None, None, None]);
+        assert_eq!(c, vec![Some(3), Some(3), Some(1), Some(0), Some(0), Some(0)]);
+        // At 20 the tie orders by sequence: 3.0 (seq 4) before 2.0 (seq 5).
+        assert_eq!(f(4), vec![Some(3.0), None, Some(7.0), None, None, None]);
+        assert_eq!(f(5), vec![Some(2.0), Some(2.0), Some(7.0), None, None, None]);
+        // The same values one entity at a time, as serving computes them.
+        let x = Float64Array::from(vec![Some(1.0), Some(3.0), Some(2.0), None]);
+        let mut acc = crate::window::accumulator(Func::Sum, Values::F64(&x), "x").unwrap();
+        assert_eq!(
+            evaluate_at(&[0, 1, 2, 3], &[10, 20, 20, 40], 20, 10, acc.as_mut()).unwrap(),
+            Eval::F64(Some(5.0))
+        );
+    }
+
+    #[test]
+    fn bad_aggregations_are_typed_errors() {
+        let events = table(vec![
+            ("k", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ("t", ts(vec![Some(1)])),
+            ("s", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
+        ]);
+        let labels = table(vec![
+            ("k", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ("t", ts(vec![Some(1)])),
+        ]);
+        let run = |func: Func, w: i64, name: &str| {
+            let opts = WindowOptions {
+                on: "t".into(),
+                by: vec!["k".into()],
+                sequence: None,
+                aggregations: vec![Aggregation {
+                    column: "s".into(),
+                    func,
+                    window_us: w,
+                    name: name.into(),
+                }],
+            };
+            window_aggregate(&labels, &events, &opts)
+        };
+        assert!(matches!(run(Func::Sum, 10, "a"), Err(Error::Dtype(_))));
+        assert!(matches!(run(Func::Count, 0, "a"), Err(Error::InvalidArgument(_))));
+        assert!(matches!(run(Func::Count, 10, "k"), Err(Error::ColumnClash(_))));
+        let ok = run(Func::CountDistinct, 10, "n").unwrap();
+        assert_eq!(ok.batches[0].column(2).as_primitive::<Int64Type>().value(0), 1);
+    }
+}
