@@ -152,3 +152,24 @@ def test_a_key_that_does_not_fit_the_key_type_is_a_dtype_error(tmp_path, key):
     # In range, every integer form finds the key.
     for k in ([7], np.array([7], np.int64), np.array([7], np.uint8), pa.array([7], pa.int64())):
         assert r.get_numpy({"id": k}, as_of=at(1))[0].tolist() == [[1.0]]
+
+
+def test_keys_given_as_arrow_or_frames_are_checked_too(tmp_path):
+    s = FeatureStore(tmp_path)
+    e = Entity("e", join_keys=["id"], dtype=Int32)
+    s.apply([e, FeatureView("v", [e], [Field("x", Float64)])])
+    s.write("v", {"id": pa.array([7], pa.int32()), "event_timestamp": pa.array([at(0)], TS), "x": [1.0]})
+    r = s.online_reader(["v:x"])
+    for bad in (
+        pa.table({"id": pa.array([2**40], pa.int64())}),
+        {"id": pa.array([2**40])},
+        {"id": np.array([2**40])},
+        {"id": pa.array(["7"])},
+        {"id": np.array([7.0])},
+    ):
+        with pytest.raises(DtypeError):
+            r.get_numpy(bad, as_of=at(1))
+    assert r.get_numpy(pa.table({"id": pa.array([7, None], pa.int64())}), as_of=at(1))[1].tolist() == [
+        [0],
+        [1],
+    ]
