@@ -187,11 +187,14 @@ def test_ttl_and_as_of_statuses_at_the_boundary(store):
     r = store.reader("v")
     ttl = dt.timedelta(seconds=50)
     boundary = T0 + dt.timedelta(seconds=50)  # as_of - ttl == ts of key 1: still present
+    # Key 2 is stamped 100 s: after the request instant, so not yet valid (never a value from the future).
     _, status = r.get_numpy([1, 2, 3], as_of=boundary, ttl=ttl)
-    assert status.tolist() == [Status.PRESENT, Status.PRESENT, Status.NOT_FOUND]
+    assert status.tolist() == [Status.PRESENT, Status.NOT_YET_VALID, Status.NOT_FOUND]
     values, status = r.get_numpy([1, 2], as_of=boundary + dt.timedelta(microseconds=1), ttl=ttl)
-    assert status.tolist() == [Status.EXPIRED, Status.PRESENT]
-    assert np.isnan(values[0, 0]) and values[1, 0] == 2.0
+    assert status.tolist() == [Status.EXPIRED, Status.NOT_YET_VALID]
+    assert np.isnan(values[0, 0]) and np.isnan(values[1, 0])
+    values, status = r.get_numpy([2], as_of=T0 + dt.timedelta(seconds=100), ttl=ttl)
+    assert status.tolist() == [Status.PRESENT] and values[0, 0] == 2.0
     t = r.get([1], as_of=boundary + dt.timedelta(microseconds=1), ttl=ttl)
     assert t.column("x").to_pylist() == [None] and t.column("status").to_pylist() == [Status.EXPIRED]
     # Another zone, same instant.

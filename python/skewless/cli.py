@@ -145,7 +145,9 @@ def cmd_get(args: argparse.Namespace) -> int:
         else:
             row[k] = [v]
     resp = store.get_online_features([args.feature], row)
-    status = {0: "present", 1: "not_found", 2: "expired"}[int(resp.statuses[feat][0])]
+    from .online import Status
+
+    status = Status(int(resp.statuses[feat][0])).name.lower()
     val = resp.to_dict()[feat][0]
     print(json.dumps({"feature": args.feature, "key": row, "value": val, "status": status}, default=str))
     return 0 if status == "present" else 1

@@ -498,7 +498,7 @@ class FeatureStore:
     def online_reader(
         self, features: Sequence[str] | FeatureService, *, full_feature_names: bool = False
     ) -> OnlineReader:
-        """Prepare a lookup of ``features`` once (one LMDB reader per view used), to call many times.
+        """Compile a serving plan for ``features`` once (in the engine), to call many times.
 
         A view with no online data yet (nothing written or materialized) answers NOT_FOUND (null); the
         reader starts serving it as soon as any process writes it, with no extra cost per call after that.
@@ -512,7 +512,8 @@ class FeatureStore:
             if not fv.online:
                 raise InvalidArgumentError(f"feature view {fv.name!r} has online=False; it is not served")
         names = output_names(plan, full_feature_names, [])
-        return OnlineReader(self._online(), plan, names)
+        versions = {fv.name: self.registry.version("feature_views", fv.name) for fv, _ in plan}
+        return OnlineReader(self._online(), plan, names, versions)
 
     def get_online_features(
         self,
@@ -523,7 +524,8 @@ class FeatureStore:
         as_of: dt.datetime | None = None,
     ) -> OnlineResponse:
         """The latest value of each feature for each entity row, with each view's TTL applied at
-        ``as_of`` (default: now): an expired value is null with status EXPIRED.
+        ``as_of`` (default: now): an expired value is null with status EXPIRED, and a value stored with a
+        timestamp after ``as_of`` is never served (null, status NOT_YET_VALID).
 
         ``entity_rows``: a mapping of join key to values (lists, numpy arrays, pandas / polars Series,
         Arrow arrays), a table (pyarrow, pandas, polars), or a list of dicts as in Feast. A null key

@@ -20,7 +20,6 @@ use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn}
 use crate::error::{Error, Result};
 use crate::online::key::KEY_FORMAT_VERSION;
 use crate::online::schema::{ViewSchema, SCHEMA_FORMAT_VERSION};
-use crate::online::value::VALUE_FORMAT_VERSION;
 
 pub type Db = Database<'static, Bytes, Bytes>;
 pub type AnyDb<'e> = Database<'e, Bytes, Bytes>;
@@ -30,7 +29,12 @@ const META_DB: &str = "__skewless_meta__";
 /// database, not one per view, because LMDB zero-fills a per-transaction table sized by `max_dbs` on
 /// every read transaction: with thousands of named databases that memset dominated a one-key read.
 const DATA_DB: &str = "__skewless_data__";
+/// The store's format record: `[key format][legacy value layout][schema record format]`, one byte each.
+/// The middle byte is always 1: it was the value layout of the whole store until schema record format 2
+/// moved the layout version into each view's schema record; it is kept so that older builds, which
+/// compare the whole record, refuse a store with format 2 schema records instead of misreading it.
 const FORMAT_KEY: &[u8] = b"format";
+const LEGACY_VALUE_FORMAT: u8 = 1;
 const SCHEMA_PREFIX: &[u8] = b"schema/";
 /// `viewid/<view>` -> u32 LE view id; `next_view_id` -> the next id to hand out (u32 LE).
 const VIEW_ID_PREFIX: &[u8] = b"viewid/";
@@ -253,10 +257,7 @@ impl Store {
         }
         let g = self.env.read().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
-            return Err(Error::Storage(format!(
-                "the online store {} was closed after a failed map resize or a fork; open it again",
-                self.path.display()
-            )));
+            return Err(closed());
         }
         Ok(g)
     }
@@ -266,7 +267,7 @@ impl Store {
     pub fn read<T>(&self, mut f: impl FnMut(&RoTxn) -> Result<T>) -> Result<T> {
         loop {
             let g = self.env()?;
-            let env = g.as_ref().expect("checked by env()");
+            let env = g.as_ref().ok_or_else(closed)?;
             let out = match env.read_txn() {
                 Ok(txn) => Some(f(&txn)),
                 Err(heed::Error::Mdb(MdbError::MapResized)) => None,
@@ -291,7 +292,7 @@ impl Store {
         check_view_name(view)?;
         loop {
             let g = self.env()?;
-            let outcome = self.write_once(g.as_ref().expect("checked by env()"), view, &mut f);
+            let outcome = self.write_once(g.as_ref().ok_or_else(closed)?, view, &mut f);
             drop(g);
             match outcome {
                 Attempt::Done(r) => return r,
@@ -411,6 +412,18 @@ impl Store {
         self.read(|txn| read_schema(&self.meta, txn, &key))
     }
 
+    /// The schema and key prefix of `view` as of `txn`, or `None` when the view has never been written.
+    pub fn view_in(&self, txn: &RoTxn, view: &str) -> Result<Option<(ViewSchema, [u8; 4])>> {
+        let Some(schema) = read_schema(&self.meta, txn, &schema_key(view))? else {
+            return Ok(None);
+        };
+        match self.meta.get(txn, &view_id_key(view)).map_err(storage)? {
+            Some(v) => Ok(Some((schema, id_prefix(v)?))),
+            // The schema and the id are written in one transaction; one without the other is damage.
+            None => Err(corrupt_meta()),
+        }
+    }
+
     pub fn views(&self) -> Result<Vec<String>> {
         self.read(|txn| {
             let mut out = Vec::new();
@@ -425,14 +438,14 @@ impl Store {
     pub fn clear_stale_readers(&self) -> Result<usize> {
         let g = self.env()?;
         g.as_ref()
-            .expect("checked by env()")
+            .ok_or_else(closed)?
             .clear_stale_readers()
             .map_err(storage)
     }
 
     pub fn map_size(&self) -> Result<usize> {
         let g = self.env()?;
-        Ok(g.as_ref().expect("checked by env()").info().map_size)
+        Ok(g.as_ref().ok_or_else(closed)?.info().map_size)
     }
 }
 
@@ -440,6 +453,16 @@ pub fn schema_key(view: &str) -> Vec<u8> {
     let mut k = SCHEMA_PREFIX.to_vec();
     k.extend_from_slice(view.as_bytes());
     k
+}
+
+/// Records a new view's schema, and marks the store as holding schema records of this build's format
+/// (so an older build refuses the store rather than misreading the record).
+pub fn put_schema(meta: &Db, wtxn: &mut RwTxn, key: &[u8], schema: &ViewSchema) -> Result<(), TxnError> {
+    meta.put(wtxn, key, &schema.encode())?;
+    if meta.get(wtxn, FORMAT_KEY)? != Some(&format_record()[..]) {
+        meta.put(wtxn, FORMAT_KEY, &format_record())?;
+    }
+    Ok(())
 }
 
 pub fn read_schema(meta: &AnyDb<'_>, txn: &RoTxn, key: &[u8]) -> Result<Option<ViewSchema>> {
@@ -470,13 +493,23 @@ fn id_prefix(v: &[u8]) -> Result<[u8; 4]> {
     Ok(u32::from_le_bytes(id).to_be_bytes())
 }
 
+fn closed() -> Error {
+    Error::Storage("the online store was closed after a failed map resize or a fork; open it again".into())
+}
+
 fn corrupt_meta() -> Error {
     Error::Storage("the online store's metadata is corrupt; rebuild the store".into())
 }
 
-/// The versions of the formats this build writes, stored once per environment.
+/// The format record this build writes (see `FORMAT_KEY`).
 fn format_record() -> [u8; 3] {
-    [KEY_FORMAT_VERSION, VALUE_FORMAT_VERSION, SCHEMA_FORMAT_VERSION]
+    [KEY_FORMAT_VERSION, LEGACY_VALUE_FORMAT, SCHEMA_FORMAT_VERSION]
+}
+
+/// Whether this build reads a store with format record `f`: the same key format, and schema records of
+/// format 1 (stores written before per-view layouts) or 2.
+fn readable(f: &[u8]) -> bool {
+    matches!(f, [KEY_FORMAT_VERSION, LEGACY_VALUE_FORMAT, 1 | 2])
 }
 
 /// Opens the metadata and data databases, creating them (and the format record) in a new store.
@@ -488,7 +521,7 @@ fn init_dbs(env: &Env) -> Result<(Db, Db)> {
             let data: Option<AnyDb<'_>> = dbo.open_database(rtxn, Some(DATA_DB))?;
             if let Some(db) = &meta {
                 if let Some(f) = db.get(rtxn, FORMAT_KEY)? {
-                    if f != format_record() {
+                    if !readable(f) {
                         return Ok(CommitOrAbort::Abort(f.to_vec()));
                     }
                 }
@@ -498,8 +531,8 @@ fn init_dbs(env: &Env) -> Result<(Db, Db)> {
         .map_err(storage)?;
     match existing {
         CommitOrAbort::Abort(f) => Err(Error::Storage(format!(
-            "the online store was written with formats {f:?} (key, value, schema); this skewless reads {:?}. \
-             Use the skewless version that wrote it, or rebuild the store",
+            "the online store was written with formats {f:?} (key, value, schema); this skewless reads {:?} \
+             and stores with schema format 1. Use the skewless version that wrote it, or rebuild the store",
             format_record()
         ))),
         CommitOrAbort::Commit(Some(dbs)) => Ok(dbs),

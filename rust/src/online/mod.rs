@@ -1,8 +1,9 @@
 //! The online store: the latest row per key of each feature view in an LMDB environment, memory-mapped
 //! and shared by many reader processes while one process at a time writes.
 //!
-//! - `key`: order-preserving key encoding (format v1), `value`: value layout (format v1), `schema`: the
-//!   per-view schema record (format v1); all three versions are stored in the environment's metadata.
+//! - `key`: order-preserving key encoding (format v1, recorded per store), `schema`: the per-view schema
+//!   record (format v2; v1 still read), which records the view's `value` layout version (v1).
+//! - `status`: lookup statuses and the rule (not yet valid / expired / present) that assigns them.
 //! - `env`: the process-global environment cache, fork safety, map growth.
 //! - `write`: batch validation, in-batch dedupe, one transaction per call.
 //! - `read`: prepared readers decoding into float64 buffers or Arrow arrays.
@@ -12,11 +13,13 @@ pub mod env;
 pub mod key;
 pub mod read;
 pub mod schema;
+pub mod status;
 pub mod value;
 pub mod write;
 
 pub use env::Store;
-pub use read::{KeyBatch, Reader, EXPIRED, NOT_FOUND, PRESENT};
+pub use read::{KeyBatch, Reader};
+pub use status::{Window, EXPIRED, NOT_FOUND, NOT_YET_VALID, PRESENT};
 pub use write::{write, WriteSpec, WriteStats};
 
 #[cfg(test)]
@@ -56,15 +59,17 @@ mod tests {
         Table::new(schema, vec![batch])
     }
 
+    /// Looks `keys` up at instant 1000 with `cutoff` (`as_of - ttl`).
     fn lookup(reader: &Reader, keys: &[i64], cutoff: Option<i64>) -> (Vec<f64>, Vec<i8>) {
         let mut kb = KeyBatch::with_capacity(keys.len());
         for &k in keys {
             key::push_i64(&mut kb.bytes, k);
             kb.finish_key();
         }
-        let mut values = vec![0.0; keys.len() * reader.cols.len()];
+        let mut values = vec![0.0; keys.len() * reader.view.cols.len()];
         let mut status = vec![0i8; keys.len()];
-        reader.get_f64(&kb, cutoff, &mut values, &mut status).unwrap();
+        let window = Window { as_of: 1000, cutoff };
+        reader.get_f64(&kb, window, &mut values, &mut status).unwrap();
         (values, status)
     }
 

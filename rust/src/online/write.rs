@@ -3,10 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::online::cells::{Cells, Chunk};
-use crate::online::env::{read_schema, schema_key, Store, TxnError};
+use crate::online::env::{put_schema, read_schema, schema_key, Store, TxnError};
 use crate::online::key;
 use crate::online::schema::{ColumnDef, Kind, ViewSchema};
-use crate::online::value::{self, Layout, Stamp};
+use crate::online::value::Stamp;
 use crate::table::Table;
 use crate::time::instant_unit;
 
@@ -96,7 +96,7 @@ pub fn infer_schema(table: &Table, spec: &WriteSpec<'_>) -> Result<ViewSchema> {
             kind,
         });
     }
-    Ok(ViewSchema { keys, values })
+    Ok(ViewSchema::new(keys, values))
 }
 
 /// Appends the encoded key of `row` (of `chunks`, one per key column) to `out`; false on a null key.
@@ -150,8 +150,13 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
     let key_idx: Vec<usize> = spec
         .keys
         .iter()
-        .map(|k| table.schema.index_of(k).expect("checked"))
-        .collect();
+        .map(|k| {
+            table
+                .schema
+                .index_of(k)
+                .map_err(|e| Error::Internal(e.to_string()))
+        })
+        .collect::<Result<_>>()?;
     check_no_null_elements(table, &schema)?;
     let n = table.num_rows();
     let mut arena: Vec<u8> = Vec::with_capacity(n * 9);
@@ -278,18 +283,18 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
         let stored = read_schema(meta, wtxn, &skey)?;
         let (vs, order_map) = stored_or_new(&stored)?;
         if stored.is_none() {
-            meta.put(wtxn, &skey, &vs.encode())?;
+            put_schema(meta, wtxn, &skey, &vs)?;
         }
-        let layout = Layout::new(vs.values.iter().map(|c| c.kind.clone()).collect());
+        let layout = vs.layout()?;
         let value_idx: Vec<usize> = order_map
             .iter()
             .map(|&j| {
                 table
                     .schema
                     .index_of(&schema.values[j].name)
-                    .expect("value column in data")
+                    .map_err(|e| Error::Internal(e.to_string()))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let chunks: Vec<Vec<Chunk>> = table
             .batches
             .iter()
@@ -308,7 +313,7 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
             kbuf.extend_from_slice(kb(row));
             let k = kbuf.as_slice();
             if let Some(old) = db.get(wtxn, k)? {
-                if value::stamp(old)? >= row.stamp {
+                if layout.stamp(old)? >= row.stamp {
                     continue;
                 }
             }

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use crate::asof::{asof_join as kernel, AsofOptions, Direction, Tolerance};
 use crate::error::Error;
 use crate::py::arrow::{read_table, to_pyarrow};
-use crate::py::errors::{run_detached, run_guarded};
+use crate::py::errors::{guard, run_detached, run_guarded};
 
 /// `tolerance_kind` is "timedelta" (tolerance in microseconds) or "int" (in units of `on`).
 #[pyfunction]
@@ -26,28 +26,30 @@ fn asof_join(
     suffix: Option<String>,
     sequence: Option<String>,
 ) -> PyResult<Py<PyAny>> {
-    let opts = run_guarded(py, || {
-        let tolerance = match (tolerance_kind, tolerance) {
-            (_, None) => None,
-            (Some("timedelta"), Some(t)) => Some(Tolerance::Micros(t)),
-            (Some("int"), Some(t)) => Some(Tolerance::Ticks(t)),
-            (k, _) => return Err(Error::InvalidArgument(format!("unknown tolerance kind {k:?}"))),
-        };
-        Ok(AsofOptions {
-            on,
-            by,
-            direction: direction.parse::<Direction>()?,
-            tolerance,
-            allow_exact_matches,
-            tie_breaker,
-            sequence,
-            suffix,
-        })
-    })?;
-    let l = read_table(left, "left")?;
-    let r = read_table(right, "right")?;
-    let out = run_detached(py, || kernel(&l, &r, &opts))?;
-    to_pyarrow(py, out.schema, out.batches)
+    guard(py, || {
+        let opts = run_guarded(py, || {
+            let tolerance = match (tolerance_kind, tolerance) {
+                (_, None) => None,
+                (Some("timedelta"), Some(t)) => Some(Tolerance::Micros(t)),
+                (Some("int"), Some(t)) => Some(Tolerance::Ticks(t)),
+                (k, _) => return Err(Error::InvalidArgument(format!("unknown tolerance kind {k:?}"))),
+            };
+            Ok(AsofOptions {
+                on,
+                by,
+                direction: direction.parse::<Direction>()?,
+                tolerance,
+                allow_exact_matches,
+                tie_breaker,
+                sequence,
+                suffix,
+            })
+        })?;
+        let l = read_table(left, "left")?;
+        let r = read_table(right, "right")?;
+        let out = run_detached(py, || kernel(&l, &r, &opts))?;
+        to_pyarrow(py, out.schema, out.batches)
+    })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
