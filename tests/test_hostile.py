@@ -611,3 +611,17 @@ def test_a_flipped_bit_in_a_footer_column_name_is_reported_not_read_as_nulls(tmp
     with pytest.raises(StorageError, match=os.path.basename(files[1])):
         FeatureStore(tmp_path).write("v", rows(1, start=99))
     assert snapshot(str(tmp_path)) == before
+
+
+def test_cli_get_on_an_unwritten_view_says_not_found_without_a_traceback(tmp_path):
+    s = FeatureStore(tmp_path)
+    s.apply([user, view()])
+    r = subprocess.run(
+        [sys.executable, "-m", "skewless.cli", "--store", str(tmp_path), "get", "v:x", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1, r.stderr
+    assert json.loads(r.stdout)["status"] == "not_found"
+    assert "Traceback" not in r.stderr
