@@ -11,9 +11,12 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64
 from skewless.errors import InvalidArgumentError, RegistryError, StorageError
 
@@ -625,3 +628,53 @@ def test_cli_get_on_an_unwritten_view_says_not_found_without_a_traceback(tmp_pat
     assert r.returncode == 1, r.stderr
     assert json.loads(r.stdout)["status"] == "not_found"
     assert "Traceback" not in r.stderr
+
+
+# ---- the product invariant, extended to arrays and to instants before a key's latest write -------------
+
+
+_elem = st.floats(allow_nan=False, width=64)
+_arow = st.tuples(
+    st.integers(0, 2),  # key
+    st.integers(0, 6),  # ts (seconds)
+    st.one_of(st.none(), st.tuples(_elem, _elem)),  # a whole array, or a null one
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batches=st.lists(st.lists(_arow, min_size=1, max_size=6), min_size=1, max_size=3),
+    probe=st.integers(-7, 7),
+)
+def test_online_array_equals_historical_or_is_withheld(tmp_path_factory, batches, probe):
+    """Arrays: the online value at an instant equals the training set's, bit for bit. Before a key's
+    latest write the online store (which keeps the latest row only) withholds its value (NOT_YET_VALID,
+    null) rather than serve one from the future; it never serves a value the training set would not."""
+    from skewless import Array
+    from skewless.online import Status
+
+    sec = dt.timedelta(seconds=1)
+    s = FeatureStore(tmp_path_factory.mktemp("arr"))
+    s.apply([user, FeatureView("a", [user], [Field("e", Array(Float64, 2))])])
+    latest: dict[int, dt.datetime] = {}
+    for b in batches:
+        k, t, e = zip(*b, strict=True)
+        ts = [T0 + v * sec for v in t]
+        arrays = pa.array([None if v is None else list(v) for v in e], pa.list_(pa.float64(), 2))
+        s.write("a", {"user_id": list(k), "event_timestamp": pa.array(ts, TS), "e": arrays})
+        for kk, tt in zip(k, ts, strict=True):
+            latest[kk] = max(latest.get(kk, tt), tt)
+    keys = [0, 1, 2]
+    inst = [latest.get(k, T0) + probe * sec for k in keys]
+    labels = {"user_id": keys, "event_timestamp": pa.array(inst, TS)}
+    hist = s.get_historical_features(labels, ["a:e"]).column("e").to_pylist()
+    reader = s.online_reader(["a:e"])
+    for k, when, want in zip(keys, inst, hist, strict=True):
+        got = reader.get({"user_id": [k]}, as_of=when).to_arrow()
+        value = got.column("e").to_pylist()[0]
+        status = Status(s.get_online_features(["a:e"], {"user_id": [k]}, as_of=when).statuses["e"][0])
+        if k in latest and when < latest[k]:
+            assert value is None and status == Status.NOT_YET_VALID
+            continue
+        as_bits = [None if v is None else [np.float64(x).view(np.int64) for x in v] for v in (value, want)]
+        assert as_bits[0] == as_bits[1], (k, value, want)
