@@ -111,19 +111,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     store = _open(args)
     fv = store.get_feature_view(args.view)
-    import pyarrow.parquet as pq
-
-    # Open handles, not paths: a compaction running meanwhile cannot pull a file away mid-count.
-    files = store.offline.open_files(fv.name, fv.source)
-    try:
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    finally:
-        for f in files:
-            f.close()
+    n_files, rows = store.offline.row_count(fv.name, fv.source)
     info = {
         "version": store.version(fv.name),
         **fv.to_spec(),
-        "history": {"files": len(files), "rows": rows},
+        "history": {"files": n_files, "rows": rows},
         "materialized_until_us": store.registry.materialized_until(fv.name),
     }
     print(json.dumps(info, indent=2))

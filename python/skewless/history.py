@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 import pyarrow as pa
 
 from .definitions import TIMESTAMP_TYPE, FeatureView
-from .normalize import conform, normalize_ts
+from .normalize import INT64_MIN, conform, normalize_ts
 from .offline import SEQ, OfflineStore
 from .registry import Registry
 
@@ -120,7 +120,8 @@ def for_join(
         return None
     cols = fv.tie_columns + list(feats)
     ttl = fv.ttl_us
-    lo_us = None if ttl is None else tmin - ttl
+    # A label near the start of time minus a long TTL is before any instant: no lower bound then.
+    lo_us = None if ttl is None or tmin - ttl < INT64_MIN else tmin - ttl
     if not offline.files(fv.name, fv.source):
         return None
     batches = list(scan(offline, registry, fv, cols, lo_us, tmax, True, with_seq=True))

@@ -83,13 +83,17 @@ def _check(
 def _join(
     entity_df: pa.Table, req: _Request, views: Plan, histories: Mapping[str, pa.Table | None]
 ) -> pa.Table:
-    out = entity_df
+    # Columns are collected and the table built once: appending one by one copies the column list each
+    # time, quadratic in a view of thousands of features.
+    names = list(entity_df.column_names)
+    cols: list[Any] = list(entity_df.columns)
     for (fv, feats), left in zip(views, req.lefts, strict=True):
         right = histories.get(fv.name)
         if right is None or right.num_rows == 0 or left.num_rows == 0:
+            dtypes = {f.name: f.dtype.arrow for f in fv.schema}
             for f in feats:
-                nulls = pa.nulls(left.num_rows, fv.get_field(f).dtype.arrow)
-                out = out.append_column(req.names[(fv.name, f)], nulls)
+                names.append(req.names[(fv.name, f)])
+                cols.append(pa.nulls(left.num_rows, dtypes[f]))
             continue
         sequence = None
         if SEQ in right.column_names:
@@ -107,8 +111,9 @@ def _join(
             sequence=sequence,
         )
         for f in feats:
-            out = out.append_column(req.names[(fv.name, f)], joined.column(f))
-    return out
+            names.append(req.names[(fv.name, f)])
+            cols.append(joined.column(f))
+    return pa.Table.from_arrays(cols, names=names)
 
 
 def retrieve(

@@ -253,6 +253,15 @@ fn output_schema(left: &Schema, right: &Schema, opts: &AsofOptions) -> Result<(S
         if f.name() == &opts.on || opts.by.iter().any(|b| b == f.name()) {
             continue;
         }
+        if has_union(f.data_type()) {
+            // A union has no validity bitmap of its own: an unmatched row would take a child's value (a
+            // dense union's first slot) instead of null, so such a column cannot be joined correctly.
+            return Err(Error::Dtype(format!(
+                "right column {:?} is {}, a union type, which the as-of join cannot fill with nulls for                  unmatched rows; cast it to a plain type (or split it into one column per variant) first",
+                f.name(),
+                f.data_type()
+            )));
+        }
         let mut name = f.name().clone();
         if names.contains(&name) {
             let Some(s) = &opts.suffix else {
@@ -276,6 +285,23 @@ fn output_schema(left: &Schema, right: &Schema, opts: &AsofOptions) -> Result<(S
     }
     // The output keeps no schema-level metadata: the left's (e.g. pandas') would describe other columns.
     Ok((Arc::new(Schema::new(fields)), taken))
+}
+
+/// Whether `dt` is or holds (in a list, struct, map or dictionary) a union.
+fn has_union(dt: &DataType) -> bool {
+    match dt {
+        DataType::Union(..) => true,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => has_union(f.data_type()),
+        DataType::Struct(fs) => fs.iter().any(|f| has_union(f.data_type())),
+        DataType::Dictionary(_, v) => has_union(v),
+        DataType::RunEndEncoded(_, v) => has_union(v.data_type()),
+        _ => false,
+    }
 }
 
 /// The as-of join of `left` and `right`; see the module docs and `skewless.asof_join`.
@@ -435,6 +461,39 @@ mod tests {
         let o = AsofOptions::new("t");
         assert!(matches!(asof_join(&left, &right, &o), Err(Error::ColumnClash(_))));
         assert!("sideways".parse::<Direction>().is_err());
+    }
+
+    #[test]
+    fn union_value_columns_are_refused_even_nested() {
+        use arrow::array::{StructArray, UnionArray};
+        use arrow::buffer::ScalarBuffer;
+        let fields = UnionFields::try_new(vec![0], vec![Field::new("i", DataType::Int64, true)]).unwrap();
+        let union = || {
+            Arc::new(
+                UnionArray::try_new(
+                    fields.clone(),
+                    ScalarBuffer::from(vec![0i8]),
+                    Some(ScalarBuffer::from(vec![0i32])),
+                    vec![Arc::new(Int64Array::from(vec![1])) as ArrayRef],
+                )
+                .unwrap(),
+            ) as ArrayRef
+        };
+        let left = table(vec![("t", Arc::new(Int64Array::from(vec![0])) as ArrayRef)]);
+        let nested = Arc::new(StructArray::from(vec![(
+            Arc::new(Field::new("u", union().data_type().clone(), true)),
+            union(),
+        )])) as ArrayRef;
+        for v in [union(), nested] {
+            let right = table(vec![
+                ("t", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+                ("v", v),
+            ]);
+            match asof_join(&left, &right, &AsofOptions::new("t")) {
+                Err(Error::Dtype(m)) => assert!(m.contains("union"), "{m}"),
+                other => panic!("a union column was joined: {:?}", other.map(|t| t.num_rows())),
+            }
+        }
     }
 
     #[test]

@@ -87,6 +87,43 @@ pub fn storage(e: heed::Error) -> Error {
     }
 }
 
+/// Bytes free below which an I/O error while committing is taken for a full disk.
+const LOW_SPACE: u64 = 64 << 20;
+
+/// A write that failed because the disk is full, said so. LMDB reports ENOSPC, or EIO when a write came
+/// back short (which on a full disk it does), so EIO with little space left counts as full too.
+fn disk_full(e: &heed::Error, path: &Path) -> Option<Error> {
+    let heed::Error::Io(io) = e else { return None };
+    let code = io.raw_os_error()?;
+    if code != libc::ENOSPC && code != libc::EIO {
+        return None;
+    }
+    let free = free_bytes(path);
+    if code == libc::EIO && free.is_none_or(|f| f >= LOW_SPACE) {
+        return None;
+    }
+    let free = free.map_or(String::new(), |f| format!(" ({f} bytes free)"));
+    Some(Error::Storage(format!(
+        "the disk holding the online store {} is full{free}; nothing was written. Free some space (or \
+         move the store to a larger disk) and write again",
+        path.display()
+    )))
+}
+
+/// Bytes available to this user on the file system holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is writable memory of the right type.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 enum Attempt<T> {
     Done(Result<T>),
     /// Another process grew the map: adopt its size and retry.
@@ -194,6 +231,7 @@ impl Store {
             }
         }
         let env = open_env(&canon, size)?;
+        check_file_size(&env, &canon)?;
         let stale = env.clear_stale_readers().map_err(storage)?;
         let (meta, data) = init_dbs(&env)?;
         let store = Arc::new(Store {
@@ -284,7 +322,9 @@ impl Store {
         match res {
             Ok(out) => Attempt::Done(Ok(out)),
             Err(TxnError::Heed(heed::Error::Mdb(MdbError::MapFull))) => Attempt::Full(map_size),
-            Err(TxnError::Heed(e)) => Attempt::Done(Err(storage(e))),
+            Err(TxnError::Heed(e)) => {
+                Attempt::Done(Err(disk_full(&e, &self.path).unwrap_or_else(|| storage(e))))
+            }
             Err(TxnError::Kernel(e)) => Attempt::Done(Err(e)),
         }
     }
@@ -347,7 +387,7 @@ impl Store {
                 "growing the online store's map failed ({e}); nothing was written. Open the store again"
             )));
         }
-        Ok(())
+        check_file_size(env, &self.path)
     }
 
     /// The key prefix of `view`, or `None` when the view has never been written.
@@ -510,6 +550,32 @@ fn init_dbs(env: &Env) -> Result<(Db, Db)> {
             .map(|c| c.unwrap_commit())
         }
     }
+}
+
+/// Refuses a data file shorter than its newest meta page says it is (a truncated copy, a file cut by a
+/// full disk outside LMDB's control). Pages past the end of the file are in the map but have no backing:
+/// touching one kills the process with SIGBUS instead of raising, so this runs before any page is read
+/// (on open) and whenever the map is remapped (growth, or adopting another process's size).
+fn check_file_size(env: &Env, path: &Path) -> Result<()> {
+    let last = env.info().last_page_number as u64;
+    let page = env.unnamed_database_stat().page_size as u64;
+    let need = (last + 1).saturating_mul(page);
+    let have = env.real_disk_size().map_err(|e| {
+        Error::Storage(format!(
+            "cannot read the size of the online store's data file in {}: {e}",
+            path.display()
+        ))
+    })?;
+    if have < need {
+        return Err(Error::Storage(format!(
+            "the online store's data file in {} is truncated: {have} bytes, but its last committed \
+             transaction uses {need} ({} pages of {page} bytes). It cannot be read safely; restore it from a \
+             copy, or delete the online folder and run materialize to rebuild it from the history",
+            path.display(),
+            last + 1
+        )));
+    }
+    Ok(())
 }
 
 /// Whether the process can map `bytes` more of address space (an anonymous reservation, released at once).

@@ -150,4 +150,78 @@ mod tests {
         );
         assert_eq!(lookup(&reader, &[0], None).0, vec![1.5]);
     }
+
+    #[test]
+    fn a_truncated_data_file_is_refused_on_open_instead_of_faulting_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ["k".to_string()];
+        let spec = WriteSpec {
+            keys: &keys,
+            timestamp: "ts",
+            created: None,
+        };
+        {
+            let store = Store::open(dir.path(), Some(1 << 22), None).unwrap();
+            let n = 20_000i64;
+            let ks: Vec<i64> = (0..n).collect();
+            let t = table(&ks, &vec![1; n as usize], &vec![1.5; n as usize], None);
+            write(&store, "v", &t, &spec).unwrap();
+        }
+        let data = dir.path().join("data.mdb");
+        let len = std::fs::metadata(&data).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        match Store::open(dir.path(), Some(1 << 22), None) {
+            Err(Error::Storage(m)) => assert!(m.contains("truncated"), "{m}"),
+            Err(e) => panic!("wrong error {e:?}"),
+            Ok(_) => panic!("a truncated store opened"),
+        }
+    }
+
+    #[test]
+    fn a_null_element_inside_an_array_is_refused_and_nothing_is_written() {
+        use arrow::array::FixedSizeListArray;
+        use arrow::datatypes::Float64Type;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Some(1 << 20), None).unwrap();
+        let keys = ["k".to_string()];
+        let spec = WriteSpec {
+            keys: &keys,
+            timestamp: "ts",
+            created: None,
+        };
+        let emb = |rows: Vec<Option<Vec<Option<f64>>>>| -> ArrayRef {
+            Arc::new(FixedSizeListArray::from_iter_primitive::<Float64Type, _, _>(
+                rows, 2,
+            ))
+        };
+        let t = |e: ArrayRef| {
+            let batch = RecordBatch::try_from_iter(vec![
+                ("k", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+                (
+                    "ts",
+                    Arc::new(TimestampMicrosecondArray::from(vec![1, 1]).with_timezone("UTC")) as ArrayRef,
+                ),
+                ("e", e),
+            ])
+            .unwrap();
+            Table::new(batch.schema(), vec![batch])
+        };
+        let bad = t(emb(vec![
+            Some(vec![Some(1.0), Some(2.0)]),
+            Some(vec![Some(1.0), None]),
+        ]));
+        assert!(matches!(
+            write(&store, "v", &bad, &spec),
+            Err(Error::InvalidArgument(m)) if m.contains("null element")
+        ));
+        assert!(store.views().unwrap().is_empty());
+        // A whole null array is a null value, and NaN is a value like any other.
+        let ok = t(emb(vec![None, Some(vec![Some(f64::NAN), Some(2.0)])]));
+        assert_eq!(write(&store, "v", &ok, &spec).unwrap().rows_written, 2);
+    }
 }

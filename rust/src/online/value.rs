@@ -17,7 +17,7 @@
 //! 18+B    F     fixed-width slots, one per value column in the view's recorded order, little-endian:
 //!                 int8/uint8/bool 1, int16/uint16 2, int32/uint32/float32 4, int64/uint64/float64 8,
 //!                 timestamp 8 (UTC microseconds), fixed_size_list<float32, n> 4n, <float64, n> 8n
-//!                 (a null list element is stored as NaN), string/binary 4: the END offset (u32) of the
+//!                 (a null element inside a list is refused by `write`), string/binary 4: the END offset (u32) of the
 //!                 column's bytes in the variable part; its start is the previous string/binary column's
 //!                 end (0 for the first). A null column's slot is zero (a null string's end repeats the
 //!                 previous end).

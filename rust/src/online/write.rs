@@ -2,7 +2,7 @@
 //! distinct key in key order inside one LMDB transaction.
 
 use crate::error::{Error, Result};
-use crate::online::cells::Chunk;
+use crate::online::cells::{Cells, Chunk};
 use crate::online::env::{put_schema, read_schema, schema_key, Store, TxnError};
 use crate::online::key;
 use crate::online::schema::{ColumnDef, Kind, ViewSchema};
@@ -157,6 +157,7 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
                 .map_err(|e| Error::Internal(e.to_string()))
         })
         .collect::<Result<_>>()?;
+    check_no_null_elements(table, &schema)?;
     let n = table.num_rows();
     let mut arena: Vec<u8> = Vec::with_capacity(n * 9);
     let mut rows: Vec<Row> = Vec::with_capacity(n);
@@ -326,6 +327,44 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
         rows_written: written,
         rows_skipped: n - written,
     })
+}
+
+/// Refuses a null element inside a (non-null) fixed-size list. The value layout keeps one validity bit
+/// per column, not per element, so such an element could only come back as NaN, while the history (and
+/// so a training set) keeps it null: the two paths would disagree. A whole null list is fine.
+fn check_no_null_elements(table: &Table, schema: &ViewSchema) -> Result<()> {
+    for c in &schema.values {
+        if !matches!(c.kind, Kind::ListF32(_) | Kind::ListF64(_)) {
+            continue;
+        }
+        let i = table
+            .schema
+            .index_of(&c.name)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut base = 0usize;
+        for batch in &table.batches {
+            let chunk = Chunk::new(batch.column(i))?;
+            let (n, elems) = match &chunk.cells {
+                Cells::ListF32(_, n, m) | Cells::ListF64(_, n, m) => (*n, *m),
+                _ => (0, None),
+            };
+            if let Some(m) = elems.filter(|m| m.null_count() > 0) {
+                for r in 0..batch.num_rows() {
+                    if !chunk.is_null(r) && (0..n).any(|k| m.is_null(r * n + k)) {
+                        return Err(Error::InvalidArgument(format!(
+                            "value column {:?} has a null element inside the array at row {}; arrays are \
+                             stored whole, without per-element nulls. Fill the element (e.g. with NaN) or \
+                             make the whole array null",
+                            c.name,
+                            base + r
+                        )));
+                    }
+                }
+            }
+            base += batch.num_rows();
+        }
+    }
+    Ok(())
 }
 
 fn out_of_range(col: &str, row: usize) -> Error {
