@@ -4,7 +4,6 @@ error and leaves the store as it was, or gives the right answer (issue 9)."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64
@@ -24,19 +24,6 @@ TS = pa.timestamp("us", tz="UTC")
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 DAY = dt.timedelta(days=1)
 user = Entity("user", join_keys=["user_id"], dtype=Int64)
-
-
-def snapshot(path: str) -> dict[str, str]:
-    """Every file under ``path`` with a hash of its bytes (lock files excluded: readers touch them)."""
-    out = {}
-    for dp, _, fs in os.walk(path):
-        for f in fs:
-            if f in (".lock", "lock.mdb"):
-                continue
-            p = os.path.join(dp, f)
-            with open(p, "rb") as fh:
-                out[os.path.relpath(p, path)] = hashlib.sha256(fh.read()).hexdigest()
-    return out
 
 
 def rows(n: int = 3, start: int = 0) -> dict:
