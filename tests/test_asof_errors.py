@@ -140,6 +140,13 @@ def test_bad_tie_breaker_dtype():
     raises(DtypeError, left, right, on="t", by="k", tie_breaker="x")
 
 
+def test_bad_or_missing_sequence():
+    left, right = tables()
+    raises(DtypeError, left, right, match="sequence", on="t", by="k", sequence="x")
+    raises(MissingColumnError, left, right, match="nope", on="t", by="k", sequence="nope")
+    raises(InvalidArgumentError, left, right, on="t", by="k", sequence=3)
+
+
 @pytest.mark.parametrize("tol", [dt.timedelta(seconds=-1), dt.timedelta(microseconds=-1)])
 def test_negative_timedelta_tolerance(tol):
     left, right = tables()

@@ -44,10 +44,11 @@ def chunked(table: pa.Table, cuts: list[int]) -> pa.Table:
     return pa.Table.from_batches([b for p in pieces for b in p.to_batches()], schema=table.schema)
 
 
-def oracle(left, right, n_keys, direction, allow_exact, tolerance_ok, tie):
+def oracle(left, right, n_keys, direction, allow_exact, tolerance_ok, tie, seq=False):
     """Index of the matching right row per left row (None: no match), straight from the definition.
 
-    left/right rows: (key tuple, time in a common unit); right rows also carry a tie value.
+    left/right rows: (key tuple, time in a common unit); right rows also carry a tie value and a
+    sequence value.
     """
     out = []
     for lkey, t in left:
@@ -55,15 +56,23 @@ def oracle(left, right, n_keys, direction, allow_exact, tolerance_ok, tie):
             out.append(None)
             continue
         cands = [
-            (i, rt, rtie)
-            for i, (rkey, rt, rtie) in enumerate(right)
+            (i, rt, rtie, rseq)
+            for i, (rkey, rt, rtie, rseq) in enumerate(right)
             if rt is not None and all(k is not None for k in rkey) and rkey == lkey
         ]
 
         def winner(time, cands=cands):
             same = [c for c in cands if c[1] == time]
-            # Greatest tie-breaker (null lowest), then last in input order.
-            return max(same, key=lambda c: ((c[2] is not None, c[2] or 0) if tie else (0, 0), c[0]))
+            # Greatest tie-breaker (null lowest), then greatest sequence (null lowest), then last in
+            # input order.
+            return max(
+                same,
+                key=lambda c: (
+                    (c[2] is not None, c[2] or 0) if tie else (0, 0),
+                    (c[3] is not None, c[3] or 0) if seq else (0, 0),
+                    c[0],
+                ),
+            )
 
         back = [c for c in cands if (c[1] <= t if allow_exact else c[1] < t)]
         fwd = [c for c in cands if (c[1] >= t if allow_exact else c[1] > t)]
@@ -95,7 +104,10 @@ def cases(draw):
     n_left = draw(st.integers(0, 15))
     key = st.lists(maybe(st.sampled_from(KEY_VALUES)), min_size=n_keys, max_size=n_keys)
     time = maybe(st.integers(0, 12))
-    right = [(tuple(draw(key)), draw(time), draw(maybe(st.integers(0, 3)))) for _ in range(n_right)]
+    right = [
+        (tuple(draw(key)), draw(time), draw(maybe(st.integers(0, 3))), draw(maybe(st.integers(-2, 2))))
+        for _ in range(n_right)
+    ]
     left = [(tuple(draw(key)), draw(time)) for _ in range(n_left)]
     return {
         "n_keys": n_keys,
@@ -109,6 +121,7 @@ def cases(draw):
         "allow_exact": draw(st.booleans()),
         "tolerance": draw(maybe(st.integers(0, 6))),
         "tie": draw(st.booleans()),
+        "seq": draw(st.booleans()),
         "sort_right": draw(st.booleans()),
         "cuts": (
             draw(st.lists(st.integers(0, 40), max_size=3)),
@@ -147,12 +160,13 @@ def build(case):
     rcols.update(
         t=on_r,
         tie=pa.array([r[2] for r in right], pa.int32()),
+        seq=pa.array([r[3] for r in right], pa.int64()),
         idx=pa.array(range(len(right)), pa.int64()),
         val=pa.array([None if i % 3 == 0 else i * 0.5 for i in range(len(right))], pa.float64()),
     )
     right_t = pa.table(rcols)
     left_rows = [(r[0], None if r[1] is None else r[1] * lscale) for r in case["left"]]
-    right_rows = [(r[0], None if r[1] is None else r[1] * rscale, r[2]) for r in right]
+    right_rows = [(r[0], None if r[1] is None else r[1] * rscale, r[2], r[3]) for r in right]
     return left, right_t, left_rows, right_rows, tol, tol_ok
 
 
@@ -170,11 +184,19 @@ def test_matches_the_brute_force_oracle(case):
         tolerance=tol,
         allow_exact_matches=case["allow_exact"],
         tie_breaker="tie" if case["tie"] else None,
+        sequence="seq" if case["seq"] else None,
     )
     expect = oracle(
-        left_rows, right_rows, case["n_keys"], case["direction"], case["allow_exact"], tol_ok, case["tie"]
+        left_rows,
+        right_rows,
+        case["n_keys"],
+        case["direction"],
+        case["allow_exact"],
+        tol_ok,
+        case["tie"],
+        case["seq"],
     )
-    assert out.column_names == [*left.column_names, "tie", "idx", "val"]
+    assert out.column_names == [*left.column_names, "tie", "seq", "idx", "val"]
     assert out.num_rows == left.num_rows
     assert out.select(left.column_names).equals(left)  # left rows kept, in order, untouched
     assert out.column("idx").to_pylist() == expect
@@ -395,3 +417,32 @@ def test_tables_with_no_batches_at_all():
     assert out.num_rows == 0 and out.column_names == ["t", "x", "y"]
     out = skewless.asof_join(pa.table({"t": [1, 2]}), nothing, on="t")
     assert out.column("x").to_pylist() == [None, None]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 4), st.integers(0, 1)), max_size=30),
+    st.randoms(use_true_random=False),
+)
+def test_a_unique_sequence_makes_the_answer_independent_of_right_row_order(rows, rnd):
+    """Full ties on (key, time, tie_breaker) everywhere; a sequence unique per row decides them, so
+    every permutation of the right rows gives the same matches."""
+    seqs = list(range(len(rows)))
+    rnd.shuffle(seqs)
+    right = pa.table(
+        {
+            "k": [r[0] for r in rows],
+            "t": [r[1] for r in rows],
+            "c": [r[2] for r in rows],
+            "s": seqs,
+            "id": list(range(len(rows))),
+        },
+        schema=pa.schema([(c, pa.int64()) for c in ("k", "t", "c", "s", "id")]),
+    )
+    left = pa.table({"k": [0, 1, 2, 0, 1, 2], "t": [0, 2, 4, 5, 3, 1]})
+    kw = dict(on="t", by="k", tie_breaker="c", sequence="s")
+    first = skewless.asof_join(left, right, **kw).column("id").to_pylist()
+    order = list(range(len(rows)))
+    rnd.shuffle(order)
+    again = skewless.asof_join(left, right.take(pa.array(order, pa.int64())), **kw).column("id").to_pylist()
+    assert again == first

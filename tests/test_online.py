@@ -26,7 +26,7 @@ def store(tmp_path):
 
 
 def test_round_trip_of_every_supported_type(store):
-    emb = pa.array([[1.0, 2.0], [3.0, None]], pa.list_(pa.float32(), 2))
+    emb = pa.array([[1.0, 2.0], [3.0, float("nan")]], pa.list_(pa.float32(), 2))
     emb64 = pa.array([[1.5, 2.5, 3.5], None], pa.list_(pa.float64(), 3))
     data = pa.table(
         {
@@ -59,8 +59,8 @@ def test_round_trip_of_every_supported_type(store):
     for got_row, exp in ((rows[0], expected[1]), (rows[2], expected[0])):
         for name, value in exp.items():
             g = got_row[name]
-            if name == "emb" and value == [3.0, None]:
-                # A null element inside a fixed-size list is stored as NaN (documented in value.rs).
+            if name == "emb" and value[0] == 3.0:
+                # A NaN element is a value like any other (a null element is refused at write).
                 assert g[0] == 3.0 and np.isnan(g[1])
             else:
                 assert g == value, name
@@ -187,11 +187,14 @@ def test_ttl_and_as_of_statuses_at_the_boundary(store):
     r = store.reader("v")
     ttl = dt.timedelta(seconds=50)
     boundary = T0 + dt.timedelta(seconds=50)  # as_of - ttl == ts of key 1: still present
+    # Key 2 is stamped 100 s: after the request instant, so not yet valid (never a value from the future).
     _, status = r.get_numpy([1, 2, 3], as_of=boundary, ttl=ttl)
-    assert status.tolist() == [Status.PRESENT, Status.PRESENT, Status.NOT_FOUND]
+    assert status.tolist() == [Status.PRESENT, Status.NOT_YET_VALID, Status.NOT_FOUND]
     values, status = r.get_numpy([1, 2], as_of=boundary + dt.timedelta(microseconds=1), ttl=ttl)
-    assert status.tolist() == [Status.EXPIRED, Status.PRESENT]
-    assert np.isnan(values[0, 0]) and values[1, 0] == 2.0
+    assert status.tolist() == [Status.EXPIRED, Status.NOT_YET_VALID]
+    assert np.isnan(values[0, 0]) and np.isnan(values[1, 0])
+    values, status = r.get_numpy([2], as_of=T0 + dt.timedelta(seconds=100), ttl=ttl)
+    assert status.tolist() == [Status.PRESENT] and values[0, 0] == 2.0
     t = r.get([1], as_of=boundary + dt.timedelta(microseconds=1), ttl=ttl)
     assert t.column("x").to_pylist() == [None] and t.column("status").to_pylist() == [Status.EXPIRED]
     # Another zone, same instant.

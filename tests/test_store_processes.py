@@ -71,7 +71,7 @@ def test_reader_of_unwritten_view_answers_not_found_then_serves(tmp_path):
     s.write("m", {"merchant_id": ["10"], "event_timestamp": pa.array([T0], TS), "risk": [0.5]})
     vals, st = r.get_numpy({"user_id": [1, 2], "merchant_id": ["10", "11"]}, as_of=T0)
     np.testing.assert_array_equal(vals, [[5.0, 0.5], [np.nan, np.nan]])
-    assert not r._pending and r.get({"user_id": [2], "merchant_id": ["10"]}).to_dict()["risk"] == [0.5]
+    assert r.get({"user_id": [2], "merchant_id": ["10"]}).to_dict()["risk"] == [0.5]
 
 
 def test_service_started_before_data_serves_another_process_writes(tmp_path):

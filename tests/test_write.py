@@ -58,8 +58,8 @@ def test_write_accepts_pandas_polars_and_other_zones_and_units(store):
     store.write("stats", pldf)
     h = store.read_history("stats")
     assert h.schema.field("event_timestamp").type == TS
-    # History reads newest write first, rows of one write in order.
-    assert h.column("event_timestamp").to_pylist()[1:] == [at(0), at(0.5)]
+    # History reads in write order: oldest write first, rows of one write in order.
+    assert h.column("event_timestamp").to_pylist() == [at(0), at(0.5), at(1)]
     out = store.get_online_features(["stats:spend"], [{"user_id": 6}, {"user_id": 7}], as_of=at(1))
     assert out.to_dict()["spend"] == [2.5, 3.5]
 

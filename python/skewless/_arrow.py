@@ -40,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -48,7 +49,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import DtypeError, InvalidArgumentError, MissingColumnError
+from .errors import ColumnClashError, DtypeError, InvalidArgumentError, MissingColumnError
 
 __all__ = [
     "as_arrow",
@@ -86,11 +87,27 @@ def _is(data: Any, name: str, module: str) -> bool:
 
 def as_table(data: Any, what: str) -> pa.Table:
     """``data`` (any form listed in the module docstring) as a ``pyarrow.Table``; no copy for Arrow data.
+    A column name that appears twice is a :class:`~skewless.errors.ColumnClashError`.
 
     Example:
         >>> as_table({"a": [1, 2]}, "data").num_rows
         2
     """
+    table = _read_table(data, what)
+    names = table.column_names
+    if len(set(names)) != len(names):
+        _duplicates(names, what)
+    return table
+
+
+def _duplicates(names: Any, what: str) -> None:
+    counts = collections.Counter(names)
+    dup = sorted(str(n) for n, c in counts.items() if c > 1)
+    if dup:
+        raise ColumnClashError(f"{what} has column(s) {dup} more than once; drop or rename the copies")
+
+
+def _read_table(data: Any, what: str) -> pa.Table:
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
@@ -187,6 +204,8 @@ def _named(name: Any, what: str, lib: str) -> None:
 
 
 def _from_pandas(df: Any, what: str) -> pa.Table:
+    if not df.columns.is_unique:
+        _duplicates(list(df.columns), what)
     try:
         # The index is dropped (see the module docstring): the columns are what the user names.
         return pa.Table.from_pandas(df, preserve_index=False)

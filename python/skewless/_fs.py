@@ -9,6 +9,9 @@ from typing import BinaryIO
 
 from .errors import StorageError
 
+#: Name prefix of the temp files ``atomic_write`` makes (hidden, and skipped by dataset discovery).
+TEMP_PREFIX = ".tmp-"
+
 
 def fsync_dir(folder: str) -> None:
     """Make a rename or unlink in ``folder`` durable."""
@@ -27,7 +30,7 @@ def atomic_write(path: str, fill: Callable[[BinaryIO], object], *, overwrite: bo
     failure the temp file is removed; an OS failure is a :class:`StorageError`.
     """
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}{os.path.splitext(path)[1]}")
+    tmp = os.path.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}{os.path.splitext(path)[1]}")
     try:
         with open(tmp, "wb") as f:
             fill(f)

@@ -37,14 +37,17 @@ def asof_join(
     allow_exact_matches: bool = True,
     tie_breaker: str | None = None,
     suffix: str | None = None,
+    sequence: str | None = None,
 ) -> pa.Table:
     """Join to each ``left`` row the ``right`` row with the same ``by`` key and the nearest earlier ``on``.
 
     ``direction="backward"`` (default) takes the right row with the greatest ``on`` <= the left row's
     (strictly < with ``allow_exact_matches=False``); ``"forward"`` the least ``on`` >= it; ``"nearest"``
     the closer of the two, the earlier one on equal distance. Among right rows with equal key and ``on``,
-    the greatest ``tie_breaker`` wins (a null tie-breaker ranks below every value), then the row that
-    comes last in the input, in every direction. ``tolerance`` (inclusive) bounds how far the match may
+    the greatest ``tie_breaker`` wins (a null tie-breaker ranks below every value), then the greatest
+    ``sequence`` (a right integer column, e.g. a write sequence; null ranks lowest), then the row that
+    comes last in the input, in every direction: with a ``sequence`` unique per row the answer does not
+    depend on the order of the right's rows. ``tolerance`` (inclusive) bounds how far the match may
     be: for a timestamp ``on`` a duration (``datetime.timedelta``, ``pandas.Timedelta``,
     ``numpy.timedelta64`` of any unit, or a string like ``"90s"``, ``"1h30m"``, ``"7d"``: see
     :mod:`skewless.durations`; a whole number of microseconds), for an integer ``on`` an int. A left row
@@ -75,6 +78,9 @@ def asof_join(
         >>> skewless.asof_join(labels, feats, on="t", by="user",
         ...                    tolerance=dt.timedelta(seconds=5)).column("x").to_pylist()
         [None, None]
+        >>> tied = pa.table({"user": [1, 1], "t": pa.array([90, 90], ts), "seq": [2, 1], "x": [0.2, 0.1]})
+        >>> skewless.asof_join(labels, tied, on="t", by="user", sequence="seq").column("x").to_pylist()
+        [0.2, None]
     """
     column_name(on, "on")
     by_list = [] if by is None else name_list(by, "by")
@@ -84,12 +90,13 @@ def asof_join(
         )
     kind, tol = _tolerance(tolerance)
     exact = flag(allow_exact_matches, "allow_exact_matches")
-    for name, value in (("tie_breaker", tie_breaker), ("suffix", suffix)):
+    for name, value in (("tie_breaker", tie_breaker), ("suffix", suffix), ("sequence", sequence)):
         if value is not None and not isinstance(value, str):
             raise InvalidArgumentError(f"{name} must be a str or None, got {value!r}")
     lt, rt = as_table(left, "left"), as_table(right, "right")
     check_columns(left, lt, [on, *by_list], "the left table")
-    check_columns(right, rt, [on, *by_list] + ([tie_breaker] if tie_breaker else []), "the right table")
+    ranks = [c for c in (tie_breaker, sequence) if c]
+    check_columns(right, rt, [on, *by_list, *ranks], "the right table")
     # The engine compares `on` and `by` as it receives them; convert both sides where types differ in
     # form only (dictionary strings, dates, mixed signedness...), and give the output the left's own
     # columns back.
@@ -103,7 +110,7 @@ def asof_join(
         if rc is not rt.column(name):
             i = rt.schema.get_field_index(name)
             rt = rt.set_column(i, rt.field(i).with_type(rc.type), rc)
-    out = _core.asof_join(lt, rt, on, by_list, direction, kind, tol, exact, tie_breaker, suffix)
+    out = _core.asof_join(lt, rt, on, by_list, direction, kind, tol, exact, tie_breaker, suffix, sequence)
     for i, col in restore.items():
         out = out.set_column(i, out.field(i).with_type(col.type), col)
     return out

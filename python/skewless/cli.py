@@ -112,19 +112,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_describe(args: argparse.Namespace) -> int:
     store = _open(args)
     fv = store.get_feature_view(args.view)
-    import pyarrow.parquet as pq
-
-    # Open handles, not paths: a compaction running meanwhile cannot pull a file away mid-count.
-    files = store.offline.open_files(fv.name, fv.source)
-    try:
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    finally:
-        for f in files:
-            f.close()
+    n_files, rows = store.offline.row_count(fv.name, fv.source)
     info = {
         "version": store.version(fv.name),
         **fv.to_spec(),
-        "history": {"files": len(files), "rows": rows},
+        "history": {"files": n_files, "rows": rows},
         "materialized_until_us": store.registry.materialized_until(fv.name),
     }
     print(json.dumps(info, indent=2))
@@ -154,7 +146,9 @@ def cmd_get(args: argparse.Namespace) -> int:
         else:
             row[k] = [v]
     resp = store.get_online_features([args.feature], row)
-    status = {0: "present", 1: "not_found", 2: "expired"}[int(resp.statuses[feat][0])]
+    from .online import Status
+
+    status = Status(int(resp.statuses[feat][0])).name.lower()
     val = resp.to_dict()[feat][0]
     print(json.dumps({"feature": args.feature, "key": row, "value": val, "status": status}, default=str))
     return 0 if status == "present" else 1

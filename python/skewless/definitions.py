@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -50,15 +51,23 @@ __all__ = [
 #: Every timestamp skewless stores is an instant in UTC microseconds.
 TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Longest name: a view's name is a folder name (most file systems allow 255 bytes) and part of an
+#: online-store key (the engine allows 200 bytes); names are ASCII, so characters are bytes.
+MAX_NAME = 200
 
 
 def _check_name(name: Any, what: str) -> str:
-    # Names become column names, folder names and LMDB database names: keep them portable.
-    if not isinstance(name, str) or not _NAME.match(name) or "__" in name:
+    # Names become column names, folder names and LMDB database names: keep them portable. This check
+    # is also what keeps every path the store builds from a name inside the store's folder.
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or "__" in name:
         raise InvalidArgumentError(
             f"{what} name {name!r} is not valid: use letters, digits and single underscores, not starting "
             "with a digit (double underscores are reserved for full feature names view__feature)"
+        )
+    if len(name) > MAX_NAME:
+        raise InvalidArgumentError(
+            f"{what} name {name[:20]!r}... is {len(name)} characters long; use at most {MAX_NAME}"
         )
     return name
 
@@ -275,7 +284,13 @@ class Field:
 def _ttl(ttl: Any, name: str) -> dt.timedelta | None:
     if ttl is None:
         return None
-    return to_timedelta(ttl, f"feature view {name!r}: ttl")
+    td = to_timedelta(ttl, f"feature view {name!r}: ttl")
+    if td // MICROSECOND >= 1 << 63:
+        raise InvalidArgumentError(
+            f"feature view {name!r}: ttl {td} does not fit in 64-bit microseconds (about 292,000 years); "
+            "use None for no expiry"
+        )
+    return td
 
 
 @dataclass(frozen=True)
@@ -337,7 +352,7 @@ class FeatureView:
         keys = [k for e in ents for k in e.join_keys]
         names = keys + [timestamp_field] + ([created_timestamp_field] if created_timestamp_field else [])
         names += [f.name for f in fields]
-        dup = sorted({n for n in names if names.count(n) > 1})
+        dup = sorted(n for n, c in collections.Counter(names).items() if c > 1)
         if dup:
             raise InvalidArgumentError(
                 f"feature view {name!r}: column name(s) {dup} used twice among join keys, timestamp fields "

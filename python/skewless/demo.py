@@ -113,7 +113,9 @@ def run(
         shutil.rmtree(folder)  # a previous demo run: start afresh
     os.makedirs(folder, exist_ok=True)
     open(marker, "w").close()
-    src = os.path.join(folder, "sources", "merchant_risk")
+    # Recorded relative to the store folder, so the store reads it from wherever it is opened.
+    rel_src = os.path.join("sources", "merchant_risk")
+    src = os.path.join(folder, rel_src)
     os.makedirs(src)
 
     t = time.perf_counter()
@@ -162,7 +164,7 @@ def run(
 
     store = FeatureStore(folder)
     t = time.perf_counter()
-    report = store.apply(definitions(src))
+    report = store.apply(definitions(rel_src))
     say(f"applied definitions: {', '.join(report['created'])} ({time.perf_counter() - t:.3f} s)")
 
     # Profiles: one per user at sign-up, plus updates (credit limit raises) for a tenth of them.

@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 import pyarrow as pa
 
 from .definitions import TIMESTAMP_TYPE, FeatureView
-from .normalize import conform, normalize_ts
-from .offline import OfflineStore
+from .normalize import INT64_MIN, conform, normalize_ts
+from .offline import SEQ, OfflineStore
 from .registry import Registry
 
 __all__ = ["schema", "empty", "scan", "read", "for_join"]
@@ -60,9 +60,10 @@ def scan(
     hi_us: int | None,
     hi_inclusive: bool,
     files: Sequence[str] | None = None,
+    with_seq: bool = False,
 ) -> Iterator[pa.RecordBatch]:
     """Batches of ``columns`` with ``lo_us <= timestamp`` and ``timestamp < hi_us`` (``<=`` when
-    ``hi_inclusive``), in the history's read order (see offline.py)."""
+    ``hi_inclusive``), plus the write sequence ``__seq__`` with ``with_seq`` (see offline.py)."""
     return offline.scan(
         fv.name,
         fv.source,
@@ -70,6 +71,7 @@ def scan(
         columns,
         (fv.timestamp_field, lo_us, hi_us, hi_inclusive),
         files=files,
+        with_seq=with_seq,
     )
 
 
@@ -112,16 +114,17 @@ def for_join(
     tmin: int | None,
     tmax: int | None,
 ) -> pa.Table | None:
-    """The rows a label in ``[tmin, tmax]`` can match: ``[tmin - ttl, tmax]``, keys, time columns and
-    ``feats``; None when there are none (or no labels)."""
+    """The rows a label in ``[tmin, tmax]`` can match: ``[tmin - ttl, tmax]``, keys, time columns,
+    ``feats`` and the write sequence ``__seq__``; None when there are none (or no labels)."""
     if tmin is None or tmax is None:
         return None
     cols = fv.tie_columns + list(feats)
     ttl = fv.ttl_us
-    lo_us = None if ttl is None else tmin - ttl
+    # A label near the start of time minus a long TTL is before any instant: no lower bound then.
+    lo_us = None if ttl is None or tmin - ttl < INT64_MIN else tmin - ttl
     if not offline.files(fv.name, fv.source):
         return None
-    batches = list(scan(offline, registry, fv, cols, lo_us, tmax, True))
+    batches = list(scan(offline, registry, fv, cols, lo_us, tmax, True, with_seq=True))
     if not batches:
         return None
-    return to_stored(registry, fv, pa.Table.from_batches(batches), cols)
+    return to_stored(registry, fv, pa.Table.from_batches(batches), [*cols, SEQ])

@@ -2,8 +2,9 @@
 
 The online store keeps the latest (timestamp, created) value per key, so replaying history rows older
 than what it holds changes nothing, and running a materialization twice is harmless. Files are replayed
-oldest first, one online write per file (or per tie-free chunk of a sorted file): the online store's tie
-rule (last row within a write, first write across writes) then picks what retrieval picks (offline.py).
+in write order (by their smallest write sequence, not their names), one online write per file (or per
+tie-free chunk of a sorted file): the online store's tie rule (last row within a write, first write
+across writes) then picks what retrieval picks (offline.py, "Tie order").
 
 Example:
     >>> import tempfile, datetime as dt
@@ -46,13 +47,13 @@ def materialize_view(
 ) -> int:
     """Write the view's history rows with ``lo <= timestamp < hi`` to the online store; returns the
     rows read. The caller holds the store's writer lock."""
-    files = offline.files(fv.name, fv.source)
+    files = offline.write_order(fv.name, fv.source)
     if not files:
         return 0
     cols = fv.stored_columns
     bar = _Progress(f"materialize {fv.name}") if sys.stderr.isatty() else None
     n = 0
-    for path in reversed(files):
+    for path in files:
         scan = history.scan(offline, registry, fv, cols, lo, hi, False, files=[path])
         batches = [b for b in scan if b.num_rows]
         if not batches:
@@ -78,8 +79,9 @@ def materialize_view(
 
 
 def _tie_free_chunks(t: pa.Table, fv: FeatureView) -> list[pa.Table]:
-    """Split a table sorted by (keys, ts, created) into chunks of about MATERIALIZE_BATCH rows, never
-    between two rows of one full tie (they must meet in one online write, where the last one wins)."""
+    """Split a table sorted by (keys, ts, created, tie rank) into chunks of about MATERIALIZE_BATCH rows,
+    never between two rows of one full tie (they must meet in one online write, where the last one, the
+    winner, wins)."""
     tie_cols = fv.tie_columns
     out, start, n = [], 0, t.num_rows
     while n - start > MATERIALIZE_BATCH:

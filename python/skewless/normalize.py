@@ -33,6 +33,7 @@ from .errors import (
 __all__ = ["instant_us", "normalize_ts", "conform", "entity_key", "normalize_rows", "flag", "column_name"]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def instant_us(x: Any, what: str) -> int:
@@ -45,6 +46,10 @@ def instant_us(x: Any, what: str) -> int:
             )
         return (x - _EPOCH) // MICROSECOND
     if isinstance(x, (int, np.integer)) and not isinstance(x, bool):
+        if not INT64_MIN <= int(x) <= INT64_MAX:
+            raise InvalidArgumentError(
+                f"{what} {x} is outside the range of UTC microseconds (64-bit); pass an aware datetime"
+            )
         return int(x)
     raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, not {type(x).__name__}")
 
@@ -83,9 +88,15 @@ def normalize_ts(col: pa.ChunkedArray | pa.Array, what: str) -> pa.ChunkedArray:
     # A zone is display metadata over UTC values; only the unit changes the numbers. Sub-microsecond
     # digits are floored, as the engine's `time::to_micros` does (a plain cast would truncate toward
     # zero and move instants before 1970 a microsecond later).
-    if t.unit == "ns":
-        col = pc.floor_temporal(col, unit="microsecond")
-    out = pc.cast(col, TIMESTAMP_TYPE)
+    try:
+        if t.unit == "ns":
+            col = pc.floor_temporal(col, unit="microsecond")
+        out = pc.cast(col, TIMESTAMP_TYPE)
+    except pa.ArrowInvalid as e:
+        raise DtypeError(
+            f"{what} holds instants that do not fit in UTC microseconds (64-bit, about 292,000 years around "
+            f"1970): {e}"
+        ) from None
     return out if isinstance(out, pa.ChunkedArray) else pa.chunked_array([out])
 
 
@@ -157,7 +168,8 @@ def normalize_rows(
     missing = [c for c in need if c not in have]
     if missing:
         raise MissingColumnError(f"{what} lacks column(s) {missing} of view {fv.name!r}; it needs {need}")
-    extra = [c for c in table.column_names if c not in need]
+    wanted = set(need)  # a set: a view may have thousands of features
+    extra = [c for c in table.column_names if c not in wanted]
     if extra:
         raise SchemaMismatch(
             f"{what} has column(s) {extra} that view {fv.name!r} does not define; drop them, or add "
@@ -199,5 +211,22 @@ def normalize_rows(
         if f.dtype.name == "Timestamp":
             cols[f.name] = normalize_ts(c, f"{what}: feature {f.name!r}")
         else:
-            cols[f.name] = conform(c, f.dtype.arrow, f"{what}: feature {f.name!r}")
+            c = conform(c, f.dtype.arrow, f"{what}: feature {f.name!r}")
+            if f.dtype.name == "Array":
+                _no_null_elements(c, f"{what}: feature {f.name!r}")
+            cols[f.name] = c
     return pa.table(cols), fixes
+
+
+def _no_null_elements(col: pa.ChunkedArray, what: str) -> None:
+    """Refuse a null element inside a non-null array. Online, an array is stored whole, with no
+    per-element validity, so the element would be served as NaN while history (and training sets) keep
+    it null; refusing it keeps both paths equal. A whole null array is fine (the engine checks the same)."""
+    inner = pc.list_flatten(col)
+    if inner.null_count:
+        rows = pc.list_parent_indices(col).filter(pc.is_null(inner))
+        raise InvalidArgumentError(
+            f"{what} has {inner.null_count} null element(s) inside arrays (first at row {rows[0]}); arrays "
+            "are stored whole, without per-element nulls. Fill the elements (e.g. with NaN) or make the "
+            "whole array null"
+        )

@@ -15,11 +15,16 @@ Rules (tested):
   :mod:`skewless.errors` before anything is written.
 - The first write of a view records its schema: key columns (integers, strings, binary) and value
   columns (integers, floats, bool, string, binary, timezone-aware timestamps, fixed-size lists of floats).
+- Never a value from the future: the store keeps the latest value per key only, so a stored value whose
+  event timestamp is after the request instant ``as_of`` (default: now) is never served; it reads as
+  null with status ``NOT_YET_VALID`` (the point-in-time join at that instant would not see it either),
+  with or without a TTL.
 - A row is *expired* when its event timestamp is older than ``as_of - ttl`` (the boundary itself is
   present: the same rule as the point-in-time join). Expired and missing rows read as null / NaN.
   ``Reader.get`` returns a ``status`` column of int8 codes (``status_column=`` renames it, for a view
   with a column of that name) and ``Reader.get_numpy`` an int8 array of the same codes:
-  :class:`Status` (0 present, 1 not found, 2 expired). A null lookup key is not found.
+  :class:`Status` (0 present, 1 not found, 2 expired, 3 not yet valid). A null lookup key is not found;
+  a key that does not fit the view's key type raises :class:`skewless.errors.DtypeError`.
 - The map grows by itself (doubling) when full; when it cannot (``max_map_size`` or the address space),
   :class:`skewless.errors.MapFullError` is raised and nothing is written.
 
@@ -63,17 +68,22 @@ Reader = _core.Reader
 """A prepared reader of one view (see :meth:`OnlineStore.reader`); ``get`` and ``get_numpy``."""
 
 
+_CODES = dict(_core.STATUS_CODES)
+
+
 class Status(IntEnum):
     """Per-key lookup status, as returned in ``Reader.get``'s ``status`` column and ``get_numpy``'s array.
+    The codes are the engine's (``skewless._core.STATUS_CODES``), defined once there.
 
     Example:
-        >>> Status(2).name
-        'EXPIRED'
+        >>> Status(2).name, Status.NOT_YET_VALID.value
+        ('EXPIRED', 3)
     """
 
-    PRESENT = 0
-    NOT_FOUND = 1
-    EXPIRED = 2
+    PRESENT = _CODES["PRESENT"]
+    NOT_FOUND = _CODES["NOT_FOUND"]
+    EXPIRED = _CODES["EXPIRED"]
+    NOT_YET_VALID = _CODES["NOT_YET_VALID"]
 
 
 class WriteResult(NamedTuple):

@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from ._fs import atomic_write
-from .definitions import Entity, FeatureService, FeatureView, dtype_from_name
+from .definitions import Entity, FeatureService, FeatureView, _check_name, dtype_from_name
 from .errors import (
     IncompatibleChangeError,
     InvalidArgumentError,
@@ -75,6 +75,49 @@ def _empty() -> dict[str, Any]:
         "state": {"key_dtypes": {}, "materialized": {}},
         "statistics": {},
     }
+
+
+def _check_names(path: str, data: dict[str, Any]) -> None:
+    """Every definition is filed under its own, valid name; state refers to valid names only.
+
+    Names become folder names (``offline/<view>``): a hand-edited or crafted file must not lead the store
+    to touch paths outside its folder, so a key like ``"../x"`` is refused here, before any use.
+    """
+
+    def bad(what: str) -> RegistryError:
+        return RegistryError(
+            f"{path} is malformed: {what}; restore registry.json or apply the definitions again"
+        )
+
+    for kind in ("entities", "feature_views", "feature_services"):
+        section = data.get(kind)
+        if not isinstance(section, dict):
+            raise bad(f"{kind!r} is not an object")
+        for name, entry in section.items():
+            try:
+                _check_name(name, kind[:-1].replace("_", " "))
+            except InvalidArgumentError as e:
+                raise bad(str(e)) from None
+            spec = entry.get("spec") if isinstance(entry, dict) else None
+            if not isinstance(spec, dict) or spec.get("name") != name:
+                raise bad(f"the {kind[:-1].replace('_', ' ')} filed under {name!r} is not named {name!r}")
+    state = data.get("state")
+    if not isinstance(state, dict) or not all(
+        isinstance(state.get(k), dict) for k in ("key_dtypes", "materialized")
+    ):
+        raise bad('"state" lacks its "key_dtypes" and "materialized" objects')
+    for k in ("key_dtypes", "materialized"):
+        for name in state[k]:
+            try:
+                _check_name(name, f"state {k!r} entry")
+            except InvalidArgumentError as e:
+                raise bad(str(e)) from None
+    for name, types in state["key_dtypes"].items():
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise bad(f"the key dtypes recorded for {name!r} are not a list of dtype names")
+    for name, until in state["materialized"].items():
+        if not isinstance(until, int) or isinstance(until, bool) or not -(1 << 63) <= until < 1 << 63:
+            raise bad(f"the materialized instant recorded for {name!r} is not 64-bit microseconds")
 
 
 class Registry:
@@ -110,6 +153,7 @@ class Registry:
                 f"{path} has registry format version {data.get('version')}; this skewless reads version "
                 f"{VERSION}: upgrade skewless"
             )
+        _check_names(path, data)
         data.setdefault("statistics", {})
         return cls(path, data)
 
@@ -137,7 +181,7 @@ class Registry:
             return build()
         except SkewlessError:
             raise
-        except (KeyError, TypeError, ValueError) as e:
+        except (LookupError, TypeError, ValueError, ArithmeticError, AttributeError) as e:
             raise RegistryError(
                 f"the registry's {what} {name!r} is malformed ({e!r}); restore registry.json or apply the "
                 "definition again"
@@ -224,6 +268,16 @@ class Registry:
                 state["key_dtypes"].setdefault(e, list(types))
 
         self._update_state(fix)
+
+    def forget_key_dtypes(self, fixes: Mapping[str, list[str]]) -> None:
+        """Undo :meth:`fix_key_dtypes` (the write that fixed them failed before any row landed)."""
+
+        def forget(state: dict[str, Any]) -> None:
+            for e, types in fixes.items():
+                if state["key_dtypes"].get(e) == list(types):
+                    del state["key_dtypes"][e]
+
+        self._update_state(forget)
 
     def add_statistics(self, view: str, record: Mapping[str, Any]) -> int:
         """Store ``record`` as the view's next statistics artifact; returns its number."""

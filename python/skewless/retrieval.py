@@ -2,7 +2,8 @@
 
 For each entity row (keys k, time t) and each view, the value is the view's row for k with the greatest
 timestamp <= t and >= t - ttl, null when there is none. Ties: the latest created timestamp; among full
-ties the earliest write, and within it its last row (the online store's rule, so both agree).
+ties the earliest write, and within it its last row (the online store's rule, so both agree), decided by
+the history's write sequence ``__seq__`` (offline.py, "Tie order"), never by the order rows are read in.
 
 :func:`retrieve` is the I/O-free core: entity rows and each view's history rows in, the training set out.
 The store reads the history (:func:`get_historical_features`); a distributed engine can call
@@ -33,6 +34,7 @@ from .asof import asof_join
 from .definitions import FeatureService
 from .errors import MissingColumnError
 from .normalize import column_name, entity_key, flag, normalize_ts
+from .offline import SEQ, tie_rank
 from .refs import Plan, output_names, resolve
 
 if TYPE_CHECKING:
@@ -81,14 +83,24 @@ def _check(
 def _join(
     entity_df: pa.Table, req: _Request, views: Plan, histories: Mapping[str, pa.Table | None]
 ) -> pa.Table:
-    out = entity_df
+    # Columns are collected and the table built once: appending one by one copies the column list each
+    # time, quadratic in a view of thousands of features.
+    names = list(entity_df.column_names)
+    cols: list[Any] = list(entity_df.columns)
     for (fv, feats), left in zip(views, req.lefts, strict=True):
         right = histories.get(fv.name)
         if right is None or right.num_rows == 0 or left.num_rows == 0:
+            dtypes = {f.name: f.dtype.arrow for f in fv.schema}
             for f in feats:
-                nulls = pa.nulls(left.num_rows, fv.get_field(f).dtype.arrow)
-                out = out.append_column(req.names[(fv.name, f)], nulls)
+                names.append(req.names[(fv.name, f)])
+                cols.append(pa.nulls(left.num_rows, dtypes[f]))
             continue
+        sequence = None
+        if SEQ in right.column_names:
+            # The sequence as the join's rank (larger wins), in place: no extra column to gather.
+            sequence = "__tie_rank__"
+            i = right.schema.get_field_index(SEQ)
+            right = right.set_column(i, sequence, tie_rank(right.column(i)))
         joined = asof_join(
             left,
             right,
@@ -96,10 +108,12 @@ def _join(
             by=fv.join_keys,
             tolerance=fv.ttl,
             tie_breaker=fv.created_timestamp_field,
+            sequence=sequence,
         )
         for f in feats:
-            out = out.append_column(req.names[(fv.name, f)], joined.column(f))
-    return out
+            names.append(req.names[(fv.name, f)])
+            cols.append(joined.column(f))
+    return pa.Table.from_arrays(cols, names=names)
 
 
 def retrieve(
@@ -114,7 +128,9 @@ def retrieve(
     """``entity_df``'s rows, in order, then each view's requested features as of each row's time.
 
     ``histories[view]``: the view's history rows in the stored layout (keys, time columns, at least the
-    requested features) in the history's read order, or None when it has none. ``key_types[view]``: the
+    requested features), or None when it has none. With their write sequence column ``__seq__`` (as
+    :meth:`OfflineStore.scan` reads it) full ties are decided by it and row order does not matter;
+    without it, the last of a full tie in the given order wins. ``key_types[view]``: the
     view's key types, to which entity keys are converted (None: take the history's).
     """
     req = _check(entity_df, views, key_types, full_feature_names, timestamp_column)

@@ -1,8 +1,12 @@
 """Serving: prepared online lookups of feature vectors, and their answers.
 
-``FeatureStore.online_reader(features)`` resolves the request once; each ``get`` / ``get_numpy`` then reads
-the latest value of every feature for each entity row, with each view's TTL applied at the request
-instant.
+``FeatureStore.online_reader(features)`` compiles a serving plan once, in the engine; each ``get`` /
+``get_numpy`` is then one engine call: one read transaction over every view, each entity's key encoded
+once per key signature (checked against the stored key types: a key that does not fit raises
+:class:`~skewless.errors.DtypeError`), each view's TTL applied at the request instant ``served_at``
+(``as_of``, or the clock read once), and a status per (row, view) from :class:`skewless.online.Status`.
+A stored value from after ``served_at`` is never served (``NOT_YET_VALID``): the online store keeps the
+latest value only, so it cannot answer for an earlier instant.
 
 Example:
     >>> import tempfile, datetime as dt
@@ -22,23 +26,22 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._arrow import as_column, as_table, is_table
+from . import _core
 from .definitions import FeatureView
-from .errors import DtypeError, InvalidArgumentError, MissingColumnError
-from .online import OnlineStore, Status
+from .errors import DtypeError
+from .online import OnlineStore
 
 __all__ = ["OnlineReader", "OnlineResponse"]
 
-#: The engine's status column in online lookups: no feature or key can take this name (definitions
-#: refuse double underscores), so a feature may be called ``status``.
-_STATUS = "__status__"
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def _numeric(t: pa.DataType) -> bool:
@@ -46,31 +49,29 @@ def _numeric(t: pa.DataType) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
 
 
-def rows_to_columns(entity_rows: Any, keys: Sequence[str]) -> dict[str, pa.ChunkedArray]:
-    """The join key columns of ``entity_rows`` as Arrow: a mapping of key to values (lists, numpy
-    arrays, pandas / polars Series, pyarrow arrays), a table (pyarrow, pandas, polars), or a list of dicts
-    as in Feast. A null key (None, ``<NA>``) is looked up as not found."""
-    if isinstance(entity_rows, (list, tuple)) and all(isinstance(r, Mapping) for r in entity_rows):
-        table = as_table({k: [r.get(k) for r in entity_rows] for k in keys}, "entity_rows")
-    elif not is_table(entity_rows):
-        raise InvalidArgumentError(
-            "entity_rows must be a mapping of join key to values, a table (pyarrow, pandas, polars) or a "
-            f"list of dicts; got {type(entity_rows).__name__}"
-        )
-    else:
-        table = as_table(entity_rows, "entity_rows")
-    for k in keys:
-        if k not in table.column_names:
-            raise MissingColumnError(f"entity_rows has no join key {k!r}; it needs {list(keys)}")
-    return {k: table.column(k) for k in keys}
-
-
 class OnlineReader:
-    """A prepared online lookup (from :meth:`FeatureStore.online_reader`): one engine reader per view.
+    """A prepared online lookup (from :meth:`FeatureStore.online_reader`): one compiled engine plan.
 
-    ``get`` returns an :class:`OnlineResponse`; ``get_numpy`` is the hot path: ``(values, status)`` with
-    values float64 ``[n, features]`` (null as NaN) and status int8 ``[n, views]`` (0 present, 1 not
-    found, 2 expired), views in the order of ``self.views``.
+    ``get(entity_rows, as_of=None)`` returns an :class:`OnlineResponse`; ``get_numpy(entity_rows,
+    as_of=None)`` is the hot path (the engine's method itself): ``(values, status)`` with values float64
+    ``[n, features]`` (null as NaN) and status int8 ``[n, views]``
+    (:class:`skewless.online.Status`), views in the order of ``self.views``. ``versions`` maps each view
+    to the registry version of the definition the plan was compiled from.
+
+    ``entity_rows``: a mapping of join key to values (lists, numpy arrays, Series, Arrow arrays), a
+    pyarrow Table, a list of dicts as in Feast, or, when the plan has a single join key, a plain sequence
+    of key values (the fastest call). A view with no online data yet answers NOT_FOUND (null) until any
+    process writes it.
+
+    Example:
+        >>> import tempfile, datetime as dt
+        >>> from skewless import Entity, FeatureStore, FeatureView, Field, Float64
+        >>> store = FeatureStore(tempfile.mkdtemp())
+        >>> u = Entity("user")
+        >>> _ = store.apply([u, FeatureView("v", [u], [Field("x", Float64)])])
+        >>> r = store.online_reader(["v:x"])
+        >>> dict(r.versions), r.get_numpy([7])[1].tolist()
+        ({'v': 1}, [[1]])
     """
 
     def __init__(
@@ -78,147 +79,101 @@ class OnlineReader:
         online: OnlineStore,
         plan: Sequence[tuple[FeatureView, Sequence[str]]],
         names: Mapping[tuple[str, str], str],
+        versions: Mapping[str, int],
     ) -> None:
-        self._online = online
         self.views = [fv.name for fv, _ in plan]
         self.feature_names = [names[(fv.name, f)] for fv, fs in plan for f in fs]
-        self.join_keys: list[str] = []
-        for fv, _ in plan:
-            self.join_keys.extend(k for k in fv.join_keys if k not in self.join_keys)
-        # A view may have no online data yet (a service started before the first write or materialize):
-        # its part has no engine reader and answers NOT_FOUND until one appears.
-        self._parts: list[tuple[FeatureView, list[str], Any, dt.timedelta | None]] = [
-            (fv, list(fs), None, fv.ttl) for fv, fs in plan
+        self.versions: Mapping[str, int] = types.MappingProxyType({v: int(versions[v]) for v in self.views})
+        parts = [
+            (
+                fv.name,
+                list(fv.join_keys),
+                list(fs),
+                fv.ttl_us,
+                int(versions[fv.name]),
+                [fv.get_field(f).dtype.arrow for f in fs],
+            )
+            for fv, fs in plan
         ]
-        self._resolve()
-
-    def _resolve(self) -> None:
-        """Open an engine reader for each view that has gained online data (from this process or
-        another). Called per lookup only while some view has none, so it costs nothing afterwards."""
-        for i, (fv, fs, r, ttl) in enumerate(self._parts):
-            if r is None and self._online.schema(fv.name) is not None:
-                self._parts[i] = (fv, fs, self._online.reader(fv.name, columns=fs), ttl)
-        self._pending = any(p[2] is None for p in self._parts)
-        ready = len(self._parts) == 1 and not self._pending
-        self._single = self._parts[0] if ready else None
-        self._single_key = (
-            self._single[0].join_keys[0] if self._single and len(self._single[0].join_keys) == 1 else None
-        )
-
-    def _keys_arg(self, fv: FeatureView, cols: Mapping[str, pa.ChunkedArray]) -> pa.Table:
-        # Columns, not Python values: the engine casts them to the view's key types and reads nulls as
-        # not found.
-        return pa.table({k: cols[k] for k in fv.join_keys})
-
-    def get_numpy(
-        self, entity_rows: Any, *, as_of: dt.datetime | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Feature values as float64 ``[n, features]`` and statuses int8 ``[n, views]``.
-
-        ``entity_rows``: a mapping of join key to values; when every view has the same single join key,
-        a plain sequence of key values is accepted too (the fastest call).
-        """
-        if self._pending:
-            self._resolve()
-        s = self._single
-        if s is not None:
-            if self._single_key is not None:
-                keys = entity_rows.get(self._single_key) if isinstance(entity_rows, Mapping) else entity_rows
-                if keys is None:
-                    raise MissingColumnError(f"entity_rows has no join key {self._single_key!r}")
-                if not isinstance(keys, (list, tuple, np.ndarray)):
-                    # A Series or an Arrow column (maybe with nulls): as Arrow. Lists stay the fast path.
-                    keys = pa.table({self._single_key: as_column(keys, "entity_rows keys")})
-            else:
-                keys = self._keys_arg(s[0], rows_to_columns(entity_rows, self.join_keys))
-            vals, st = s[2].get_numpy(keys, as_of=as_of, ttl=s[3])
-            return vals, st.reshape(-1, 1)
-        if isinstance(entity_rows, Mapping) or len(self.join_keys) > 1:
-            cols = rows_to_columns(entity_rows, self.join_keys)
-        else:
-            cols = {self.join_keys[0]: as_column(entity_rows, "entity_rows keys")}
-        n = cols[self.join_keys[0]].length()
-        vs, sts = [], []
-        for fv, fs, r, ttl in self._parts:
-            if r is None:
-                for f in fs:
-                    t = fv.get_field(f).dtype.arrow
-                    if not _numeric(t):
-                        raise DtypeError(
-                            f"get_numpy returns float64, but feature {f!r} of view {fv.name!r} is {t}; "
-                            "use get(), or a reader of numeric features only"
-                        )
-                vs.append(np.full((n, len(fs)), np.nan))
-                sts.append(np.full(n, Status.NOT_FOUND, np.int8))
-                continue
-            v, st = r.get_numpy(self._keys_arg(fv, cols), as_of=as_of, ttl=ttl)
-            vs.append(v)
-            sts.append(st)
-        return np.hstack(vs), np.column_stack(sts)
+        self._counts = [len(fs) for _, fs in plan]
+        self._plan = _core.ServingPlan(online._inner, parts)
+        self.join_keys: list[str] = list(self._plan.key_names)
+        # The hot path is the engine's own method: no Python frame between the caller and the plan.
+        self.get_numpy: Callable[..., tuple[np.ndarray, np.ndarray]] = self._plan.get_numpy
 
     def get(self, entity_rows: Any, *, as_of: dt.datetime | None = None) -> OnlineResponse:
-        """The entity columns then the features, as an :class:`OnlineResponse`."""
-        if self._pending:
-            self._resolve()
-        cols = rows_to_columns(entity_rows, self.join_keys)
-        out: dict[str, Any] = {k: cols[k] for k in self.join_keys}
-        statuses: dict[str, np.ndarray] = {}
-        it = iter(self.feature_names)
-        n = cols[self.join_keys[0]].length()
-        for fv, fs, r, ttl in self._parts:
-            if r is None:
-                missing = np.full(n, Status.NOT_FOUND, np.int8)
-                for f in fs:
-                    name = next(it)
-                    out[name] = pa.nulls(n, fv.get_field(f).dtype.arrow)
-                    statuses[name] = missing
-                continue
-            t = r.get(self._keys_arg(fv, cols), as_of=as_of, ttl=ttl, status_column=_STATUS)
-            # The engine already reads missing and expired rows as null; the status says which.
-            st = t.column(_STATUS).to_numpy()
-            for f in fs:
-                name = next(it)
-                out[name] = t.column(f)
-                statuses[name] = st
-        return OnlineResponse(pa.table(out), self.feature_names, statuses)
+        """The entity columns then the features, as an :class:`OnlineResponse` (with ``served_at``)."""
+        return OnlineResponse(
+            self._plan.get(entity_rows, as_of), self.feature_names, self._counts, self.versions
+        )
 
 
 class OnlineResponse:
-    """The answer of an online lookup: entity columns and features, plus a status per value
-    (``statuses[feature]``: int8 array, 0 present, 1 not found, 2 expired).
+    """The answer of an online lookup: entity columns and features (Arrow types of the stored values:
+    a null is null and a NaN is NaN), a status per value (``statuses[feature]``: int8, see
+    :class:`skewless.online.Status`), the instant it was served at (``served_at``, a UTC datetime: the
+    ``as_of`` given or the clock) and the definition version of every view (``versions``).
 
-    Example: ``resp.to_dict()``, ``resp.to_pandas()``, ``resp.to_numpy()``, ``resp.to_arrow()``.
+    Example: ``resp.to_dict()``, ``resp.to_pandas()``, ``resp.to_numpy()``, ``resp.to_arrow()``,
+    ``resp.served_at``, ``resp.versions``.
     """
 
+    __slots__ = ("_served", "_table", "feature_names", "_counts", "versions")
+
     def __init__(
-        self, table: pa.Table, feature_names: Sequence[str], statuses: Mapping[str, np.ndarray]
+        self, served: Any, feature_names: Sequence[str], counts: Sequence[int], versions: Mapping[str, int]
     ) -> None:
-        self._table = table
+        self._served = served
+        self._table: pa.Table | None = None
         self.feature_names = list(feature_names)
-        self.statuses = dict(statuses)
+        self._counts = counts
+        self.versions = versions
+
+    @property
+    def served_at(self) -> dt.datetime:
+        """The request instant the values were served at (UTC)."""
+        return _EPOCH + dt.timedelta(microseconds=self._served.served_at_us)
+
+    @property
+    def status(self) -> np.ndarray:
+        """Statuses int8 ``[n, views]``, views in the reader's order."""
+        return np.asarray(self._served.status)
+
+    @property
+    def statuses(self) -> dict[str, np.ndarray]:
+        """The status of each feature's values (its view's status column)."""
+        st = self.status
+        out: dict[str, np.ndarray] = {}
+        names = iter(self.feature_names)
+        for i, n in enumerate(self._counts):
+            for _ in range(n):
+                out[next(names)] = st[:, i]
+        return out
 
     def to_arrow(self) -> pa.Table:
+        if self._table is None:
+            self._table = self._served.table(self.feature_names)
         return self._table
 
     def to_dict(self) -> dict[str, list[Any]]:
-        return self._table.to_pydict()
+        return self.to_arrow().to_pydict()
 
     def to_pandas(self) -> Any:
-        return self._table.to_pandas()
+        return self.to_arrow().to_pandas()
 
     def to_numpy(self) -> np.ndarray:
         """The features as float64 ``[n, features]`` (null as NaN); numeric features only."""
+        t = self.to_arrow()
         cols = []
         for f in self.feature_names:
-            c = self._table.column(f)
+            c = t.column(f)
             if not _numeric(c.type):
                 raise DtypeError(f"feature {f!r} is {c.type}; to_numpy needs numeric features, use to_arrow")
             cols.append(pc.fill_null(pc.cast(c, pa.float64()), np.nan).to_numpy())
-        n = self._table.num_rows
-        return np.column_stack(cols) if cols else np.zeros((n, 0))
+        return np.column_stack(cols) if cols else np.zeros((len(self), 0))
 
     def __len__(self) -> int:
-        return self._table.num_rows
+        return len(self._served)
 
     def __repr__(self) -> str:
-        return f"OnlineResponse({self._table.num_rows} rows, features={self.feature_names})"
+        return f"OnlineResponse({len(self)} rows, features={self.feature_names})"

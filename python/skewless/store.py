@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from . import history, retrieval
 from ._arrow import as_table, index_hint, name_list
+from ._fs import TEMP_PREFIX
 from .definitions import Entity, FeatureService, FeatureView
 from .errors import InvalidArgumentError, MissingColumnError, UnknownFeatureError
 from .materialize import materialize_view
@@ -91,6 +92,7 @@ class FeatureStore:
         self.registry = Registry.load(reg)
         self._reg_stamp = _stamp(reg)
         self.offline = OfflineStore(os.path.join(self.path, "offline"))
+        self._clean_temp_files()
         self._online_store: Any = None
         self._readers: dict[Any, OnlineReader] = {}
 
@@ -240,6 +242,30 @@ class FeatureStore:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
+    def _clean_temp_files(self) -> None:
+        """Remove the temp files (``.tmp-*``) of writes and compactions that were killed.
+
+        Every temp file is made under the writer lock, so while this process holds it no live writer has
+        one: cleaning under the lock can only remove leftovers. When another process holds the lock (a
+        long write or materialize), opening does not wait for it; a later open cleans.
+        """
+        fd = os.open(os.path.join(self.path, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            folders = [self.path]
+            if os.path.isdir(self.offline.root):
+                folders += [e.path for e in os.scandir(self.offline.root) if e.is_dir(follow_symlinks=False)]
+            for d in folders:
+                for e in os.scandir(d):
+                    if e.name.startswith(TEMP_PREFIX) and e.is_file(follow_symlinks=False):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(e.path)
+        finally:
+            os.close(fd)  # closing releases the lock
+
     def _online_path(self) -> str:
         return os.path.join(self.path, "online")
 
@@ -272,46 +298,64 @@ class FeatureStore:
             >>> s.write("v", pd.DataFrame({"user_id": [1], "event_timestamp": [t], "x": [0.5]}))
             WriteSummary(rows=1, online_written=1, online_skipped=0)
         """
+        what = f"data for {view!r}"
+        raw = as_table(data, what)
+        # Checked once without the lock, so bad input fails fast without waiting for other writers...
         self._refresh()
+        for c in self.registry.feature_view(view).stored_columns:
+            if c not in raw.column_names and index_hint(data, c):
+                raise MissingColumnError(f"{what} lacks column {c!r} of view {view!r}. {index_hint(data, c)}")
+        table, fixes = self._validate(view, raw, what)
+        if table.num_rows == 0:
+            return WriteSummary(0, 0, 0)
+        with self._lock():
+            # ...and again under it when another process changed the registry meanwhile (an apply that
+            # changed a dtype, a first write that fixed the key types): what lands is checked against the
+            # registry as it is while the lock is held.
+            seen = self._reg_stamp
+            self._refresh()
+            if self._reg_stamp != seen:
+                table, fixes = self._validate(view, raw, what)
+            fv = self.registry.feature_view(view)
+            if fixes:
+                # The key types go to the registry before any row lands: a crash after this leaves a key
+                # type and no data, never data whose key type a later write could contradict.
+                self.registry.fix_key_dtypes(fixes)
+                self._reg_stamp = _stamp(self.registry.path)
+                self._readers.clear()
+            try:
+                path = self.offline.append(view, table)
+                written, skipped = table.num_rows, 0
+                if fv.online:
+                    try:
+                        res = self._online().write(
+                            view,
+                            table,
+                            keys=fv.join_keys,
+                            timestamp=fv.timestamp_field,
+                            created_timestamp=fv.created_timestamp_field,
+                        )
+                    except BaseException:
+                        self.offline.remove(path)
+                        raise
+                    written, skipped = int(res.rows_written), int(res.rows_skipped)
+            except BaseException:
+                if fixes:
+                    # Nothing was written: the key types this write fixed are not fixed either.
+                    with contextlib.suppress(Exception):
+                        self.registry.forget_key_dtypes(fixes)
+                        self._reg_stamp = _stamp(self.registry.path)
+                raise
+        return WriteSummary(table.num_rows, written, skipped)
+
+    def _validate(self, view: str, raw: pa.Table, what: str) -> tuple[pa.Table, dict[str, list[str]]]:
         fv = self.registry.feature_view(view)
         if fv.source is not None:
             raise InvalidArgumentError(
                 f"feature view {view!r} reads its history from source={fv.source!r}; append to that data and "
                 "run materialize instead of write"
             )
-        what = f"data for {view!r}"
-        given = as_table(data, what)
-        for c in fv.stored_columns:
-            if c not in given.column_names and index_hint(data, c):
-                raise MissingColumnError(f"{what} lacks column {c!r} of view {view!r}. {index_hint(data, c)}")
-        table, fixes = normalize_rows(fv, self.registry.key_types(fv), given, what)
-        if table.num_rows == 0:
-            return WriteSummary(0, 0, 0)
-        with self._lock():
-            self._refresh()
-            # Another process may have fixed the key types meanwhile: check against them.
-            if fixes and any(self.registry.key_dtypes(e) is not None for e in fixes):
-                table, fixes = normalize_rows(fv, self.registry.key_types(fv), table, what)
-            path = self.offline.append(view, table)
-            written, skipped = table.num_rows, 0
-            if fv.online:
-                try:
-                    res = self._online().write(
-                        view,
-                        table,
-                        keys=fv.join_keys,
-                        timestamp=fv.timestamp_field,
-                        created_timestamp=fv.created_timestamp_field,
-                    )
-                except BaseException:
-                    self.offline.remove(path)
-                    raise
-                written, skipped = int(res.rows_written), int(res.rows_skipped)
-            if fixes:
-                self.registry.fix_key_dtypes(fixes)
-                self._reg_stamp = _stamp(self.registry.path)
-                self._readers.clear()
-        return WriteSummary(table.num_rows, written, skipped)
+        return normalize_rows(fv, self.registry.key_types(fv), raw, what)
 
     def compact(self, view: str) -> int:
         """Rewrite a view's history as one file sorted by (join keys, timestamp, created timestamp).
@@ -420,6 +464,9 @@ class FeatureStore:
         return done
 
     def _materialize_view(self, fv: FeatureView, lo: int | None, hi: int) -> int:
+        # A source that names no file raises here, before the online store is opened (or created).
+        if not self.offline.files(fv.name, fv.source):
+            return 0
         return materialize_view(self.offline, self.registry, self._online(), fv, lo, hi)
 
     def materialize_incremental(self, end: dt.datetime, views: Sequence[str] | None = None) -> dict[str, int]:
@@ -451,7 +498,7 @@ class FeatureStore:
     def online_reader(
         self, features: Sequence[str] | FeatureService, *, full_feature_names: bool = False
     ) -> OnlineReader:
-        """Prepare a lookup of ``features`` once (one LMDB reader per view used), to call many times.
+        """Compile a serving plan for ``features`` once (in the engine), to call many times.
 
         A view with no online data yet (nothing written or materialized) answers NOT_FOUND (null); the
         reader starts serving it as soon as any process writes it, with no extra cost per call after that.
@@ -465,7 +512,8 @@ class FeatureStore:
             if not fv.online:
                 raise InvalidArgumentError(f"feature view {fv.name!r} has online=False; it is not served")
         names = output_names(plan, full_feature_names, [])
-        return OnlineReader(self._online(), plan, names)
+        versions = {fv.name: self.registry.version("feature_views", fv.name) for fv, _ in plan}
+        return OnlineReader(self._online(), plan, names, versions)
 
     def get_online_features(
         self,
@@ -476,7 +524,8 @@ class FeatureStore:
         as_of: dt.datetime | None = None,
     ) -> OnlineResponse:
         """The latest value of each feature for each entity row, with each view's TTL applied at
-        ``as_of`` (default: now): an expired value is null with status EXPIRED.
+        ``as_of`` (default: now): an expired value is null with status EXPIRED, and a value stored with a
+        timestamp after ``as_of`` is never served (null, status NOT_YET_VALID).
 
         ``entity_rows``: a mapping of join key to values (lists, numpy arrays, pandas / polars Series,
         Arrow arrays), a table (pyarrow, pandas, polars), or a list of dicts as in Feast. A null key

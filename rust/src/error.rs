@@ -47,10 +47,50 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// An Arrow error is the caller's to fix when their data caused it (a value that does not cast or parse,
+/// more string bytes than 32-bit offsets hold, an overflow); those become typed user errors that say
+/// what to change. Anything else from Arrow means the engine built something wrong: `Internal`.
 impl From<arrow::error::ArrowError> for Error {
     fn from(e: arrow::error::ArrowError) -> Self {
-        Error::Internal(format!("arrow: {e}"))
+        use arrow::error::ArrowError as A;
+        match e {
+            A::CastError(m) | A::ParseError(m) => Error::Dtype(format!(
+                "a value of the input cannot be converted ({m}); cast the column to the expected type first"
+            )),
+            A::OffsetOverflowError(n) => Error::InvalidArgument(format!(
+                "a string or binary column holds more than 2 GiB in one result ({n} bytes of offsets); cast it \
+                 to large_string / large_binary, or process the data in smaller parts"
+            )),
+            A::ArithmeticOverflow(m) => Error::InvalidArgument(format!(
+                "a value of the input overflows ({m}); use a wider type or smaller values"
+            )),
+            A::DivideByZero => Error::InvalidArgument("the input divides by zero".into()),
+            e => Error::Internal(format!("arrow: {e}")),
+        }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use arrow::error::ArrowError;
+
+    use super::Error;
+
+    #[test]
+    fn arrow_errors_from_the_callers_data_are_user_errors() {
+        assert!(matches!(
+            Error::from(ArrowError::CastError("x".into())),
+            Error::Dtype(_)
+        ));
+        assert!(matches!(
+            Error::from(ArrowError::OffsetOverflowError(1 << 31)),
+            Error::InvalidArgument(_)
+        ));
+        assert!(matches!(
+            Error::from(ArrowError::SchemaError("x".into())),
+            Error::Internal(_)
+        ));
+    }
+}

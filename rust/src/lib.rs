@@ -1,9 +1,14 @@
-//! skewless: the engine of an embedded feature store. The kernels (`asof`, `online`) work on Arrow data
-//! and know nothing of Python; `py` (feature `python`) is the PyO3 binding layer.
+//! skewless: the engine of an embedded feature store. The kernels (`asof`, `online`, `serve`, `window`) work
+//! on Arrow data and know nothing of Python; `group` is the grouping layer under `asof` and `window`,
+//! `column` the one typed view of Arrow arrays; `serve` the serving plan over the online store; `py`
+//! (feature `python`) is the PyO3 binding layer.
 
 pub mod asof;
+pub mod column;
 pub mod error;
+pub mod group;
 pub mod online;
+pub mod serve;
 pub mod table;
 pub mod time;
 pub mod window;

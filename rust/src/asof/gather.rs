@@ -7,8 +7,8 @@ use arrow::compute::{interleave, take};
 use arrow::datatypes::DataType;
 use rayon::prelude::*;
 
-use super::keys::NONE;
 use crate::error::Result;
+use crate::group::NONE;
 
 /// Where each left row's value comes from, prepared once and shared by every output column.
 pub enum Plan {

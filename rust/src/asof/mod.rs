@@ -2,16 +2,20 @@
 //! `on` at or before the left row's time (or the mirror rules of `forward` / `nearest`).
 //!
 //! Stages, each over narrow arrays only:
-//! 1. [`keys`]: key columns -> dense group ids for both sides (null key or null `on` -> no group);
+//! 1. [`group::ids`]: key columns -> dense group ids for both sides (null key or null `on` -> no group);
 //! 2. `on` of both sides -> i64 in one comparison unit (the finer of the two sides);
-//! 3. [`index`]: right positions grouped by id and ordered by (on, tie_breaker, position);
-//! 4. [`index::search`]: a binary search per left row -> matching right position or none;
+//! 3. [`group::index`]: right positions grouped by id and ordered by (on, tie_breaker, sequence,
+//!    position);
+//! 4. [`search`]: a binary search per left row -> matching right position or none;
 //! 5. [`gather`]: right output columns taken at those positions; left columns are passed through as
 //!    they are (zero-copy), batch by batch.
+//!
+//! Among right rows with equal key and `on`, the greatest tie_breaker wins, then the greatest
+//! sequence, then the last in input order: with a sequence that is unique per row (the history's
+//! write order), the answer does not depend on the order of the input rows.
 
 pub mod gather;
-pub mod index;
-pub mod keys;
+pub mod search;
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -22,10 +26,11 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::*;
 use rayon::prelude::*;
 
+use crate::column::{par_chunks, timestamp_values, with_int, OrdU64};
 use crate::error::{Error, Result};
+use crate::group::{self, check_rank_column, mark_null_rows, BuildStats, Index, OnSource, Ranks};
 use crate::table::{Column, Table};
 use crate::time::{instant_unit, ticks_per_second};
-use keys::{par_chunks, timestamp_values, with_int, OrdU64, NONE};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -65,6 +70,9 @@ pub struct AsofOptions {
     pub tolerance: Option<Tolerance>,
     pub allow_exact_matches: bool,
     pub tie_breaker: Option<String>,
+    /// A right column ranking rows of equal key, `on` and tie_breaker (larger wins), e.g. a write
+    /// sequence: with one unique per row, ties no longer depend on input order.
+    pub sequence: Option<String>,
     pub suffix: Option<String>,
 }
 
@@ -77,6 +85,7 @@ impl AsofOptions {
             tolerance: None,
             allow_exact_matches: true,
             tie_breaker: None,
+            sequence: None,
             suffix: None,
         }
     }
@@ -205,38 +214,19 @@ fn overflow_error(c: &Column) -> Error {
     ))
 }
 
-/// Rows whose `on` is null take part in no match.
-fn mark_null_rows(c: &Column, ids: &mut [u32]) {
-    let mut row = 0;
-    for chunk in &c.chunks {
-        if chunk.null_count() > 0 {
-            for i in 0..chunk.len() {
-                if chunk.is_null(i) {
-                    ids[row + i] = NONE;
-                }
-            }
-        }
-        row += chunk.len();
-    }
-}
-
 /// The right's `on` read in place when every chunk already holds i64s (timestamps, int64): the index
 /// build multiplies as it reads, after one pass has checked that no valid value overflows. Other types
 /// are converted into one array by [`on_values`].
-fn right_on_source<'a>(c: &'a Column, scale: OnScale, ids: &mut [u32]) -> Result<index::OnSource<'a>> {
+fn right_on_source<'a>(c: &'a Column, scale: OnScale, ids: &mut [u32]) -> Result<OnSource<'a>> {
     let OnScale::Times(mult) = scale else {
         unreachable!("only called for i64 sources")
     };
-    let chunks: Vec<&[i64]> = c
-        .chunks
-        .iter()
-        .map(|a| match a.data_type() {
-            DataType::Timestamp(..) => timestamp_values(a.as_ref()),
-            _ => a.as_primitive::<Int64Type>().values(),
-        })
-        .collect();
     if mult != 1 {
-        let overflow = c.chunks.par_iter().zip(&chunks).any(|(a, vals)| {
+        let overflow = c.chunks.par_iter().any(|a| {
+            let vals = match a.data_type() {
+                DataType::Timestamp(..) => timestamp_values(a.as_ref()),
+                _ => a.as_primitive::<Int64Type>().values(),
+            };
             vals.iter()
                 .enumerate()
                 .any(|(i, v)| v.checked_mul(mult).is_none() && a.is_valid(i))
@@ -246,29 +236,11 @@ fn right_on_source<'a>(c: &'a Column, scale: OnScale, ids: &mut [u32]) -> Result
         }
     }
     mark_null_rows(c, ids);
-    let mut starts = Vec::with_capacity(chunks.len());
-    let mut n = 0;
-    for ch in &chunks {
-        starts.push(n);
-        n += ch.len();
-    }
-    Ok(index::OnSource::Chunks { chunks, starts, mult })
+    Ok(OnSource::column(c, mult))
 }
 
 fn is_i64_source(c: &Column, scale: OnScale) -> bool {
     matches!(scale, OnScale::Times(_)) && matches!(c.data_type, DataType::Timestamp(..) | DataType::Int64)
-}
-
-fn check_tie_breaker(c: &Column) -> Result<()> {
-    match &c.data_type {
-        DataType::Timestamp(..) => instant_unit(&c.name, &c.data_type, "right").map(|_| ()),
-        dt if int_family(dt).is_some() => Ok(()),
-        dt => Err(Error::Dtype(format!(
-            "tie_breaker column {:?} has type {dt}; it must be an integer or timestamp column of the right \
-             (larger values win among rows with equal key and `on`)",
-            c.name
-        ))),
-    }
 }
 
 /// Output schema: the left's fields, then the right's fields except `on` and `by` (nullable: a left row
@@ -280,6 +252,15 @@ fn output_schema(left: &Schema, right: &Schema, opts: &AsofOptions) -> Result<(S
     for (i, f) in right.fields().iter().enumerate() {
         if f.name() == &opts.on || opts.by.iter().any(|b| b == f.name()) {
             continue;
+        }
+        if has_union(f.data_type()) {
+            // A union has no validity bitmap of its own: an unmatched row would take a child's value (a
+            // dense union's first slot) instead of null, so such a column cannot be joined correctly.
+            return Err(Error::Dtype(format!(
+                "right column {:?} is {}, a union type, which the as-of join cannot fill with nulls for                  unmatched rows; cast it to a plain type (or split it into one column per variant) first",
+                f.name(),
+                f.data_type()
+            )));
         }
         let mut name = f.name().clone();
         if names.contains(&name) {
@@ -306,6 +287,23 @@ fn output_schema(left: &Schema, right: &Schema, opts: &AsofOptions) -> Result<(S
     Ok((Arc::new(Schema::new(fields)), taken))
 }
 
+/// Whether `dt` is or holds (in a list, struct, map or dictionary) a union.
+fn has_union(dt: &DataType) -> bool {
+    match dt {
+        DataType::Union(..) => true,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::Map(f, _) => has_union(f.data_type()),
+        DataType::Struct(fs) => fs.iter().any(|f| has_union(f.data_type())),
+        DataType::Dictionary(_, v) => has_union(v),
+        DataType::RunEndEncoded(_, v) => has_union(v.data_type()),
+        _ => false,
+    }
+}
+
 /// The as-of join of `left` and `right`; see the module docs and `skewless.asof_join`.
 pub fn asof_join(left: &Table, right: &Table, opts: &AsofOptions) -> Result<Table> {
     let (table, _) = asof_join_with_stats(left, right, opts)?;
@@ -313,11 +311,7 @@ pub fn asof_join(left: &Table, right: &Table, opts: &AsofOptions) -> Result<Tabl
 }
 
 /// [`asof_join`] that also reports what the index build did.
-pub fn asof_join_with_stats(
-    left: &Table,
-    right: &Table,
-    opts: &AsofOptions,
-) -> Result<(Table, index::BuildStats)> {
+pub fn asof_join_with_stats(left: &Table, right: &Table, opts: &AsofOptions) -> Result<(Table, BuildStats)> {
     // Everything is checked before any work starts.
     let l_on = left.column(&opts.on, "the left table")?;
     let r_on = right.column(&opts.on, "the right table")?;
@@ -328,41 +322,43 @@ pub fn asof_join_with_stats(
             right.column(b, "the right table")?,
         ));
     }
-    let tie = match &opts.tie_breaker {
-        Some(t) => {
-            let c = right.column(t, "the right table (tie_breaker)")?;
-            check_tie_breaker(&c)?;
-            Some(index::TieBreaker::new(c.chunks))
+    let mut rank_cols = Vec::with_capacity(2);
+    for (name, what) in [(&opts.tie_breaker, "tie_breaker"), (&opts.sequence, "sequence")] {
+        if let Some(name) = name {
+            let c = right.column(name, &format!("the right table ({what})"))?;
+            check_rank_column(&c, what)?;
+            rank_cols.push(c);
         }
-        None => None,
-    };
+    }
+    let ranks = Ranks::new(&rank_cols)?;
     let (scale_l, scale_r, tolerance) = plan_on(&l_on, &r_on, opts.tolerance)?;
     let (schema, right_cols) = output_schema(&left.schema, &right.schema, opts)?;
     let (n_left, n_right) = (left.num_rows(), right.num_rows());
 
-    let mut ids = keys::group_ids(&keys, n_left, n_right)?;
+    let mut ids = group::group_ids(&keys, n_left, n_right)?;
     drop(keys);
     let mut right_copy: Option<Vec<i64>> = None;
     let right_on = if is_i64_source(&r_on, scale_r) {
-        right_on_source(&r_on, scale_r, &mut ids.right)?
+        right_on_source(&r_on, scale_r, &mut ids.build)?
     } else {
-        index::OnSource::Values(right_copy.insert(on_values(&r_on, scale_r, &mut ids.right)?))
+        OnSource::Values(right_copy.insert(on_values(&r_on, scale_r, &mut ids.build)?))
     };
-    let left_on = on_values(&l_on, scale_l, &mut ids.left)?;
-    let idx = index::Index::build(&ids.right, &right_on, ids.n_groups, tie.as_ref());
+    let left_on = on_values(&l_on, scale_l, &mut ids.probe)?;
+    let idx = Index::build(&ids.build, &right_on, ids.n_groups, &ranks);
     drop(right_on);
     drop(right_copy);
-    drop(ids.right);
-    let rule = index::Rule {
+    drop(ids.build);
+    drop(ranks);
+    let rule = search::Rule {
         direction: opts.direction,
         allow_exact: opts.allow_exact_matches,
         tolerance,
     };
-    let positions = index::search(&idx, &ids.left, &left_on, rule);
+    let positions = search::search(&idx, &ids.probe, &left_on, rule);
     let stats = idx.stats;
     drop(idx);
     drop(left_on);
-    drop(ids.left);
+    drop(ids.probe);
 
     let chunk_lens: Vec<usize> = right.batches.iter().map(|b| b.num_rows()).collect();
     let plan = gather::Plan::new(&positions, &chunk_lens);
@@ -468,6 +464,39 @@ mod tests {
     }
 
     #[test]
+    fn union_value_columns_are_refused_even_nested() {
+        use arrow::array::{StructArray, UnionArray};
+        use arrow::buffer::ScalarBuffer;
+        let fields = UnionFields::try_new(vec![0], vec![Field::new("i", DataType::Int64, true)]).unwrap();
+        let union = || {
+            Arc::new(
+                UnionArray::try_new(
+                    fields.clone(),
+                    ScalarBuffer::from(vec![0i8]),
+                    Some(ScalarBuffer::from(vec![0i32])),
+                    vec![Arc::new(Int64Array::from(vec![1])) as ArrayRef],
+                )
+                .unwrap(),
+            ) as ArrayRef
+        };
+        let left = table(vec![("t", Arc::new(Int64Array::from(vec![0])) as ArrayRef)]);
+        let nested = Arc::new(StructArray::from(vec![(
+            Arc::new(Field::new("u", union().data_type().clone(), true)),
+            union(),
+        )])) as ArrayRef;
+        for v in [union(), nested] {
+            let right = table(vec![
+                ("t", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+                ("v", v),
+            ]);
+            match asof_join(&left, &right, &AsofOptions::new("t")) {
+                Err(Error::Dtype(m)) => assert!(m.contains("union"), "{m}"),
+                other => panic!("a union column was joined: {:?}", other.map(|t| t.num_rows())),
+            }
+        }
+    }
+
+    #[test]
     fn chunked_right_with_ties_across_chunks_in_every_direction() {
         // One key, all rows at t = 5 except the last; ties split over three batches.
         let schema = Arc::new(Schema::new(vec![
@@ -530,6 +559,76 @@ mod tests {
             run(Direction::Forward, false),
             s(&[Some("c"), Some("c"), Some("late"), None])
         );
+    }
+
+    #[test]
+    fn sequence_breaks_full_ties_whatever_the_input_order() {
+        // Key 1 at t = 5: three rows with equal tie_breaker, sequences 30, 10, 20; key 2: the tie_breaker
+        // decides before the sequence. Every rotation of the right rows gives the same answer.
+        let rows: Vec<(i64, i64, i64, i64, &str)> = vec![
+            (1, 5, 7, 30, "a"),
+            (1, 5, 7, 10, "b"),
+            (1, 5, 7, 20, "c"),
+            (1, 4, 9, 99, "old"),
+            (2, 5, 8, 1, "x"),
+            (2, 5, 3, 50, "y"),
+        ];
+        let left = table(vec![
+            ("k", Arc::new(Int64Array::from(vec![1, 2, 1])) as ArrayRef),
+            ("t", Arc::new(Int64Array::from(vec![5, 6, 4])) as ArrayRef),
+        ]);
+        for rot in 0..rows.len() {
+            let mut r = rows.clone();
+            r.rotate_left(rot);
+            let col = |f: fn(&(i64, i64, i64, i64, &str)) -> i64| -> ArrayRef {
+                Arc::new(Int64Array::from(r.iter().map(f).collect::<Vec<_>>()))
+            };
+            let right = table(vec![
+                ("k", col(|x| x.0)),
+                ("t", col(|x| x.1)),
+                ("c", col(|x| x.2)),
+                ("s", col(|x| x.3)),
+                (
+                    "v",
+                    Arc::new(StringArray::from(r.iter().map(|x| x.4).collect::<Vec<_>>())) as ArrayRef,
+                ),
+            ]);
+            let mut o = AsofOptions::new("t");
+            o.by = vec!["k".into()];
+            o.tie_breaker = Some("c".into());
+            o.sequence = Some("s".into());
+            for direction in [Direction::Backward, Direction::Forward, Direction::Nearest] {
+                o.direction = direction;
+                let out = asof_join(&left, &right, &o).unwrap();
+                let v = out.batches[0].column(4).as_string::<i32>().clone();
+                let got: Vec<Option<&str>> = v.iter().collect();
+                let want = match direction {
+                    Direction::Forward => vec![Some("a"), None, Some("old")],
+                    _ => vec![Some("a"), Some("x"), Some("old")],
+                };
+                assert_eq!(got, want, "rotation {rot}, {direction:?}");
+            }
+            // Without the sequence the last of the three in input order wins instead.
+            o.sequence = None;
+            o.direction = Direction::Backward;
+            let out = asof_join(&left, &right, &o).unwrap();
+            let last = r.iter().rev().find(|x| x.0 == 1 && x.1 == 5).unwrap().4;
+            assert_eq!(out.batches[0].column(4).as_string::<i32>().value(0), last);
+        }
+        // A sequence must be an integer or timestamp column.
+        let right = table(vec![
+            ("t", Arc::new(Int64Array::from(vec![1])) as ArrayRef),
+            ("s", Arc::new(StringArray::from(vec!["x"])) as ArrayRef),
+        ]);
+        let mut o = AsofOptions::new("t");
+        o.sequence = Some("s".into());
+        let left = table(vec![("t", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]);
+        assert!(matches!(asof_join(&left, &right, &o), Err(Error::Dtype(_))));
+        o.sequence = Some("nope".into());
+        assert!(matches!(
+            asof_join(&left, &right, &o),
+            Err(Error::MissingColumn(_))
+        ));
     }
 
     #[test]

@@ -21,7 +21,6 @@ use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn}
 use crate::error::{Error, Result};
 use crate::online::key::KEY_FORMAT_VERSION;
 use crate::online::schema::{ViewSchema, SCHEMA_FORMAT_VERSION};
-use crate::online::value::VALUE_FORMAT_VERSION;
 
 pub type Db = Database<'static, Bytes, Bytes>;
 pub type AnyDb<'e> = Database<'e, Bytes, Bytes>;
@@ -31,7 +30,12 @@ const META_DB: &str = "__skewless_meta__";
 /// database, not one per view, because LMDB zero-fills a per-transaction table sized by `max_dbs` on
 /// every read transaction: with thousands of named databases that memset dominated a one-key read.
 const DATA_DB: &str = "__skewless_data__";
+/// The store's format record: `[key format][legacy value layout][schema record format]`, one byte each.
+/// The middle byte is always 1: it was the value layout of the whole store until schema record format 2
+/// moved the layout version into each view's schema record; it is kept so that older builds, which
+/// compare the whole record, refuse a store with format 2 schema records instead of misreading it.
 const FORMAT_KEY: &[u8] = b"format";
+const LEGACY_VALUE_FORMAT: u8 = 1;
 const SCHEMA_PREFIX: &[u8] = b"schema/";
 /// `viewid/<view>` -> u32 LE view id; `next_view_id` -> the next id to hand out (u32 LE).
 const VIEW_ID_PREFIX: &[u8] = b"viewid/";
@@ -84,6 +88,43 @@ pub fn storage(e: heed::Error) -> Error {
     }
 }
 
+/// Bytes free below which an I/O error while committing is taken for a full disk.
+const LOW_SPACE: u64 = 64 << 20;
+
+/// A write that failed because the disk is full, said so. LMDB reports ENOSPC, or EIO when a write came
+/// back short (which on a full disk it does), so EIO with little space left counts as full too.
+fn disk_full(e: &heed::Error, path: &Path) -> Option<Error> {
+    let heed::Error::Io(io) = e else { return None };
+    let code = io.raw_os_error()?;
+    if code != libc::ENOSPC && code != libc::EIO {
+        return None;
+    }
+    let free = free_bytes(path);
+    if code == libc::EIO && free.is_none_or(|f| f >= LOW_SPACE) {
+        return None;
+    }
+    let free = free.map_or(String::new(), |f| format!(" ({f} bytes free)"));
+    Some(Error::Storage(format!(
+        "the disk holding the online store {} is full{free}; nothing was written. Free some space (or \
+         move the store to a larger disk) and write again",
+        path.display()
+    )))
+}
+
+/// Bytes available to this user on the file system holding `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is writable memory of the right type.
+    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 enum Attempt<T> {
     Done(Result<T>),
     /// Another process grew the map: adopt its size and retry.
@@ -96,38 +137,12 @@ pub struct Store {
     pub path: PathBuf,
     /// The fork generation `env` was opened in.
     gen: AtomicU64,
-    env: RwLock<Option<Opened>>,
+    env: RwLock<Option<Env>>,
     max_map_size: Option<usize>,
+    /// The databases of the environment in `env` (database handles belong to one environment).
+    dbs: RwLock<Dbs>,
     /// Reader slots of dead processes cleared when this process opened the environment.
     pub stale_readers_cleared: usize,
-}
-
-/// An open environment and its two databases (database handles belong to one environment).
-struct Opened {
-    env: Env,
-    dbs: Dbs,
-}
-
-#[derive(Clone, Copy)]
-pub struct Dbs {
-    pub meta: Db,
-    pub data: Db,
-}
-
-impl Opened {
-    /// Opens the files at `path`; also returns how many stale reader slots were cleared.
-    fn new(path: &Path, map_size: usize) -> Result<(Opened, usize)> {
-        let env = open_env(path, map_size)?;
-        let stale = env.clear_stale_readers().map_err(storage)?;
-        let (meta, data) = init_dbs(&env)?;
-        Ok((
-            Opened {
-                env,
-                dbs: Dbs { meta, data },
-            },
-            stale,
-        ))
-    }
 }
 
 fn page_size() -> usize {
@@ -143,6 +158,21 @@ fn page_size() -> usize {
 fn round_to_pages(n: usize) -> usize {
     let p = page_size();
     n.div_ceil(p).max(16) * p
+}
+
+#[derive(Clone, Copy)]
+struct Dbs {
+    meta: Db,
+    data: Db,
+}
+
+/// Opens the files at `path`: the environment, its databases, and how many stale reader slots it cleared.
+fn open_files(path: &Path, map_size: usize) -> Result<(Env, Dbs, usize)> {
+    let env = open_env(path, map_size)?;
+    check_file_size(&env, path)?;
+    let stale = env.clear_stale_readers().map_err(storage)?;
+    let (meta, data) = init_dbs(&env)?;
+    Ok((env, Dbs { meta, data }, stale))
 }
 
 /// The one place an LMDB environment is opened.
@@ -202,12 +232,13 @@ impl Store {
                 )));
             }
         }
-        let (opened, stale) = Opened::new(&canon, size)?;
+        let (env, dbs, stale) = open_files(&canon, size)?;
         let store = Arc::new(Store {
             path: canon.clone(),
             gen: AtomicU64::new(gen),
-            env: RwLock::new(Some(opened)),
+            env: RwLock::new(Some(env)),
             max_map_size,
+            dbs: RwLock::new(dbs),
             stale_readers_cleared: stale,
         });
         cache.push((canon, Arc::downgrade(&store)));
@@ -235,39 +266,46 @@ impl Store {
                 )))
             }
         };
-        let size = g.as_ref().map_or(DEFAULT_MAP_SIZE, |o| o.env.info().map_size);
+        let size = g.as_ref().map_or(DEFAULT_MAP_SIZE, |env| env.info().map_size);
         *g = None; // closes the inherited environment before LMDB may open the files again
-        let (opened, _) = Opened::new(&self.path, size)?;
-        *g = Some(opened);
+        let (env, dbs, _) = open_files(&self.path, size)?;
+        *self.dbs.write().unwrap_or_else(|e| e.into_inner()) = dbs;
+        *g = Some(env);
         self.gen.store(gen, Ordering::Release);
         Ok(())
     }
 
-    fn env(&self) -> Result<RwLockReadGuard<'_, Option<Opened>>> {
+    /// Reopens the environment first when this process was forked after it was opened.
+    fn current_gen(&self) -> Result<()> {
         let gen = FORK_GEN.load(Ordering::Acquire);
         if self.gen.load(Ordering::Acquire) != gen {
             let _cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
             self.reopen_locked(gen)?;
         }
+        Ok(())
+    }
+
+    fn dbs(&self) -> Dbs {
+        *self.dbs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn env(&self) -> Result<RwLockReadGuard<'_, Option<Env>>> {
+        self.current_gen()?;
         let g = self.env.read().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
-            return Err(Error::Storage(format!(
-                "the online store {} was closed after a failed map resize; open it again",
-                self.path.display()
-            )));
+            return Err(closed());
         }
         Ok(g)
     }
 
-    /// Runs `f` in one read transaction (with the databases of the environment it reads), adopting a map
-    /// grown by another process when LMDB asks for it.
+    /// Runs `f` in one read transaction, adopting a map grown by another process when LMDB asks for it.
     #[inline]
-    pub fn read<T>(&self, mut f: impl FnMut(&RoTxn, &Dbs) -> Result<T>) -> Result<T> {
+    pub fn read<T>(&self, mut f: impl FnMut(&RoTxn) -> Result<T>) -> Result<T> {
         loop {
             let g = self.env()?;
-            let opened = g.as_ref().expect("checked by env()");
-            let out = match opened.env.read_txn() {
-                Ok(txn) => Some(f(&txn, &opened.dbs)),
+            let env = g.as_ref().ok_or_else(closed)?;
+            let out = match env.read_txn() {
+                Ok(txn) => Some(f(&txn)),
                 Err(heed::Error::Mdb(MdbError::MapResized)) => None,
                 Err(e) => Some(Err(storage(e))),
             };
@@ -290,7 +328,7 @@ impl Store {
         check_view_name(view)?;
         loop {
             let g = self.env()?;
-            let outcome = self.write_once(g.as_ref().expect("checked by env()"), view, &mut f);
+            let outcome = self.write_once(g.as_ref().ok_or_else(closed)?, view, &mut f);
             drop(g);
             match outcome {
                 Attempt::Done(r) => return r,
@@ -302,11 +340,10 @@ impl Store {
 
     fn write_once<T>(
         &self,
-        opened: &Opened,
+        env: &Env,
         view: &str,
         f: &mut impl FnMut(&mut RwTxn, &Db, &Db, [u8; 4]) -> Result<T, TxnError>,
     ) -> Attempt<T> {
-        let (env, dbs) = (&opened.env, &opened.dbs);
         let map_size = env.info().map_size;
         let mut wtxn = match env.write_txn() {
             Ok(t) => t,
@@ -314,23 +351,45 @@ impl Store {
             Err(e) => return Attempt::Done(Err(storage(e))),
         };
         let mut run = || -> Result<T, TxnError> {
-            let prefix = view_prefix_rw(&dbs.meta, &mut wtxn, view)?;
+            let prefix = self.view_prefix_rw(&mut wtxn, view)?;
+            let dbs = self.dbs();
             f(&mut wtxn, &dbs.data, &dbs.meta, prefix)
         };
         let res = run().and_then(|out| wtxn.commit().map(|()| out).map_err(TxnError::from));
         match res {
             Ok(out) => Attempt::Done(Ok(out)),
             Err(TxnError::Heed(heed::Error::Mdb(MdbError::MapFull))) => Attempt::Full(map_size),
-            Err(TxnError::Heed(e)) => Attempt::Done(Err(storage(e))),
+            Err(TxnError::Heed(e)) => {
+                Attempt::Done(Err(disk_full(&e, &self.path).unwrap_or_else(|| storage(e))))
+            }
             Err(TxnError::Kernel(e)) => Attempt::Done(Err(e)),
         }
+    }
+
+    /// The view's key prefix, handing out a new id inside `wtxn` when the view is new.
+    fn view_prefix_rw(&self, wtxn: &mut RwTxn, view: &str) -> Result<[u8; 4], TxnError> {
+        let key = view_id_key(view);
+        let meta = self.dbs().meta;
+        if let Some(v) = meta.get(wtxn, &key)? {
+            return Ok(id_prefix(v)?);
+        }
+        let next = match meta.get(wtxn, NEXT_VIEW_ID)? {
+            Some(v) => u32::from_le_bytes(v.try_into().map_err(|_| corrupt_meta())?),
+            None => 1,
+        };
+        let after = next
+            .checked_add(1)
+            .ok_or_else(|| Error::Storage("the store ran out of view ids".into()))?;
+        meta.put(wtxn, NEXT_VIEW_ID, &after.to_le_bytes())?;
+        meta.put(wtxn, &key, &next.to_le_bytes())?;
+        Ok(next.to_be_bytes())
     }
 
     /// With `full = Some(size)`: doubles a map that filled at `size`. With `None`: adopts the size another
     /// process grew the map to.
     fn resize(&self, full: Option<usize>) -> Result<()> {
         let mut g = self.env.write().unwrap_or_else(|e| e.into_inner());
-        let Some(Opened { env, .. }) = g.as_ref() else {
+        let Some(env) = g.as_ref() else {
             return Err(Error::Storage(
                 "the online store was closed; open it again".into(),
             ));
@@ -366,27 +425,48 @@ impl Store {
                 "growing the online store's map failed ({e}); nothing was written. Open the store again"
             )));
         }
-        Ok(())
+        check_file_size(env, &self.path)
     }
 
     /// The key prefix of `view`, or `None` when the view has never been written.
     pub fn view_prefix(&self, view: &str) -> Result<Option<[u8; 4]>> {
         let key = view_id_key(view);
-        self.read(|txn, dbs| match dbs.meta.get(txn, &key).map_err(storage)? {
+        self.read(|txn| match self.dbs().meta.get(txn, &key).map_err(storage)? {
             Some(v) => Ok(Some(id_prefix(v)?)),
             None => Ok(None),
         })
     }
 
+    /// The data database, for lookups in a transaction of [`Store::read`]. Take it again after a fork
+    /// rather than keeping it: in a forked child the first use reopens the environment, whose databases
+    /// are new handles (if reopening fails, so does the next transaction, before the handle is used).
+    pub fn data(&self) -> Db {
+        let _ = self.current_gen();
+        self.dbs().data
+    }
+
     pub fn schema(&self, view: &str) -> Result<Option<ViewSchema>> {
         let key = schema_key(view);
-        self.read(|txn, dbs| read_schema(&dbs.meta, txn, &key))
+        self.read(|txn| read_schema(&self.dbs().meta, txn, &key))
+    }
+
+    /// The schema and key prefix of `view` as of `txn`, or `None` when the view has never been written.
+    pub fn view_in(&self, txn: &RoTxn, view: &str) -> Result<Option<(ViewSchema, [u8; 4])>> {
+        let meta = self.dbs().meta;
+        let Some(schema) = read_schema(&meta, txn, &schema_key(view))? else {
+            return Ok(None);
+        };
+        match meta.get(txn, &view_id_key(view)).map_err(storage)? {
+            Some(v) => Ok(Some((schema, id_prefix(v)?))),
+            // The schema and the id are written in one transaction; one without the other is damage.
+            None => Err(corrupt_meta()),
+        }
     }
 
     pub fn views(&self) -> Result<Vec<String>> {
-        self.read(|txn, dbs| {
+        self.read(|txn| {
             let mut out = Vec::new();
-            for item in dbs.meta.prefix_iter(txn, SCHEMA_PREFIX).map_err(storage)? {
+            for item in self.dbs().meta.prefix_iter(txn, SCHEMA_PREFIX).map_err(storage)? {
                 let (k, _) = item.map_err(storage)?;
                 out.push(String::from_utf8_lossy(&k[SCHEMA_PREFIX.len()..]).into_owned());
             }
@@ -397,15 +477,14 @@ impl Store {
     pub fn clear_stale_readers(&self) -> Result<usize> {
         let g = self.env()?;
         g.as_ref()
-            .expect("checked by env()")
-            .env
+            .ok_or_else(closed)?
             .clear_stale_readers()
             .map_err(storage)
     }
 
     pub fn map_size(&self) -> Result<usize> {
         let g = self.env()?;
-        Ok(g.as_ref().expect("checked by env()").env.info().map_size)
+        Ok(g.as_ref().ok_or_else(closed)?.info().map_size)
     }
 }
 
@@ -415,29 +494,21 @@ pub fn schema_key(view: &str) -> Vec<u8> {
     k
 }
 
+/// Records a new view's schema, and marks the store as holding schema records of this build's format
+/// (so an older build refuses the store rather than misreading the record).
+pub fn put_schema(meta: &Db, wtxn: &mut RwTxn, key: &[u8], schema: &ViewSchema) -> Result<(), TxnError> {
+    meta.put(wtxn, key, &schema.encode())?;
+    if meta.get(wtxn, FORMAT_KEY)? != Some(&format_record()[..]) {
+        meta.put(wtxn, FORMAT_KEY, &format_record())?;
+    }
+    Ok(())
+}
+
 pub fn read_schema(meta: &AnyDb<'_>, txn: &RoTxn, key: &[u8]) -> Result<Option<ViewSchema>> {
     match meta.get(txn, key).map_err(storage)? {
         Some(b) => Ok(Some(ViewSchema::decode(b)?)),
         None => Ok(None),
     }
-}
-
-/// The view's key prefix, handing out a new id inside `wtxn` when the view is new.
-fn view_prefix_rw(meta: &Db, wtxn: &mut RwTxn, view: &str) -> Result<[u8; 4], TxnError> {
-    let key = view_id_key(view);
-    if let Some(v) = meta.get(wtxn, &key)? {
-        return Ok(id_prefix(v)?);
-    }
-    let next = match meta.get(wtxn, NEXT_VIEW_ID)? {
-        Some(v) => u32::from_le_bytes(v.try_into().map_err(|_| corrupt_meta())?),
-        None => 1,
-    };
-    let after = next
-        .checked_add(1)
-        .ok_or_else(|| Error::Storage("the store ran out of view ids".into()))?;
-    meta.put(wtxn, NEXT_VIEW_ID, &after.to_le_bytes())?;
-    meta.put(wtxn, &key, &next.to_le_bytes())?;
-    Ok(next.to_be_bytes())
 }
 
 fn check_view_name(view: &str) -> Result<()> {
@@ -461,13 +532,23 @@ fn id_prefix(v: &[u8]) -> Result<[u8; 4]> {
     Ok(u32::from_le_bytes(id).to_be_bytes())
 }
 
+fn closed() -> Error {
+    Error::Storage("the online store was closed after a failed map resize or a fork; open it again".into())
+}
+
 fn corrupt_meta() -> Error {
     Error::Storage("the online store's metadata is corrupt; rebuild the store".into())
 }
 
-/// The versions of the formats this build writes, stored once per environment.
+/// The format record this build writes (see `FORMAT_KEY`).
 fn format_record() -> [u8; 3] {
-    [KEY_FORMAT_VERSION, VALUE_FORMAT_VERSION, SCHEMA_FORMAT_VERSION]
+    [KEY_FORMAT_VERSION, LEGACY_VALUE_FORMAT, SCHEMA_FORMAT_VERSION]
+}
+
+/// Whether this build reads a store with format record `f`: the same key format, and schema records of
+/// format 1 (stores written before per-view layouts) or 2.
+fn readable(f: &[u8]) -> bool {
+    matches!(f, [KEY_FORMAT_VERSION, LEGACY_VALUE_FORMAT, 1 | 2])
 }
 
 /// Opens the metadata and data databases, creating them (and the format record) in a new store.
@@ -479,7 +560,7 @@ fn init_dbs(env: &Env) -> Result<(Db, Db)> {
             let data: Option<AnyDb<'_>> = dbo.open_database(rtxn, Some(DATA_DB))?;
             if let Some(db) = &meta {
                 if let Some(f) = db.get(rtxn, FORMAT_KEY)? {
-                    if f != format_record() {
+                    if !readable(f) {
                         return Ok(CommitOrAbort::Abort(f.to_vec()));
                     }
                 }
@@ -489,8 +570,8 @@ fn init_dbs(env: &Env) -> Result<(Db, Db)> {
         .map_err(storage)?;
     match existing {
         CommitOrAbort::Abort(f) => Err(Error::Storage(format!(
-            "the online store was written with formats {f:?} (key, value, schema); this skewless reads {:?}. \
-             Use the skewless version that wrote it, or rebuild the store",
+            "the online store was written with formats {f:?} (key, value, schema); this skewless reads {:?} \
+             and stores with schema format 1. Use the skewless version that wrote it, or rebuild the store",
             format_record()
         ))),
         CommitOrAbort::Commit(Some(dbs)) => Ok(dbs),
@@ -508,6 +589,32 @@ fn init_dbs(env: &Env) -> Result<(Db, Db)> {
             .map(|c| c.unwrap_commit())
         }
     }
+}
+
+/// Refuses a data file shorter than its newest meta page says it is (a truncated copy, a file cut by a
+/// full disk outside LMDB's control). Pages past the end of the file are in the map but have no backing:
+/// touching one kills the process with SIGBUS instead of raising, so this runs before any page is read
+/// (on open) and whenever the map is remapped (growth, or adopting another process's size).
+fn check_file_size(env: &Env, path: &Path) -> Result<()> {
+    let last = env.info().last_page_number as u64;
+    let page = env.unnamed_database_stat().page_size as u64;
+    let need = (last + 1).saturating_mul(page);
+    let have = env.real_disk_size().map_err(|e| {
+        Error::Storage(format!(
+            "cannot read the size of the online store's data file in {}: {e}",
+            path.display()
+        ))
+    })?;
+    if have < need {
+        return Err(Error::Storage(format!(
+            "the online store's data file in {} is truncated: {have} bytes, but its last committed \
+             transaction uses {need} ({} pages of {page} bytes). It cannot be read safely; restore it from a \
+             copy, or delete the online folder and run materialize to rebuild it from the history",
+            path.display(),
+            last + 1
+        )));
+    }
+    Ok(())
 }
 
 /// Whether the process can map `bytes` more of address space (an anonymous reservation, released at once).

@@ -1,8 +1,9 @@
 //! The online store: the latest row per key of each feature view in an LMDB environment, memory-mapped
 //! and shared by many reader processes while one process at a time writes.
 //!
-//! - `key`: order-preserving key encoding (format v1), `value`: value layout (format v1), `schema`: the
-//!   per-view schema record (format v1); all three versions are stored in the environment's metadata.
+//! - `key`: order-preserving key encoding (format v1, recorded per store), `schema`: the per-view schema
+//!   record (format v2; v1 still read), which records the view's `value` layout version (v1).
+//! - `status`: lookup statuses and the rule (not yet valid / expired / present) that assigns them.
 //! - `env`: the process-global environment cache, fork safety, map growth.
 //! - `write`: batch validation, in-batch dedupe, one transaction per call.
 //! - `read`: prepared readers decoding into float64 buffers or Arrow arrays.
@@ -12,11 +13,13 @@ pub mod env;
 pub mod key;
 pub mod read;
 pub mod schema;
+pub mod status;
 pub mod value;
 pub mod write;
 
 pub use env::Store;
-pub use read::{KeyBatch, Reader, EXPIRED, NOT_FOUND, PRESENT};
+pub use read::{KeyBatch, Reader};
+pub use status::{Window, EXPIRED, NOT_FOUND, NOT_YET_VALID, PRESENT};
 pub use write::{write, WriteSpec, WriteStats};
 
 #[cfg(test)]
@@ -56,15 +59,17 @@ mod tests {
         Table::new(schema, vec![batch])
     }
 
+    /// Looks `keys` up at instant 1000 with `cutoff` (`as_of - ttl`).
     fn lookup(reader: &Reader, keys: &[i64], cutoff: Option<i64>) -> (Vec<f64>, Vec<i8>) {
         let mut kb = KeyBatch::with_capacity(keys.len());
         for &k in keys {
             key::push_i64(&mut kb.bytes, k);
             kb.finish_key();
         }
-        let mut values = vec![0.0; keys.len() * reader.cols.len()];
+        let mut values = vec![0.0; keys.len() * reader.view.cols.len()];
         let mut status = vec![0i8; keys.len()];
-        reader.get_f64(&kb, cutoff, &mut values, &mut status).unwrap();
+        let window = Window { as_of: 1000, cutoff };
+        reader.get_f64(&kb, window, &mut values, &mut status).unwrap();
         (values, status)
     }
 
@@ -144,5 +149,79 @@ mod tests {
             vec![PRESENT, PRESENT, NOT_FOUND]
         );
         assert_eq!(lookup(&reader, &[0], None).0, vec![1.5]);
+    }
+
+    #[test]
+    fn a_truncated_data_file_is_refused_on_open_instead_of_faulting_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ["k".to_string()];
+        let spec = WriteSpec {
+            keys: &keys,
+            timestamp: "ts",
+            created: None,
+        };
+        {
+            let store = Store::open(dir.path(), Some(1 << 22), None).unwrap();
+            let n = 20_000i64;
+            let ks: Vec<i64> = (0..n).collect();
+            let t = table(&ks, &vec![1; n as usize], &vec![1.5; n as usize], None);
+            write(&store, "v", &t, &spec).unwrap();
+        }
+        let data = dir.path().join("data.mdb");
+        let len = std::fs::metadata(&data).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        match Store::open(dir.path(), Some(1 << 22), None) {
+            Err(Error::Storage(m)) => assert!(m.contains("truncated"), "{m}"),
+            Err(e) => panic!("wrong error {e:?}"),
+            Ok(_) => panic!("a truncated store opened"),
+        }
+    }
+
+    #[test]
+    fn a_null_element_inside_an_array_is_refused_and_nothing_is_written() {
+        use arrow::array::FixedSizeListArray;
+        use arrow::datatypes::Float64Type;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Some(1 << 20), None).unwrap();
+        let keys = ["k".to_string()];
+        let spec = WriteSpec {
+            keys: &keys,
+            timestamp: "ts",
+            created: None,
+        };
+        let emb = |rows: Vec<Option<Vec<Option<f64>>>>| -> ArrayRef {
+            Arc::new(FixedSizeListArray::from_iter_primitive::<Float64Type, _, _>(
+                rows, 2,
+            ))
+        };
+        let t = |e: ArrayRef| {
+            let batch = RecordBatch::try_from_iter(vec![
+                ("k", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+                (
+                    "ts",
+                    Arc::new(TimestampMicrosecondArray::from(vec![1, 1]).with_timezone("UTC")) as ArrayRef,
+                ),
+                ("e", e),
+            ])
+            .unwrap();
+            Table::new(batch.schema(), vec![batch])
+        };
+        let bad = t(emb(vec![
+            Some(vec![Some(1.0), Some(2.0)]),
+            Some(vec![Some(1.0), None]),
+        ]));
+        assert!(matches!(
+            write(&store, "v", &bad, &spec),
+            Err(Error::InvalidArgument(m)) if m.contains("null element")
+        ));
+        assert!(store.views().unwrap().is_empty());
+        // A whole null array is a null value, and NaN is a value like any other.
+        let ok = t(emb(vec![None, Some(vec![Some(f64::NAN), Some(2.0)])]));
+        assert_eq!(write(&store, "v", &ok, &spec).unwrap().rows_written, 2);
     }
 }

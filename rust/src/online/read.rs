@@ -1,19 +1,18 @@
-//! Reads: a `Reader` resolves its view's database, schema and column offsets once; each call is one read
-//! transaction and one LMDB lookup per requested key, decoded straight into the caller's output.
+//! Reads: a `Reader` resolves its view's schema, key prefix and column offsets once; each call is one read
+//! transaction and one LMDB lookup per requested key, decoded straight into the caller's output. The
+//! serving plan (`crate::serve`) uses the same [`Resolved`] view and [`lookup`].
 
 use std::sync::Arc;
 
 use arrow::array::*;
+use heed::RoTxn;
 
 use crate::error::{Error, Result};
-use crate::online::env::{storage, Store};
+use crate::online::env::{storage, Db, Store};
 use crate::online::key;
 use crate::online::schema::{Kind, ViewSchema};
-use crate::online::value::{self, arr, Layout};
-
-pub const PRESENT: i8 = 0;
-pub const NOT_FOUND: i8 = 1;
-pub const EXPIRED: i8 = 2;
+use crate::online::status::{Window, NOT_FOUND, PRESENT};
+use crate::online::value::{arr, Layout};
 
 /// Encoded keys of one request: key i is `bytes[ends[i-1]..ends[i]]`.
 #[derive(Default)]
@@ -40,33 +39,31 @@ impl KeyBatch {
         self.ends.is_empty()
     }
     #[inline]
-    fn key(&self, i: usize) -> &[u8] {
+    pub fn key(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
     }
 }
 
-pub struct Reader {
-    pub store: Arc<Store>,
+/// A view as a reader needs it: its schema, key prefix, value layout and the selected value columns.
+pub struct Resolved {
     pub view: String,
     pub schema: ViewSchema,
     /// The view's 4-byte key prefix in the shared data database.
-    prefix: [u8; 4],
-    layout: Layout,
+    pub prefix: [u8; 4],
+    pub layout: Layout,
     /// Selected value columns, as indices into `schema.values`.
     pub cols: Vec<usize>,
 }
 
-impl Reader {
-    pub fn new(store: Arc<Store>, view: &str, columns: Option<&[String]>) -> Result<Reader> {
-        let schema = store.schema(view)?;
-        let prefix = store.view_prefix(view)?;
-        let (Some(schema), Some(prefix)) = (schema, prefix) else {
-            let known = store.views()?;
-            return Err(Error::InvalidArgument(format!(
-                "view {view:?} has never been written to this online store (views: {known:?}); write it first"
-            )));
-        };
+impl Resolved {
+    /// Resolves `columns` (all value columns when `None`) against the view's recorded schema.
+    pub fn new(
+        view: &str,
+        schema: ViewSchema,
+        prefix: [u8; 4],
+        columns: Option<&[String]>,
+    ) -> Result<Resolved> {
         let cols = match columns {
             None => (0..schema.values.len()).collect(),
             Some(names) => names
@@ -81,9 +78,8 @@ impl Reader {
                 })
                 .collect::<Result<_>>()?,
         };
-        let layout = Layout::new(schema.values.iter().map(|c| c.kind.clone()).collect());
-        Ok(Reader {
-            store,
+        let layout = schema.layout()?;
+        Ok(Resolved {
             view: view.to_string(),
             schema,
             prefix,
@@ -92,13 +88,13 @@ impl Reader {
         })
     }
 
-    /// Checks that every selected column can be returned as float64.
-    pub fn check_numeric(&self) -> Result<()> {
+    /// Checks that every selected column can be returned as float64 (`what` names the caller).
+    pub fn check_numeric(&self, what: &str) -> Result<()> {
         for &j in &self.cols {
             let c = &self.schema.values[j];
             if !c.kind.is_numeric() {
                 return Err(Error::Dtype(format!(
-                    "get_numpy returns float64, but column {:?} of view {:?} is {}; use get(), or a reader \
+                    "{what} returns float64, but column '{}' of view '{}' is {}; use get(), or a reader \
                      with columns= naming numeric columns only",
                     c.name,
                     self.view,
@@ -108,62 +104,96 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// Looks up one encoded key (without its view prefix; `kbuf` starts with the prefix) and applies the
+/// status rule of `window`. Returns the status and, when PRESENT, the stored value (checked against the
+/// layout). The empty key stands for a null key: LMDB never stores it (and rejects looking it up).
+#[inline]
+pub fn lookup<'t>(
+    db: &Db,
+    txn: &'t RoTxn,
+    kbuf: &mut [u8; key::MAX_KEY_BYTES],
+    k: &[u8],
+    layout: &Layout,
+    window: Window,
+) -> Result<(i8, &'t [u8])> {
+    if k.is_empty() || k.len() > key::MAX_KEY_BYTES - 4 {
+        return Ok((NOT_FOUND, &[]));
+    }
+    kbuf[4..4 + k.len()].copy_from_slice(k);
+    match db.get(txn, &kbuf[..4 + k.len()]).map_err(storage)? {
+        None => Ok((NOT_FOUND, &[])),
+        Some(v) => {
+            layout.check(v)?;
+            let s = window.status(layout.event_ts(v));
+            Ok((s, if s == PRESENT { v } else { &[] }))
+        }
+    }
+}
+
+pub struct Reader {
+    pub store: Arc<Store>,
+    pub view: Resolved,
+}
+
+impl Reader {
+    pub fn new(store: Arc<Store>, view: &str, columns: Option<&[String]>) -> Result<Reader> {
+        let found = store.read(|txn| store.view_in(txn, view))?;
+        let Some((schema, prefix)) = found else {
+            let known = store.views()?;
+            return Err(Error::InvalidArgument(format!(
+                "view {view:?} has never been written to this online store (views: {known:?}); write it first"
+            )));
+        };
+        Ok(Reader {
+            view: Resolved::new(view, schema, prefix, columns)?,
+            store,
+        })
+    }
+
+    /// Checks that every selected column can be returned as float64.
+    pub fn check_numeric(&self) -> Result<()> {
+        self.view.check_numeric("get_numpy")
+    }
 
     /// Runs `f(i, status, value)` for every requested key in request order, in one read transaction.
-    /// `value` is the stored bytes when the status is PRESENT. Expired iff event ts < `cutoff`.
+    /// `value` is the stored bytes when the status is PRESENT.
     #[inline]
-    fn each(&self, keys: &KeyBatch, cutoff: Option<i64>, mut f: impl FnMut(usize, i8, &[u8])) -> Result<()> {
+    fn each(&self, keys: &KeyBatch, window: Window, mut f: impl FnMut(usize, i8, &[u8])) -> Result<()> {
         let mut kbuf = [0u8; key::MAX_KEY_BYTES];
-        kbuf[..4].copy_from_slice(&self.prefix);
-        self.store.read(|txn, dbs| {
+        kbuf[..4].copy_from_slice(&self.view.prefix);
+        // Taken per call, not kept: a forked child's first read reopens the environment (new handles).
+        let db = self.store.data();
+        self.store.read(|txn| {
             for i in 0..keys.len() {
-                let k = keys.key(i);
-                // The empty key stands for a null key; LMDB never stores it (and rejects looking it up).
-                if k.is_empty() {
-                    f(i, NOT_FOUND, &[]);
-                    continue;
-                }
-                if k.len() > key::MAX_KEY_BYTES - 4 {
-                    f(i, NOT_FOUND, &[]); // longer than any stored key
-                    continue;
-                }
-                kbuf[4..4 + k.len()].copy_from_slice(k);
-                match dbs.data.get(txn, &kbuf[..4 + k.len()]).map_err(storage)? {
-                    None => f(i, NOT_FOUND, &[]),
-                    Some(v) => {
-                        self.layout.check(v)?;
-                        let ts = i64::from_le_bytes(arr(v, 2));
-                        if cutoff.is_some_and(|c| ts < c) {
-                            f(i, EXPIRED, &[])
-                        } else {
-                            f(i, PRESENT, v)
-                        }
-                    }
-                }
+                let (s, v) = lookup(&db, txn, &mut kbuf, keys.key(i), &self.view.layout, window)?;
+                f(i, s, v);
             }
             Ok(())
         })
     }
 
-    /// Fills `values` (row-major, `keys.len() x cols.len()`) and `status`. Nulls, missing and expired
-    /// rows are NaN. Call [`Reader::check_numeric`] first.
+    /// Fills `values` (row-major, `keys.len() x cols.len()`) and `status`. Nulls and rows that are not
+    /// PRESENT are NaN. Call [`Reader::check_numeric`] first.
     pub fn get_f64(
         &self,
         keys: &KeyBatch,
-        cutoff: Option<i64>,
+        window: Window,
         values: &mut [f64],
         status: &mut [i8],
     ) -> Result<()> {
-        let w = self.cols.len();
+        let r = &self.view;
+        let w = r.cols.len();
         if values.len() != keys.len() * w || status.len() != keys.len() {
             return Err(Error::Internal("output buffers do not match the request".into()));
         }
-        self.each(keys, cutoff, |i, s, v| {
+        self.each(keys, window, |i, s, v| {
             status[i] = s;
             let row = &mut values[i * w..(i + 1) * w];
             if s == PRESENT {
-                for (o, &j) in row.iter_mut().zip(&self.cols) {
-                    *o = self.layout.f64_at(v, j);
+                for (o, &j) in row.iter_mut().zip(&r.cols) {
+                    *o = r.layout.f64_at(v, j);
                 }
             } else {
                 row.fill(f64::NAN);
@@ -172,21 +202,22 @@ impl Reader {
     }
 
     /// The selected value columns and the status column as Arrow arrays.
-    pub fn get_arrow(&self, keys: &KeyBatch, cutoff: Option<i64>) -> Result<(Vec<ArrayRef>, Int8Array)> {
+    pub fn get_arrow(&self, keys: &KeyBatch, window: Window) -> Result<(Vec<ArrayRef>, Int8Array)> {
+        let r = &self.view;
         let n = keys.len();
-        let mut outs: Vec<Out> = self
+        let mut outs: Vec<Out> = r
             .cols
             .iter()
-            .map(|&j| Out::new(&self.schema.values[j].kind, n))
+            .map(|&j| Out::new(&r.schema.values[j].kind, n))
             .collect();
         let mut status = Int8Builder::with_capacity(n);
         let mut err = None;
-        self.each(keys, cutoff, |_, s, v| {
+        self.each(keys, window, |_, s, v| {
             status.append_value(s);
-            for (o, &j) in outs.iter_mut().zip(&self.cols) {
-                if s != PRESENT || !Layout::is_valid(v, j) {
+            for (o, &j) in outs.iter_mut().zip(&r.cols) {
+                if s != PRESENT || !r.layout.is_valid(v, j) {
                     o.null();
-                } else if let Err(e) = o.push(&self.layout, v, j) {
+                } else if let Err(e) = o.push(&r.layout, v, j) {
                     err.get_or_insert(e);
                 }
             }
@@ -198,13 +229,8 @@ impl Reader {
     }
 }
 
-/// The cut-off below which a stored event timestamp is expired: `as_of - ttl`. The boundary itself is
-/// present, matching the as-of join whose match needs ts >= t - ttl.
-pub fn cutoff(as_of_micros: i64, ttl_micros: i64) -> i64 {
-    as_of_micros.saturating_sub(ttl_micros)
-}
-
-enum Out {
+/// An Arrow builder for one value column of a stored kind.
+pub(crate) enum Out {
     I8(Int8Builder),
     I16(Int16Builder),
     I32(Int32Builder),
@@ -224,7 +250,7 @@ enum Out {
 }
 
 impl Out {
-    fn new(kind: &Kind, n: usize) -> Out {
+    pub(crate) fn new(kind: &Kind, n: usize) -> Out {
         match kind {
             Kind::I8 => Out::I8(Int8Builder::with_capacity(n)),
             Kind::I16 => Out::I16(Int16Builder::with_capacity(n)),
@@ -251,7 +277,7 @@ impl Out {
         }
     }
 
-    fn null(&mut self) {
+    pub(crate) fn null(&mut self) {
         match self {
             Out::I8(b) => b.append_null(),
             Out::I16(b) => b.append_null(),
@@ -278,7 +304,7 @@ impl Out {
         }
     }
 
-    fn push(&mut self, layout: &Layout, v: &[u8], j: usize) -> Result<()> {
+    pub(crate) fn push(&mut self, layout: &Layout, v: &[u8], j: usize) -> Result<()> {
         let at = layout.slots[j];
         match self {
             Out::I8(b) => b.append_value(v[at] as i8),
@@ -315,7 +341,7 @@ impl Out {
         Ok(())
     }
 
-    fn finish(self) -> ArrayRef {
+    pub(crate) fn finish(self) -> ArrayRef {
         match self {
             Out::I8(mut b) => Arc::new(b.finish()),
             Out::I16(mut b) => Arc::new(b.finish()),
@@ -336,6 +362,3 @@ impl Out {
         }
     }
 }
-
-/// `value::stamp` re-exported for callers that inspect stored rows.
-pub use value::stamp;

@@ -1,18 +1,25 @@
 //! A view's schema: its key columns and value columns with their storage kinds, recorded by the view's
 //! first write and checked on every later one.
 //!
-//! Serialized form, version 1 (the value of `schema/<view>` in the metadata database):
-//! `[version u8 = 1][n_keys u16 LE][n_values u16 LE]` then per column (keys first, then values):
-//! `[kind tag u8][param u32 LE][name len u16 LE][name utf-8][tz len u16 LE][tz utf-8]`, where `param` is the
-//! list size of a fixed-size list (0 otherwise) and `tz` is set for timestamps only.
+//! Serialized form (the value of `schema/<view>` in the metadata database), version 2:
+//! `[version u8 = 2][value layout version u8][n_keys u16 LE][n_values u16 LE]` then per column (keys first,
+//! then values): `[kind tag u8][param u32 LE][name len u16 LE][name utf-8][tz len u16 LE][tz utf-8]`, where
+//! `param` is the list size of a fixed-size list (0 otherwise) and `tz` is set for timestamps only.
+//!
+//! Version 1 is the same without the layout byte: `[version u8 = 1][n_keys]...`. It was written while the
+//! value layout version was recorded once per store (always 1), so a version 1 record means layout 1.
+//! Both are read; new views are written as version 2 with [`VALUE_FORMAT_VERSION`], so a view with a new
+//! value layout does not make the store's other views unreadable.
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
 use crate::error::{Error, Result};
+use crate::online::value::{Layout, VALUE_FORMAT_VERSION};
 
-pub const SCHEMA_FORMAT_VERSION: u8 = 1;
+/// The schema record version this build writes (it reads 1 and 2).
+pub const SCHEMA_FORMAT_VERSION: u8 = 2;
 
 /// How a column is stored. Arrow types that store the same way share a kind (string, large_string and
 /// string_view are all `Str`), so pyarrow and polars writers of one view agree.
@@ -169,9 +176,28 @@ pub struct ColumnDef {
 pub struct ViewSchema {
     pub keys: Vec<ColumnDef>,
     pub values: Vec<ColumnDef>,
+    /// The value layout version of this view's stored values (see `value.rs`).
+    pub value_format: u8,
 }
 
 impl ViewSchema {
+    /// A schema for a new view: its values use the layout this build writes.
+    pub fn new(keys: Vec<ColumnDef>, values: Vec<ColumnDef>) -> ViewSchema {
+        ViewSchema {
+            keys,
+            values,
+            value_format: VALUE_FORMAT_VERSION,
+        }
+    }
+
+    /// The value layout of this view.
+    pub fn layout(&self) -> Result<Layout> {
+        Layout::new(
+            self.value_format,
+            self.values.iter().map(|c| c.kind.clone()).collect(),
+        )
+    }
+
     /// The Arrow schema of the view: key columns then value columns.
     pub fn arrow(&self) -> Schema {
         Schema::new(
@@ -188,7 +214,7 @@ impl ViewSchema {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![SCHEMA_FORMAT_VERSION];
+        let mut out = vec![SCHEMA_FORMAT_VERSION, self.value_format];
         out.extend_from_slice(&(self.keys.len() as u16).to_le_bytes());
         out.extend_from_slice(&(self.values.len() as u16).to_le_bytes());
         for c in self.keys.iter().chain(&self.values) {
@@ -212,9 +238,11 @@ impl ViewSchema {
             Error::Storage("a view schema in the online store is corrupt or from a newer skewless version; upgrade skewless or rebuild the store".into())
         };
         let mut r = Cursor { b: bytes, at: 0 };
-        if r.u8().ok_or_else(bad)? != SCHEMA_FORMAT_VERSION {
-            return Err(bad());
-        }
+        let value_format = match r.u8().ok_or_else(bad)? {
+            1 => 1,
+            2 => r.u8().ok_or_else(bad)?,
+            _ => return Err(bad()),
+        };
         let nk = r.u16().ok_or_else(bad)? as usize;
         let nv = r.u16().ok_or_else(bad)? as usize;
         let mut cols = Vec::with_capacity(nk + nv);
@@ -229,7 +257,11 @@ impl ViewSchema {
             });
         }
         let values = cols.split_off(nk);
-        Ok(ViewSchema { keys: cols, values })
+        Ok(ViewSchema {
+            keys: cols,
+            values,
+            value_format,
+        })
     }
 
     /// Checks `new` (from a write) against this recorded schema and returns, for each recorded value
@@ -311,8 +343,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_version_1_record_reads_as_value_layout_1() {
+        // [1][n_keys=1][n_values=1] k: int64, x: float64 (as the previous build wrote it).
+        let mut v1 = vec![1u8, 1, 0, 1, 0];
+        for (tag, name) in [(4u8, "k"), (10, "x")] {
+            v1.push(tag);
+            v1.extend_from_slice(&0u32.to_le_bytes());
+            v1.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            v1.extend_from_slice(name.as_bytes());
+            v1.extend_from_slice(&0u16.to_le_bytes());
+        }
+        let s = ViewSchema::decode(&v1).unwrap();
+        assert_eq!(s.value_format, 1);
+        assert_eq!(s.keys[0].kind, Kind::I64);
+        assert_eq!(s.values[0].name, "x");
+        // Re-encoded, it is a version 2 record that keeps the layout version.
+        let v2 = s.encode();
+        assert_eq!(&v2[..2], &[2, 1]);
+        assert_eq!(ViewSchema::decode(&v2).unwrap(), s);
+        assert!(ViewSchema::decode(&[3, 1, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
     fn schema_round_trips_and_conforms_in_any_value_order() {
         let s = ViewSchema {
+            value_format: 1,
             keys: vec![
                 ColumnDef {
                     name: "user".into(),
@@ -346,6 +401,6 @@ mod tests {
         let mut other = s.clone();
         other.values[0].kind = Kind::F32;
         assert!(matches!(s.conform(&other, "v"), Err(Error::SchemaMismatch(_))));
-        assert!(ViewSchema::decode(&s.encode()[..7]).is_err());
+        assert!(ViewSchema::decode(&s.encode()[..8]).is_err());
     }
 }

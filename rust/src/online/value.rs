@@ -1,5 +1,10 @@
 //! Value layout, version 1. The one place this format is defined.
 //!
+//! The layout version is recorded per view, in the view's schema record (`schema.rs`, schema format 2;
+//! stores whose schema records are format 1 used value layout 1 for every view), and repeated in byte 0
+//! of every value. A new layout gets a new number here; [`Layout::new`] is the one place a view's layout
+//! version is dispatched, so views written with an older layout stay readable beside newer ones.
+//!
 //! One LMDB value holds the latest row of one key of one view:
 //!
 //! ```text
@@ -12,7 +17,7 @@
 //! 18+B    F     fixed-width slots, one per value column in the view's recorded order, little-endian:
 //!                 int8/uint8/bool 1, int16/uint16 2, int32/uint32/float32 4, int64/uint64/float64 8,
 //!                 timestamp 8 (UTC microseconds), fixed_size_list<float32, n> 4n, <float64, n> 8n
-//!                 (a null list element is stored as NaN), string/binary 4: the END offset (u32) of the
+//!                 (a null element inside a list is refused by `write`), string/binary 4: the END offset (u32) of the
 //!                 column's bytes in the variable part; its start is the previous string/binary column's
 //!                 end (0 for the first). A null column's slot is zero (a null string's end repeats the
 //!                 previous end).
@@ -27,6 +32,7 @@ use crate::error::{Error, Result};
 use crate::online::cells::{Cells, Chunk};
 use crate::online::schema::Kind;
 
+/// The layout new views are written with.
 pub const VALUE_FORMAT_VERSION: u8 = 1;
 pub const HEADER: usize = 18;
 const FLAG_CREATED: u8 = 1;
@@ -49,31 +55,41 @@ pub fn width(kind: &Kind) -> usize {
 /// Offsets of a view's value columns in the layout above.
 #[derive(Clone, Debug)]
 pub struct Layout {
+    /// The layout version (byte 0 of every value of the view).
+    pub version: u8,
     pub kinds: Vec<Kind>,
     pub slots: Vec<usize>,
     pub fixed_end: usize,
 }
 
 impl Layout {
-    pub fn new(kinds: Vec<Kind>) -> Layout {
+    /// The layout of a view whose schema records layout `version` (the dispatch point for new versions).
+    pub fn new(version: u8, kinds: Vec<Kind>) -> Result<Layout> {
+        if version != 1 {
+            return Err(Error::Storage(format!(
+                "a view's values use layout version {version}, which this skewless does not know (it reads 1); \
+                 upgrade skewless or rewrite the view"
+            )));
+        }
         let mut at = HEADER + kinds.len().div_ceil(8);
         let mut slots = Vec::with_capacity(kinds.len());
         for k in &kinds {
             slots.push(at);
             at += width(k);
         }
-        Layout {
+        Ok(Layout {
+            version,
             kinds,
             slots,
             fixed_end: at,
-        }
+        })
     }
 
     /// Encodes one row. `chunks[j]` is the chunk of value column j (recorded order) holding `row`.
     pub fn encode(&self, chunks: &[Chunk<'_>], row: usize, stamp: Stamp, out: &mut Vec<u8>) -> Result<()> {
         out.clear();
         out.resize(self.fixed_end, 0);
-        out[0] = VALUE_FORMAT_VERSION;
+        out[0] = self.version;
         out[1] = if stamp.1.is_some() { FLAG_CREATED } else { 0 };
         out[2..10].copy_from_slice(&stamp.0.to_le_bytes());
         out[10..18].copy_from_slice(&stamp.1.unwrap_or(0).to_le_bytes());
@@ -164,21 +180,39 @@ impl Layout {
     /// before the unchecked slot loads.
     #[inline]
     pub fn check(&self, v: &[u8]) -> Result<()> {
-        if v.len() < self.fixed_end || v[0] != VALUE_FORMAT_VERSION {
+        if v.len() < self.fixed_end || v[0] != self.version {
             return Err(corrupt());
         }
         Ok(())
     }
 
+    /// Whether value column j of a checked value is not null.
     #[inline]
-    pub fn is_valid(v: &[u8], j: usize) -> bool {
+    pub fn is_valid(&self, v: &[u8], j: usize) -> bool {
         v[HEADER + j / 8] & (1 << (j % 8)) != 0
+    }
+
+    /// The event timestamp of a checked value.
+    #[inline]
+    pub fn event_ts(&self, v: &[u8]) -> i64 {
+        i64::from_le_bytes(arr(v, 2))
+    }
+
+    /// The (event, created) stamp of a stored value of this layout.
+    #[inline]
+    pub fn stamp(&self, v: &[u8]) -> Result<Stamp> {
+        if v.len() < HEADER || v[0] != self.version {
+            return Err(corrupt());
+        }
+        let ts = i64::from_le_bytes(arr(v, 2));
+        let created = (v[1] & FLAG_CREATED != 0).then(|| i64::from_le_bytes(arr(v, 10)));
+        Ok((ts, created))
     }
 
     /// Column j of a checked value as float64 (numeric kinds; NaN for null).
     #[inline]
     pub fn f64_at(&self, v: &[u8], j: usize) -> f64 {
-        if !Self::is_valid(v, j) {
+        if !self.is_valid(v, j) {
             return f64::NAN;
         }
         let at = self.slots[j];
@@ -211,20 +245,12 @@ impl Layout {
     }
 }
 
-/// The (event, created) stamp of a stored value.
-#[inline]
-pub fn stamp(v: &[u8]) -> Result<Stamp> {
-    if v.len() < HEADER || v[0] != VALUE_FORMAT_VERSION {
-        return Err(corrupt());
-    }
-    let ts = i64::from_le_bytes(arr(v, 2));
-    let created = (v[1] & FLAG_CREATED != 0).then(|| i64::from_le_bytes(arr(v, 10)));
-    Ok((ts, created))
-}
-
 #[inline]
 pub fn arr<const N: usize>(v: &[u8], at: usize) -> [u8; N] {
-    v[at..at + N].try_into().expect("slot inside the checked value")
+    // The caller checked the value's length against the layout; the slice has exactly N bytes.
+    let mut out = [0u8; N];
+    out.copy_from_slice(&v[at..at + N]);
+    out
 }
 
 fn corrupt() -> Error {
@@ -256,12 +282,17 @@ mod tests {
         ));
         let cols = [i, s, b, f, l];
         let chunks: Vec<Chunk> = cols.iter().map(|c| Chunk::new(c).unwrap()).collect();
-        let layout = Layout::new(vec![Kind::I32, Kind::Str, Kind::Bin, Kind::F64, Kind::ListF32(2)]);
+        let layout = Layout::new(
+            1,
+            vec![Kind::I32, Kind::Str, Kind::Bin, Kind::F64, Kind::ListF32(2)],
+        )
+        .unwrap();
+        assert!(Layout::new(2, vec![Kind::I32]).is_err());
         let mut out = Vec::new();
 
         layout.encode(&chunks, 0, (42, Some(-3)), &mut out).unwrap();
         layout.check(&out).unwrap();
-        assert_eq!(stamp(&out).unwrap(), (42, Some(-3)));
+        assert_eq!(layout.stamp(&out).unwrap(), (42, Some(-3)));
         assert_eq!(layout.f64_at(&out, 0), -7.0);
         assert_eq!(layout.var_at(&out, 1).unwrap(), "héllo".as_bytes());
         assert_eq!(layout.var_at(&out, 2).unwrap(), b"\x00\x01");
@@ -271,11 +302,11 @@ mod tests {
         assert!(f32::from_le_bytes(arr(&out, at + 4)).is_nan());
 
         layout.encode(&chunks, 1, (1, None), &mut out).unwrap();
-        assert_eq!(stamp(&out).unwrap(), (1, None));
+        assert_eq!(layout.stamp(&out).unwrap(), (1, None));
         assert!(layout.f64_at(&out, 0).is_nan());
-        assert!(!Layout::is_valid(&out, 1));
+        assert!(!layout.is_valid(&out, 1));
         assert_eq!(layout.var_at(&out, 2).unwrap(), b"");
-        assert!(!Layout::is_valid(&out, 4));
+        assert!(!layout.is_valid(&out, 4));
         assert!(layout.check(&out[..5]).is_err());
     }
 

@@ -2,11 +2,11 @@
 //! distinct key in key order inside one LMDB transaction.
 
 use crate::error::{Error, Result};
-use crate::online::cells::Chunk;
-use crate::online::env::{read_schema, schema_key, Store, TxnError};
+use crate::online::cells::{Cells, Chunk};
+use crate::online::env::{put_schema, read_schema, schema_key, Store, TxnError};
 use crate::online::key;
 use crate::online::schema::{ColumnDef, Kind, ViewSchema};
-use crate::online::value::{self, Layout, Stamp};
+use crate::online::value::Stamp;
 use crate::table::Table;
 use crate::time::instant_unit;
 
@@ -96,7 +96,7 @@ pub fn infer_schema(table: &Table, spec: &WriteSpec<'_>) -> Result<ViewSchema> {
             kind,
         });
     }
-    Ok(ViewSchema { keys, values })
+    Ok(ViewSchema::new(keys, values))
 }
 
 /// Appends the encoded key of `row` (of `chunks`, one per key column) to `out`; false on a null key.
@@ -150,8 +150,14 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
     let key_idx: Vec<usize> = spec
         .keys
         .iter()
-        .map(|k| table.schema.index_of(k).expect("checked"))
-        .collect();
+        .map(|k| {
+            table
+                .schema
+                .index_of(k)
+                .map_err(|e| Error::Internal(e.to_string()))
+        })
+        .collect::<Result<_>>()?;
+    check_no_null_elements(table, &schema)?;
     let n = table.num_rows();
     let mut arena: Vec<u8> = Vec::with_capacity(n * 9);
     let mut rows: Vec<Row> = Vec::with_capacity(n);
@@ -277,18 +283,18 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
         let stored = read_schema(meta, wtxn, &skey)?;
         let (vs, order_map) = stored_or_new(&stored)?;
         if stored.is_none() {
-            meta.put(wtxn, &skey, &vs.encode())?;
+            put_schema(meta, wtxn, &skey, &vs)?;
         }
-        let layout = Layout::new(vs.values.iter().map(|c| c.kind.clone()).collect());
+        let layout = vs.layout()?;
         let value_idx: Vec<usize> = order_map
             .iter()
             .map(|&j| {
                 table
                     .schema
                     .index_of(&schema.values[j].name)
-                    .expect("value column in data")
+                    .map_err(|e| Error::Internal(e.to_string()))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let chunks: Vec<Vec<Chunk>> = table
             .batches
             .iter()
@@ -307,7 +313,7 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
             kbuf.extend_from_slice(kb(row));
             let k = kbuf.as_slice();
             if let Some(old) = db.get(wtxn, k)? {
-                if value::stamp(old)? >= row.stamp {
+                if layout.stamp(old)? >= row.stamp {
                     continue;
                 }
             }
@@ -321,6 +327,44 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
         rows_written: written,
         rows_skipped: n - written,
     })
+}
+
+/// Refuses a null element inside a (non-null) fixed-size list. The value layout keeps one validity bit
+/// per column, not per element, so such an element could only come back as NaN, while the history (and
+/// so a training set) keeps it null: the two paths would disagree. A whole null list is fine.
+fn check_no_null_elements(table: &Table, schema: &ViewSchema) -> Result<()> {
+    for c in &schema.values {
+        if !matches!(c.kind, Kind::ListF32(_) | Kind::ListF64(_)) {
+            continue;
+        }
+        let i = table
+            .schema
+            .index_of(&c.name)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut base = 0usize;
+        for batch in &table.batches {
+            let chunk = Chunk::new(batch.column(i))?;
+            let (n, elems) = match &chunk.cells {
+                Cells::ListF32(_, n, m) | Cells::ListF64(_, n, m) => (*n, *m),
+                _ => (0, None),
+            };
+            if let Some(m) = elems.filter(|m| m.null_count() > 0) {
+                for r in 0..batch.num_rows() {
+                    if !chunk.is_null(r) && (0..n).any(|k| m.is_null(r * n + k)) {
+                        return Err(Error::InvalidArgument(format!(
+                            "value column {:?} has a null element inside the array at row {}; arrays are \
+                             stored whole, without per-element nulls. Fill the element (e.g. with NaN) or \
+                             make the whole array null",
+                            c.name,
+                            base + r
+                        )));
+                    }
+                }
+            }
+            base += batch.num_rows();
+        }
+    }
+    Ok(())
 }
 
 fn out_of_range(col: &str, row: usize) -> Error {

@@ -66,20 +66,36 @@ where
     flatten(py, catch_unwind(AssertUnwindSafe(f)))
 }
 
+/// The guard of a binding entry point: runs its body (which may touch Python) and turns a panic into
+/// `skewless.errors.InternalError`. Every `#[pymethods]` / `#[pyfunction]` body runs inside it.
+pub fn guard<T, F>(py: Python<'_>, f: F) -> PyResult<T>
+where
+    F: FnOnce() -> PyResult<T>,
+{
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => Err(panicked(py, panic)),
+    }
+}
+
+fn panicked(py: Python<'_>, panic: Box<dyn std::any::Any + Send>) -> PyErr {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    to_py(
+        py,
+        Error::Internal(format!(
+            "internal error in the skewless engine: {what}. Please report it with the input that caused it."
+        )),
+    )
+}
+
 fn flatten<T>(py: Python<'_>, out: std::thread::Result<Result<T, Error>>) -> PyResult<T> {
     match out {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(to_py(py, e)),
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(to_py(
-                py,
-                Error::Internal(format!("internal error in the skewless engine: {what}. Please report it with the input that caused it.")),
-            ))
-        }
+        Err(panic) => Err(panicked(py, panic)),
     }
 }

@@ -3,7 +3,9 @@
 mod arrow;
 mod asof;
 mod errors;
+mod keys;
 mod online;
+mod serve;
 mod window;
 
 use pyo3::prelude::*;
@@ -13,6 +15,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<online::PyOnlineStore>()?;
     m.add_class::<online::PyReader>()?;
+    m.add_class::<serve::PyPlan>()?;
+    m.add_class::<serve::PyServed>()?;
+    m.add("STATUS_CODES", crate::online::status::ALL.to_vec())?;
     asof::register(m)?;
     window::register(m)?;
     Ok(())

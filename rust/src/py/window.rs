@@ -4,7 +4,7 @@
 use pyo3::prelude::*;
 
 use crate::py::arrow::{read_table, to_pyarrow};
-use crate::py::errors::{run_detached, run_guarded};
+use crate::py::errors::{guard, run_detached, run_guarded};
 use crate::window::backfill::{window_aggregate as kernel, Aggregation, WindowOptions};
 use crate::window::Func;
 
@@ -20,29 +20,31 @@ fn window_aggregate(
     sequence: Option<String>,
     aggregations: Vec<(String, String, i64, String)>,
 ) -> PyResult<Py<PyAny>> {
-    let opts = run_guarded(py, || {
-        let aggregations = aggregations
-            .into_iter()
-            .map(|(column, func, window_us, name)| {
-                Ok(Aggregation {
-                    column,
-                    func: func.parse::<Func>()?,
-                    window_us,
-                    name,
+    guard(py, || {
+        let opts = run_guarded(py, || {
+            let aggregations = aggregations
+                .into_iter()
+                .map(|(column, func, window_us, name)| {
+                    Ok(Aggregation {
+                        column,
+                        func: func.parse::<Func>()?,
+                        window_us,
+                        name,
+                    })
                 })
+                .collect::<crate::error::Result<_>>()?;
+            Ok(WindowOptions {
+                on,
+                by,
+                sequence,
+                aggregations,
             })
-            .collect::<crate::error::Result<_>>()?;
-        Ok(WindowOptions {
-            on,
-            by,
-            sequence,
-            aggregations,
-        })
-    })?;
-    let l = read_table(labels, "labels")?;
-    let e = read_table(events, "events")?;
-    let out = run_detached(py, || kernel(&l, &e, &opts))?;
-    to_pyarrow(py, out.schema, out.batches)
+        })?;
+        let l = read_table(labels, "labels")?;
+        let e = read_table(events, "events")?;
+        let out = run_detached(py, || kernel(&l, &e, &opts))?;
+        to_pyarrow(py, out.schema, out.batches)
+    })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -16,9 +16,10 @@ use arrow::datatypes::*;
 use rayon::prelude::*;
 
 use super::{accumulator, sweep, Eval, Func, Values};
-use crate::asof::index::{entry, entry_on, entry_pos, group_rows, Index, OnSource, SharedMut, TieBreaker};
-use crate::asof::keys::{group_ids, timestamp_values, NONE};
+use crate::column::timestamp_values;
 use crate::error::{Error, Result};
+use crate::group::index::{entry, group_rows};
+use crate::group::{entry_on, entry_pos, group_ids, Index, OnSource, Ranks, SharedMut, NONE};
 use crate::table::{Column, Table};
 use crate::time::{instant_unit, to_micros};
 
@@ -167,19 +168,18 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
     for b in &opts.by {
         keys.push((labels.column(b, "the labels")?, events.column(b, "the events")?));
     }
-    let tie = match &opts.sequence {
-        Some(s) => {
-            let c = events.column(s, "the events (sequence)")?;
-            if !c.data_type.is_integer() {
-                return Err(Error::Dtype(format!(
-                    "sequence column {s:?} is {}, not an integer",
-                    c.data_type
-                )));
-            }
-            Some(TieBreaker::new(c.chunks))
+    let mut rank_cols = Vec::with_capacity(1);
+    if let Some(s) = &opts.sequence {
+        let c = events.column(s, "the events (sequence)")?;
+        if !c.data_type.is_integer() {
+            return Err(Error::Dtype(format!(
+                "sequence column {s:?} is {}, not an integer",
+                c.data_type
+            )));
         }
-        None => None,
-    };
+        rank_cols.push(c);
+    }
+    let ranks = Ranks::new(&rank_cols)?;
     let mut names: Vec<&str> = labels.schema.fields().iter().map(|f| f.name().as_str()).collect();
     let mut columns = Vec::with_capacity(opts.aggregations.len());
     for a in &opts.aggregations {
@@ -211,16 +211,12 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
     let (n_labels, n_events) = (labels.num_rows(), events.num_rows());
     let mut ids = group_ids(&keys, n_labels, n_events)?;
     drop(keys);
-    let e_times = micros(&e_on, "the events", &mut ids.right)?;
-    let l_times = micros(&l_on, "the labels", &mut ids.left)?;
-    let index = Index::build(
-        &ids.right,
-        &OnSource::Values(&e_times),
-        ids.n_groups,
-        tie.as_ref(),
-    );
-    drop(ids.right);
-    let (l_offsets, mut l_entries) = group_rows(&ids.left, ids.n_groups, |_| |i| entry(l_times[i], i as u32));
+    let e_times = micros(&e_on, "the events", &mut ids.build)?;
+    let l_times = micros(&l_on, "the labels", &mut ids.probe)?;
+    let index = Index::build(&ids.build, &OnSource::Values(&e_times), ids.n_groups, &ranks);
+    drop(ids.build);
+    let (l_offsets, mut l_entries) =
+        group_rows(&ids.probe, ids.n_groups, |_| |i| entry(l_times[i], i as u32));
     // Labels of one group in time order (u128 entries sort by time, then position).
     {
         let mut rest: &mut [u128] = &mut l_entries;

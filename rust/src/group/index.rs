@@ -1,61 +1,73 @@
-//! The right side as an index: row positions grouped by key id and ordered by (on, tie_breaker,
-//! position) inside each group, plus the search that finds each left row's match in it.
+//! Rows as an index: row positions grouped by key id and ordered by (on, ranks..., position) inside
+//! each group, where the ranks are caller-chosen columns that order rows of equal `on` (for the
+//! history: the created timestamp, then the write sequence). The as-of join searches it; a window
+//! kernel walks it group by group.
 //!
-//! Entry format (v1): one `u128` per right row that can match, `(on ^ 2^63) << 32 | position`: the
+//! Entry format (v1): one `u128` per row that takes part, `(on ^ 2^63) << 32 | position`: the
 //! order-preserving unsigned form of the i64 `on` in bits 32..96 and the u32 row position below it, so
 //! the integers' natural order is (on, position). Bits 96..128 are ignored by every reader (the
 //! two-pass build leaves the group id there, constant within a group). One array instead of two
 //! halves the cache misses of the scatter, and plain integer sorting (no comparator) is what the
-//! per-group sort needs when there is no tie-breaker. The right's value columns are never touched here.
+//! per-group sort needs when there are no ranks. Value columns are never touched here.
 //!
 //! Groups are laid out by a stable counting sort, so within a group positions are already in input
-//! order; a group already ordered by (on[, tie_breaker]) is left as it is, so a right side sorted by
-//! (key, on) costs one check pass and no sort.
+//! order; a group already ordered by (on[, ranks]) is left as it is, so rows sorted by (key, on[,
+//! ranks]) cost one check pass and no sort.
 
 use std::cmp::Ordering;
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::AsArray;
 use arrow::datatypes::*;
 use rayon::prelude::*;
 
-use super::keys::{timestamp_values, with_int, NONE};
-use super::Direction;
+use super::{SharedMut, NONE};
+use crate::column::{timestamp_values, Chunk, Starts};
+use crate::error::Result;
+use crate::table::Column;
 
-/// A right-side column that ranks rows with equal key and `on` (larger wins; null ranks lowest).
-pub struct TieBreaker {
-    chunks: Vec<ArrayRef>,
-    starts: Vec<usize>,
+/// Columns that rank rows of equal group and `on`, compared in turn: larger wins, a null ranks below
+/// every value. Each must be an integer or timestamp column (see [`super::check_rank_column`]).
+#[derive(Default)]
+pub struct Ranks<'a> {
+    cols: Vec<(Vec<Chunk<'a>>, Starts)>,
 }
 
-impl TieBreaker {
-    /// `chunks` must be integer or timestamp arrays (checked by the caller).
-    pub fn new(chunks: Vec<ArrayRef>) -> Self {
-        let mut starts = Vec::with_capacity(chunks.len());
-        let mut n = 0;
-        for c in &chunks {
-            starts.push(n);
-            n += c.len();
-        }
-        TieBreaker { chunks, starts }
+impl<'a> Ranks<'a> {
+    pub fn new(cols: &'a [Column]) -> Result<Ranks<'a>> {
+        let cols = cols
+            .iter()
+            .map(|c| {
+                let chunks = c.chunks.iter().map(Chunk::new).collect::<Result<Vec<_>>>()?;
+                Ok((chunks, Starts::of(&c.chunks)))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Ranks { cols })
     }
 
-    /// The rank of right row `pos`; `None` (a null) orders below every value.
-    fn get(&self, pos: u32) -> Option<u64> {
-        let pos = pos as usize;
-        let c = self.starts.partition_point(|&s| s <= pos) - 1;
-        let arr = self.chunks[c].as_ref();
-        let i = pos - self.starts[c];
-        if arr.is_null(i) {
-            return None;
+    pub fn is_empty(&self) -> bool {
+        self.cols.is_empty()
+    }
+
+    /// How row `a` ranks against row `b` (rows of the whole column).
+    fn cmp(&self, a: u32, b: u32) -> Ordering {
+        for (chunks, starts) in &self.cols {
+            let get = |p: u32| {
+                let (c, i) = starts.locate(p as usize);
+                let ch = &chunks[c];
+                if ch.is_null(i) {
+                    None
+                } else {
+                    ch.ord_at(i)
+                }
+            };
+            match get(a).cmp(&get(b)) {
+                Ordering::Equal => continue,
+                o => return o,
+            }
         }
-        Some(match arr.data_type() {
-            DataType::Timestamp(..) => timestamp_values(arr)[i].ord_u64(),
-            _ => with_int!(arr, a => a.value(i).ord_u64()),
-        })
+        Ordering::Equal
     }
 }
-
-use super::keys::OrdU64;
 
 /// What the kernel needs to know about each stage, for tests and the benchmark notes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +76,7 @@ pub struct BuildStats {
     pub groups_sorted: usize,
 }
 
-/// Where the right's `on` values come from while the index is built.
+/// Where the rows' `on` values come from while the index is built.
 pub enum OnSource<'a> {
     /// Already in the comparison unit, one per row.
     Values(&'a [i64]),
@@ -72,26 +84,41 @@ pub enum OnSource<'a> {
     /// that no valid value overflows): no copy of the column is made.
     Chunks {
         chunks: Vec<&'a [i64]>,
-        starts: Vec<usize>,
+        starts: Starts,
         mult: i64,
     },
 }
 
-impl OnSource<'_> {
+impl<'a> OnSource<'a> {
+    /// The chunks of an i64 column (a timestamp of any unit, or int64) read in place, times `mult`. The
+    /// caller has checked that no valid value overflows when multiplied.
+    pub fn column(c: &'a Column, mult: i64) -> OnSource<'a> {
+        let chunks: Vec<&[i64]> = c
+            .chunks
+            .iter()
+            .map(|a| match a.data_type() {
+                DataType::Timestamp(..) => timestamp_values(a.as_ref()),
+                _ => a.as_primitive::<Int64Type>().values(),
+            })
+            .collect();
+        let starts = Starts::new(chunks.iter().map(|c| c.len()));
+        OnSource::Chunks { chunks, starts, mult }
+    }
+
     /// A reader for rows `first, first + 1, ...` (increasing), keeping a cursor into the chunks.
     fn reader(&self, first: usize) -> impl FnMut(usize) -> i64 + '_ {
         let mut c = match self {
             OnSource::Values(_) => 0,
-            OnSource::Chunks { starts, .. } => starts.partition_point(|&s| s <= first).saturating_sub(1),
+            OnSource::Chunks { starts, .. } => starts.chunk_of(first),
         };
         move |i| match self {
             OnSource::Values(v) => v[i],
             OnSource::Chunks { chunks, starts, mult } => {
-                while i >= starts[c] + chunks[c].len() {
+                while i >= starts.start(c) + chunks[c].len() {
                     c += 1;
                 }
                 // Null slots may hold anything; their rows are left out by id, so wrapping is harmless.
-                chunks[c][i - starts[c]].wrapping_mul(*mult)
+                chunks[c][i - starts.start(c)].wrapping_mul(*mult)
             }
         }
     }
@@ -113,32 +140,12 @@ pub fn entry_pos(e: u128) -> u32 {
     e as u32
 }
 
-/// Right rows grouped by key id: group `g` owns `entries[offsets[g]..offsets[g + 1]]`, ordered by
-/// (on, tie_breaker, position).
+/// Rows grouped by key id: group `g` owns `entries[offsets[g]..offsets[g + 1]]`, ordered by
+/// (on, ranks, position).
 pub struct Index {
     offsets: Vec<u32>,
     entries: Vec<u128>,
     pub stats: BuildStats,
-}
-
-/// A raw pointer shared by the scatter threads. Safety: every thread writes only the destination slots
-/// the prefix sums gave it, which are disjoint from every other thread's.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut<T>(*mut T);
-unsafe impl<T: Send> Send for SharedMut<T> {}
-unsafe impl<T: Send> Sync for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    pub(crate) fn new(v: &mut [T]) -> Self {
-        SharedMut(v.as_mut_ptr())
-    }
-
-    /// # Safety
-    /// `i` is in bounds of the allocation and no other thread reads or writes slot `i`.
-    #[inline]
-    pub(crate) unsafe fn write(&self, i: usize, v: T) {
-        unsafe { self.0.add(i).write(v) }
-    }
 }
 
 /// Stable, parallel counting sort: the value of every row `i` with `ids[i] != NONE`, grouped by id, in
@@ -213,11 +220,11 @@ fn group_rows_by<T: Copy + Default + Send + Sync, R: FnMut(usize) -> T>(
 }
 
 impl Index {
-    /// `ids[i]` is right row i's group (or NONE to leave it out), `on` gives its time in the comparison
-    /// unit.
-    pub fn build(ids: &[u32], on: &OnSource<'_>, n_groups: usize, tie: Option<&TieBreaker>) -> Index {
+    /// `ids[i]` is row i's group (or NONE to leave it out), `on` gives its time in the comparison unit,
+    /// `ranks` order rows of equal `on` within a group (empty: by position only).
+    pub fn build(ids: &[u32], on: &OnSource<'_>, n_groups: usize, ranks: &Ranks<'_>) -> Index {
         if let Some(shift) = two_pass_shift(ids, n_groups) {
-            return Index::build_two_pass(ids, on, n_groups, shift, tie);
+            return Index::build_two_pass(ids, on, n_groups, shift, ranks);
         }
         let (offsets, entries) = group_rows(ids, n_groups, |first| {
             let mut read = on.reader(first);
@@ -228,7 +235,7 @@ impl Index {
             entries,
             stats: BuildStats::default(),
         };
-        index.stats.groups_sorted = index.sort_groups(tie);
+        index.stats.groups_sorted = index.sort_groups(ranks);
         index
     }
 
@@ -245,7 +252,7 @@ impl Index {
         on: &OnSource<'_>,
         n_groups: usize,
         shift: u32,
-        tie: Option<&TieBreaker>,
+        ranks: &Ranks<'_>,
     ) -> Index {
         let n_buckets = ((n_groups - 1) >> shift) + 1;
         let bucket = |i: usize| if ids[i] == NONE { NONE } else { ids[i] >> shift };
@@ -294,7 +301,7 @@ impl Index {
                 for g in 0..offs.len() {
                     let a = offs[g] as usize - lo;
                     let z = offs.get(g + 1).map_or(out.len(), |&o| o as usize - lo);
-                    if sort_group(&mut out[a..z], tie) {
+                    if sort_group(&mut out[a..z], ranks) {
                         sorted += 1;
                     }
                 }
@@ -310,8 +317,8 @@ impl Index {
         }
     }
 
-    /// Orders every group by (on, tie, position); returns how many groups needed it.
-    fn sort_groups(&mut self, tie: Option<&TieBreaker>) -> usize {
+    /// Orders every group by (on, ranks, position); returns how many groups needed it.
+    fn sort_groups(&mut self, ranks: &Ranks<'_>) -> usize {
         let m = self.entries.len();
         let n_groups = self.offsets.len() - 1;
         if m == 0 {
@@ -342,7 +349,7 @@ impl Index {
                 for g in g0..g1 {
                     let lo = offsets[g] as usize - base;
                     let hi = offsets[g + 1] as usize - base;
-                    if sort_group(&mut entries[lo..hi], tie) {
+                    if sort_group(&mut entries[lo..hi], ranks) {
                         sorted += 1;
                     }
                 }
@@ -385,9 +392,9 @@ fn two_pass_shift(ids: &[u32], n_groups: usize) -> Option<u32> {
 }
 
 /// Sorts one group unless it already is in order; returns whether it sorted. Positions arrive
-/// increasing (stable scatter), so only (on, tie) order needs checking.
-fn sort_group(entries: &mut [u128], tie: Option<&TieBreaker>) -> bool {
-    let tie_ok = |a: u128, b: u128| tie.is_none_or(|t| t.get(entry_pos(a)) <= t.get(entry_pos(b)));
+/// increasing (stable scatter), so only (on, ranks) order needs checking.
+fn sort_group(entries: &mut [u128], ranks: &Ranks<'_>) -> bool {
+    let tie_ok = |a: u128, b: u128| ranks.is_empty() || ranks.cmp(entry_pos(a), entry_pos(b)).is_le();
     let in_order = entries
         .windows(2)
         .all(|w| match entry_on(w[0]).cmp(&entry_on(w[1])) {
@@ -398,14 +405,14 @@ fn sort_group(entries: &mut [u128], tie: Option<&TieBreaker>) -> bool {
     if in_order {
         return false;
     }
-    // Integer order is (on, position): exactly the order wanted without a tie-breaker.
+    // Integer order is (on, position): exactly the order wanted without ranks.
     if entries.len() > 1 << 16 {
         entries.par_sort_unstable();
     } else {
         entries.sort_unstable();
     }
-    if let Some(t) = tie {
-        // Runs of equal `on` are rare; only they are reordered by (tie, position).
+    if !ranks.is_empty() {
+        // Runs of equal `on` are rare; only they are reordered by (ranks, position).
         let mut i = 0;
         while i < entries.len() {
             let on = entry_on(entries[i]);
@@ -414,7 +421,10 @@ fn sort_group(entries: &mut [u128], tie: Option<&TieBreaker>) -> bool {
                 j += 1;
             }
             if j - i > 1 {
-                entries[i..j].sort_by_key(|&e| (t.get(entry_pos(e)), entry_pos(e)));
+                entries[i..j].sort_by(|&a, &b| {
+                    let (pa, pb) = (entry_pos(a), entry_pos(b));
+                    ranks.cmp(pa, pb).then(pa.cmp(&pb))
+                });
             }
             i = j;
         }
@@ -422,116 +432,10 @@ fn sort_group(entries: &mut [u128], tie: Option<&TieBreaker>) -> bool {
     true
 }
 
-/// How to pick a match, in the comparison unit of `on`.
-#[derive(Debug, Clone, Copy)]
-pub struct Rule {
-    pub direction: Direction,
-    pub allow_exact: bool,
-    /// Largest allowed |on_right - t|, inclusive; `None` for no limit.
-    pub tolerance: Option<u64>,
-}
-
-impl Rule {
-    /// The entry (index into the group) that matches time `t`, if any.
-    pub fn pick(&self, group: &[u128], t: i64) -> Option<usize> {
-        let on = |k: usize| entry_on(group[k]);
-        // Backward: the last entry with on <= t (< t), which by the group order is the greatest
-        // tie-breaker, then the last in input order, among equal `on`.
-        let back = || {
-            let k = if self.allow_exact {
-                group.partition_point(|&e| entry_on(e) <= t)
-            } else {
-                group.partition_point(|&e| entry_on(e) < t)
-            };
-            k.checked_sub(1)
-        };
-        // Forward: the first entry with on >= t (> t), then the last entry sharing its `on`.
-        let fwd = || {
-            let k = if self.allow_exact {
-                group.partition_point(|&e| entry_on(e) < t)
-            } else {
-                group.partition_point(|&e| entry_on(e) <= t)
-            };
-            (k < group.len()).then(|| {
-                let v = on(k);
-                k + group[k..].partition_point(|&e| entry_on(e) <= v) - 1
-            })
-        };
-        let dist = |k: usize| (on(k) as i128 - t as i128).unsigned_abs();
-        let hit = match self.direction {
-            Direction::Backward => back(),
-            Direction::Forward => fwd(),
-            Direction::Nearest => match (back(), fwd()) {
-                (Some(b), Some(f)) => Some(if dist(b) <= dist(f) { b } else { f }),
-                (b, f) => b.or(f),
-            },
-        }?;
-        match self.tolerance {
-            Some(tol) if dist(hit) > tol as u128 => None,
-            _ => Some(hit),
-        }
-    }
-}
-
-/// The matching right position for every left row (NONE where nothing matches).
-///
-/// Left rows are visited in group order, so consecutive searches hit the same group while it is in
-/// cache instead of one cold group per row, and each row's (time, row) is read from the grouped copy
-/// rather than from two random places. The order is a counting sort by group when there are not many
-/// more groups than left rows, else a plain sort of (group, row) pairs (a few left rows against a right
-/// with millions of groups should not pay for a histogram over all of them).
-pub fn search(index: &Index, left_ids: &[u32], left_on: &[i64], rule: Rule) -> Vec<u32> {
-    let n = left_ids.len();
-    let mut out = vec![NONE; n];
-    let ptr = SharedMut(out.as_mut_ptr());
-    let write = |j: usize, group: &[u128], t: i64| {
-        if let Some(e) = rule.pick(group, t) {
-            // SAFETY: each left row j is visited once, so each slot is written by one thread once.
-            unsafe { ptr.write(j, entry_pos(group[e])) };
-        }
-    };
-    if index.n_groups() > 4 * n + 1024 {
-        let mut order: Vec<u64> = (0..n)
-            .filter(|&j| left_ids[j] != NONE)
-            .map(|j| ((left_ids[j] as u64) << 32) | j as u64)
-            .collect();
-        order.par_sort_unstable();
-        order.par_chunks(1 << 13).for_each(|keys| {
-            for &k in keys {
-                let j = k as u32 as usize;
-                write(j, index.group((k >> 32) as u32), left_on[j]);
-            }
-        });
-        return out;
-    }
-    let (offsets, rows) = group_rows(left_ids, index.n_groups(), |_| |j| entry(left_on[j], j as u32));
-    // Runs of whole groups of about 8k left rows each, one rayon task per run.
-    let mut tasks = Vec::new();
-    let mut g0 = 0;
-    let n_groups = index.n_groups();
-    while g0 < n_groups {
-        let mut g1 = g0 + 1;
-        while g1 < n_groups && offsets[g1] - offsets[g0] < 1 << 13 {
-            g1 += 1;
-        }
-        tasks.push(g0..g1);
-        g0 = g1;
-    }
-    tasks.into_par_iter().for_each(|groups| {
-        for g in groups {
-            let group = index.group(g as u32);
-            for &r in &rows[offsets[g] as usize..offsets[g + 1] as usize] {
-                write(entry_pos(r) as usize, group, entry_on(r));
-            }
-        }
-    });
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::Int64Array;
+    use arrow::array::{ArrayRef, Int64Array, UInt64Array};
     use std::sync::Arc;
 
     fn split(group: &[u128]) -> (Vec<i64>, Vec<u32>) {
@@ -549,10 +453,6 @@ mod tests {
             .collect()
     }
 
-    fn ents(on: &[i64]) -> Vec<u128> {
-        on.iter().enumerate().map(|(i, &o)| entry(o, i as u32)).collect()
-    }
-
     #[test]
     fn entries_keep_the_order_of_on_then_position() {
         let vals = [i64::MIN, -1, 0, 1, i64::MAX];
@@ -563,19 +463,11 @@ mod tests {
         assert_eq!(entry_pos(entry(-5, u32::MAX - 1)), u32::MAX - 1);
     }
 
-    fn rule(direction: Direction, allow_exact: bool, tolerance: Option<u64>) -> Rule {
-        Rule {
-            direction,
-            allow_exact,
-            tolerance,
-        }
-    }
-
     #[test]
     fn counting_sort_groups_stably_and_orders_by_time() {
         let ids = [1, 0, NONE, 1, 0, 1];
         let on = [30, 5, 0, 10, 5, 30];
-        let idx = Index::build(&ids, &OnSource::Values(&on), 3, None);
+        let idx = Index::build(&ids, &OnSource::Values(&on), 3, &Ranks::default());
         assert_eq!(split(idx.group(0)), (vec![5i64, 5], vec![1u32, 4]));
         assert_eq!(split(idx.group(1)), (vec![10i64, 30, 30], vec![3u32, 0, 5]));
         assert_eq!(idx.group(2).len(), 0);
@@ -587,7 +479,7 @@ mod tests {
         let n = 200_000usize;
         let ids: Vec<u32> = (0..n).map(|i| ((i * 7919) % 1000) as u32).collect();
         let on: Vec<i64> = (0..n).map(|i| ((i * 104_729) % 5000) as i64).collect();
-        let idx = Index::build(&ids, &OnSource::Values(&on), 1000, None);
+        let idx = Index::build(&ids, &OnSource::Values(&on), 1000, &Ranks::default());
         let mut expect: Vec<(u32, i64, u32)> = (0..n).map(|i| (ids[i], on[i], i as u32)).collect();
         expect.sort();
         assert_eq!(flatten(&idx, 1000), expect);
@@ -600,11 +492,11 @@ mod tests {
         let c = [3i64, 2];
         let src = OnSource::Chunks {
             chunks: vec![&a, &b, &c],
-            starts: vec![0, 3, 3],
+            starts: Starts::new([3, 0, 2]),
             mult: 10,
         };
         let ids = [0, 1, 0, 1, 0];
-        let idx = Index::build(&ids, &src, 2, None);
+        let idx = Index::build(&ids, &src, 2, &Ranks::default());
         assert_eq!(split(idx.group(0)), (vec![20, 50, 70], vec![4, 0, 2]));
         assert_eq!(split(idx.group(1)), (vec![10, 30], vec![1, 3]));
         let mut r = src.reader(3);
@@ -626,7 +518,7 @@ mod tests {
             .collect();
         let on: Vec<i64> = (0..n).map(|i| ((i * 40_503) % 7_919) as i64 - 4_000).collect();
         assert!(two_pass_shift(&ids, n_groups).is_some());
-        let idx = Index::build(&ids, &OnSource::Values(&on), n_groups, None);
+        let idx = Index::build(&ids, &OnSource::Values(&on), n_groups, &Ranks::default());
         let mut expect: Vec<(u32, i64, u32)> = (0..n)
             .filter(|&i| ids[i] != NONE)
             .map(|i| (ids[i], on[i], i as u32))
@@ -645,100 +537,74 @@ mod tests {
         let ids: Vec<u32> = (0..100_000u32).map(|i| i / 10).collect();
         let on: Vec<i64> = (0..100_000i64).map(|i| i % 10).collect();
         assert_eq!(
-            Index::build(&ids, &OnSource::Values(&on), 10_000, None)
+            Index::build(&ids, &OnSource::Values(&on), 10_000, &Ranks::default())
                 .stats
                 .groups_sorted,
             0
         );
     }
 
+    fn col(chunks: Vec<ArrayRef>) -> Column {
+        Column {
+            name: "r".into(),
+            data_type: chunks[0].data_type().clone(),
+            chunks,
+        }
+    }
+
     #[test]
-    fn tie_breaker_orders_equal_times_with_nulls_lowest() {
-        let tie = TieBreaker::new(vec![
+    fn ranks_order_equal_times_with_nulls_lowest() {
+        let tie = col(vec![
             Arc::new(Int64Array::from(vec![Some(5), None])),
             Arc::new(Int64Array::from(vec![Some(1), Some(5)])),
         ]);
-        let idx = Index::build(&[0, 0, 0, 0], &OnSource::Values(&[7, 7, 7, 7]), 1, Some(&tie));
+        let one = [tie.clone()];
+        let ranks = Ranks::new(&one).unwrap();
+        let idx = Index::build(&[0, 0, 0, 0], &OnSource::Values(&[7, 7, 7, 7]), 1, &ranks);
         // null (1), then 1 (2), then the two 5s in input order (0, 3).
         assert_eq!(split(idx.group(0)).1, vec![1, 2, 0, 3]);
-        let r = rule(Direction::Backward, true, None);
-        assert_eq!(entry_pos(idx.group(0)[r.pick(idx.group(0), 7).unwrap()]), 3);
-        let f = rule(Direction::Forward, true, None);
-        assert_eq!(entry_pos(idx.group(0)[f.pick(idx.group(0), 0).unwrap()]), 3);
+        // A second rank column (a write sequence) orders the 5s against their input order.
+        let seq = col(vec![Arc::new(UInt64Array::from(vec![9, 0, 0, 3]))]);
+        let two = [tie, seq];
+        let ranks = Ranks::new(&two).unwrap();
+        let idx = Index::build(&[0, 0, 0, 0], &OnSource::Values(&[7, 7, 7, 7]), 1, &ranks);
+        assert_eq!(split(idx.group(0)).1, vec![1, 2, 3, 0]);
+        assert_eq!(idx.stats.groups_sorted, 1);
     }
 
     #[test]
-    fn directions_exactness_and_tolerance_boundaries() {
-        let on = ents(&[10i64, 20, 20, 30]);
-        let b = rule(Direction::Backward, true, None);
-        assert_eq!(b.pick(&on, 9), None);
-        assert_eq!(b.pick(&on, 20), Some(2));
-        assert_eq!(b.pick(&on, 25), Some(2));
-        let bx = rule(Direction::Backward, false, None);
-        assert_eq!(bx.pick(&on, 20), Some(0));
-        let f = rule(Direction::Forward, true, None);
-        assert_eq!(f.pick(&on, 11), Some(2));
-        assert_eq!(f.pick(&on, 31), None);
-        let fx = rule(Direction::Forward, false, None);
-        assert_eq!(fx.pick(&on, 20), Some(3));
-        let n = rule(Direction::Nearest, true, None);
-        assert_eq!(n.pick(&on, 15), Some(0)); // equal distance: the earlier one
-        assert_eq!(n.pick(&on, 16), Some(2));
-        assert_eq!(n.pick(&on, 100), Some(3));
-        let bt = rule(Direction::Backward, true, Some(5));
-        assert_eq!(bt.pick(&on, 35), Some(3)); // boundary t - tol is inclusive
-        assert_eq!(bt.pick(&on, 36), None);
-        let ft = rule(Direction::Forward, true, Some(5));
-        assert_eq!(ft.pick(&on, 5), Some(0));
-        assert_eq!(ft.pick(&on, 4), None);
-        let nt = rule(Direction::Nearest, false, Some(0));
-        assert_eq!(nt.pick(&on, 20), None);
-        // Extremes do not overflow.
-        let ext = ents(&[i64::MIN, i64::MAX]);
-        assert_eq!(
-            rule(Direction::Nearest, true, Some(u64::MAX)).pick(&ext, 0),
-            Some(1)
-        ); // MAX is one closer than MIN
-        assert_eq!(
-            rule(Direction::Forward, true, Some(1)).pick(&ext, i64::MIN + 1),
-            None
-        );
-    }
-
-    #[test]
-    fn search_uses_each_rows_group() {
-        let idx = Index::build(&[0, 1, 0], &OnSource::Values(&[1, 1, 3]), 2, None);
-        let got = search(
-            &idx,
-            &[0, 1, NONE, 0],
-            &[2, 5, 5, 0],
-            rule(Direction::Backward, true, None),
-        );
-        assert_eq!(got, vec![0, 1, NONE, NONE]);
-    }
-
-    #[test]
-    fn grouped_search_matches_a_direct_search_on_both_paths() {
-        let n = 100_000usize;
-        let rids: Vec<u32> = (0..n).map(|i| (i % 997) as u32).collect();
-        let ron: Vec<i64> = (0..n).map(|i| ((i * 31) % 1000) as i64).collect();
-        // Groups 997.. are empty; 20k groups make a 200-row left take the sort path.
-        let idx = Index::build(&rids, &OnSource::Values(&ron), 20_000, None);
-        let lids: Vec<u32> = (0..50_000u32)
-            .map(|j| if j % 13 == 0 { NONE } else { (j * 7) % 997 })
+    fn ranks_agree_with_a_brute_force_sort_on_both_build_paths() {
+        // Many equal times per group, ranks with nulls and repeats, over chunks; enough rows and
+        // groups that the two-pass build runs too.
+        let n = 400_000usize;
+        let n_groups = 5_003usize;
+        let ids: Vec<u32> = (0..n).map(|i| ((i * 2_654_435_761) % n_groups) as u32).collect();
+        let on: Vec<i64> = (0..n).map(|i| ((i * 7) % 13) as i64).collect();
+        let tie: Vec<Option<i64>> = (0..n)
+            .map(|i| (i % 11 != 0).then_some(((i * 31) % 5) as i64))
             .collect();
-        let lon: Vec<i64> = (0..50_000i64).map(|j| (j * 17) % 1100).collect();
-        let r = rule(Direction::Nearest, false, Some(40));
-        let got = search(&idx, &lids, &lon, r);
-        for j in 0..lids.len() {
-            let expect = if lids[j] == NONE {
-                NONE
-            } else {
-                let g = idx.group(lids[j]);
-                r.pick(g, lon[j]).map_or(NONE, |e| entry_pos(g[e]))
-            };
-            assert_eq!(got[j], expect, "left row {j}");
+        let seq: Vec<i64> = (0..n).map(|i| ((i * 40_503) % 1_000_003) as i64).collect();
+        let cut = n / 3;
+        let cols = [
+            col(vec![
+                Arc::new(Int64Array::from(tie[..cut].to_vec())),
+                Arc::new(Int64Array::from(tie[cut..].to_vec())),
+            ]),
+            col(vec![Arc::new(Int64Array::from(seq.clone()))]),
+        ];
+        let ranks = Ranks::new(&cols).unwrap();
+        assert!(two_pass_shift(&ids, n_groups).is_some());
+        let mut sorted_ids = ids.clone();
+        sorted_ids.sort();
+        for ids in [&ids, &sorted_ids] {
+            let idx = Index::build(ids, &OnSource::Values(&on), n_groups, &ranks);
+            let mut expect: Vec<(u32, i64, Option<i64>, i64, u32)> = (0..n)
+                .map(|i| (ids[i], on[i], tie[i], seq[i], i as u32))
+                .collect();
+            expect.sort();
+            let got: Vec<(u32, i64, u32)> = flatten(&idx, n_groups);
+            let want: Vec<(u32, i64, u32)> = expect.iter().map(|e| (e.0, e.1, e.4)).collect();
+            assert_eq!(got, want);
         }
-        assert_eq!(search(&idx, &lids[..200], &lon[..200], r), got[..200]);
     }
 }

@@ -1,25 +1,25 @@
-//! Join keys -> dense group ids (u32), one dictionary shared by both sides and built from the right.
+//! Key columns -> dense group ids (u32), one dictionary built from one side (`build`) and, for a join,
+//! looked up by the other (`probe`).
 //!
-//! Ids are what the index partitions the right by and what a left row looks its group up with, so the
-//! keys themselves are read once and never copied. Two ways to get them:
-//! - a single integer key whose range on the right is small: id = key - min (no hashing at all);
+//! Ids are what the index partitions rows by and what a probe row looks its group up with, so the keys
+//! themselves are read once and never copied. Two ways to get them:
+//! - a single integer key whose range on the build side is small: id = key - min (no hashing at all);
 //! - otherwise a hash map from the key (an order-preserving u64, or the key's bytes) to the next free id,
-//!   filled in right-row order. Composite keys are combined column by column through a map from the pair
+//!   filled in build-row order. Composite keys are combined column by column through a map from the pair
 //!   (id so far, id of the next column) to a new id.
 //!
-//! Either way a right side sorted by its key gets non-decreasing ids, which keeps the index build's
-//! scatter a straight copy. A null anywhere in a key gives [`NONE`]: that row never matches.
+//! Either way a build side sorted by its key gets non-decreasing ids, which keeps the index build's
+//! scatter a straight copy. A null anywhere in a key gives [`NONE`]: that row is in no group.
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{Array, ArrayRef};
 use arrow::datatypes::*;
 use hashbrown::HashMap;
 use rayon::prelude::*;
 
+use super::{check_count, NONE};
+use crate::column::{par_chunks, with_bytes, with_int, OrdU64};
 use crate::error::{Error, Result};
 use crate::table::Column;
-
-/// The id of a row that can take part in no match (null key component, null `on`, key absent on the right).
-pub const NONE: u32 = u32::MAX;
 
 type FastMap<K> = HashMap<K, u32, foldhash::fast::RandomState>;
 
@@ -40,167 +40,28 @@ fn key_kind(name: &str, dt: &DataType, what: &str) -> Result<KeyKind> {
         other => {
             return Err(Error::Dtype(format!(
                 "key column {name:?} of {what} has type {other}; a `by` key must be an integer, string or \
-                 binary column. Cast it (e.g. to int64 or string) before the join"
+                 binary column. Cast it (e.g. to int64 or string) first"
             )))
         }
     })
 }
 
-/// Maps integers of either signedness onto u64 keeping their order, so one code path serves all widths.
-pub(crate) trait OrdU64: Copy {
-    fn ord_u64(self) -> u64;
-}
-macro_rules! ord_signed {
-    ($($t:ty),*) => {$(impl OrdU64 for $t {
-        #[inline] fn ord_u64(self) -> u64 { (self as i64 as u64) ^ (1 << 63) }
-    })*};
-}
-macro_rules! ord_unsigned {
-    ($($t:ty),*) => {$(impl OrdU64 for $t {
-        #[inline] fn ord_u64(self) -> u64 { self as u64 }
-    })*};
-}
-ord_signed!(i8, i16, i32, i64);
-ord_unsigned!(u8, u16, u32, u64);
-
-/// Runs `$body` with `$a` bound to `$arr` downcast to its concrete integer array type.
-macro_rules! with_int {
-    ($arr:expr, $a:ident => $body:expr) => {{
-        let arr: &dyn Array = $arr;
-        match arr.data_type() {
-            DataType::Int8 => {
-                let $a = arr.as_primitive::<Int8Type>();
-                $body
-            }
-            DataType::Int16 => {
-                let $a = arr.as_primitive::<Int16Type>();
-                $body
-            }
-            DataType::Int32 => {
-                let $a = arr.as_primitive::<Int32Type>();
-                $body
-            }
-            DataType::Int64 => {
-                let $a = arr.as_primitive::<Int64Type>();
-                $body
-            }
-            DataType::UInt8 => {
-                let $a = arr.as_primitive::<UInt8Type>();
-                $body
-            }
-            DataType::UInt16 => {
-                let $a = arr.as_primitive::<UInt16Type>();
-                $body
-            }
-            DataType::UInt32 => {
-                let $a = arr.as_primitive::<UInt32Type>();
-                $body
-            }
-            DataType::UInt64 => {
-                let $a = arr.as_primitive::<UInt64Type>();
-                $body
-            }
-            dt => unreachable!("integer type checked before, got {dt}"),
-        }
-    }};
-}
-pub(crate) use with_int;
-
-/// Runs `$body` with `$get` a closure from row index to the row's bytes, for any string/binary layout.
-macro_rules! with_bytes {
-    ($arr:expr, $get:ident => $body:expr) => {{
-        let arr: &dyn Array = $arr;
-        match arr.data_type() {
-            DataType::Utf8 => {
-                let a = arr.as_string::<i32>();
-                let $get = |i: usize| a.value(i).as_bytes();
-                $body
-            }
-            DataType::LargeUtf8 => {
-                let a = arr.as_string::<i64>();
-                let $get = |i: usize| a.value(i).as_bytes();
-                $body
-            }
-            DataType::Utf8View => {
-                let a = arr.as_string_view();
-                let $get = |i: usize| a.value(i).as_bytes();
-                $body
-            }
-            DataType::Binary => {
-                let a = arr.as_binary::<i32>();
-                let $get = |i: usize| a.value(i);
-                $body
-            }
-            DataType::LargeBinary => {
-                let a = arr.as_binary::<i64>();
-                let $get = |i: usize| a.value(i);
-                $body
-            }
-            DataType::BinaryView => {
-                let a = arr.as_binary_view();
-                let $get = |i: usize| a.value(i);
-                $body
-            }
-            dt => unreachable!("byte type checked before, got {dt}"),
-        }
-    }};
-}
-
-/// The raw i64 counts of a timestamp array of any unit.
-pub(crate) fn timestamp_values(arr: &dyn Array) -> &[i64] {
-    match arr.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => arr.as_primitive::<TimestampSecondType>().values(),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            arr.as_primitive::<TimestampMillisecondType>().values()
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            arr.as_primitive::<TimestampMicrosecondType>().values()
-        }
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
-            arr.as_primitive::<TimestampNanosecondType>().values()
-        }
-        dt => unreachable!("timestamp type checked before, got {dt}"),
-    }
-}
-
-/// Calls `f(chunk, first row within the chunk, out)` on pieces of `out` that line up with the chunks of a
-/// column, in parallel. `out` has one slot per row of the whole column.
-pub(crate) fn par_chunks<T: Send>(
-    chunks: &[ArrayRef],
-    out: &mut [T],
-    f: impl Fn(&dyn Array, usize, &mut [T]) + Sync,
-) {
-    const TASK: usize = 1 << 16;
-    let mut tasks = Vec::new();
-    let mut rest = out;
-    for c in chunks {
-        let mut local = 0;
-        while local < c.len() {
-            let m = TASK.min(c.len() - local);
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(m);
-            tasks.push((c.as_ref(), local, head));
-            rest = tail;
-            local += m;
-        }
-    }
-    tasks.into_par_iter().for_each(|(c, local, out)| f(c, local, out));
-}
-
-/// Group ids of both sides: `right[i]`/`left[j]` in `0..n_groups` or [`NONE`].
+/// Group ids of both sides of a join: `build[i]`/`probe[j]` in `0..n_groups` or [`NONE`].
 #[derive(Debug)]
 pub struct GroupIds {
-    pub right: Vec<u32>,
-    pub left: Vec<u32>,
+    pub build: Vec<u32>,
+    pub probe: Vec<u32>,
     pub n_groups: usize,
 }
 
-/// Checks that the key columns of the two sides can be compared, then assigns group ids.
-/// `keys` holds (left column, right column) pairs; no keys means one group holding every row.
-pub fn group_ids(keys: &[(Column, Column)], n_left: usize, n_right: usize) -> Result<GroupIds> {
+/// Checks that the key columns of the two sides can be compared, then assigns group ids from the
+/// build side. `keys` holds (probe column, build column) pairs; no keys means one group holding every
+/// row. More than `u32::MAX - 1` rows on either side is an `InvalidArgument` error.
+pub fn group_ids(keys: &[(Column, Column)], n_probe: usize, n_build: usize) -> Result<GroupIds> {
     let mut kinds = Vec::with_capacity(keys.len());
     for (l, r) in keys {
-        let kl = key_kind(&l.name, &l.data_type, "left")?;
-        let kr = key_kind(&r.name, &r.data_type, "right")?;
+        let kl = key_kind(&l.name, &l.data_type, "the left table")?;
+        let kr = key_kind(&r.name, &r.data_type, "the right table")?;
         if kl != kr {
             return Err(Error::Dtype(format!(
                 "key column {:?} is {} on the left but {} on the right; both sides must be integers of \
@@ -210,23 +71,13 @@ pub fn group_ids(keys: &[(Column, Column)], n_left: usize, n_right: usize) -> Re
         }
         kinds.push(kl);
     }
-    // Row positions are u32 throughout the kernel (NONE = u32::MAX is reserved).
-    for (n, what, fix) in [
-        (n_right, "right", "Split it by key"),
-        (n_left, "left", "Join it in slices"),
-    ] {
-        if n >= NONE as usize {
-            return Err(Error::InvalidArgument(format!(
-                "the {what} table has {n} rows; at most {} are supported. {fix}",
-                NONE - 1
-            )));
-        }
-    }
+    check_count(n_build, "the right table", "rows")?;
+    check_count(n_probe, "the left table", "rows")?;
     let mut acc: Option<GroupIds> = None;
     for ((l, r), kind) in keys.iter().zip(kinds) {
         let ids = match kind {
-            KeyKind::Signed | KeyKind::Unsigned => int_ids(l, r, n_left, n_right),
-            KeyKind::Text | KeyKind::Bytes => bytes_ids(l, r, n_left, n_right),
+            KeyKind::Signed | KeyKind::Unsigned => int_ids(&l.chunks, &r.chunks, n_probe, n_build),
+            KeyKind::Text | KeyKind::Bytes => bytes_ids(&l.chunks, &r.chunks, n_probe, n_build),
         };
         acc = Some(match acc {
             None => ids,
@@ -234,15 +85,34 @@ pub fn group_ids(keys: &[(Column, Column)], n_left: usize, n_right: usize) -> Re
         });
     }
     Ok(acc.unwrap_or_else(|| GroupIds {
-        right: vec![0; n_right],
-        left: vec![0; n_left],
+        build: vec![0; n_build],
+        probe: vec![0; n_probe],
         n_groups: 1,
     }))
 }
 
-fn int_ids(l: &Column, r: &Column, n_left: usize, n_right: usize) -> GroupIds {
-    let (lo, hi) = r
-        .chunks
+/// Group ids of one table's rows (`n` of them) by `keys`: `(ids, n_groups)`, ids in `0..n_groups` or
+/// [`NONE`] for a row with a null key. No keys means one group.
+pub fn group_ids_of(keys: &[Column], n: usize) -> Result<(Vec<u32>, usize)> {
+    let none: Vec<ArrayRef> = Vec::new();
+    let mut pairs = Vec::with_capacity(keys.len());
+    for k in keys {
+        key_kind(&k.name, &k.data_type, "the table")?;
+        pairs.push((
+            Column {
+                name: k.name.clone(),
+                data_type: k.data_type.clone(),
+                chunks: none.clone(),
+            },
+            k.clone(),
+        ));
+    }
+    let ids = group_ids(&pairs, 0, n)?;
+    Ok((ids.build, ids.n_groups))
+}
+
+fn int_ids(probe: &[ArrayRef], build: &[ArrayRef], n_probe: usize, n_build: usize) -> GroupIds {
+    let (lo, hi) = build
         .par_iter()
         .map(|c| {
             with_int!(c.as_ref(), a => {
@@ -259,18 +129,19 @@ fn int_ids(l: &Column, r: &Column, n_left: usize, n_right: usize) -> GroupIds {
             })
         })
         .reduce(|| (u64::MAX, 0), |a, b| (a.0.min(b.0), a.1.max(b.1)));
-    let mut right = vec![NONE; n_right];
-    let mut left = vec![NONE; n_left];
+    let mut right = vec![NONE; n_build];
+    let mut left = vec![NONE; n_probe];
     if lo > hi {
-        // No non-null key on the right: nothing can match.
+        // No non-null key on the build side: nothing can match.
         return GroupIds {
-            right,
-            left,
+            build: right,
+            probe: left,
             n_groups: 0,
         };
     }
     let range = hi - lo;
-    if range <= 2 * n_right as u64 + 1024 {
+    // Offsets are ids only while every one of them stays below NONE.
+    if range <= 2 * n_build as u64 + 1024 && range < NONE as u64 {
         let fill = |c: &dyn Array, local: usize, out: &mut [u32]| {
             with_int!(c, a => {
                 let vals = &a.values()[local..local + out.len()];
@@ -281,20 +152,21 @@ fn int_ids(l: &Column, r: &Column, n_left: usize, n_right: usize) -> GroupIds {
                 }
             })
         };
-        par_chunks(&r.chunks, &mut right, fill);
-        par_chunks(&l.chunks, &mut left, fill);
+        par_chunks(build, &mut right, fill);
+        par_chunks(probe, &mut left, fill);
         return GroupIds {
-            right,
-            left,
+            build: right,
+            probe: left,
             n_groups: range as usize + 1,
         };
     }
     let mut map: FastMap<u64> = FastMap::default();
     let mut row = 0;
-    for c in &r.chunks {
+    for c in build {
         with_int!(c.as_ref(), a => {
             for (i, v) in a.values().iter().enumerate() {
                 if a.is_valid(i) {
+                    // At most one id per row, and rows were checked to be fewer than NONE.
                     let next = map.len() as u32;
                     right[row + i] = *map.entry(v.ord_u64()).or_insert(next);
                 }
@@ -302,7 +174,7 @@ fn int_ids(l: &Column, r: &Column, n_left: usize, n_right: usize) -> GroupIds {
         });
         row += c.len();
     }
-    par_chunks(&l.chunks, &mut left, |c, local, out| {
+    par_chunks(probe, &mut left, |c, local, out| {
         with_int!(c, a => {
             for (k, o) in out.iter_mut().enumerate() {
                 let i = local + k;
@@ -313,18 +185,18 @@ fn int_ids(l: &Column, r: &Column, n_left: usize, n_right: usize) -> GroupIds {
         })
     });
     GroupIds {
-        right,
-        left,
+        build: right,
+        probe: left,
         n_groups: map.len(),
     }
 }
 
-fn bytes_ids(l: &Column, r: &Column, n_left: usize, n_right: usize) -> GroupIds {
-    let mut right = vec![NONE; n_right];
-    let mut left = vec![NONE; n_left];
+fn bytes_ids(probe: &[ArrayRef], build: &[ArrayRef], n_probe: usize, n_build: usize) -> GroupIds {
+    let mut right = vec![NONE; n_build];
+    let mut left = vec![NONE; n_probe];
     let mut map: FastMap<&[u8]> = FastMap::default();
     let mut row = 0;
-    for c in &r.chunks {
+    for c in build {
         with_bytes!(c.as_ref(), get => {
             for i in 0..c.len() {
                 if c.is_valid(i) {
@@ -335,7 +207,7 @@ fn bytes_ids(l: &Column, r: &Column, n_left: usize, n_right: usize) -> GroupIds 
         });
         row += c.len();
     }
-    par_chunks(&l.chunks, &mut left, |c, local, out| {
+    par_chunks(probe, &mut left, |c, local, out| {
         with_bytes!(c, get => {
             for (k, o) in out.iter_mut().enumerate() {
                 let i = local + k;
@@ -346,8 +218,8 @@ fn bytes_ids(l: &Column, r: &Column, n_left: usize, n_right: usize) -> GroupIds 
         })
     });
     GroupIds {
-        right,
-        left,
+        build: right,
+        probe: left,
         n_groups: map.len(),
     }
 }
@@ -356,10 +228,10 @@ fn bytes_ids(l: &Column, r: &Column, n_left: usize, n_right: usize) -> GroupIds 
 fn combine(a: GroupIds, b: GroupIds) -> GroupIds {
     let pair = |x: u32, y: u32| ((x as u64) << 32) | y as u64;
     let mut map: FastMap<u64> = FastMap::default();
-    let right: Vec<u32> = a
-        .right
+    let build: Vec<u32> = a
+        .build
         .iter()
-        .zip(&b.right)
+        .zip(&b.build)
         .map(|(&x, &y)| {
             if x == NONE || y == NONE {
                 return NONE;
@@ -368,10 +240,10 @@ fn combine(a: GroupIds, b: GroupIds) -> GroupIds {
             *map.entry(pair(x, y)).or_insert(next)
         })
         .collect();
-    let left: Vec<u32> = a
-        .left
+    let probe: Vec<u32> = a
+        .probe
         .par_iter()
-        .zip(&b.left)
+        .zip(&b.probe)
         .map(|(&x, &y)| {
             if x == NONE || y == NONE {
                 NONE
@@ -381,8 +253,8 @@ fn combine(a: GroupIds, b: GroupIds) -> GroupIds {
         })
         .collect();
     GroupIds {
-        right,
-        left,
+        build,
+        probe,
         n_groups: map.len(),
     }
 }
@@ -404,12 +276,12 @@ mod tests {
     /// Two rows get the same id exactly when their keys are equal (ids are an injective relabeling).
     fn assert_same_partition(ids: &GroupIds, lkeys: &[Option<i64>], rkeys: &[Option<i64>]) {
         for (i, rk) in rkeys.iter().enumerate() {
-            assert_eq!(ids.right[i] == NONE, rk.is_none());
+            assert_eq!(ids.build[i] == NONE, rk.is_none());
             for (j, lk) in lkeys.iter().enumerate() {
                 let same = rk.is_some() && rk == lk;
                 assert_eq!(
                     same,
-                    ids.right[i] != NONE && ids.right[i] == ids.left[j],
+                    ids.build[i] != NONE && ids.build[i] == ids.probe[j],
                     "r{i} l{j}"
                 );
             }
@@ -433,8 +305,8 @@ mod tests {
             ]))],
         );
         let ids = group_ids(&[(l, r)], 5, 4).unwrap();
-        assert_eq!(ids.right, vec![0, NONE, 2, 0]);
-        assert_eq!(ids.left, vec![2, NONE, NONE, 0, NONE]);
+        assert_eq!(ids.build, vec![0, NONE, 2, 0]);
+        assert_eq!(ids.probe, vec![2, NONE, NONE, 0, NONE]);
         assert_eq!(ids.n_groups, 3);
     }
 
@@ -457,7 +329,7 @@ mod tests {
         let r = col("k", vec![Arc::new(Int32Array::from(vec![1, 2]))]);
         let l = col("k", vec![Arc::new(Int64Array::from(vec![2, 1, 3]))]);
         let ids = group_ids(&[(l, r)], 3, 2).unwrap();
-        assert_eq!(ids.left, vec![ids.right[1], ids.right[0], NONE]);
+        assert_eq!(ids.probe, vec![ids.build[1], ids.build[0], NONE]);
     }
 
     #[test]
@@ -469,7 +341,11 @@ mod tests {
         let l = col("k", vec![Arc::new(Int64Array::from(vec![1i64]))]);
         assert!(matches!(group_ids(&[(l, r)], 1, 1), Err(Error::Dtype(_))));
         let f = col("k", vec![Arc::new(arrow::array::Float64Array::from(vec![1.0]))]);
-        assert!(matches!(group_ids(&[(f.clone(), f)], 1, 1), Err(Error::Dtype(_))));
+        assert!(matches!(
+            group_ids(&[(f.clone(), f.clone())], 1, 1),
+            Err(Error::Dtype(_))
+        ));
+        assert!(matches!(group_ids_of(&[f], 1), Err(Error::Dtype(_))));
     }
 
     #[test]
@@ -498,13 +374,16 @@ mod tests {
             vec![Arc::new(Int64Array::from(vec![Some(1), Some(2), None, Some(1)]))],
         );
         let ids = group_ids(&[(l1.clone(), r1.clone())], 4, 4).unwrap();
-        assert_eq!(ids.left, vec![ids.right[1], ids.right[0], ids.right[0], NONE]);
-        let ids = group_ids(&[(l1, r1), (l2, r2)], 4, 4).unwrap();
+        assert_eq!(ids.probe, vec![ids.build[1], ids.build[0], ids.build[0], NONE]);
+        let ids = group_ids(&[(l1, r1.clone()), (l2, r2.clone())], 4, 4).unwrap();
         // right keys: (a,1) (b,1) (null,1) (a,2); left: (b,1) (a,2) (a,null) (c,1)
-        assert_eq!(ids.right[2], NONE);
-        assert_ne!(ids.right[0], ids.right[3]);
-        assert_eq!(ids.left, vec![ids.right[1], ids.right[3], NONE, NONE]);
+        assert_eq!(ids.build[2], NONE);
+        assert_ne!(ids.build[0], ids.build[3]);
+        assert_eq!(ids.probe, vec![ids.build[1], ids.build[3], NONE, NONE]);
         assert_eq!(ids.n_groups, 3);
+        // One table alone gets the same partition as the build side of a join.
+        let (one, n) = group_ids_of(&[r1, r2], 4).unwrap();
+        assert_eq!((one, n), (ids.build, 3));
     }
 
     #[test]
@@ -514,6 +393,11 @@ mod tests {
             vec![Arc::new(StringArray::from(vec!["a", "a", "b", "c", "c"]))],
         );
         let ids = group_ids(&[(r.clone(), r)], 5, 5).unwrap();
-        assert!(ids.right.windows(2).all(|w| w[0] <= w[1]));
+        assert!(ids.build.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn no_keys_is_one_group() {
+        assert_eq!(group_ids_of(&[], 3).unwrap(), (vec![0, 0, 0], 1));
     }
 }

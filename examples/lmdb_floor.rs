@@ -1,0 +1,164 @@
+//! The physical floor of an online lookup: LMDB's own cost (`mdb_get` in a Rust loop, no Python, no
+//! decoding) beside the serving plan called from Rust, over the workload of `benches/compare_serving.py`
+//! (100k keys x 5 float64, 100 random keys per batch). Prints ns per key.
+//!
+//!     cargo run --release --example lmdb_floor
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use skewless::error::Result;
+use skewless::online::{key, write, Store, WriteSpec};
+use skewless::serve::{KeyColumn, KeyValues, PartSpec, Plan, Request};
+use skewless::table::Table;
+
+const N: i64 = 100_000;
+const BATCHES: usize = 2_000;
+
+/// xorshift: a fixed stream of keys without another dependency.
+struct Rng(u64);
+impl Rng {
+    fn key(&mut self) -> i64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % N as u64) as i64
+    }
+}
+
+fn p50(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("skewless-floor-{}", std::process::id()));
+    let store = Store::open(&dir, Some(1 << 28), None)?;
+    let mut fields = vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+    ];
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(0..N)),
+        Arc::new(
+            TimestampMicrosecondArray::from(vec![1_700_000_000_000_000; N as usize]).with_timezone("UTC"),
+        ),
+    ];
+    for j in 0..5 {
+        fields.push(Field::new(format!("f{j}"), DataType::Float64, true));
+        cols.push(Arc::new(Float64Array::from_iter_values(
+            (0..N).map(|i| (i * 5 + j) as f64),
+        )));
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), cols).map_err(skewless::error::Error::from)?;
+    let keys = ["id".to_string()];
+    let spec = WriteSpec {
+        keys: &keys,
+        timestamp: "ts",
+        created: None,
+    };
+    write(&store, "v", &Table::new(schema, vec![batch]), &spec)?;
+    let prefix = store.view_prefix("v")?.unwrap_or_default();
+    let data = store.data();
+
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let batches: Vec<Vec<i64>> = (0..BATCHES)
+        .map(|_| (0..100).map(|_| rng.key()).collect())
+        .collect();
+    let encode = |k: i64| {
+        let mut b = prefix.to_vec();
+        key::push_i64(&mut b, k);
+        b
+    };
+
+    // mdb_get over 100 keys in one read transaction (request order, then sorted), and one key per
+    // transaction: the floor under any binding.
+    let floor = |sorted: bool| -> Result<f64> {
+        let mut per = Vec::with_capacity(BATCHES);
+        for b in &batches {
+            let mut ks: Vec<Vec<u8>> = b.iter().map(|&k| encode(k)).collect();
+            if sorted {
+                ks.sort_unstable();
+            }
+            let t = Instant::now();
+            let found = store.read(|txn| {
+                let mut n = 0usize;
+                for k in &ks {
+                    n += data
+                        .get(txn, k)
+                        .map_err(skewless::online::env::storage)?
+                        .map_or(0, |v| v.len());
+                }
+                Ok(n)
+            })?;
+            per.push(t.elapsed().as_nanos() as f64 / 100.0);
+            assert!(found > 0);
+        }
+        Ok(p50(per))
+    };
+    let unsorted = floor(false)?;
+    let sorted = floor(true)?;
+    let mut one = Vec::with_capacity(BATCHES * 10);
+    for b in &batches {
+        for &k in &b[..10] {
+            let kb = encode(k);
+            let t = Instant::now();
+            let n = store.read(|txn| {
+                Ok(data
+                    .get(txn, &kb)
+                    .map_err(skewless::online::env::storage)?
+                    .map_or(0, |v| v.len()))
+            })?;
+            one.push(t.elapsed().as_nanos() as f64);
+            assert!(n > 0);
+        }
+    }
+
+    // The serving plan from Rust: keys given as values, checked, encoded, sorted, looked up, decoded.
+    let plan = Plan::new(
+        store.clone(),
+        vec![PartSpec {
+            view: "v".into(),
+            keys: vec!["id".into()],
+            columns: (0..5).map(|j| format!("f{j}")).collect(),
+            ttl_micros: None,
+            version: 1,
+            declared: vec![DataType::Float64; 5],
+        }],
+    )?;
+    let mut values = vec![0.0; 500];
+    let mut status = vec![0i8; 100];
+    let mut per = Vec::with_capacity(BATCHES);
+    for b in &batches {
+        let req = Request {
+            n: 100,
+            cols: vec![KeyColumn {
+                values: KeyValues::Int(b.iter().map(|&k| k.into()).collect()),
+                valid: vec![],
+            }],
+        };
+        let t = Instant::now();
+        plan.get_f64(&req, 1_800_000_000_000_000, &mut values, &mut status)?;
+        per.push(t.elapsed().as_nanos() as f64 / 100.0);
+    }
+    println!("| LMDB floor (Rust, heed mdb_get, no decoding) | ns per key |");
+    println!("| --- | ---: |");
+    println!("| 100 random keys, one read txn, request order | {unsorted:.0} |");
+    println!("| 100 random keys, one read txn, keys sorted first | {sorted:.0} |");
+    println!("| one key in its own read txn | {:.0} |", p50(one));
+    println!(
+        "| serving plan get_f64 (100 keys: check, encode, sort, get, decode 5 f64) | {:.0} |",
+        p50(per)
+    );
+    drop(plan);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

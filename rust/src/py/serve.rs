@@ -1,0 +1,223 @@
+//! Bindings of the serving plan (`crate::serve`): `ServingPlan` is compiled once by
+//! `FeatureStore.online_reader` and called per request; `Served` holds one `get` answer in Arrow until
+//! Python asks for it (so a request that only reads statuses or one column converts nothing else).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::pyarrow::FromPyArrow;
+use numpy::PyArray2;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::error::Error;
+use crate::py::arrow::to_pyarrow;
+use crate::py::errors::{guard, run_detached, run_guarded, to_py};
+use crate::py::keys;
+use crate::py::online::{served_at, PyOnlineStore};
+use crate::serve::{PartSpec, Plan};
+
+/// Requests at least this large release the GIL; below it, releasing costs more than the lookups.
+const DETACH_ROWS: usize = 1024;
+
+type NumpyOut<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i8>>);
+
+/// A compiled serving plan over one online store (see ``skewless.serving.OnlineReader``, which wraps it).
+///
+/// ``parts``: one tuple per view, ``(view, join_keys, features, ttl_us or None, version, types)`` where
+/// ``types`` are the declared pyarrow types of the features (used until the view has online data).
+#[pyclass(module = "skewless._core", name = "ServingPlan", frozen)]
+pub struct PyPlan {
+    plan: Arc<Plan>,
+}
+
+#[pymethods]
+impl PyPlan {
+    #[new]
+    fn new(py: Python<'_>, store: &PyOnlineStore, parts: &Bound<'_, PyList>) -> PyResult<Self> {
+        guard(py, || {
+            let mut specs = Vec::with_capacity(parts.len());
+            for p in parts.iter() {
+                #[allow(clippy::type_complexity)]
+                let (view, keys, columns, ttl, version, types): (
+                    String,
+                    Vec<String>,
+                    Vec<String>,
+                    Option<i64>,
+                    u64,
+                    Vec<Bound<'_, PyAny>>,
+                ) = p.extract()?;
+                let declared = types
+                    .iter()
+                    .map(|t| {
+                        DataType::from_pyarrow_bound(t).map_err(|e| {
+                            to_py(
+                                py,
+                                Error::InvalidArgument(format!(
+                                    "a declared type of view {view:?} is not a pyarrow type: {e}"
+                                )),
+                            )
+                        })
+                    })
+                    .collect::<PyResult<Vec<_>>>()?;
+                specs.push(PartSpec {
+                    view,
+                    keys,
+                    columns,
+                    ttl_micros: ttl,
+                    version,
+                    declared,
+                });
+            }
+            let s = store.store.clone();
+            let plan = run_detached(py, || Plan::new(s, specs))?;
+            Ok(PyPlan { plan: Arc::new(plan) })
+        })
+    }
+
+    /// Feature values as float64 ``[n, features]`` and statuses int8 ``[n, views]``.
+    #[pyo3(signature = (entity_rows, as_of=None))]
+    fn get_numpy<'py>(
+        &self,
+        py: Python<'py>,
+        entity_rows: &Bound<'py, PyAny>,
+        as_of: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<NumpyOut<'py>> {
+        guard(py, || {
+            let plan = &*self.plan;
+            run_guarded(py, || plan.check_numeric())?;
+            let at = served_at(py, as_of)?;
+            let req = keys::request(py, entity_rows, &plan.key_names)?;
+            let (n, w, v) = (req.n, plan.width, plan.n_views());
+            // Filled in Rust, then handed to numpy without a copy (and without numpy's borrow tracking).
+            let mut vs = vec![0.0f64; n * w];
+            let mut ss = vec![0i8; n * v];
+            if n >= DETACH_ROWS {
+                run_detached(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
+            } else {
+                run_guarded(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
+            }
+            let shape = |e: numpy::ndarray::ShapeError| to_py(py, Error::Internal(e.to_string()));
+            let values = PyArray2::from_owned_array(
+                py,
+                numpy::ndarray::Array2::from_shape_vec((n, w), vs).map_err(shape)?,
+            );
+            let status = PyArray2::from_owned_array(
+                py,
+                numpy::ndarray::Array2::from_shape_vec((n, v), ss).map_err(shape)?,
+            );
+            Ok((values, status))
+        })
+    }
+
+    /// The answer to ``entity_rows`` as a :class:`Served` (entity columns, features, statuses, served_at).
+    #[pyo3(signature = (entity_rows, as_of=None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        entity_rows: &Bound<'_, PyAny>,
+        as_of: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyServed> {
+        guard(py, || {
+            let plan = &*self.plan;
+            let at = served_at(py, as_of)?;
+            let req = keys::request(py, entity_rows, &plan.key_names)?;
+            let (features, status) = if req.n >= DETACH_ROWS {
+                run_detached(py, || plan.get_arrow(&req, at))?
+            } else {
+                run_guarded(py, || plan.get_arrow(&req, at))?
+            };
+            let keys: Vec<ArrayRef> = req.cols.iter().map(keys::key_array).collect();
+            let v = plan.n_views();
+            let status = numpy::ndarray::Array2::from_shape_vec((req.n, v), status)
+                .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
+            Ok(PyServed {
+                plan: self.plan.clone(),
+                keys,
+                features,
+                status: PyArray2::from_owned_array(py, status).unbind(),
+                served_at: at,
+                n: req.n,
+            })
+        })
+    }
+
+    /// The request's entity columns (every view's join keys, first appearance first).
+    #[getter]
+    fn key_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        guard(py, || Ok(self.plan.key_names.clone()))
+    }
+
+    /// ``[(view, definition version)]`` in plan order.
+    #[getter]
+    fn versions(&self, py: Python<'_>) -> PyResult<Vec<(String, u64)>> {
+        guard(py, || {
+            Ok(self
+                .plan
+                .versions()
+                .into_iter()
+                .map(|(v, n)| (v.to_string(), n))
+                .collect())
+        })
+    }
+}
+
+/// One served answer: features as Arrow arrays, statuses ``[n, views]``, the instant served at.
+#[pyclass(module = "skewless._core", name = "Served", frozen)]
+pub struct PyServed {
+    plan: Arc<Plan>,
+    keys: Vec<ArrayRef>,
+    features: Vec<ArrayRef>,
+    status: Py<PyArray2<i8>>,
+    served_at: i64,
+    n: usize,
+}
+
+#[pymethods]
+impl PyServed {
+    /// The answer as a ``pyarrow.Table``: the entity columns, then the features named ``names``.
+    fn table(&self, py: Python<'_>, names: Vec<String>) -> PyResult<Py<PyAny>> {
+        guard(py, || {
+            if names.len() != self.features.len() {
+                return Err(to_py(
+                    py,
+                    Error::InvalidArgument(format!(
+                        "{} names for {} features",
+                        names.len(),
+                        self.features.len()
+                    )),
+                ));
+            }
+            let mut fields = Vec::with_capacity(self.keys.len() + names.len());
+            let mut cols = Vec::with_capacity(fields.capacity());
+            for (k, a) in self.plan.key_names.iter().zip(&self.keys) {
+                fields.push(Field::new(k, a.data_type().clone(), true));
+                cols.push(a.clone());
+            }
+            for (name, a) in names.iter().zip(&self.features) {
+                fields.push(Field::new(name, a.data_type().clone(), true));
+                cols.push(a.clone());
+            }
+            let schema = Arc::new(Schema::new(fields));
+            let batch = run_guarded(py, || Ok(RecordBatch::try_new(schema.clone(), cols)?))?;
+            to_pyarrow(py, schema, vec![batch])
+        })
+    }
+
+    /// Statuses, int8 ``[n, views]`` (``skewless.online.Status``).
+    #[getter]
+    fn status(&self, py: Python<'_>) -> PyResult<Py<PyArray2<i8>>> {
+        guard(py, || Ok(self.status.clone_ref(py)))
+    }
+
+    /// The request instant, UTC microseconds.
+    #[getter]
+    fn served_at_us(&self, py: Python<'_>) -> PyResult<i64> {
+        guard(py, || Ok(self.served_at))
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        guard(py, || Ok(self.n))
+    }
+}

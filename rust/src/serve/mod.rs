@@ -1,0 +1,489 @@
+//! The serving plan: the one entry point that answers an online request for features of several views.
+//!
+//! A [`Plan`] is compiled once from a list of parts (a view, the features it serves, its TTL and the
+//! registry version of its definition) and then called per request. One call:
+//!
+//! 1. opens ONE LMDB read transaction for every view of the plan;
+//! 2. resolves, inside that transaction, any view that had no online data when the plan was compiled
+//!    (a service may start before the first write; such a view answers `NOT_FOUND` until it appears);
+//! 3. encodes each entity's key once per distinct key signature (views with the same join keys share the
+//!    encoded bytes; only the 4-byte view prefix differs), with checked conversions: a key that does not
+//!    fit the stored key type is a `Dtype` error, never a silent miss;
+//! 4. sorts a batch's encoded keys before walking the B-tree (neighbouring lookups share pages), then
+//!    scatters results back to request order;
+//! 5. applies the status rule of [`crate::online::status`] at the request instant (`served_at`): a value
+//!    from after it is `NOT_YET_VALID`, one older than `served_at - ttl` is `EXPIRED`;
+//! 6. decodes straight into the output: float64 rows for `get_f64`, Arrow arrays (real nulls, NaN kept)
+//!    for `get_arrow`.
+//!
+//! Later stages (window evaluation at the request instant, transforms, imputation, the served-feature
+//! log) attach here: they consume the per-part results this module produces, in request order.
+
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::{new_null_array, ArrayRef};
+use arrow::datatypes::DataType;
+use heed::RoTxn;
+
+use crate::error::{Error, Result};
+use crate::online::env::Store;
+use crate::online::key;
+use crate::online::read::{lookup, KeyBatch, Out, Resolved};
+use crate::online::schema::Kind;
+use crate::online::status::{Window, NOT_FOUND, PRESENT};
+
+/// One part of a plan: which view, which of its features, and how to serve them.
+#[derive(Clone, Debug)]
+pub struct PartSpec {
+    pub view: String,
+    /// The view's join keys, in the view's key order (request columns of these names form its key).
+    pub keys: Vec<String>,
+    /// The features served from this view, in output order.
+    pub columns: Vec<String>,
+    /// Values older than `served_at - ttl` are expired; `None`: never.
+    pub ttl_micros: Option<i64>,
+    /// The registry version of the view's definition, returned with every response.
+    pub version: u64,
+    /// The Arrow type of each feature as declared, for answering before the view has online data.
+    pub declared: Vec<DataType>,
+}
+
+struct Part {
+    spec: PartSpec,
+    /// Indices of `spec.keys` among the plan's request columns.
+    key_idx: Vec<usize>,
+    /// First feature of this part in the output row.
+    offset: usize,
+    /// Set once, by the first request that finds the view's schema.
+    resolved: OnceLock<Ready>,
+}
+
+/// A part whose view has online data: the view, and its key signature (request column and stored key
+/// kind per key part), which decides which parts share encoded keys.
+struct Ready {
+    view: Resolved,
+    sig: Vec<(usize, Kind)>,
+}
+
+/// The request's entity columns, one per plan key (`Plan::key_names`), all of one length.
+pub struct Request {
+    pub n: usize,
+    pub cols: Vec<KeyColumn>,
+}
+
+/// One entity column of a request, as given by the caller: checked against each view's stored key type
+/// when it is encoded.
+pub struct KeyColumn {
+    pub values: KeyValues,
+    /// `valid[i] == false`: the caller gave no key (None); the row is not found. Empty: all valid.
+    pub valid: Vec<bool>,
+}
+
+pub enum KeyValues {
+    /// Integers, wide enough for both i64 and u64 keys so that range checks are exact.
+    Int(Vec<i128>),
+    /// UTF-8 strings, `data[ends[i-1]..ends[i]]`.
+    Str {
+        data: Vec<u8>,
+        ends: Vec<usize>,
+    },
+    Bin {
+        data: Vec<u8>,
+        ends: Vec<usize>,
+    },
+}
+
+impl KeyColumn {
+    fn len(&self) -> usize {
+        match &self.values {
+            KeyValues::Int(v) => v.len(),
+            KeyValues::Str { ends, .. } | KeyValues::Bin { ends, .. } => ends.len(),
+        }
+    }
+
+    #[inline]
+    fn is_valid(&self, i: usize) -> bool {
+        self.valid.is_empty() || self.valid[i]
+    }
+}
+
+#[inline]
+fn var<'a>(data: &'a [u8], ends: &[usize], i: usize) -> &'a [u8] {
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    &data[start..ends[i]]
+}
+
+/// Batches at least this large are sorted before the lookups (below it sorting costs more than it saves).
+const SORT_MIN: usize = 16;
+
+pub struct Plan {
+    store: Arc<Store>,
+    /// The request's entity columns: every part's join keys, in order of first appearance.
+    pub key_names: Vec<String>,
+    parts: Vec<Part>,
+    /// Number of features (output columns) over all parts.
+    pub width: usize,
+}
+
+/// Encoded keys of one key signature, with the order to walk them in.
+struct Group<'p> {
+    sig: &'p [(usize, Kind)],
+    keys: KeyBatch,
+    order: Vec<u32>,
+}
+
+impl Plan {
+    /// Compiles a plan. Views that already have online data are resolved now (so a wrong feature name
+    /// fails here); the others are resolved by the first request that finds them.
+    pub fn new(store: Arc<Store>, specs: Vec<PartSpec>) -> Result<Plan> {
+        if specs.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a serving plan needs at least one feature view".into(),
+            ));
+        }
+        let mut key_names: Vec<String> = Vec::new();
+        let mut parts = Vec::with_capacity(specs.len());
+        let mut offset = 0;
+        for spec in specs {
+            if spec.keys.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "view {:?} has no join keys",
+                    spec.view
+                )));
+            }
+            if spec.declared.len() != spec.columns.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "view {:?}: {} features but {} declared types",
+                    spec.view,
+                    spec.columns.len(),
+                    spec.declared.len()
+                )));
+            }
+            if spec.ttl_micros.is_some_and(|t| t < 0) {
+                return Err(Error::InvalidArgument(format!(
+                    "view {:?} has a negative ttl; pass a non-negative one or None",
+                    spec.view
+                )));
+            }
+            let mut key_idx = Vec::with_capacity(spec.keys.len());
+            for k in &spec.keys {
+                let at = match key_names.iter().position(|n| n == k) {
+                    Some(i) => i,
+                    None => {
+                        key_names.push(k.clone());
+                        key_names.len() - 1
+                    }
+                };
+                key_idx.push(at);
+            }
+            let width = spec.columns.len();
+            parts.push(Part {
+                spec,
+                key_idx,
+                offset,
+                resolved: OnceLock::new(),
+            });
+            offset += width;
+        }
+        let plan = Plan {
+            store,
+            key_names,
+            parts,
+            width: offset,
+        };
+        let (store, data_parts) = (&plan.store, &plan.parts);
+        store.read(|txn| {
+            for p in data_parts {
+                resolve(store, txn, p)?;
+            }
+            Ok(())
+        })?;
+        Ok(plan)
+    }
+
+    /// `(view, definition version)` of every part, in plan order.
+    pub fn versions(&self) -> Vec<(&str, u64)> {
+        self.parts
+            .iter()
+            .map(|p| (p.spec.view.as_str(), p.spec.version))
+            .collect()
+    }
+
+    /// Number of parts (views): the width of the status output.
+    pub fn n_views(&self) -> usize {
+        self.parts.len()
+    }
+
+    pub fn views(&self) -> Vec<&str> {
+        self.parts.iter().map(|p| p.spec.view.as_str()).collect()
+    }
+
+    /// Output feature names, in order (the part's column names; the caller renames).
+    pub fn columns(&self) -> Vec<&str> {
+        self.parts
+            .iter()
+            .flat_map(|p| p.spec.columns.iter().map(|c| c.as_str()))
+            .collect()
+    }
+
+    /// Whether every feature can be returned as float64 (stored kind, or declared type while the view
+    /// has no online data).
+    pub fn check_numeric(&self) -> Result<()> {
+        for p in &self.parts {
+            match p.resolved.get() {
+                Some(r) => r.view.check_numeric("get_numpy")?,
+                None => {
+                    for (c, t) in p.spec.columns.iter().zip(&p.spec.declared) {
+                        if !(t.is_integer() || t.is_floating() || *t == DataType::Boolean) {
+                            return Err(Error::Dtype(format!(
+                                "get_numpy returns float64, but feature '{c}' of view '{}' is {t}; use get(), or \
+                                 a reader of numeric features only",
+                                p.spec.view
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves `req` at `served_at` into `values` (row-major `n x width`, null / missing / expired / not
+    /// yet valid as NaN) and `status` (row-major `n x parts`). Call [`Plan::check_numeric`] first.
+    pub fn get_f64(
+        &self,
+        req: &Request,
+        served_at: i64,
+        values: &mut [f64],
+        status: &mut [i8],
+    ) -> Result<()> {
+        let (n, w, v) = (req.n, self.width, self.parts.len());
+        if values.len() != n * w || status.len() != n * v {
+            return Err(Error::Internal("output buffers do not match the request".into()));
+        }
+        self.walk(req, served_at, |pi, part, res, rows| {
+            let cols = part.spec.columns.len();
+            for (i, (s, val)) in rows.iter().enumerate() {
+                status[i * v + pi] = *s;
+                let out = &mut values[i * w + part.offset..i * w + part.offset + cols];
+                match res {
+                    Some(r) if *s == PRESENT => {
+                        for (o, &j) in out.iter_mut().zip(&r.cols) {
+                            *o = r.layout.f64_at(val, j);
+                        }
+                    }
+                    _ => out.fill(f64::NAN),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Serves `req` at `served_at`: one Arrow array per feature (stored types; nulls are nulls, a stored
+    /// NaN stays NaN) and the statuses (row-major `n x parts`).
+    pub fn get_arrow(&self, req: &Request, served_at: i64) -> Result<(Vec<ArrayRef>, Vec<i8>)> {
+        let (n, v) = (req.n, self.parts.len());
+        let mut status = vec![NOT_FOUND; n * v];
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.width);
+        self.walk(req, served_at, |pi, part, res, rows| {
+            for (i, (s, _)) in rows.iter().enumerate() {
+                status[i * v + pi] = *s;
+            }
+            match res {
+                None => {
+                    for t in &part.spec.declared {
+                        arrays.push(new_null_array(t, n));
+                    }
+                }
+                Some(r) => {
+                    for &j in &r.cols {
+                        let mut out = Out::new(&r.schema.values[j].kind, n);
+                        for (s, val) in rows {
+                            if *s != PRESENT || !r.layout.is_valid(val, j) {
+                                out.null();
+                            } else {
+                                out.push(&r.layout, val, j)?;
+                            }
+                        }
+                        arrays.push(out.finish());
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok((arrays, status))
+    }
+
+    /// Runs the lookups of every part in one read transaction and hands each part's results, in
+    /// request order, to `f(part index, part, resolved view (None: no online data yet), rows)` where
+    /// `rows[i]` is row i's status and stored value (empty unless the status is PRESENT).
+    fn walk(
+        &self,
+        req: &Request,
+        served_at: i64,
+        mut f: impl FnMut(usize, &Part, Option<&Resolved>, &[(i8, &[u8])]) -> Result<()>,
+    ) -> Result<()> {
+        if req.cols.len() != self.key_names.len() || req.cols.iter().any(|c| c.len() != req.n) {
+            return Err(Error::Internal(
+                "the request's key columns do not match the plan".into(),
+            ));
+        }
+        let n = req.n;
+        let store = &*self.store;
+        let data = store.data();
+        store.read(|txn| {
+            let mut groups: Vec<Group<'_>> = Vec::new();
+            let mut part_group: Vec<Option<usize>> = Vec::with_capacity(self.parts.len());
+            for p in &self.parts {
+                let Some(r) = resolve(store, txn, p)? else {
+                    part_group.push(None);
+                    continue;
+                };
+                match groups.iter().position(|g| g.sig == r.sig.as_slice()) {
+                    Some(g) => part_group.push(Some(g)),
+                    None => {
+                        groups.push(encode_group(&r.sig, req, &self.key_names)?);
+                        part_group.push(Some(groups.len() - 1));
+                    }
+                }
+            }
+            let mut kbuf = [0u8; key::MAX_KEY_BYTES];
+            let mut rows: Vec<(i8, &[u8])> = vec![(NOT_FOUND, &[][..]); n];
+            for (pi, (p, g)) in self.parts.iter().zip(&part_group).enumerate() {
+                rows.fill((NOT_FOUND, &[][..]));
+                let res = p.resolved.get().map(|r| &r.view);
+                if let (Some(r), Some(g)) = (res, g) {
+                    let g = &groups[*g];
+                    let window = Window::new(served_at, p.spec.ttl_micros);
+                    kbuf[..4].copy_from_slice(&r.prefix);
+                    for &i in &g.order {
+                        let i = i as usize;
+                        rows[i] = lookup(&data, txn, &mut kbuf, g.keys.key(i), &r.layout, window)?;
+                    }
+                }
+                f(pi, p, res, &rows)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The part's resolved view, resolving it from `txn` when its schema has appeared.
+fn resolve<'p>(store: &Store, txn: &RoTxn, p: &'p Part) -> Result<Option<&'p Ready>> {
+    if let Some(r) = p.resolved.get() {
+        return Ok(Some(r));
+    }
+    let Some((schema, prefix)) = store.view_in(txn, &p.spec.view)? else {
+        return Ok(None);
+    };
+    let names: Vec<&str> = schema.keys.iter().map(|c| c.name.as_str()).collect();
+    if names != p.spec.keys {
+        return Err(Error::SchemaMismatch(format!(
+            "view {:?} is keyed by {names:?} in the online store, but the plan serves it by {:?}; \
+             rebuild the online data of that view (materialize) or fix the definition",
+            p.spec.view, p.spec.keys
+        )));
+    }
+    let sig = p
+        .key_idx
+        .iter()
+        .zip(&schema.keys)
+        .map(|(&i, c)| (i, c.kind.clone()))
+        .collect();
+    let view = Resolved::new(&p.spec.view, schema, prefix, Some(&p.spec.columns))?;
+    // Two threads may resolve at once; both built the same thing, the first one set wins.
+    Ok(Some(p.resolved.get_or_init(|| Ready { view, sig })))
+}
+
+/// Encodes the key of every request row for one key signature (`(request column, stored key kind)` per
+/// key part), with checked conversions. A null key and a key longer than any stored one become the empty
+/// key, which is never stored: they are not found.
+pub fn encode_keys(sig: &[(usize, Kind)], req: &Request, names: &[String]) -> Result<KeyBatch> {
+    let n = req.n;
+    let mut b = KeyBatch::with_capacity(n * sig.len());
+    let last = sig.len().saturating_sub(1);
+    for i in 0..n {
+        let start = b.bytes.len();
+        let mut null = false;
+        for (pos, (c, kind)) in sig.iter().enumerate() {
+            let col = &req.cols[*c];
+            if !col.is_valid(i) {
+                null = true;
+                break;
+            }
+            push_part(&mut b.bytes, col, i, kind, pos == last, &names[*c])?;
+        }
+        if null || b.bytes.len() - start > key::MAX_KEY_BYTES - 4 {
+            b.bytes.truncate(start);
+        }
+        b.finish_key();
+    }
+    Ok(b)
+}
+
+/// The keys of one signature and the order to look them up in: sorted, so that neighbouring lookups
+/// walk the same B-tree pages.
+fn encode_group<'p>(sig: &'p [(usize, Kind)], req: &Request, names: &[String]) -> Result<Group<'p>> {
+    let keys = encode_keys(sig, req, names)?;
+    let mut order: Vec<u32> = (0..req.n as u32).collect();
+    if req.n >= SORT_MIN {
+        order.sort_unstable_by(|&a, &b| keys.key(a as usize).cmp(keys.key(b as usize)));
+    }
+    Ok(Group { sig, keys, order })
+}
+
+/// Appends one key part, checking that the caller's value fits the stored key type exactly.
+#[inline]
+fn push_part(
+    out: &mut Vec<u8>,
+    col: &KeyColumn,
+    i: usize,
+    kind: &Kind,
+    last: bool,
+    name: &str,
+) -> Result<()> {
+    match (&col.values, kind) {
+        (KeyValues::Int(v), k) if k.is_signed_int() || k.is_unsigned_int() => {
+            let x = v[i];
+            let (lo, hi): (i128, i128) = match k {
+                Kind::I8 => (i8::MIN.into(), i8::MAX.into()),
+                Kind::I16 => (i16::MIN.into(), i16::MAX.into()),
+                Kind::I32 => (i32::MIN.into(), i32::MAX.into()),
+                Kind::I64 => (i64::MIN.into(), i64::MAX.into()),
+                Kind::U8 => (0, u8::MAX.into()),
+                Kind::U16 => (0, u16::MAX.into()),
+                Kind::U32 => (0, u32::MAX.into()),
+                _ => (0, u64::MAX.into()),
+            };
+            if x < lo || x > hi {
+                return Err(Error::Dtype(format!(
+                    "join key {name:?} = {x} does not fit the stored key type {}; pass keys in its range",
+                    k.arrow_type()
+                )));
+            }
+            // In range, so the narrowing below is exact.
+            if k.is_signed_int() {
+                key::push_i64(out, x as i64);
+            } else {
+                key::push_u64(out, x as u64);
+            }
+        }
+        (KeyValues::Str { data, ends }, Kind::Str) => key::push_bytes(out, var(data, ends, i), last),
+        (KeyValues::Bin { data, ends }, Kind::Bin) => key::push_bytes(out, var(data, ends, i), last),
+        (given, k) => {
+            let what = match given {
+                KeyValues::Int(_) => "integers",
+                KeyValues::Str { .. } => "strings",
+                KeyValues::Bin { .. } => "bytes",
+            };
+            return Err(Error::Dtype(format!(
+                "join key {name:?} holds {what}, but the view stores it as {}; pass keys of that type",
+                k.arrow_type()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
