@@ -69,6 +69,42 @@ def test_multiprocessing_fork_pool_uses_the_parents_reader(tmp_path):
         assert values == [[2.0] * COLS, [1.0] * COLS]
 
 
+_FS_READER = None
+
+
+def _fs_read_in_worker(user: int) -> tuple[int, list[float], int]:
+    assert _FS_READER is not None
+    values, status = _FS_READER.get_numpy([user])
+    return os.getpid(), values[0].tolist(), int(status[0, 0])
+
+
+def test_feature_store_reader_opened_before_a_fork_pool(tmp_path):
+    """The FeatureStore's online reader (the README's serving example) through a fork, like the raw one."""
+    import skewless as sk
+
+    global _FS_READER
+    store = sk.FeatureStore(str(tmp_path / "fs"))
+    user = sk.Entity("user", join_keys=["user_id"], dtype=sk.Int64)
+    spend = sk.FeatureView("spend", [user], [sk.Field("amount", sk.Float64)])
+    store.apply([user, spend])
+    t = pa.array(np.full(3, int(T0.timestamp() * 1e6)), pa.timestamp("us", "UTC"))
+    store.write("spend", pa.table({"user_id": [1, 2, 3], "event_timestamp": t, "amount": [1.5, 2.5, 3.5]}))
+    _FS_READER = store.online_reader(["spend:amount"])
+    assert _FS_READER.get_numpy([1])[0].tolist() == [[1.5]]  # used before the fork
+    try:
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            out = pool.map(_fs_read_in_worker, [1, 2, 3, 4] * 5, chunksize=1)
+    finally:
+        _FS_READER = None
+    assert {pid for pid, _, _ in out} - {os.getpid()}
+    want = {1: [1.5], 2: [2.5], 3: [3.5]}
+    for (_, values, status), user_id in zip(out, [1, 2, 3, 4] * 5, strict=True):
+        if user_id in want:
+            assert status == 0 and values == want[user_id]
+        else:
+            assert status == 1  # not found
+
+
 def test_threads_share_one_reader_while_another_process_writes(tmp_path):
     path = str(tmp_path / "s")
     store = OnlineStore(path)
