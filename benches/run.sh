@@ -11,3 +11,4 @@ python -m pytest benches -q -p no:cacheprovider --benchmark-only \
 python benches/compare_peers.py "$size"
 python benches/compare_online.py
 python benches/compare_store.py "$size"
+python benches/serve_http.py --requests 2000

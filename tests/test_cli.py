@@ -129,3 +129,13 @@ def test_entry_point_runs_as_a_process(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "registry.json").exists()
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    import skewless
+
+    r = subprocess.run([sys.executable, "-m", "skewless.cli", "--version"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"skewless {version('skewless')}" == f"skewless {skewless.__version__}"

@@ -18,7 +18,10 @@ from conftest import snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64
-from skewless.errors import InvalidArgumentError, RegistryError, StorageError
+from skewless.errors import DtypeError, InvalidArgumentError, RegistryError, StorageError
+
+# pyarrow before 26 cannot read a null Array row back from Parquet; skewless then refuses to write one.
+NULL_ARRAYS_UNREADABLE = int(pa.__version__.split(".")[0]) < 26
 
 TS = pa.timestamp("us", tz="UTC")
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -272,7 +275,6 @@ def test_history_files_carry_page_checksums(tmp_path):
 @pytest.mark.parametrize("mode", ["dense", "sparse", "nested"])
 def test_asof_join_refuses_union_value_columns(mode):
     import skewless
-    from skewless.errors import DtypeError
 
     types = pa.array([0, 1], pa.int8())
     if mode == "dense":
@@ -307,6 +309,11 @@ def test_null_element_inside_an_array_is_refused_by_write(tmp_path):
     assert snapshot(str(tmp_path)) == before
     # A whole null array is stored and served as null on both paths.
     data["e"] = pa.array([[1.0, 2.0], None], pa.list_(pa.float32(), 2))
+    if NULL_ARRAYS_UNREADABLE:
+        with pytest.raises(DtypeError, match="Upgrade pyarrow to 26"):
+            s.write("emb", data)
+        assert snapshot(str(tmp_path)) == before
+        return
     s.write("emb", data)
     labels = {"user_id": [1, 2], "event_timestamp": pa.array([T0, T0], TS)}
     off = s.get_historical_features(labels, ["emb:e"]).column("e").to_pylist()
@@ -334,7 +341,6 @@ def test_online_store_refuses_a_null_element_inside_an_array(tmp_path):
 def test_write_revalidates_under_the_lock_after_another_process_applies(tmp_path, monkeypatch):
     from skewless import String
     from skewless import store as store_mod
-    from skewless.errors import DtypeError
 
     s = FeatureStore(tmp_path)
     s.apply([user, view()])
@@ -448,14 +454,16 @@ def test_materialize_with_an_instant_out_of_range_is_invalid_argument(tmp_path, 
 def test_out_of_range_timestamps_are_dtype_errors(tmp_path):
     import pandas as pd
     from skewless import Timestamp
-    from skewless.errors import DtypeError
 
     fv = FeatureView("t", [user], [Field("at", Timestamp)])
     s = FeatureStore(tmp_path)
     s.apply([user, fv])
     before = snapshot(str(tmp_path))
+    PD_MIN = pd.Timestamp.min.tz_localize("UTC")
     cases = [
-        pd.DataFrame({"user_id": [1], "event_timestamp": [T0], "at": [pd.Timestamp.min.tz_localize("UTC")]}),
+        # pandas 2 keeps Timestamp.min in nanoseconds, which fits in microseconds: only pandas 3 overflows.
+        *[pd.DataFrame({"user_id": [1], "event_timestamp": [T0], "at": [PD_MIN]})]
+        * (int(pd.__version__.split(".")[0]) >= 3),
         {
             "user_id": [1],
             "event_timestamp": pa.array([T0], TS),
@@ -628,6 +636,7 @@ _arow = st.tuples(
 )
 
 
+@pytest.mark.skipif(NULL_ARRAYS_UNREADABLE, reason="pyarrow < 26 cannot read null Array rows back")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     batches=st.lists(st.lists(_arow, min_size=1, max_size=6), min_size=1, max_size=3),

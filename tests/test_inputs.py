@@ -278,8 +278,14 @@ def test_string_layouts_match_each_other():
         pa.Table.from_pandas(left, preserve_index=False),
         pa.Table.from_pandas(right, preserve_index=False),
     )
-    for a in (pa.string(), pa.large_string(), pa.string_view()):
-        for b in (pa.string(), pa.large_string(), pa.string_view()):
+    layouts = [pa.string(), pa.large_string()]
+    try:
+        pa.array(["a"]).cast(pa.string_view())
+        layouts.append(pa.string_view())
+    except pa.ArrowNotImplementedError:
+        pass  # pyarrow 16 (the floor) has the type but cannot cast to it, so no such input can be made
+    for a in layouts:
+        for b in layouts:
             l_in = lt.set_column(0, "k", lt.column("k").cast(a))
             r_in = rt.set_column(0, "k", rt.column("k").cast(b))
             same(skewless.asof_join(l_in, r_in, on="t", by="k"), want, ["y", "f"])
@@ -376,6 +382,7 @@ def test_sub_microsecond_tolerance_is_refused_not_rounded(tol):
 # ---- findings of issue 8, each as it was reported ------------------------------------------------------
 
 
+@pytest.mark.skipif(not hasattr(pl, "Int128"), reason="this polars has no Int128 (polars 1.0 does not)")
 def test_polars_int128_names_the_column_instead_of_not_arrow_data():
     df = pl.DataFrame({"t": pl.Series([1, 2], dtype=pl.Int128)})
     with pytest.raises(DtypeError, match=r"'t' \(Int128\)"):

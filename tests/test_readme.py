@@ -22,6 +22,20 @@ def test_readme_usage_example(tmp_path, monkeypatch, capsys):
     assert "80.5" in capsys.readouterr().out
 
 
+def test_readme_serving_example_is_the_benchmarked_app():
+    """The FastAPI example in the README is benches/serve_app.py without its comments and docstring."""
+    code = re.search(r"## Serving from a Python service.*?```py\n(.*?)```", README.read_text(), re.S)
+    assert code is not None, "README lost its serving example"
+    app = (README.parent / "benches" / "serve_app.py").read_text()
+    app = re.sub(r'^""".*?"""\n', "", app, flags=re.S)  # module docstring
+
+    def lines(text: str) -> list[str]:
+        out = [ln.split("  #")[0].rstrip() for ln in text.splitlines()]
+        return [ln for ln in out if ln.strip() and not ln.lstrip().startswith(("#", "from __future__"))]
+
+    assert lines(code.group(1)) == lines(app)
+
+
 def test_readme_window_example(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
     code = next((b for b in blocks if "window_aggregate" in b), None)

@@ -213,7 +213,9 @@ def test_names_units_inputs_and_label_order():
         {"user": [1, 1, 2], "ts": [t0, t0 + pd.Timedelta("30min"), t0], "amount": [1.0, 3.0, 5.0]},
         index=[10, 11, 12],
     )
-    labels = pl.DataFrame({"user": [2, 1], "ts": [t0 + pd.Timedelta("1h"), t0 + pd.Timedelta("1h")]})
+    # From datetime, not pd.Timestamp: polars 1.0 drops the zone of pd.Timestamp values (a naive column).
+    t1 = (t0 + pd.Timedelta("1h")).to_pydatetime()
+    labels = pl.DataFrame({"user": [2, 1], "ts": [t1, t1]})
     labels = labels.with_columns(pl.col("ts").dt.cast_time_unit("ms"))
     out = window_aggregate(labels, events, on="ts", by="user", aggregations=aggs)
     assert out.column_names == ["user", "ts"] + [a.name for a in aggs]

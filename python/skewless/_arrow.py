@@ -130,6 +130,13 @@ def _read_table(data: Any, what: str) -> pa.Table:
     if _is(data, "Series", "polars"):
         _named(data.name, what, "polars")
         data = data.to_frame()
+    if _is(data, "DataFrame", "polars") and not hasattr(data, "__arrow_c_stream__"):
+        # polars 1.0 frames have no __arrow_c_stream__ (later ones do); to_arrow shares their buffers.
+        try:
+            return data.to_arrow()
+        except _FAILURES:
+            _polars_culprits(data, what)
+            raise
     if isinstance(data, Mapping):
         return _from_mapping(data, what)
     if isinstance(data, (pa.Array, pa.ChunkedArray)):

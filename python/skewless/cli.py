@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from . import __version__
 from .definitions import Entity, FeatureService, FeatureView
 from .errors import InvalidArgumentError, SkewlessError, UnknownFeatureError
 
@@ -168,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="skewless", description="An embedded feature store: one folder, one definition."
     )
     p.add_argument("--store", default=".", help="the store folder (default: the current directory)")
+    p.add_argument("--version", action="version", version=f"skewless {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("init", help="create an empty store").set_defaults(fn=cmd_init)
     a = sub.add_parser("apply", help="register the definitions a Python file makes")

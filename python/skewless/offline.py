@@ -88,7 +88,14 @@ import pyarrow.parquet as pq
 
 from ._fs import atomic_write, fsync_dir
 from .definitions import _check_name
-from .errors import InvalidArgumentError, MissingColumnError, NaiveTimestampError, SkewlessError, StorageError
+from .errors import (
+    DtypeError,
+    InvalidArgumentError,
+    MissingColumnError,
+    NaiveTimestampError,
+    SkewlessError,
+    StorageError,
+)
 
 __all__ = ["SEQ", "OfflineStore", "tie_rank"]
 
@@ -487,6 +494,24 @@ class OfflineStore:
         return table.num_rows
 
 
+# pyarrow before 26 writes a fixed-size list column that has null rows into Parquet in a form its own
+# reader then rejects ("Expected all lists to be of size=N"), and some of those versions refuse to write
+# it at all. Written, such a file would make the view's whole history unreadable.
+_NULL_FIXED_LISTS_ROUND_TRIP = int(pa.__version__.split(".")[0]) >= 26
+
+
+def _check_round_trips(table: pa.Table) -> None:
+    if _NULL_FIXED_LISTS_ROUND_TRIP:
+        return
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if pa.types.is_fixed_size_list(field.type) and column.null_count:
+            raise DtypeError(
+                f"column {field.name!r} ({field.type}) has {column.null_count} null row(s), which pyarrow "
+                f"{pa.__version__} cannot store in Parquet and read back; nothing was written. Upgrade "
+                "pyarrow to 26 or later, or replace the null rows with lists of NaN"
+            )
+
+
 def _derived_seq_batches(
     frag: ds.ParquetFileFragment,
     number: int,
@@ -583,6 +608,7 @@ def _guarded(
 
 
 def _write_parquet(table: pa.Table, final: str) -> None:
+    _check_round_trips(table)
     body = _layout_body(table.schema, table.num_rows)
     layout = json.dumps({"crc": zlib.crc32(body.encode()), "body": body}).encode()
     table = table.replace_schema_metadata(

@@ -28,10 +28,14 @@ Rules (tested):
 - The map grows by itself (doubling) when full; when it cannot (``max_map_size`` or the address space),
   :class:`skewless.errors.MapFullError` is raised and nothing is written.
 
-Processes: handles on one path in one process share one LMDB environment. After ``os.fork()`` the
-child must open the store itself (``OnlineStore(path)`` in the child); handles inherited from the parent
-raise :class:`skewless.errors.StorageError`. Reader slots of processes that died are reclaimed when a
-process opens the store. Keep the store on a local file system, and never edit its files by hand.
+Processes and threads: handles on one path in one process share one LMDB environment, and any number of
+threads may share a store or a reader. A store or reader opened before ``os.fork()`` (gunicorn
+``--preload``, multiprocessing's fork start method) reopens the environment in the child on its first use
+there, since LMDB forbids using an environment across fork; the one exception is a fork while another
+thread of the parent was inside a read or write on the store, after which the child's handles raise
+:class:`skewless.errors.StorageError` (fork before using the store from threads, or open it after the
+fork). Reader slots of processes that died are reclaimed when a process opens the store. Keep the store
+on a local file system, and never edit its files by hand.
 
 Example:
     >>> import tempfile, datetime as dt, pyarrow as pa
@@ -42,8 +46,8 @@ Example:
     >>> store.write("user", data, keys="id", timestamp="ts")
     WriteResult(rows_written=2, rows_skipped=0)
     >>> values, status = store.reader("user").get_numpy([2, 3])
-    >>> values[0, 0], Status(status[1]).name
-    (np.float64(1.5), 'NOT_FOUND')
+    >>> float(values[0, 0]), Status(status[1]).name
+    (1.5, 'NOT_FOUND')
 """
 
 from __future__ import annotations

@@ -1,18 +1,19 @@
 //! The LMDB environment of a store, shared by every handle on one path in one process.
 //!
 //! LMDB forbids opening one environment twice in a process, so handles go through a process-global
-//! cache keyed by canonical path. Each entry also remembers the fork generation it was opened in: an
-//! environment must not be used across `fork()`, so after a fork the child's inherited handles refuse to
-//! work and a forked child opens the store itself (`OnlineStore(path)` in the child). Opening in the child
-//! first closes the inherited environment (safe there: the child holds none of its locks or reader slots)
-//! and then opens a fresh one.
+//! cache keyed by canonical path. Each store also remembers the fork generation its environment was
+//! opened in: an LMDB environment must not be used across `fork()`, so the first use of a store in a
+//! forked child (gunicorn `--preload`, multiprocessing's fork) closes the inherited environment (safe
+//! there: the child holds none of its locks or reader slots) and opens the files again, behind the same
+//! handle. The one case that cannot be repaired is a fork while another thread was inside a transaction
+//! on the store: its lock stays held forever in the child, which then gets a `Storage` error saying so.
 //!
 //! Every transaction runs under a shared lock; changing the map size takes it exclusively, which is how
 //! this module guarantees LMDB's rule that no transaction of the process is active during a resize.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Once, RwLock, RwLockReadGuard, Weak};
+use std::sync::{Arc, Mutex, Once, RwLock, RwLockReadGuard, TryLockError, Weak};
 
 use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn};
@@ -134,11 +135,12 @@ enum Attempt<T> {
 
 pub struct Store {
     pub path: PathBuf,
-    gen: u64,
+    /// The fork generation `env` was opened in.
+    gen: AtomicU64,
     env: RwLock<Option<Env>>,
     max_map_size: Option<usize>,
-    meta: Db,
-    data: Db,
+    /// The databases of the environment in `env` (database handles belong to one environment).
+    dbs: RwLock<Dbs>,
     /// Reader slots of dead processes cleared when this process opened the environment.
     pub stale_readers_cleared: usize,
 }
@@ -156,6 +158,21 @@ fn page_size() -> usize {
 fn round_to_pages(n: usize) -> usize {
     let p = page_size();
     n.div_ceil(p).max(16) * p
+}
+
+#[derive(Clone, Copy)]
+struct Dbs {
+    meta: Db,
+    data: Db,
+}
+
+/// Opens the files at `path`: the environment, its databases, and how many stale reader slots it cleared.
+fn open_files(path: &Path, map_size: usize) -> Result<(Env, Dbs, usize)> {
+    let env = open_env(path, map_size)?;
+    check_file_size(&env, path)?;
+    let stale = env.clear_stale_readers().map_err(storage)?;
+    let (meta, data) = init_dbs(&env)?;
+    Ok((env, Dbs { meta, data }, stale))
 }
 
 /// The one place an LMDB environment is opened.
@@ -203,24 +220,9 @@ impl Store {
             None => false,
         });
         if let Some(s) = inherited {
-            if s.gen == gen {
-                cache.push((canon, Arc::downgrade(&s)));
-                return Ok(s);
-            }
-            // Opened before a fork: close the parent's environment in this child before opening anew. If a
-            // parent thread held the lock at fork time it stays held forever in the child; then the
-            // environment cannot be closed here, and opening again reports that instead of deadlocking.
-            match s.env.try_write() {
-                Ok(mut g) => *g = None,
-                Err(std::sync::TryLockError::Poisoned(e)) => *e.into_inner() = None,
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    return Err(Error::Storage(format!(
-                        "the online store {} was in use by another thread when this process forked, so the \
-                         child cannot reopen it; open the store only in the child, or fork before using it",
-                        canon.display()
-                    )))
-                }
-            }
+            s.reopen_locked(gen)?;
+            cache.push((canon, Arc::downgrade(&s)));
+            return Ok(s);
         }
         let size = round_to_pages(map_size.unwrap_or(DEFAULT_MAP_SIZE));
         if let Some(m) = max_map_size {
@@ -230,31 +232,65 @@ impl Store {
                 )));
             }
         }
-        let env = open_env(&canon, size)?;
-        check_file_size(&env, &canon)?;
-        let stale = env.clear_stale_readers().map_err(storage)?;
-        let (meta, data) = init_dbs(&env)?;
+        let (env, dbs, stale) = open_files(&canon, size)?;
         let store = Arc::new(Store {
             path: canon.clone(),
-            gen,
+            gen: AtomicU64::new(gen),
             env: RwLock::new(Some(env)),
             max_map_size,
-            meta,
-            data,
+            dbs: RwLock::new(dbs),
             stale_readers_cleared: stale,
         });
         cache.push((canon, Arc::downgrade(&store)));
         Ok(store)
     }
 
-    fn env(&self) -> Result<RwLockReadGuard<'_, Option<Env>>> {
-        if self.gen != FORK_GEN.load(Ordering::Relaxed) {
-            return Err(Error::Storage(format!(
-                "this handle on the online store {} was opened before os.fork(); an LMDB environment must not be \
-                 used across fork. Open OnlineStore(path) again in the child process",
-                self.path.display()
-            )));
+    /// In a process forked after this store was opened: closes the inherited environment and opens the
+    /// files again, once (later calls in the same generation return at once). The caller holds `CACHE`,
+    /// which serializes this with other threads of the child and with `Store::open`.
+    fn reopen_locked(&self, gen: u64) -> Result<()> {
+        if self.gen.load(Ordering::Acquire) == gen {
+            return Ok(());
         }
+        // Every thread of this process waits for the generation to match before it takes the lock, so the
+        // lock can only be held here by a thread of the parent that was inside a transaction at fork time;
+        // it stays held forever in the child, and reporting that beats deadlocking.
+        let mut g = match self.env.try_write() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::Storage(format!(
+                    "the online store {} was in use by another thread when this process forked, so this \
+                     process cannot reopen it; fork before using the store, or open it only after the fork",
+                    self.path.display()
+                )))
+            }
+        };
+        let size = g.as_ref().map_or(DEFAULT_MAP_SIZE, |env| env.info().map_size);
+        *g = None; // closes the inherited environment before LMDB may open the files again
+        let (env, dbs, _) = open_files(&self.path, size)?;
+        *self.dbs.write().unwrap_or_else(|e| e.into_inner()) = dbs;
+        *g = Some(env);
+        self.gen.store(gen, Ordering::Release);
+        Ok(())
+    }
+
+    /// Reopens the environment first when this process was forked after it was opened.
+    fn current_gen(&self) -> Result<()> {
+        let gen = FORK_GEN.load(Ordering::Acquire);
+        if self.gen.load(Ordering::Acquire) != gen {
+            let _cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+            self.reopen_locked(gen)?;
+        }
+        Ok(())
+    }
+
+    fn dbs(&self) -> Dbs {
+        *self.dbs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn env(&self) -> Result<RwLockReadGuard<'_, Option<Env>>> {
+        self.current_gen()?;
         let g = self.env.read().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
             return Err(closed());
@@ -316,7 +352,8 @@ impl Store {
         };
         let mut run = || -> Result<T, TxnError> {
             let prefix = self.view_prefix_rw(&mut wtxn, view)?;
-            f(&mut wtxn, &self.data, &self.meta, prefix)
+            let dbs = self.dbs();
+            f(&mut wtxn, &dbs.data, &dbs.meta, prefix)
         };
         let res = run().and_then(|out| wtxn.commit().map(|()| out).map_err(TxnError::from));
         match res {
@@ -332,18 +369,19 @@ impl Store {
     /// The view's key prefix, handing out a new id inside `wtxn` when the view is new.
     fn view_prefix_rw(&self, wtxn: &mut RwTxn, view: &str) -> Result<[u8; 4], TxnError> {
         let key = view_id_key(view);
-        if let Some(v) = self.meta.get(wtxn, &key)? {
+        let meta = self.dbs().meta;
+        if let Some(v) = meta.get(wtxn, &key)? {
             return Ok(id_prefix(v)?);
         }
-        let next = match self.meta.get(wtxn, NEXT_VIEW_ID)? {
+        let next = match meta.get(wtxn, NEXT_VIEW_ID)? {
             Some(v) => u32::from_le_bytes(v.try_into().map_err(|_| corrupt_meta())?),
             None => 1,
         };
         let after = next
             .checked_add(1)
             .ok_or_else(|| Error::Storage("the store ran out of view ids".into()))?;
-        self.meta.put(wtxn, NEXT_VIEW_ID, &after.to_le_bytes())?;
-        self.meta.put(wtxn, &key, &next.to_le_bytes())?;
+        meta.put(wtxn, NEXT_VIEW_ID, &after.to_le_bytes())?;
+        meta.put(wtxn, &key, &next.to_le_bytes())?;
         Ok(next.to_be_bytes())
     }
 
@@ -393,31 +431,32 @@ impl Store {
     /// The key prefix of `view`, or `None` when the view has never been written.
     pub fn view_prefix(&self, view: &str) -> Result<Option<[u8; 4]>> {
         let key = view_id_key(view);
-        self.read(|txn| match self.meta.get(txn, &key).map_err(storage)? {
+        self.read(|txn| match self.dbs().meta.get(txn, &key).map_err(storage)? {
             Some(v) => Ok(Some(id_prefix(v)?)),
             None => Ok(None),
         })
     }
 
+    /// The data database, for lookups in a transaction of [`Store::read`]. Take it again after a fork
+    /// rather than keeping it: in a forked child the first use reopens the environment, whose databases
+    /// are new handles (if reopening fails, so does the next transaction, before the handle is used).
     pub fn data(&self) -> Db {
-        self.data
-    }
-
-    pub fn meta(&self) -> Db {
-        self.meta
+        let _ = self.current_gen();
+        self.dbs().data
     }
 
     pub fn schema(&self, view: &str) -> Result<Option<ViewSchema>> {
         let key = schema_key(view);
-        self.read(|txn| read_schema(&self.meta, txn, &key))
+        self.read(|txn| read_schema(&self.dbs().meta, txn, &key))
     }
 
     /// The schema and key prefix of `view` as of `txn`, or `None` when the view has never been written.
     pub fn view_in(&self, txn: &RoTxn, view: &str) -> Result<Option<(ViewSchema, [u8; 4])>> {
-        let Some(schema) = read_schema(&self.meta, txn, &schema_key(view))? else {
+        let meta = self.dbs().meta;
+        let Some(schema) = read_schema(&meta, txn, &schema_key(view))? else {
             return Ok(None);
         };
-        match self.meta.get(txn, &view_id_key(view)).map_err(storage)? {
+        match meta.get(txn, &view_id_key(view)).map_err(storage)? {
             Some(v) => Ok(Some((schema, id_prefix(v)?))),
             // The schema and the id are written in one transaction; one without the other is damage.
             None => Err(corrupt_meta()),
@@ -427,7 +466,7 @@ impl Store {
     pub fn views(&self) -> Result<Vec<String>> {
         self.read(|txn| {
             let mut out = Vec::new();
-            for item in self.meta.prefix_iter(txn, SCHEMA_PREFIX).map_err(storage)? {
+            for item in self.dbs().meta.prefix_iter(txn, SCHEMA_PREFIX).map_err(storage)? {
                 let (k, _) = item.map_err(storage)?;
                 out.push(String::from_utf8_lossy(&k[SCHEMA_PREFIX.len()..]).into_owned());
             }

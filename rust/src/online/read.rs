@@ -135,7 +135,6 @@ pub fn lookup<'t>(
 pub struct Reader {
     pub store: Arc<Store>,
     pub view: Resolved,
-    db: Db,
 }
 
 impl Reader {
@@ -147,11 +146,9 @@ impl Reader {
                 "view {view:?} has never been written to this online store (views: {known:?}); write it first"
             )));
         };
-        let db = store.data();
         Ok(Reader {
             view: Resolved::new(view, schema, prefix, columns)?,
             store,
-            db,
         })
     }
 
@@ -166,9 +163,11 @@ impl Reader {
     fn each(&self, keys: &KeyBatch, window: Window, mut f: impl FnMut(usize, i8, &[u8])) -> Result<()> {
         let mut kbuf = [0u8; key::MAX_KEY_BYTES];
         kbuf[..4].copy_from_slice(&self.view.prefix);
+        // Taken per call, not kept: a forked child's first read reopens the environment (new handles).
+        let db = self.store.data();
         self.store.read(|txn| {
             for i in 0..keys.len() {
-                let (s, v) = lookup(&self.db, txn, &mut kbuf, keys.key(i), &self.view.layout, window)?;
+                let (s, v) = lookup(&db, txn, &mut kbuf, keys.key(i), &self.view.layout, window)?;
                 f(i, s, v);
             }
             Ok(())
