@@ -136,7 +136,9 @@ def window_aggregate(
     ``on``: a timezone-aware timestamp column on both sides (any unit); ``by``: key column(s) on both
     sides (integer, string or binary). ``sequence``: an integer events column that orders events of
     equal time for ``first``/``last`` (a write sequence). A label whose key or time is null gets the
-    empty window. Inputs: pyarrow, polars, pandas, mappings of columns, Arrow streams; no sorting needed.
+    empty window. Aggregated columns: float64 (float32 is widened), int64 (narrower integers are widened)
+    or string; ``sum``/``mean``/variances need a number, ``count_distinct`` an integer or a string.
+    Inputs: pyarrow, polars, pandas, mappings of columns, Arrow streams; no sorting needed.
 
     Example: see the module docstring.
     """
