@@ -181,7 +181,9 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
     }
     let ranks = Ranks::new(&rank_cols)?;
     let mut names: Vec<&str> = labels.schema.fields().iter().map(|f| f.name().as_str()).collect();
-    let mut columns = Vec::with_capacity(opts.aggregations.len());
+    // Each distinct value column once (concatenated, widened), and which one each aggregation reads.
+    let mut distinct: Vec<(&str, ArrayRef)> = Vec::new();
+    let mut col_of = Vec::with_capacity(opts.aggregations.len());
     for a in &opts.aggregations {
         if a.window_us <= 0 {
             return Err(Error::InvalidArgument(format!(
@@ -196,17 +198,16 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
             )));
         }
         names.push(&a.name);
-        let col = match columns
-            .iter()
-            .zip(&opts.aggregations)
-            .find(|(_, b)| b.column == a.column)
-        {
-            Some((c, _)) => ArrayRef::clone(c),
-            None => value_column(&events.column(&a.column, "the events")?)?,
+        let i = match distinct.iter().position(|(n, _)| *n == a.column) {
+            Some(i) => i,
+            None => {
+                distinct.push((&a.column, value_column(&events.column(&a.column, "the events")?)?));
+                distinct.len() - 1
+            }
         };
         // Fail on a function the column cannot take before any work.
-        accumulator(a.func, Values::new(col.as_ref(), &a.column)?, &a.name)?;
-        columns.push(col);
+        accumulator(a.func, Values::new(distinct[i].1.as_ref(), &a.column)?, &a.name)?;
+        col_of.push(i);
     }
     let (n_labels, n_events) = (labels.num_rows(), events.num_rows());
     let mut ids = group_ids(&keys, n_labels, n_events)?;
@@ -245,21 +246,13 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
     starts.push(order.len());
     drop(index);
     let order = UInt32Array::from(order);
-    let mut gathered: Vec<(String, ArrayRef)> = Vec::new();
-    let mut columns_in_order = Vec::with_capacity(columns.len());
-    for (c, a) in columns.iter().zip(&opts.aggregations) {
-        let i = match gathered.iter().position(|(n, _)| n == &a.column) {
-            Some(i) => i,
-            None => {
-                gathered.push((a.column.clone(), take(c.as_ref(), &order, None)?));
-                gathered.len() - 1
-            }
-        };
-        columns_in_order.push(gathered[i].1.clone());
-    }
+    let gathered = distinct
+        .iter()
+        .map(|(_, c)| take(c.as_ref(), &order, None))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     drop(order);
-    drop(columns);
-    let columns = columns_in_order;
+    drop(distinct);
+    let columns: Vec<ArrayRef> = col_of.iter().map(|&i| ArrayRef::clone(&gathered[i])).collect();
     let rows: Vec<usize> = (0..n_events).collect();
 
     let mut outs: Vec<Out> = opts
