@@ -307,33 +307,56 @@ def _conform_keys(t: pa.Table, sink: Sink) -> pa.Table:
 
 
 def _build(token: str, sink: Sink, items: list[tuple[Any, ...]]) -> pa.Table:
-    """One table of every entry of one sink (entries: see ``logged_get_numpy``, ``OnlineReader.get``
-    and ``log_table``)."""
+    """One table of every entry of one sink, built with one conversion per column, not per entry
+    (entries: see ``logged_get_numpy``, ``OnlineReader.get`` and ``log_table``)."""
     parts = []
-    for it in items:
-        kind = it[0]
-        if kind == "numpy":
-            _, _, call, rows, at, known, values, status = it
-            keys = _conform_keys(_keys_of(rows, sink), sink)
-            n = keys.num_rows
-            cols = dict(zip(keys.column_names, keys.columns, strict=True))
-            mask = np.repeat(status != _PRESENT, sink.counts, axis=1) | np.isnan(values)
-            for j, f in enumerate(sink.features):
-                cols[f] = pa.array(values[:, j], pa.float64(), mask=mask[:, j])
-            _add_meta(cols, token, call, n, at, known, _status_cols(sink, status))
-        elif kind == "served":
-            _, _, call, served, known = it
-            t = served.table(sink.names)
-            n = t.num_rows
-            keys = _conform_keys(t.select(sink.keys), sink)
-            cols = dict(zip(keys.column_names, keys.columns, strict=True))
-            for f, name in zip(sink.features, sink.names, strict=True):
-                cols[f] = t.column(name)
-            _add_meta(cols, token, call, n, served.served_at_us, known, _status_cols(sink, served.status))
-        else:
-            cols = dict(zip(it[2].column_names, it[2].columns, strict=True))
-        parts.append(pa.table(cols))
+    numpy_items = [it for it in items if it[0] == "numpy"]
+    served_items = [it for it in items if it[0] == "served"]
+    if numpy_items:
+        values = np.concatenate([it[6] for it in numpy_items])
+        status = np.concatenate([it[7] for it in numpy_items])
+        keys = _conform_keys(_concat_keys([it[3] for it in numpy_items], sink), sink)
+        cols = dict(zip(keys.column_names, keys.columns, strict=True))
+        mask = np.repeat(status != _PRESENT, sink.counts, axis=1) | np.isnan(values)
+        for j, f in enumerate(sink.features):
+            cols[f] = pa.array(values[:, j], pa.float64(), mask=mask[:, j])
+        lengths = np.array([len(it[6]) for it in numpy_items])
+        meta = [(it[2], it[4], it[5]) for it in numpy_items]
+        parts.append(_with_meta(cols, token, meta, lengths, _status_cols(sink, status)))
+    if served_items:
+        t = pa.concat_tables([it[3].table(sink.names) for it in served_items])
+        status = np.concatenate([np.asarray(it[3].status) for it in served_items])
+        keys = _conform_keys(t.select(sink.keys), sink)
+        cols = dict(zip(keys.column_names, keys.columns, strict=True))
+        for f, name in zip(sink.features, sink.names, strict=True):
+            cols[f] = t.column(name)
+        lengths = np.array([len(it[3]) for it in served_items])
+        meta = [(it[2], it[3].served_at_us, it[4]) for it in served_items]
+        parts.append(_with_meta(cols, token, meta, lengths, _status_cols(sink, status)))
+    parts += [it[2] for it in items if it[0] == "table"]
     return pa.concat_tables(parts, promote_options="permissive") if len(parts) > 1 else parts[0]
+
+
+def _concat_keys(rows: list[Any], sink: Sink) -> pa.Table:
+    """The entity columns of many calls' rows. The hot path's forms (a sequence or array of one key's
+    values, a dict of key columns) are concatenated column by column; any other form is converted per
+    call."""
+    if len(sink.keys) == 1 and all(type(r) is tuple or type(r) is np.ndarray for r in rows):
+        k = sink.keys[0]
+        if all(type(r) is np.ndarray for r in rows):
+            return pa.table({k: as_column(np.concatenate(rows), k)})
+        if not any(r and isinstance(r[0], Mapping) for r in rows):
+            return pa.table({k: as_column(list(itertools.chain.from_iterable(rows)), k)})
+    if all(type(r) is dict for r in rows) and len({tuple(r) for r in rows}) == 1:
+        out = {}
+        for k in rows[0]:
+            vals = [r[k] for r in rows]
+            if all(type(v) is np.ndarray for v in vals):
+                out[k] = as_column(np.concatenate(vals), k)
+            else:
+                out[k] = as_column(list(itertools.chain.from_iterable(vals)), k)
+        return pa.table(out)
+    return pa.concat_tables([_keys_of(r, sink) for r in rows], promote_options="permissive")
 
 
 def _status_cols(sink: Sink, status: np.ndarray) -> dict[str, np.ndarray]:
@@ -346,23 +369,34 @@ def _status_cols(sink: Sink, status: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _add_meta(
-    cols: dict[str, Any], token: str, call: int, n: int, at: int, known: int, status: dict[str, np.ndarray]
-) -> None:
+def _with_meta(
+    cols: dict[str, Any],
+    token: str,
+    meta: list[tuple[int, int, int]],
+    lengths: np.ndarray,
+    status: dict[str, np.ndarray],
+) -> pa.Table:
+    """``cols`` behind the request ids, served_at and known_at of calls ``meta`` = [(call, served_at,
+    known_at)] with ``lengths`` rows each, and before the status columns."""
+    m = np.array(meta, dtype=np.int64).reshape(-1, 3)
+    total = int(lengths.sum())
+    starts = np.cumsum(lengths) - lengths
+    row = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
     ids = pc.binary_join_element_wise(
-        pa.scalar(f"{token}-{call}"), pa.array(np.arange(n, dtype=np.int64)).cast(pa.string()), "-"
+        pa.scalar(token),
+        pa.array(np.repeat(m[:, 0], lengths)).cast(pa.string()),
+        pa.array(row).cast(pa.string()),
+        "-",
     )
-    front = {
+    out: dict[str, Any] = {
         REQUEST_ID: ids,
-        SERVED_AT: pa.array(np.full(n, at, dtype=np.int64)).cast(TIMESTAMP_TYPE),
-        KNOWN_AT: pa.array(np.full(n, known, dtype=np.int64)).cast(TIMESTAMP_TYPE),
+        SERVED_AT: pa.array(np.repeat(m[:, 1], lengths)).cast(TIMESTAMP_TYPE),
+        KNOWN_AT: pa.array(np.repeat(m[:, 2], lengths)).cast(TIMESTAMP_TYPE),
     }
-    rest = dict(cols)
-    cols.clear()
-    cols.update(front)
-    cols.update(rest)
+    out.update(cols)
     for k, v in status.items():
-        cols[k] = pa.array(v, pa.int8())
+        out[k] = pa.array(v, pa.int8())
+    return pa.table(out)
 
 
 def logged_get_numpy(plan: Any, log: ServeLog, sink: Sink) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
