@@ -132,3 +132,80 @@ def test_kill_9_during_flushes_leaves_only_whole_segments(tmp_path, delay):
     # Leftover temp files are hidden from readers; prune removes them once they are old.
     for e in os.scandir(folder):
         assert e.name.startswith((".tmp-", "seg-")), e.name
+
+
+GUNICORN_APP = """
+import datetime as dt, json, os, time
+import skewless as sk
+
+# Opened in the gunicorn master (--preload) and used there once, so the master has a queued entry and
+# a running flusher when it forks its workers.
+store = sk.FeatureStore(os.environ["SKEWLESS_TEST_STORE"])
+reader = store.online_reader(["v:x", "v:n"], log=True)
+AT = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+reader.get_numpy([0], as_of=AT)
+
+def app(environ, start_response):
+    key = int(environ["PATH_INFO"].strip("/"))
+    values, status = reader.get_numpy([key], as_of=AT)
+    time.sleep(0.02)  # hold the worker briefly, so concurrent requests spread over both workers
+    body = json.dumps({"pid": os.getpid(), "x": values[0, 0]})
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body.encode()]
+"""
+
+
+def test_gunicorn_preforked_workers_log_their_own_requests_once(tmp_path):
+    pytest.importorskip("gunicorn")
+    import http.client
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = make_store(str(tmp_path / "s"))
+    (tmp_path / "svc.py").write_text(GUNICORN_APP)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--preload", "-w", "2", "-b", f"127.0.0.1:{port}", "svc:app"],
+        cwd=tmp_path,
+        env={**os.environ, "SKEWLESS_TEST_STORE": store.path},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def get(key: int) -> dict:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", f"/{key}")
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    try:
+        deadline = time.time() + 60
+        while True:
+            assert server.poll() is None, server.communicate()[1]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.time() < deadline, "gunicorn did not listen within 60 s"
+                time.sleep(0.1)
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(get, [1 + k % 49 for k in range(60)]))
+    finally:
+        server.send_signal(signal.SIGTERM)  # a graceful stop: every process flushes its log at exit
+        try:
+            _, err = server.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            _, err = server.communicate()
+    assert len({a["pid"] for a in answers}) == 2, err
+    x = store.read_log()["v:x"]
+    users = sorted(x.column("user_id").to_pylist())
+    # The master's one lookup once (not once per forked copy of its queue), and every request once.
+    assert users == sorted([0] + [1 + k % 49 for k in range(60)]), err
+    assert len(set(x.column("__request_id__").to_pylist())) == x.num_rows
+    assert store.check_skew().alerts == []

@@ -22,6 +22,8 @@ use crate::serve::{PartSpec, Plan};
 const DETACH_ROWS: usize = 1024;
 
 type NumpyOut<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i8>>);
+/// `NumpyOut` and the instant served at (UTC microseconds).
+type NumpyAt<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i8>>, i64);
 
 /// A compiled serving plan over one online store (see ``skewless.serving.OnlineReader``, which wraps it).
 ///
@@ -95,7 +97,7 @@ impl PyPlan {
         py: Python<'py>,
         entity_rows: &Bound<'py, PyAny>,
         as_of: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i8>>, i64)> {
+    ) -> PyResult<NumpyAt<'py>> {
         guard(py, || {
             let plan = &*self.plan;
             run_guarded(py, || plan.check_numeric())?;
