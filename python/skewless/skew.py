@@ -216,19 +216,26 @@ def _choose(fv: FeatureView, hist: pa.Table, keys: pa.Table, t: np.ndarray, know
 
 
 def rebuild(
-    store: FeatureStore, view: str, feats: Sequence[str], lookups: pa.Table
+    store: FeatureStore,
+    view: str,
+    feats: Sequence[str],
+    lookups: pa.Table,
+    hist: pa.Table | None | bool = False,
 ) -> tuple[dict[str, pa.ChunkedArray], np.ndarray, pa.Table | None]:
     """The offline values of ``view``'s ``feats`` for each lookup row of ``lookups`` (the view's join
     keys, ``__served_at__`` and ``__known_at__``), as known then: ``({feature: values}, chosen history row
-    index or -1, the history read)``. Plain feature views are rebuilt here; another kind of definition
-    needs its own branch (its retrieval as of (served_at, known_at))."""
+    index or -1, the history read)``. ``hist``: the :func:`known_history` already read for these lookups
+    (False: read it here). Plain feature views are rebuilt here; another kind of definition needs its own
+    branch (its retrieval as of (served_at, known_at))."""
     fv = store.registry.feature_view(view)
     if type(fv) is not FeatureView:
         raise InvalidArgumentError(f"check_skew cannot rebuild {type(fv).__name__} {view!r} yet")
     t = _ints(lookups.column(SERVED_AT))
     known = _ints(lookups.column(KNOWN_AT))
     n = len(t)
-    hist = known_history(store, fv, feats, int(t.min()), int(t.max())) if n else None
+    if hist is False:
+        hist = known_history(store, fv, feats, int(t.min()), int(t.max())) if n else None
+    assert hist is not True
     if hist is None or hist.num_rows == 0:
         return (
             {f: pa.chunked_array([pa.nulls(n, fv.get_field(f).dtype.arrow)]) for f in feats},
@@ -625,13 +632,32 @@ def check_skew(
     rng = np.random.default_rng(seed)
     for view, feats in by_view.items():
         fv = store.registry.feature_view(view)
+        picked = {}
         for f in feats:
-            ref = f"{view}:{f}"
-            log = logs[ref]
+            log = logs[f"{view}:{f}"]
             if sample is not None and log.num_rows > sample:
                 log = log.take(pa.array(np.sort(rng.choice(log.num_rows, sample, replace=False))))
-            values, chosen, _ = rebuild(store, view, [f], log)
-            m = _feature_report(ref, log, values[f], chosen, fv.join_keys, float(atol), float(rtol))
+            picked[f] = log
+        # One history read per view, for every feature's lookups; features logged by the same lookups
+        # (one reader's) share one rebuild.
+        served = [_ints(lg.column(SERVED_AT)) for lg in picked.values() if lg.num_rows]
+        hist = None
+        if served:
+            lo, hi = min(int(x.min()) for x in served), max(int(x.max()) for x in served)
+            hist = known_history(store, fv, feats, lo, hi)
+        done: list[tuple[pa.ChunkedArray, np.ndarray]] = []
+        for f, log in picked.items():
+            ref = f"{view}:{f}"
+            ids = log.column(REQUEST_ID)
+            chosen = next((c for i, c in done if i.equals(ids)), None)
+            if chosen is None:
+                _, chosen, _ = rebuild(store, view, [f], log, hist)
+                done.append((ids, chosen))
+            if hist is None or hist.num_rows == 0:
+                offline = pa.chunked_array([pa.nulls(log.num_rows, fv.get_field(f).dtype.arrow)])
+            else:
+                offline = hist.column(f).take(pa.array(chosen, mask=chosen < 0))
+            m = _feature_report(ref, log, offline, chosen, fv.join_keys, float(atol), float(rtol))
             th = _thresholds(thresholds, ref)
             used[ref] = th
             reports[ref] = m
