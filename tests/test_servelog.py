@@ -251,3 +251,18 @@ def test_checking_writes_nothing_to_the_store(tmp_path):
     before = snapshot(store.path)
     assert store.check_skew().alerts == []
     assert snapshot(store.path) == before
+
+
+def test_a_refused_lookup_logs_nothing(tmp_path):
+    store = two_view_store(str(tmp_path / "s"))
+    r = store.online_reader(["a:x"], log=True)
+    with pytest.raises(errors.NaiveTimestampError):
+        r.get_numpy([1], as_of=dt.datetime(2026, 1, 1))
+    with pytest.raises(errors.DtypeError):
+        r.get_numpy(["not an int"], as_of=T0)
+    with pytest.raises(errors.DtypeError):
+        r.get({"user_id": ["x"]}, as_of=T0)
+    with pytest.raises(errors.InvalidArgumentError):
+        store.online_reader(["a:x"], log="yes")
+    r.close()
+    assert store.serve_log.logged == 0 and store.read_log() == {}
