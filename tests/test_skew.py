@@ -198,6 +198,8 @@ def test_tolerance_and_thresholds(store, events):
         store.check_skew(rtol=-1)
     with pytest.raises(errors.InvalidArgumentError):
         store.check_skew(sample=0)
+    with pytest.raises(errors.UnknownFeatureError):
+        store.check_skew(features=["user_stats:nope"])
     assert DEFAULT_THRESHOLDS["mismatch_rate"] == 0.001
 
 

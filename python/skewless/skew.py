@@ -68,7 +68,7 @@ from .errors import InvalidArgumentError, UnknownFeatureError
 from .normalize import INT64_MIN, instant_us
 from .offline import SEQ, WRITTEN, tie_rank
 from .online import Status
-from .refs import parse_ref
+from .refs import parse_ref, resolve
 from .servelog import KNOWN_AT, REQUEST_ID, SERVED_AT, STATUS_SUFFIX
 
 if TYPE_CHECKING:
@@ -615,6 +615,8 @@ def check_skew(
             raise InvalidArgumentError(f"{name} must be a non-negative number, got {v!r}")
     if thresholds is not None and not isinstance(thresholds, Mapping):
         raise InvalidArgumentError("thresholds must be a mapping of metric (or 'view:feature') to value")
+    if features is not None:
+        resolve(store.registry, features)  # an unknown reference is an error, not an empty report
     logs = store.read_log(start=start, end=end, features=features, source=source)
     by_view: dict[str, list[str]] = {}
     for ref in logs:
