@@ -213,6 +213,8 @@ def test_sample_and_window(store, events):
     assert r.features["user_stats:std_amount_30d"]["rows"] == 50
     assert {a.feature for a in r.alerts} == {"user_stats:std_amount_30d"}
     mid = T0 + dt.timedelta(microseconds=int(np.median(us)))
+    assert (r.to_dict()["start"], r.to_dict()["end"]) == (None, None)
+    assert store.check_skew(end=mid).to_dict()["end"] == mid.isoformat()
     a = store.check_skew(end=mid).features["user_stats:last_amount"]["rows"]
     b = store.check_skew(start=mid).features["user_stats:last_amount"]["rows"]
     assert a + b == 200

@@ -645,8 +645,8 @@ def check_skew(
         served = [_ints(lg.column(SERVED_AT)) for lg in picked.values() if lg.num_rows]
         hist = None
         if served:
-            lo, hi = min(int(x.min()) for x in served), max(int(x.max()) for x in served)
-            hist = known_history(store, fv, feats, lo, hi)
+            first, last = min(int(x.min()) for x in served), max(int(x.max()) for x in served)
+            hist = known_history(store, fv, feats, first, last)
         done: list[tuple[pa.ChunkedArray, np.ndarray]] = []
         for f, log in picked.items():
             ref = f"{view}:{f}"
