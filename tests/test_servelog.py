@@ -266,3 +266,16 @@ def test_a_refused_lookup_logs_nothing(tmp_path):
         store.online_reader(["a:x"], log="yes")
     r.close()
     assert store.serve_log.logged == 0 and store.read_log() == {}
+
+
+def test_a_failed_flush_is_counted_and_serving_goes_on(tmp_path):
+    store = two_view_store(str(tmp_path / "s"))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    store._serve_log = ServeLog(str(blocker / "logs"), interval=3600)
+    r = store.online_reader(["a:x"], log=True)
+    assert r.get_numpy([1], as_of=T0)[0].tolist() == [[0.5]]
+    assert store.flush_logs() == 0
+    log = store.serve_log
+    assert (log.failed, log.segments) == (1, 0) and isinstance(log.last_error, errors.StorageError)
+    assert r.get_numpy([1], as_of=T0)[0].tolist() == [[0.5]]

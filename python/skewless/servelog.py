@@ -273,7 +273,10 @@ class ServeLog:
         served = pc.cast(table.column(SERVED_AT), pa.int64())
         mm = pc.min_max(served)
         lo, hi = int(mm["min"].as_py()), int(mm["max"].as_py())
-        os.makedirs(self.folder, exist_ok=True)
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot make the served-feature log folder {self.folder}: {e}") from e
         path = os.path.join(self.folder, f"seg-{lo}-{hi}-{self.token}-{next(self._seg):08d}.arrow")
 
         def fill(f: Any) -> None:
