@@ -58,7 +58,10 @@ class OnlineReader:
     as_of=None)`` is the hot path (the engine's method itself): ``(values, status)`` with values float64
     ``[n, features]`` (null as NaN) and status int8 ``[n, views]``
     (:class:`skewless.online.Status`), views in the order of ``self.views``. ``versions`` maps each view
-    to the registry version of the definition the plan was compiled from.
+    to the registry version of the definition the plan was compiled from. With ``log=True``
+    (:mod:`skewless.servelog`), ``get_numpy`` is the engine's method wrapped by one closure that queues
+    its inputs and outputs, and ``get`` queues its answer; ``close()`` (or leaving a ``with`` block)
+    flushes the log.
 
     ``entity_rows``: a mapping of join key to values (lists, numpy arrays, Series, Arrow arrays), a
     pyarrow Table, a list of dicts as in Feast, or, when the plan has a single join key, a plain sequence
