@@ -12,3 +12,4 @@ python benches/compare_peers.py "$size"
 python benches/compare_online.py
 python benches/compare_store.py "$size"
 python benches/serve_http.py --requests 2000
+python benches/compare_servelog.py 20000

@@ -111,7 +111,15 @@ def test_demo_small_end_to_end(tmp_path, capsys):
     assert "get_historical_features: 3,000 label rows x 7 features" in out
     assert "online == offline at the same instant for 100/100" in out
     s = FeatureStore(tmp_path / "demo")
-    assert [v.name for v in s.list_feature_views()] == ["merchant_risk", "user_profile", "user_txn_1d"]
+    assert [v.name for v in s.list_feature_views()] == [
+        "merchant_risk",
+        "user_basket",
+        "user_profile",
+        "user_txn_1d",
+    ]
+    # The demo's skew watchdog: the legacy lifetime average is named, the store's own serving is clean.
+    assert "the store's own serving path raises no alert" in out
+    assert "ALERT user_basket:avg_basket_30d: mismatch_rate" in out
 
 
 def test_demo_never_deletes_a_store_it_did_not_make(folder, capsys):

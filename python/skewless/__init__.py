@@ -26,6 +26,7 @@ from .definitions import (
 )
 from .online import OnlineStore, Reader, Status, WriteResult
 from .serving import OnlineReader, OnlineResponse
+from .skew import Alert, SkewReport
 from .statistics import Statistics
 from .store import FeatureStore
 from .window import Aggregation, window_aggregate
@@ -36,6 +37,7 @@ __all__ = [
     "asof_join",
     "window_aggregate",
     "Aggregation",
+    "Alert",
     "Array",
     "Bool",
     "Bytes",
@@ -53,6 +55,7 @@ __all__ = [
     "OnlineResponse",
     "OnlineStore",
     "Reader",
+    "SkewReport",
     "Statistics",
     "Status",
     "String",

@@ -1,4 +1,4 @@
-"""The ``skewless`` command: init, apply, materialize, ls, describe, get, demo.
+"""The ``skewless`` command: init, apply, materialize, ls, describe, get, check-skew, demo.
 
 Example (shell)::
 
@@ -6,6 +6,7 @@ Example (shell)::
     skewless --store ./fs apply definitions.py
     skewless --store ./fs materialize            # incremental, up to now
     skewless --store ./fs get user_stats:spend 42
+    skewless --store ./fs check-skew --since 1d --html skew.html   # exit 1 on an alert
     skewless demo --dir ./demo-store
 """
 
@@ -154,6 +155,21 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0 if status == "present" else 1
 
 
+def cmd_check_skew(args: argparse.Namespace) -> int:
+    from .durations import to_micros
+
+    store = _open(args)
+    start = None
+    if args.since:
+        start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(microseconds=to_micros(args.since, "--since"))
+    features = args.features.split(",") if args.features else None
+    report = store.check_skew(start=start, features=features, sample=args.sample, source=args.source)
+    if args.html:
+        report.to_html(args.html)
+    print(report.to_json() if args.json else report.to_markdown(), end="" if not args.json else "\n")
+    return 1 if report.alerts else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
@@ -188,6 +204,16 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("feature", metavar="VIEW:FEATURE")
     g.add_argument("key", nargs="+", metavar="KEY")
     g.set_defaults(fn=cmd_get)
+    c = sub.add_parser(
+        "check-skew", help="rebuild the logged served vectors offline and compare (exit 1 on an alert)"
+    )
+    c.add_argument("--since", help="only vectors served in this last duration, e.g. 1d, 12h (default: all)")
+    c.add_argument("--features", help="comma-separated VIEW:FEATURE references (default: every logged one)")
+    c.add_argument("--source", help="only vectors logged under this source label")
+    c.add_argument("--sample", type=int, help="check at most this many logged rows per feature")
+    c.add_argument("--html", help="also write a self-contained HTML report to this file")
+    c.add_argument("--json", action="store_true", help="print the report as JSON instead of Markdown")
+    c.set_defaults(fn=cmd_check_skew)
     de = sub.add_parser("demo", help="build a demo store end to end and print timings")
     de.add_argument(
         "--dir", default="skewless-demo", help="folder for the demo store (default: ./skewless-demo)"

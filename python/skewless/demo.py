@@ -5,7 +5,10 @@ feature views: ``user_profile`` and ``user_txn_1d`` (written with ``store.write`
 and the online store in one call) and ``merchant_risk`` (a ``source=`` Parquet folder another job writes,
 brought online by ``materialize``). Then it builds a point-in-time training set for a fraud model from
 every transaction, serves lookups the way a scoring service would, and checks that the values served
-equal the values a training set reconstructs for the same instant.
+equal the values a training set reconstructs for the same instant. Last, the skew watchdog: a fourth
+view, ``user_basket`` (a 30-day average basket), is served by the store and by a hand-written legacy path
+with the chapter's bug (a lifetime average); both are logged and ``check_skew`` names the feature the
+legacy path gets wrong, while the store's own served vectors raise no alert.
 
 Example:
     >>> import tempfile
@@ -32,6 +35,7 @@ import pyarrow.parquet as pq
 from .definitions import Entity, FeatureService, FeatureView, Field, Float64, Int64, String
 from .errors import InvalidArgumentError
 from .store import FeatureStore
+from .window import Aggregation, window_aggregate
 
 __all__ = ["run", "definitions"]
 
@@ -70,6 +74,14 @@ def definitions(merchant_source: str) -> list[Any]:
         description="daily merchant fraud rate, written by the risk team's batch job",
         owner="risk-team",
     )
+    basket = FeatureView(
+        "user_basket",
+        [user],
+        [Field("avg_basket_30d", Float64)],
+        ttl=dt.timedelta(days=7),
+        description="mean payment amount over the 30 days before each completed day (the definition)",
+        owner="growth-team",
+    )
     svc = FeatureService(
         "fraud_model",
         [
@@ -82,7 +94,7 @@ def definitions(merchant_source: str) -> list[Any]:
             "merchant_risk:merchant_txn_1d",
         ],
     )
-    return [user, merchant, profile, txn, risk, svc]
+    return [user, merchant, profile, txn, risk, basket, svc]
 
 
 def _daily(events: pa.Table, key: str, aggs: list[tuple[str, str]], day0: int, now: int) -> pa.Table:
@@ -272,4 +284,70 @@ def run(
     same = int(np.sum(np.all((served == off) | (np.isnan(served) & np.isnan(off)), axis=1)))
     say(f"online == offline at the same instant for {same}/100 entity rows")
     del batch
-    return {"training_rows": train.num_rows, "agree": same, "timings": timings, "written": nw}
+    watch = _skew_watch(store, txns, daily, now, say)
+    return {"training_rows": train.num_rows, "agree": same, "timings": timings, "written": nw, **watch}
+
+
+def _skew_watch(
+    store: FeatureStore, txns: pa.Table, daily: pa.Table, now: int, say: Callable[..., None]
+) -> dict[str, Any]:
+    """The chapter's ``avg_basket_size`` incident, caught from data: the store serves the defined 30-day
+    average; a hand-written legacy path computes a lifetime average from the raw payments. Both log what
+    they served, and ``check_skew`` names the feature only the legacy path gets wrong."""
+    ref = "user_basket:avg_basket_30d"
+    # The definition, computed by the window kernel at the end of each user's active days.
+    labels = daily.select(["user_id", "event_timestamp"])
+    events = txns.select(["user_id", "ts", "amount"]).rename_columns(["user_id", "event_timestamp", "amount"])
+    win = window_aggregate(
+        labels,
+        events,
+        on="event_timestamp",
+        by="user_id",
+        aggregations=[Aggregation("amount", "mean", window="30d")],
+    )
+    store.write(
+        "user_basket",
+        {
+            "user_id": labels.column("user_id"),
+            "event_timestamp": labels.column("event_timestamp"),
+            "avg_basket_30d": win.column("amount_mean_30d"),
+        },
+    )
+    as_of = dt.datetime.fromtimestamp(now / US, dt.timezone.utc)
+    users = np.unique(txns.column("user_id").to_numpy()[-2000:])[:500]
+    # The store's own serving path, logged.
+    with store.online_reader([ref, "user_txn_1d:amount_sum_1d"], log=True) as reader:
+        for u in users.tolist():
+            reader.get_numpy([u], as_of=as_of)
+    # The legacy path: its own code over the raw payments up to the last completed day, with the
+    # incident's bug (every payment ever, where the definition says the last 30 days).
+    cutoff = pa.scalar((now // DAY) * DAY, pa.int64())
+    done = txns.filter(pc.less(pc.cast(txns.column("ts"), pa.int64()), cutoff))
+    lifetime = done.group_by("user_id").aggregate([("amount", "mean")])
+    probe = pa.table({"user_id": pa.array(users, pa.int64()), "i": np.arange(users.size)})
+    legacy = probe.join(lifetime, "user_id", join_type="left outer").sort_by("i")
+    store.log_served(
+        {"user_id": legacy.column("user_id")}, {ref: legacy.column("amount_mean")}, as_of, source="legacy"
+    )
+    store.flush_logs()
+    t = time.perf_counter()
+    own = store.check_skew(source="online_reader")
+    old = store.check_skew(source="legacy")
+    secs = time.perf_counter() - t
+    say(
+        f"check_skew over {users.size} logged lookups per path in {secs:.2f} s: the store's own serving path "
+        f"{'raises no alert' if own.ok else f'raises {len(own.alerts)} alert(s)!'}; "
+        f"the legacy path raises {len(old.alerts)}:"
+    )
+    for a in old.alerts:
+        say(f"  ALERT {a.feature}: {a.metric} = {a.value:.3g} (threshold {a.threshold:g})")
+    worst = old.features[ref]["worst"][:1]
+    for w in worst:
+        shown = [f"{v:.2f}" if isinstance(v, float) else str(v) for v in (w["online"], w["offline"])]
+        say(f"  worst row: {w['entity']} was served {shown[0]}; the definition gives {shown[1]}")
+        say(f"  {w['explain']}")
+    return {
+        "own_alerts": [a.feature for a in own.alerts],
+        "legacy_alerts": sorted({a.feature for a in old.alerts}),
+        "legacy_mismatch_rate": old.features[ref]["mismatch_rate"],
+    }

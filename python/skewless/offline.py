@@ -30,6 +30,15 @@ its online write, then a later write with a full tie against one of its rows; th
 the later row and ``materialize`` cannot replace it with an equal pair (that needs the sequence in the
 online value, which its layout does not carry).
 
+Write time: history format, version 3. Every file ``append`` writes also holds an int64 column
+``__written_at__`` (after ``__seq__``): the UTC microseconds at which the write began, one value for all
+of its rows (read under the writer lock, before the file is written; the online half of the write lands
+a few milliseconds later). ``compact`` carries it over like ``__seq__``. The files' metadata say
+``skewless.format = 3``. Files of versions 1 and 2 and ``source=`` files have no write time: a scan
+whose schema asks for the column gets null (unknown) for their rows. The skew check
+(:mod:`skewless.skew`) uses it to rebuild a served vector as known at the instant it was served: a
+backfill written after a lookup cannot have been served by it.
+
 Integrity (part of history format version 2). Every page of a file the store writes carries a CRC-32
 (Parquet's page checksum) and every read verifies it; files without checksums (version 1, and
 ``source=`` files written without them) still read, unverified. The footer has no checksum of its own,
@@ -77,6 +86,7 @@ import glob
 import json
 import os
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 
@@ -97,7 +107,7 @@ from .errors import (
     StorageError,
 )
 
-__all__ = ["SEQ", "OfflineStore", "tie_rank"]
+__all__ = ["SEQ", "WRITTEN", "OfflineStore", "tie_rank"]
 
 _PART = re.compile(r"^part-(\d{12})(\.compact)?\.parquet$")
 #: Listing-then-opening attempts before a read gives up (each retry needs a compaction to finish in
@@ -111,9 +121,11 @@ ROW_GROUP = 1 << 17
 SORTED_KEY = b"skewless.sorted"
 #: The write-sequence column (see "Write sequence" above).
 SEQ = "__seq__"
+#: The write-time column (see "Write time" above).
+WRITTEN = "__written_at__"
 #: Parquet key-value metadata: the history format version of a file written here.
 FORMAT_KEY = b"skewless.format"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Key-value metadata of a history file: its columns and row count under a CRC-32 (see "Integrity").
 LAYOUT_KEY = b"skewless.layout"
 #: Every read verifies page checksums where a file has them (see "Integrity").
@@ -241,6 +253,9 @@ class OfflineStore:
         self._check_footers(view, [p for _, p in parts])
         seq = (parts[-1][0] + 1) if parts else 1
         table = _with_seq(table, seq)
+        table = table.append_column(
+            pa.field(WRITTEN, pa.int64()), pa.array(np.full(table.num_rows, time.time_ns() // 1000))
+        )
         final = os.path.join(d, f"part-{seq:012d}.parquet")
         _write_parquet(table, final)
         return final

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
+import time
 import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -38,6 +39,7 @@ from . import _core
 from .definitions import FeatureView
 from .errors import DtypeError
 from .online import OnlineStore
+from .servelog import ServeLog, Sink, logged_get_numpy
 
 __all__ = ["OnlineReader", "OnlineResponse"]
 
@@ -56,7 +58,10 @@ class OnlineReader:
     as_of=None)`` is the hot path (the engine's method itself): ``(values, status)`` with values float64
     ``[n, features]`` (null as NaN) and status int8 ``[n, views]``
     (:class:`skewless.online.Status`), views in the order of ``self.views``. ``versions`` maps each view
-    to the registry version of the definition the plan was compiled from.
+    to the registry version of the definition the plan was compiled from. With ``log=True``
+    (:mod:`skewless.servelog`), ``get_numpy`` is the engine's method wrapped by one closure that queues
+    its inputs and outputs, and ``get`` queues its answer; ``close()`` (or leaving a ``with`` block)
+    flushes the log.
 
     ``entity_rows``: a mapping of join key to values (lists, numpy arrays, Series, Arrow arrays), a
     pyarrow Table, a list of dicts as in Feast, or, when the plan has a single join key, a plain sequence
@@ -80,6 +85,8 @@ class OnlineReader:
         plan: Sequence[tuple[FeatureView, Sequence[str]]],
         names: Mapping[tuple[str, str], str],
         versions: Mapping[str, int],
+        log: ServeLog | None = None,
+        key_types: Mapping[str, pa.DataType | None] | None = None,
     ) -> None:
         self.views = [fv.name for fv, _ in plan]
         self.feature_names = [names[(fv.name, f)] for fv, fs in plan for f in fs]
@@ -100,12 +107,40 @@ class OnlineReader:
         self.join_keys: list[str] = list(self._plan.key_names)
         # The hot path is the engine's own method: no Python frame between the caller and the plan.
         self.get_numpy: Callable[..., tuple[np.ndarray, np.ndarray]] = self._plan.get_numpy
+        # The served-feature log (skewless.servelog): None, or the store's log and what this plan writes.
+        self.log = log
+        self._sink: Sink | None = None
+        if log is not None:
+            kt = key_types or {}
+            self._sink = Sink(
+                "online_reader",
+                self.join_keys,
+                [kt.get(k) for k in self.join_keys],
+                [f"{fv.name}:{f}" for fv, fs in plan for f in fs],
+                [fv.get_field(f).dtype.arrow for fv, fs in plan for f in fs],
+                self._counts,
+                self.versions,
+                self.feature_names,
+            )
+            self.get_numpy = logged_get_numpy(self._plan, log, self._sink)
 
     def get(self, entity_rows: Any, *, as_of: dt.datetime | None = None) -> OnlineResponse:
         """The entity columns then the features, as an :class:`OnlineResponse` (with ``served_at``)."""
-        return OnlineResponse(
-            self._plan.get(entity_rows, as_of), self.feature_names, self._counts, self.versions
-        )
+        served = self._plan.get(entity_rows, as_of)
+        if self.log is not None:
+            self.log.put(("served", self._sink, next(self.log.calls), served, time.time_ns() // 1000))
+        return OnlineResponse(served, self.feature_names, self._counts, self.versions)
+
+    def close(self) -> None:
+        """Flush the served-feature log (with ``log=True``); the reader stays usable."""
+        if self.log is not None:
+            self.log.flush()
+
+    def __enter__(self) -> OnlineReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class OnlineResponse:

@@ -37,13 +37,16 @@ from ._arrow import as_table, index_hint, name_list
 from ._fs import TEMP_PREFIX
 from .definitions import Entity, FeatureService, FeatureView
 from .errors import InvalidArgumentError, MissingColumnError, UnknownFeatureError
+from .explain import Explanation, explain
 from .materialize import materialize_view
 from .normalize import flag, instant_us, normalize_rows
 from .offline import OfflineStore
 from .online import OnlineStore
 from .refs import output_names, resolve
 from .registry import Registry, RegistryError
+from .servelog import ServeLog, Sink, log_table, prune, read_log
 from .serving import OnlineReader, OnlineResponse
+from .skew import SkewReport, check_skew
 from .statistics import Statistics, check_features, summarize
 
 __all__ = ["FeatureStore", "WriteSummary"]
@@ -95,6 +98,7 @@ class FeatureStore:
         self._clean_temp_files()
         self._online_store: Any = None
         self._readers: dict[Any, OnlineReader] = {}
+        self._serve_log: ServeLog | None = None
 
     # ---- registry ---------------------------------------------------------------------------------------
 
@@ -496,12 +500,14 @@ class FeatureStore:
     # ---- serving ------------------------------------------------------------------------------------------
 
     def online_reader(
-        self, features: Sequence[str] | FeatureService, *, full_feature_names: bool = False
+        self, features: Sequence[str] | FeatureService, *, full_feature_names: bool = False, log: bool = False
     ) -> OnlineReader:
         """Compile a serving plan for ``features`` once (in the engine), to call many times.
 
         A view with no online data yet (nothing written or materialized) answers NOT_FOUND (null); the
         reader starts serving it as soon as any process writes it, with no extra cost per call after that.
+        With ``log=True`` every answer goes to the served-feature log (:mod:`skewless.servelog`) for
+        :meth:`check_skew`; ``reader.close()`` or a ``with`` block flushes it.
 
         Example: ``r = store.online_reader(["user_stats:spend"]); r.get_numpy({"user_id": [1, 2]})``.
         """
@@ -513,7 +519,12 @@ class FeatureStore:
                 raise InvalidArgumentError(f"feature view {fv.name!r} has online=False; it is not served")
         names = output_names(plan, full_feature_names, [])
         versions = {fv.name: self.registry.version("feature_views", fv.name) for fv, _ in plan}
-        return OnlineReader(self._online(), plan, names, versions)
+        if not flag(log, "log"):
+            return OnlineReader(self._online(), plan, names, versions)
+        key_types = {
+            k: t for fv, _ in plan for k, t in zip(fv.join_keys, self.registry.key_types(fv), strict=True)
+        }
+        return OnlineReader(self._online(), plan, names, versions, self.serve_log, key_types)
 
     def get_online_features(
         self,
@@ -522,6 +533,7 @@ class FeatureStore:
         *,
         full_feature_names: bool = False,
         as_of: dt.datetime | None = None,
+        log: bool = False,
     ) -> OnlineResponse:
         """The latest value of each feature for each entity row, with each view's TTL applied at
         ``as_of`` (default: now): an expired value is null with status EXPIRED, and a value stored with a
@@ -531,19 +543,152 @@ class FeatureStore:
         Arrow arrays), a table (pyarrow, pandas, polars), or a list of dicts as in Feast. A null key
         (None, ``<NA>``) is not found.
 
+        With ``log=True`` the answer goes to the served-feature log (see :meth:`online_reader`).
+
         Example: ``store.get_online_features(["user_stats:spend"], [{"user_id": 1}]).to_dict()``.
         """
         self._refresh()
         refs = features.features if isinstance(features, FeatureService) else features
         key: tuple[Any, ...] | None
         try:
-            key = (tuple(refs), full_feature_names)
+            key = (tuple(refs), full_feature_names, log)
             hash(key)
         except TypeError:
             key = None  # not a list of names: online_reader says what is wrong with it
         r = self._readers.get(key) if key is not None else None
         if r is None:
-            r = self.online_reader(features, full_feature_names=full_feature_names)
+            r = self.online_reader(features, full_feature_names=full_feature_names, log=log)
             if key is not None:
                 self._readers[key] = r
         return r.get(entity_rows, as_of=as_of)
+
+    # ---- served-feature log and skew checks (skewless.servelog, skewless.skew) -----------------------------
+
+    @property
+    def serve_log(self) -> ServeLog:
+        """This process's served-feature log of the store (``<store>/logs/``), made on first use."""
+        if self._serve_log is None:
+            self._serve_log = ServeLog(os.path.join(self.path, "logs"))
+        return self._serve_log
+
+    def log_served(
+        self,
+        entity_rows: Any,
+        values: Any,
+        served_at: Any,
+        *,
+        source: str = "log_served",
+        request_ids: Any = None,
+        statuses: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Log vectors a service computed some other way (a legacy path, another language), so
+        :meth:`check_skew` checks them too; returns the rows queued.
+
+        ``entity_rows``: the join key columns (a mapping or table; other columns are logged as
+        request-time inputs); ``values``: ``"view:feature"`` columns, one row per entity row;
+        ``served_at``: one instant or one per row. ``source`` labels the rows (``check_skew(source=...)``).
+        Everything is checked before anything is queued.
+
+        Example: ``store.log_served({"user_id": [7]}, {"user_stats:spend": [12.5]}, now, source="legacy")``.
+        """
+        self._refresh()
+        vals = as_table(values, "values")
+        refs = list(vals.column_names)
+        if not refs:
+            raise InvalidArgumentError("values has no columns; give 'view:feature' columns")
+        plan = resolve(self.registry, refs)
+        exact = [f"{fv.name}:{f}" for fv, fs in plan for f in fs]
+        if sorted(exact) != sorted(refs):
+            raise InvalidArgumentError(f"values columns must be 'view:feature' references, got {refs}")
+        keys: dict[str, Any] = {}
+        for fv, _ in plan:
+            keys.update(zip(fv.join_keys, self.registry.key_types(fv), strict=True))
+        types = [fv.get_field(f).dtype.arrow for fv, fs in plan for f in fs]
+        sink = Sink(
+            str(source), list(keys), list(keys.values()), exact, types, [len(fs) for _, fs in plan], {}
+        )
+        return log_table(
+            self.serve_log,
+            sink,
+            entity_rows,
+            vals.select(exact),
+            served_at,
+            request_ids=request_ids,
+            statuses=statuses,
+        )
+
+    def flush_logs(self) -> int:
+        """Write this process's queued log entries now; returns the segments written."""
+        return self.serve_log.flush()
+
+    def read_log(
+        self,
+        *,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        features: Sequence[str] | None = None,
+        source: str | None = None,
+    ) -> dict[str, pa.Table]:
+        """The served-feature log, per ``"view:feature"``: every row logged with ``start <= served_at <
+        end`` (see :func:`skewless.servelog.read_log` for the columns). Reads segments on disk only.
+
+        Example: ``store.read_log(features=["user_stats:spend"])["user_stats:spend"].num_rows``.
+        """
+        lo = None if start is None else instant_us(start, "start")
+        hi = None if end is None else instant_us(end, "end")
+        feats = None if features is None else name_list(features, "features")
+        return read_log(os.path.join(self.path, "logs"), start=lo, end=hi, features=feats, source=source)
+
+    def prune_logs(self, before: dt.datetime) -> int:
+        """Remove the log segments whose every row was served before ``before``; returns how many.
+
+        Example: ``store.prune_logs(datetime.now(timezone.utc) - timedelta(days=30))``.
+        """
+        return prune(os.path.join(self.path, "logs"), instant_us(before, "before"))
+
+    def check_skew(
+        self,
+        *,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
+        features: Sequence[str] | None = None,
+        sample: int | None = None,
+        source: str | None = None,
+        atol: float = 0.0,
+        rtol: float = 0.0,
+        thresholds: Mapping[str, Any] | None = None,
+    ) -> SkewReport:
+        """Rebuild every logged vector served in ``[start, end)`` as the history knew it then, compare
+        value by value and distribution by distribution, and raise alerts (see :mod:`skewless.skew`).
+
+        ``sample``: check at most this many logged rows per feature (a seeded random sample);
+        ``source``: only rows logged under that label; ``atol`` / ``rtol``: numeric tolerance (default
+        exact); ``thresholds``: overrides of :data:`skewless.skew.DEFAULT_THRESHOLDS`, for every feature or
+        per ``"view:feature"``. Reads only flushed segments (``flush_logs()`` first in the same process).
+
+        Example: ``report = store.check_skew(start=yesterday); report.alerts``.
+        """
+        self._refresh()
+        return check_skew(
+            self,
+            start=start,
+            end=end,
+            features=features,
+            sample=sample,
+            source=source,
+            atol=atol,
+            rtol=rtol,
+            thresholds=thresholds,
+        )
+
+    def explain(
+        self, feature: str, entity: Mapping[str, Any], at: dt.datetime, *, known_at: Any = None
+    ) -> Explanation:
+        """Why ``feature`` (``"view:feature"``) had its value for ``entity`` (join key to value) at ``at``:
+        the history row and write behind it, the TTL decision, and what the log says was served then
+        (see :mod:`skewless.explain`). ``known_at``: rebuild from the rows written by then only.
+
+        Example: ``print(store.explain("user_stats:spend", {"user_id": 7}, at))``.
+        """
+        self._refresh()
+        return explain(self, feature, entity, at, known_at=known_at)

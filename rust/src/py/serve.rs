@@ -22,6 +22,8 @@ use crate::serve::{PartSpec, Plan};
 const DETACH_ROWS: usize = 1024;
 
 type NumpyOut<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i8>>);
+/// `NumpyOut` and the instant served at (UTC microseconds).
+type NumpyAt<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i8>>, i64);
 
 /// A compiled serving plan over one online store (see ``skewless.serving.OnlineReader``, which wraps it).
 ///
@@ -84,6 +86,18 @@ impl PyPlan {
         entity_rows: &Bound<'py, PyAny>,
         as_of: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<NumpyOut<'py>> {
+        self.get_numpy_at(py, entity_rows, as_of).map(|(v, s, _)| (v, s))
+    }
+
+    /// ``get_numpy`` plus the instant served at (UTC microseconds): the served-feature log records it
+    /// exactly as the lookup used it, with no second clock read.
+    #[pyo3(signature = (entity_rows, as_of=None))]
+    fn get_numpy_at<'py>(
+        &self,
+        py: Python<'py>,
+        entity_rows: &Bound<'py, PyAny>,
+        as_of: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<NumpyAt<'py>> {
         guard(py, || {
             let plan = &*self.plan;
             run_guarded(py, || plan.check_numeric())?;
@@ -107,7 +121,7 @@ impl PyPlan {
                 py,
                 numpy::ndarray::Array2::from_shape_vec((n, v), ss).map_err(shape)?,
             );
-            Ok((values, status))
+            Ok((values, status, at))
         })
     }
 

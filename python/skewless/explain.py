@@ -1,0 +1,254 @@
+"""Explain one value: why did the model get this number?
+
+``store.explain("view:feature", entity, at)`` rebuilds the value of one feature for one entity at one
+instant the way :mod:`skewless.skew` does, and says how: the history row that produced it (with the write
+that stored it: file number, row, write time), the rows of that entity around it, the TTL decision, and,
+when the served-feature log holds lookups of that entity at that instant, what was served and whether it
+differs from the rebuild (each logged lookup is rebuilt as known when it ran). Without ``known_at`` and
+without a logged lookup, every row written so far counts.
+
+Example:
+    >>> import tempfile, datetime as dt
+    >>> import pyarrow as pa
+    >>> from skewless import Entity, FeatureStore, FeatureView, Field, Float64
+    >>> store = FeatureStore(tempfile.mkdtemp())
+    >>> u = Entity("user")
+    >>> _ = store.apply([u, FeatureView("v", [u], [Field("x", Float64)], ttl=dt.timedelta(days=1))])
+    >>> t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    >>> _ = store.write("v", {"user_id": [1], "event_timestamp": pa.array([t], pa.timestamp("us", "UTC")),
+    ...                       "x": [0.5]})
+    >>> e = store.explain("v:x", {"user_id": 1}, t + dt.timedelta(hours=1))
+    >>> e.value, e.ttl_decision.split(":")[0]
+    (0.5, 'within TTL')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import InvalidArgumentError, MissingColumnError
+from .normalize import INT64_MAX, INT64_MIN, entity_key, instant_us
+from .offline import SEQ
+from .refs import parse_ref
+from .servelog import KNOWN_AT, REQUEST_ID, STATUS_SUFFIX, read_log
+from .skew import _choose, _compare, _iso, known_history
+
+if TYPE_CHECKING:
+    from .store import FeatureStore
+
+__all__ = ["Explanation", "explain"]
+
+#: Rows of the entity shown before and after the one chosen.
+CONTEXT_ROWS = 5
+
+
+class Explanation:
+    """The answer of :meth:`FeatureStore.explain`: ``value`` (rebuilt), ``row`` (the history row that
+    produced it, or None), ``rows`` (the entity's rows around it, each marked ``known`` or not at
+    ``known_at``), ``ttl_decision`` (text), ``served`` (logged lookups at that instant, each with
+    ``differs``). ``to_dict()`` and ``str()`` give it whole.
+
+    Example: ``print(store.explain("user_stats:spend", {"user_id": 7}, at))``.
+    """
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+        for k, v in fields.items():
+            setattr(self, k, v)
+
+    value: Any
+    row: dict[str, Any] | None
+    rows: list[dict[str, Any]]
+    ttl_decision: str
+    served: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._fields)
+
+    def __str__(self) -> str:
+        f = self._fields
+        lines = [
+            f"{f['feature']} for {f['entity']} at {f['at']} (as known at {f['known_at']}): {f['value']!r}",
+            f"  TTL: {f['ttl_decision']}",
+        ]
+        if f["row"] is not None:
+            r = f["row"]
+            lines.append(
+                f"  from history row timestamp={r['timestamp']} created={r.get('created')} "
+                f"written in file {r['file']} row {r['file_row']} at {r['written_at']}"
+            )
+        lines.append("  rows of this entity:")
+        for r in f["rows"]:
+            mark = "->" if r.get("chosen") else "  "
+            known = "" if r["known"] else " (written later: not known then)"
+            lines.append(f"   {mark} {r['timestamp']}  {r['value']!r}{known}")
+        for s in f["served"]:
+            flag = "DIFFERS" if s["differs"] else "same"
+            lines.append(
+                f"  served {s['value']!r} (status {s['status']}, {s['source']}, "
+                f"request {s['request_id']}): {flag}"
+            )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Explanation({self._fields['feature']!r}, value={self._fields['value']!r})"
+
+
+def _parse(x: Any) -> Any:
+    """An ISO 8601 string (as the skew report writes instants) as a datetime; anything else as given."""
+    if isinstance(x, str):
+        try:
+            return dt.datetime.fromisoformat(x.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidArgumentError(
+                f"{x!r} is not an ISO 8601 instant like 2026-01-31T00:00:00+00:00"
+            ) from None
+    return x
+
+
+def _entity_filter(table: pa.Table, keys: Mapping[str, pa.Scalar]) -> pa.Array:
+    mask = None
+    for k, v in keys.items():
+        m = pc.fill_null(pc.equal(table.column(k), v), False)
+        mask = m if mask is None else pc.and_(mask, m)
+    assert mask is not None
+    return mask
+
+
+def explain(
+    store: FeatureStore, feature: str, entity: Mapping[str, Any], at: Any, *, known_at: Any = None
+) -> Explanation:
+    """:meth:`FeatureStore.explain`; see the module docstring."""
+    view, feat = parse_ref(feature)
+    fv = store.registry.feature_view(view)
+    feat = fv.get_field(feat).name
+    if not isinstance(entity, Mapping):
+        raise InvalidArgumentError(
+            f"entity must be a mapping of join key to value, e.g. {{{fv.join_keys[0]!r}: 7}}"
+        )
+    missing = [k for k in fv.join_keys if k not in entity]
+    if missing:
+        raise MissingColumnError(f"entity lacks join key(s) {missing} of view {view!r}")
+    t = instant_us(_parse(at), "at")
+    key_types = store.registry.key_types(fv)
+    keys = {
+        k: entity_key(pa.chunked_array([pa.array([entity[k]])]), kt, k)[0]
+        for k, kt in zip(fv.join_keys, key_types, strict=True)
+    }
+    # The logged lookups of this entity at this instant, each to be rebuilt as known when it ran.
+    served_rows: list[dict[str, Any]] = []
+    log = read_log(os.path.join(store.path, "logs"), start=t, end=t + 1, features=[feature]).get(feature)
+    if log is not None and log.num_rows:
+        log = log.filter(_entity_filter(log, keys))
+        for i in range(log.num_rows):
+            st = log.column(feature + STATUS_SUFFIX)[i].as_py()
+            served_rows.append(
+                {
+                    "request_id": log.column(REQUEST_ID)[i].as_py(),
+                    "source": log.column("source")[i].as_py(),
+                    "version": log.column("version")[i].as_py(),
+                    "value": log.column(feature)[i].as_py(),
+                    "status": st,
+                    "known_at_us": int(pc.cast(log.column(KNOWN_AT), pa.int64())[i].as_py()),
+                    "_col": log.column(feature).slice(i, 1),
+                }
+            )
+    if known_at is not None:
+        k_us = instant_us(_parse(known_at), "known_at")
+    elif served_rows:
+        k_us = max(s["known_at_us"] for s in served_rows)
+    else:
+        k_us = INT64_MAX
+    hist = known_history(store, fv, [feat], INT64_MIN, t)
+    if hist is not None:
+        hist = hist.filter(_entity_filter(hist, keys))
+    keys_tbl = pa.table({k: pa.array([v.as_py()], v.type) for k, v in keys.items()})
+
+    def pick(known_us: int) -> int:
+        if hist is None or hist.num_rows == 0:
+            return -1
+        return int(_choose(fv, hist, keys_tbl, np.array([t], np.int64), np.array([known_us], np.int64))[0])
+
+    chosen = pick(k_us)
+    row = None
+    rows: list[dict[str, Any]] = []
+    ttl = fv.ttl_us
+    value = None
+    if hist is not None and hist.num_rows:
+        ts = pc.cast(hist.column(fv.timestamp_field), pa.int64()).to_numpy()
+        kn = hist.column("__known__").to_numpy()
+        order = np.lexsort((pc.cast(hist.column(SEQ), pa.int64()).to_numpy(), ts))
+        pos = int(np.nonzero(order == chosen)[0][0]) if chosen >= 0 else len(order)
+        for j in order[max(0, pos - CONTEXT_ROWS) : pos + CONTEXT_ROWS + 1].tolist():
+            rows.append(_row(fv, hist, j, feat, kn[j] <= k_us, j == chosen))
+        if chosen >= 0:
+            row = _row(fv, hist, chosen, feat, True, True)
+            value = row["value"]
+        newest = [j for j in order.tolist() if kn[j] <= k_us and ts[j] <= t]
+    else:
+        newest = []
+    if ttl is None:
+        decision = "no TTL: " + (
+            "the newest known row at or before the instant"
+            if chosen >= 0
+            else "no known row at or before the instant"
+        )
+    elif chosen >= 0:
+        age = t - int(row["timestamp_us"])  # type: ignore[index]
+        decision = f"within TTL: the row is {dt.timedelta(microseconds=age)} old, TTL {fv.ttl}"
+    elif newest:
+        assert hist is not None
+        last = int(pc.cast(hist.column(fv.timestamp_field), pa.int64())[newest[-1]].as_py())
+        decision = f"expired: the newest known row is {dt.timedelta(microseconds=t - last)} old, TTL {fv.ttl}"
+    else:
+        decision = "no known row at or before the instant"
+    served = []
+    for s in served_rows:
+        own = pick(s["known_at_us"])
+        rebuilt = (
+            hist.column(feat).take(pa.array([own], pa.int64(), mask=np.array([own < 0])))
+            if hist is not None and hist.num_rows
+            else pa.nulls(1, fv.get_field(feat).dtype.arrow)
+        )
+        differs = bool(_compare(s.pop("_col"), rebuilt, 0.0, 0.0)["mismatch"][0])
+        served.append(
+            {**s, "known_at": _iso(s.pop("known_at_us")), "rebuilt": rebuilt[0].as_py(), "differs": differs}
+        )
+    return Explanation(
+        feature=feature,
+        entity={k: v.as_py() for k, v in keys.items()},
+        at=_iso(t),
+        known_at="everything written so far" if k_us == INT64_MAX else _iso(k_us),
+        value=value,
+        row=row,
+        rows=rows,
+        ttl_decision=decision,
+        served=served,
+    )
+
+
+def _row(fv: Any, hist: pa.Table, j: int, feat: str, known: bool, chosen: bool) -> dict[str, Any]:
+    seq = int(hist.column(SEQ)[j].as_py())
+    ts_us = int(pc.cast(hist.column(fv.timestamp_field), pa.int64())[j].as_py())
+    kn = int(hist.column("__known__")[j].as_py())
+    out = {
+        "timestamp": _iso(ts_us),
+        "timestamp_us": ts_us,
+        "value": hist.column(feat)[j].as_py(),
+        "file": seq >> 32,
+        "file_row": seq & 0xFFFFFFFF,
+        "written_at": None if kn == INT64_MIN else _iso(kn),
+        "known": bool(known),
+        "chosen": bool(chosen),
+    }
+    if fv.created_timestamp_field:
+        c = hist.column(fv.created_timestamp_field)[j].as_py()
+        out["created"] = None if c is None else c.isoformat()
+    return out
