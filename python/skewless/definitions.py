@@ -474,7 +474,8 @@ class FeatureView:
 
 @dataclass(frozen=True)
 class FeatureService:
-    """A model's feature list: ``"view:feature"`` references (or whole views), kept under one name.
+    """A model's feature list: ``"view:feature"`` references (or whole views and transform views), kept
+    under one name.
 
     Example:
         >>> from skewless import FeatureService
@@ -486,12 +487,15 @@ class FeatureService:
     features: list[str]
     description: str = ""
 
-    def __init__(self, name: str, features: Iterable[str | FeatureView], description: str = "") -> None:
+    def __init__(self, name: str, features: Iterable[Any], description: str = "") -> None:
         _check_name(name, "feature service")
         refs: list[str] = []
         for f in features:
             if isinstance(f, FeatureView):
                 refs.extend(f"{f.name}:{n}" for n in f.feature_names)
+            elif not isinstance(f, str) and hasattr(f, "output_names"):
+                # A skewless.transforms.TransformView (not imported here: it builds on this module).
+                refs.extend(f"{f.name}:{n}" for n in f.output_names)
             elif isinstance(f, str) and f.count(":") == 1:
                 refs.append(f)
             else:

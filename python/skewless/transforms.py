@@ -701,8 +701,7 @@ def compile_request(
                 imputed_cols.add(col[ref])
     view_cols = dict(col)
     tv_out: dict[tuple[str, str], int] = {}
-    tv_in: dict[str, dict[str, int]] = {}
-    udfs: list[tuple[Udf, list[int], list[str]]] = []
+    udfs: list[tuple[Mapping[str, Any], str, list[int], list[str]]] = []
     for view, spec in specs.items():
         local = dict(view_cols)
         for imp in spec["impute"]:
@@ -710,12 +709,12 @@ def compile_request(
             nodes.append((ref, "fill", local[ref], _fill_value(imp["value"], dtypes[ref])))
             local[ref] = len(inputs) + len(nodes) - 1
             imputed_cols.add(local[ref])
-        tv_in[view] = local
         for t in spec["transforms"]:
             if t["kind"] == "udf":
                 udfs.append(
                     (
-                        _udf(t, view),
+                        t,
+                        view,
                         [local[i] for i in t["inputs"]],
                         [f"{view}:{f['name']}" for f in t["outputs"]],
                     )
@@ -733,7 +732,7 @@ def compile_request(
     for k, (_, _, src, _) in enumerate(nodes):
         source_of[len(inputs) + k] = source_of[src]
     # Output names, each unique; the UDFs whose outputs are wanted.
-    by_out = {o: k for k, (_, _, outs) in enumerate(udfs) for o in outs}
+    by_out = {o: k for k, (_, _, _, outs) in enumerate(udfs) for o in outs}
     names_out: list[str] = []
     select: list[int] = []
     seen: dict[str, str] = {}
@@ -770,15 +769,19 @@ def compile_request(
                 run[k] = None
                 final.append((n, -1 - k, f))
     n_direct = len(select)
-    # The inputs of the UDFs to run come back after the columns the engine makes for the response.
+    # Only the UDFs whose outputs are wanted run; their inputs come back after the columns the engine
+    # makes for the response.
+    pos = {k: i for i, k in enumerate(run)}
+    final = [(n, j if j >= 0 else -1 - pos[-1 - j], f) for n, j, f in final]
     udf_sel: list[tuple[Udf, list[int], list[str]]] = []
-    for k, (udf, cols, outs) in enumerate(udfs):
+    for k in run:
+        spec_, view_, cols, outs = udfs[k]
+        udf = _udf(spec_, view_)
         idx = []
-        if k in run:
-            for c in cols:
-                idx.append(len(select))
-                select.append(c)
-                names_out.append(f"__udf_in_{len(select)}")
+        for c in cols:
+            idx.append(len(select))
+            select.append(c)
+            names_out.append(f"__udf_in_{len(select)}")
         udf_sel.append((udf, idx, outs))
     return Compiled(
         plan=plan,
@@ -844,8 +847,7 @@ def finish(c: Compiled, stage: pa.Table, flags: bool) -> list[tuple[str, Any]]:
     n = stage.num_rows
     udf_out: dict[int, list[pa.ChunkedArray]] = {}
     for k, (udf, idx, _) in enumerate(c.udfs):
-        if idx:
-            udf_out[k] = _run_udf(udf, [cols[i * step] for i in idx], n)
+        udf_out[k] = _run_udf(udf, [cols[i * step] for i in idx], n)
     out: list[tuple[str, Any]] = []
     for name, j, field_name in c.final:
         if j >= 0:

@@ -124,7 +124,12 @@ impl PyProgram {
             if batches.is_empty() {
                 // An empty table may export no batch: run over empty columns so the output still has
                 // its columns and types.
-                let cols = t.schema.fields().iter().map(|f| new_empty_array(f.data_type())).collect();
+                let cols = t
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| new_empty_array(f.data_type()))
+                    .collect();
                 batches.push(
                     RecordBatch::try_new(t.schema.clone(), cols).map_err(|e| to_py(py, Error::from(e)))?,
                 );
@@ -156,11 +161,7 @@ impl PyProgram {
                 let step = if masks { 2 } else { 1 };
                 fields.push(Field::new(name, first[i * step].data_type().clone(), true));
                 if masks {
-                    fields.push(Field::new(
-                        format!("{name}__imputed"),
-                        DataType::Boolean,
-                        false,
-                    ));
+                    fields.push(Field::new(format!("{name}__imputed"), DataType::Boolean, false));
                 }
             }
             let schema = Arc::new(Schema::new(fields));

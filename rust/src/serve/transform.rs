@@ -18,7 +18,7 @@ use arrow::compute::nullif;
 
 use crate::error::{Error, Result};
 use crate::online::status::{IMPUTED, NOT_YET_VALID, PRESENT};
-use crate::transform::{to_f64_nan, Program};
+use crate::transform::{write_f64_nan, Program};
 
 pub struct Post {
     program: Program,
@@ -147,9 +147,7 @@ pub fn rows_f64(names: &[String], columns: &[ArrayRef], n: usize) -> Result<Vec<
     let w = columns.len();
     let mut out = vec![0.0; n * w];
     for (j, (c, name)) in columns.iter().zip(names).enumerate() {
-        for (i, v) in to_f64_nan(name, c.as_ref())?.into_iter().enumerate() {
-            out[i * w + j] = v;
-        }
+        write_f64_nan(name, c, &mut out[j..], w)?;
     }
     Ok(out)
 }
@@ -181,8 +179,14 @@ mod tests {
             ],
         )
         .unwrap();
-        let post = Post::new(program, 1, vec![2, 3, 1, 0], vec![Some(0), Some(0), None, Some(0)], 1)
-            .unwrap();
+        let post = Post::new(
+            program,
+            1,
+            vec![2, 3, 1, 0],
+            vec![Some(0), Some(0), None, Some(0)],
+            1,
+        )
+        .unwrap();
         assert_eq!(post.n_request(), 1);
         let f: ArrayRef = Arc::new(Float64Array::from(vec![Some(1.0), None]));
         let r: ArrayRef = Arc::new(Float64Array::from(vec![7.0, 8.0]));

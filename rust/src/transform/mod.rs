@@ -24,9 +24,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float64Array, Int32Array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float64Array, Int32Array};
 use arrow::buffer::NullBuffer;
 use arrow::compute::kernels::cast::cast;
 use arrow::compute::kernels::zip::zip;
@@ -141,7 +139,7 @@ impl Op {
     }
 
     /// Applies the operation to one column.
-    pub fn apply(&self, name: &str, x: &dyn Array) -> Result<ArrayRef> {
+    pub fn apply(&self, name: &str, x: &ArrayRef) -> Result<ArrayRef> {
         match self {
             Op::ZScore { mean, std } => {
                 let (m, s) = (*mean, *std);
@@ -163,9 +161,7 @@ impl Op {
                 let out: Int32Array = v
                     .iter()
                     .map(|o| {
-                        o.and_then(|v| {
-                            (!v.is_nan()).then(|| boundaries.partition_point(|b| *b <= v) as i32)
-                        })
+                        o.and_then(|v| (!v.is_nan()).then(|| boundaries.partition_point(|b| *b <= v) as i32))
                     })
                     .collect();
                 Ok(Arc::new(out))
@@ -180,8 +176,12 @@ fn has_dup<T: PartialEq>(v: &[T]) -> bool {
 }
 
 /// The column as float64 (integers and float32 converted as Arrow casts them); other types refused.
-fn numeric(name: &str, x: &dyn Array) -> Result<ArrayRef> {
+fn numeric(name: &str, x: &ArrayRef) -> Result<ArrayRef> {
     let t = x.data_type();
+    if *t == DataType::Float64 {
+        // Served vectors are a row or a few: skipping the cast's copy of the array header matters there.
+        return Ok(x.clone());
+    }
     if !(t.is_integer() || t.is_floating()) {
         return Err(Error::Dtype(format!(
             "{name}: the input is {t}; this transform reads numbers (integers or floats)"
@@ -190,7 +190,7 @@ fn numeric(name: &str, x: &dyn Array) -> Result<ArrayRef> {
     Ok(cast(x, &DataType::Float64)?)
 }
 
-fn map_f64(name: &str, x: &dyn Array, f: impl Fn(f64) -> f64) -> Result<ArrayRef> {
+fn map_f64(name: &str, x: &ArrayRef, f: impl Fn(f64) -> f64) -> Result<ArrayRef> {
     let v = numeric(name, x)?;
     let v = v.as_primitive::<Float64Type>();
     // Computed on every slot (a null slot's bits are arbitrary but harmless), the null mask kept as is.
@@ -198,7 +198,7 @@ fn map_f64(name: &str, x: &dyn Array, f: impl Fn(f64) -> f64) -> Result<ArrayRef
     Ok(Arc::new(out))
 }
 
-fn one_hot(name: &str, x: &dyn Array, cats: &Categories) -> Result<ArrayRef> {
+fn one_hot(name: &str, x: &ArrayRef, cats: &Categories) -> Result<ArrayRef> {
     let n = x.len();
     let (k, pos): (usize, Vec<Option<usize>>) = match (cats, x.data_type()) {
         (Categories::Int(c), t) if t.is_integer() => {
@@ -357,25 +357,29 @@ impl Program {
     }
 }
 
-/// The column as float64 values with nulls as NaN (the serving plan's `get_numpy` output).
-pub fn to_f64_nan(name: &str, x: &dyn Array) -> Result<Vec<f64>> {
+/// Writes the column as float64 values with nulls as NaN into `out[i * stride]` (the serving plan's
+/// `get_numpy` output, row-major).
+pub fn write_f64_nan(name: &str, x: &ArrayRef, out: &mut [f64], stride: usize) -> Result<()> {
     let t = x.data_type();
     if !(t.is_integer() || t.is_floating() || *t == DataType::Boolean) {
         return Err(Error::Dtype(format!(
             "get_numpy returns float64, but '{name}' is {t}; use get()"
         )));
     }
-    let v = cast(x, &DataType::Float64)?;
+    let v = if *t == DataType::Float64 {
+        x.clone()
+    } else {
+        cast(x, &DataType::Float64)?
+    };
     let v = v.as_primitive::<Float64Type>();
     let nulls: Option<&NullBuffer> = v.nulls();
-    Ok(v.values()
-        .iter()
-        .enumerate()
-        .map(|(i, &a)| match nulls {
+    for (i, &a) in v.values().iter().enumerate() {
+        out[i * stride] = match nulls {
             Some(b) if b.is_null(i) => f64::NAN,
             _ => a,
-        })
-        .collect())
+        };
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,10 +15,7 @@ fn out_f64(a: &ArrayRef) -> Vec<Option<f64>> {
 
 #[test]
 fn zscore_keeps_nulls_nan_and_infinities() {
-    let op = Op::ZScore {
-        mean: 5.0,
-        std: 2.0,
-    };
+    let op = Op::ZScore { mean: 5.0, std: 2.0 };
     op.check("z").unwrap();
     let x = f64s(&[
         Some(2.0),
@@ -38,10 +35,7 @@ fn zscore_keeps_nulls_nan_and_infinities() {
 #[test]
 fn bad_parameters_are_refused() {
     for op in [
-        Op::ZScore {
-            mean: 0.0,
-            std: 0.0,
-        },
+        Op::ZScore { mean: 0.0, std: 0.0 },
         Op::ZScore {
             mean: f64::NAN,
             std: 1.0,
@@ -59,10 +53,7 @@ fn bad_parameters_are_refused() {
             categories: Categories::Int(vec![1, 1]),
         },
     ] {
-        assert!(
-            matches!(op.check("o"), Err(Error::InvalidArgument(_))),
-            "{op:?}"
-        );
+        assert!(matches!(op.check("o"), Err(Error::InvalidArgument(_))), "{op:?}");
     }
 }
 
@@ -87,10 +78,7 @@ fn clip_log1p_minmax_edges() {
     assert_eq!(l[0], Some(f64::NEG_INFINITY));
     assert!(l[1].unwrap().is_nan());
     assert_eq!(l[2], Some(0.0));
-    let m = Op::MinMax {
-        min: 0.0,
-        max: 4.0,
-    };
+    let m = Op::MinMax { min: 0.0, max: 4.0 };
     assert_eq!(
         out_f64(&m.apply("m", &f64s(&[Some(2.0), Some(8.0)])).unwrap()),
         vec![Some(0.5), Some(2.0)]
@@ -168,10 +156,7 @@ fn program_fills_then_transforms_and_tracks_imputed_rows() {
                 "x_z".into(),
                 Node::Op {
                     src: 1,
-                    op: Op::ZScore {
-                        mean: 5.0,
-                        std: 2.0,
-                    },
+                    op: Op::ZScore { mean: 5.0, std: 2.0 },
                 },
             ),
         ],
@@ -216,7 +201,10 @@ fn fill_value_must_fit_the_column() {
 #[test]
 fn f64_output_has_nan_for_nulls() {
     let x = f64s(&[Some(1.0), None]);
-    let v = to_f64_nan("x", &x).unwrap();
-    assert_eq!(v[0], 1.0);
-    assert!(v[1].is_nan());
+    let mut v = vec![0.0; 4];
+    write_f64_nan("x", &x, &mut v[1..], 2).unwrap();
+    assert_eq!(v[1], 1.0);
+    assert!(v[3].is_nan());
+    let s: ArrayRef = Arc::new(StringArray::from(vec!["a"]));
+    assert!(matches!(write_f64_nan("s", &s, &mut v, 1), Err(Error::Dtype(_))));
 }
