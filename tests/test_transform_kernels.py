@@ -91,3 +91,10 @@ def test_integer_inputs_read_as_float64_and_types_are_checked():
         _core.TransformProgram(1, [("z", "zscore", 0, (0.0, 0.0))])
     with pytest.raises(InvalidArgumentError):
         _core.TransformProgram(1, [("z", "log1p", 3, None)])
+
+
+def test_a_run_keeps_its_row_count_and_an_empty_input_its_types():
+    prog = _core.TransformProgram(1, [("z", "zscore", 0, (1.0, 2.0))])
+    assert prog.run(pa.table({"x": pa.array([1.0, 2.0])}), [], [], False).num_rows == 2
+    out = prog.run(pa.table({"x": pa.array([], pa.float64())}), [1], ["z"], True)
+    assert out.num_rows == 0 and out.schema.types == [pa.float64(), pa.bool_()]

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{make_array, new_empty_array, ArrayData, ArrayRef, BooleanArray, RecordBatch};
+use arrow::array::{
+    make_array, new_empty_array, ArrayData, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
+};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::pyarrow::FromPyArrow;
 use pyo3::prelude::*;
@@ -134,8 +136,8 @@ impl PyProgram {
                     RecordBatch::try_new(t.schema.clone(), cols).map_err(|e| to_py(py, Error::from(e)))?,
                 );
             }
-            let out = run_detached(py, move || -> Result<Vec<Vec<ArrayRef>>> {
-                let mut out = Vec::with_capacity(batches.len());
+            let out = run_detached(py, move || -> Result<Vec<(usize, Vec<ArrayRef>)>> {
+                let mut out: Vec<(usize, Vec<ArrayRef>)> = Vec::with_capacity(batches.len());
                 for b in batches {
                     let run = prog.run(b.columns().to_vec())?;
                     let mut cols = Vec::with_capacity(select.len() * 2);
@@ -149,11 +151,11 @@ impl PyProgram {
                             cols.push(Arc::new(m) as ArrayRef);
                         }
                     }
-                    out.push(cols);
+                    out.push((b.num_rows(), cols));
                 }
                 Ok(out)
             })?;
-            let Some(first) = out.first() else {
+            let Some((_, first)) = out.first() else {
                 return Err(to_py(py, Error::Internal("no batch was run".into())));
             };
             let mut fields = Vec::with_capacity(first.len());
@@ -167,7 +169,10 @@ impl PyProgram {
             let schema = Arc::new(Schema::new(fields));
             let batches = out
                 .into_iter()
-                .map(|cols| RecordBatch::try_new(schema.clone(), cols))
+                .map(|(n, cols)| {
+                    let opts = RecordBatchOptions::new().with_row_count(Some(n));
+                    RecordBatch::try_new_with_options(schema.clone(), cols, &opts)
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| to_py(py, Error::from(e)))?;
             to_pyarrow(py, schema, batches)

@@ -24,12 +24,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float64Array, Int32Array};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, FixedSizeListArray, Float64Array, Int32Array, PrimitiveArray,
+};
 use arrow::buffer::NullBuffer;
 use arrow::compute::kernels::cast::cast;
 use arrow::compute::kernels::zip::zip;
 use arrow::compute::{is_null, or};
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type};
+use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Int32Type, Int64Type};
 
 use crate::error::{Error, Result};
 
@@ -268,8 +270,33 @@ pub fn fill(name: &str, x: &ArrayRef, value: &ArrayRef) -> Result<(ArrayRef, Opt
         )));
     }
     let mask = is_null(x)?;
-    let filled = zip(&mask, &arrow::array::Scalar::new(v), x)?;
+    let filled = match x.data_type() {
+        DataType::Float64 => fill_primitive::<Float64Type>(x, &v),
+        DataType::Float32 => fill_primitive::<Float32Type>(x, &v),
+        DataType::Int64 => fill_primitive::<Int64Type>(x, &v),
+        DataType::Int32 => fill_primitive::<Int32Type>(x, &v),
+        // Other types (strings, booleans...) through Arrow's generic select.
+        _ => zip(&mask, &arrow::array::Scalar::new(v), x)?,
+    };
     Ok((filled, Some(mask)))
+}
+
+/// `x` with its nulls replaced by `v[0]`, in one pass over the values (the generic select copies run
+/// by run, several times slower on a training set's scattered nulls).
+fn fill_primitive<T: ArrowPrimitiveType>(x: &ArrayRef, v: &ArrayRef) -> ArrayRef {
+    let (x, v) = (x.as_primitive::<T>(), v.as_primitive::<T>().value(0));
+    let out: PrimitiveArray<T> = match x.nulls() {
+        None => x.clone(),
+        Some(n) => {
+            PrimitiveArray::from_iter_values(
+                x.values()
+                    .iter()
+                    .zip(n.iter())
+                    .map(|(&a, ok)| if ok { a } else { v }),
+            )
+        }
+    };
+    Arc::new(out)
 }
 
 /// One node of a program: it makes one new column from an earlier one.

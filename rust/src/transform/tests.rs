@@ -196,6 +196,14 @@ fn fill_value_must_fit_the_column() {
         vec![Some(1), Some(4)]
     );
     assert_eq!(m.unwrap().true_count(), 1);
+    // Strings go through the generic path.
+    let x: ArrayRef = Arc::new(StringArray::from(vec![None, Some("b")]));
+    let v: ArrayRef = Arc::new(StringArray::from(vec!["a"]));
+    let (y, _) = fill("x", &x, &v).unwrap();
+    assert_eq!(
+        y.as_string::<i32>().iter().collect::<Vec<_>>(),
+        vec![Some("a"), Some("b")]
+    );
 }
 
 #[test]
