@@ -32,8 +32,18 @@ import pyarrow.compute as pc
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _workload  # noqa: E402
 from compare_store import build, definitions  # noqa: E402
-from skewless import FeatureView, Field, Float64, Impute, TransformView, clip, log1p, transform, zscore  # noqa: E402
-from skewless import transforms  # noqa: E402
+from skewless import (  # noqa: E402
+    FeatureView,
+    Field,
+    Float64,
+    Impute,
+    TransformView,
+    clip,
+    log1p,
+    transform,
+    transforms,  # noqa: E402
+    zscore,
+)
 
 
 @transform(inputs=["v_a:f0", "v_a:f1"], outputs=[Field("f0_x_f1", Float64)], version=1)
