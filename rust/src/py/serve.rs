@@ -184,17 +184,19 @@ impl PyPlan {
                 }
             };
             // Filled in Rust, then handed to numpy without a copy (and without numpy's borrow tracking).
-            let mut vs = vec![0.0f64; n * w];
-            let mut ss = vec![0i8; n * v];
-            if let Some((_, names)) = &self.post {
+            let (vs, ss) = if let Some((_, names)) = &self.post {
                 let out = self.answer(py, &req, at, request)?;
-                vs = run_guarded(py, || rows_f64(names, &out.columns, n))?;
-                ss = out.status;
-            } else if n >= DETACH_ROWS {
-                run_detached(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
+                (run_guarded(py, || rows_f64(names, &out.columns, n))?, out.status)
             } else {
-                run_guarded(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
-            }
+                let mut vs = vec![0.0f64; n * w];
+                let mut ss = vec![0i8; n * v];
+                if n >= DETACH_ROWS {
+                    run_detached(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
+                } else {
+                    run_guarded(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
+                }
+                (vs, ss)
+            };
             let shape = |e: numpy::ndarray::ShapeError| to_py(py, Error::Internal(e.to_string()));
             let values = PyArray2::from_owned_array(
                 py,
