@@ -363,8 +363,12 @@ impl Program {
         if inputs.iter().any(|a| a.len() != n) {
             return Err(Error::Internal("transform inputs differ in length".into()));
         }
-        let mut imputed: Vec<Option<BooleanArray>> = vec![None; inputs.len()];
+        // Sized once: a served vector runs this per request, where every allocation shows.
+        let total = inputs.len() + self.nodes.len();
+        let mut imputed: Vec<Option<BooleanArray>> = Vec::with_capacity(total);
+        imputed.resize(inputs.len(), None);
         let mut columns = inputs;
+        columns.reserve(self.nodes.len());
         for (name, node) in &self.nodes {
             let (col, mask) = match node {
                 Node::Fill { src, value } => {
