@@ -8,6 +8,9 @@ the history's write sequence ``__seq__`` (offline.py, "Tie order"), never by the
 :func:`retrieve` is the I/O-free core: entity rows and each view's history rows in, the training set out.
 The store reads the history (:func:`get_historical_features`); a distributed engine can call
 ``retrieve`` on a partition with history it read itself.
+Imputation and transforms (:mod:`skewless.transforms`) run after the join, in
+:func:`get_historical_features` (``retrieve`` joins plain features only); their engine program works per
+row, so it may run on each partition's output alike.
 
 Example:
     >>> import pyarrow as pa

@@ -323,8 +323,7 @@ class TransformView:
         if not ts or not all(isinstance(t, (Transform, Udf)) for t in ts):
             raise InvalidArgumentError(
                 f"transform view {name!r}: transforms must be a non-empty list of built-ins (zscore, clip, "
-                "...) "
-                "or @transform functions"
+                "...) or @transform functions"
             )
         imps = list(impute)
         inputs = {r for t in ts for r in _inputs_of(t)}
@@ -478,8 +477,7 @@ def resolve_transform_view(tv: TransformView, data: Mapping[str, Any]) -> dict[s
             if view == REQUEST:
                 raise InvalidArgumentError(
                     f"{what}: {t.input!r} is a request-time value; {t.kind} needs the statistics artifact "
-                    "of a "
-                    "view's feature"
+                    "of a view's feature"
                 )
             st = _artifact(data, view, t.stats, feat, what)
             keys = ("mean", "stddev_samp") if t.kind == "zscore" else ("min", "max")
@@ -507,7 +505,7 @@ def resolve_transform_view(tv: TransformView, data: Mapping[str, Any]) -> dict[s
     spec["impute"] = imps
     # Every artifact read above exists; the program compiles now, so a bad parameter (a zero standard
     # deviation) is refused at apply, not at the first request.
-    _compile_program([(s, None) for s in out], imps, {r: i for i, r in enumerate(_all_inputs(out, imps))})
+    _check_program(out, imps)
     old = data.get("transform_views", {}).get(tv.name)
     if old is not None:
         for o in old["spec"]["transforms"]:
@@ -521,8 +519,7 @@ def resolve_transform_view(tv: TransformView, data: Mapping[str, Any]) -> dict[s
                     raise IncompatibleChangeError(
                         f"transform view {tv.name!r}: the code of UDF {n['function']!r} changed but its "
                         f"version is still {n['version']}; bump version= so training sets and served vectors "
-                        "made with "
-                        "the old code are not mistaken for the new"
+                        "made with the old code are not mistaken for the new"
                     )
     return spec
 
@@ -535,7 +532,7 @@ def _builtin_dtype(t: Transform) -> DType:
     return Float64
 
 
-def _all_inputs(transforms: Sequence[Mapping[str, Any]], imps: Sequence[Mapping[str, Any]]) -> list[str]:
+def _all_inputs(transforms: Sequence[Mapping[str, Any]]) -> list[str]:
     refs: dict[str, None] = {}
     for t in transforms:
         for r in [t["input"]] if t["kind"] != "udf" else t["inputs"]:
@@ -566,38 +563,29 @@ def _fill_value(value: Any, dtype: DType | None) -> pa.Array:
     return pa.array([value], dtype.arrow if dtype is not None else None)
 
 
-def _compile_program(
-    transforms: Sequence[tuple[Mapping[str, Any], str | None]],
-    imps: Sequence[Mapping[str, Any]],
-    columns: Mapping[str, int],
-    dtypes: Mapping[str, DType | None] | None = None,
-) -> tuple[Any, dict[str, int], dict[str, int]]:
-    """Compiles the fills and built-ins of one transform view over program input ``columns`` (ref ->
-    index). Returns the program nodes, each input's column after its fill, and each built-in output's
-    column; raises the engine's typed error for a bad parameter."""
+def _check_program(transforms: Sequence[Mapping[str, Any]], imps: Sequence[Mapping[str, Any]]) -> None:
+    """Compiles the fills and built-ins of one transform view in the engine, which raises its typed
+    error for a bad parameter (the program is compiled again, with the request's other columns, per
+    reader or retrieval)."""
+    col = {r: i for i, r in enumerate(_all_inputs(transforms))}
+    base = len(col)
     nodes: list[tuple[str, str, int, Any]] = []
-    base = len(columns)
-    col = dict(columns)
     for i in imps:
         ref = i["feature"]
-        dt = (dtypes or {}).get(ref)
-        nodes.append((ref, "fill", col[ref], _fill_value(i["value"], dt)))
+        nodes.append((ref, "fill", col[ref], _fill_value(i["value"], None)))
         col[ref] = base + len(nodes) - 1
-    outs: dict[str, int] = {}
-    for t, _ in transforms:
-        if t["kind"] == "udf":
-            continue
-        nodes.append((t["output"], t["kind"], col[t["input"]], _param(t)))
-        outs[t["output"]] = base + len(nodes) - 1
+    for t in transforms:
+        if t["kind"] != "udf":
+            nodes.append((t["output"], t["kind"], col[t["input"]], _param(t)))
     _core.TransformProgram(base, nodes)
-    return nodes, col, outs
 
 
 class Compiled(NamedTuple):
     """A request compiled for the engine: what to look up / join (``plan``: views and features, in
-    order; ``request_columns``), the program (``nodes`` over ``n_inputs`` columns), the columns the engine
-    stage returns (``select``, named ``names``, looked up from plan part ``source``), which of them may be
-    imputed, then the UDFs and the final outputs."""
+    order; ``request_columns``), the engine ``program`` over the plan's ``n_features`` columns then the
+    request columns, the columns the engine stage returns (``select``, named ``names``, looked up from
+    plan part ``source``; ``imputable``: whether a fill is in its lineage), then the UDFs to run
+    (``(udf, positions of its inputs in select, output refs)``) and the final outputs."""
 
     plan: Plan
     request_columns: list[str]
@@ -610,7 +598,6 @@ class Compiled(NamedTuple):
     udfs: list[tuple[Udf, list[int], list[str]]]
     #: Each output in order: (name, position in ``select``, "") or (name, -1 - UDF index, UDF output).
     final: list[tuple[str, int, str]]
-    n_direct: int
 
 
 def _udf(spec: Mapping[str, Any], tv: str) -> Udf:
@@ -619,14 +606,12 @@ def _udf(spec: Mapping[str, Any], tv: str) -> Udf:
     if udf is None:
         raise UnknownFeatureError(
             f"transform view {tv!r} runs UDF {key[0]!r} version {key[1]}, which is not defined in this "
-            "process; "
-            "import the module that defines it"
+            "process; import the module that defines it"
         )
     if udf.fingerprint != spec["fingerprint"]:
         raise IncompatibleChangeError(
             f"transform view {tv!r}: the code of UDF {key[0]!r} version {key[1]} differs from the code "
-            "applied; "
-            "bump its version and apply again (or restore the applied code)"
+            "applied; bump its version and apply again (or restore the applied code)"
         )
     return udf
 
@@ -768,7 +753,6 @@ def compile_request(
                 k = by_out[f"{v}:{f}"]
                 run[k] = None
                 final.append((n, -1 - k, f))
-    n_direct = len(select)
     # Only the UDFs whose outputs are wanted run; their inputs come back after the columns the engine
     # makes for the response.
     pos = {k: i for i, k in enumerate(run)}
@@ -794,7 +778,6 @@ def compile_request(
         imputable=[c in imputable for c in select],
         udfs=udf_sel,
         final=final,
-        n_direct=n_direct,
     )
 
 
@@ -808,8 +791,7 @@ def request_table(c: Compiled, rows: pa.Table) -> list[pa.ChunkedArray]:
         if name not in rows.column_names:
             raise MissingColumnError(
                 f"a transform reads the request-time value {REQUEST}:{name}, but the entity rows have no "
-                "column "
-                f"{name!r}; add it"
+                f"column {name!r}; add it"
             )
         out.append(rows.column(name))
     return out
