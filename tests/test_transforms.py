@@ -450,3 +450,18 @@ def test_registry_keeps_transform_views_across_reopen(tmp_path):
     assert np.array_equal(
         s2.online_reader(["tv:age_bucketize"]).get_numpy([1, 2], as_of=at(1))[0], np.array([[0.0], [1.0]])
     )
+
+
+def test_request_only_transforms_need_a_view_online(tmp_path):
+    """A transform view read from request values alone computes offline; online, a serving plan reads at
+    least one view, so the reader refuses it with a typed error instead of answering differently."""
+    s = make(tmp_path)
+    s.apply([TransformView("r", [log1p("request:amount")])])
+    labels = {"user_id": [1], "event_timestamp": pa.array([at(1)], TS), "amount": [0.0]}
+    assert s.get_historical_features(labels, ["r:amount_log1p"]).column("amount_log1p").to_pylist() == [0.0]
+    with pytest.raises(InvalidArgumentError, match="at least one feature view"):
+        s.online_reader(["r:amount_log1p"])
+    both = s.get_online_features(
+        ["r:amount_log1p", "people:age"], {"user_id": [1], "amount": [0.0]}, as_of=at(1)
+    )
+    assert both.to_dict()["amount_log1p"] == [0.0]
