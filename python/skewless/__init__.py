@@ -24,11 +24,24 @@ from .definitions import (
     String,
     Timestamp,
 )
+from .imputation import Impute
 from .online import OnlineStore, Reader, Status, WriteResult
 from .serving import OnlineReader, OnlineResponse
 from .skew import Alert, SkewReport
 from .statistics import Statistics
 from .store import FeatureStore
+from .transforms import (
+    Transform,
+    TransformView,
+    Udf,
+    bucketize,
+    clip,
+    log1p,
+    min_max_scale,
+    one_hot,
+    transform,
+    zscore,
+)
 from .window import Aggregation, window_aggregate
 
 __all__ = [
@@ -61,4 +74,15 @@ __all__ = [
     "String",
     "Timestamp",
     "WriteResult",
+    "Impute",
+    "Transform",
+    "TransformView",
+    "Udf",
+    "bucketize",
+    "clip",
+    "log1p",
+    "min_max_scale",
+    "one_hot",
+    "transform",
+    "zscore",
 ]

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from .durations import to_timedelta
 from .errors import DtypeError, InvalidArgumentError, RegistryError
+from .imputation import Impute
 
 __all__ = [
     "DType",
@@ -304,6 +305,8 @@ class FeatureView:
     ``created_timestamp_field``: among rows with the same key and timestamp, the latest created wins.
     ``source``: a Parquet file, folder or glob holding this view's history (written by someone else);
     without it the history lives in the store (``<store>/offline/<view>/``) and grows by ``write``.
+    ``impute``: :class:`skewless.imputation.Impute` entries, one per feature at most: how its missing
+    values are filled wherever it is served or retrieved.
 
     Example:
         >>> from datetime import timedelta
@@ -324,6 +327,7 @@ class FeatureView:
     description: str = ""
     owner: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    impute: list[Impute] = field(default_factory=list)
 
     def __init__(
         self,
@@ -338,6 +342,7 @@ class FeatureView:
         description: str = "",
         owner: str = "",
         tags: Mapping[str, str] | None = None,
+        impute: Iterable[Impute] = (),
     ) -> None:
         _check_name(name, "feature view")
         ents = list(entities)
@@ -371,6 +376,22 @@ class FeatureView:
         object.__setattr__(self, "description", description)
         object.__setattr__(self, "owner", owner)
         object.__setattr__(self, "tags", dict(tags or {}))
+        imps = list(impute)
+        fnames = [f.name for f in fields]
+        for i in imps:
+            if not isinstance(i, Impute):
+                raise InvalidArgumentError(
+                    f"feature view {name!r}: impute must be a list of Impute, not {i!r}"
+                )
+            if i.feature not in fnames:
+                raise InvalidArgumentError(
+                    f"feature view {name!r}: Impute names {i.feature!r}, which is not one of its features "
+                    f"{fnames}"
+                )
+        dup_imp = sorted(n for n, c in collections.Counter(i.feature for i in imps).items() if c > 1)
+        if dup_imp:
+            raise InvalidArgumentError(f"feature view {name!r}: feature(s) {dup_imp} have two Impute entries")
+        object.__setattr__(self, "impute", imps)
 
     def __hash__(self) -> int:  # definitions go in sets and dict keys; the name identifies them
         return hash((type(self).__name__, self.name))
@@ -429,6 +450,8 @@ class FeatureView:
             "description": self.description,
             "owner": self.owner,
             "tags": dict(self.tags),
+            # Only when present, so that a view without imputation keeps the spec (and version) it had.
+            **({"impute": [i.to_spec() for i in self.impute]} if self.impute else {}),
         }
 
     @classmethod
@@ -445,12 +468,14 @@ class FeatureView:
             description=s.get("description", ""),
             owner=s.get("owner", ""),
             tags=s.get("tags", {}),
+            impute=[Impute.from_spec(i) for i in s.get("impute", [])],
         )
 
 
 @dataclass(frozen=True)
 class FeatureService:
-    """A model's feature list: ``"view:feature"`` references (or whole views), kept under one name.
+    """A model's feature list: ``"view:feature"`` references (or whole views and transform views), kept
+    under one name.
 
     Example:
         >>> from skewless import FeatureService
@@ -462,12 +487,15 @@ class FeatureService:
     features: list[str]
     description: str = ""
 
-    def __init__(self, name: str, features: Iterable[str | FeatureView], description: str = "") -> None:
+    def __init__(self, name: str, features: Iterable[Any], description: str = "") -> None:
         _check_name(name, "feature service")
         refs: list[str] = []
         for f in features:
             if isinstance(f, FeatureView):
                 refs.extend(f"{f.name}:{n}" for n in f.feature_names)
+            elif not isinstance(f, str) and hasattr(f, "output_names"):
+                # A skewless.transforms.TransformView (not imported here: it builds on this module).
+                refs.extend(f"{f.name}:{n}" for n in f.output_names)
             elif isinstance(f, str) and f.count(":") == 1:
                 refs.append(f)
             else:

@@ -32,6 +32,7 @@ __all__ = [
     "StorageError",
     "MapFullError",
     "InternalError",
+    "MissingValueError",
 ]
 
 
@@ -95,6 +96,11 @@ class StorageError(SkewlessError, OSError):
 
 class MapFullError(StorageError):
     """The online store's memory map is full and cannot grow. Open it with a larger ``map_size``."""
+
+
+class MissingValueError(SkewlessError, ValueError):
+    """A retrieval or reader with ``strict=True`` met a missing value that no imputation strategy fills;
+    the message names the feature."""
 
 
 class InternalError(SkewlessError, RuntimeError):

@@ -84,6 +84,9 @@ class Status(IntEnum):
     NOT_FOUND = _CODES["NOT_FOUND"]
     EXPIRED = _CODES["EXPIRED"]
     NOT_YET_VALID = _CODES["NOT_YET_VALID"]
+    #: A missing value (any of the above, or a stored null) filled by its imputation strategy
+    #: (:mod:`skewless.transforms`); set by a serving plan, never by a plain reader.
+    IMPUTED = _CODES["IMPUTED"]
 
 
 class WriteResult(NamedTuple):

@@ -8,6 +8,7 @@ File format, version 1 (the one place it is described)::
       "entities":         {"<name>": {"version": <int >= 1>, "spec": <Entity.to_spec()>}},
       "feature_views":    {"<name>": {"version": <int >= 1>, "spec": <FeatureView.to_spec()>}},
       "feature_services": {"<name>": {"version": <int >= 1>, "spec": <FeatureService.to_spec()>}},
+      "transform_views":  {"<name>": {"version": <int >= 1>, "spec": <see skewless.transforms>}},
       "state": {
         "key_dtypes":   {"<entity>": ["Int64", ...]},   # key dtypes fixed by the first write, per join key
         "materialized": {"<view>": <int, UTC microseconds>}  # end of the last materialize_incremental
@@ -19,6 +20,9 @@ File format, version 1 (the one place it is described)::
       }}}
     }
 
+``transform_views`` is optional like ``statistics``; a feature view's spec has an ``impute`` list only
+when it declares imputation (``[{"feature", "strategy", "stats", "value"}]``, the value read from the
+artifact at apply, see :mod:`skewless.imputation`).
 ``statistics`` is optional (a registry written before artifacts existed has none); an artifact, once
 written, is never changed or renumbered. Non-finite numbers in it are written as JSON's NaN/Infinity.
 
@@ -54,6 +58,7 @@ from .errors import (
     SkewlessError,
     UnknownFeatureError,
 )
+from .transforms import TransformView, resolve_transform_view, resolve_view_spec
 
 T = TypeVar("T")
 
@@ -62,7 +67,7 @@ __all__ = ["Registry", "FORMAT", "VERSION"]
 FORMAT = "skewless-registry"
 VERSION = 1
 
-Definition = Entity | FeatureView | FeatureService
+Definition = Entity | FeatureView | FeatureService | TransformView
 
 
 def _empty() -> dict[str, Any]:
@@ -74,6 +79,7 @@ def _empty() -> dict[str, Any]:
         "feature_services": {},
         "state": {"key_dtypes": {}, "materialized": {}},
         "statistics": {},
+        "transform_views": {},
     }
 
 
@@ -89,7 +95,7 @@ def _check_names(path: str, data: dict[str, Any]) -> None:
             f"{path} is malformed: {what}; restore registry.json or apply the definitions again"
         )
 
-    for kind in ("entities", "feature_views", "feature_services"):
+    for kind in ("entities", "feature_views", "feature_services", "transform_views"):
         section = data.get(kind)
         if not isinstance(section, dict):
             raise bad(f"{kind!r} is not an object")
@@ -153,6 +159,7 @@ class Registry:
                 f"{path} has registry format version {data.get('version')}; this skewless reads version "
                 f"{VERSION}: upgrade skewless"
             )
+        data.setdefault("transform_views", {})
         _check_names(path, data)
         data.setdefault("statistics", {})
         return cls(path, data)
@@ -314,24 +321,37 @@ class Registry:
         objs = list(objects)
         new = copy.deepcopy(self.data)
         report: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": []}
-        kinds = {Entity: "entities", FeatureView: "feature_views", FeatureService: "feature_services"}
+        kinds = {
+            Entity: "entities",
+            FeatureView: "feature_views",
+            FeatureService: "feature_services",
+            TransformView: "transform_views",
+        }
         seen: set[tuple[str, str]] = set()
         for o in objs:
             kind = kinds.get(type(o))
             if kind is None:
-                raise RegistryError(f"cannot apply {o!r}: only Entity, FeatureView and FeatureService")
+                raise RegistryError(
+                    f"cannot apply {o!r}: only Entity, FeatureView, TransformView and FeatureService"
+                )
             if (kind, o.name) in seen:
                 raise RegistryError(f"{kind[:-1].replace('_', ' ')} {o.name!r} is defined twice in one apply")
             seen.add((kind, o.name))
-        # Entities first: views refer to them.
-        order = sorted(
-            objs, key=lambda o: ["entities", "feature_views", "feature_services"].index(kinds[type(o)])
-        )
+        # Entities first: views refer to them (and transform views to views, services to both).
+        rank = ["entities", "feature_views", "transform_views", "feature_services"]
+        order = sorted(objs, key=lambda o: rank.index(kinds[type(o)]))
         for o in order:
             kind = kinds[type(o)]
             spec = o.to_spec()
             if isinstance(o, FeatureView):
                 self._check_view(o, new, has_data)
+                if o.name in new["transform_views"]:
+                    raise RegistryError(
+                        f"feature view {o.name!r} has the name of a transform view; rename one of them"
+                    )
+                spec = resolve_view_spec(spec, new, o)
+            if isinstance(o, TransformView):
+                spec = resolve_transform_view(o, new)
             if isinstance(o, Entity):
                 self._check_entity(o, new, has_data)
             if isinstance(o, FeatureService):
@@ -417,6 +437,19 @@ class Registry:
         for ref in fs.features:
             view, feat = ref.split(":")
             v = data["feature_views"].get(view)
+            tv = data["transform_views"].get(view)
+            if v is None and tv is not None:
+                outs = [
+                    o
+                    for t in tv["spec"]["transforms"]
+                    for o in ([t["output"]] if t["kind"] != "udf" else [f["name"] for f in t["outputs"]])
+                ]
+                if feat != "*" and feat not in outs:
+                    raise UnknownFeatureError(
+                        f"feature service {fs.name!r} refers to {ref!r}, but transform view {view!r} has no "
+                        f"output {feat!r}"
+                    )
+                continue
             if v is None:
                 raise UnknownFeatureError(
                     f"feature service {fs.name!r} refers to {ref!r}, but there is no feature view {view!r}"

@@ -8,6 +8,9 @@ the history's write sequence ``__seq__`` (offline.py, "Tie order"), never by the
 :func:`retrieve` is the I/O-free core: entity rows and each view's history rows in, the training set out.
 The store reads the history (:func:`get_historical_features`); a distributed engine can call
 ``retrieve`` on a partition with history it read itself.
+Imputation and transforms (:mod:`skewless.transforms`) run after the join, in
+:func:`get_historical_features` (``retrieve`` joins plain features only); their engine program works per
+row, so it may run on each partition's output alike.
 
 Example:
     >>> import pyarrow as pa
@@ -28,11 +31,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import history
+from . import history, transforms
 from ._arrow import as_table, index_hint
 from .asof import asof_join
 from .definitions import FeatureService
-from .errors import MissingColumnError
+from .errors import ColumnClashError, MissingColumnError
 from .normalize import column_name, entity_key, flag, normalize_ts
 from .offline import SEQ, tie_rank
 from .refs import Plan, output_names, resolve
@@ -144,21 +147,51 @@ def get_historical_features(
     *,
     full_feature_names: bool = False,
     timestamp_column: str = "event_timestamp",
+    imputed_flags: bool = False,
+    strict: bool = False,
 ) -> pa.Table:
     """:meth:`FeatureStore.get_historical_features`: resolve, check the request, read each view's
-    history in the time range the rows need, then join as :func:`retrieve` does."""
+    history in the time range the rows need, then join as :func:`retrieve` does; then imputation and
+    transforms (:mod:`skewless.transforms`), when the request has any."""
     full_feature_names = flag(full_feature_names, "full_feature_names")
+    imputed_flags = flag(imputed_flags, "imputed_flags")
+    strict = flag(strict, "strict")
     column_name(timestamp_column, "timestamp_column")
-    plan = resolve(store.registry, features)
+    compiled = transforms.compile_request(store.registry, features, full_feature_names)
+    plan = compiled.plan if compiled is not None else resolve(store.registry, features)
     left = as_table(entity_df, "entity_df")
     for c in [timestamp_column] + [k for fv, _ in plan for k in fv.join_keys]:
         if c not in left.column_names and index_hint(entity_df, c):
             raise MissingColumnError(f"entity_df has no column {c!r}. {index_hint(entity_df, c)}")
     key_types = {fv.name: store.registry.key_types(fv) for fv, _ in plan}
-    req = _check(left, plan, key_types, full_feature_names, timestamp_column)
+    # A compiled request joins under internal full names (its outputs are named after the transforms).
+    req = _check(left, plan, key_types, full_feature_names or compiled is not None, timestamp_column)
+    request_cols = transforms.request_table(compiled, left) if compiled is not None else []
     mm = pc.min_max(req.t)
     tmin, tmax = mm["min"].value, mm["max"].value
     histories = {
         fv.name: history.for_join(store.offline, store.registry, fv, feats, tmin, tmax) for fv, feats in plan
     }
-    return _join(left, req, plan, histories)
+    joined = _join(left, req, plan, histories)
+    if compiled is None:
+        if strict:
+            transforms.check_strict(
+                zip(joined.column_names[left.num_columns :], joined.columns[left.num_columns :], strict=True)
+            )
+        return joined
+    stage_in = pa.Table.from_arrays(
+        joined.columns[left.num_columns :] + request_cols,
+        names=[f"c{i}" for i in range(compiled.n_features + len(request_cols))],
+    )
+    stage = compiled.program.run(stage_in, compiled.select, compiled.names, imputed_flags)
+    out = transforms.finish(compiled, stage, imputed_flags)
+    if strict:
+        transforms.check_strict(out)
+    clash = [n for n, _ in out if n in left.column_names]
+    if clash:
+        raise ColumnClashError(
+            f"output column(s) {clash} clash with columns of entity_df; rename those columns"
+        )
+    return pa.Table.from_arrays(
+        list(left.columns) + [c for _, c in out], names=list(left.column_names) + [n for n, _ in out]
+    )

@@ -411,8 +411,10 @@ def logged_get_numpy(plan: Any, log: ServeLog, sink: Sink) -> Callable[..., tupl
     snap = _snapshot
     now = time.time_ns
 
-    def get_numpy(entity_rows: Any, as_of: dt.datetime | None = None) -> tuple[np.ndarray, np.ndarray]:
-        values, status, at = get_at(entity_rows, as_of)
+    def get_numpy(
+        entity_rows: Any, as_of: dt.datetime | None = None, request: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        values, status, at = get_at(entity_rows, as_of, request)
         put(("numpy", sink, next(calls), snap(entity_rows), at, now() // 1000, values, status))
         return values, status
 

@@ -35,10 +35,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _core
+from . import _core, transforms
+from ._arrow import as_table
 from .definitions import FeatureView
-from .errors import DtypeError
-from .online import OnlineStore
+from .errors import DtypeError, InvalidArgumentError
+from .online import OnlineStore, Status
 from .servelog import ServeLog, Sink, logged_get_numpy
 
 __all__ = ["OnlineReader", "OnlineResponse"]
@@ -87,6 +88,8 @@ class OnlineReader:
         versions: Mapping[str, int],
         log: ServeLog | None = None,
         key_types: Mapping[str, pa.DataType | None] | None = None,
+        compiled: transforms.Compiled | None = None,
+        strict: bool = False,
     ) -> None:
         self.views = [fv.name for fv, _ in plan]
         self.feature_names = [names[(fv.name, f)] for fv, fs in plan for f in fs]
@@ -103,14 +106,27 @@ class OnlineReader:
             for fv, fs in plan
         ]
         self._counts = [len(fs) for _, fs in plan]
-        self._plan = _core.ServingPlan(online._inner, parts)
+        self._compiled = compiled
+        self._strict = strict
+        post = None
+        if compiled is not None:
+            post = (compiled.program, compiled.n_features, compiled.select, compiled.source, compiled.names)
+            self.feature_names = [n for n, _, _ in compiled.final]
+        self._plan = _core.ServingPlan(online._inner, parts, post)
         self.join_keys: list[str] = list(self._plan.key_names)
-        # The hot path is the engine's own method: no Python frame between the caller and the plan.
+        # The hot path is the engine's own method: no Python frame between the caller and the plan. Only
+        # request-time inputs, UDFs and strict checks need Python around it.
         self.get_numpy: Callable[..., tuple[np.ndarray, np.ndarray]] = self._plan.get_numpy
         # The served-feature log (skewless.servelog): None, or the store's log and what this plan writes.
         self.log = log
         self._sink: Sink | None = None
         if log is not None:
+            if compiled is not None:
+                raise InvalidArgumentError(
+                    "log=True is not supported yet for a request with transform view outputs or "
+                    "imputation: the served-feature log records feature view "
+                    "values only; log the plain features with a second reader"
+                )
             kt = key_types or {}
             self._sink = Sink(
                 "online_reader",
@@ -123,13 +139,44 @@ class OnlineReader:
                 self.feature_names,
             )
             self.get_numpy = logged_get_numpy(self._plan, log, self._sink)
+        self._lookup = self.get_numpy
+        if strict or (compiled is not None and (compiled.request_columns or compiled.udfs)):
+            self.get_numpy = self._get_numpy
+
+    def _request(self, entity_rows: Any) -> list[pa.Array] | None:
+        c = self._compiled
+        if c is None or not c.request_columns:
+            return None
+        if isinstance(entity_rows, Sequence) and entity_rows and isinstance(entity_rows[0], Mapping):
+            rows = pa.Table.from_pylist(list(entity_rows))
+        else:
+            rows = as_table(entity_rows, "entity_rows")
+        return [col.combine_chunks() for col in transforms.request_table(c, rows)]
+
+    def _get_numpy(self, entity_rows: Any, as_of: dt.datetime | None = None) -> tuple[np.ndarray, np.ndarray]:
+        c = self._compiled
+        if c is not None and c.udfs:
+            resp = self.get(entity_rows, as_of=as_of)
+            st = resp.statuses
+            status = np.column_stack([st[n] for n in resp.feature_names]) if resp.feature_names else None
+            return resp.to_numpy(), status if status is not None else np.zeros((len(resp), 0), np.int8)
+        values, status = self._lookup(entity_rows, as_of, self._request(entity_rows))
+        if self._strict and np.isnan(values).any():
+            # NaN is also a stored NaN, a value: the Arrow answer tells nulls apart.
+            self.get(entity_rows, as_of=as_of).to_arrow()
+        return values, status
 
     def get(self, entity_rows: Any, *, as_of: dt.datetime | None = None) -> OnlineResponse:
         """The entity columns then the features, as an :class:`OnlineResponse` (with ``served_at``)."""
-        served = self._plan.get(entity_rows, as_of)
+        served = self._plan.get(entity_rows, as_of, self._request(entity_rows))
+        counts = self._counts if self._compiled is None else [1] * len(self._compiled.select)
+        resp = OnlineResponse(served, self.feature_names, counts, self.versions, self._compiled)
+        if self._strict:
+            resp.to_arrow()
+            transforms.check_strict((n, resp.to_arrow().column(n)) for n in self.feature_names)
         if self.log is not None:
             self.log.put(("served", self._sink, next(self.log.calls), served, time.time_ns() // 1000))
-        return OnlineResponse(served, self.feature_names, self._counts, self.versions)
+        return resp
 
     def close(self) -> None:
         """Flush the served-feature log (with ``log=True``); the reader stays usable."""
@@ -153,16 +200,22 @@ class OnlineResponse:
     ``resp.served_at``, ``resp.versions``.
     """
 
-    __slots__ = ("_served", "_table", "feature_names", "_counts", "versions")
+    __slots__ = ("_served", "_table", "feature_names", "_counts", "versions", "_compiled")
 
     def __init__(
-        self, served: Any, feature_names: Sequence[str], counts: Sequence[int], versions: Mapping[str, int]
+        self,
+        served: Any,
+        feature_names: Sequence[str],
+        counts: Sequence[int],
+        versions: Mapping[str, int],
+        compiled: transforms.Compiled | None = None,
     ) -> None:
         self._served = served
         self._table: pa.Table | None = None
         self.feature_names = list(feature_names)
         self._counts = counts
         self.versions = versions
+        self._compiled = compiled
 
     @property
     def served_at(self) -> dt.datetime:
@@ -176,8 +229,26 @@ class OnlineResponse:
 
     @property
     def statuses(self) -> dict[str, np.ndarray]:
-        """The status of each feature's values (its view's status column)."""
+        """The status of each feature's values (its view's status column; with transforms or imputation,
+        the feature's own, ``IMPUTED`` where filled)."""
         st = self.status
+        c = self._compiled
+        if c is not None:
+            per: dict[str, np.ndarray] = {}
+            for name, j, _ in c.final:
+                if j >= 0:
+                    per[name] = st[:, j]
+                else:
+                    # A UDF output: IMPUTED where an input was, else the first input status that is not
+                    # PRESENT (a missing input), else PRESENT.
+                    idx = c.udfs[-1 - j][1]
+                    ins = st[:, idx]
+                    worst = np.where(ins != Status.PRESENT, ins, 127).min(axis=1)
+                    worst = np.where(worst == 127, Status.PRESENT, worst)
+                    per[name] = np.where((ins == Status.IMPUTED).any(axis=1), Status.IMPUTED, worst).astype(
+                        np.int8
+                    )
+            return per
         out: dict[str, np.ndarray] = {}
         names = iter(self.feature_names)
         for i, n in enumerate(self._counts):
@@ -187,7 +258,17 @@ class OnlineResponse:
 
     def to_arrow(self) -> pa.Table:
         if self._table is None:
-            self._table = self._served.table(self.feature_names)
+            c = self._compiled
+            if c is None:
+                self._table = self._served.table(self.feature_names)
+            else:
+                stage = self._served.table(c.names)
+                n_keys = stage.num_columns - len(c.names)
+                cols = transforms.finish(c, stage.select(range(n_keys, stage.num_columns)), False)
+                self._table = pa.Table.from_arrays(
+                    stage.columns[:n_keys] + [col for _, col in cols],
+                    names=stage.column_names[:n_keys] + [n for n, _ in cols],
+                )
         return self._table
 
     def to_dict(self) -> dict[str, list[Any]]:

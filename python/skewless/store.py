@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import pyarrow as pa
 
-from . import history, retrieval
+from . import history, retrieval, transforms
 from ._arrow import as_table, index_hint, name_list
 from ._fs import TEMP_PREFIX
 from .definitions import Entity, FeatureService, FeatureView
@@ -117,7 +117,9 @@ class FeatureStore:
             return os.path.isdir(self._online_path()) and view in self._online().views()
         return self.offline.has_data(name) or self._has_data("online:" + name)
 
-    def apply(self, objects: Iterable[Entity | FeatureView | FeatureService]) -> dict[str, list[str]]:
+    def apply(
+        self, objects: Iterable[Entity | FeatureView | FeatureService | transforms.TransformView]
+    ) -> dict[str, list[str]]:
         """Validate and persist definitions in ``registry.json``; each changed one gets version + 1.
 
         A change that would make stored data unreadable (a feature's dtype, the keys, the feature list of
@@ -399,8 +401,16 @@ class FeatureStore:
         *,
         full_feature_names: bool = False,
         timestamp_column: str = "event_timestamp",
+        imputed_flags: bool = False,
+        strict: bool = False,
     ) -> pa.Table:
         """A point-in-time correct training set: ``entity_df``'s rows, in order, then the features.
+
+        Features may be transform view outputs (``"tview:output"``, :mod:`skewless.transforms`), whose
+        request-time inputs are columns of ``entity_df``. Imputed features are filled
+        (:mod:`skewless.imputation`); ``imputed_flags=True`` adds a boolean ``<feature>__imputed`` column
+        after each feature an imputation strategy may fill; ``strict=True`` raises
+        :class:`~skewless.errors.MissingValueError` when a feature still has a missing value.
 
         For each row (keys k, time t) and each view, the value is the view's row for k with the greatest
         timestamp <= t and >= t - ttl, null when there is none. Ties: the latest created timestamp; among
@@ -434,6 +444,8 @@ class FeatureStore:
             features,
             full_feature_names=full_feature_names,
             timestamp_column=timestamp_column,
+            imputed_flags=imputed_flags,
+            strict=strict,
         )
 
     # ---- materialize ---------------------------------------------------------------------------------------
@@ -500,7 +512,12 @@ class FeatureStore:
     # ---- serving ------------------------------------------------------------------------------------------
 
     def online_reader(
-        self, features: Sequence[str] | FeatureService, *, full_feature_names: bool = False, log: bool = False
+        self,
+        features: Sequence[str] | FeatureService,
+        *,
+        full_feature_names: bool = False,
+        strict: bool = False,
+        log: bool = False,
     ) -> OnlineReader:
         """Compile a serving plan for ``features`` once (in the engine), to call many times.
 
@@ -509,22 +526,30 @@ class FeatureStore:
         With ``log=True`` every answer goes to the served-feature log (:mod:`skewless.servelog`) for
         :meth:`check_skew`; ``reader.close()`` or a ``with`` block flushes it.
 
+        Transform view outputs and imputation run inside the same engine call (UDFs in Python after it);
+        ``strict=True``: a missing value no strategy fills raises
+        :class:`~skewless.errors.MissingValueError`.
+
         Example: ``r = store.online_reader(["user_stats:spend"]); r.get_numpy({"user_id": [1, 2]})``.
         """
         self._refresh()
         full_feature_names = flag(full_feature_names, "full_feature_names")
-        plan = resolve(self.registry, features)
+        strict = flag(strict, "strict")
+        compiled = transforms.compile_request(self.registry, features, full_feature_names)
+        plan = compiled.plan if compiled is not None else resolve(self.registry, features)
         for fv, _ in plan:
             if not fv.online:
                 raise InvalidArgumentError(f"feature view {fv.name!r} has online=False; it is not served")
-        names = output_names(plan, full_feature_names, [])
+        names = output_names(plan, full_feature_names or compiled is not None, [])
         versions = {fv.name: self.registry.version("feature_views", fv.name) for fv, _ in plan}
         if not flag(log, "log"):
-            return OnlineReader(self._online(), plan, names, versions)
+            return OnlineReader(self._online(), plan, names, versions, compiled=compiled, strict=strict)
         key_types = {
             k: t for fv, _ in plan for k, t in zip(fv.join_keys, self.registry.key_types(fv), strict=True)
         }
-        return OnlineReader(self._online(), plan, names, versions, self.serve_log, key_types)
+        return OnlineReader(
+            self._online(), plan, names, versions, self.serve_log, key_types, compiled=compiled, strict=strict
+        )
 
     def get_online_features(
         self,
@@ -533,6 +558,7 @@ class FeatureStore:
         *,
         full_feature_names: bool = False,
         as_of: dt.datetime | None = None,
+        strict: bool = False,
         log: bool = False,
     ) -> OnlineResponse:
         """The latest value of each feature for each entity row, with each view's TTL applied at
@@ -551,13 +577,15 @@ class FeatureStore:
         refs = features.features if isinstance(features, FeatureService) else features
         key: tuple[Any, ...] | None
         try:
-            key = (tuple(refs), full_feature_names, log)
+            key = (tuple(refs), full_feature_names, strict, log)
             hash(key)
         except TypeError:
             key = None  # not a list of names: online_reader says what is wrong with it
         r = self._readers.get(key) if key is not None else None
         if r is None:
-            r = self.online_reader(features, full_feature_names=full_feature_names, log=log)
+            r = self.online_reader(
+                features, full_feature_names=full_feature_names, strict=strict, log=log
+            )
             if key is not None:
                 self._readers[key] = r
         return r.get(entity_rows, as_of=as_of)

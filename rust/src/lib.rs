@@ -11,6 +11,7 @@ pub mod online;
 pub mod serve;
 pub mod table;
 pub mod time;
+pub mod transform;
 pub mod window;
 
 #[cfg(feature = "python")]

@@ -9,18 +9,24 @@
 //! - `PRESENT` otherwise.
 //!
 //! A key with no stored value (or a null key) is `NOT_FOUND`. Every status but `PRESENT` reads as null.
+//!
+//! `IMPUTED` is set after the lookup, by the serving plan's post-stage (`crate::serve::transform`): in a
+//! row where a value of the view was missing (for any of the reasons above, or a stored null) and its
+//! imputation strategy filled it.
 
 pub const PRESENT: i8 = 0;
 pub const NOT_FOUND: i8 = 1;
 pub const EXPIRED: i8 = 2;
 pub const NOT_YET_VALID: i8 = 3;
+pub const IMPUTED: i8 = 4;
 
 /// Every status, by name, in code order.
-pub const ALL: [(&str, i8); 4] = [
+pub const ALL: [(&str, i8); 5] = [
     ("PRESENT", PRESENT),
     ("NOT_FOUND", NOT_FOUND),
     ("EXPIRED", EXPIRED),
     ("NOT_YET_VALID", NOT_YET_VALID),
+    ("IMPUTED", IMPUTED),
 ];
 
 /// The request instant and the expiry cut-off derived from it.
@@ -74,6 +80,6 @@ mod tests {
             PRESENT
         );
         let codes: Vec<i8> = ALL.iter().map(|(_, c)| *c).collect();
-        assert_eq!(codes, vec![0, 1, 2, 3]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4]);
     }
 }

@@ -16,6 +16,8 @@ use crate::py::arrow::to_pyarrow;
 use crate::py::errors::{guard, run_detached, run_guarded, to_py};
 use crate::py::keys;
 use crate::py::online::{served_at, PyOnlineStore};
+use crate::py::transform::{array, PyProgram};
+use crate::serve::transform::{rows_f64, Post, PostOut};
 use crate::serve::{PartSpec, Plan};
 
 /// Requests at least this large release the GIL; below it, releasing costs more than the lookups.
@@ -32,12 +34,67 @@ type NumpyAt<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i8>>, i64);
 #[pyclass(module = "skewless._core", name = "ServingPlan", frozen)]
 pub struct PyPlan {
     plan: Arc<Plan>,
+    /// Imputation and transforms run on every answer (``post``), and the output names for messages.
+    post: Option<(Arc<Post>, Vec<String>)>,
+}
+
+impl PyPlan {
+    /// The plan's answer, through the post-stage when there is one: features and statuses.
+    fn answer(
+        &self,
+        py: Python<'_>,
+        req: &crate::serve::Request,
+        at: i64,
+        request: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<PostOut> {
+        let plan = &*self.plan;
+        let extra: Vec<ArrayRef> = match request {
+            Some(cols) => cols
+                .iter()
+                .map(|c| array(&c, "a request-time column"))
+                .collect::<PyResult<_>>()?,
+            None => Vec::new(),
+        };
+        let post = self.post.as_ref().map(|(p, _)| p.clone());
+        let want = post.as_ref().map_or(0, |p| p.n_request());
+        if extra.len() != want {
+            return Err(to_py(
+                py,
+                Error::InvalidArgument(format!(
+                    "this plan takes {want} request-time column(s), {} were given",
+                    extra.len()
+                )),
+            ));
+        }
+        let work = move || -> crate::error::Result<PostOut> {
+            let (features, status) = plan.get_arrow(req, at)?;
+            match &post {
+                Some(p) => p.run(features, extra, &status, plan.n_views()),
+                None => Ok(PostOut {
+                    imputed: vec![None; features.len()],
+                    columns: features,
+                    status,
+                }),
+            }
+        };
+        if req.n >= DETACH_ROWS {
+            run_detached(py, work)
+        } else {
+            run_guarded(py, work)
+        }
+    }
 }
 
 #[pymethods]
 impl PyPlan {
     #[new]
-    fn new(py: Python<'_>, store: &PyOnlineStore, parts: &Bound<'_, PyList>) -> PyResult<Self> {
+    #[pyo3(signature = (store, parts, post=None))]
+    fn new(
+        py: Python<'_>,
+        store: &PyOnlineStore,
+        parts: &Bound<'_, PyList>,
+        post: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
         guard(py, || {
             let mut specs = Vec::with_capacity(parts.len());
             for p in parts.iter() {
@@ -74,44 +131,88 @@ impl PyPlan {
             }
             let s = store.store.clone();
             let plan = run_detached(py, || Plan::new(s, specs))?;
-            Ok(PyPlan { plan: Arc::new(plan) })
+            // ``post``: ``(TransformProgram, n_features, select, source, names)``, see
+            // ``crate::serve::transform::Post``.
+            let post = match post {
+                None => None,
+                Some(p) => {
+                    #[allow(clippy::type_complexity)]
+                    let (prog, n_features, select, source, names): (
+                        PyRef<'_, PyProgram>,
+                        usize,
+                        Vec<usize>,
+                        Vec<Option<usize>>,
+                        Vec<String>,
+                    ) = p.extract()?;
+                    let program = (*prog.program).clone();
+                    if n_features != plan.width || names.len() != select.len() {
+                        return Err(to_py(
+                            py,
+                            Error::InvalidArgument(
+                                "the transform post-stage does not match its serving plan".into(),
+                            ),
+                        ));
+                    }
+                    let post = Post::new(program, n_features, select, source, plan.n_views())
+                        .map_err(|e| to_py(py, e))?;
+                    Some((Arc::new(post), names))
+                }
+            };
+            Ok(PyPlan {
+                plan: Arc::new(plan),
+                post,
+            })
         })
     }
 
     /// Feature values as float64 ``[n, features]`` and statuses int8 ``[n, views]``.
-    #[pyo3(signature = (entity_rows, as_of=None))]
+    #[pyo3(signature = (entity_rows, as_of=None, request=None))]
     fn get_numpy<'py>(
         &self,
         py: Python<'py>,
         entity_rows: &Bound<'py, PyAny>,
         as_of: Option<&Bound<'py, PyAny>>,
+        request: Option<&Bound<'py, PyList>>,
     ) -> PyResult<NumpyOut<'py>> {
-        self.get_numpy_at(py, entity_rows, as_of).map(|(v, s, _)| (v, s))
+        self.get_numpy_at(py, entity_rows, as_of, request)
+            .map(|(v, s, _)| (v, s))
     }
 
     /// ``get_numpy`` plus the instant served at (UTC microseconds): the served-feature log records it
     /// exactly as the lookup used it, with no second clock read.
-    #[pyo3(signature = (entity_rows, as_of=None))]
+    #[pyo3(signature = (entity_rows, as_of=None, request=None))]
     fn get_numpy_at<'py>(
         &self,
         py: Python<'py>,
         entity_rows: &Bound<'py, PyAny>,
         as_of: Option<&Bound<'py, PyAny>>,
+        request: Option<&Bound<'py, PyList>>,
     ) -> PyResult<NumpyAt<'py>> {
         guard(py, || {
             let plan = &*self.plan;
-            run_guarded(py, || plan.check_numeric())?;
             let at = served_at(py, as_of)?;
             let req = keys::request(py, entity_rows, &plan.key_names)?;
-            let (n, w, v) = (req.n, plan.width, plan.n_views());
+            let (n, w, v) = match &self.post {
+                Some((p, _)) => (req.n, p.width(), p.width()),
+                None => {
+                    run_guarded(py, || plan.check_numeric())?;
+                    (req.n, plan.width, plan.n_views())
+                }
+            };
             // Filled in Rust, then handed to numpy without a copy (and without numpy's borrow tracking).
-            let mut vs = vec![0.0f64; n * w];
-            let mut ss = vec![0i8; n * v];
-            if n >= DETACH_ROWS {
-                run_detached(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
+            let (vs, ss) = if let Some((_, names)) = &self.post {
+                let out = self.answer(py, &req, at, request)?;
+                (run_guarded(py, || rows_f64(names, &out.columns, n))?, out.status)
             } else {
-                run_guarded(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
-            }
+                let mut vs = vec![0.0f64; n * w];
+                let mut ss = vec![0i8; n * v];
+                if n >= DETACH_ROWS {
+                    run_detached(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
+                } else {
+                    run_guarded(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
+                }
+                (vs, ss)
+            };
             let shape = |e: numpy::ndarray::ShapeError| to_py(py, Error::Internal(e.to_string()));
             let values = PyArray2::from_owned_array(
                 py,
@@ -125,25 +226,28 @@ impl PyPlan {
         })
     }
 
-    /// The answer to ``entity_rows`` as a :class:`Served` (entity columns, features, statuses, served_at).
-    #[pyo3(signature = (entity_rows, as_of=None))]
+    /// The answer to ``entity_rows`` as a :class:`Served` (entity columns, features, statuses, served_at);
+    /// ``request``: the request-time columns of the post-stage, as pyarrow arrays.
+    #[pyo3(signature = (entity_rows, as_of=None, request=None))]
     fn get(
         &self,
         py: Python<'_>,
         entity_rows: &Bound<'_, PyAny>,
         as_of: Option<&Bound<'_, PyAny>>,
+        request: Option<&Bound<'_, PyList>>,
     ) -> PyResult<PyServed> {
         guard(py, || {
             let plan = &*self.plan;
             let at = served_at(py, as_of)?;
             let req = keys::request(py, entity_rows, &plan.key_names)?;
-            let (features, status) = if req.n >= DETACH_ROWS {
-                run_detached(py, || plan.get_arrow(&req, at))?
-            } else {
-                run_guarded(py, || plan.get_arrow(&req, at))?
-            };
+            let out = self.answer(py, &req, at, request)?;
+            let (features, status) = (out.columns, out.status);
             let keys: Vec<ArrayRef> = req.cols.iter().map(keys::key_array).collect();
-            let v = plan.n_views();
+            let v = if self.post.is_some() {
+                features.len()
+            } else {
+                plan.n_views()
+            };
             let status = numpy::ndarray::Array2::from_shape_vec((req.n, v), status)
                 .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
             Ok(PyServed {

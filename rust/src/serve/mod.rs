@@ -18,6 +18,7 @@
 //!
 //! Later stages (window evaluation at the request instant, transforms, imputation, the served-feature
 //! log) attach here: they consume the per-part results this module produces, in request order.
+//! Transforms and imputation are the post-stage in [`transform`].
 
 use std::sync::{Arc, OnceLock};
 
@@ -31,6 +32,8 @@ use crate::online::key;
 use crate::online::read::{lookup, KeyBatch, Out, Resolved};
 use crate::online::schema::Kind;
 use crate::online::status::{Window, NOT_FOUND, PRESENT};
+
+pub mod transform;
 
 /// One part of a plan: which view, which of its features, and how to serve them.
 #[derive(Clone, Debug)]
