@@ -304,6 +304,8 @@ class FeatureView:
     ``created_timestamp_field``: among rows with the same key and timestamp, the latest created wins.
     ``source``: a Parquet file, folder or glob holding this view's history (written by someone else);
     without it the history lives in the store (``<store>/offline/<view>/``) and grows by ``write``.
+    ``aggregations``: a list of :class:`skewless.Aggregation` makes this an event view: ``schema`` lists
+    the raw event columns and the features are the aggregations' outputs (see :mod:`skewless.events`).
 
     Example:
         >>> from datetime import timedelta
@@ -324,6 +326,7 @@ class FeatureView:
     description: str = ""
     owner: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    aggregations: list[Any] = field(default_factory=list)
 
     def __init__(
         self,
@@ -338,6 +341,7 @@ class FeatureView:
         description: str = "",
         owner: str = "",
         tags: Mapping[str, str] | None = None,
+        aggregations: Iterable[Any] | None = None,
     ) -> None:
         _check_name(name, "feature view")
         ents = list(entities)
@@ -371,9 +375,22 @@ class FeatureView:
         object.__setattr__(self, "description", description)
         object.__setattr__(self, "owner", owner)
         object.__setattr__(self, "tags", dict(tags or {}))
+        aggs: list[Any] = []
+        if aggregations is not None:
+            from .events import check_aggregations
+
+            aggs = check_aggregations(
+                name, list(aggregations), fields, names, self.ttl, created_timestamp_field
+            )
+        object.__setattr__(self, "aggregations", aggs)
 
     def __hash__(self) -> int:  # definitions go in sets and dict keys; the name identifies them
         return hash((type(self).__name__, self.name))
+
+    @property
+    def is_event_view(self) -> bool:
+        """Whether the view's features are window aggregates of its raw event columns."""
+        return bool(self.aggregations)
 
     @property
     def join_keys(self) -> list[str]:
@@ -417,7 +434,13 @@ class FeatureView:
         )
 
     def to_spec(self) -> dict[str, Any]:
-        return {
+        # "aggregations" only for event views: a plain view's spec stays as registries already hold it.
+        extra: dict[str, Any] = {}
+        if self.aggregations:
+            from .events import to_spec
+
+            extra["aggregations"] = to_spec(self.aggregations)
+        return extra | {
             "name": self.name,
             "entities": [e.name for e in self.entities],
             "schema": [{"name": f.name, "dtype": f.dtype.to_json()} for f in self.schema],
@@ -445,7 +468,16 @@ class FeatureView:
             description=s.get("description", ""),
             owner=s.get("owner", ""),
             tags=s.get("tags", {}),
+            aggregations=_aggregations_from_spec(s.get("aggregations")),
         )
+
+
+def _aggregations_from_spec(specs: Any) -> list[Any] | None:
+    if specs is None:
+        return None
+    from .events import from_spec
+
+    return from_spec(specs)
 
 
 @dataclass(frozen=True)
@@ -467,7 +499,8 @@ class FeatureService:
         refs: list[str] = []
         for f in features:
             if isinstance(f, FeatureView):
-                refs.extend(f"{f.name}:{n}" for n in f.feature_names)
+                served = [a.name for a in f.aggregations] if f.is_event_view else f.feature_names
+                refs.extend(f"{f.name}:{n}" for n in served)
             elif isinstance(f, str) and f.count(":") == 1:
                 refs.append(f)
             else:

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 from . import _core
 from .definitions import FeatureView
 from .errors import DtypeError
+from .events import output_type, window_spec
 from .online import OnlineStore
 
 __all__ = ["OnlineReader", "OnlineResponse"]
@@ -91,7 +92,8 @@ class OnlineReader:
                 list(fs),
                 fv.ttl_us,
                 int(versions[fv.name]),
-                [fv.get_field(f).dtype.arrow for f in fs],
+                [output_type(fv, f) if fv.is_event_view else fv.get_field(f).dtype.arrow for f in fs],
+                window_spec(fv, fs),
             )
             for fv, fs in plan
         ]

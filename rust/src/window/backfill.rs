@@ -75,7 +75,12 @@ fn value_column(c: &Column) -> Result<ArrayRef> {
     } else {
         concat(&parts)?
     };
-    let target = match &c.data_type {
+    widen(whole)
+}
+
+/// A value column widened to a layout the accumulators read (the online window state stores the same).
+pub(crate) fn widen(whole: ArrayRef) -> Result<ArrayRef> {
+    let target = match whole.data_type() {
         DataType::Int8
         | DataType::Int16
         | DataType::Int32

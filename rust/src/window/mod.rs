@@ -20,6 +20,7 @@
 
 pub mod backfill;
 pub mod exact;
+pub mod state;
 
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
