@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import struct
 
 import duckdb
@@ -269,7 +268,8 @@ def test_training_sets_match_duckdb_and_mix_with_plain_views(tmp_path_factory, d
         1.5 if u == 0 and t >= 0 else 2.5 if u == 1 and t >= 5 * SEC else None
         for u, t in zip(
             labels.column("user_id").to_pylist(),
-            labels.column("event_timestamp").cast(pa.int64()).to_pylist(), strict=False,
+            labels.column("event_timestamp").cast(pa.int64()).to_pylist(),
+            strict=False,
         )
     ]
     assert got.column("p").to_pylist() == plain
@@ -438,7 +438,9 @@ def test_online_equals_offline_bit_for_bit(tmp_path_factory, data, instants):
     users = [0, 1, 2, 3, 4]
     newest = {}
     for u, t in zip(
-        events.column("user_id").to_pylist(), events.column("event_timestamp").cast(pa.int64()).to_pylist(), strict=False
+        events.column("user_id").to_pylist(),
+        events.column("event_timestamp").cast(pa.int64()).to_pylist(),
+        strict=False,
     ):
         newest[u] = max(newest.get(u, t), t)
     for sec in instants:

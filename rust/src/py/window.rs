@@ -5,8 +5,8 @@ use pyo3::prelude::*;
 
 use crate::py::arrow::{read_table, to_pyarrow};
 use crate::py::errors::{guard, run_detached, run_guarded};
-use crate::window::backfill::{window_aggregate as kernel, Aggregation, WindowOptions};
 use crate::py::online::PyOnlineStore;
+use crate::window::backfill::{window_aggregate as kernel, Aggregation, WindowOptions};
 use crate::window::state::{push, PushSpec};
 use crate::window::Func;
 

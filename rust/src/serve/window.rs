@@ -100,18 +100,20 @@ impl WindowPart {
                     col,
                     window: *w,
                 }),
-                _ => {
-                    return Err(Error::SchemaMismatch(format!(
-                        "view {view:?}'s window state keeps {:?} over {} us, which cannot serve {}({c:?}) over \
+                _ => return Err(Error::SchemaMismatch(format!(
+                    "view {view:?}'s window state keeps {:?} over {} us, which cannot serve {}({c:?}) over \
                          {w} us; the definition changed: run store.materialize(None, end) to rebuild it",
-                        meta.columns.iter().map(|m| &m.0).collect::<Vec<_>>(),
-                        meta.horizon,
-                        func.name()
-                    )))
-                }
+                    meta.columns.iter().map(|m| &m.0).collect::<Vec<_>>(),
+                    meta.horizon,
+                    func.name()
+                ))),
             }
         }
-        let sig = key_idx.iter().zip(&meta.keys).map(|(&i, k)| (i, k.1.clone())).collect();
+        let sig = key_idx
+            .iter()
+            .zip(&meta.keys)
+            .map(|(&i, k)| (i, k.1.clone()))
+            .collect();
         let tags = meta.columns.iter().map(|m| m.1).collect();
         let r = Ready {
             prefix,
@@ -198,7 +200,11 @@ impl Cell {
 
 /// One output column as an Arrow array of the declared type.
 pub(super) fn to_array(cells: &[Cell], declared: &DataType) -> Result<ArrayRef> {
-    let bad = || Error::Internal(format!("a window value does not match its declared type {declared}"));
+    let bad = || {
+        Error::Internal(format!(
+            "a window value does not match its declared type {declared}"
+        ))
+    };
     Ok(match declared {
         DataType::Float64 => {
             let mut b = Float64Builder::with_capacity(cells.len());

@@ -78,7 +78,11 @@ pub fn crc32(bytes: &[u8]) -> u32 {
         for (i, e) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *e = c;
         }
@@ -173,7 +177,11 @@ impl StateMeta {
 
     pub fn decode(bytes: &[u8]) -> Result<StateMeta> {
         let body = checked(bytes, "meta record")?;
-        let mut r = Reader { b: body, at: 0, what: "meta record" };
+        let mut r = Reader {
+            b: body,
+            at: 0,
+            what: "meta record",
+        };
         if r.u8()? != STATE_FORMAT_VERSION {
             return Err(Error::Storage(format!(
                 "the window state was written with state format {}; this skewless reads {STATE_FORMAT_VERSION}. \
@@ -185,7 +193,10 @@ impl StateMeta {
         let mut keys = Vec::new();
         for _ in 0..r.u8()? {
             let tag = r.u8()? as usize;
-            let kind = KEY_KINDS.get(tag.wrapping_sub(1)).cloned().ok_or_else(|| damaged("meta record"))?;
+            let kind = KEY_KINDS
+                .get(tag.wrapping_sub(1))
+                .cloned()
+                .ok_or_else(|| damaged("meta record"))?;
             keys.push((r.name()?, kind));
         }
         let mut columns = Vec::new();
@@ -193,7 +204,11 @@ impl StateMeta {
             let t = ColTag::from_u8(r.u8()?)?;
             columns.push((r.name()?, t));
         }
-        Ok(StateMeta { keys, horizon, columns })
+        Ok(StateMeta {
+            keys,
+            horizon,
+            columns,
+        })
     }
 }
 
@@ -218,7 +233,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| damaged(self.what))?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| damaged(self.what))?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -308,7 +327,8 @@ impl Events {
                     }
                     let data = r.take(*ends.last().unwrap_or(&0) as usize)?;
                     let offsets = OffsetBuffer::new(ScalarBuffer::from(ends));
-                    let a = StringArray::try_new(offsets, data.to_vec().into(), nulls).map_err(|_| damaged(what))?;
+                    let a = StringArray::try_new(offsets, data.to_vec().into(), nulls)
+                        .map_err(|_| damaged(what))?;
                     Arc::new(a)
                 }
             });
@@ -316,7 +336,12 @@ impl Events {
         if r.at != body.len() || times.windows(2).any(|w| w[1] < w[0]) {
             return Err(damaged(what));
         }
-        Ok(Events { times, seqs, cols, dropped_max })
+        Ok(Events {
+            times,
+            seqs,
+            cols,
+            dropped_max,
+        })
     }
 }
 
@@ -361,14 +386,22 @@ fn encode(srcs: [&Src<'_>; 2], rows: &[(u8, u32)], dropped_max: i64, tags: &[Col
             ColTag::F64 => {
                 for &(s, i) in rows {
                     let a = srcs[s as usize].cols[c].as_primitive::<arrow::datatypes::Float64Type>();
-                    let v = if a.is_valid(i as usize) { a.value(i as usize) } else { 0.0 };
+                    let v = if a.is_valid(i as usize) {
+                        a.value(i as usize)
+                    } else {
+                        0.0
+                    };
                     out.extend_from_slice(&v.to_bits().to_le_bytes());
                 }
             }
             ColTag::I64 => {
                 for &(s, i) in rows {
                     let a = srcs[s as usize].cols[c].as_primitive::<arrow::datatypes::Int64Type>();
-                    let v = if a.is_valid(i as usize) { a.value(i as usize) } else { 0 };
+                    let v = if a.is_valid(i as usize) {
+                        a.value(i as usize)
+                    } else {
+                        0
+                    };
                     out.extend_from_slice(&v.to_le_bytes());
                 }
             }
@@ -537,71 +570,80 @@ pub fn push(store: &Store, view: &str, table: &Table, spec: &PushSpec<'_>) -> Re
     };
     let name = store_name(view);
     let mkey = meta_key(view);
-    store.write(&name, |txn, data, metadb, prefix| {
-        let stored = match metadb.get(txn, &mkey)? {
-            Some(b) if !spec.reset => Some(StateMeta::decode(b)?),
-            _ => None,
-        };
-        match stored {
-            Some(stored) => {
-                if stored != meta {
-                    return Err(TxnError::Kernel(Error::SchemaMismatch(format!(
+    store
+        .write(&name, |txn, data, metadb, prefix| {
+            let stored = match metadb.get(txn, &mkey)? {
+                Some(b) if !spec.reset => Some(StateMeta::decode(b)?),
+                _ => None,
+            };
+            match stored {
+                Some(stored) => {
+                    if stored != meta {
+                        return Err(TxnError::Kernel(Error::SchemaMismatch(format!(
                         "view {view:?}'s window state was built for {:?} (largest window {} us), but these \
                          events are {:?} (largest window {} us); the definition changed: run \
                          store.materialize(None, end) to rebuild the state from the history",
                         stored.columns, stored.horizon, meta.columns, meta.horizon
                     ))));
+                    }
                 }
+                _ => metadb.put(txn, &mkey, &meta.encode())?,
             }
-            _ => metadb.put(txn, &mkey, &meta.encode())?,
-        }
-        if spec.reset {
-            let next = (u32::from_be_bytes(prefix) as u64 + 1).min(u32::MAX as u64) as u32;
-            let hi = next.to_be_bytes();
-            data.delete_range(txn, &(std::ops::Bound::Included(&prefix[..]), std::ops::Bound::Excluded(&hi[..])))?;
-        }
-        let mut kbuf: Vec<u8> = Vec::with_capacity(key::MAX_KEY_BYTES);
-        let mut rec: Vec<u8> = Vec::new();
-        let mut merged: Vec<(u8, u32)> = Vec::new();
-        let mut entities = 0;
-        let mut g = 0;
-        while g < n {
-            let k = kb(order[g]);
-            let mut end = g + 1;
-            while end < n && kb(order[end]) == k {
-                end += 1;
+            if spec.reset {
+                let next = (u32::from_be_bytes(prefix) as u64 + 1).min(u32::MAX as u64) as u32;
+                let hi = next.to_be_bytes();
+                data.delete_range(
+                    txn,
+                    &(
+                        std::ops::Bound::Included(&prefix[..]),
+                        std::ops::Bound::Excluded(&hi[..]),
+                    ),
+                )?;
             }
-            kbuf.clear();
-            kbuf.extend_from_slice(&prefix);
-            kbuf.extend_from_slice(k);
-            let old = match data.get(txn, &kbuf)? {
-                Some(b) => Events::decode(b, &tags)?,
-                None => Events::empty(&tags),
-            };
-            let olds = Src {
-                times: &old.times,
-                seqs: &old.seqs,
-                cols: &old.cols,
-            };
-            merge(&olds, &new, &order[g..end], &mut merged);
-            // Drop what no aggregate from the newest event on can read.
-            let newest = merged.last().map_or(i64::MIN, |&(s, i)| [&olds, &new][s as usize].times[i as usize]);
-            let cut = newest.saturating_sub(spec.horizon);
-            let srcs = [&olds, &new];
-            let keep = merged.partition_point(|&(s, i)| srcs[s as usize].times[i as usize] <= cut);
-            let mut dropped_max = old.dropped_max;
-            if keep > 0 {
-                let (s, i) = merged[keep - 1];
-                dropped_max = dropped_max.max(srcs[s as usize].times[i as usize]);
+            let mut kbuf: Vec<u8> = Vec::with_capacity(key::MAX_KEY_BYTES);
+            let mut rec: Vec<u8> = Vec::new();
+            let mut merged: Vec<(u8, u32)> = Vec::new();
+            let mut entities = 0;
+            let mut g = 0;
+            while g < n {
+                let k = kb(order[g]);
+                let mut end = g + 1;
+                while end < n && kb(order[end]) == k {
+                    end += 1;
+                }
+                kbuf.clear();
+                kbuf.extend_from_slice(&prefix);
+                kbuf.extend_from_slice(k);
+                let old = match data.get(txn, &kbuf)? {
+                    Some(b) => Events::decode(b, &tags)?,
+                    None => Events::empty(&tags),
+                };
+                let olds = Src {
+                    times: &old.times,
+                    seqs: &old.seqs,
+                    cols: &old.cols,
+                };
+                merge(&olds, &new, &order[g..end], &mut merged);
+                // Drop what no aggregate from the newest event on can read.
+                let newest = merged
+                    .last()
+                    .map_or(i64::MIN, |&(s, i)| [&olds, &new][s as usize].times[i as usize]);
+                let cut = newest.saturating_sub(spec.horizon);
+                let srcs = [&olds, &new];
+                let keep = merged.partition_point(|&(s, i)| srcs[s as usize].times[i as usize] <= cut);
+                let mut dropped_max = old.dropped_max;
+                if keep > 0 {
+                    let (s, i) = merged[keep - 1];
+                    dropped_max = dropped_max.max(srcs[s as usize].times[i as usize]);
+                }
+                encode(srcs, &merged[keep..], dropped_max, &tags, &mut rec);
+                data.put(txn, &kbuf, &rec)?;
+                entities += 1;
+                g = end;
             }
-            encode(srcs, &merged[keep..], dropped_max, &tags, &mut rec);
-            data.put(txn, &kbuf, &rec)?;
-            entities += 1;
-            g = end;
-        }
-        Ok(entities)
-    })
-    .map(|entities| PushStats { events: n, entities })
+            Ok(entities)
+        })
+        .map(|entities| PushStats { events: n, entities })
 }
 
 /// Merges the stored events (source 0, sorted) with the new rows `idx` of source 1 (sorted by time,
@@ -658,7 +700,10 @@ pub fn status(ev: &Events, t: i64, horizon: i64) -> i8 {
 pub fn evaluate(ev: &Events, t: i64, aggs: &[Agg], mut emit: impl FnMut(usize, Cell)) -> Result<()> {
     let rows: Vec<usize> = (0..ev.times.len()).collect();
     for (k, a) in aggs.iter().enumerate() {
-        let col = ev.cols.get(a.col).ok_or_else(|| Error::Internal("aggregate column out of range".into()))?;
+        let col = ev
+            .cols
+            .get(a.col)
+            .ok_or_else(|| Error::Internal("aggregate column out of range".into()))?;
         let values = Values::new(col.as_ref(), "window state")?;
         let mut acc = accumulator(a.func, values, "window state")?;
         let cell = match evaluate_at(&rows, &ev.times, t, a.window, acc.as_mut())? {
@@ -700,7 +745,14 @@ pub fn prefix_in(store: &Store, txn: &RoTxn, view: &str) -> Result<Option<[u8; 4
 }
 
 /// Looks up one entity's state: `kbuf` holds the prefix, `k` is the encoded key (empty: a null key).
-pub fn lookup(db: &Db, txn: &RoTxn, kbuf: &mut Vec<u8>, prefix: &[u8; 4], k: &[u8], tags: &[ColTag]) -> Result<Option<Events>> {
+pub fn lookup(
+    db: &Db,
+    txn: &RoTxn,
+    kbuf: &mut Vec<u8>,
+    prefix: &[u8; 4],
+    k: &[u8],
+    tags: &[ColTag],
+) -> Result<Option<Events>> {
     if k.is_empty() {
         return Ok(None);
     }
@@ -721,7 +773,11 @@ mod tests {
     fn batch(keys: &[i64], ts: &[i64], seqs: &[i64], x: &[Option<f64>], s: &[Option<&str>]) -> Table {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, true),
-            Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new(
+                "t",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
             Field::new("seq", DataType::Int64, true),
             Field::new("x", DataType::Float64, true),
             Field::new("s", DataType::Utf8, true),
@@ -745,7 +801,9 @@ mod tests {
         key::push_i64(&mut kb, k);
         store
             .read(|txn| {
-                let Some(p) = prefix_in(store, txn, view)? else { return Ok(None) };
+                let Some(p) = prefix_in(store, txn, view)? else {
+                    return Ok(None);
+                };
                 let mut buf = Vec::new();
                 lookup(&store.data(), txn, &mut buf, &p, &kb, &[ColTag::F64, ColTag::Str])
             })
@@ -766,11 +824,29 @@ mod tests {
             horizon: 10,
             reset: false,
         };
-        let b1 = batch(&[1, 1, 2], &[5, 12, 3], &[1, 2, 3], &[Some(1.0), None, Some(3.0)], &[Some("a"), Some("b"), None]);
-        assert_eq!(push(&store, "v", &b1, &spec).unwrap(), PushStats { events: 3, entities: 2 });
+        let b1 = batch(
+            &[1, 1, 2],
+            &[5, 12, 3],
+            &[1, 2, 3],
+            &[Some(1.0), None, Some(3.0)],
+            &[Some("a"), Some("b"), None],
+        );
+        assert_eq!(
+            push(&store, "v", &b1, &spec).unwrap(),
+            PushStats {
+                events: 3,
+                entities: 2
+            }
+        );
         // A replay of the same events changes nothing; a late event lands in its place; a new one drops 5.
         push(&store, "v", &b1, &spec).unwrap();
-        let b2 = batch(&[1, 1], &[8, 16], &[4, 5], &[Some(2.0), Some(4.0)], &[None, Some("c")]);
+        let b2 = batch(
+            &[1, 1],
+            &[8, 16],
+            &[4, 5],
+            &[Some(2.0), Some(4.0)],
+            &[None, Some("c")],
+        );
         push(&store, "v", &b2, &spec).unwrap();
         let ev = state(&store, "v", 1).unwrap();
         assert_eq!(ev.times, vec![8, 12, 16]);
@@ -780,21 +856,53 @@ mod tests {
         assert_eq!(status(&ev, 14, 10), NOT_YET_VALID);
         assert_eq!(status(&ev, 15, 10), PRESENT);
         let aggs = [
-            Agg { func: Func::Sum, col: 0, window: 10 },
-            Agg { func: Func::Count, col: 0, window: 5 },
-            Agg { func: Func::Last, col: 1, window: 10 },
+            Agg {
+                func: Func::Sum,
+                col: 0,
+                window: 10,
+            },
+            Agg {
+                func: Func::Count,
+                col: 0,
+                window: 5,
+            },
+            Agg {
+                func: Func::Last,
+                col: 1,
+                window: 10,
+            },
         ];
         let mut got = Vec::new();
         evaluate(&ev, 16, &aggs, |_, c| got.push(c)).unwrap();
-        assert_eq!(got, vec![Cell::F64(Some(6.0)), Cell::I64(Some(1)), Cell::Str(Some("c".into()))]);
+        assert_eq!(
+            got,
+            vec![
+                Cell::F64(Some(6.0)),
+                Cell::I64(Some(1)),
+                Cell::Str(Some("c".into()))
+            ]
+        );
         // A late event older than the kept tail is dropped at once and only moves dropped_max.
-        push(&store, "v", &batch(&[1], &[6], &[6], &[Some(9.0)], &[None]), &spec).unwrap();
+        push(
+            &store,
+            "v",
+            &batch(&[1], &[6], &[6], &[Some(9.0)], &[None]),
+            &spec,
+        )
+        .unwrap();
         assert_eq!(state(&store, "v", 1).unwrap().dropped_max, 6);
         assert_eq!(state(&store, "v", 1).unwrap().times, vec![8, 12, 16]);
         // Another horizon is refused, nothing written; a reset rebuilds.
         let other = PushSpec { horizon: 20, ..spec };
-        assert!(matches!(push(&store, "v", &b2, &other), Err(Error::SchemaMismatch(_))));
-        let reset = PushSpec { horizon: 20, reset: true, ..spec };
+        assert!(matches!(
+            push(&store, "v", &b2, &other),
+            Err(Error::SchemaMismatch(_))
+        ));
+        let reset = PushSpec {
+            horizon: 20,
+            reset: true,
+            ..spec
+        };
         push(&store, "v", &b2, &reset).unwrap();
         assert!(state(&store, "v", 2).is_none());
         assert_eq!(state(&store, "v", 1).unwrap().times, vec![8, 16]);
@@ -805,18 +913,40 @@ mod tests {
         let x: ArrayRef = Arc::new(Float64Array::from(vec![Some(1.5), None]));
         let s: ArrayRef = Arc::new(StringArray::from(vec![None, Some("héllo")]));
         let cols = [x, s];
-        let src = Src { times: &[1, 2], seqs: &[7, 8], cols: &cols };
+        let src = Src {
+            times: &[1, 2],
+            seqs: &[7, 8],
+            cols: &cols,
+        };
         let mut out = Vec::new();
-        encode([&src, &src], &[(0, 0), (1, 1)], -4, &[ColTag::F64, ColTag::Str], &mut out);
+        encode(
+            [&src, &src],
+            &[(0, 0), (1, 1)],
+            -4,
+            &[ColTag::F64, ColTag::Str],
+            &mut out,
+        );
         let ev = Events::decode(&out, &[ColTag::F64, ColTag::Str]).unwrap();
         assert_eq!(ev.times, vec![1, 2]);
         assert_eq!(ev.dropped_max, -4);
-        assert_eq!(ev.cols[0].as_primitive::<arrow::datatypes::Float64Type>().iter().collect::<Vec<_>>(), vec![Some(1.5), None]);
-        assert_eq!(ev.cols[1].as_string::<i32>().iter().collect::<Vec<_>>(), vec![None, Some("héllo")]);
+        assert_eq!(
+            ev.cols[0]
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .iter()
+                .collect::<Vec<_>>(),
+            vec![Some(1.5), None]
+        );
+        assert_eq!(
+            ev.cols[1].as_string::<i32>().iter().collect::<Vec<_>>(),
+            vec![None, Some("héllo")]
+        );
         for i in 0..out.len() {
             let mut bad = out.clone();
             bad[i] ^= 0x10;
-            assert!(matches!(Events::decode(&bad, &[ColTag::F64, ColTag::Str]), Err(Error::Storage(_))));
+            assert!(matches!(
+                Events::decode(&bad, &[ColTag::F64, ColTag::Str]),
+                Err(Error::Storage(_))
+            ));
         }
         let meta = StateMeta {
             keys: vec![("k".into(), Kind::I64), ("s".into(), Kind::Str)],
