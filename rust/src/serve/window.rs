@@ -100,13 +100,15 @@ impl WindowPart {
                     col,
                     window: *w,
                 }),
-                _ => return Err(Error::SchemaMismatch(format!(
+                _ => {
+                    return Err(Error::SchemaMismatch(format!(
                     "view {view:?}'s window state keeps {:?} over {} us, which cannot serve {}({c:?}) over \
                          {w} us; the definition changed: run store.materialize(None, end) to rebuild it",
                     meta.columns.iter().map(|m| &m.0).collect::<Vec<_>>(),
                     meta.horizon,
                     func.name()
-                ))),
+                )))
+                }
             }
         }
         let sig = key_idx
