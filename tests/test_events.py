@@ -117,6 +117,38 @@ def test_bad_definitions_are_typed_errors(make, err):
         make()
 
 
+def test_an_event_view_name_leaves_room_for_its_state():
+    agg = [sk.Aggregation("x", "sum", "1h")]
+    sk.FeatureView("v" * 192, [USER], SCHEMA, aggregations=agg)
+    with pytest.raises(InvalidArgumentError, match="at most 192"):
+        sk.FeatureView("v" * 193, [USER], SCHEMA, aggregations=agg)
+
+
+def test_an_event_view_over_a_source(tmp_path):
+    import pyarrow.parquet as pq
+
+    ms = pa.timestamp("ms", tz="UTC")
+    src = pa.table(
+        {
+            "user_id": pa.array([1, 1, 2], pa.int64()),
+            "event_timestamp": pa.array([1000, 2000, 3000], ms),
+            "amount": pa.array([1.0, 2.0, 3.0], pa.float32()),
+        }
+    )
+    aggs = [sk.Aggregation("amount", "sum", "1h"), sk.Aggregation("amount", "max", "1h")]
+    v = sk.FeatureView("ev", [USER], [sk.Field("amount", sk.Float32)], source="ev.parquet", aggregations=aggs)
+    s = sk.FeatureStore(str(tmp_path))
+    pq.write_table(src, str(tmp_path / "ev.parquet"))
+    s.apply([USER, v])
+    feats = ["ev:amount_sum_1h", "ev:amount_max_1h"]
+    labels = {"user_id": [1, 2], "event_timestamp": pa.array([2 * SEC, 3 * SEC], TS)}
+    off = s.get_historical_features(labels, feats).to_pydict()
+    assert off["amount_sum_1h"] == [3.0, 3.0] and off["amount_max_1h"] == [2.0, 3.0]
+    assert s.materialize(None, T0) == {"ev": 3}
+    on = s.get_online_features(feats, {"user_id": [1, 2]}, as_of=EPOCH + dt.timedelta(seconds=3)).to_dict()
+    assert on["amount_sum_1h"] == [3.0, 3.0] and on["amount_max_1h"] == [2.0, 3.0]
+
+
 def test_apply_checks_again_and_leaves_the_registry_unchanged(tmp_path):
     s = new_store(tmp_path)
     before = snapshot(str(tmp_path))

@@ -61,6 +61,9 @@ __all__ = [
 _NUMERIC = ("Float64", "Float32", "Int64", "Int32")
 _INTEGER = ("Int64", "Int32")
 _NUMBERS_ONLY = ("sum", "mean", "var_samp", "var_pop", "stddev_samp", "stddev_pop")
+#: The online store keeps an event view's window state under the view's name with this suffix
+#: (rust/src/window/state.rs, ``store_name``).
+STATE_SUFFIX = "__window"
 
 
 def check_aggregations(
@@ -75,7 +78,7 @@ def check_aggregations(
 
     ``schema``: the view's Fields; ``columns``: every other column name of the view (keys, timestamps).
     """
-    from .definitions import _check_name
+    from .definitions import MAX_NAME, _check_name
 
     aggs = list(aggregations)
     if not aggs or not all(isinstance(a, Aggregation) for a in aggs):
@@ -91,6 +94,12 @@ def check_aggregations(
         raise InvalidArgumentError(
             f"feature view {name!r} has aggregations and a created_timestamp_field; events are ordered by "
             "time, then by write order, so drop created_timestamp_field"
+        )
+    # The online window state lives under "<view>__window", which must stay within a view name's length.
+    if len(name) > MAX_NAME - len(STATE_SUFFIX):
+        raise InvalidArgumentError(
+            f"feature view {name[:20]!r}... has aggregations and a {len(name)}-character name; an event "
+            f"view's name has at most {MAX_NAME - len(STATE_SUFFIX)} characters"
         )
     dtypes = {f.name: f.dtype.name for f in schema}
     for a in aggs:

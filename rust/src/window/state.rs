@@ -76,7 +76,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
     static TABLES: std::sync::OnceLock<[[u32; 256]; 8]> = std::sync::OnceLock::new();
     let t = TABLES.get_or_init(|| {
         let mut t = [[0u32; 256]; 8];
-        for i in 0..256 {
+        for (i, e) in t[0].iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
                 c = if c & 1 != 0 {
@@ -85,10 +85,10 @@ pub fn crc32(bytes: &[u8]) -> u32 {
                     c >> 1
                 };
             }
-            t[0][i] = c;
+            *e = c;
         }
-        for i in 0..256 {
-            for k in 1..8 {
+        for k in 1..8 {
+            for i in 0..256 {
                 let prev = t[k - 1][i];
                 t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
             }
