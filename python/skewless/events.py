@@ -183,12 +183,19 @@ def horizon_us(fv: FeatureView) -> int:
 
 
 def to_spec(aggs: Sequence[Aggregation]) -> list[dict[str, Any]]:
+    """Aggregations as the registry stores them (``registry.py`` describes the format)."""
     return [
         {"column": a.column, "function": a.function, "window_us": a.window_us, "name": a.name} for a in aggs
     ]
 
 
 def from_spec(specs: Sequence[Mapping[str, Any]]) -> list[Aggregation]:
+    """Aggregations read back from :func:`to_spec`'s form.
+
+    Example:
+        >>> from_spec(to_spec([Aggregation("amount", "sum", "7d")]))
+        [Aggregation('amount', 'sum', window='7d', name='amount_sum_7d')]
+    """
     import datetime as dt
 
     return [

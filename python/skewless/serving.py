@@ -6,7 +6,9 @@ once per key signature (checked against the stored key types: a key that does no
 :class:`~skewless.errors.DtypeError`), each view's TTL applied at the request instant ``served_at``
 (``as_of``, or the clock read once), and a status per (row, view) from :class:`skewless.online.Status`.
 A stored value from after ``served_at`` is never served (``NOT_YET_VALID``): the online store keeps the
-latest value only, so it cannot answer for an earlier instant.
+latest value only, so it cannot answer for an earlier instant. An event view's aggregates are evaluated
+at ``served_at`` from its online window state (statuses: ``rust/src/window/state.rs``; an entity with no
+events is ``NOT_FOUND`` with the empty window's values, count 0).
 
 Example:
     >>> import tempfile, datetime as dt
