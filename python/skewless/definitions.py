@@ -440,7 +440,7 @@ class FeatureView:
             from .events import to_spec
 
             extra["aggregations"] = to_spec(self.aggregations)
-        return extra | {
+        return {
             "name": self.name,
             "entities": [e.name for e in self.entities],
             "schema": [{"name": f.name, "dtype": f.dtype.to_json()} for f in self.schema],
@@ -452,7 +452,7 @@ class FeatureView:
             "description": self.description,
             "owner": self.owner,
             "tags": dict(self.tags),
-        }
+        } | extra
 
     @classmethod
     def from_spec(cls, s: Mapping[str, Any], entities: Mapping[str, Entity]) -> FeatureView:
