@@ -19,7 +19,8 @@
 //! A window part (an event view, [`window`]) evaluates its aggregates at `served_at` from the view's
 //! window state instead of decoding a latest value; it shares the transaction and the key encoding.
 //!
-//! Later stages (transforms, imputation, the served-feature log) attach here: they consume the per-part results this module produces, in request order.
+//! Later stages (transforms, imputation, the served-feature log) attach here: they consume the per-part
+//! results this module produces, in request order.
 
 use std::sync::{Arc, OnceLock};
 
