@@ -131,6 +131,7 @@ fn main() -> Result<()> {
             ttl_micros: None,
             version: 1,
             declared: vec![DataType::Float64; 5],
+            window: None,
         }],
     )?;
     let mut values = vec![0.0; 500];

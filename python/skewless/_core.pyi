@@ -31,6 +31,17 @@ def window_aggregate(
     sequence: str | None,
     aggregations: list[tuple[str, str, int, str]],
 ) -> Any: ...
+def window_push(
+    store: OnlineStore,
+    view: str,
+    events: object,
+    keys: list[str],
+    timestamp: str,
+    sequence: str,
+    columns: list[str],
+    horizon_us: int,
+    reset: bool,
+) -> tuple[int, int]: ...
 
 # --- online store (skewless.online) ---
 

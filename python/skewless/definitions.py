@@ -306,7 +306,9 @@ class FeatureView:
     ``source``: a Parquet file, folder or glob holding this view's history (written by someone else);
     without it the history lives in the store (``<store>/offline/<view>/``) and grows by ``write``.
     ``impute``: :class:`skewless.imputation.Impute` entries, one per feature at most: how its missing
-    values are filled wherever it is served or retrieved.
+    values are filled wherever it is served or retrieved (plain views only, not yet event views).
+    ``aggregations``: a list of :class:`skewless.Aggregation` makes this an event view: ``schema`` lists
+    the raw event columns and the features are the aggregations' outputs (see :mod:`skewless.events`).
 
     Example:
         >>> from datetime import timedelta
@@ -328,6 +330,7 @@ class FeatureView:
     owner: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     impute: list[Impute] = field(default_factory=list)
+    aggregations: list[Any] = field(default_factory=list)
 
     def __init__(
         self,
@@ -343,6 +346,7 @@ class FeatureView:
         owner: str = "",
         tags: Mapping[str, str] | None = None,
         impute: Iterable[Impute] = (),
+        aggregations: Iterable[Any] | None = None,
     ) -> None:
         _check_name(name, "feature view")
         ents = list(entities)
@@ -392,9 +396,27 @@ class FeatureView:
         if dup_imp:
             raise InvalidArgumentError(f"feature view {name!r}: feature(s) {dup_imp} have two Impute entries")
         object.__setattr__(self, "impute", imps)
+        aggs: list[Any] = []
+        if aggregations is not None:
+            from .events import check_aggregations
+
+            aggs = check_aggregations(
+                name, list(aggregations), fields, names, self.ttl, created_timestamp_field
+            )
+        if aggs and imps:
+            raise InvalidArgumentError(
+                f"feature view {name!r}: imputation of window features is not supported yet; declare "
+                "the Impute on a TransformView over the aggregate, or drop it"
+            )
+        object.__setattr__(self, "aggregations", aggs)
 
     def __hash__(self) -> int:  # definitions go in sets and dict keys; the name identifies them
         return hash((type(self).__name__, self.name))
+
+    @property
+    def is_event_view(self) -> bool:
+        """Whether the view's features are window aggregates of its raw event columns."""
+        return bool(self.aggregations)
 
     @property
     def join_keys(self) -> list[str]:
@@ -438,6 +460,12 @@ class FeatureView:
         )
 
     def to_spec(self) -> dict[str, Any]:
+        # "aggregations" only for event views: a plain view's spec stays as registries already hold it.
+        extra: dict[str, Any] = {}
+        if self.aggregations:
+            from .events import to_spec
+
+            extra["aggregations"] = to_spec(self.aggregations)
         return {
             "name": self.name,
             "entities": [e.name for e in self.entities],
@@ -452,7 +480,7 @@ class FeatureView:
             "tags": dict(self.tags),
             # Only when present, so that a view without imputation keeps the spec (and version) it had.
             **({"impute": [i.to_spec() for i in self.impute]} if self.impute else {}),
-        }
+        } | extra
 
     @classmethod
     def from_spec(cls, s: Mapping[str, Any], entities: Mapping[str, Entity]) -> FeatureView:
@@ -469,7 +497,16 @@ class FeatureView:
             owner=s.get("owner", ""),
             tags=s.get("tags", {}),
             impute=[Impute.from_spec(i) for i in s.get("impute", [])],
+            aggregations=_aggregations_from_spec(s.get("aggregations")),
         )
+
+
+def _aggregations_from_spec(specs: Any) -> list[Any] | None:
+    if specs is None:
+        return None
+    from .events import from_spec
+
+    return from_spec(specs)
 
 
 @dataclass(frozen=True)
@@ -492,7 +529,8 @@ class FeatureService:
         refs: list[str] = []
         for f in features:
             if isinstance(f, FeatureView):
-                refs.extend(f"{f.name}:{n}" for n in f.feature_names)
+                served = [a.name for a in f.aggregations] if f.is_event_view else f.feature_names
+                refs.extend(f"{f.name}:{n}" for n in served)
             elif not isinstance(f, str) and hasattr(f, "output_names"):
                 # A skewless.transforms.TransformView (not imported here: it builds on this module).
                 refs.extend(f"{f.name}:{n}" for n in f.output_names)

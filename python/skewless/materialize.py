@@ -4,7 +4,8 @@ The online store keeps the latest (timestamp, created) value per key, so replayi
 than what it holds changes nothing, and running a materialization twice is harmless. Files are replayed
 in write order (by their smallest write sequence, not their names), one online write per file (or per
 tie-free chunk of a sorted file): the online store's tie rule (last row within a write, first write
-across writes) then picks what retrieval picks (offline.py, "Tie order").
+across writes) then picks what retrieval picks (offline.py, "Tie order"). An event view's window state
+is rebuilt (``start`` None) or merged with the rows in range instead (``skewless.events``).
 
 Example:
     >>> import tempfile, datetime as dt
@@ -30,6 +31,7 @@ import pyarrow as pa
 
 from . import history
 from .definitions import FeatureView
+from .events import materialize_events
 from .normalize import normalize_rows
 from .offline import OfflineStore
 from .online import OnlineStore
@@ -50,6 +52,8 @@ def materialize_view(
     files = offline.write_order(fv.name, fv.source)
     if not files:
         return 0
+    if fv.is_event_view:
+        return materialize_events(offline, registry, online, fv, lo, hi)
     cols = fv.stored_columns
     bar = _Progress(f"materialize {fv.name}") if sys.stderr.isatty() else None
     n = 0

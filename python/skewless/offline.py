@@ -107,7 +107,7 @@ from .errors import (
     StorageError,
 )
 
-__all__ = ["SEQ", "WRITTEN", "OfflineStore", "tie_rank"]
+__all__ = ["SEQ", "WRITTEN", "OfflineStore", "tie_rank", "write_sequence"]
 
 _PART = re.compile(r"^part-(\d{12})(\.compact)?\.parquet$")
 #: Listing-then-opening attempts before a read gives up (each retry needs a compaction to finish in
@@ -168,8 +168,19 @@ def _with_seq(table: pa.Table, number: int) -> pa.Table:
         raise InvalidArgumentError(
             f"one write holds {table.num_rows} rows; at most {MAX_ROWS - 1} fit one history file. Split it"
         )
-    seq = np.arange(table.num_rows, dtype=np.int64) + (number << 32)
-    return table.append_column(pa.field(SEQ, pa.int64()), pa.array(seq))
+    return table.append_column(pa.field(SEQ, pa.int64()), _sequence(number, table.num_rows))
+
+
+def _sequence(number: int, rows: int) -> pa.Array:
+    return pa.array(np.arange(rows, dtype=np.int64) + (number << 32))
+
+
+def write_sequence(path: str, rows: int) -> pa.Array:
+    """The ``__seq__`` of the ``rows`` rows :meth:`OfflineStore.append` wrote to ``path``."""
+    m = _PART.match(os.path.basename(path))
+    if m is None:
+        raise StorageError(f"{path} is not a history file written by append")
+    return _sequence(int(m.group(1)), rows)
 
 
 class OfflineStore:

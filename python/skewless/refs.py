@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ._arrow import name_list
 from .definitions import FeatureService, FeatureView
 from .errors import ColumnClashError, InvalidArgumentError
+from .events import aggregate_names, aggregation
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -54,7 +55,11 @@ def resolve(registry: Registry, features: Sequence[str] | FeatureService) -> Pla
         fv = views.get(view)
         if fv is None:
             fv = views[view] = registry.feature_view(view)
-        wanted = fv.feature_names if feat == "*" else [fv.get_field(feat).name]
+        if fv.is_event_view:
+            # An event view serves its aggregates; its raw columns are not features.
+            wanted = aggregate_names(fv) if feat == "*" else [aggregation(fv, feat).name]
+        else:
+            wanted = fv.feature_names if feat == "*" else [fv.get_field(feat).name]
         plan.setdefault(view, {}).update(dict.fromkeys(wanted))
     if not plan:
         raise InvalidArgumentError("no features requested")

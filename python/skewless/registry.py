@@ -23,6 +23,8 @@ File format, version 1 (the one place it is described)::
 ``transform_views`` is optional like ``statistics``; a feature view's spec has an ``impute`` list only
 when it declares imputation (``[{"feature", "strategy", "stats", "value"}]``, the value read from the
 artifact at apply, see :mod:`skewless.imputation`).
+A feature view's spec has ``"aggregations": [{"column", "function", "window_us", "name"}, ...]`` when it
+is an event view (``skewless.events``), and no such key otherwise (so plain views read as before).
 ``statistics`` is optional (a registry written before artifacts existed has none); an artifact, once
 written, is never changed or renumbered. Non-finite numbers in it are written as JSON's NaN/Infinity.
 
@@ -58,6 +60,7 @@ from .errors import (
     SkewlessError,
     UnknownFeatureError,
 )
+from .events import check_aggregations
 from .transforms import TransformView, resolve_transform_view, resolve_view_spec
 
 T = TypeVar("T")
@@ -395,6 +398,16 @@ class Registry:
             )
 
     def _check_view(self, fv: FeatureView, data: dict[str, Any], has_data: Callable[[str], bool]) -> None:
+        if fv.aggregations:
+            # Again here: an Aggregation is mutable, and what lands in the registry must hold.
+            check_aggregations(
+                fv.name,
+                fv.aggregations,
+                fv.schema,
+                fv.tie_columns,
+                fv.ttl,
+                fv.created_timestamp_field,
+            )
         for e in fv.entities:
             reg = data["entities"].get(e.name)
             if reg is None:
@@ -454,7 +467,8 @@ class Registry:
                 raise UnknownFeatureError(
                     f"feature service {fs.name!r} refers to {ref!r}, but there is no feature view {view!r}"
                 )
-            if feat != "*" and feat not in [f["name"] for f in v["spec"]["schema"]]:
+            served = v["spec"].get("aggregations") or v["spec"]["schema"]
+            if feat != "*" and feat not in [f["name"] for f in served]:
                 raise UnknownFeatureError(
                     f"feature service {fs.name!r} refers to {ref!r}, but view {view!r} has no feature "
                     f"{feat!r}"

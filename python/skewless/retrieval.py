@@ -36,6 +36,7 @@ from ._arrow import as_table, index_hint
 from .asof import asof_join
 from .definitions import FeatureService
 from .errors import ColumnClashError, MissingColumnError
+from .events import events_for_join, window_features
 from .normalize import column_name, entity_key, flag, normalize_ts
 from .offline import SEQ, tie_rank
 from .refs import Plan, output_names, resolve
@@ -92,6 +93,12 @@ def _join(
     cols: list[Any] = list(entity_df.columns)
     for (fv, feats), left in zip(views, req.lefts, strict=True):
         right = histories.get(fv.name)
+        if fv.is_event_view:
+            seq = SEQ if right is not None and SEQ in right.column_names else None
+            for f, col in zip(feats, window_features(fv, left, right, feats, seq), strict=True):
+                names.append(req.names[(fv.name, f)])
+                cols.append(col)
+            continue
         if right is None or right.num_rows == 0 or left.num_rows == 0:
             dtypes = {f.name: f.dtype.arrow for f in fv.schema}
             for f in feats:
@@ -133,8 +140,11 @@ def retrieve(
     ``histories[view]``: the view's history rows in the stored layout (keys, time columns, at least the
     requested features), or None when it has none. With their write sequence column ``__seq__`` (as
     :meth:`OfflineStore.scan` reads it) full ties are decided by it and row order does not matter;
-    without it, the last of a full tie in the given order wins. ``key_types[view]``: the
-    view's key types, to which entity keys are converted (None: take the history's).
+    without it, the last of a full tie in the given order wins. An event view's history holds its raw
+    events (keys, timestamp, the aggregated columns; ``__seq__`` orders events of equal time for
+    ``first``/``last``, without it input order does), from which each aggregate is computed as of each
+    row's time (``skewless.events``). ``key_types[view]``: the view's key types, to which entity keys are
+    converted (None: take the history's).
     """
     req = _check(entity_df, views, key_types, full_feature_names, timestamp_column)
     return _join(entity_df, req, views, histories)
@@ -170,7 +180,10 @@ def get_historical_features(
     mm = pc.min_max(req.t)
     tmin, tmax = mm["min"].value, mm["max"].value
     histories = {
-        fv.name: history.for_join(store.offline, store.registry, fv, feats, tmin, tmax) for fv, feats in plan
+        fv.name: (events_for_join if fv.is_event_view else history.for_join)(
+            store.offline, store.registry, fv, feats, tmin, tmax
+        )
+        for fv, feats in plan
     }
     joined = _join(left, req, plan, histories)
     if compiled is None:

@@ -6,7 +6,9 @@ once per key signature (checked against the stored key types: a key that does no
 :class:`~skewless.errors.DtypeError`), each view's TTL applied at the request instant ``served_at``
 (``as_of``, or the clock read once), and a status per (row, view) from :class:`skewless.online.Status`.
 A stored value from after ``served_at`` is never served (``NOT_YET_VALID``): the online store keeps the
-latest value only, so it cannot answer for an earlier instant.
+latest value only, so it cannot answer for an earlier instant. An event view's aggregates are evaluated
+at ``served_at`` from its online window state (statuses: ``rust/src/window/state.rs``; an entity with no
+events is ``NOT_FOUND`` with the empty window's values, count 0).
 
 Example:
     >>> import tempfile, datetime as dt
@@ -39,6 +41,7 @@ from . import _core, transforms
 from ._arrow import as_table
 from .definitions import FeatureView
 from .errors import DtypeError, InvalidArgumentError
+from .events import output_type, window_spec
 from .online import OnlineStore, Status
 from .servelog import ServeLog, Sink, logged_get_numpy
 
@@ -101,7 +104,8 @@ class OnlineReader:
                 list(fs),
                 fv.ttl_us,
                 int(versions[fv.name]),
-                [fv.get_field(f).dtype.arrow for f in fs],
+                [output_type(fv, f) if fv.is_event_view else fv.get_field(f).dtype.arrow for f in fs],
+                window_spec(fv, fs),
             )
             for fv, fs in plan
         ]
@@ -133,7 +137,7 @@ class OnlineReader:
                 self.join_keys,
                 [kt.get(k) for k in self.join_keys],
                 [f"{fv.name}:{f}" for fv, fs in plan for f in fs],
-                [fv.get_field(f).dtype.arrow for fv, fs in plan for f in fs],
+                [output_type(fv, f) if fv.is_event_view else fv.get_field(f).dtype.arrow for fv, fs in plan for f in fs],
                 self._counts,
                 self.versions,
                 self.feature_names,

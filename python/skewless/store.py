@@ -37,10 +37,11 @@ from ._arrow import as_table, index_hint, name_list
 from ._fs import TEMP_PREFIX
 from .definitions import Entity, FeatureService, FeatureView
 from .errors import InvalidArgumentError, MissingColumnError, UnknownFeatureError
+from .events import push_events
 from .explain import Explanation, explain
 from .materialize import materialize_view
 from .normalize import flag, instant_us, normalize_rows
-from .offline import OfflineStore
+from .offline import OfflineStore, write_sequence
 from .online import OnlineStore
 from .refs import output_names, resolve
 from .registry import Registry, RegistryError
@@ -332,7 +333,13 @@ class FeatureStore:
             try:
                 path = self.offline.append(view, table)
                 written, skipped = table.num_rows, 0
-                if fv.online:
+                if fv.online and fv.is_event_view:
+                    try:
+                        push_events(self._online(), fv, table, write_sequence(path, table.num_rows))
+                    except BaseException:
+                        self.offline.remove(path)
+                        raise
+                elif fv.online:
                     try:
                         res = self._online().write(
                             view,
@@ -353,6 +360,38 @@ class FeatureStore:
                         self._reg_stamp = _stamp(self.registry.path)
                 raise
         return WriteSummary(table.num_rows, written, skipped)
+
+    def push(self, view: str, events: Any) -> WriteSummary:
+        """Append raw ``events`` to an event view's history and merge them into its online window state,
+        as one operation (``write`` does the same for an event view).
+
+        ``events`` (any form ``write`` takes) holds the join keys, the timestamp field and every column of
+        the view's schema. Everything is validated first: a bad input (a missing column, naive timestamps,
+        a wrong type) raises a typed error and writes nothing. Late events (older than the newest pushed
+        for their entity) are counted where they belong, offline and online. The history is written
+        first; should the process die before the online half, ``materialize`` repairs the state.
+
+        Example:
+            >>> import tempfile, datetime as dt
+            >>> import pyarrow as pa
+            >>> from skewless import Aggregation, Entity, FeatureStore, FeatureView, Field, Float64
+            >>> s = FeatureStore(tempfile.mkdtemp())
+            >>> u = Entity("user")
+            >>> txn = FeatureView("txn", [u], [Field("amount", Float64)],
+            ...                   aggregations=[Aggregation("amount", "sum", window="1h")])
+            >>> _ = s.apply([u, txn])
+            >>> t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+            >>> s.push("txn", {"user_id": [1, 1], "event_timestamp": [t, t], "amount": [2.0, 3.0]})
+            WriteSummary(rows=2, online_written=2, online_skipped=0)
+            >>> s.get_online_features(["txn:amount_sum_1h"], {"user_id": [1]}, as_of=t).to_dict()
+            {'user_id': [1], 'amount_sum_1h': [5.0]}
+        """
+        self._refresh()
+        if not self.registry.feature_view(view).is_event_view:
+            raise InvalidArgumentError(
+                f"feature view {view!r} has no aggregations; push is for event views, use write for it"
+            )
+        return self.write(view, events)
 
     def _validate(self, view: str, raw: pa.Table, what: str) -> tuple[pa.Table, dict[str, list[str]]]:
         fv = self.registry.feature_view(view)

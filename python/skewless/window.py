@@ -116,6 +116,15 @@ class Aggregation:
         """The window in whole microseconds."""
         return self.window // MICROSECOND
 
+    def _key(self) -> tuple[str, str, dt.timedelta, str]:
+        return (self.column, self.function, self.window, self.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Aggregation) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
     def __repr__(self) -> str:
         w = _label(self.window)
         return f"Aggregation({self.column!r}, {self.function!r}, window={w!r}, name={self.name!r})"

@@ -437,6 +437,20 @@ impl Store {
         })
     }
 
+    /// The value of `key` in the metadata database as of `txn`: for records other modules own (the
+    /// window state's meta record, `crate::window::state`).
+    pub fn meta_get<'t>(&self, txn: &'t RoTxn, key: &[u8]) -> Result<Option<&'t [u8]>> {
+        self.dbs().meta.get(txn, key).map_err(storage)
+    }
+
+    /// The key prefix of `view` as of `txn`, or `None` when the view has never been written.
+    pub fn view_prefix_in(&self, txn: &RoTxn, view: &str) -> Result<Option<[u8; 4]>> {
+        match self.dbs().meta.get(txn, &view_id_key(view)).map_err(storage)? {
+            Some(v) => Ok(Some(id_prefix(v)?)),
+            None => Ok(None),
+        }
+    }
+
     /// The data database, for lookups in a transaction of [`Store::read`]. Take it again after a fork
     /// rather than keeping it: in a forked child the first use reopens the environment, whose databases
     /// are new handles (if reopening fails, so does the next transaction, before the handle is used).

@@ -18,7 +18,9 @@ use crate::py::keys;
 use crate::py::online::{served_at, PyOnlineStore};
 use crate::py::transform::{array, PyProgram};
 use crate::serve::transform::{rows_f64, Post, PostOut};
+use crate::serve::window::WindowSpec;
 use crate::serve::{PartSpec, Plan};
+use crate::window::Func;
 
 /// Requests at least this large release the GIL; below it, releasing costs more than the lookups.
 const DETACH_ROWS: usize = 1024;
@@ -29,8 +31,9 @@ type NumpyAt<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i8>>, i64);
 
 /// A compiled serving plan over one online store (see ``skewless.serving.OnlineReader``, which wraps it).
 ///
-/// ``parts``: one tuple per view, ``(view, join_keys, features, ttl_us or None, version, types)`` where
-/// ``types`` are the declared pyarrow types of the features (used until the view has online data).
+/// ``parts``: one tuple per view, ``(view, join_keys, features, ttl_us or None, version, types, aggs)``
+/// where ``types`` are the declared pyarrow types of the features (used until the view has online data)
+/// and ``aggs``, for an event view, ``[(column, function, window_us)]`` behind each feature (else None).
 #[pyclass(module = "skewless._core", name = "ServingPlan", frozen)]
 pub struct PyPlan {
     plan: Arc<Plan>,
@@ -99,14 +102,25 @@ impl PyPlan {
             let mut specs = Vec::with_capacity(parts.len());
             for p in parts.iter() {
                 #[allow(clippy::type_complexity)]
-                let (view, keys, columns, ttl, version, types): (
+                let (view, keys, columns, ttl, version, types, aggs): (
                     String,
                     Vec<String>,
                     Vec<String>,
                     Option<i64>,
                     u64,
                     Vec<Bound<'_, PyAny>>,
+                    Option<Vec<(String, String, i64)>>,
                 ) = p.extract()?;
+                let window = match aggs {
+                    None => None,
+                    Some(aggs) => Some(WindowSpec {
+                        aggs: run_guarded(py, || {
+                            aggs.into_iter()
+                                .map(|(c, f, w)| Ok((c, f.parse::<Func>()?, w)))
+                                .collect::<crate::error::Result<Vec<_>>>()
+                        })?,
+                    }),
+                };
                 let declared = types
                     .iter()
                     .map(|t| {
@@ -127,6 +141,7 @@ impl PyPlan {
                     ttl_micros: ttl,
                     version,
                     declared,
+                    window,
                 });
             }
             let s = store.store.clone();

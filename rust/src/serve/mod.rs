@@ -16,9 +16,11 @@
 //! 6. decodes straight into the output: float64 rows for `get_f64`, Arrow arrays (real nulls, NaN kept)
 //!    for `get_arrow`.
 //!
-//! Later stages (window evaluation at the request instant, transforms, imputation, the served-feature
-//! log) attach here: they consume the per-part results this module produces, in request order.
-//! Transforms and imputation are the post-stage in [`transform`].
+//! A window part (an event view, [`window`]) evaluates its aggregates at `served_at` from the view's
+//! window state instead of decoding a latest value; it shares the transaction and the key encoding.
+//!
+//! Transforms and imputation are the post-stage in [`transform`]: it consumes the per-part results this
+//! module produces, in request order.
 
 use std::sync::{Arc, OnceLock};
 
@@ -49,6 +51,8 @@ pub struct PartSpec {
     pub version: u64,
     /// The Arrow type of each feature as declared, for answering before the view has online data.
     pub declared: Vec<DataType>,
+    /// For an event view: the aggregate behind each feature (a window part, see [`window`]).
+    pub window: Option<window::WindowSpec>,
 }
 
 struct Part {
@@ -59,6 +63,8 @@ struct Part {
     offset: usize,
     /// Set once, by the first request that finds the view's schema.
     resolved: OnceLock<Ready>,
+    /// A window part: served from the view's window state instead of its latest values.
+    window: Option<window::WindowPart>,
 }
 
 /// A part whose view has online data: the view, and its key signature (request column and stored key
@@ -180,11 +186,16 @@ impl Plan {
                 key_idx.push(at);
             }
             let width = spec.columns.len();
+            let window = match &spec.window {
+                Some(w) => Some(window::WindowPart::new(w.clone(), &spec.view, width)?),
+                None => None,
+            };
             parts.push(Part {
                 spec,
                 key_idx,
                 offset,
                 resolved: OnceLock::new(),
+                window,
             });
             offset += width;
         }
@@ -197,7 +208,7 @@ impl Plan {
         let (store, data_parts) = (&plan.store, &plan.parts);
         store.read(|txn| {
             for p in data_parts {
-                resolve(store, txn, p)?;
+                part_sig(store, txn, p)?;
             }
             Ok(())
         })?;
@@ -233,7 +244,7 @@ impl Plan {
     /// has no online data).
     pub fn check_numeric(&self) -> Result<()> {
         for p in &self.parts {
-            match p.resolved.get() {
+            match p.resolved.get().filter(|_| p.window.is_none()) {
                 Some(r) => r.view.check_numeric("get_numpy")?,
                 None => {
                     for (c, t) in p.spec.columns.iter().zip(&p.spec.declared) {
@@ -264,7 +275,24 @@ impl Plan {
         if values.len() != n * w || status.len() != n * v {
             return Err(Error::Internal("output buffers do not match the request".into()));
         }
-        self.walk(req, served_at, |pi, part, res, rows| {
+        // Both callbacks write the outputs; walk calls them one at a time.
+        let (values, status) = (std::cell::RefCell::new(values), std::cell::RefCell::new(status));
+        let mut windows = |pi: usize, part: &Part, served: &window::Served| {
+            let (mut vb, mut sb) = (values.borrow_mut(), status.borrow_mut());
+            let (values, status): (&mut [f64], &mut [i8]) = (&mut vb, &mut sb);
+            for (i, s) in served.status.iter().enumerate() {
+                status[i * v + pi] = *s;
+            }
+            for (j, col) in served.cols.iter().enumerate() {
+                for (i, c) in col.iter().enumerate() {
+                    values[i * w + part.offset + j] = c.f64();
+                }
+            }
+            Ok(())
+        };
+        self.walk(req, served_at, &mut windows, |pi, part, res, rows| {
+            let (mut vb, mut sb) = (values.borrow_mut(), status.borrow_mut());
+            let (values, status): (&mut [f64], &mut [i8]) = (&mut vb, &mut sb);
             let cols = part.spec.columns.len();
             for (i, (s, val)) in rows.iter().enumerate() {
                 status[i * v + pi] = *s;
@@ -286,9 +314,23 @@ impl Plan {
     /// NaN stays NaN) and the statuses (row-major `n x parts`).
     pub fn get_arrow(&self, req: &Request, served_at: i64) -> Result<(Vec<ArrayRef>, Vec<i8>)> {
         let (n, v) = (req.n, self.parts.len());
-        let mut status = vec![NOT_FOUND; n * v];
-        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.width);
-        self.walk(req, served_at, |pi, part, res, rows| {
+        let status = vec![NOT_FOUND; n * v];
+        let arrays: Vec<ArrayRef> = Vec::with_capacity(self.width);
+        let arrays = std::cell::RefCell::new(arrays);
+        let status = std::cell::RefCell::new(status);
+        let mut windows = |pi: usize, part: &Part, served: &window::Served| {
+            let mut status = status.borrow_mut();
+            for (i, s) in served.status.iter().enumerate() {
+                status[i * v + pi] = *s;
+            }
+            for (col, t) in served.cols.iter().zip(&part.spec.declared) {
+                arrays.borrow_mut().push(window::to_array(col, t)?);
+            }
+            Ok(())
+        };
+        self.walk(req, served_at, &mut windows, |pi, part, res, rows| {
+            let mut status = status.borrow_mut();
+            let mut arrays = arrays.borrow_mut();
             for (i, (s, _)) in rows.iter().enumerate() {
                 status[i * v + pi] = *s;
             }
@@ -314,7 +356,7 @@ impl Plan {
             }
             Ok(())
         })?;
-        Ok((arrays, status))
+        Ok((arrays.into_inner(), status.into_inner()))
     }
 
     /// Runs the lookups of every part in one read transaction and hands each part's results, in
@@ -324,6 +366,7 @@ impl Plan {
         &self,
         req: &Request,
         served_at: i64,
+        windows: &mut dyn FnMut(usize, &Part, &window::Served) -> Result<()>,
         mut f: impl FnMut(usize, &Part, Option<&Resolved>, &[(i8, &[u8])]) -> Result<()>,
     ) -> Result<()> {
         if req.cols.len() != self.key_names.len() || req.cols.iter().any(|c| c.len() != req.n) {
@@ -338,14 +381,14 @@ impl Plan {
             let mut groups: Vec<Group<'_>> = Vec::new();
             let mut part_group: Vec<Option<usize>> = Vec::with_capacity(self.parts.len());
             for p in &self.parts {
-                let Some(r) = resolve(store, txn, p)? else {
+                let Some(sig) = part_sig(store, txn, p)? else {
                     part_group.push(None);
                     continue;
                 };
-                match groups.iter().position(|g| g.sig == r.sig.as_slice()) {
+                match groups.iter().position(|g| g.sig == sig) {
                     Some(g) => part_group.push(Some(g)),
                     None => {
-                        groups.push(encode_group(&r.sig, req, &self.key_names)?);
+                        groups.push(encode_group(sig, req, &self.key_names)?);
                         part_group.push(Some(groups.len() - 1));
                     }
                 }
@@ -353,6 +396,11 @@ impl Plan {
             let mut kbuf = [0u8; key::MAX_KEY_BYTES];
             let mut rows: Vec<(i8, &[u8])> = vec![(NOT_FOUND, &[][..]); n];
             for (pi, (p, g)) in self.parts.iter().zip(&part_group).enumerate() {
+                if let Some(w) = &p.window {
+                    let keys = g.map(|g| &groups[g].keys);
+                    windows(pi, p, &w.serve(&data, txn, keys, served_at, n, &p.spec.declared)?)?;
+                    continue;
+                }
                 rows.fill((NOT_FOUND, &[][..]));
                 let res = p.resolved.get().map(|r| &r.view);
                 if let (Some(r), Some(g)) = (res, g) {
@@ -369,6 +417,17 @@ impl Plan {
             Ok(())
         })
     }
+}
+
+/// The key signature of a part whose view has data (latest values, or window state for a window part),
+/// resolving the part from `txn` when its data has appeared.
+fn part_sig<'p>(store: &Store, txn: &RoTxn, p: &'p Part) -> Result<Option<&'p [(usize, Kind)]>> {
+    Ok(match &p.window {
+        Some(w) => w
+            .resolve(store, txn, &p.spec.view, &p.spec.keys, &p.key_idx)?
+            .map(|r| r.sig.as_slice()),
+        None => resolve(store, txn, p)?.map(|r| r.sig.as_slice()),
+    })
 }
 
 /// The part's resolved view, resolving it from `txn` when its schema has appeared.
@@ -490,3 +549,4 @@ fn push_part(
 
 #[cfg(test)]
 mod tests;
+pub mod window;

@@ -54,6 +54,7 @@ fn spec(view: &str, keys: &[&str], cols: &[&str], ttl: Option<i64>, version: u64
         ttl_micros: ttl,
         version,
         declared: vec![DataType::Float64; cols.len()],
+        window: None,
     }
 }
 

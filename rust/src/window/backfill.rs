@@ -15,7 +15,7 @@ use arrow::compute::{cast, concat, take};
 use arrow::datatypes::*;
 use rayon::prelude::*;
 
-use super::{accumulator, sweep, Eval, Func, Values};
+use super::{accumulator, shares_state, sweep, Eval, Func, Values};
 use crate::column::timestamp_values;
 use crate::error::{Error, Result};
 use crate::group::index::{entry, group_rows};
@@ -75,7 +75,12 @@ fn value_column(c: &Column) -> Result<ArrayRef> {
     } else {
         concat(&parts)?
     };
-    let target = match &c.data_type {
+    widen(whole)
+}
+
+/// A value column widened to a layout the accumulators read (the online window state stores the same).
+pub(crate) fn widen(whole: ArrayRef) -> Result<ArrayRef> {
+    let target = match whole.data_type() {
         DataType::Int8
         | DataType::Int16
         | DataType::Int32
@@ -91,6 +96,10 @@ fn value_column(c: &Column) -> Result<ArrayRef> {
         None => whole,
     })
 }
+
+/// One accumulator of a sweep: the aggregation it is built for, and every (aggregation, function) that
+/// reads it.
+type Shared = (usize, Vec<(usize, Func)>);
 
 /// One output column being filled: slot `pos` belongs to label row `pos`.
 enum Out {
@@ -262,16 +271,35 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
         .map(|(a, c)| Out::new(a.func, c.as_ref(), n_labels))
         .collect();
     let sinks: Vec<Sink> = outs.iter_mut().map(Sink::of).collect();
-    // Aggregations sharing a window share one sweep.
-    let mut by_window: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-    for (k, a) in opts.aggregations.iter().enumerate() {
-        by_window.entry(a.window_us).or_default().push(k);
-    }
     let values: Vec<Values<'_>> = columns
         .iter()
         .zip(&opts.aggregations)
         .map(|(c, a)| Values::new(c.as_ref(), &a.column))
         .collect::<Result<_>>()?;
+    // Aggregations sharing a window share one sweep, and within it aggregations of one column that can
+    // share an accumulator's state (sum, mean and count of a number) share one accumulator: per window,
+    // (the aggregation the accumulator is built for, every (aggregation, function) read from it).
+    let mut by_window: BTreeMap<i64, Vec<Shared>> = BTreeMap::new();
+    let summing = |f: Func| matches!(f, Func::Sum | Func::Mean);
+    // Sums and means first, so that a count finds the sum it can read.
+    for sums in [true, false] {
+        for (k, a) in opts.aggregations.iter().enumerate() {
+            if summing(a.func) != sums {
+                continue;
+            }
+            let heads = by_window.entry(a.window_us).or_default();
+            let numeric = values[k].is_numeric();
+            let head = heads.iter_mut().find(|(h, _)| {
+                col_of[*h] == col_of[k]
+                    && summing(opts.aggregations[*h].func)
+                    && shares_state(a.func, opts.aggregations[*h].func, numeric)
+            });
+            match head {
+                Some((_, outs)) => outs.push((k, a.func)),
+                None => heads.push((k, vec![(k, a.func)])),
+            }
+        }
+    }
     (0..ids.n_groups)
         .into_par_iter()
         .try_for_each(|g| -> Result<()> {
@@ -284,14 +312,24 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
                 .iter()
                 .map(|&e| (entry_on(e), entry_pos(e) as usize))
                 .collect();
-            for (&w, ks) in &by_window {
-                let mut accs = ks
+            for (&w, heads) in &by_window {
+                let mut accs = heads
                     .iter()
-                    .map(|&k| accumulator(opts.aggregations[k].func, values[k], &opts.aggregations[k].name))
+                    .map(|(k, _)| {
+                        accumulator(
+                            opts.aggregations[*k].func,
+                            values[*k],
+                            &opts.aggregations[*k].name,
+                        )
+                    })
                     .collect::<Result<Vec<_>>>()?;
-                sweep(&rows[lo..hi], &times[lo..hi], &lab, w, &mut accs, |j, pos, e| {
-                    // SAFETY: pos < n_labels, and label row `pos` is in this group only.
-                    unsafe { sinks[ks[j]].put(pos, e) }
+                sweep(&rows[lo..hi], &times[lo..hi], &lab, w, &mut accs, |j, pos, a| {
+                    for &(k, func) in &heads[j].1 {
+                        let e = a.evaluate_as(func)?;
+                        // SAFETY: pos < n_labels, and label row `pos` is in this group only.
+                        unsafe { sinks[k].put(pos, e) }
+                    }
+                    Ok(())
                 })?;
             }
             Ok(())
@@ -425,6 +463,55 @@ mod tests {
             evaluate_at(&[0, 1, 2, 3], &[10, 20, 20, 40], 20, 10, acc.as_mut()).unwrap(),
             Eval::F64(Some(5.0))
         );
+    }
+
+    #[test]
+    fn sum_mean_and_count_sharing_one_accumulator_equal_each_alone() {
+        let n = 200;
+        let keys: Vec<i64> = (0..n).map(|i| i % 3).collect();
+        let times: Vec<Option<i64>> = (0..n).map(|i| Some((i * 7919) % 97)).collect();
+        let x: Vec<Option<f64>> = (0..n)
+            .map(|i| (i % 5 != 0).then_some((i as f64 - 90.0) * 0.37))
+            .collect();
+        let m: Vec<Option<i64>> = (0..n).map(|i| (i % 4 != 0).then_some(i - 50)).collect();
+        let events = table(vec![
+            ("k", Arc::new(Int64Array::from(keys)) as ArrayRef),
+            ("t", ts(times)),
+            ("x", Arc::new(Float64Array::from(x))),
+            ("m", Arc::new(Int64Array::from(m))),
+        ]);
+        let labels = table(vec![
+            (
+                "k",
+                Arc::new(Int64Array::from((0..40).map(|i| i % 4).collect::<Vec<i64>>())) as ArrayRef,
+            ),
+            ("t", ts((0..40).map(|i| Some(i * 3 - 5)).collect())),
+        ]);
+        let agg = |column: &str, func: Func| Aggregation {
+            column: column.into(),
+            func,
+            window_us: 20,
+            name: format!("{column}_{}", func.name()),
+        };
+        let run = |aggs: Vec<Aggregation>| {
+            let opts = WindowOptions {
+                on: "t".into(),
+                by: vec!["k".into()],
+                sequence: None,
+                aggregations: aggs,
+            };
+            window_aggregate(&labels, &events, &opts).unwrap().batches[0].clone()
+        };
+        let funcs = [Func::Count, Func::Mean, Func::Sum];
+        let all: Vec<Aggregation> = ["x", "m"]
+            .iter()
+            .flat_map(|c| funcs.iter().map(|&f| agg(c, f)))
+            .collect();
+        let together = run(all.clone());
+        for (i, a) in all.into_iter().enumerate() {
+            let alone = run(vec![a]);
+            assert_eq!(together.column(2 + i).as_ref(), alone.column(2).as_ref());
+        }
     }
 
     #[test]

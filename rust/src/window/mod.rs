@@ -20,6 +20,7 @@
 
 pub mod backfill;
 pub mod exact;
+pub mod state;
 
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
@@ -106,6 +107,19 @@ pub trait Accumulator {
     fn update(&mut self, row: usize);
     fn retract(&mut self, row: usize);
     fn evaluate(&self) -> Result<Eval>;
+    /// The value of `func` from this accumulator's state, for a function that shares it (see
+    /// [`shares_state`]); any other function gets [`Accumulator::evaluate`].
+    fn evaluate_as(&self, func: Func) -> Result<Eval> {
+        let _ = func;
+        self.evaluate()
+    }
+}
+
+/// Whether `func` over a column can be read from the state of `with` over the same column: sum, mean
+/// and count of a numeric column all live in one sum accumulator (its exact sum and its count).
+pub fn shares_state(func: Func, with: Func, numeric: bool) -> bool {
+    let summing = |f: Func| matches!(f, Func::Sum | Func::Mean | Func::Count);
+    numeric && summing(func) && summing(with)
 }
 
 /// The input column of an aggregation, read by row.
@@ -298,14 +312,17 @@ impl Accumulator for IntSum<'_> {
         }
     }
     fn evaluate(&self) -> Result<Eval> {
-        if self.n == 0 {
-            return Ok(if self.mean {
-                Eval::F64(None)
-            } else {
-                Eval::I64(None)
-            });
+        self.evaluate_as(if self.mean { Func::Mean } else { Func::Sum })
+    }
+    fn evaluate_as(&self, func: Func) -> Result<Eval> {
+        if func == Func::Count {
+            return Ok(Eval::I64(Some(self.n as i64)));
         }
-        if self.mean {
+        let mean = func == Func::Mean;
+        if self.n == 0 {
+            return Ok(if mean { Eval::F64(None) } else { Eval::I64(None) });
+        }
+        if mean {
             // One rounding of the exact sum, one of the quotient: the same bits in both paths.
             return Ok(Eval::F64(Some(self.sum as f64 / self.n as f64)));
         }
@@ -341,11 +358,21 @@ impl Accumulator for FloatSum<'_> {
         }
     }
     fn evaluate(&self) -> Result<Eval> {
+        self.evaluate_as(if self.mean { Func::Mean } else { Func::Sum })
+    }
+    fn evaluate_as(&self, func: Func) -> Result<Eval> {
+        if func == Func::Count {
+            return Ok(Eval::I64(Some(self.n as i64)));
+        }
         if self.n == 0 {
             return Ok(Eval::F64(None));
         }
         let s = self.sum.value();
-        Ok(Eval::F64(Some(if self.mean { s / self.n as f64 } else { s })))
+        Ok(Eval::F64(Some(if func == Func::Mean {
+            s / self.n as f64
+        } else {
+            s
+        })))
     }
 }
 
@@ -509,15 +536,15 @@ impl Accumulator for Distinct<'_> {
 /// The backfill of one entity: evaluates each accumulator (all over the window `w`) at every label.
 ///
 /// `rows[i]` is the i-th event of the entity in (time, write sequence) order and `times[i]` its time;
-/// `labels` holds (instant, output slot) sorted by instant. `emit(k, slot, value)` receives accumulator
-/// k's value for the label of `slot`.
+/// `labels` holds (instant, output slot) sorted by instant. `emit(k, slot, acc)` reads accumulator k
+/// (`acc`) for the label of `slot`.
 pub fn sweep(
     rows: &[usize],
     times: &[i64],
     labels: &[(i64, usize)],
     w: i64,
     accs: &mut [Box<dyn Accumulator + '_>],
-    mut emit: impl FnMut(usize, usize, Eval),
+    mut emit: impl FnMut(usize, usize, &dyn Accumulator) -> Result<()>,
 ) -> Result<()> {
     debug_assert_eq!(rows.len(), times.len());
     let (mut lo, mut hi) = (0, 0);
@@ -533,7 +560,7 @@ pub fn sweep(
             lo += 1;
         }
         for (k, a) in accs.iter().enumerate() {
-            emit(k, slot, a.evaluate()?);
+            emit(k, slot, a.as_ref())?;
         }
     }
     Ok(())
@@ -663,8 +690,9 @@ mod tests {
                         continue;
                     };
                     let mut got = vec![None; labels.len()];
-                    sweep(&rows, &times, &labels, w, &mut [acc], |_, slot, v| {
-                        got[slot] = Some(v)
+                    sweep(&rows, &times, &labels, w, &mut [acc], |_, slot, a| {
+                        got[slot] = Some(a.evaluate()?);
+                        Ok(())
                     })
                     .unwrap();
                     for &(t, slot) in &labels {

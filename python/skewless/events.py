@@ -1,0 +1,328 @@
+"""Event views: feature views whose features are sliding-window aggregates of raw events.
+
+A :class:`~skewless.FeatureView` given ``aggregations=[Aggregation(...)]`` is an event view. Its
+``schema`` lists the raw event columns (its history is the raw events, append-only); its features, as
+requested (``"user_txn:amount_sum_7d"``), are the aggregations' output names. The raw columns are not
+features of their own. Training sets compute each aggregate as of each entity row's own timestamp
+(:func:`window_features`); serving evaluates it at the request instant from the online window state
+that ``FeatureStore.push`` keeps (rust/src/window/state.rs). Both run the same Rust accumulators.
+
+Rules checked here, once, for definitions and the registry alike: at least one aggregation; each over a
+column of the view's schema whose dtype the function takes (``Float64``, ``Float32``, ``Int64``,
+``Int32`` or ``String``; ``sum``, ``mean`` and the variances need a number, ``count_distinct`` an integer
+or a string); output names valid and distinct from each other and from the view's columns; no ``ttl``
+(a window is its own horizon) and no ``created_timestamp_field`` (events are ordered by time, then by
+write sequence).
+
+Example:
+    >>> from skewless import Aggregation, Entity, FeatureView, Field, Float64
+    >>> txn = FeatureView("user_txn", [Entity("user")], [Field("amount", Float64)],
+    ...                   aggregations=[Aggregation("amount", "sum", window="7d")])
+    >>> aggregate_names(txn), output_type(txn, "amount_sum_7d")
+    (['amount_sum_7d'], DataType(double))
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import _core
+from .errors import DtypeError, InvalidArgumentError, UnknownFeatureError
+from .window import Aggregation
+
+if TYPE_CHECKING:
+    from .definitions import FeatureView
+    from .offline import OfflineStore
+    from .online import OnlineStore
+    from .registry import Registry
+
+__all__ = [
+    "check_aggregations",
+    "aggregate_names",
+    "aggregation",
+    "output_type",
+    "horizon_us",
+    "to_spec",
+    "from_spec",
+    "window_features",
+    "events_for_join",
+    "push_events",
+    "window_spec",
+    "materialize_events",
+]
+
+#: Column dtypes an aggregation reads, and which functions take each.
+_NUMERIC = ("Float64", "Float32", "Int64", "Int32")
+_INTEGER = ("Int64", "Int32")
+_NUMBERS_ONLY = ("sum", "mean", "var_samp", "var_pop", "stddev_samp", "stddev_pop")
+#: The online store keeps an event view's window state under the view's name with this suffix
+#: (rust/src/window/state.rs, ``store_name``).
+STATE_SUFFIX = "__window"
+
+
+def check_aggregations(
+    name: str,
+    aggregations: Sequence[Any],
+    schema: Sequence[Any],
+    columns: Sequence[str],
+    ttl: Any,
+    created_timestamp_field: str | None,
+) -> list[Aggregation]:
+    """The aggregations of event view ``name`` as a list, or a typed error saying what is wrong.
+
+    ``schema``: the view's Fields; ``columns``: every other column name of the view (keys, timestamps).
+    """
+    from .definitions import MAX_NAME, _check_name
+
+    aggs = list(aggregations)
+    if not aggs or not all(isinstance(a, Aggregation) for a in aggs):
+        raise InvalidArgumentError(
+            f"feature view {name!r}: aggregations must be a non-empty list of skewless.Aggregation"
+        )
+    if ttl is not None:
+        raise InvalidArgumentError(
+            f"feature view {name!r} has aggregations and a ttl; a window is its own horizon (an old value "
+            "ages out of it), so drop the ttl"
+        )
+    if created_timestamp_field is not None:
+        raise InvalidArgumentError(
+            f"feature view {name!r} has aggregations and a created_timestamp_field; events are ordered by "
+            "time, then by write order, so drop created_timestamp_field"
+        )
+    # The online window state lives under "<view>__window", which must stay within a view name's length.
+    if len(name) > MAX_NAME - len(STATE_SUFFIX):
+        raise InvalidArgumentError(
+            f"feature view {name[:20]!r}... has aggregations and a {len(name)}-character name; an event "
+            f"view's name has at most {MAX_NAME - len(STATE_SUFFIX)} characters"
+        )
+    dtypes = {f.name: f.dtype.name for f in schema}
+    for a in aggs:
+        what = f"feature view {name!r}: aggregation {a.name!r}"
+        _check_name(a.name, f"{what} output")
+        if a.column not in dtypes:
+            raise UnknownFeatureError(
+                f"{what} reads column {a.column!r}, which is not in the view's schema {list(dtypes)}; add a "
+                "Field for it"
+            )
+        d = dtypes[a.column]
+        if d not in _NUMERIC and d != "String":
+            raise DtypeError(
+                f"{what}: column {a.column!r} is {d}; aggregations read Float64, Float32, Int64, Int32 or "
+                "String columns"
+            )
+        if a.function in _NUMBERS_ONLY and d not in _NUMERIC:
+            raise DtypeError(f"{what}: {a.function} needs a numeric column, but {a.column!r} is {d}")
+        if a.function == "count_distinct" and d not in _INTEGER and d != "String":
+            raise DtypeError(
+                f"{what}: count_distinct counts integer or string values, but {a.column!r} is {d}"
+            )
+    names = [a.name for a in aggs]
+    dup = sorted(n for n, c in collections.Counter(names).items() if c > 1)
+    if dup:
+        raise InvalidArgumentError(
+            f"feature view {name!r}: aggregation output name(s) {dup} used twice; pass name= to tell them "
+            "apart"
+        )
+    clash = sorted(set(names) & (set(dtypes) | set(columns)))
+    if clash:
+        raise InvalidArgumentError(
+            f"feature view {name!r}: aggregation output name(s) {clash} are also column names of the view; "
+            "pass name= to rename them"
+        )
+    return aggs
+
+
+def aggregate_names(fv: FeatureView) -> list[str]:
+    """The features of an event view: its aggregations' output names, in definition order."""
+    return [a.name for a in fv.aggregations]
+
+
+def aggregation(fv: FeatureView, name: str) -> Aggregation:
+    """The aggregation of ``fv`` whose output is ``name`` (UnknownFeatureError if none)."""
+    for a in fv.aggregations:
+        if a.name == name:
+            return a
+    raise UnknownFeatureError(
+        f"event view {fv.name!r} has no aggregation {name!r}; its features are {aggregate_names(fv)} (its "
+        "raw columns are not features: request an aggregation of them)"
+    )
+
+
+def output_type(fv: FeatureView, name: str) -> pa.DataType:
+    """The Arrow type of an aggregation's output: int64 for counts and for sums of integers, the column
+    (widened to int64 / float64 / string) for min, max, first and last, float64 otherwise."""
+    a = aggregation(fv, name)
+    d = fv.get_field(a.column).dtype.name
+    wide = pa.int64() if d in _INTEGER else pa.float64() if d in _NUMERIC else pa.string()
+    if a.function in ("count", "count_distinct"):
+        return pa.int64()
+    if a.function in ("min", "max", "first", "last"):
+        return wide
+    if a.function == "sum" and d in _INTEGER:
+        return pa.int64()
+    return pa.float64()
+
+
+def window_spec(fv: FeatureView, feats: Sequence[str]) -> list[tuple[str, str, int]] | None:
+    """What a serving plan evaluates for ``feats`` of ``fv``: (column, function, window_us) each, or
+    None for a plain view."""
+    if not fv.is_event_view:
+        return None
+    return [(a.column, a.function, a.window_us) for a in (aggregation(fv, f) for f in feats)]
+
+
+def horizon_us(fv: FeatureView) -> int:
+    """The largest window of the view (microseconds): how far back an aggregate at t reads."""
+    return max(a.window_us for a in fv.aggregations)
+
+
+def to_spec(aggs: Sequence[Aggregation]) -> list[dict[str, Any]]:
+    """Aggregations as the registry stores them (``registry.py`` describes the format)."""
+    return [
+        {"column": a.column, "function": a.function, "window_us": a.window_us, "name": a.name} for a in aggs
+    ]
+
+
+def from_spec(specs: Sequence[Mapping[str, Any]]) -> list[Aggregation]:
+    """Aggregations read back from :func:`to_spec`'s form.
+
+    Example:
+        >>> from_spec(to_spec([Aggregation("amount", "sum", "7d")]))
+        [Aggregation('amount', 'sum', window='7d', name='amount_sum_7d')]
+    """
+    import datetime as dt
+
+    return [
+        Aggregation(s["column"], s["function"], dt.timedelta(microseconds=s["window_us"]), name=s["name"])
+        for s in specs
+    ]
+
+
+def window_features(
+    fv: FeatureView, left: pa.Table, events: pa.Table | None, feats: Sequence[str], sequence: str | None
+) -> list[pa.ChunkedArray]:
+    """Each requested aggregate of ``fv`` for every row of ``left`` (join keys and the view's timestamp
+    field), in row order, from ``events`` (history rows: keys, timestamp, the aggregated columns and,
+    when given, the ``sequence`` column ordering events of equal time; None: no events)."""
+    aggs = [aggregation(fv, f) for f in feats]
+    if events is None or events.num_rows == 0 or left.num_rows == 0:
+        out: list[pa.ChunkedArray] = []
+        for a in aggs:
+            if a.function in ("count", "count_distinct"):
+                out.append(pa.chunked_array([np.zeros(left.num_rows, np.int64)], pa.int64()))
+            else:
+                out.append(pa.chunked_array([pa.nulls(left.num_rows, output_type(fv, a.name))]))
+        return out
+    # Label columns get names no event column has, so outputs never clash with them.
+    res = _core.window_aggregate(
+        left,
+        events,
+        fv.timestamp_field,
+        list(fv.join_keys),
+        sequence,
+        [(a.column, a.function, a.window_us, a.name) for a in aggs],
+    )
+    return [_as_type(res.column(a.name), output_type(fv, a.name)) for a in aggs]
+
+
+def _as_type(col: pa.ChunkedArray, want: pa.DataType) -> pa.ChunkedArray:
+    # The kernel widens what it reads (int32 to int64, float32 to float64, string views to strings);
+    # only a large string column comes back in its own type.
+    return col if col.type == want else pc.cast(col, want)
+
+
+def event_columns(fv: FeatureView) -> list[str]:
+    """The raw columns the aggregations read, each once, in schema order."""
+    used = {a.column for a in fv.aggregations}
+    return [f.name for f in fv.schema if f.name in used]
+
+
+def events_for_join(
+    offline: OfflineStore,
+    registry: Registry,
+    fv: FeatureView,
+    feats: Sequence[str],
+    tmin: int | None,
+    tmax: int | None,
+) -> pa.Table | None:
+    """The events rows in ``[tmin, tmax]`` need: ``(tmin - largest window, tmax]`` read as
+    ``[tmin - largest window, tmax]``: keys, timestamp, the aggregated columns and ``__seq__``; None when
+    there are none (or no rows)."""
+    from . import history
+    from .normalize import INT64_MIN
+    from .offline import SEQ
+
+    if tmin is None or tmax is None or not offline.files(fv.name, fv.source):
+        return None
+    used = {aggregation(fv, f).column for f in feats}
+    cols = [*fv.join_keys, fv.timestamp_field, *(c for c in event_columns(fv) if c in used)]
+    lo = tmin - horizon_us(fv)
+    batches = list(
+        history.scan(offline, registry, fv, cols, None if lo < INT64_MIN else lo, tmax, True, with_seq=True)
+    )
+    if not batches:
+        return None
+    return history.to_stored(registry, fv, pa.Table.from_batches(batches), [*cols, SEQ])
+
+
+def push_events(
+    online: OnlineStore, fv: FeatureView, table: pa.Table, seq: pa.Array, reset: bool = False
+) -> int:
+    """Merge events (the stored layout, their write sequence ``seq``) into the view's online window
+    state, in one transaction; ``reset`` first drops the whole state (a rebuild). Returns the entities
+    written."""
+    from .offline import SEQ
+
+    cols = [*fv.join_keys, fv.timestamp_field, *event_columns(fv)]
+    t = table.select(cols).append_column(SEQ, seq)
+    _, entities = _core.window_push(
+        online._inner,
+        fv.name,
+        t,
+        list(fv.join_keys),
+        fv.timestamp_field,
+        SEQ,
+        event_columns(fv),
+        horizon_us(fv),
+        reset,
+    )
+    return int(entities)
+
+
+def materialize_events(
+    offline: OfflineStore, registry: Registry, online: OnlineStore, fv: FeatureView, lo: int | None, hi: int
+) -> int:
+    """Bring the view's window state in line with its history rows in ``[lo, hi)``: merged into the
+    state (a replay changes nothing, events being identified by their write sequence), or, with ``lo``
+    None, the state rebuilt from them in one transaction. Returns the rows read."""
+    from . import history
+    from .normalize import normalize_rows
+    from .offline import SEQ
+
+    cols = [*fv.join_keys, fv.timestamp_field, *event_columns(fv)]
+    batches = [
+        b for b in history.scan(offline, registry, fv, cols, lo, hi, False, with_seq=True) if b.num_rows
+    ]
+    if batches:
+        t = history.to_stored(registry, fv, pa.Table.from_batches(batches), [*cols, SEQ])
+    else:
+        t = history.empty(registry, fv, cols).append_column(SEQ, pa.array([], pa.int64()))
+    seq = t.column(SEQ)
+    t = t.drop_columns([SEQ])
+    if fv.source is not None and t.num_rows:
+        # A source is checked like a write; only the columns the state reads are needed.
+        full = {
+            c: t.column(c) if c in t.column_names else pa.nulls(t.num_rows, fv.get_field(c).dtype.arrow)
+            for c in fv.stored_columns
+        }
+        t, _ = normalize_rows(fv, registry.key_types(fv), pa.table(full), f"source {fv.source!r}")
+    if not batches and lo is not None:
+        return 0
+    push_events(online, fv, t, seq, reset=lo is None)
+    return t.num_rows
