@@ -89,10 +89,12 @@ impl Layout {
         let seed = match version {
             1 => None,
             3 => Some(crc32c::crc32c(record)),
-            _ => return Err(Error::Storage(format!(
+            _ => {
+                return Err(Error::Storage(format!(
                 "a view's values use layout version {version}, which this skewless does not know (it reads \
                      1 and 3); upgrade skewless or rewrite the view"
-            ))),
+            )))
+            }
         };
         let mut at = HEADER + kinds.len().div_ceil(8);
         let mut slots = Vec::with_capacity(kinds.len());
