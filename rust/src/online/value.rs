@@ -80,6 +80,8 @@ pub struct Layout {
     pub fixed_end: usize,
     /// Version 3: the CRC-32C of the view's schema record, where every value's checksum starts.
     seed: Option<u32>,
+    /// The slot of the last string/binary column: its end offset gives the value's exact length.
+    last_var: Option<usize>,
 }
 
 impl Layout {
@@ -102,12 +104,17 @@ impl Layout {
             slots.push(at);
             at += width(k);
         }
+        let last_var = (0..kinds.len())
+            .rev()
+            .find(|&j| matches!(kinds[j], Kind::Str | Kind::Bin))
+            .map(|j| slots[j]);
         Ok(Layout {
             version,
             kinds,
             slots,
             fixed_end: at,
             seed,
+            last_var,
         })
     }
 
@@ -228,10 +235,19 @@ impl Layout {
         let body = match self.seed {
             None => v,
             Some(seed) => {
-                let Some(split) = v.len().checked_sub(CRC_BYTES) else {
+                // The length the value's own offsets give must match before the checksum reads the
+                // bytes: a damaged length in LMDB's node could reach past the end of the data file,
+                // where touching the map is a SIGBUS.
+                if v.len() < self.fixed_end + CRC_BYTES {
                     return Err(corrupt());
-                };
-                let (body, crc) = v.split_at(split);
+                }
+                let var = self
+                    .last_var
+                    .map_or(0, |at| u32::from_le_bytes(arr(v, at)) as usize);
+                if v.len() - CRC_BYTES - self.fixed_end != var {
+                    return Err(corrupt());
+                }
+                let (body, crc) = v.split_at(v.len() - CRC_BYTES);
                 if crc32c::crc32c_append(crc32c::crc32c_append(seed, key), body).to_le_bytes() != crc {
                     return Err(corrupt());
                 }
@@ -421,6 +437,9 @@ mod tests {
             v[bit / 8] ^= 1 << (bit % 8);
             assert!(layout.check(KEY, &v).is_err(), "flip of bit {bit} passed");
         }
+        // A value cut short or extended (a damaged length) fails before the checksum is read.
+        assert!(layout.check(KEY, &out[..out.len() - 1]).is_err());
+        assert!(layout.check(KEY, &[&out[..], b"\0"].concat()).is_err());
         for bit in 0..KEY.len() * 8 {
             let mut k = KEY.to_vec();
             k[bit / 8] ^= 1 << (bit % 8);
