@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
+import textwrap
 
 import pyarrow as pa
 import pytest
@@ -163,3 +166,31 @@ def test_a_schema_record_whose_column_kind_flipped_is_reported_not_decoded_as_th
         OnlineStore(tmp_path / "online").reader("v", columns=["x_spend"]).get_numpy([7])
     with pytest.raises(StorageError, match='view "v"'):
         s.online_reader(["v:x_spend"]).get_numpy([7])
+
+
+def test_a_damaged_value_length_reaching_past_the_file_is_reported_not_a_sigbus(tmp_path):
+    # Found by scripts/fault_inject.py: the checksum read every byte LMDB's node said the value had, and a
+    # flipped length reached past the end of data.mdb (SIGBUS). The value's own offsets are checked first.
+    stored_store(tmp_path)
+    blob = (tmp_path / "online" / "data.mdb").read_bytes()
+    key = (1 << 63 | 7).to_bytes(8, "big")
+    node = blob.index(key) - 4 - 8  # LMDB leaf node: size lo u16, size hi u16, flags, key size, key
+    size = (
+        int.from_bytes(blob[node : node + 2], "little")
+        | int.from_bytes(blob[node + 2 : node + 4], "little") << 16
+    )
+    assert size == find_value(tmp_path)[1]
+    flip_at(tmp_path, node + 2, 1 << 4)  # the value now claims 1 MiB more than it has
+    code = f"""
+        from skewless.online import OnlineStore
+        from skewless.errors import StorageError
+        try:
+            OnlineStore({str(tmp_path / "online")!r}).reader("v").get([7])
+        except StorageError as e:
+            print("StorageError", 'view "v"' in str(e))
+        """
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert r.stdout.strip() == "StorageError True"
