@@ -34,6 +34,9 @@
 //!               `key.rs`), and bytes 0..len-4 of the value
 //! ```
 //!
+//! A version 3 value is exactly `18 + B + F + (end offset of the last string/binary column, 0 without
+//! one) + 4` bytes long; readers check that before reading the checksum.
+//!
 //! LMDB keeps no checksums of its own, so a flipped bit in the data file could otherwise be served as a
 //! value. Every read verifies the checksum before decoding (the write path too, before comparing a
 //! stored stamp), and a mismatch is a `StorageError` naming the view, never a value. Covering the key
