@@ -18,8 +18,11 @@ Checks after every trial:
 - the history is a committed prefix: batches 1..m, each whole (batch b is R rows with x == b);
 - online is never ahead: every served x is <= m, and after ``materialize`` every key serves m;
 - a damaged history file is reported (StorageError), never read as other data;
-- the online store has no checksums of its own (LMDB): flipped bits there are counted as reported,
-  harmless or served, and only a crash or an untyped error fails the run.
+- a damaged online value is reported (StorageError), never served: every value carries a CRC-32C over
+  its view's schema record, its key and its bytes (value layout 3). LMDB's own pages (B-tree branches,
+  page headers, free lists) have no checksum, so a flip there may make keys read as absent ("missing":
+  every value that does come back is right), which is counted and allowed; a wrong value served, a
+  crash of the reader or an untyped error fails the run.
 
 Exit status 0 when every check held. Prints one line per kind: trials and outcomes.
 """
@@ -143,7 +146,9 @@ def child(kind: str, path: str, arg: str) -> None:
 
 def read_damaged(kind: str, path: str, expected: list[Any]) -> str:
     """Read everything back: 'reported' (a StorageError), 'same' (the damage changed nothing read),
-    'served' (other values came back), or 'untyped: ...' (an error outside skewless.errors)."""
+    'missing' (online: some keys read as absent, every value that came back is right; the flip hit a key
+    or the B-tree, which LMDB does not checksum), 'served' (other values came back), or 'untyped: ...'
+    (an error outside skewless.errors)."""
     from skewless import FeatureStore
     from skewless.errors import SkewlessError
 
@@ -156,13 +161,19 @@ def read_damaged(kind: str, path: str, expected: list[Any]) -> str:
 
             r = OnlineStore(os.path.join(path, "online")).reader("v")
             got = r.get(list(range(R))).drop_columns(["status"]).to_pylist()
-            got = [{k: (str(v) if k == "x" else v) for k, v in row.items()} for row in got]
+            got = [{k: (str(v) if k == "x" and v is not None else v) for k, v in row.items()} for row in got]
     except SkewlessError as e:
         return "reported" if type(e).__name__ in ("StorageError", "MapFullError") else f"untyped: {e!r}"
     except Exception as e:  # noqa: BLE001 - the point is to see what escapes
         return f"untyped: {e!r}"
     norm = json.loads(json.dumps(got, default=str))
-    return "same" if norm == expected else "served"
+    if norm == expected:
+        return "same"
+    if kind == "flip-online" and len(norm) == len(expected):
+        wrong = [g for g, e in zip(norm, expected, strict=True) if g != e]
+        if all(g["x"] is None for g in wrong):
+            return "missing"
+    return "served"
 
 
 def fill_disk(s: Any) -> str:
@@ -258,7 +269,7 @@ def expected_of(kind: str, path: str) -> Any:
 
         r = OnlineStore(os.path.join(path, "online")).reader("v")
         got = r.get(list(range(R))).drop_columns(["status"]).to_pylist()
-        got = [{k: (str(v) if k == "x" else v) for k, v in row.items()} for row in got]
+        got = [{k: (str(v) if k == "x" and v is not None else v) for k, v in row.items()} for row in got]
     return json.loads(json.dumps(got, default=str))
 
 
@@ -326,9 +337,10 @@ def main() -> int:
             for i in trials:
                 out = flip_trial(kind, base, os.path.join(root, f"{kind}-{i}"), trial_rng(args.seed, kind, i))
                 seen[out.strip('"').split(":")[0].split('"')[0]] += 1
-                # The online store has no checksums (LMDB): damage there may be served or crash a reader,
-                # which is counted and documented, not failed. The history must report every damage.
-                bad = kind == "flip-history" and not out.startswith(('"reported', '"same'))
+                # Both stores must report damage rather than serve it. Online, a flip in a key or in
+                # LMDB's B-tree (no checksums there) may only make keys read as absent.
+                ok = ('"reported', '"same', '"missing') if kind == "flip-online" else ('"reported', '"same')
+                bad = not out.startswith(ok)
                 if bad:
                     failures.append(f"{kind} trial {i}: {out}")
             print(f"{kind:17} {len(trials):4} trials: {dict(seen)}", flush=True)

@@ -8,14 +8,19 @@
 and loaded, and every definition in it is built. Coverage-guided: atheris instruments the Python code
 of the loader and the definitions.
 
-``value``: the bytes of one stored online value (a view with integer, float, bool, timestamp, string,
-binary and array columns) are overwritten in place in ``data.mdb``, and the value is read back with
-``get`` and ``get_numpy``. The decoder is Rust, which atheris does not instrument: this target is
-mutation-driven without coverage feedback from the decoder itself.
+``value``: the bytes of one stored online value (value layout 3; a view with integer, float, bool,
+timestamp, string, binary and array columns) are overwritten in place in ``data.mdb``, and the value is
+read back with ``get`` and ``get_numpy``. Three kinds of input: the whole value replaced, bytes of the
+intact value xored, and bytes of its body xored with the checksum then recomputed (so the decoder behind
+the checksum sees malformed values too, as a bug in a writer would make them). The decoder is Rust,
+which atheris does not instrument: this target is mutation-driven without coverage feedback from the
+decoder itself.
 
 Either target accepts only success or an error from :mod:`skewless.errors` other than InternalError;
 anything else (another exception, a panic, a crash) is a finding, written by libFuzzer to
-``crash-<hash>``. Every finding becomes a regression test in tests/test_hostile.py.
+``crash-<hash>``. The value target also fails when changed bytes whose checksum was not recomputed are
+read without a StorageError (a damaged value served). Every finding becomes a regression test in
+tests/test_hostile.py or tests/test_online_checksums.py.
 """
 
 from __future__ import annotations
@@ -46,6 +51,10 @@ with atheris.instrument_imports():
     from skewless import String as StringT
     from skewless.errors import InternalError, SkewlessError
     from skewless.registry import Registry
+
+# The CRC-32C oracle of the online checksum tests (written from the definition, independent of the store).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from test_online_checksums import crc32c  # noqa: E402
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 TS = pa.timestamp("us", tz="UTC")
@@ -179,17 +188,37 @@ def _seed_value(folder: str) -> tuple[str, int, int, Any, Any]:
     path = os.path.join(folder, "online", "data.mdb")
     with open(path, "rb") as f:
         blob = f.read()
-    start = blob.find(b"\x01\x00" + ts_value.to_bytes(8, "little", signed=True))
-    end = blob.find(MARKER, start) + len(MARKER)
+    start = blob.find(b"\x03\x00" + ts_value.to_bytes(8, "little", signed=True))
+    end = blob.find(MARKER, start) + len(MARKER) + 4  # the checksum follows the last string
     if start < 0 or end < len(MARKER):
         raise SystemExit("could not find the stored value in data.mdb")
     numeric = ["i8", "u32", "f", "b", "at"]
     return path, start, end - start, store.reader("v"), store.reader("v", columns=numeric)
 
 
-def fuzz_value(path: str, at: int, original: bytes, reader: Any, numeric: Any, data: bytes) -> None:
+def _checksum_start(original: bytes) -> int:
+    """The CRC-32C state after the view's schema record and the value's key (value layout 3), found by
+    building both from their documented formats; the one that reproduces the stored checksum."""
+    cols = [("k", 4, 0, ""), ("i8", 1, 0, ""), ("u32", 7, 0, ""), ("f", 10, 0, ""), ("b", 11, 0, "")]
+    cols += [("at", 14, 0, "UTC"), ("bin", 13, 0, ""), ("emb", 15, 2, ""), ("s", 12, 0, "")]
+    record = bytes([2, 3]) + (1).to_bytes(2, "little") + (len(cols) - 1).to_bytes(2, "little")
+    for name, tag, param, tz in cols:
+        record += bytes([tag]) + param.to_bytes(4, "little") + len(name).to_bytes(2, "little") + name.encode()
+        record += len(tz).to_bytes(2, "little") + tz.encode()
+    key = (1 << 63 | 7).to_bytes(8, "big")
+    for view_id in range(4):
+        state = crc32c(record + view_id.to_bytes(4, "big") + key)
+        if crc32c(original[:-4], state).to_bytes(4, "little") == original[-4:]:
+            return state
+    raise SystemExit("the harness does not reproduce the stored checksum (value layout 3 changed?)")
+
+
+def fuzz_value(
+    path: str, at: int, original: bytes, state: int, reader: Any, numeric: Any, data: bytes
+) -> None:
     length = len(original)
-    if data[:1] and data[0] & 1:
+    mode = data[0] % 3 if data else 1
+    if mode == 0:
         buf = (data[1:] + bytes(length))[:length]  # the whole value replaced
     else:
         # Byte pairs (position, xor mask) edit the intact value: past the version check, into the
@@ -197,18 +226,24 @@ def fuzz_value(path: str, at: int, original: bytes, reader: Any, numeric: Any, d
         b = bytearray(original)
         for i in range(1, len(data) - 1, 2):
             b[data[i] % length] ^= data[i + 1]
+        if mode == 2:  # body edits with a valid checksum: what only the decoder's own checks can catch
+            b[-4:] = crc32c(bytes(b[:-4]), state).to_bytes(4, "little")
         buf = bytes(b)
     fd = os.open(path, os.O_WRONLY)
     try:
         os.pwrite(fd, buf, at)  # the map is shared: readers see these bytes at once
     finally:
         os.close(fd)
+    damaged = mode != 2 and buf != original
     for call in (lambda: reader.get([7]), lambda: numeric.get_numpy([7])):
         try:
             call()
         except BaseException as e:  # noqa: BLE001 - classified right below
             if not _allowed(e):
                 raise
+            continue
+        if damaged:
+            raise AssertionError(f"a damaged value was served: {buf.hex()} (stored {original.hex()})")
 
 
 def main() -> None:
@@ -224,11 +259,12 @@ def main() -> None:
         with open(path, "rb") as f:
             f.seek(at)
             original = f.read(length)
+        state = _checksum_start(original)
         # The intact value first: the harness must accept it, or every run would "find" a crash.
-        fuzz_value(path, at, original, reader, numeric, b"")
+        fuzz_value(path, at, original, state, reader, numeric, b"")
         if reader.get([7]).column("s").to_pylist() != [MARKER.decode()]:
             raise SystemExit("the harness does not read the value it edits")
-        atheris.Setup(sys.argv, lambda d: fuzz_value(path, at, original, reader, numeric, d))
+        atheris.Setup(sys.argv, lambda d: fuzz_value(path, at, original, state, reader, numeric, d))
     atheris.Fuzz()
 
 

@@ -47,11 +47,17 @@ JSON ``{"crc": CRC-32 of body, "body": "{\"columns\": [[name, arrow type], ...],
 and every read checks the footer against it. A page that fails its checksum, a footer that disagrees
 with its layout record or cannot be parsed, or any other decoding failure is a :class:`StorageError`
 naming the file, never data: no retrieval, materialization or compaction goes on past it (compaction
-would otherwise launder the damage into a fresh, checksummed file). Not covered: a flipped bit inside
-the footer's column statistics (min/max), which can make a time-filtered read skip a row group.
-``append`` first checks the footer of every live file (once per file identity per process; footers are
-small), so a write refuses to extend a history whose files it cannot open; a flipped bit inside a page
-is found by the next read of that page.
+would otherwise launder the damage into a fresh, checksummed file). The footer's column statistics
+(min/max) decide which row groups a time-filtered read skips and the order ``materialize`` replays
+files in, so each file also records the bounds those come from (``skewless.bounds``, a key of its own
+so that builds which do not know it still read the file: JSON ``{"crc": CRC-32 of body, "body":
+"{\"rows\": [rows per row group], \"columns\": {name: [[min, max] or null per row group]}}"}"``, for
+every timestamp column stored in ms, us or ns and for ``__seq__``, as the int64 values the statistics
+hold), and every read checks the statistics against it. Files without the record (written before it,
+and ``source=`` files) have their statistics trusted as they are. ``append`` first checks the footer
+of every live file (once per file identity per process; footers are small), so a write refuses to
+extend a history whose files it cannot open; a flipped bit inside a page is found by the next read of
+that page.
 
 File names, version 1. ``part-<seq>.parquet`` is a write; ``part-<seq>.compact.parquet`` is written by
 ``compact`` and replaces every file with a smaller ``seq``: a listing that holds one ignores those, so
@@ -128,6 +134,8 @@ FORMAT_KEY = b"skewless.format"
 FORMAT_VERSION = 3
 #: Key-value metadata of a history file: its columns and row count under a CRC-32 (see "Integrity").
 LAYOUT_KEY = b"skewless.layout"
+#: Key-value metadata of a history file: the row-group bounds its statistics must show (see "Integrity").
+BOUNDS_KEY = b"skewless.bounds"
 #: Every read verifies page checksums where a file has them (see "Integrity").
 _FORMAT = ds.ParquetFileFormat(
     default_fragment_scan_options=ds.ParquetFragmentScanOptions(page_checksum_verification=True)
@@ -593,6 +601,64 @@ def _layout_problem(md: pq.FileMetaData) -> str | None:
         return (
             f"its footer (columns, types or row counts) differs from the layout it was written with: {body}"
         )
+    return _bounds_problem(md)
+
+
+def _bounded(field: pa.Field) -> bool:
+    """Whether a column's statistics are recorded in the bounds: the ones reads prune or order by (a
+    timestamp stored in its own unit, which Parquet keeps for ms, us and ns; the write sequence)."""
+    t = field.type
+    return field.name == SEQ or (pa.types.is_timestamp(t) and t.unit != "s")
+
+
+def _bounds_body(table: pa.Table) -> str:
+    """The bounds of ``table`` written with row groups of ``ROW_GROUP`` rows, as pyarrow splits it."""
+    starts = range(0, table.num_rows, ROW_GROUP) if table.num_rows else [0]
+    counts = [min(ROW_GROUP, table.num_rows - s) for s in starts]
+    cols: dict[str, list[list[int] | None]] = {}
+    for field, column in zip(table.schema, table.columns, strict=True):
+        if not _bounded(field):
+            continue
+        ints = column.cast(pa.int64()) if pa.types.is_timestamp(field.type) else column
+        out: list[list[int] | None] = []
+        for s, n in zip(starts, counts, strict=True):
+            mm = pc.min_max(ints.slice(s, n))
+            lo, hi = mm["min"].as_py(), mm["max"].as_py()
+            out.append(None if lo is None else [lo, hi])
+        cols[field.name] = out
+    return json.dumps({"rows": counts, "columns": cols}, separators=(",", ":"))
+
+
+def _bounds_problem(md: pq.FileMetaData) -> str | None:
+    """Why a file's row-group statistics differ from the bounds it recorded, or None (also when it
+    recorded none)."""
+    raw = (md.metadata or {}).get(BOUNDS_KEY)
+    if raw is None:
+        return None
+    try:
+        rec = json.loads(raw)
+        body = rec["body"]
+        if zlib.crc32(body.encode()) != rec["crc"]:
+            return "its bounds record (skewless.bounds) fails its checksum"
+        bounds = json.loads(body)
+        counts, cols = bounds["rows"], bounds["columns"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "its bounds record (skewless.bounds) is damaged"
+    if [md.row_group(i).num_rows for i in range(md.num_row_groups)] != counts:
+        return "its row groups differ from the bounds it was written with"
+    leaf = {md.schema.column(k).path: k for k in range(md.num_columns)}
+    for name, per_group in cols.items():
+        k = leaf.get(name)
+        if k is None:
+            return f"its column {name!r} is missing from the footer"
+        for i, want in enumerate(per_group):
+            st = md.row_group(i).column(k).statistics
+            got = [st.min_raw, st.max_raw] if st is not None and st.has_min_max else None
+            if got != want:
+                return (
+                    f"the statistics of column {name!r} in row group {i} ({got}) differ from the bounds it "
+                    f"was written with ({want})"
+                )
     return None
 
 
@@ -637,8 +703,15 @@ def _write_parquet(table: pa.Table, final: str) -> None:
     _check_round_trips(table)
     body = _layout_body(table.schema, table.num_rows)
     layout = json.dumps({"crc": zlib.crc32(body.encode()), "body": body}).encode()
+    body = _bounds_body(table)
+    bounds = json.dumps({"crc": zlib.crc32(body.encode()), "body": body}).encode()
     table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), FORMAT_KEY: str(FORMAT_VERSION).encode(), LAYOUT_KEY: layout}
+        {
+            **(table.schema.metadata or {}),
+            FORMAT_KEY: str(FORMAT_VERSION).encode(),
+            LAYOUT_KEY: layout,
+            BOUNDS_KEY: bounds,
+        }
     )
     # The sequence is unique per row, so a dictionary never pays: plain dictionary-then-fallback pages
     # decoded 8x slower than delta encoding (40 ms vs 5 ms per million rows, sorted or shuffled).

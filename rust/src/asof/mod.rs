@@ -371,6 +371,19 @@ pub fn asof_join_with_stats(left: &Table, right: &Table, opts: &AsofOptions) -> 
         })
         .collect();
     let gathered = gather::gather(&columns, &plan, n_left)?;
+    // A string column past 2 GiB came out with 64-bit offsets: the schema says so.
+    let n_left_cols = schema.fields().len() - gathered.len();
+    let fields: Vec<FieldRef> = schema.fields()[..n_left_cols]
+        .iter()
+        .cloned()
+        .chain(
+            schema.fields()[n_left_cols..]
+                .iter()
+                .zip(&gathered)
+                .map(|(f, g)| Arc::new(f.as_ref().clone().with_data_type(g.data_type().clone()))),
+        )
+        .collect();
+    let schema: SchemaRef = Arc::new(Schema::new(fields));
 
     let mut batches = Vec::with_capacity(left.batches.len());
     let mut row = 0;

@@ -12,7 +12,7 @@ use crate::online::env::{storage, Db, Store};
 use crate::online::key;
 use crate::online::schema::{Kind, ViewSchema};
 use crate::online::status::{Window, NOT_FOUND, PRESENT};
-use crate::online::value::{arr, Layout};
+use crate::online::value::{arr, damaged, Layout};
 
 /// Encoded keys of one request: key i is `bytes[ends[i-1]..ends[i]]`.
 #[derive(Default)]
@@ -106,27 +106,29 @@ impl Resolved {
     }
 }
 
-/// Looks up one encoded key (without its view prefix; `kbuf` starts with the prefix) and applies the
-/// status rule of `window`. Returns the status and, when PRESENT, the stored value (checked against the
-/// layout). The empty key stands for a null key: LMDB never stores it (and rejects looking it up).
+/// Looks up one encoded key (without its view prefix; `kbuf` starts with the prefix) of view `r` and
+/// applies the status rule of `window`. Returns the status and, when PRESENT, the stored value's body
+/// (checked against the layout and its checksum: a damaged value is an error, never a status). The
+/// empty key stands for a null key: LMDB never stores it (and rejects looking it up).
 #[inline]
 pub fn lookup<'t>(
     db: &Db,
     txn: &'t RoTxn,
     kbuf: &mut [u8; key::MAX_KEY_BYTES],
     k: &[u8],
-    layout: &Layout,
+    r: &Resolved,
     window: Window,
 ) -> Result<(i8, &'t [u8])> {
     if k.is_empty() || k.len() > key::MAX_KEY_BYTES - 4 {
         return Ok((NOT_FOUND, &[]));
     }
     kbuf[4..4 + k.len()].copy_from_slice(k);
-    match db.get(txn, &kbuf[..4 + k.len()]).map_err(storage)? {
+    let full = &kbuf[..4 + k.len()];
+    match db.get(txn, full).map_err(storage)? {
         None => Ok((NOT_FOUND, &[])),
         Some(v) => {
-            layout.check(v)?;
-            let s = window.status(layout.event_ts(v));
+            let v = r.layout.check(full, v).map_err(|_| damaged(&r.view))?;
+            let s = window.status(r.layout.event_ts(v));
             Ok((s, if s == PRESENT { v } else { &[] }))
         }
     }
@@ -167,7 +169,7 @@ impl Reader {
         let db = self.store.data();
         self.store.read(|txn| {
             for i in 0..keys.len() {
-                let (s, v) = lookup(&db, txn, &mut kbuf, keys.key(i), &self.view.layout, window)?;
+                let (s, v) = lookup(&db, txn, &mut kbuf, keys.key(i), &self.view, window)?;
                 f(i, s, v);
             }
             Ok(())

@@ -195,6 +195,7 @@ impl ViewSchema {
         Layout::new(
             self.value_format,
             self.values.iter().map(|c| c.kind.clone()).collect(),
+            &self.encode(),
         )
     }
 

@@ -1,15 +1,17 @@
-//! Value layout, version 1. The one place this format is defined.
+//! Value layouts, versions 1 and 3. The one place this format is defined.
 //!
 //! The layout version is recorded per view, in the view's schema record (`schema.rs`, schema format 2;
 //! stores whose schema records are format 1 used value layout 1 for every view), and repeated in byte 0
 //! of every value. A new layout gets a new number here; [`Layout::new`] is the one place a view's layout
-//! version is dispatched, so views written with an older layout stay readable beside newer ones.
+//! version is dispatched, so views written with an older layout stay readable beside newer ones. New
+//! views are written with version 3; version 1 views are read (and written) as before. Version 2 was
+//! never written.
 //!
-//! One LMDB value holds the latest row of one key of one view:
+//! One LMDB value holds the latest row of one key of one view. Version 1:
 //!
 //! ```text
 //! offset  size  field
-//! 0       1     layout version (1)
+//! 0       1     layout version (1, or 3 below)
 //! 1       1     flags: bit 0 set = a created timestamp is present
 //! 2       8     event timestamp, UTC microseconds, i64 little-endian
 //! 10      8     created timestamp, UTC microseconds, i64 little-endian (0 when absent)
@@ -24,6 +26,23 @@
 //! 18+B+F  ...   variable part: the bytes of the string/binary columns, in column order
 //! ```
 //!
+//! Version 3 is version 1 (with 3 in byte 0) followed by a checksum, so the body decodes as above:
+//!
+//! ```text
+//! len-4   4     CRC-32C (Castagnoli), u32 little-endian, of these bytes in sequence: the view's schema
+//!               record as stored (`schema.rs`), the value's LMDB key (view prefix and encoded key,
+//!               `key.rs`), and bytes 0..len-4 of the value
+//! ```
+//!
+//! A version 3 value is exactly `18 + B + F + (end offset of the last string/binary column, 0 without
+//! one) + 4` bytes long; readers check that before reading the checksum.
+//!
+//! LMDB keeps no checksums of its own, so a flipped bit in the data file could otherwise be served as a
+//! value. Every read verifies the checksum before decoding (the write path too, before comparing a
+//! stored stamp), and a mismatch is a `StorageError` naming the view, never a value. Covering the key
+//! and the schema record as well catches a value read under the wrong key (a flipped key byte) and a
+//! schema record whose column kinds or order changed under its values.
+//!
 //! Every slot sits at an offset fixed by the schema, so a reader precomputes offsets once and decodes a
 //! numeric column straight into a float64 output without allocating. LMDB does not align values, so slots
 //! are read with unaligned little-endian loads.
@@ -33,8 +52,10 @@ use crate::online::cells::{Cells, Chunk};
 use crate::online::schema::Kind;
 
 /// The layout new views are written with.
-pub const VALUE_FORMAT_VERSION: u8 = 1;
+pub const VALUE_FORMAT_VERSION: u8 = 3;
 pub const HEADER: usize = 18;
+/// Bytes of the version 3 checksum at the end of a value.
+const CRC_BYTES: usize = 4;
 const FLAG_CREATED: u8 = 1;
 
 /// The (event, created) pair that orders versions of one key. `None` (no created timestamp) ranks below
@@ -60,33 +81,65 @@ pub struct Layout {
     pub kinds: Vec<Kind>,
     pub slots: Vec<usize>,
     pub fixed_end: usize,
+    /// Version 3: the CRC-32C of the view's schema record, where every value's checksum starts.
+    seed: Option<u32>,
+    /// The slot of the last string/binary column: its end offset gives the value's exact length.
+    last_var: Option<usize>,
 }
 
 impl Layout {
-    /// The layout of a view whose schema records layout `version` (the dispatch point for new versions).
-    pub fn new(version: u8, kinds: Vec<Kind>) -> Result<Layout> {
-        if version != 1 {
-            return Err(Error::Storage(format!(
-                "a view's values use layout version {version}, which this skewless does not know (it reads 1); \
-                 upgrade skewless or rewrite the view"
-            )));
-        }
+    /// The layout of a view whose schema record is `record` and records layout `version` with value
+    /// columns `kinds` (the dispatch point for new versions).
+    pub fn new(version: u8, kinds: Vec<Kind>, record: &[u8]) -> Result<Layout> {
+        let seed = match version {
+            1 => None,
+            3 => Some(crc32c::crc32c(record)),
+            _ => {
+                return Err(Error::Storage(format!(
+                "a view's values use layout version {version}, which this skewless does not know (it reads \
+                     1 and 3); upgrade skewless or rewrite the view"
+            )))
+            }
+        };
         let mut at = HEADER + kinds.len().div_ceil(8);
         let mut slots = Vec::with_capacity(kinds.len());
         for k in &kinds {
             slots.push(at);
             at += width(k);
         }
+        let last_var = (0..kinds.len())
+            .rev()
+            .find(|&j| matches!(kinds[j], Kind::Str | Kind::Bin))
+            .map(|j| slots[j]);
         Ok(Layout {
             version,
             kinds,
             slots,
             fixed_end: at,
+            seed,
+            last_var,
         })
     }
 
-    /// Encodes one row. `chunks[j]` is the chunk of value column j (recorded order) holding `row`.
-    pub fn encode(&self, chunks: &[Chunk<'_>], row: usize, stamp: Stamp, out: &mut Vec<u8>) -> Result<()> {
+    /// Encodes one row, stored under LMDB key `key`. `chunks[j]` is the chunk of value column j
+    /// (recorded order) holding `row`.
+    pub fn encode(
+        &self,
+        chunks: &[Chunk<'_>],
+        row: usize,
+        stamp: Stamp,
+        key: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.encode_body(chunks, row, stamp, out)?;
+        if let Some(seed) = self.seed {
+            let crc = crc32c::crc32c_append(crc32c::crc32c_append(seed, key), out);
+            out.extend_from_slice(&crc.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    fn encode_body(&self, chunks: &[Chunk<'_>], row: usize, stamp: Stamp, out: &mut Vec<u8>) -> Result<()> {
         out.clear();
         out.resize(self.fixed_end, 0);
         out[0] = self.version;
@@ -176,14 +229,38 @@ impl Layout {
         Ok(())
     }
 
-    /// Checks that `v` is a value of this layout (version and length); readers call it once per value
-    /// before the unchecked slot loads.
+    /// Checks that `v`, stored under LMDB key `key`, is a value of this layout (version, length and, from
+    /// version 3, checksum) and returns its body, the bytes every other method here reads. Readers call
+    /// it once per value before the unchecked slot loads; the error does not name the view, so callers
+    /// map it with [`damaged`].
     #[inline]
-    pub fn check(&self, v: &[u8]) -> Result<()> {
-        if v.len() < self.fixed_end || v[0] != self.version {
+    pub fn check<'v>(&self, key: &[u8], v: &'v [u8]) -> Result<&'v [u8]> {
+        let body = match self.seed {
+            None => v,
+            Some(seed) => {
+                // The length the value's own offsets give must match before the checksum reads the
+                // bytes: a damaged length in LMDB's node could reach past the end of the data file,
+                // where touching the map is a SIGBUS.
+                if v.len() < self.fixed_end + CRC_BYTES {
+                    return Err(corrupt());
+                }
+                let var = self
+                    .last_var
+                    .map_or(0, |at| u32::from_le_bytes(arr(v, at)) as usize);
+                if v.len() - CRC_BYTES - self.fixed_end != var {
+                    return Err(corrupt());
+                }
+                let (body, crc) = v.split_at(v.len() - CRC_BYTES);
+                if crc32c::crc32c_append(crc32c::crc32c_append(seed, key), body).to_le_bytes() != crc {
+                    return Err(corrupt());
+                }
+                body
+            }
+        };
+        if body.len() < self.fixed_end || body[0] != self.version {
             return Err(corrupt());
         }
-        Ok(())
+        Ok(body)
     }
 
     /// Whether value column j of a checked value is not null.
@@ -198,15 +275,12 @@ impl Layout {
         i64::from_le_bytes(arr(v, 2))
     }
 
-    /// The (event, created) stamp of a stored value of this layout.
+    /// The (event, created) stamp of a checked value.
     #[inline]
-    pub fn stamp(&self, v: &[u8]) -> Result<Stamp> {
-        if v.len() < HEADER || v[0] != self.version {
-            return Err(corrupt());
-        }
+    pub fn stamp(&self, v: &[u8]) -> Stamp {
         let ts = i64::from_le_bytes(arr(v, 2));
         let created = (v[1] & FLAG_CREATED != 0).then(|| i64::from_le_bytes(arr(v, 10)));
-        Ok((ts, created))
+        (ts, created)
     }
 
     /// Column j of a checked value as float64 (numeric kinds; NaN for null).
@@ -253,6 +327,16 @@ pub fn arr<const N: usize>(v: &[u8], at: usize) -> [u8; N] {
     out
 }
 
+/// The error for a stored value of `view` that failed [`Layout::check`].
+#[cold]
+pub fn damaged(view: &str) -> Error {
+    Error::Storage(format!(
+        "a stored online value of view {view:?} is damaged (it fails its checksum or does not match the \
+         view's value layout); nothing was served or written. Delete the store's online folder and run \
+         materialize to rebuild it from the history"
+    ))
+}
+
 fn corrupt() -> Error {
     Error::Storage(
         "a stored value is corrupt or from a newer skewless version (value layout mismatch); upgrade skewless or \
@@ -270,8 +354,7 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn value_round_trip_with_nulls_strings_and_lists() {
+    fn sample() -> Vec<ArrayRef> {
         let i: ArrayRef = Arc::new(Int32Array::from(vec![Some(-7), None]));
         let s: ArrayRef = Arc::new(StringArray::from(vec![Some("héllo"), None]));
         let b: ArrayRef = Arc::new(BinaryArray::from(vec![Some(&b"\x00\x01"[..]), Some(&b""[..])]));
@@ -280,34 +363,99 @@ mod tests {
             vec![Some(vec![Some(1.0), None]), None],
             2,
         ));
-        let cols = [i, s, b, f, l];
+        vec![i, s, b, f, l]
+    }
+
+    fn kinds() -> Vec<Kind> {
+        vec![Kind::I32, Kind::Str, Kind::Bin, Kind::F64, Kind::ListF32(2)]
+    }
+
+    const KEY: &[u8] = b"\x00\x00\x00\x01\x80\x00\x00\x00\x00\x00\x00\x07";
+    const RECORD: &[u8] = b"a schema record";
+
+    #[test]
+    fn value_round_trip_with_nulls_strings_and_lists_in_every_layout() {
+        let cols = sample();
         let chunks: Vec<Chunk> = cols.iter().map(|c| Chunk::new(c).unwrap()).collect();
-        let layout = Layout::new(
-            1,
-            vec![Kind::I32, Kind::Str, Kind::Bin, Kind::F64, Kind::ListF32(2)],
-        )
-        .unwrap();
-        assert!(Layout::new(2, vec![Kind::I32]).is_err());
+        assert!(Layout::new(2, vec![Kind::I32], RECORD).is_err());
+        assert!(Layout::new(4, vec![Kind::I32], RECORD).is_err());
+        for version in [1, 3] {
+            let layout = Layout::new(version, kinds(), RECORD).unwrap();
+            let mut out = Vec::new();
+
+            layout.encode(&chunks, 0, (42, Some(-3)), KEY, &mut out).unwrap();
+            assert_eq!(out[0], version);
+            let v = layout.check(KEY, &out).unwrap();
+            assert_eq!(layout.stamp(v), (42, Some(-3)));
+            assert_eq!(layout.f64_at(v, 0), -7.0);
+            assert_eq!(layout.var_at(v, 1).unwrap(), "héllo".as_bytes());
+            assert_eq!(layout.var_at(v, 2).unwrap(), b"\x00\x01");
+            assert_eq!(layout.f64_at(v, 3), 2.5);
+            let at = layout.slots[4];
+            assert_eq!(f32::from_le_bytes(arr(v, at)), 1.0);
+            assert!(f32::from_le_bytes(arr(v, at + 4)).is_nan());
+
+            layout.encode(&chunks, 1, (1, None), KEY, &mut out).unwrap();
+            let v = layout.check(KEY, &out).unwrap();
+            assert_eq!(layout.stamp(v), (1, None));
+            assert!(layout.f64_at(v, 0).is_nan());
+            assert!(!layout.is_valid(v, 1));
+            assert_eq!(layout.var_at(v, 2).unwrap(), b"");
+            assert!(!layout.is_valid(v, 4));
+            assert!(layout.check(KEY, &out[..5]).is_err());
+            assert!(layout.check(KEY, &[]).is_err());
+        }
+    }
+
+    #[test]
+    fn version_3_appends_a_crc32c_of_record_key_and_body() {
+        let cols = sample();
+        let chunks: Vec<Chunk> = cols.iter().map(|c| Chunk::new(c).unwrap()).collect();
+        let (v1, v3) = (
+            Layout::new(1, kinds(), RECORD).unwrap(),
+            Layout::new(3, kinds(), RECORD).unwrap(),
+        );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        v1.encode(&chunks, 0, (42, Some(-3)), KEY, &mut a).unwrap();
+        v3.encode(&chunks, 0, (42, Some(-3)), KEY, &mut b).unwrap();
+        // The body is version 1's bytes but for the version byte; the trailer is the checksum of the
+        // concatenation, computed here in one piece (the writer chains three).
+        assert_eq!(b.len(), a.len() + 4);
+        assert_eq!(&b[1..a.len()], &a[1..]);
+        let whole: Vec<u8> = [RECORD, KEY, &b[..a.len()]].concat();
+        assert_eq!(b[a.len()..], crc32c::crc32c(&whole).to_le_bytes());
+        // CRC-32C's standard check value, so the trailer is the published function.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn version_3_detects_every_single_bit_flip_and_a_wrong_key_or_record() {
+        let cols = sample();
+        let chunks: Vec<Chunk> = cols.iter().map(|c| Chunk::new(c).unwrap()).collect();
+        let layout = Layout::new(3, kinds(), RECORD).unwrap();
         let mut out = Vec::new();
-
-        layout.encode(&chunks, 0, (42, Some(-3)), &mut out).unwrap();
-        layout.check(&out).unwrap();
-        assert_eq!(layout.stamp(&out).unwrap(), (42, Some(-3)));
-        assert_eq!(layout.f64_at(&out, 0), -7.0);
-        assert_eq!(layout.var_at(&out, 1).unwrap(), "héllo".as_bytes());
-        assert_eq!(layout.var_at(&out, 2).unwrap(), b"\x00\x01");
-        assert_eq!(layout.f64_at(&out, 3), 2.5);
-        let at = layout.slots[4];
-        assert_eq!(f32::from_le_bytes(arr(&out, at)), 1.0);
-        assert!(f32::from_le_bytes(arr(&out, at + 4)).is_nan());
-
-        layout.encode(&chunks, 1, (1, None), &mut out).unwrap();
-        assert_eq!(layout.stamp(&out).unwrap(), (1, None));
-        assert!(layout.f64_at(&out, 0).is_nan());
-        assert!(!layout.is_valid(&out, 1));
-        assert_eq!(layout.var_at(&out, 2).unwrap(), b"");
-        assert!(!layout.is_valid(&out, 4));
-        assert!(layout.check(&out[..5]).is_err());
+        layout.encode(&chunks, 0, (42, Some(-3)), KEY, &mut out).unwrap();
+        for bit in 0..out.len() * 8 {
+            let mut v = out.clone();
+            v[bit / 8] ^= 1 << (bit % 8);
+            assert!(layout.check(KEY, &v).is_err(), "flip of bit {bit} passed");
+        }
+        // A value cut short or extended (a damaged length) fails before the checksum is read.
+        assert!(layout.check(KEY, &out[..out.len() - 1]).is_err());
+        assert!(layout.check(KEY, &[&out[..], b"\0"].concat()).is_err());
+        for bit in 0..KEY.len() * 8 {
+            let mut k = KEY.to_vec();
+            k[bit / 8] ^= 1 << (bit % 8);
+            assert!(layout.check(&k, &out).is_err(), "key flip of bit {bit} passed");
+        }
+        let other = Layout::new(3, kinds(), b"a schema recorD").unwrap();
+        assert!(other.check(KEY, &out).is_err());
+        // Version 1 has no checksum: the same flip of a float slot is read as another number.
+        let v1 = Layout::new(1, kinds(), RECORD).unwrap();
+        v1.encode(&chunks, 0, (42, Some(-3)), KEY, &mut out).unwrap();
+        out[v1.slots[3]] ^= 1;
+        let v = v1.check(KEY, &out).unwrap();
+        assert_ne!(v1.f64_at(v, 3), 2.5);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::online::cells::{Cells, Chunk};
 use crate::online::env::{put_schema, read_schema, schema_key, Store, TxnError};
 use crate::online::key;
 use crate::online::schema::{ColumnDef, Kind, ViewSchema};
-use crate::online::value::Stamp;
+use crate::online::value::{damaged, Stamp};
 use crate::table::Table;
 use crate::time::instant_unit;
 
@@ -313,11 +313,20 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
             kbuf.extend_from_slice(kb(row));
             let k = kbuf.as_slice();
             if let Some(old) = db.get(wtxn, k)? {
-                if layout.stamp(old)? >= row.stamp {
+                // A damaged stored value fails the whole write: its stamp cannot be trusted to decide
+                // whether this row is newer.
+                let old = layout.check(k, old).map_err(|_| damaged(view))?;
+                if layout.stamp(old) >= row.stamp {
                     continue;
                 }
             }
-            layout.encode(&chunks[row.batch as usize], row.row as usize, row.stamp, &mut buf)?;
+            layout.encode(
+                &chunks[row.batch as usize],
+                row.row as usize,
+                row.stamp,
+                k,
+                &mut buf,
+            )?;
             db.put(wtxn, k, &buf)?;
             written += 1;
         }

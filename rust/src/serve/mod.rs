@@ -409,7 +409,7 @@ impl Plan {
                     kbuf[..4].copy_from_slice(&r.prefix);
                     for &i in &g.order {
                         let i = i as usize;
-                        rows[i] = lookup(&data, txn, &mut kbuf, g.keys.key(i), &r.layout, window)?;
+                        rows[i] = lookup(&data, txn, &mut kbuf, g.keys.key(i), r, window)?;
                     }
                 }
                 f(pi, p, res, &rows)?;
