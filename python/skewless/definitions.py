@@ -449,6 +449,16 @@ class FeatureView:
         """The TTL in whole microseconds (None: no expiry)."""
         return None if self.ttl is None else self.ttl // MICROSECOND
 
+    def feature_dtype(self, name: str) -> DType:
+        """The dtype of feature ``name`` as served and retrieved: an aggregate's output dtype in an event
+        view, the field's dtype otherwise."""
+        if self.is_event_view:
+            from .events import aggregate_dtype, aggregation
+
+            a = aggregation(self, name)
+            return DType(aggregate_dtype(a.function, self.get_field(a.column).dtype.name))
+        return self.get_field(name).dtype
+
     def get_field(self, name: str) -> Field:
         for f in self.schema:
             if f.name == name:

@@ -60,6 +60,7 @@ __all__ = [
 #: Column dtypes an aggregation reads, and which functions take each.
 _NUMERIC = ("Float64", "Float32", "Int64", "Int32")
 _INTEGER = ("Int64", "Int32")
+_ARROW = {"Int64": pa.int64(), "Float64": pa.float64(), "String": pa.string()}
 _NUMBERS_ONLY = ("sum", "mean", "var_samp", "var_pop", "stddev_samp", "stddev_pop")
 #: The online store keeps an event view's window state under the view's name with this suffix
 #: (rust/src/window/state.rs, ``store_name``).
@@ -154,19 +155,24 @@ def aggregation(fv: FeatureView, name: str) -> Aggregation:
     )
 
 
-def output_type(fv: FeatureView, name: str) -> pa.DataType:
-    """The Arrow type of an aggregation's output: int64 for counts and for sums of integers, the column
-    (widened to int64 / float64 / string) for min, max, first and last, float64 otherwise."""
-    a = aggregation(fv, name)
-    d = fv.get_field(a.column).dtype.name
-    wide = pa.int64() if d in _INTEGER else pa.float64() if d in _NUMERIC else pa.string()
-    if a.function in ("count", "count_distinct"):
-        return pa.int64()
-    if a.function in ("min", "max", "first", "last"):
+def aggregate_dtype(function: str, column: str) -> str:
+    """The dtype name of an aggregate of ``function`` over a column of dtype name ``column``: Int64 for
+    counts and for sums of integers, the column (widened to Int64 / Float64 / String) for min, max, first
+    and last, Float64 otherwise."""
+    wide = "Int64" if column in _INTEGER else "Float64" if column in _NUMERIC else "String"
+    if function in ("count", "count_distinct"):
+        return "Int64"
+    if function in ("min", "max", "first", "last"):
         return wide
-    if a.function == "sum" and d in _INTEGER:
-        return pa.int64()
-    return pa.float64()
+    if function == "sum" and column in _INTEGER:
+        return "Int64"
+    return "Float64"
+
+
+def output_type(fv: FeatureView, name: str) -> pa.DataType:
+    """The Arrow type of an aggregation's output (:func:`aggregate_dtype`)."""
+    a = aggregation(fv, name)
+    return _ARROW[aggregate_dtype(a.function, fv.get_field(a.column).dtype.name)]
 
 
 def window_spec(fv: FeatureView, feats: Sequence[str]) -> list[tuple[str, str, int]] | None:

@@ -128,6 +128,8 @@ def explain(
     """:meth:`FeatureStore.explain`; see the module docstring."""
     view, feat = parse_ref(feature)
     fv = store.registry.feature_view(view)
+    if fv.is_event_view:
+        raise InvalidArgumentError(f"explain does not cover window features yet (event view {view!r})")
     feat = fv.get_field(feat).name
     if not isinstance(entity, Mapping):
         raise InvalidArgumentError(

@@ -622,7 +622,7 @@ def check_skew(
     for ref in logs:
         view, feat = parse_ref(ref)
         try:
-            store.registry.feature_view(view).get_field(feat)
+            store.registry.feature_view(view).feature_dtype(feat)
         except UnknownFeatureError:
             raise UnknownFeatureError(
                 f"the log holds {ref!r}, which the registry no longer defines; pass features= to skip it"
@@ -634,6 +634,11 @@ def check_skew(
     rng = np.random.default_rng(seed)
     for view, feats in by_view.items():
         fv = store.registry.feature_view(view)
+        if fv.is_event_view:
+            raise InvalidArgumentError(
+                f"check_skew does not rebuild window features yet (event view {view!r}); pass features= "
+                "without them to check the others"
+            )
         picked = {}
         for f in feats:
             log = logs[f"{view}:{f}"]

@@ -78,6 +78,7 @@ from .definitions import (
     _check_name,
     dtype_from_name,
 )
+from .events import aggregate_dtype
 from .errors import (
     ColumnClashError,
     DtypeError,
@@ -405,9 +406,17 @@ def _feature_dtype(data: Mapping[str, Any], ref: str, what: str) -> DType | None
         raise UnknownFeatureError(
             f"{what} reads {ref!r}, but there is no feature view {view!r}; apply it first"
         )
-    for f in v["spec"]["schema"]:
-        if f["name"] == feat:
-            return dtype_from_name(f["dtype"])
+    aggs = v["spec"].get("aggregations")
+    if aggs:
+        # An event view serves its aggregates (skewless.events), typed by function and column.
+        cols = {f["name"]: f["dtype"] for f in v["spec"]["schema"]}
+        for a in aggs:
+            if a["name"] == feat:
+                return dtype_from_name(aggregate_dtype(a["function"], cols[a["column"]]))
+    else:
+        for f in v["spec"]["schema"]:
+            if f["name"] == feat:
+                return dtype_from_name(f["dtype"])
     raise UnknownFeatureError(f"{what} reads {ref!r}, but view {view!r} has no feature {feat!r}")
 
 
@@ -666,7 +675,7 @@ def compile_request(
     for pi, (fv, feats) in enumerate(plan):
         for f in feats:
             inputs[f"{fv.name}:{f}"] = len(inputs)
-            dtypes[f"{fv.name}:{f}"] = fv.get_field(f).dtype
+            dtypes[f"{fv.name}:{f}"] = fv.feature_dtype(f)
             part_of[f"{fv.name}:{f}"] = pi
     n_features = len(inputs)
     req_cols = [parse_ref(r)[1] for r in requests]
@@ -727,7 +736,7 @@ def compile_request(
         if view == "":
             pv, pf = parse_ref(what)
             fv = registry.feature_view(pv)
-            targets = fv.feature_names if pf == "*" else [fv.get_field(pf).name]
+            targets = [f for _, fs in resolve(registry, [what]) for f in fs]
             items = [(pv, f, view_cols[f"{pv}:{f}"]) for f in targets]
         else:
             items = [(view, what, tv_out.get((view, what), -1))]
