@@ -32,6 +32,10 @@ def window_aggregate(
     aggregations: list[tuple[str, str, int, str]],
 ) -> Any: ...
 
+# --- threads (skewless.threads checks the argument) ---
+def set_num_threads(threads: int) -> None: ...
+def num_threads() -> int: ...
+
 # --- online store (skewless.online) ---
 
 class OnlineStore:

@@ -6,6 +6,7 @@ mod errors;
 mod keys;
 mod online;
 mod serve;
+mod threads;
 mod window;
 
 use pyo3::prelude::*;
@@ -20,5 +21,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("STATUS_CODES", crate::online::status::ALL.to_vec())?;
     asof::register(m)?;
     window::register(m)?;
+    threads::register(m)?;
     Ok(())
 }
