@@ -277,6 +277,24 @@ def _groups(
     return lout.select(*lcols, BUCKET), rfinal
 
 
+def split_points(quantiles: list[int], parts: int) -> list[int]:
+    """The times that cut a hot key's rows into about ``parts`` sub-buckets of equal size, from its
+    quantiles at ``i / g`` for ``i`` in ``1..g-1`` (``g`` = ``len(quantiles) + 1``; ``parts`` <= ``g``):
+    the quantiles nearest to ``i / parts``, without repeats. A sub-bucket holds the times from one
+    split point (inclusive) to the next, so equal times are never cut apart.
+
+    Example:
+        >>> split_points([10, 20, 30, 40, 50, 60, 70], 4)
+        [20, 40, 60]
+        >>> split_points([5, 5, 5], 4)  # one time holds most rows: it cannot be cut
+        [5]
+    """
+    if not quantiles:
+        return []
+    grid = len(quantiles) + 1
+    return sorted({quantiles[min(grid - 2, round(i * grid / parts) - 1)] for i in range(1, parts)})
+
+
 def _hot_keys(
     lk: DataFrame, kn: list[str], skew_rows: int | None
 ) -> dict[tuple[Any, ...], tuple[int, list[int]]] | None:
@@ -291,7 +309,7 @@ def _hot_keys(
         return None
     parts = {tuple(r[n] for n in kn): math.ceil(r["count"] / skew_rows) for r in counts}
     grid = max(parts.values())
-    fractions = [i / grid for i in range(1, grid)]
+    fractions = [i / grid for i in range(1, grid)]  # every key's quantiles on one grid: one aggregation
     table = lk.sparkSession.createDataFrame([k for k in parts], lk.select(*kn).schema)
     qs = (
         lk.join(F.broadcast(table), kn, "inner")
@@ -303,11 +321,7 @@ def _hot_keys(
     off = 0
     for r in sorted(qs, key=lambda r: str([r[n] for n in kn])):
         k = tuple(r[n] for n in kn)
-        q = [v for v in (r["q"] or []) if v is not None]
-        n = parts[k]
-        # n sub-buckets: the grid's quantiles nearest to i/n; equal times never straddle a split.
-        picks = {q[min(len(q) - 1, round(i * grid / n) - 1)] for i in range(1, n)} if q else set()
-        bounds = sorted(picks)
+        bounds = split_points([v for v in (r["q"] or []) if v is not None], parts[k])
         out[k] = (off, bounds)
         off += len(bounds) + 1
     return out
