@@ -10,10 +10,11 @@ tie-breaker. Timed (each job runs to Spark's ``noop`` sink, so nothing is collec
   groups, each through the Rust kernel (hot-key detection included: one aggregation over the labels);
 - Spark SQL, window over the union: labels and feature rows in one table, ``last(struct, ignorenulls)``
   over each entity's rows ordered by (time, feature-before-label, created), the TTL applied to the
-  match: Spark's fastest exact form of this join (a range join on ``entity_id`` and a time window
-  followed by a row_number per label was many times slower and is left out);
-- ``skewless.spark.get_historical_features`` on a store holding the same feature rows (one view of the
-  five features), read by Spark from the store's Parquet history;
+  match: one shuffle and one sort, where a range join (``entity_id`` equal, time within the TTL, then a
+  row_number per label) first joins each label to every feature row of its TTL window (not measured);
+- the same co-group with tasks that return nothing: what Spark's shuffle and Arrow transfer cost alone;
+- ``skewless.spark.get_historical_features`` (with and without restoring the entity rows' order) on a
+  store holding the same feature rows (one view of the five features), its history read by Spark;
 - the local ``FeatureStore.get_historical_features`` on that store and the local ``skewless.asof_join``
   on the tables in memory (the single-machine references).
 
@@ -140,9 +141,31 @@ def main() -> None:
             buckets=args.buckets,
         ).select("entity_id", "event_timestamp", "label", *FEATS)
 
+    def shuffle_only():  # type: ignore[no-untyped-def]
+        # The same bucketing and co-grouping with a task that returns nothing: Spark's share of the time.
+        from pyspark.sql import functions as F
+
+        b = F.pmod(F.xxhash64("entity_id"), F.lit(args.buckets))
+        lb, fb = labels.withColumn("b", b), feats.withColumn("b", b)
+        empty = pa.table({"n": pa.array([], pa.int64())})
+        return lb.groupBy("b").cogroup(fb.groupBy("b")).applyInArrow(lambda x, y: empty, "n long")
+
     rows: list[tuple[str, float, str]] = []
     rows.append(("Spark SQL: window over the union", timed(lambda: noop(sql_join(spark))), ""))
-    rows.append(("skewless.spark.asof_join (Rust kernel per bucket)", timed(lambda: noop(kernel())), ""))
+    rows.append(
+        (
+            "skewless.spark.asof_join (Rust kernel per bucket)",
+            timed(lambda: noop(kernel())),
+            "with the hot-key pass (one aggregation over the labels)",
+        )
+    )
+    rows.append(
+        (
+            "Spark co-group alone (same buckets, tasks return nothing)",
+            timed(lambda: noop(shuffle_only())),
+            "the shuffle and the Arrow transfer to Python",
+        )
+    )
 
     if not args.no_check:
         a = sorted_rows(kernel().toArrow())
@@ -175,6 +198,19 @@ def main() -> None:
                     )
                 ),
                 "entity rows' order restored (one sort)",
+            )
+        )
+        rows.append(
+            (
+                "skewless.spark.get_historical_features, keep_order=False",
+                timed(
+                    lambda: noop(
+                        ss.get_historical_features(
+                            spark, folder, labels, refs, buckets=args.buckets, keep_order=False
+                        )
+                    )
+                ),
+                "bucket order",
             )
         )
         rows.append(
