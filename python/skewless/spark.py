@@ -63,7 +63,7 @@ from .errors import (
     RegistryError,
 )
 from .normalize import column_name, flag
-from .offline import SEQ, OfflineStore
+from .offline import SEQ, OfflineStore, corrupt
 from .refs import resolve
 from .registry import Registry
 from .retrieval import retrieve
@@ -416,7 +416,12 @@ def _read_history(
     if not numbered:
         return None
     paths = [os.path.abspath(p) for _, p in numbered]
-    schemas = [pq.read_schema(p) for p in paths]
+    schemas = []
+    for p in paths:
+        try:
+            schemas.append(pq.read_schema(p))
+        except (OSError, pa.ArrowException) as e:
+            raise corrupt(fv.name, [p], e) from None
     # As the local read: the newest file's types (a store's own files all have the view's schema).
     newest = schemas[-1]
     ts = fv.timestamp_field
