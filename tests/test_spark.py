@@ -358,8 +358,11 @@ def test_get_historical_features_splits_a_hot_entity_and_keeps_ties_and_ttl(spar
     import skewless.spark as ss
 
     path = str(tmp_path / "store")
-    # Entity 0 has most rows; full ties across files (same key, time and created) at every time.
+    # Entity 0 has most rows; full ties across files (same key, time and created) at every time. The
+    # earliest write, which wins them, is the largest file: Spark reads files largest first, so the
+    # order rows arrive in does not give the winner (a run that ignores the write sequence fails here).
     writes = [[(0, t % 9, 0, float(10 * w + t)) for t in range(40)] + [(1, 3, 0, 1.0)] for w in range(3)]
+    writes[0] += [(2, t, 0, float(t)) for t in range(300)]
     store = build_store(path, 3, writes, [], [[(0, 1, 0, 1.0)]])
     ents = [(0, 0, "p", t % 11) for t in range(300)] + [(1, 0, "p", 5), (None, 0, "p", 5), (7, 1, "q", 2)]
     entity = entity_table(ents)
