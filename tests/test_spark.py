@@ -190,6 +190,27 @@ def test_a_hot_key_is_split_by_time_over_several_groups_with_the_same_answer(spa
         rows_equal(to_local(got, want).sort_by("lid"), want)
 
 
+@pytest.mark.parametrize("kind", ["int", "date"])
+def test_integer_and_date_times_split_and_join_as_locally(spark, kind):
+    import skewless.spark as ss
+
+    n = 60
+    days = [(i * 37) % 20 for i in range(n)]
+    if kind == "int":
+        lt, rt = pa.array(days, pa.int64()), pa.array([d * 3 % 20 for d in days], pa.int32())
+    else:
+        # Dates on the left are their 00:00 UTC; the right's timestamps fall inside days.
+        lt = pa.array([dt.date(2026, 1, 1) + dt.timedelta(days=d) for d in days], pa.date32())
+        rt = pa.array([(20454 + (d * 3 % 20)) * 86_400 * SEC + 3600 * SEC * (d % 2) for d in days], TS)
+    left = pa.table({"lid": pa.array(range(n), pa.int64()), "k": [i % 2 for i in range(n)], "t": lt})
+    right = pa.table({"k": [i % 3 for i in range(n)], "t": rt, "seq": pa.array(range(n), pa.int64())})
+    for direction in ("backward", "nearest"):
+        kw = dict(on="t", by="k", direction=direction, sequence="seq")
+        want = asof_join(left, right, **kw)
+        got = ss.asof_join(spark.createDataFrame(left), spark.createDataFrame(right), skew_rows=8, **kw)
+        rows_equal(to_local(got, want).sort_by("lid"), want)
+
+
 def test_asof_join_arguments_are_checked_on_the_driver(spark):
     import skewless.spark as ss
 
