@@ -43,6 +43,10 @@ def window_push(
     reset: bool,
 ) -> tuple[int, int]: ...
 
+# --- threads (skewless.threads checks the argument) ---
+def set_num_threads(threads: int) -> None: ...
+def num_threads() -> int: ...
+
 # --- online store (skewless.online) ---
 
 class OnlineStore:

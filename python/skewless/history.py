@@ -28,7 +28,7 @@ from .normalize import INT64_MIN, conform, normalize_ts
 from .offline import SEQ, OfflineStore
 from .registry import Registry
 
-__all__ = ["schema", "empty", "scan", "read", "for_join"]
+__all__ = ["schema", "empty", "scan", "read", "join_low", "for_join"]
 
 
 def schema(registry: Registry, fv: FeatureView) -> pa.Schema | None:
@@ -106,6 +106,14 @@ def read(
     return to_stored(registry, fv, pa.Table.from_batches(batches), cols)
 
 
+def join_low(fv: FeatureView, tmin: int) -> int | None:
+    """The earliest history timestamp (UTC microseconds) a label at ``tmin`` or later can match, or
+    None for no bound. Every reader of a join's history (this module, skewless.spark) uses it."""
+    ttl = fv.ttl_us
+    # A label near the start of time minus a long TTL is before any instant: no lower bound then.
+    return None if ttl is None or tmin - ttl < INT64_MIN else tmin - ttl
+
+
 def for_join(
     offline: OfflineStore,
     registry: Registry,
@@ -119,9 +127,7 @@ def for_join(
     if tmin is None or tmax is None:
         return None
     cols = fv.tie_columns + list(feats)
-    ttl = fv.ttl_us
-    # A label near the start of time minus a long TTL is before any instant: no lower bound then.
-    lo_us = None if ttl is None or tmin - ttl < INT64_MIN else tmin - ttl
+    lo_us = join_low(fv, tmin)
     if not offline.files(fv.name, fv.source):
         return None
     batches = list(scan(offline, registry, fv, cols, lo_us, tmax, True, with_seq=True))

@@ -1,6 +1,6 @@
 //! skewless: the engine of an embedded feature store. The kernels (`asof`, `online`, `serve`, `window`) work
 //! on Arrow data and know nothing of Python; `group` is the grouping layer under `asof` and `window`,
-//! `column` the one typed view of Arrow arrays; `serve` the serving plan over the online store; `py`
+//! `column` the one typed view of Arrow arrays; `threads` the pool kernels run in; `serve` the serving plan over the online store; `py`
 //! (feature `python`) is the PyO3 binding layer.
 
 pub mod asof;
@@ -10,6 +10,7 @@ pub mod group;
 pub mod online;
 pub mod serve;
 pub mod table;
+pub mod threads;
 pub mod time;
 pub mod transform;
 pub mod window;

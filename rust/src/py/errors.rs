@@ -48,13 +48,14 @@ pub fn to_py(py: Python<'_>, err: Error) -> PyErr {
     }
 }
 
-/// Runs a kernel without the GIL and turns both its error and a panic into a `skewless.errors` class.
+/// Runs a kernel without the GIL, in the kernels' thread pool (`crate::threads`), and turns both its
+/// error and a panic into a `skewless.errors` class.
 pub fn run_detached<T, F>(py: Python<'_>, f: F) -> PyResult<T>
 where
     T: Send,
     F: FnOnce() -> Result<T, Error> + Send,
 {
-    let out = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
+    let out = py.detach(|| catch_unwind(AssertUnwindSafe(|| crate::threads::install(f))));
     flatten(py, out)
 }
 

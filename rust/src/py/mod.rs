@@ -7,6 +7,7 @@ mod keys;
 mod online;
 mod serve;
 mod transform;
+mod threads;
 mod window;
 
 use pyo3::prelude::*;
@@ -22,5 +23,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     asof::register(m)?;
     window::register(m)?;
     transform::register(m)?;
+    threads::register(m)?;
     Ok(())
 }

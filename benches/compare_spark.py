@@ -1,0 +1,258 @@
+"""skewless on Spark beside Spark SQL's own point-in-time join, and beside the local store, same run.
+
+    python benches/compare_spark.py S [--buckets 8] [--no-check]
+
+The standard workload (benches/_workload.py: feature rows, label rows, entities of the size), read from
+its Parquet files by Spark in ``local[2]``, a 30-day-TTL backward join with ``created_timestamp`` as the
+tie-breaker. Timed (each job runs to Spark's ``noop`` sink, so nothing is collected to the driver):
+
+- ``skewless.spark.asof_join``: both sides bucketed by a hash of ``entity_id`` into ``--buckets``
+  groups, each through the Rust kernel (hot-key detection included: one aggregation over the labels);
+- Spark SQL, window over the union: labels and feature rows in one table, ``last(struct, ignorenulls)``
+  over each entity's rows ordered by (time, feature-before-label, created), the TTL applied to the
+  match: one shuffle and one sort, where a range join (``entity_id`` equal, time within the TTL, then a
+  row_number per label) first joins each label to every feature row of its TTL window (not measured);
+- the same co-group with tasks that return nothing: what Spark's shuffle and Arrow transfer cost alone;
+- ``skewless.spark.get_historical_features`` (with and without restoring the entity rows' order) on a
+  store holding the same feature rows (one view of the five features), its history read by Spark;
+- the local ``FeatureStore.get_historical_features`` on that store and the local ``skewless.asof_join``
+  on the tables in memory (the single-machine references).
+
+The Spark SQL and skewless results are checked to agree value for value (``--no-check`` skips it).
+Each engine runs ``--repeat`` times (default 2: the first warms the JVM and the Python workers up) and
+the best time is shown. Prints markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _workload  # noqa: E402
+import skewless  # noqa: E402
+import skewless.spark as ss  # noqa: E402
+from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64  # noqa: E402
+
+FEATS = [f"f{i}" for i in range(_workload.N_FEATURES)]
+TTL = dt.timedelta(days=_workload.TTL_DAYS)
+
+WINDOW_SQL = """
+WITH u AS (
+    SELECT entity_id, event_timestamp AS ts, created_timestamp AS cr, 0 AS is_label,
+           CAST(NULL AS TINYINT) AS label, struct(event_timestamp AS mts, {feats}) AS m
+    FROM features
+    UNION ALL
+    SELECT entity_id, event_timestamp, NULL, 1, label, NULL FROM labels
+), w AS (
+    SELECT entity_id, ts, is_label, label,
+           last(m, true) OVER (PARTITION BY entity_id ORDER BY ts, is_label, cr
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS m
+    FROM u
+)
+SELECT entity_id, ts AS event_timestamp, label, {picked}
+FROM w WHERE is_label = 1
+"""
+
+
+def sql_join(spark):  # type: ignore[no-untyped-def]
+    picked = ", ".join(
+        f"CASE WHEN m.mts >= ts - INTERVAL {_workload.TTL_DAYS} DAYS THEN m.{f} END AS {f}" for f in FEATS
+    )
+    return spark.sql(WINDOW_SQL.format(feats=", ".join(FEATS), picked=picked))
+
+
+REPEAT = 2
+
+
+def timed(fn) -> float:  # type: ignore[no-untyped-def]
+    """The best of REPEAT runs (the first also warms the JVM's code and the Python workers up)."""
+    best = float("inf")
+    for _ in range(REPEAT):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def noop(df) -> None:  # type: ignore[no-untyped-def]
+    df.write.format("noop").mode("overwrite").save()
+
+
+def sorted_rows(t: pa.Table) -> pa.Table:
+    t = t.select(["entity_id", "event_timestamp", "label", *FEATS])
+    t = t.cast(
+        pa.schema(
+            [
+                f.with_type(pa.timestamp("us", tz="UTC")) if f.name == "event_timestamp" else f
+                for f in t.schema
+            ]
+        )
+    )
+    return t.sort_by([(c, "ascending") for c in t.column_names])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("size", choices=sorted(_workload.SIZES))
+    ap.add_argument("--buckets", type=int, default=8)
+    ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--repeat", type=int, default=REPEAT, help="runs per engine; the best is shown")
+    args = ap.parse_args()
+    globals()["REPEAT"] = max(1, args.repeat)
+
+    from pyspark import __version__ as pyspark_version
+    from pyspark.sql import SparkSession
+
+    fpath, lpath = _workload.ensure(args.size)
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("skewless-bench")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "6g")
+        .config("spark.sql.shuffle.partitions", str(args.buckets))
+        # Larger Arrow batches to and from the Python workers (Spark's default is 10k rows).
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "200000")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    feats, labels = spark.read.parquet(str(fpath)), spark.read.parquet(str(lpath))
+    feats.createOrReplaceTempView("features")
+    labels.createOrReplaceTempView("labels")
+
+    def kernel():  # type: ignore[no-untyped-def]
+        return ss.asof_join(
+            labels,
+            feats,
+            on="event_timestamp",
+            by="entity_id",
+            tolerance=TTL,
+            tie_breaker="created_timestamp",
+            buckets=args.buckets,
+        ).select("entity_id", "event_timestamp", "label", *FEATS)
+
+    def shuffle_only():  # type: ignore[no-untyped-def]
+        # The same bucketing and co-grouping with a task that returns nothing: Spark's share of the time.
+        from pyspark.sql import functions as F
+
+        b = F.pmod(F.xxhash64("entity_id"), F.lit(args.buckets))
+        lb, fb = labels.withColumn("b", b), feats.withColumn("b", b)
+        empty = pa.table({"n": pa.array([], pa.int64())})
+        return lb.groupBy("b").cogroup(fb.groupBy("b")).applyInArrow(lambda x, y: empty, "n long")
+
+    rows: list[tuple[str, float, str]] = []
+    rows.append(("Spark SQL: window over the union", timed(lambda: noop(sql_join(spark))), ""))
+    rows.append(
+        (
+            "skewless.spark.asof_join (Rust kernel per bucket)",
+            timed(lambda: noop(kernel())),
+            "with the hot-key pass (one aggregation over the labels)",
+        )
+    )
+    rows.append(
+        (
+            "Spark co-group alone (same buckets, tasks return nothing)",
+            timed(lambda: noop(shuffle_only())),
+            "the shuffle and the Arrow transfer to Python",
+        )
+    )
+
+    if not args.no_check:
+        a = sorted_rows(kernel().toArrow())
+        b = sorted_rows(sql_join(spark).toArrow())
+        assert a.num_rows == b.num_rows
+        for c in a.column_names:
+            assert a.column(c).equals(b.column(c)), f"skewless and Spark SQL disagree on {c}"
+
+    folder = tempfile.mkdtemp(prefix="skewless-spark-bench-")
+    try:
+        ent = Entity("entity", join_keys=["entity_id"], dtype=Int64)
+        view = FeatureView(
+            "v",
+            [ent],
+            [Field(f, Float64) for f in FEATS],
+            ttl=TTL,
+            created_timestamp_field="created_timestamp",
+        )
+        store = FeatureStore(folder)
+        store.apply([ent, view])
+        local_feats, local_labels = pq.read_table(fpath), pq.read_table(lpath)
+        store.write("v", local_feats)
+        refs = [f"v:{f}" for f in FEATS]
+        rows.append(
+            (
+                "skewless.spark.get_historical_features (store history read by Spark)",
+                timed(
+                    lambda: noop(
+                        ss.get_historical_features(spark, folder, labels, refs, buckets=args.buckets)
+                    )
+                ),
+                "entity rows' order restored (one sort)",
+            )
+        )
+        rows.append(
+            (
+                "skewless.spark.get_historical_features, keep_order=False",
+                timed(
+                    lambda: noop(
+                        ss.get_historical_features(
+                            spark, folder, labels, refs, buckets=args.buckets, keep_order=False
+                        )
+                    )
+                ),
+                "bucket order",
+            )
+        )
+        rows.append(
+            (
+                "local FeatureStore.get_historical_features",
+                timed(lambda: store.get_historical_features(local_labels, refs)),
+                "same store, one process",
+            )
+        )
+        rows.append(
+            (
+                "local skewless.asof_join (tables in memory)",
+                timed(
+                    lambda: skewless.asof_join(
+                        local_labels,
+                        local_feats,
+                        on="event_timestamp",
+                        by="entity_id",
+                        tolerance=TTL,
+                        tie_breaker="created_timestamp",
+                    )
+                ),
+                "",
+            )
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        spark.stop()
+
+    n_f, n_l, n_e = _workload.SIZES[args.size]
+    print(f"\n### Spark, size {args.size}: {n_f:,} feature rows x {n_l:,} label rows x {n_e:,} entities\n")
+    print(
+        f"pyspark {pyspark_version}, local[2], {args.buckets} buckets (= shuffle partitions), "
+        f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"best of {REPEAT} runs, `python benches/compare_spark.py {args.size} --buckets {args.buckets}`"
+        + ("" if args.no_check else "; skewless and Spark SQL results checked equal")
+        + "\n"
+    )
+    print("| engine | seconds | note |\n| --- | ---: | --- |")
+    for name, secs, note in rows:
+        print(f"| {name} | {secs:.2f} | {note} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,426 @@
+"""skewless.spark against the local path: the same rows, value for value, on random inputs.
+
+One SparkSession in ``local[2]`` serves every test (Spark starts slowly). Without pyspark or Java these
+tests fail, saying what to install; the default suite leaves this file to its own run (conftest.py):
+``python -m pytest tests/test_spark.py`` (CI: its Spark step).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+from collections.abc import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import snapshot
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64, String, asof_join
+from skewless.errors import (
+    ColumnClashError,
+    InvalidArgumentError,
+    MissingColumnError,
+    NaiveTimestampError,
+    RegistryError,
+    UnknownFeatureError,
+)
+
+TS = pa.timestamp("us", tz="UTC")
+SEC = 1_000_000
+# Every example runs Spark jobs (seconds each): no shrinking, which could take many minutes; a failure
+# prints its inputs as they were generated.
+SLOW = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        pytest.fail(
+            "pyspark is not installed: the Spark tests need it. Install it with "
+            "`pip install 'skewless[spark]'` (or `pip install 'pyspark>=4.0'`) and a Java 17+ runtime"
+        )
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        pytest.fail(
+            "no Java runtime: Spark needs Java 17 or later. Install one (Debian/Ubuntu: "
+            "`apt-get install openjdk-17-jre-headless`) or set JAVA_HOME"
+        )
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("skewless-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.session.timeZone", "America/New_York")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def to_local(spark_out: object, like: pa.Table) -> pa.Table:
+    """A Spark result as an Arrow table in the local result's types (Spark has its own: zone names)."""
+    t = spark_out.toArrow()  # type: ignore[attr-defined]
+    assert t.column_names == like.column_names
+    return t.cast(like.schema)
+
+
+def rows_equal(a: pa.Table, b: pa.Table) -> None:
+    assert a.num_rows == b.num_rows
+    for name in b.column_names:
+        assert a.column(name).to_pylist() == b.column(name).to_pylist(), name
+
+
+# ---- asof_join -------------------------------------------------------------------------------------------
+
+left_row = st.tuples(
+    st.one_of(st.none(), st.integers(0, 3)),
+    st.sampled_from(["a", "b", None]),
+    st.one_of(st.none(), st.integers(0, 20)),
+)
+right_row = st.tuples(
+    st.one_of(st.none(), st.integers(0, 3)),
+    st.sampled_from(["a", "b", None]),
+    st.one_of(st.none(), st.integers(0, 20)),
+    st.one_of(st.none(), st.integers(0, 2)),
+    st.one_of(st.none(), st.floats(-5, 5, allow_nan=False)),
+)
+
+
+def asof_tables(lrows: list, rrows: list) -> tuple[pa.Table, pa.Table]:
+    left = pa.table(
+        {
+            "lid": pa.array(range(len(lrows)), pa.int64()),
+            "k": pa.array([r[0] for r in lrows], pa.int64()),
+            "s": pa.array([r[1] for r in lrows], pa.string()),
+            "t": pa.array([None if r[2] is None else r[2] * SEC for r in lrows], TS),
+        }
+    )
+    right = pa.table(
+        {
+            "k": pa.array([r[0] for r in rrows], pa.int32()),
+            "s": pa.array([r[1] for r in rrows], pa.string()),
+            "t": pa.array([None if r[2] is None else r[2] * SEC for r in rrows], TS),
+            "created": pa.array([None if r[3] is None else r[3] * SEC for r in rrows], TS),
+            # Unique per row: full ties are decided by it, not by the order rows reach a task.
+            "seq": pa.array(range(len(rrows)), pa.int64()),
+            "x": pa.array([r[4] for r in rrows], pa.float64()),
+        }
+    )
+    return left, right
+
+
+@settings(max_examples=12, **SLOW)
+@given(
+    st.lists(left_row, max_size=40),
+    st.lists(right_row, max_size=40),
+    st.sampled_from(["backward", "forward", "nearest"]),
+    st.sampled_from([None, 0, 3 * SEC]),
+    st.booleans(),
+    st.sampled_from([None, 1, 4]),
+    st.sampled_from([1, 3]),
+)
+def test_asof_join_equals_the_local_join(spark, lrows, rrows, direction, tol, exact, skew_rows, buckets):
+    import skewless.spark as ss
+
+    left, right = asof_tables(lrows, rrows)
+    kw = dict(
+        on="t",
+        by=["k", "s"],
+        direction=direction,
+        tolerance=None if tol is None else dt.timedelta(microseconds=tol),
+        allow_exact_matches=exact,
+        tie_breaker="created",
+        sequence="seq",
+    )
+    want = asof_join(left, right, **kw)
+    got = ss.asof_join(
+        spark.createDataFrame(left), spark.createDataFrame(right), buckets=buckets, skew_rows=skew_rows, **kw
+    )
+    rows_equal(to_local(got, want).sort_by("lid"), want)
+
+
+def hot_tables(n: int) -> tuple[pa.Table, pa.Table]:
+    """Key 0 holds most rows of both sides; keys 1..5 a few each."""
+    lk = [0] * n + [1, 2, 3, 4, 5]
+    lt = [(i * 7919) % 1000 for i in range(n)] + [10, 20, 30, 40, 50]
+    rk = [0] * (n // 2) + [1, 2, 3]
+    rt = [(i * 104729) % 1000 for i in range(n // 2)] + [5, 15, 25]
+    left = pa.table(
+        {"lid": pa.array(range(len(lk)), pa.int64()), "k": lk, "t": pa.array([x * SEC for x in lt], TS)}
+    )
+    right = pa.table(
+        {
+            "k": rk,
+            "t": pa.array([x * SEC for x in rt], TS),
+            "seq": pa.array(range(len(rk)), pa.int64()),
+            "x": pa.array([float(i) for i in range(len(rk))]),
+        }
+    )
+    return left, right
+
+
+@pytest.mark.parametrize("direction", ["backward", "forward", "nearest"])
+def test_a_hot_key_is_split_by_time_over_several_groups_with_the_same_answer(spark, direction):
+    import skewless.spark as ss
+
+    left, right = hot_tables(400)
+    ls, rs = spark.createDataFrame(left), spark.createDataFrame(right)
+    lg, rg = ss._groups(ls, rs, ["k"], "t", "t", direction, 4, 50)
+    hot = lg.where("k = 0").groupBy(ss.BUCKET).count().toArrow()
+    # 400 rows of key 0 at most ~50 per group: about eight groups, none with most of them.
+    assert hot.num_rows >= 6
+    assert max(hot.column("count").to_pylist()) <= 100
+    # Each group's right rows are its own time range plus the neighbours' boundary ties: far fewer
+    # than all 200 of the key.
+    rhot = rg.where("k = 0").groupBy(ss.BUCKET).count().toArrow()
+    assert max(rhot.column("count").to_pylist()) < 100
+    kw = dict(on="t", by="k", direction=direction, sequence="seq", tolerance=dt.timedelta(seconds=30))
+    want = asof_join(left, right, **kw)
+    for skew_rows in (50, None):
+        got = ss.asof_join(ls, rs, buckets=4, skew_rows=skew_rows, **kw)
+        rows_equal(to_local(got, want).sort_by("lid"), want)
+
+
+@pytest.mark.parametrize("kind", ["int", "date"])
+def test_integer_and_date_times_split_and_join_as_locally(spark, kind):
+    import skewless.spark as ss
+
+    n = 60
+    days = [(i * 37) % 20 for i in range(n)]
+    if kind == "int":
+        lt, rt = pa.array(days, pa.int64()), pa.array([d * 3 % 20 for d in days], pa.int32())
+    else:
+        # Dates on the left are their 00:00 UTC; the right's timestamps fall inside days.
+        lt = pa.array([dt.date(2026, 1, 1) + dt.timedelta(days=d) for d in days], pa.date32())
+        rt = pa.array([(20454 + (d * 3 % 20)) * 86_400 * SEC + 3600 * SEC * (d % 2) for d in days], TS)
+    left = pa.table({"lid": pa.array(range(n), pa.int64()), "k": [i % 2 for i in range(n)], "t": lt})
+    right = pa.table({"k": [i % 3 for i in range(n)], "t": rt, "seq": pa.array(range(n), pa.int64())})
+    for direction in ("backward", "nearest"):
+        kw = dict(on="t", by="k", direction=direction, sequence="seq")
+        want = asof_join(left, right, **kw)
+        got = ss.asof_join(spark.createDataFrame(left), spark.createDataFrame(right), skew_rows=8, **kw)
+        rows_equal(to_local(got, want).sort_by("lid"), want)
+
+
+def test_asof_join_arguments_are_checked_on_the_driver(spark):
+    import skewless.spark as ss
+
+    left, right = asof_tables([(1, "a", 1)], [(1, "a", 1, 0, 1.0)])
+    ls, rs = spark.createDataFrame(left), spark.createDataFrame(right)
+    with pytest.raises(InvalidArgumentError, match="direction"):
+        ss.asof_join(ls, rs, on="t", by="k", direction="sideways")
+    with pytest.raises(MissingColumnError):
+        ss.asof_join(ls, rs, on="t", by="nope")
+    with pytest.raises(InvalidArgumentError, match="by"):
+        ss.asof_join(ls, rs, on="t", by=[])
+    with pytest.raises(InvalidArgumentError, match="buckets"):
+        ss.asof_join(ls, rs, on="t", by="k", buckets=0)
+    with pytest.raises(InvalidArgumentError, match="skew_rows"):
+        ss.asof_join(ls, rs, on="t", by="k", skew_rows=-1)
+    with pytest.raises(ColumnClashError, match="reserved"):
+        ss.asof_join(ls.withColumn(ss.BUCKET, ls.k), rs, on="t", by="k")
+    naive = spark.createDataFrame([(1, dt.datetime(2026, 1, 1))], "k long, t timestamp_ntz")
+    with pytest.raises(NaiveTimestampError):
+        ss.asof_join(naive, rs, on="t", by="k")
+
+
+def test_tasks_run_the_kernels_on_spark_task_cpus_threads(spark):
+    import skewless.spark as ss
+
+    def probe(batches):
+        from skewless.threads import num_threads, set_num_threads
+
+        for _ in batches:
+            set_num_threads(None)  # the default: every core of the machine
+            before = num_threads()
+            ss._size_threads()
+            yield pa.RecordBatch.from_pydict({"before": [before], "after": [num_threads()]})
+
+    got = spark.range(2).repartition(2).mapInArrow(probe, "before long, after long").toArrow()
+    cpus = int(spark.conf.get("spark.task.cpus", "1"))
+    assert set(got.column("after").to_pylist()) == {cpus}
+    assert set(got.column("before").to_pylist()) == {os.cpu_count()}
+
+
+# ---- get_historical_features --------------------------------------------------------------------------
+
+user = Entity("user", join_keys=["user_id"], dtype=Int64)
+pair = Entity("pair", join_keys=["a", "b"], dtype=[Int64, String])
+
+
+def views(ttl_s: int | None) -> list:
+    ttl = None if ttl_s is None else dt.timedelta(seconds=ttl_s)
+    return [
+        user,
+        pair,
+        FeatureView(
+            "v",
+            [user],
+            [Field("x", Float64), Field("y", Int64)],
+            ttl=ttl,
+            created_timestamp_field="created",
+        ),
+        FeatureView("w", [pair], [Field("z", Float64)], ttl=ttl),
+        # Parquet files someone else wrote (no __seq__: derived from the sorted path order and the row),
+        # with names Spark percent-encodes.
+        FeatureView("src", [user], [Field("q", Float64)], source="ext/*.parquet", ttl=ttl),
+    ]
+
+
+v_row = st.tuples(
+    st.integers(0, 3),
+    st.integers(0, 8),
+    st.integers(0, 1),
+    st.one_of(st.none(), st.floats(-5, 5, allow_nan=False)),
+)
+w_row = st.tuples(st.integers(0, 2), st.sampled_from(["p", "q"]), st.integers(0, 8), st.floats(-5, 5))
+entity_row = st.tuples(
+    st.one_of(st.none(), st.integers(0, 4)),
+    st.integers(0, 2),
+    st.sampled_from(["p", "q"]),
+    st.integers(0, 10),
+)
+
+
+def v_table(rows: list) -> pa.Table:
+    return pa.table(
+        {
+            "user_id": pa.array([r[0] for r in rows], pa.int64()),
+            "event_timestamp": pa.array([r[1] * SEC for r in rows], TS),
+            "created": pa.array([r[2] * SEC for r in rows], TS),
+            "x": pa.array([r[3] for r in rows], pa.float64()),
+            "y": pa.array([i for i in range(len(rows))], pa.int64()),
+        }
+    )
+
+
+def build_store(
+    path: str, ttl_s: int | None, v_writes: list, w_writes: list, src_files: list
+) -> FeatureStore:
+    store = FeatureStore(path)
+    store.apply(views(ttl_s))
+    folder = os.path.join(path, "offline", "v")
+    os.makedirs(folder, exist_ok=True)
+    # The first write as history format 1 wrote it (no __seq__), the rest through the store.
+    pq.write_table(v_table(v_writes[0]), os.path.join(folder, "part-000000000001.parquet"))
+    for rows in v_writes[1:]:
+        store.write("v", v_table(rows))
+    for rows in w_writes:
+        store.write(
+            "w",
+            {
+                "a": pa.array([r[0] for r in rows], pa.int64()),
+                "b": [r[1] for r in rows],
+                "event_timestamp": pa.array([r[2] * SEC for r in rows], TS),
+                "z": [r[3] for r in rows],
+            },
+        )
+    ext = os.path.join(path, "ext")
+    os.makedirs(ext, exist_ok=True)
+    for i, rows in enumerate(src_files):
+        t = v_table(rows).select(["user_id", "event_timestamp"]).append_column("q", v_table(rows).column("x"))
+        pq.write_table(t, os.path.join(ext, f"{i} a+b%c d.parquet"))
+    return store
+
+
+def entity_table(rows: list) -> pa.Table:
+    return pa.table(
+        {
+            "row": pa.array(range(len(rows)), pa.int64()),
+            "user_id": pa.array([r[0] for r in rows], pa.int64()),
+            "a": pa.array([r[1] for r in rows], pa.int64()),
+            "b": pa.array([r[2] for r in rows], pa.string()),
+            "event_timestamp": pa.array([r[3] * SEC for r in rows], TS),
+        }
+    )
+
+
+FEATURES = ["v:x", "v:y", "w:z", "src:q"]
+
+
+@settings(max_examples=6, **SLOW)
+@given(
+    st.sampled_from([None, 2]),
+    st.lists(st.lists(v_row, min_size=1, max_size=8), min_size=1, max_size=3),
+    st.lists(st.lists(w_row, min_size=1, max_size=6), min_size=0, max_size=2),
+    st.lists(st.lists(v_row, min_size=1, max_size=5), min_size=1, max_size=2),
+    st.lists(entity_row, min_size=1, max_size=30),
+    st.sampled_from([None, 3]),
+)
+def test_get_historical_features_equals_the_local_call(
+    spark, tmp_path_factory, ttl_s, v_writes, w_writes, src_files, ents, skew_rows
+):
+    import skewless.spark as ss
+
+    path = str(tmp_path_factory.mktemp("store"))
+    store = build_store(path, ttl_s, v_writes, w_writes, src_files)
+    entity = entity_table(ents)
+    want = store.get_historical_features(entity, FEATURES)
+    got = ss.get_historical_features(
+        spark, path, spark.createDataFrame(entity), FEATURES, buckets=3, skew_rows=skew_rows
+    )
+    rows_equal(to_local(got, want), want)
+    unordered = ss.get_historical_features(
+        spark, path, spark.createDataFrame(entity), FEATURES, buckets=2, keep_order=False
+    )
+    rows_equal(to_local(unordered, want).sort_by("row"), want)
+
+
+def test_get_historical_features_splits_a_hot_entity_and_keeps_ties_and_ttl(spark, tmp_path):
+    import skewless.spark as ss
+
+    path = str(tmp_path / "store")
+    # Entity 0 has most rows; full ties across files (same key, time and created) at every time. The
+    # earliest write, which wins them, is the largest file: Spark reads files largest first, so the
+    # order rows arrive in does not give the winner (a run that ignores the write sequence fails here).
+    writes = [[(0, t % 9, 0, float(10 * w + t)) for t in range(40)] + [(1, 3, 0, 1.0)] for w in range(3)]
+    writes[0] += [(2, t, 0, float(t)) for t in range(300)]
+    store = build_store(path, 3, writes, [], [[(0, 1, 0, 1.0)]])
+    ents = [(0, 0, "p", t % 11) for t in range(300)] + [(1, 0, "p", 5), (None, 0, "p", 5), (7, 1, "q", 2)]
+    entity = entity_table(ents)
+    want = store.get_historical_features(entity, ["v:x", "v:y", "src:q"], full_feature_names=True)
+    got = ss.get_historical_features(
+        spark,
+        path,
+        spark.createDataFrame(entity),
+        ["v:x", "v:y", "src:q"],
+        full_feature_names=True,
+        buckets=2,
+        skew_rows=40,
+    )
+    rows_equal(to_local(got, want), want)
+
+
+def test_get_historical_features_request_errors_are_typed_and_write_nothing(spark, tmp_path):
+    import skewless.spark as ss
+
+    path = str(tmp_path / "store")
+    build_store(path, None, [[(1, 1, 0, 1.0)]], [], [[(1, 1, 0, 1.0)]])
+    before = snapshot(path)
+    entity = spark.createDataFrame(entity_table([(1, 0, "p", 3)]))
+    with pytest.raises(UnknownFeatureError):
+        ss.get_historical_features(spark, path, entity, ["v:nope"])
+    with pytest.raises(MissingColumnError):
+        ss.get_historical_features(spark, path, entity.drop("user_id"), ["v:x"])
+    with pytest.raises(MissingColumnError):
+        ss.get_historical_features(spark, path, entity, ["v:x"], timestamp_column="when")
+    with pytest.raises(ColumnClashError):
+        ss.get_historical_features(spark, path, entity.withColumnRenamed("row", "x"), ["v:x"])
+    with pytest.raises(InvalidArgumentError):
+        ss.get_historical_features(spark, path, entity, ["v:x"], buckets=-3)
+    naive = entity.withColumn("event_timestamp", entity.event_timestamp.cast("timestamp_ntz"))
+    with pytest.raises(NaiveTimestampError):
+        ss.get_historical_features(spark, path, naive, ["v:x"])
+    with pytest.raises(RegistryError):
+        ss.get_historical_features(spark, str(tmp_path / "nothing"), entity, ["v:x"])
+    assert snapshot(path) == before
+    assert not os.path.exists(tmp_path / "nothing")
