@@ -9,7 +9,7 @@ import os
 import pyarrow as pa
 import pytest
 import skewless as sk
-from conftest import DAY, T0, TS, at, snapshot, stats_rows, stats_view, user
+from conftest import T0, TS, at, snapshot, stats_rows, stats_view, user
 
 
 def _txn():
@@ -17,7 +17,10 @@ def _txn():
         "txn",
         [user],
         schema=[sk.Field("amount", sk.Float64)],
-        aggregations=[sk.Aggregation("amount", "sum", window="7d"), sk.Aggregation("amount", "count", window="1h")],
+        aggregations=[
+            sk.Aggregation("amount", "sum", window="7d"),
+            sk.Aggregation("amount", "count", window="1h"),
+        ],
     )
 
 

@@ -249,6 +249,12 @@ def event_columns(fv: FeatureView) -> list[str]:
     return [f.name for f in fv.schema if f.name in used]
 
 
+def history_columns(fv: FeatureView, feats: Sequence[str]) -> list[str]:
+    """The history columns the aggregates ``feats`` of ``fv`` read: keys, timestamp, their raw columns."""
+    used = {aggregation(fv, f).column for f in feats}
+    return [*fv.join_keys, fv.timestamp_field, *(c for c in event_columns(fv) if c in used)]
+
+
 def events_for_join(
     offline: OfflineStore,
     registry: Registry,
@@ -261,17 +267,13 @@ def events_for_join(
     ``[tmin - largest window, tmax]``: keys, timestamp, the aggregated columns and ``__seq__``; None when
     there are none (or no rows)."""
     from . import history
-    from .normalize import INT64_MIN
     from .offline import SEQ
 
     if tmin is None or tmax is None or not offline.files(fv.name, fv.source):
         return None
-    used = {aggregation(fv, f).column for f in feats}
-    cols = [*fv.join_keys, fv.timestamp_field, *(c for c in event_columns(fv) if c in used)]
-    lo = tmin - horizon_us(fv)
-    batches = list(
-        history.scan(offline, registry, fv, cols, None if lo < INT64_MIN else lo, tmax, True, with_seq=True)
-    )
+    cols = history_columns(fv, feats)
+    lo = history.join_low(fv, tmin)
+    batches = list(history.scan(offline, registry, fv, cols, lo, tmax, True, with_seq=True))
     if not batches:
         return None
     return history.to_stored(registry, fv, pa.Table.from_batches(batches), [*cols, SEQ])

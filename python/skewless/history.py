@@ -108,8 +108,15 @@ def read(
 
 def join_low(fv: FeatureView, tmin: int) -> int | None:
     """The earliest history timestamp (UTC microseconds) a label at ``tmin`` or later can match, or
-    None for no bound. Every reader of a join's history (this module, skewless.spark) uses it."""
-    ttl = fv.ttl_us
+    None for no bound. Every reader of a join's history (this module, skewless.events, skewless.spark)
+    uses it: an event view's horizon is its largest window (events in ``(t - w, t]``), a plain view's its
+    TTL."""
+    if fv.is_event_view:
+        from .events import horizon_us
+
+        ttl: int | None = horizon_us(fv)
+    else:
+        ttl = fv.ttl_us
     # A label near the start of time minus a long TTL is before any instant: no lower bound then.
     return None if ttl is None or tmin - ttl < INT64_MIN else tmin - ttl
 

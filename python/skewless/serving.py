@@ -137,7 +137,11 @@ class OnlineReader:
                 self.join_keys,
                 [kt.get(k) for k in self.join_keys],
                 [f"{fv.name}:{f}" for fv, fs in plan for f in fs],
-                [output_type(fv, f) if fv.is_event_view else fv.get_field(f).dtype.arrow for fv, fs in plan for f in fs],
+                [
+                    output_type(fv, f) if fv.is_event_view else fv.get_field(f).dtype.arrow
+                    for fv, fs in plan
+                    for f in fs
+                ],
                 self._counts,
                 self.versions,
                 self.feature_names,

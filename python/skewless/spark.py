@@ -15,7 +15,10 @@ kernel), for ``backward`` and ``nearest``, and those at the earliest time of the
 ``forward`` and ``nearest``. That is every row a match can come from, whatever the tolerance, so split
 and unsplit runs agree exactly. Finding hot keys costs one aggregation over the left; ``skew_rows=None``
 skips it (every key then stays whole in one bucket, whatever its size). The right side is not counted:
-a key with few left rows but a huge history stays whole.
+a key with few left rows but a huge history stays whole. The keys of an event view (window aggregates)
+are never split: a sub-bucket would need every event of its windows, not only the boundary rows, so a hot
+key of an event view runs in one task (split such a training set by time yourself, one Spark job per
+range, if one entity dominates it).
 
 Order. A Spark DataFrame has no row order of its own; :func:`asof_join`'s rows come bucket by bucket.
 :func:`get_historical_features` sorts its result back into ``entity_df``'s order (``keep_order=True``,
@@ -62,6 +65,7 @@ from .errors import (
     NaiveTimestampError,
     RegistryError,
 )
+from .events import history_columns
 from .normalize import column_name, flag
 from .offline import SEQ, OfflineStore, corrupt
 from .refs import resolve
@@ -557,7 +561,8 @@ def get_historical_features(
             S.T.StructField(n, _spark_type(t, f"feature {fv.name}:{f}"), True)
             for n, t, f in zip(names, types, feats, strict=True)
         ]
-        cols = fv.tie_columns + list(feats)
+        # An event view's history is its raw events (skewless.events): the columns its aggregates read.
+        cols = history_columns(fv, feats) if fv.is_event_view else fv.tie_columns + list(feats)
         hist = None
         if span["lo"] is not None:
             hist = _read_history(spark, offline, registry, fv, cols, span["lo"], span["hi"])
@@ -572,7 +577,10 @@ def get_historical_features(
             registry, fv, feats, hist_cols, key_types, full_feature_names, timestamp_column, target
         )
 
-        lg, rg = _groups(df, hist, fv.join_keys, timestamp_column, fv.timestamp_field, "backward", nb, skew)
+        # A hot key's time sub-buckets carry only the boundary rows an as-of join needs, not a window's
+        # events: an event view's keys are never split (see the module docstring, "Skewed keys").
+        split = None if fv.is_event_view else skew
+        lg, rg = _groups(df, hist, fv.join_keys, timestamp_column, fv.timestamp_field, "backward", nb, split)
         df = lg.groupBy(BUCKET).cogroup(rg.groupBy(BUCKET)).applyInArrow(run, out_schema)
     if keep_order:
         df = df.orderBy(ROW).drop(ROW)

@@ -622,9 +622,7 @@ class FeatureStore:
             key = None  # not a list of names: online_reader says what is wrong with it
         r = self._readers.get(key) if key is not None else None
         if r is None:
-            r = self.online_reader(
-                features, full_feature_names=full_feature_names, strict=strict, log=log
-            )
+            r = self.online_reader(features, full_feature_names=full_feature_names, strict=strict, log=log)
             if key is not None:
                 self._readers[key] = r
         return r.get(entity_rows, as_of=as_of)

@@ -78,7 +78,6 @@ from .definitions import (
     _check_name,
     dtype_from_name,
 )
-from .events import aggregate_dtype
 from .errors import (
     ColumnClashError,
     DtypeError,
@@ -88,6 +87,7 @@ from .errors import (
     MissingValueError,
     UnknownFeatureError,
 )
+from .events import aggregate_dtype
 from .imputation import FROM_STATS, Impute, fit_value
 from .refs import Plan, parse_ref, resolve
 

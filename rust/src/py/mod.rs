@@ -6,8 +6,8 @@ mod errors;
 mod keys;
 mod online;
 mod serve;
-mod transform;
 mod threads;
+mod transform;
 mod window;
 
 use pyo3::prelude::*;
