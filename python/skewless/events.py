@@ -51,7 +51,6 @@ __all__ = [
     "to_spec",
     "from_spec",
     "window_features",
-    "events_for_join",
     "push_events",
     "window_spec",
     "materialize_events",
@@ -253,30 +252,6 @@ def history_columns(fv: FeatureView, feats: Sequence[str]) -> list[str]:
     """The history columns the aggregates ``feats`` of ``fv`` read: keys, timestamp, their raw columns."""
     used = {aggregation(fv, f).column for f in feats}
     return [*fv.join_keys, fv.timestamp_field, *(c for c in event_columns(fv) if c in used)]
-
-
-def events_for_join(
-    offline: OfflineStore,
-    registry: Registry,
-    fv: FeatureView,
-    feats: Sequence[str],
-    tmin: int | None,
-    tmax: int | None,
-) -> pa.Table | None:
-    """The events rows in ``[tmin, tmax]`` need: ``(tmin - largest window, tmax]`` read as
-    ``[tmin - largest window, tmax]``: keys, timestamp, the aggregated columns and ``__seq__``; None when
-    there are none (or no rows)."""
-    from . import history
-    from .offline import SEQ
-
-    if tmin is None or tmax is None or not offline.files(fv.name, fv.source):
-        return None
-    cols = history_columns(fv, feats)
-    lo = history.join_low(fv, tmin)
-    batches = list(history.scan(offline, registry, fv, cols, lo, tmax, True, with_seq=True))
-    if not batches:
-        return None
-    return history.to_stored(registry, fv, pa.Table.from_batches(batches), [*cols, SEQ])
 
 
 def push_events(

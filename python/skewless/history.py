@@ -121,6 +121,17 @@ def join_low(fv: FeatureView, tmin: int) -> int | None:
     return None if ttl is None or tmin - ttl < INT64_MIN else tmin - ttl
 
 
+def join_columns(fv: FeatureView, feats: Sequence[str]) -> list[str]:
+    """The history columns a join of ``feats`` reads (every reader of a join's history uses it): keys,
+    time columns and the features; for an event view, keys, timestamp and the raw columns its aggregates
+    ``feats`` read."""
+    if fv.is_event_view:
+        from .events import history_columns
+
+        return history_columns(fv, feats)
+    return fv.tie_columns + list(feats)
+
+
 def for_join(
     offline: OfflineStore,
     registry: Registry,
@@ -129,11 +140,12 @@ def for_join(
     tmin: int | None,
     tmax: int | None,
 ) -> pa.Table | None:
-    """The rows a label in ``[tmin, tmax]`` can match: ``[tmin - ttl, tmax]``, keys, time columns,
-    ``feats`` and the write sequence ``__seq__``; None when there are none (or no labels)."""
+    """The rows a label in ``[tmin, tmax]`` can match: ``[join_low, tmax]``, keys, time columns,
+    ``feats`` and the write sequence ``__seq__`` (an event view: keys, timestamp and the raw columns its
+    aggregates ``feats`` read); None when there are none (or no labels)."""
     if tmin is None or tmax is None:
         return None
-    cols = fv.tie_columns + list(feats)
+    cols = join_columns(fv, feats)
     lo_us = join_low(fv, tmin)
     if not offline.files(fv.name, fv.source):
         return None

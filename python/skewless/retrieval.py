@@ -36,7 +36,7 @@ from ._arrow import as_table, index_hint
 from .asof import asof_join
 from .definitions import FeatureService
 from .errors import ColumnClashError, MissingColumnError
-from .events import events_for_join, window_features
+from .events import window_features
 from .normalize import column_name, entity_key, flag, normalize_ts
 from .offline import SEQ, tie_rank
 from .refs import Plan, output_names, resolve
@@ -180,10 +180,7 @@ def get_historical_features(
     mm = pc.min_max(req.t)
     tmin, tmax = mm["min"].value, mm["max"].value
     histories = {
-        fv.name: (events_for_join if fv.is_event_view else history.for_join)(
-            store.offline, store.registry, fv, feats, tmin, tmax
-        )
-        for fv, feats in plan
+        fv.name: history.for_join(store.offline, store.registry, fv, feats, tmin, tmax) for fv, feats in plan
     }
     joined = _join(left, req, plan, histories)
     if compiled is None:

@@ -65,7 +65,6 @@ from .errors import (
     NaiveTimestampError,
     RegistryError,
 )
-from .events import history_columns
 from .normalize import column_name, flag
 from .offline import SEQ, OfflineStore, corrupt
 from .refs import resolve
@@ -561,8 +560,7 @@ def get_historical_features(
             S.T.StructField(n, _spark_type(t, f"feature {fv.name}:{f}"), True)
             for n, t, f in zip(names, types, feats, strict=True)
         ]
-        # An event view's history is its raw events (skewless.events): the columns its aggregates read.
-        cols = history_columns(fv, feats) if fv.is_event_view else fv.tie_columns + list(feats)
+        cols = history.join_columns(fv, feats)
         hist = None
         if span["lo"] is not None:
             hist = _read_history(spark, offline, registry, fv, cols, span["lo"], span["hi"])
