@@ -7,6 +7,10 @@ failing trial replays with the same ``--seed``. Kinds of trial (``--trials`` of 
 
 - ``kill-write`` / ``kill-compact`` / ``kill-materialize``: a child writes batches (compacting after each,
   or materializing a history in a loop) and is killed with SIGKILL after a random delay.
+- ``kill-push``: the same for ``push`` into an event view (history, then the online window state).
+- ``kill-log``: a child serves with ``log=True`` and flushes the served-feature log in a loop, killed
+  with SIGKILL; every segment left must read whole and agree with the history (``check_skew``: no
+  alert), and no lookup may be logged twice.
 - ``flip-history``: random bits flipped in one history file of a store holding three writes.
 - ``flip-online``: random bits flipped in the online store's data file.
 - ``full-disk`` (once): writes into a 1 MiB tmpfs until it is full (without the permission to mount
@@ -54,10 +58,16 @@ FAR = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def definitions() -> list[Any]:
-    from skewless import Entity, FeatureView, Field, Float64, Int64
+    from skewless import Aggregation, Entity, FeatureView, Field, Float64, Int64
 
     user = Entity("user", join_keys=["user_id"], dtype=Int64)
-    return [user, FeatureView("v", [user], [Field("x", Float64)])]
+    events = FeatureView(
+        "e",
+        [user],
+        [Field("x", Float64)],
+        aggregations=[Aggregation("x", "sum", "400d"), Aggregation("x", "count", "400d")],
+    )
+    return [user, FeatureView("v", [user], [Field("x", Float64)]), events]
 
 
 def batch(b: int) -> Any:
@@ -84,15 +94,21 @@ class Broken(AssertionError):
     """A check that did not hold."""
 
 
+def no_temp_files(path: str) -> None:
+    """No temp file of a killed writer is left once the store is open. A killed log flush's temp file
+    may stay in ``logs/`` (another process may be writing one there): ``prune_logs`` removes it later."""
+    for dp, _, fs in os.walk(path):
+        left = [f for f in fs if f.startswith(".tmp-")]
+        if left and os.path.basename(dp) != "logs":
+            raise Broken(f"temp files left after open in {dp}: {left}")
+
+
 def check(path: str, *, materialize: bool = True) -> int:
     """Every invariant of a store after a fault; returns m, the number of committed batches."""
     from skewless import FeatureStore
 
     s = FeatureStore(path)
-    for dp, _, fs in os.walk(path):
-        left = [f for f in fs if f.startswith(".tmp-")]
-        if left:
-            raise Broken(f"temp files left after open in {dp}: {left}")
+    no_temp_files(path)
     h = s.read_history("v")
     counts = Counter(h.column("x").to_pylist())
     m = len(counts)
@@ -110,6 +126,54 @@ def check(path: str, *, materialize: bool = True) -> int:
         if set(served) != {float(m)}:
             raise Broken(f"after materialize online serves {sorted(set(map(str, served)))}, not {m}")
     return m
+
+
+def check_push(path: str) -> int:
+    """The invariants after a killed ``push``: the event history is a committed prefix of the pushes and
+    the online window state never ahead of it (its count is c <= m, its sum that of pushes 1..c), and
+    ``materialize`` brings it to m. Returns m."""
+    from skewless import FeatureStore
+
+    s = FeatureStore(path)
+    no_temp_files(path)
+    h = s.read_history("e")
+    counts = Counter(h.column("x").to_pylist())
+    m = len(counts)
+    if sorted(counts) != [float(b) for b in range(1, m + 1)] or any(c != R for c in counts.values()):
+        raise Broken(f"event history is not a prefix of whole pushes: {dict(counts)}")
+    at = T0 + dt.timedelta(days=1)
+    feats = ["e:x_sum_400d", "e:x_count_400d"]
+
+    def served() -> set[tuple[Any, Any]]:
+        d = s.get_online_features(feats, {"user_id": list(range(R))}, as_of=at).to_dict()
+        return set(zip(d["x_count_400d"], d["x_sum_400d"], strict=True))
+
+    for c, total in served():
+        if c > m or total != (float(c * (c + 1) // 2) if c else None):
+            raise Broken(f"online window state ahead of or apart from the history ({m} pushes): {c}, {total}")
+    s.materialize(None, FAR)
+    if served() != {(m, float(m * (m + 1) // 2) if m else None)}:
+        raise Broken(f"after materialize the window state serves {served()}, not {m} pushes")
+    return m
+
+
+def check_log(path: str) -> int:
+    """The invariants after a killed log flush: every segment reads whole, no lookup is in two segments,
+    and what was logged agrees with the history (no alert). Returns the rows logged."""
+    from skewless import FeatureStore
+
+    s = FeatureStore(path)
+    no_temp_files(path)
+    log = s.read_log(features=["v:x"]).get("v:x")
+    if log is None:
+        return 0
+    ids = log.column("__request_id__").to_pylist()
+    if len(ids) != len(set(ids)):
+        raise Broken("a lookup was logged twice")
+    report = s.check_skew(features=["v:x"])
+    if report.alerts:
+        raise Broken(f"the logged values disagree with the history: {report.alerts}")
+    return log.num_rows
 
 
 # ---- children: the work that gets killed, and the readers of damaged files --------------------------------
@@ -134,6 +198,19 @@ def child(kind: str, path: str, arg: str) -> None:
     elif kind == "kill-materialize":
         while True:
             s.materialize(None, FAR)
+    elif kind == "kill-push":
+        b = len(set(s.read_history("e").column("x").to_pylist())) + 1
+        while True:
+            s.push("e", batch(b))
+            b += 1
+    elif kind == "kill-log":
+        reader = s.online_reader(["v:x"], log=True)
+        i = 0
+        while True:
+            reader.get_numpy([i % R, (i * 7) % R], as_of=T0 + dt.timedelta(seconds=3 + i % 5))
+            i += 1
+            if i % 50 == 0:
+                reader.close()  # a flush: the segment is written under a temp name, then renamed
     elif kind in ("flip-history", "flip-online"):
         print(json.dumps(read_damaged(kind, path, json.loads(arg))), flush=True)
     elif kind == "full-disk":
@@ -220,6 +297,10 @@ def kill_trial(kind: str, path: str, rng: random.Random) -> str:
     _, err = p.communicate()
     if p.returncode != -signal.SIGKILL:
         raise Broken(f"the child ended on its own ({p.returncode}) before the kill: {err[-2000:]}")
+    if kind == "kill-push":
+        return f"m={check_push(path)}"
+    if kind == "kill-log":
+        return f"logged={check_log(path)}"
     return f"m={check(path)}"
 
 
@@ -315,7 +396,7 @@ def main() -> int:
     trials = [args.trial] if args.trial is not None else list(range(args.trials))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="skewless-faults-") as root:
-        for kind in ("kill-write", "kill-compact", "kill-materialize"):
+        for kind in ("kill-write", "kill-compact", "kill-materialize", "kill-push", "kill-log"):
             if args.only not in (None, kind):
                 continue
             seen: Counter[str] = Counter()
