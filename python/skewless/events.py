@@ -210,11 +210,17 @@ def from_spec(specs: Sequence[Mapping[str, Any]]) -> list[Aggregation]:
 
 
 def window_features(
-    fv: FeatureView, left: pa.Table, events: pa.Table | None, feats: Sequence[str], sequence: str | None
+    fv: FeatureView,
+    left: pa.Table,
+    events: pa.Table | None,
+    feats: Sequence[str],
+    sequence: str | None,
+    by: Sequence[str] | None = None,
 ) -> list[pa.ChunkedArray]:
     """Each requested aggregate of ``fv`` for every row of ``left`` (join keys and the view's timestamp
     field), in row order, from ``events`` (history rows: keys, timestamp, the aggregated columns and,
-    when given, the ``sequence`` column ordering events of equal time; None: no events)."""
+    when given, the ``sequence`` column ordering events of equal time; None: no events). ``by``: the
+    key columns to match on instead of the view's join keys (the skew check keys events by lookup)."""
     aggs = [aggregation(fv, f) for f in feats]
     if events is None or events.num_rows == 0 or left.num_rows == 0:
         out: list[pa.ChunkedArray] = []
@@ -229,7 +235,7 @@ def window_features(
         left,
         events,
         fv.timestamp_field,
-        list(fv.join_keys),
+        list(fv.join_keys if by is None else by),
         sequence,
         [(a.column, a.function, a.window_us, a.name) for a in aggs],
     )
