@@ -5,7 +5,8 @@ A :class:`~skewless.FeatureView` given ``aggregations=[Aggregation(...)]`` is an
 requested (``"user_txn:amount_sum_7d"``), are the aggregations' output names. The raw columns are not
 features of their own. Training sets compute each aggregate as of each entity row's own timestamp
 (:func:`window_features`); serving evaluates it at the request instant from the online window state
-that ``FeatureStore.push`` keeps (rust/src/window/state.rs). Both run the same Rust accumulators.
+that ``FeatureStore.push`` keeps (rust/src/window/state.rs). Both run the same Rust accumulators, and
+so does the skew check (:mod:`skewless.skew`), which recomputes logged values from the events known then.
 
 Rules checked here, once, for definitions and the registry alike: at least one aggregation; each over a
 column of the view's schema whose dtype the function takes (``Float64``, ``Float32``, ``Int64``,
