@@ -227,3 +227,16 @@ def test_a_window_feature_of_a_view_with_no_events_yet_rebuilds_as_the_empty_win
     assert report.features["txn:amount_sum_7d"]["mismatches"] == 0
     e = s.explain("txn:amount_count_1h", {"user_id": 2}, at(1))
     assert e.value == 0 and e.rows == [] and [x["differs"] for x in e.served] == [True]
+
+
+def test_the_log_records_what_get_numpy_served_for_an_entity_with_no_events(tmp_path):
+    # An entity with no events is NOT_FOUND with the empty window's values: count 0 is served and must be
+    # logged as 0, not null (the log used to mask every non-PRESENT status).
+    s = _store(tmp_path)
+    with s.online_reader(FEATS, log=True) as r:
+        values, status = r.get_numpy({"user_id": [6]}, as_of=at(31))
+    assert values[0].tolist()[2] == 0.0
+    log = s.read_log()
+    assert log["txn:amount_count_1h"].column("txn:amount_count_1h").to_pylist() == [0.0]
+    assert log["txn:amount_sum_7d"].column("txn:amount_sum_7d").to_pylist() == [None]
+    assert s.check_skew().ok
