@@ -95,7 +95,7 @@ def test_logging_a_transform_view_is_refused_and_logs_nothing(events_store):
     assert not os.path.isdir(logs) or not [f for f in os.listdir(logs) if f.endswith(".arrow")]
 
 
-def test_window_features_are_logged_and_check_skew_says_it_cannot_rebuild_them_yet(events_store):
+def test_window_features_are_logged_and_checked_with_the_plain_ones(events_store):
     s = events_store
     t = at(1)
     with s.online_reader(["txn:amount_sum_7d", "stats:spend"], log=True) as r:
@@ -103,9 +103,10 @@ def test_window_features_are_logged_and_check_skew_says_it_cannot_rebuild_them_y
     assert values[:, 0].tolist() == [3.5, 5.0]
     log = s.read_log()["txn:amount_sum_7d"]
     assert log.column("txn:amount_sum_7d").to_pylist() == [3.5, 5.0]
-    with pytest.raises(sk.errors.InvalidArgumentError, match="window features"):
-        s.check_skew()
-    report = s.check_skew(features=["stats:spend"])
+    report = s.check_skew()
     assert report.alerts == []
-    with pytest.raises(sk.errors.InvalidArgumentError, match="window features"):
-        s.explain("txn:amount_sum_7d", {"user_id": 1}, t)
+    assert report.features["txn:amount_sum_7d"]["rows"] == 2
+    assert report.features["stats:spend"]["rows"] == 2
+    e = s.explain("txn:amount_sum_7d", {"user_id": 1}, t)
+    assert e.value == 3.5 and [r["value"] for r in e.rows] == [1.0, 2.5]
+    assert [x["value"] for x in e.served] == [3.5] and not e.served[0]["differs"]

@@ -5,7 +5,8 @@ A :class:`~skewless.FeatureView` given ``aggregations=[Aggregation(...)]`` is an
 requested (``"user_txn:amount_sum_7d"``), are the aggregations' output names. The raw columns are not
 features of their own. Training sets compute each aggregate as of each entity row's own timestamp
 (:func:`window_features`); serving evaluates it at the request instant from the online window state
-that ``FeatureStore.push`` keeps (rust/src/window/state.rs). Both run the same Rust accumulators.
+that ``FeatureStore.push`` keeps (rust/src/window/state.rs). Both run the same Rust accumulators, and
+so does the skew check (:mod:`skewless.skew`), which recomputes logged values from the events known then.
 
 Rules checked here, once, for definitions and the registry alike: at least one aggregation; each over a
 column of the view's schema whose dtype the function takes (``Float64``, ``Float32``, ``Int64``,
@@ -210,11 +211,17 @@ def from_spec(specs: Sequence[Mapping[str, Any]]) -> list[Aggregation]:
 
 
 def window_features(
-    fv: FeatureView, left: pa.Table, events: pa.Table | None, feats: Sequence[str], sequence: str | None
+    fv: FeatureView,
+    left: pa.Table,
+    events: pa.Table | None,
+    feats: Sequence[str],
+    sequence: str | None,
+    by: Sequence[str] | None = None,
 ) -> list[pa.ChunkedArray]:
     """Each requested aggregate of ``fv`` for every row of ``left`` (join keys and the view's timestamp
     field), in row order, from ``events`` (history rows: keys, timestamp, the aggregated columns and,
-    when given, the ``sequence`` column ordering events of equal time; None: no events)."""
+    when given, the ``sequence`` column ordering events of equal time; None: no events). ``by``: the
+    key columns to match on instead of the view's join keys (the skew check keys events by lookup)."""
     aggs = [aggregation(fv, f) for f in feats]
     if events is None or events.num_rows == 0 or left.num_rows == 0:
         out: list[pa.ChunkedArray] = []
@@ -229,7 +236,7 @@ def window_features(
         left,
         events,
         fv.timestamp_field,
-        list(fv.join_keys),
+        list(fv.join_keys if by is None else by),
         sequence,
         [(a.column, a.function, a.window_us, a.name) for a in aggs],
     )

@@ -5,7 +5,9 @@ instant the way :mod:`skewless.skew` does, and says how: the history row that pr
 that stored it: file number, row, write time), the rows of that entity around it, the TTL decision, and,
 when the served-feature log holds lookups of that entity at that instant, what was served and whether it
 differs from the rebuild (each logged lookup is rebuilt as known when it ran). Without ``known_at`` and
-without a logged lookup, every row written so far counts.
+without a logged lookup, every row written so far counts. For a window feature (an event view's
+aggregate) there is no single row: ``rows`` lists the entity's events inside the window (t - window, t]
+(``known`` or written later), ``row`` is None, and ``ttl_decision`` describes the window.
 
 Example:
     >>> import tempfile, datetime as dt
@@ -34,11 +36,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import InvalidArgumentError, MissingColumnError
+from .events import aggregation
 from .normalize import INT64_MAX, INT64_MIN, entity_key, instant_us
 from .offline import SEQ
 from .refs import parse_ref
 from .servelog import KNOWN_AT, REQUEST_ID, STATUS_SUFFIX, read_log
-from .skew import _choose, _compare, _iso, known_history
+from .skew import _choose, _compare, _ints, _iso, _windows, known_history, no_history
 
 if TYPE_CHECKING:
     from .store import FeatureStore
@@ -76,7 +79,7 @@ class Explanation:
         f = self._fields
         lines = [
             f"{f['feature']} for {f['entity']} at {f['at']} (as known at {f['known_at']}): {f['value']!r}",
-            f"  TTL: {f['ttl_decision']}",
+            f"  {'rule' if f['ttl_decision'].startswith('window ') else 'TTL'}: {f['ttl_decision']}",
         ]
         if f["row"] is not None:
             r = f["row"]
@@ -128,9 +131,7 @@ def explain(
     """:meth:`FeatureStore.explain`; see the module docstring."""
     view, feat = parse_ref(feature)
     fv = store.registry.feature_view(view)
-    if fv.is_event_view:
-        raise InvalidArgumentError(f"explain does not cover window features yet (event view {view!r})")
-    feat = fv.get_field(feat).name
+    feat = aggregation(fv, feat).name if fv.is_event_view else fv.get_field(feat).name
     if not isinstance(entity, Mapping):
         raise InvalidArgumentError(
             f"entity must be a mapping of join key to value, e.g. {{{fv.join_keys[0]!r}: 7}}"
@@ -168,6 +169,8 @@ def explain(
         k_us = max(s["known_at_us"] for s in served_rows)
     else:
         k_us = INT64_MAX
+    if fv.is_event_view:
+        return _explain_window(store, fv, feature, feat, keys, t, k_us, served_rows)
     hist = known_history(store, fv, [feat], INT64_MIN, t)
     if hist is not None:
         hist = hist.filter(_entity_filter(hist, keys))
@@ -230,6 +233,66 @@ def explain(
         known_at="everything written so far" if k_us == INT64_MAX else _iso(k_us),
         value=value,
         row=row,
+        rows=rows,
+        ttl_decision=decision,
+        served=served,
+    )
+
+
+#: Events of a window listed at most (the latest ones), with the full count beside them.
+WINDOW_ROWS = 200
+
+
+def _explain_window(
+    store: FeatureStore,
+    fv: Any,
+    feature: str,
+    feat: str,
+    keys: Mapping[str, pa.Scalar],
+    t: int,
+    k_us: int,
+    served_rows: list[dict[str, Any]],
+) -> Explanation:
+    """:func:`explain` for a window feature: the events inside the window, each known or not."""
+    agg = aggregation(fv, feat)
+    hist = known_history(store, fv, [feat], t, t)
+    if hist is None:
+        hist = no_history(store, fv, [feat])
+    hist = hist.filter(_entity_filter(hist, keys))
+    keys_tbl = pa.table({k: pa.array([v.as_py()], v.type) for k, v in keys.items()})
+
+    def value(known_us: int) -> pa.ChunkedArray:
+        return _windows(fv, [feat], hist, keys_tbl, np.array([t], np.int64), np.array([known_us], np.int64))[
+            0
+        ]
+
+    ts = _ints(hist.column(fv.timestamp_field))
+    kn = _ints(hist.column("__known__"))
+    inside = np.nonzero((ts <= t) & (ts > t - agg.window_us))[0]
+    inside = inside[np.lexsort((_ints(hist.column(SEQ))[inside], ts[inside]))]
+    known = int((kn[inside] <= k_us).sum())
+    rows = [
+        _row(fv, hist, j, agg.column, kn[j] <= k_us, kn[j] <= k_us) for j in inside[-WINDOW_ROWS:].tolist()
+    ]
+    decision = (
+        f"window {agg.function}({agg.column}) over {agg.window}, ({_iso(t - agg.window_us)}, {_iso(t)}]: "
+        f"{inside.size} event(s) inside, {known} known then"
+        + (f"; the latest {WINDOW_ROWS} listed" if inside.size > WINDOW_ROWS else "")
+    )
+    served = []
+    for s in served_rows:
+        rebuilt = value(s["known_at_us"])
+        differs = bool(_compare(s.pop("_col"), rebuilt, 0.0, 0.0)["mismatch"][0])
+        served.append(
+            {**s, "known_at": _iso(s.pop("known_at_us")), "rebuilt": rebuilt[0].as_py(), "differs": differs}
+        )
+    return Explanation(
+        feature=feature,
+        entity={k: v.as_py() for k, v in keys.items()},
+        at=_iso(t),
+        known_at="everything written so far" if k_us == INT64_MAX else _iso(k_us),
+        value=value(k_us)[0].as_py(),
+        row=None,
         rows=rows,
         ttl_decision=decision,
         served=served,

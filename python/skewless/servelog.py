@@ -107,9 +107,11 @@ DEFAULT_INTERVAL = 1.0
 
 class Sink:
     """What one logging caller writes: the source label, entity key names and types, the feature
-    references with their types, how many of them each status column covers, and the view versions."""
+    references with their types, how many of them each status column covers, and the view versions.
+    ``windows``: per status column, whether it is an event view's, whose served values stand whatever the
+    status (an entity with no events is NOT_FOUND with count 0; a null is NaN)."""
 
-    __slots__ = ("source", "keys", "key_types", "features", "types", "counts", "versions", "names")
+    __slots__ = ("source", "keys", "key_types", "features", "types", "counts", "versions", "names", "windows")
 
     def __init__(
         self,
@@ -121,6 +123,7 @@ class Sink:
         counts: Sequence[int],
         versions: Mapping[str, int],
         names: Sequence[str] | None = None,
+        windows: Sequence[bool] | None = None,
     ) -> None:
         self.source = source
         self.keys = list(keys)
@@ -131,6 +134,7 @@ class Sink:
         self.versions = dict(versions)
         # The reader's output column of each feature (``get`` answers use them).
         self.names = list(names) if names is not None else list(features)
+        self.windows = np.array(windows if windows is not None else [False] * len(self.counts), bool)
 
 
 def _snapshot(rows: Any) -> Any:
@@ -320,7 +324,7 @@ def _build(token: str, sink: Sink, items: list[tuple[Any, ...]]) -> pa.Table:
         status = np.concatenate([it[7] for it in numpy_items])
         keys = _conform_keys(_concat_keys([it[3] for it in numpy_items], sink), sink)
         cols = dict(zip(keys.column_names, keys.columns, strict=True))
-        mask = np.repeat(status != _PRESENT, sink.counts, axis=1) | np.isnan(values)
+        mask = np.repeat((status != _PRESENT) & ~sink.windows, sink.counts, axis=1) | np.isnan(values)
         for j, f in enumerate(sink.features):
             cols[f] = pa.array(values[:, j], pa.float64(), mask=mask[:, j])
         lengths = np.array([len(it[6]) for it in numpy_items])

@@ -145,6 +145,7 @@ class OnlineReader:
                 self._counts,
                 self.versions,
                 self.feature_names,
+                [fv.is_event_view for fv, _ in plan],
             )
             self.get_numpy = logged_get_numpy(self._plan, log, self._sink)
         self._lookup = self.get_numpy

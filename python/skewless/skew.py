@@ -15,9 +15,18 @@ the log was being recorded, are paired with the logged lookups of their key by a
 by both instants, and the greater of the two candidates wins. The pairing costs the logged lookups of a
 key times that key's late rows, which stays small unless a key is rewritten very often while serving.
 
+Window features (event views, :mod:`skewless.events`) follow the same rule: each aggregate over the
+events of the key with timestamp in (served_at - window, served_at] written at or before ``known_at``,
+through the kernel serving and training use (:func:`skewless.events.window_features`), so the store's own
+served values rebuild bit for bit. Every lookup is first computed from all events; the kernel's ``max``
+of the events' write time over each lookup's widest window then finds the lookups that saw an event
+written after their ``known_at``, and only those are recomputed, in one more kernel call over (lookup,
+known event) pairs keyed by lookup. That pairing costs those lookups times their key's events in the
+window.
+
 A lookup served NOT_YET_VALID (the online store held a value from after ``served_at``, so it could not
-answer for that instant) is not comparable and is counted apart. Other kinds of features (windows,
-transforms) plug in at :func:`rebuild`, which dispatches on the definition.
+answer for that instant) is not comparable and is counted apart. Other kinds of features (transforms)
+plug in at :func:`rebuild`, which dispatches on the definition.
 
 Per feature: ``rows`` compared, ``mismatch_rate`` (value differs beyond ``atol + rtol * |offline|``, or
 missing on one side only; null and NaN are both "missing"), ``null_online_only_rate`` and
@@ -61,10 +70,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import history
+from . import _core, history
 from .asof import asof_join
 from .definitions import TIMESTAMP_TYPE, FeatureView
 from .errors import InvalidArgumentError, UnknownFeatureError
+from .events import aggregation, window_features
 from .normalize import INT64_MIN, instant_us
 from .offline import SEQ, WRITTEN, tie_rank
 from .online import Status
@@ -121,17 +131,17 @@ def _iso(us: int) -> str:
 def known_history(
     store: FeatureStore, fv: FeatureView, feats: Sequence[str], tmin: int, tmax: int
 ) -> pa.Table | None:
-    """The view's history rows a lookup in ``[tmin, tmax]`` can use: keys, time columns, ``feats``,
-    ``__seq__`` and ``__known__`` (int64: when the row became known; see the module docstring)."""
+    """The view's history rows a lookup in ``[tmin, tmax]`` can use: keys, time columns, ``feats``
+    (an event view: keys, timestamp and the raw columns its aggregates ``feats`` read), ``__seq__`` and
+    ``__known__`` (int64: when the row became known; see the module docstring)."""
     sch = history.schema(store.registry, fv)
     if sch is None or not store.offline.files(fv.name, fv.source):
         return None
-    cols = fv.tie_columns + [f for f in feats if f not in fv.tie_columns]
+    cols = list(dict.fromkeys(history.join_columns(fv, feats)))
     own = fv.source is None
     if own:
         sch = sch.append(pa.field(WRITTEN, pa.int64()))
-    ttl = fv.ttl_us
-    lo = None if ttl is None or tmin - ttl < INT64_MIN else tmin - ttl
+    lo = history.join_low(fv, tmin)
     batches = list(
         store.offline.scan(
             fv.name,
@@ -151,6 +161,12 @@ def known_history(
     if fv.created_timestamp_field:
         known = pc.coalesce(written, pc.cast(base.column(fv.created_timestamp_field), pa.int64()))
     return base.append_column("__known__", pc.fill_null(known, INT64_MIN))
+
+
+def no_history(store: FeatureStore, fv: FeatureView, feats: Sequence[str]) -> pa.Table:
+    """:func:`known_history`'s table with no rows, for a view with none yet."""
+    t = history.empty(store.registry, fv, history.join_columns(fv, feats))
+    return t.append_column(SEQ, pa.array([], pa.int64())).append_column("__known__", pa.array([], pa.int64()))
 
 
 def _ints(col: Any, fill: int = INT64_MIN) -> np.ndarray:
@@ -215,6 +231,51 @@ def _choose(fv: FeatureView, hist: pa.Table, keys: pa.Table, t: np.ndarray, know
     return chosen
 
 
+def _windows(
+    fv: FeatureView, feats: Sequence[str], hist: pa.Table, keys: pa.Table, t: np.ndarray, known: np.ndarray
+) -> list[pa.ChunkedArray]:
+    """Each aggregate ``feats`` of event view ``fv`` for each lookup (keys, instant ``t``, knowledge
+    instant ``known``) over the events of ``hist`` (:func:`known_history`) known then; see the module
+    docstring for how."""
+    n = len(t)
+    ts = fv.timestamp_field
+    left = pa.table({**{k: keys.column(k) for k in fv.join_keys}, ts: pa.array(t).cast(TIMESTAMP_TYPE)})
+    events = hist.drop_columns(["__known__"])
+    out = window_features(fv, left, events, feats, SEQ)
+    hknown = _ints(hist.column("__known__"))
+    if not n or not hist.num_rows or int(hknown.max()) <= int(known.min()):
+        return out
+    widest = max(aggregation(fv, f).window_us for f in feats)
+    latest = _core.window_aggregate(
+        left,
+        hist.select([*fv.join_keys, ts, "__known__"]),
+        ts,
+        list(fv.join_keys),
+        None,
+        [("__known__", "max", widest, "__latest__")],
+    )
+    aff = np.nonzero(_ints(latest.column("__latest__")) > known)[0]
+    if not aff.size:
+        return out
+    lt = pa.table({**{k: keys.column(k).take(aff) for k in fv.join_keys}, "__li__": aff})
+    rt = pa.table({**{k: hist.column(k) for k in fv.join_keys}, "__hr__": np.arange(hist.num_rows)})
+    pairs = lt.join(rt, keys=fv.join_keys, join_type="inner")
+    li, hr = _ints(pairs.column("__li__")), _ints(pairs.column("__hr__"))
+    hts = _ints(hist.column(ts))
+    ok = (hts[hr] <= t[li]) & (hts[hr] > t[li] - widest) & (hknown[hr] <= known[li])
+    li, hr = li[ok], hr[ok]
+    ev = events.drop_columns(list(fv.join_keys)).take(pa.array(hr)).append_column("__li__", pa.array(li))
+    lab = pa.table({"__li__": aff, ts: pa.array(t[aff]).cast(TIMESTAMP_TYPE)})
+    redone = window_features(fv, lab, ev, feats, SEQ, by=["__li__"])
+    # Row i of the answer: the first pass's, or for an affected lookup its recomputed value.
+    pick = np.arange(n, dtype=np.int64)
+    pick[aff] = n + np.arange(aff.size, dtype=np.int64)
+    return [
+        pa.chunked_array(pa.concat_arrays([a.combine_chunks(), b.combine_chunks()]).take(pa.array(pick)))
+        for a, b in zip(out, redone, strict=True)
+    ]
+
+
 def rebuild(
     store: FeatureStore,
     view: str,
@@ -225,8 +286,9 @@ def rebuild(
     """The offline values of ``view``'s ``feats`` for each lookup row of ``lookups`` (the view's join
     keys, ``__served_at__`` and ``__known_at__``), as known then: ``({feature: values}, chosen history row
     index or -1, the history read)``. ``hist``: the :func:`known_history` already read for these lookups
-    (False: read it here). Plain feature views are rebuilt here; another kind of definition needs its own
-    branch (its retrieval as of (served_at, known_at))."""
+    (False: read it here). Plain feature views and event views (their window features; no single row
+    answers, so the row index is -1) are rebuilt here; another kind of definition needs its own branch
+    (its retrieval as of (served_at, known_at))."""
     fv = store.registry.feature_view(view)
     if type(fv) is not FeatureView:
         raise InvalidArgumentError(f"check_skew cannot rebuild {type(fv).__name__} {view!r} yet")
@@ -236,13 +298,17 @@ def rebuild(
     if hist is False:
         hist = known_history(store, fv, feats, int(t.min()), int(t.max())) if n else None
     assert hist is not True
+    keys = pa.table({k: lookups.column(k) for k in fv.join_keys})
+    if fv.is_event_view:
+        events = no_history(store, fv, feats) if hist is None else hist
+        vals = _windows(fv, feats, events, keys, t, known)
+        return dict(zip(feats, vals, strict=True)), np.full(n, -1), events
     if hist is None or hist.num_rows == 0:
         return (
             {f: pa.chunked_array([pa.nulls(n, fv.get_field(f).dtype.arrow)]) for f in feats},
             np.full(n, -1),
             hist,
         )
-    keys = pa.table({k: lookups.column(k) for k in fv.join_keys})
     chosen = _choose(fv, hist, keys, t, known)
     idx = pa.array(chosen, mask=chosen < 0)
     return {f: hist.column(f).take(idx) for f in feats}, chosen, hist
@@ -361,7 +427,7 @@ def _feature_report(
     ref: str,
     log: pa.Table,
     offline: pa.ChunkedArray,
-    chosen: np.ndarray,
+    chosen: np.ndarray | None,
     keys: Sequence[str],
     atol: float,
     rtol: float,
@@ -413,7 +479,7 @@ def _feature_report(
                 "offline": _py(off[j].as_py()),
                 "abs_diff": _py(float(c["diff"][j])),
                 "source": log.column("source")[i].as_py(),
-                "history_row": int(chosen[i]),
+                "history_row": None if chosen is None else int(chosen[i]),
                 "explain": f"store.explain({ref!r}, {ent!r}, {_iso(at)!r})",
             }
         )
@@ -634,11 +700,6 @@ def check_skew(
     rng = np.random.default_rng(seed)
     for view, feats in by_view.items():
         fv = store.registry.feature_view(view)
-        if fv.is_event_view:
-            raise InvalidArgumentError(
-                f"check_skew does not rebuild window features yet (event view {view!r}); pass features= "
-                "without them to check the others"
-            )
         picked = {}
         for f in feats:
             log = logs[f"{view}:{f}"]
@@ -656,6 +717,12 @@ def check_skew(
         for f, log in picked.items():
             ref = f"{view}:{f}"
             ids = log.column(REQUEST_ID)
+            if fv.is_event_view:
+                # A window value comes from many events, not one history row.
+                vals, _, _ = rebuild(store, view, [f], log, hist)
+                m = _feature_report(ref, log, vals[f], None, fv.join_keys, float(atol), float(rtol))
+                _alert(reports, alerts, used, thresholds, ref, m)
+                continue
             chosen = next((c for i, c in done if i.equals(ids)), None)
             if chosen is None:
                 _, chosen, _ = rebuild(store, view, [f], log, hist)
@@ -665,15 +732,27 @@ def check_skew(
             else:
                 offline = hist.column(f).take(pa.array(chosen, mask=chosen < 0))
             m = _feature_report(ref, log, offline, chosen, fv.join_keys, float(atol), float(rtol))
-            th = _thresholds(thresholds, ref)
-            used[ref] = th
-            reports[ref] = m
-            if m["rows"] == 0:
-                continue
-            for metric, limit in th.items():
-                val = m.get(metric)
-                if limit is None or val is None:
-                    continue
-                if (val < limit) if metric in _LOWER_IS_WORSE else (val > limit):
-                    alerts.append(Alert(ref, metric, float(val), float(limit)))
+            _alert(reports, alerts, used, thresholds, ref, m)
     return SkewReport(reports, alerts, used, lo, hi, source)
+
+
+def _alert(
+    reports: dict[str, dict[str, Any]],
+    alerts: list[Alert],
+    used: dict[str, dict[str, float | None]],
+    thresholds: Mapping[str, Any] | None,
+    ref: str,
+    m: dict[str, Any],
+) -> None:
+    """Record feature ``ref``'s metrics ``m`` and the alerts its thresholds raise."""
+    th = _thresholds(thresholds, ref)
+    used[ref] = th
+    reports[ref] = m
+    if m["rows"] == 0:
+        return
+    for metric, limit in th.items():
+        val = m.get(metric)
+        if limit is None or val is None:
+            continue
+        if (val < limit) if metric in _LOWER_IS_WORSE else (val > limit):
+            alerts.append(Alert(ref, metric, float(val), float(limit)))

@@ -668,7 +668,7 @@ class FeatureStore:
         keys: dict[str, Any] = {}
         for fv, _ in plan:
             keys.update(zip(fv.join_keys, self.registry.key_types(fv), strict=True))
-        types = [fv.get_field(f).dtype.arrow for fv, fs in plan for f in fs]
+        types = [fv.feature_dtype(f).arrow for fv, fs in plan for f in fs]
         sink = Sink(
             str(source), list(keys), list(keys.values()), exact, types, [len(fs) for _, fs in plan], {}
         )
