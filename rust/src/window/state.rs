@@ -461,6 +461,8 @@ trait Source {
     fn time(&self, i: usize) -> i64;
     fn seq(&self, i: usize) -> i64;
     fn valid(&self, c: usize, i: usize) -> bool;
+    /// Whether every event holds a value in column `c` (may say false when unsure).
+    fn all_valid(&self, c: usize) -> bool;
     /// A float64 (its bits) or int64 value, little-endian; zeros where null.
     fn word(&self, c: usize, i: usize) -> [u8; 8];
     /// A string value's bytes; empty where null.
@@ -498,6 +500,16 @@ impl Source for Raw<'_> {
     #[inline]
     fn word(&self, c: usize, i: usize) -> [u8; 8] {
         word_at(self.b, self.cols[c].vals_at + 8 * i)
+    }
+    fn all_valid(&self, c: usize) -> bool {
+        if self.n == 0 {
+            return true;
+        }
+        let at = self.cols[c].valid_at;
+        let r = self.n % 8;
+        let tail = (1u8 << r).wrapping_sub(1);
+        self.b[at..at + self.n / 8].iter().all(|&x| x == 0xff)
+            && (r == 0 || self.b[at + self.n / 8] & tail == tail)
     }
     fn run(&self, section: Section, lo: usize, hi: usize) -> Option<&[u8]> {
         let base = match section {
@@ -542,6 +554,13 @@ impl Source for Batch<'_> {
     #[inline]
     fn seq(&self, i: usize) -> i64 {
         self.seqs[i]
+    }
+    fn all_valid(&self, c: usize) -> bool {
+        match &self.cols[c] {
+            BatchCol::F64(a) => a.null_count() == 0,
+            BatchCol::I64(a) => a.null_count() == 0,
+            BatchCol::Str(a) => a.null_count() == 0,
+        }
     }
     #[inline]
     fn valid(&self, c: usize, i: usize) -> bool {
@@ -610,10 +629,18 @@ fn encode<A: Source, B: Source>(
     words(out, Section::Seqs, &|s, i| pick!(s, i, seq).to_le_bytes());
     for (c, t) in tags.iter().enumerate() {
         let start = out.len();
-        out.resize(start + n.div_ceil(8), 0);
-        for (k, &(s, i)) in rows.iter().enumerate() {
-            if pick!(s, i, valid, c) {
-                out[start + k / 8] |= 1 << (k % 8);
+        if a.all_valid(c) && b.all_valid(c) {
+            // No nulls on either side (the common case): whole bytes of set bits, the tail masked.
+            out.resize(start + n / 8, 0xff);
+            if n % 8 != 0 {
+                out.push((1u8 << (n % 8)) - 1);
+            }
+        } else {
+            out.resize(start + n.div_ceil(8), 0);
+            for (k, &(s, i)) in rows.iter().enumerate() {
+                if pick!(s, i, valid, c) {
+                    out[start + k / 8] |= 1 << (k % 8);
+                }
             }
         }
         match t {
@@ -774,12 +801,35 @@ pub fn push(store: &Store, view: &str, table: &Table, spec: &PushSpec<'_>) -> Re
             (u64::from_be_bytes(head), r)
         })
         .collect();
-    order.sort_unstable_by(|&(ha, a), &(hb, b)| {
-        ha.cmp(&hb)
-            .then_with(|| kb(a).cmp(kb(b)))
-            .then(times[a as usize].cmp(&times[b as usize]))
-            .then(seqs[a as usize].cmp(&seqs[b as usize]))
+    // Keys of at most 8 bytes (every integer key) are whole in their head: with equal heads, the shorter
+    // key (zero-padded) sorts first, so the arena is read only for longer keys.
+    let klen = |r: u32| spans[r as usize].1 - spans[r as usize].0;
+    let key_cmp = |(ha, a): (u64, u32), (hb, b): (u64, u32)| {
+        ha.cmp(&hb).then_with(|| {
+            let (la, lb) = (klen(a), klen(b));
+            if la <= 8 && lb <= 8 {
+                la.cmp(&lb)
+            } else {
+                kb(a).cmp(kb(b))
+            }
+        })
+    };
+    order.sort_unstable_by(|&x, &y| {
+        key_cmp(x, y)
+            .then(times[x.1 as usize].cmp(&times[y.1 as usize]))
+            .then(seqs[x.1 as usize].cmp(&seqs[y.1 as usize]))
     });
+    // Each entity's run of rows in `order`, found once with the same comparison.
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut g = 0;
+    while g < n {
+        let mut end = g + 1;
+        while end < n && key_cmp(order[g], order[end]).is_eq() {
+            end += 1;
+        }
+        groups.push((g, end));
+        g = end;
+    }
     let order: Vec<u32> = order.into_iter().map(|(_, r)| r).collect();
     let new = Batch {
         times: &times,
@@ -829,13 +879,8 @@ pub fn push(store: &Store, view: &str, table: &Table, spec: &PushSpec<'_>) -> Re
             let mut rec: Vec<u8> = Vec::new();
             let mut merged: Vec<(u8, u32)> = Vec::new();
             let mut entities = 0;
-            let mut g = 0;
-            while g < n {
+            for &(g, end) in &groups {
                 let k = kb(order[g]);
-                let mut end = g + 1;
-                while end < n && kb(order[end]) == k {
-                    end += 1;
-                }
                 kbuf.clear();
                 kbuf.extend_from_slice(&prefix);
                 kbuf.extend_from_slice(k);
@@ -864,7 +909,6 @@ pub fn push(store: &Store, view: &str, table: &Table, spec: &PushSpec<'_>) -> Re
                 encode(&old, &new, &merged[keep..], dropped_max, &tags, &mut rec);
                 data.put(txn, &kbuf, &rec)?;
                 entities += 1;
-                g = end;
             }
             Ok(entities)
         })
@@ -1201,6 +1245,102 @@ mod tests {
                 }
                 assert_eq!(crc32(&data[start..end]), !c);
             }
+        }
+    }
+
+    #[test]
+    fn validity_fast_path_writes_the_bits_the_per_event_path_writes() {
+        let tags = [ColTag::F64];
+        for n in 1..=17usize {
+            let times: Vec<i64> = (0..n as i64).collect();
+            let full: ArrayRef = Arc::new(Float64Array::from(vec![Some(1.0); n]));
+            let mut holed = vec![Some(2.0); n];
+            holed[n - 1] = None;
+            let holed: ArrayRef = Arc::new(Float64Array::from(holed));
+            let rows: Vec<(u8, u32)> = (0..n as u32).map(|i| (1, i)).collect();
+            let mut rec = Vec::new();
+            for (col, all) in [(&full, true), (&holed, false)] {
+                let src = Batch {
+                    times: &times,
+                    seqs: &times,
+                    cols: vec![BatchCol::F64(col.as_primitive())],
+                };
+                encode(&Raw::empty(&tags), &src, &rows, i64::MIN, &tags, &mut rec);
+                let raw = Raw::parse(&rec, &tags).unwrap();
+                assert_eq!(raw.all_valid(0), all, "n = {n}");
+                assert!((0..n).all(|i| raw.valid(0, i) == (all || i + 1 < n)));
+                // Re-encoding the stored record (the other side's path) gives the same bytes.
+                let again: Vec<(u8, u32)> = (0..n as u32).map(|i| (0, i)).collect();
+                let mut out = Vec::new();
+                encode(&raw, &src, &again, i64::MIN, &tags, &mut out);
+                assert_eq!(out, rec);
+            }
+        }
+    }
+
+    #[test]
+    fn keys_sharing_their_first_eight_bytes_stay_apart() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Utf8, true),
+            Field::new(
+                "t",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("seq", DataType::Int64, true),
+            Field::new("x", DataType::Float64, true),
+        ]));
+        let ks = [
+            "abcdefghij",
+            "ab",
+            "abcdefghik",
+            "ab\0",
+            "ab",
+            "abcdefghij",
+            "abcdefgh",
+        ];
+        let n = ks.len() as i64;
+        let b = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(ks.to_vec())),
+                Arc::new(TimestampMicrosecondArray::from(vec![5; ks.len()]).with_timezone("UTC")),
+                Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())),
+                Arc::new(Float64Array::from(vec![1.0; ks.len()])),
+            ],
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Some(1 << 20), None).unwrap();
+        let (keys, cols) = (["k".to_string()], ["x".to_string()]);
+        let spec = PushSpec {
+            keys: &keys,
+            timestamp: "t",
+            sequence: "seq",
+            columns: &cols,
+            horizon: 10,
+            reset: false,
+        };
+        let stats = push(&store, "v", &Table::new(schema, vec![b]), &spec).unwrap();
+        assert_eq!(stats.entities, 5);
+        for (k, count) in [
+            ("abcdefghij", 2),
+            ("ab", 2),
+            ("abcdefghik", 1),
+            ("ab\0", 1),
+            ("abcdefgh", 1),
+        ] {
+            let mut kb = Vec::new();
+            key::push_bytes(&mut kb, k.as_bytes(), true);
+            let ev = store
+                .read(|txn| {
+                    let p = prefix_in(&store, txn, "v")?.unwrap();
+                    let mut buf = Vec::new();
+                    lookup(&store.data(), txn, &mut buf, &p, &kb, &[ColTag::F64])
+                })
+                .unwrap()
+                .unwrap();
+            assert_eq!(ev.times.len(), count, "key {k:?}");
         }
     }
 }
