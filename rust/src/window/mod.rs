@@ -113,6 +113,14 @@ pub trait Accumulator {
         let _ = func;
         self.evaluate()
     }
+    /// `put(k, value of func)` for every `(k, func)` of `funcs` (each as [`Accumulator::evaluate_as`]
+    /// gives it), sharing the work they have in common: the rounding of one exact sum.
+    fn evaluate_each(&self, funcs: &[(usize, Func)], put: &mut dyn FnMut(usize, Eval)) -> Result<()> {
+        for &(k, f) in funcs {
+            put(k, self.evaluate_as(f)?);
+        }
+        Ok(())
+    }
 }
 
 /// Whether `func` over a column can be read from the state of `with` over the same column: sum, mean
@@ -361,18 +369,26 @@ impl Accumulator for FloatSum<'_> {
         self.evaluate_as(if self.mean { Func::Mean } else { Func::Sum })
     }
     fn evaluate_as(&self, func: Func) -> Result<Eval> {
-        if func == Func::Count {
-            return Ok(Eval::I64(Some(self.n as i64)));
+        let s = (func != Func::Count && self.n > 0).then(|| self.sum.value());
+        Ok(self.read(func, s))
+    }
+    fn evaluate_each(&self, funcs: &[(usize, Func)], put: &mut dyn FnMut(usize, Eval)) -> Result<()> {
+        let s = (self.n > 0).then(|| self.sum.value());
+        for &(k, f) in funcs {
+            put(k, self.read(f, s));
         }
-        if self.n == 0 {
-            return Ok(Eval::F64(None));
+        Ok(())
+    }
+}
+
+impl FloatSum<'_> {
+    /// `func` (sum, mean or count) given the rounded sum `s` (none for an empty window).
+    fn read(&self, func: Func, s: Option<f64>) -> Eval {
+        match (func, s) {
+            (Func::Count, _) => Eval::I64(Some(self.n as i64)),
+            (Func::Mean, Some(s)) => Eval::F64(Some(s / self.n as f64)),
+            (_, s) => Eval::F64(s),
         }
-        let s = self.sum.value();
-        Ok(Eval::F64(Some(if func == Func::Mean {
-            s / self.n as f64
-        } else {
-            s
-        })))
     }
 }
 
