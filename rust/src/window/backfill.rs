@@ -324,12 +324,10 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
                     })
                     .collect::<Result<Vec<_>>>()?;
                 sweep(&rows[lo..hi], &times[lo..hi], &lab, w, &mut accs, |j, pos, a| {
-                    for &(k, func) in &heads[j].1 {
-                        let e = a.evaluate_as(func)?;
+                    a.evaluate_each(&heads[j].1, &mut |k, e| {
                         // SAFETY: pos < n_labels, and label row `pos` is in this group only.
                         unsafe { sinks[k].put(pos, e) }
-                    }
-                    Ok(())
+                    })
                 })?;
             }
             Ok(())

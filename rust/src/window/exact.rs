@@ -111,15 +111,12 @@ impl ExactSum {
         };
         let (i, sh) = (p / 32, p % 32);
         let v = (m as u128) << sh;
-        let parts = [(v as i64) & MASK, ((v >> 32) as i64) & MASK, (v >> 64) as i64];
-        let neg = negate != (x < 0.0);
-        for (k, part) in parts.into_iter().enumerate() {
-            if neg {
-                self.limbs[i + k] -= part;
-            } else {
-                self.limbs[i + k] += part;
-            }
-        }
+        let sign = if negate != (x < 0.0) { -1 } else { 1 };
+        // p <= 2045, so i + 2 < LIMBS: one bounds check for the three limbs.
+        let l = &mut self.limbs[i..i + 3];
+        l[0] += sign * ((v as i64) & MASK);
+        l[1] += sign * (((v >> 32) as i64) & MASK);
+        l[2] += sign * (v >> 64) as i64;
         self.lo = self.lo.min(i);
         self.hi = self.hi.max(i + 2);
         self.ops += 1;

@@ -113,6 +113,14 @@ pub trait Accumulator {
         let _ = func;
         self.evaluate()
     }
+    /// `put(k, value of func)` for every `(k, func)` of `funcs` (each as [`Accumulator::evaluate_as`]
+    /// gives it), sharing the work they have in common: the rounding of one exact sum.
+    fn evaluate_each(&self, funcs: &[(usize, Func)], put: &mut dyn FnMut(usize, Eval)) -> Result<()> {
+        for &(k, f) in funcs {
+            put(k, self.evaluate_as(f)?);
+        }
+        Ok(())
+    }
 }
 
 /// Whether `func` over a column can be read from the state of `with` over the same column: sum, mean
@@ -361,18 +369,26 @@ impl Accumulator for FloatSum<'_> {
         self.evaluate_as(if self.mean { Func::Mean } else { Func::Sum })
     }
     fn evaluate_as(&self, func: Func) -> Result<Eval> {
-        if func == Func::Count {
-            return Ok(Eval::I64(Some(self.n as i64)));
+        let s = (func != Func::Count && self.n > 0).then(|| self.sum.value());
+        Ok(self.read(func, s))
+    }
+    fn evaluate_each(&self, funcs: &[(usize, Func)], put: &mut dyn FnMut(usize, Eval)) -> Result<()> {
+        let s = (self.n > 0).then(|| self.sum.value());
+        for &(k, f) in funcs {
+            put(k, self.read(f, s));
         }
-        if self.n == 0 {
-            return Ok(Eval::F64(None));
+        Ok(())
+    }
+}
+
+impl FloatSum<'_> {
+    /// `func` (sum, mean or count) given the rounded sum `s` (none for an empty window).
+    fn read(&self, func: Func, s: Option<f64>) -> Eval {
+        match (func, s) {
+            (Func::Count, _) => Eval::I64(Some(self.n as i64)),
+            (Func::Mean, Some(s)) => Eval::F64(Some(s / self.n as f64)),
+            (_, s) => Eval::F64(s),
         }
-        let s = self.sum.value();
-        Ok(Eval::F64(Some(if func == Func::Mean {
-            s / self.n as f64
-        } else {
-            s
-        })))
     }
 }
 
@@ -424,11 +440,28 @@ impl Accumulator for Moments<'_> {
 }
 
 /// Min or max: a monotonic deque of rows (each row enters and leaves once, so O(1) amortized).
+///
+/// A numeric row enters with its sort key beside it ([`order_key`]), so the comparisons that pop the
+/// deque read neither the column nor its type again; strings compare their bytes.
 struct Extreme<'a> {
     live: Live<'a>,
     v: Values<'a>,
-    rows: VecDeque<usize>,
+    rows: VecDeque<(i64, usize)>,
     max: bool,
+}
+
+/// An i64 whose order is the value's total order: the integer itself, or for a double the IEEE
+/// total-order key (`f64::total_cmp` compares the same key).
+#[inline]
+fn order_key(v: &Values<'_>, row: usize) -> i64 {
+    match v {
+        Values::F64(a) => {
+            let b = a.values()[row].to_bits() as i64;
+            b ^ (((b >> 63) as u64) >> 1) as i64
+        }
+        Values::I64(a) => a.values()[row],
+        Values::Utf8(_) | Values::LargeUtf8(_) => 0,
+    }
 }
 
 impl Accumulator for Extreme<'_> {
@@ -439,23 +472,34 @@ impl Accumulator for Extreme<'_> {
         use std::cmp::Ordering::*;
         // Drop rows the new one beats for as long as it stays in the window; ties keep the newer row
         // (same bits, or same bytes, either way).
-        while let Some(&b) = self.rows.back() {
-            let o = self.v.cmp(b, row);
-            let beaten = if self.max { o != Greater } else { o != Less };
-            if !beaten {
-                break;
+        let key = order_key(&self.v, row);
+        if self.v.is_numeric() {
+            while let Some(&(k, _)) = self.rows.back() {
+                let beaten = if self.max { k <= key } else { k >= key };
+                if !beaten {
+                    break;
+                }
+                self.rows.pop_back();
             }
-            self.rows.pop_back();
+        } else {
+            while let Some(&(_, b)) = self.rows.back() {
+                let o = self.v.cmp(b, row);
+                let beaten = if self.max { o != Greater } else { o != Less };
+                if !beaten {
+                    break;
+                }
+                self.rows.pop_back();
+            }
         }
-        self.rows.push_back(row);
+        self.rows.push_back((key, row));
     }
     fn retract(&mut self, row: usize) {
-        if self.rows.front() == Some(&row) {
+        if self.rows.front().map(|&(_, r)| r) == Some(row) {
             self.rows.pop_front();
         }
     }
     fn evaluate(&self) -> Result<Eval> {
-        Ok(Eval::Row(self.rows.front().copied()))
+        Ok(Eval::Row(self.rows.front().map(|&(_, r)| r)))
     }
 }
 
@@ -797,6 +841,37 @@ mod tests {
         );
         assert!("median".parse::<Func>().is_err());
         assert_eq!("stddev_pop".parse::<Func>().unwrap(), Func::StddevPop);
+    }
+
+    #[test]
+    fn order_key_orders_as_total_cmp() {
+        let xs = [
+            f64::NEG_INFINITY,
+            -f64::NAN,
+            f64::NAN,
+            -1e300,
+            -1.0,
+            -f64::from_bits(1),
+            -0.0,
+            0.0,
+            f64::from_bits(1),
+            2.5,
+            f64::MAX,
+            f64::INFINITY,
+        ];
+        let a = Float64Array::from(xs.to_vec());
+        let v = Values::F64(&a);
+        for i in 0..xs.len() {
+            for j in 0..xs.len() {
+                assert_eq!(
+                    order_key(&v, i).cmp(&order_key(&v, j)),
+                    xs[i].total_cmp(&xs[j]),
+                    "{} vs {}",
+                    xs[i],
+                    xs[j]
+                );
+            }
+        }
     }
 
     #[test]
