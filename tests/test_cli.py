@@ -53,6 +53,32 @@ def test_init_apply_ls_describe(folder, tmp_path, capsys):
     assert info["version"] == 2 and info["ttl_us"] == 10 * 86400 * 10**6 and info["history"]["rows"] == 0
 
 
+def test_apply_and_ls_event_and_transform_views(folder, tmp_path, capsys):
+    # A definitions file with an event view and a transform view: apply takes both, ls lists what each
+    # serves (an event view's aggregates, not its raw columns; a transform view's outputs).
+    (tmp_path / "more.py").write_text(
+        textwrap.dedent(
+            """
+            from skewless import Aggregation, Entity, FeatureView, Field, Float64, TransformView, clip, log1p
+            user = Entity("user", join_keys=["user_id"])
+            txn = FeatureView(
+                "txn", [user], [Field("amount", Float64)],
+                aggregations=[Aggregation("amount", "sum", "7d"), Aggregation("amount", "count", "1h")],
+            )
+            tv = TransformView("tv", transforms=[log1p("txn:amount_sum_7d"), clip("stats:spend", 0, 10)])
+            """
+        )
+    )
+    capsys.readouterr()
+    assert main(["--store", str(folder), "apply", str(tmp_path / "more.py")]) == 0
+    assert "created: txn, tv" in capsys.readouterr().out
+    assert main(["--store", str(folder), "ls"]) == 0
+    out = capsys.readouterr().out
+    assert "view     txn (v1): event view, aggregates ['amount_sum_7d', 'amount_count_1h']" in out
+    assert "tview    tv (v1): outputs ['amount_sum_7d_log1p', 'spend_clip']" in out
+    assert "view     stats (v1): 1 features, entities ['user'], ttl 3650 days" in out
+
+
 def test_materialize_and_get(folder, capsys):
     s = FeatureStore(folder)
     now = dt.datetime.now(dt.timezone.utc)

@@ -25,6 +25,7 @@ from typing import Any
 from . import __version__
 from .definitions import Entity, FeatureService, FeatureView
 from .errors import InvalidArgumentError, SkewlessError, UnknownFeatureError
+from .transforms import TransformView, spec_outputs
 
 __all__ = ["main"]
 
@@ -61,9 +62,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.file):
         raise InvalidArgumentError(f"no file {args.file!r}")
     found = runpy.run_path(args.file)
-    objs = [v for v in found.values() if isinstance(v, (Entity, FeatureView, FeatureService))]
+    objs = [v for v in found.values() if isinstance(v, (Entity, FeatureView, TransformView, FeatureService))]
     if not objs:
-        raise InvalidArgumentError(f"{args.file} defines no Entity, FeatureView or FeatureService")
+        raise InvalidArgumentError(
+            f"{args.file} defines no Entity, FeatureView, TransformView or FeatureService"
+        )
     # Several module names may refer to one object: apply each once.
     uniq = list({(type(o).__name__, o.name): o for o in objs}.values())
     rep = store.apply(uniq)
@@ -95,11 +98,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for e in store.list_entities():
         print(f"entity   {e.name} (v{store.version(e.name, 'entities')}): keys {e.join_keys}")
     for fv in store.list_feature_views():
-        ttl = "none" if fv.ttl is None else str(fv.ttl)
+        ents = [e.name for e in fv.entities]
+        if fv.is_event_view:
+            # An event view serves its aggregates; its schema is the raw event columns.
+            what = f"event view, aggregates {[a.name for a in fv.aggregations]}, entities {ents}"
+        else:
+            ttl = "none" if fv.ttl is None else str(fv.ttl)
+            what = f"{len(fv.schema)} features, entities {ents}, ttl {ttl}"
         print(
-            f"view     {fv.name} (v{store.version(fv.name)}): {len(fv.schema)} features, entities "
-            f"{[e.name for e in fv.entities]}, ttl {ttl}{', source ' + fv.source if fv.source else ''}"
+            f"view     {fv.name} (v{store.version(fv.name)}): {what}"
+            f"{', source ' + fv.source if fv.source else ''}"
         )
+    for name, tv in sorted(store.registry.data.get("transform_views", {}).items()):
+        print(f"tview    {name} (v{tv['version']}): outputs {spec_outputs(tv['spec'])}")
     for fv in store.list_feature_views():
         for v in store.list_statistics(fv.name):
             st = store.get_statistics(fv.name, v)

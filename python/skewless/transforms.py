@@ -625,6 +625,15 @@ def _udf(spec: Mapping[str, Any], tv: str) -> Udf:
     return udf
 
 
+def spec_outputs(spec: Mapping[str, Any]) -> list[str]:
+    """The output names of a transform view's registry spec, in declared order."""
+    return [
+        o
+        for t in spec["transforms"]
+        for o in ([t["output"]] if t["kind"] != "udf" else [f["name"] for f in t["outputs"]])
+    ]
+
+
 def compile_request(
     registry: Registry, features: Sequence[str] | FeatureService, full_feature_names: bool
 ) -> Compiled | None:
@@ -651,11 +660,7 @@ def compile_request(
         view, feat = parse_ref(r)
         if view in tviews:
             spec = specs.setdefault(view, tviews[view]["spec"])
-            outs = [
-                o
-                for t in spec["transforms"]
-                for o in ([t["output"]] if t["kind"] != "udf" else [f["name"] for f in t["outputs"]])
-            ]
+            outs = spec_outputs(spec)
             chosen = outs if feat == "*" else [feat]
             for o in chosen:
                 if o not in outs:
