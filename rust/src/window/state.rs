@@ -24,7 +24,7 @@
 //!
 //! - Meta record, in the metadata database under `window/<view>`:
 //!   `[version u8 = 1][horizon i64 LE][n_keys u8]` then per key `[key kind tag u8][name len u16 LE][name]`,
-//!   `[n_cols u8]` then per column `[column tag u8][name len u16 LE][name]`, then `[CRC-32 u32 LE]` of
+//!   `[n_cols u8]` then per column `[column tag u8][name len u16 LE][name]`, then `[CRC-32C u32 LE]` of
 //!   everything before it. Key kind tags: 1..=8 int8, int16, int32, int64, uint8, uint16, uint32, uint64;
 //!   9 string, 10 binary. Column tags: 0 float64, 1 int64, 2 string (narrower types are widened on push).
 //! - State record, one per entity: `[version u8 = 1][n u32 LE][dropped_max i64 LE]`, `n` times (i64 LE,
@@ -32,7 +32,7 @@
 //!   column in meta order: a validity bitmap of `ceil(n / 8)` bytes (bit i of byte i / 8, LSB first, set
 //!   when event i holds a value), then for float64 / int64 `n` values of 8 bytes LE (0 where null), for
 //!   strings `n` end offsets (u32 LE, into the bytes that follow) and the UTF-8 bytes; then
-//!   `[CRC-32 u32 LE]` of everything before it. `dropped_max` is `i64::MIN` when nothing was dropped.
+//!   `[CRC-32C u32 LE]` of everything before it. `dropped_max` is `i64::MIN` when nothing was dropped.
 //!
 //! A record that fails its checksum or its lengths is a `Storage` error naming the repair (materialize).
 
@@ -70,48 +70,10 @@ fn meta_key(view: &str) -> Vec<u8> {
     k
 }
 
-/// CRC-32 (IEEE, reflected, as zlib computes it), eight bytes per step ("slicing by 8": table k
-/// advances a byte by k more positions), since every push checks and rewrites whole records.
+/// The records' checksum: CRC-32C (Castagnoli), the online store's checksum (`crate::online::value`,
+/// hardware-accelerated where the CPU has it), since every push checks and rewrites whole records.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    static TABLES: std::sync::OnceLock<[[u32; 256]; 8]> = std::sync::OnceLock::new();
-    let t = TABLES.get_or_init(|| {
-        let mut t = [[0u32; 256]; 8];
-        for (i, e) in t[0].iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-            *e = c;
-        }
-        for k in 1..8 {
-            for i in 0..256 {
-                let prev = t[k - 1][i];
-                t[k][i] = (prev >> 8) ^ t[0][(prev & 0xff) as usize];
-            }
-        }
-        t
-    });
-    let mut c = !0u32;
-    let mut chunks = bytes.chunks_exact(8);
-    for w in &mut chunks {
-        let lo = c ^ u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-        c = t[7][(lo & 0xff) as usize]
-            ^ t[6][((lo >> 8) & 0xff) as usize]
-            ^ t[5][((lo >> 16) & 0xff) as usize]
-            ^ t[4][(lo >> 24) as usize]
-            ^ t[3][w[4] as usize]
-            ^ t[2][w[5] as usize]
-            ^ t[1][w[6] as usize]
-            ^ t[0][w[7] as usize];
-    }
-    for &b in chunks.remainder() {
-        c = t[0][((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
+    crc32c::crc32c(bytes)
 }
 
 /// How an aggregated column is stored (after widening).
@@ -231,7 +193,7 @@ impl StateMeta {
     }
 }
 
-/// The body of a record whose trailing CRC-32 checks out.
+/// The body of a record whose trailing CRC-32C checks out.
 fn checked<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8]> {
     if bytes.len() < 5 {
         return Err(damaged(what));
@@ -1227,25 +1189,7 @@ mod tests {
             columns: vec![("x".into(), ColTag::F64)],
         };
         assert_eq!(StateMeta::decode(&meta.encode()).unwrap(), meta);
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        // The eight-byte steps agree with the byte-at-a-time definition at every length and offset.
-        let data: Vec<u8> = (0..100u32).map(|i| (i * 37 + 11) as u8).collect();
-        for start in 0..9 {
-            for end in start..data.len() {
-                let mut c = !0u32;
-                for &b in &data[start..end] {
-                    c ^= u32::from(b);
-                    for _ in 0..8 {
-                        c = if c & 1 != 0 {
-                            0xEDB8_8320 ^ (c >> 1)
-                        } else {
-                            c >> 1
-                        };
-                    }
-                }
-                assert_eq!(crc32(&data[start..end]), !c);
-            }
-        }
+        assert_eq!(crc32(b"123456789"), 0xE306_9283);
     }
 
     #[test]
