@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -125,6 +125,19 @@ def _entity_filter(table: pa.Table, keys: Mapping[str, pa.Scalar]) -> pa.Array:
     return mask
 
 
+def _served(served_rows: list[dict[str, Any]], rebuilt: Callable[[int], Any]) -> list[dict[str, Any]]:
+    """Each logged lookup at the instant, with the value rebuilt as known at its own ``known_at`` and
+    whether what was served differs from it."""
+    out = []
+    for s in served_rows:
+        again = rebuilt(s["known_at_us"])
+        differs = bool(_compare(s.pop("_col"), again, 0.0, 0.0)["mismatch"][0])
+        out.append(
+            {**s, "known_at": _iso(s.pop("known_at_us")), "rebuilt": again[0].as_py(), "differs": differs}
+        )
+    return out
+
+
 def explain(
     store: FeatureStore, feature: str, entity: Mapping[str, Any], at: Any, *, known_at: Any = None
 ) -> Explanation:
@@ -214,18 +227,16 @@ def explain(
         decision = f"expired: the newest known row is {dt.timedelta(microseconds=t - last)} old, TTL {fv.ttl}"
     else:
         decision = "no known row at or before the instant"
-    served = []
-    for s in served_rows:
-        own = pick(s["known_at_us"])
-        rebuilt = (
+
+    def rebuilt(known_at: int) -> pa.Array:
+        own = pick(known_at)
+        return (
             hist.column(feat).take(pa.array([own], pa.int64(), mask=np.array([own < 0])))
             if hist is not None and hist.num_rows
             else pa.nulls(1, fv.get_field(feat).dtype.arrow)
         )
-        differs = bool(_compare(s.pop("_col"), rebuilt, 0.0, 0.0)["mismatch"][0])
-        served.append(
-            {**s, "known_at": _iso(s.pop("known_at_us")), "rebuilt": rebuilt[0].as_py(), "differs": differs}
-        )
+
+    served = _served(served_rows, rebuilt)
     return Explanation(
         feature=feature,
         entity={k: v.as_py() for k, v in keys.items()},
@@ -279,13 +290,7 @@ def _explain_window(
         f"{inside.size} event(s) inside, {known} known then"
         + (f"; the latest {WINDOW_ROWS} listed" if inside.size > WINDOW_ROWS else "")
     )
-    served = []
-    for s in served_rows:
-        rebuilt = value(s["known_at_us"])
-        differs = bool(_compare(s.pop("_col"), rebuilt, 0.0, 0.0)["mismatch"][0])
-        served.append(
-            {**s, "known_at": _iso(s.pop("known_at_us")), "rebuilt": rebuilt[0].as_py(), "differs": differs}
-        )
+    served = _served(served_rows, value)
     return Explanation(
         feature=feature,
         entity={k: v.as_py() for k, v in keys.items()},
