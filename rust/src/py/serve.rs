@@ -17,7 +17,7 @@ use crate::py::errors::{guard, run_detached, run_guarded, to_py};
 use crate::py::keys;
 use crate::py::online::{served_at, PyOnlineStore};
 use crate::py::transform::{array, PyProgram};
-use crate::serve::transform::{rows_f64, Post, PostOut};
+use crate::serve::transform::{Post, PostOut};
 use crate::serve::window::WindowSpec;
 use crate::serve::{PartSpec, Plan};
 use crate::window::Func;
@@ -51,24 +51,8 @@ impl PyPlan {
         request: Option<&Bound<'_, PyList>>,
     ) -> PyResult<PostOut> {
         let plan = &*self.plan;
-        let extra: Vec<ArrayRef> = match request {
-            Some(cols) => cols
-                .iter()
-                .map(|c| array(&c, "a request-time column"))
-                .collect::<PyResult<_>>()?,
-            None => Vec::new(),
-        };
+        let extra = self.request_columns(py, request)?;
         let post = self.post.as_ref().map(|(p, _)| p.clone());
-        let want = post.as_ref().map_or(0, |p| p.n_request());
-        if extra.len() != want {
-            return Err(to_py(
-                py,
-                Error::InvalidArgument(format!(
-                    "this plan takes {want} request-time column(s), {} were given",
-                    extra.len()
-                )),
-            ));
-        }
         let work = move || -> crate::error::Result<PostOut> {
             let (features, status) = plan.get_arrow(req, at)?;
             match &post {
@@ -85,6 +69,34 @@ impl PyPlan {
         } else {
             run_guarded(py, work)
         }
+    }
+}
+
+impl PyPlan {
+    /// The request-time columns, as many as the post-stage reads.
+    fn request_columns(
+        &self,
+        py: Python<'_>,
+        request: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<Vec<ArrayRef>> {
+        let extra: Vec<ArrayRef> = match request {
+            Some(cols) => cols
+                .iter()
+                .map(|c| array(&c, "a request-time column"))
+                .collect::<PyResult<_>>()?,
+            None => Vec::new(),
+        };
+        let want = self.post.as_ref().map_or(0, |(p, _)| p.n_request());
+        if extra.len() != want {
+            return Err(to_py(
+                py,
+                Error::InvalidArgument(format!(
+                    "this plan takes {want} request-time column(s), {} were given",
+                    extra.len()
+                )),
+            ));
+        }
+        Ok(extra)
     }
 }
 
@@ -215,9 +227,14 @@ impl PyPlan {
                 }
             };
             // Filled in Rust, then handed to numpy without a copy (and without numpy's borrow tracking).
-            let (vs, ss) = if let Some((_, names)) = &self.post {
-                let out = self.answer(py, &req, at, request)?;
-                (run_guarded(py, || rows_f64(names, &out.columns, n))?, out.status)
+            let (vs, ss) = if let Some((p, names)) = &self.post {
+                let extra = self.request_columns(py, request)?;
+                let work = || p.numpy(plan, &req, at, extra, names);
+                if n >= DETACH_ROWS {
+                    run_detached(py, work)?
+                } else {
+                    run_guarded(py, work)?
+                }
             } else {
                 let mut vs = vec![0.0f64; n * w];
                 let mut ss = vec![0i8; n * v];

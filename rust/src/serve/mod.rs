@@ -34,6 +34,7 @@ use crate::online::key;
 use crate::online::read::{lookup, KeyBatch, Out, Resolved};
 use crate::online::schema::Kind;
 use crate::online::status::{Window, NOT_FOUND, PRESENT};
+use crate::transform::dense::{Num, Rows};
 
 pub mod transform;
 
@@ -139,6 +140,39 @@ struct Group<'p> {
     sig: &'p [(usize, Kind)],
     keys: KeyBatch,
     order: Vec<u32>,
+}
+
+/// Where a float64 lookup writes: value `x` (None: null, missing, expired or not yet valid) of row `i`,
+/// feature column `c`; and the Arrow type of column `c` as served in this request.
+trait Sink {
+    fn put(&mut self, i: usize, c: usize, x: Option<f64>);
+    fn kind(&mut self, _c: usize, _t: &DataType) {}
+}
+
+/// `get_f64`'s output: row-major `n x w`, NaN for no value.
+struct Matrix<'a> {
+    values: &'a mut [f64],
+    w: usize,
+}
+
+impl Sink for Matrix<'_> {
+    #[inline]
+    fn put(&mut self, i: usize, c: usize, x: Option<f64>) {
+        self.values[i * self.w + c] = x.unwrap_or(f64::NAN);
+    }
+}
+
+impl Sink for Rows {
+    #[inline]
+    fn put(&mut self, i: usize, c: usize, x: Option<f64>) {
+        let at = i * self.width + c;
+        self.values[at] = x.unwrap_or(0.0);
+        self.valid[at] = x.is_some();
+    }
+
+    fn kind(&mut self, c: usize, t: &DataType) {
+        self.types[c] = Num::of(t);
+    }
 }
 
 impl Plan {
@@ -271,39 +305,64 @@ impl Plan {
         values: &mut [f64],
         status: &mut [i8],
     ) -> Result<()> {
-        let (n, w, v) = (req.n, self.width, self.parts.len());
-        if values.len() != n * w || status.len() != n * v {
+        let (n, w) = (req.n, self.width);
+        if values.len() != n * w || status.len() != n * self.parts.len() {
             return Err(Error::Internal("output buffers do not match the request".into()));
         }
+        self.get_sink(req, served_at, status, &mut Matrix { values, w })
+    }
+
+    /// Serves `req` at `served_at` into the first `width` columns of `rows` (the post-stage's dense
+    /// inputs: a null stays apart from a stored NaN, and each column's type is the one `get_arrow`
+    /// would build) and `status` (row-major `n x parts`).
+    pub fn get_rows(&self, req: &Request, served_at: i64, rows: &mut Rows, status: &mut [i8]) -> Result<()> {
+        if rows.n != req.n || rows.width < self.width || status.len() != req.n * self.parts.len() {
+            return Err(Error::Internal("output buffers do not match the request".into()));
+        }
+        self.get_sink(req, served_at, status, rows)
+    }
+
+    fn get_sink<S: Sink>(&self, req: &Request, served_at: i64, status: &mut [i8], out: &mut S) -> Result<()> {
+        let v = self.parts.len();
         // Both callbacks write the outputs; walk calls them one at a time.
-        let (values, status) = (std::cell::RefCell::new(values), std::cell::RefCell::new(status));
+        let (out, status) = (std::cell::RefCell::new(out), std::cell::RefCell::new(status));
         let mut windows = |pi: usize, part: &Part, served: &window::Served| {
-            let (mut vb, mut sb) = (values.borrow_mut(), status.borrow_mut());
-            let (values, status): (&mut [f64], &mut [i8]) = (&mut vb, &mut sb);
+            let (mut out, mut status) = (out.borrow_mut(), status.borrow_mut());
             for (i, s) in served.status.iter().enumerate() {
                 status[i * v + pi] = *s;
             }
-            for (j, col) in served.cols.iter().enumerate() {
+            for (j, (col, t)) in served.cols.iter().zip(&part.spec.declared).enumerate() {
+                out.kind(part.offset + j, t);
                 for (i, c) in col.iter().enumerate() {
-                    values[i * w + part.offset + j] = c.f64();
+                    out.put(i, part.offset + j, c.value_f64());
                 }
             }
             Ok(())
         };
         self.walk(req, served_at, &mut windows, |pi, part, res, rows| {
-            let (mut vb, mut sb) = (values.borrow_mut(), status.borrow_mut());
-            let (values, status): (&mut [f64], &mut [i8]) = (&mut vb, &mut sb);
-            let cols = part.spec.columns.len();
+            let (mut out, mut status) = (out.borrow_mut(), status.borrow_mut());
+            match res {
+                Some(r) => {
+                    for (j, &k) in r.cols.iter().enumerate() {
+                        out.kind(part.offset + j, &r.schema.values[k].kind.arrow_type());
+                    }
+                }
+                None => {
+                    for (j, t) in part.spec.declared.iter().enumerate() {
+                        out.kind(part.offset + j, t);
+                    }
+                }
+            }
             for (i, (s, val)) in rows.iter().enumerate() {
                 status[i * v + pi] = *s;
-                let out = &mut values[i * w + part.offset..i * w + part.offset + cols];
-                match res {
-                    Some(r) if *s == PRESENT => {
-                        for (o, &j) in out.iter_mut().zip(&r.cols) {
-                            *o = r.layout.f64_at(val, j);
+                for j in 0..part.spec.columns.len() {
+                    let x = match res {
+                        Some(r) if *s == PRESENT && r.layout.is_valid(val, r.cols[j]) => {
+                            Some(r.layout.f64_at(val, r.cols[j]))
                         }
-                    }
-                    _ => out.fill(f64::NAN),
+                        _ => None,
+                    };
+                    out.put(i, part.offset + j, x);
                 }
             }
             Ok(())

@@ -8,20 +8,34 @@
 //! column's value comes from, `IMPUTED` in the rows an imputation strategy filled it, `PRESENT` for a
 //! column computed from request-time values only.
 //!
+//! A `get_numpy` answer (float64 out) runs the program's dense form ([`crate::transform::dense`]): the
+//! plan writes its values straight into float64 rows and the program evaluates over them, with no
+//! Arrow array per column or per node. A request the dense form cannot evaluate (a one-hot encoding, a
+//! column that is not numeric) takes the Arrow path; both run the same kernels and fill values.
+//!
 //! One exception to "a missing value is filled": a value the online store holds from *after* the
 //! request instant (`NOT_YET_VALID`) stays null with that status. The store keeps only the latest value,
 //! so it cannot tell what was valid at that instant; the training set at that instant would hold an
 //! older value, and a fill would differ from it silently.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use arrow::array::{Array, ArrayRef, BooleanArray};
 use arrow::compute::nullif;
 
 use crate::error::{Error, Result};
-use crate::online::status::{IMPUTED, NOT_YET_VALID, PRESENT};
+use crate::online::status::{IMPUTED, NOT_FOUND, NOT_YET_VALID, PRESENT};
+use crate::serve::{Plan, Request};
+use crate::transform::dense::{Dense, Rows};
 use crate::transform::{write_f64_nan, Program};
 
 pub struct Post {
     program: Program,
+    /// The program over float64 rows, for `get_numpy` (None: it has a node only the Arrow path runs).
+    dense: Option<Dense>,
+    /// Set when a request's columns turned out not to be numeric: later requests go straight to the
+    /// Arrow path instead of looking up twice.
+    arrow_only: AtomicBool,
     /// Number of the plan's features, the program's first inputs; the request columns follow.
     n_features: usize,
     /// The response's columns: indices into the run's columns (inputs, then one per node).
@@ -57,6 +71,8 @@ impl Post {
             ));
         }
         Ok(Post {
+            dense: Dense::new(&program)?,
+            arrow_only: AtomicBool::new(false),
             program,
             n_features,
             select,
@@ -72,6 +88,86 @@ impl Post {
     /// Number of output columns.
     pub fn width(&self) -> usize {
         self.select.len()
+    }
+
+    /// Serves `req` at `at` through the stage as float64 row-major `n x columns` (nulls as NaN) with a
+    /// status per column: `get_numpy`'s answer. `names` (the output names) are for messages.
+    pub fn numpy(
+        &self,
+        plan: &Plan,
+        req: &Request,
+        at: i64,
+        request: Vec<ArrayRef>,
+        names: &[String],
+    ) -> Result<(Vec<f64>, Vec<i8>)> {
+        let n = req.n;
+        if request.iter().any(|a| a.len() != n) {
+            return Err(Error::InvalidArgument(format!(
+                "a request-time column has a length other than the request's {n} rows"
+            )));
+        }
+        if let Some(d) = &self.dense {
+            if !self.arrow_only.load(Ordering::Relaxed) {
+                if let Some(out) = self.numpy_dense(d, plan, req, at, &request)? {
+                    return Ok(out);
+                }
+                self.arrow_only.store(true, Ordering::Relaxed);
+            }
+        }
+        let (features, status) = plan.get_arrow(req, at)?;
+        let out = self.run(features, request, &status, plan.n_views())?;
+        Ok((rows_f64(names, &out.columns, n)?, out.status))
+    }
+
+    /// The dense form of [`Post::numpy`]; None when a column is not numeric or a fill value does not fit
+    /// its column's type (the Arrow path decides those).
+    fn numpy_dense(
+        &self,
+        d: &Dense,
+        plan: &Plan,
+        req: &Request,
+        at: i64,
+        request: &[ArrayRef],
+    ) -> Result<Option<(Vec<f64>, Vec<i8>)>> {
+        let (n, n_parts) = (req.n, plan.n_views());
+        if plan.width != self.n_features {
+            return Err(Error::Internal(
+                "the post-stage does not match its serving plan".into(),
+            ));
+        }
+        let mut rows = Rows::new(n, d.width());
+        for (k, x) in request.iter().enumerate() {
+            if !rows.read(self.n_features + k, x) {
+                return Ok(None);
+            }
+        }
+        let mut status = vec![NOT_FOUND; n * n_parts];
+        plan.get_rows(req, at, &mut rows, &mut status)?;
+        if !d.run(&mut rows) {
+            return Ok(None);
+        }
+        // The statuses as `run` gives them: the part's, IMPUTED where a fill made the value, and a value
+        // from after the request instant left missing (see the module docs).
+        let w = self.select.len();
+        let mut values = vec![0.0; n * w];
+        let mut out_status = vec![PRESENT; n * w];
+        for (j, (&s, src)) in self.select.iter().zip(&self.source).enumerate() {
+            for i in 0..n {
+                let imputed = rows.imputed[i * rows.width + s];
+                let (mut v, mut st) = (rows.f64_nan(i, s), if imputed { IMPUTED } else { PRESENT });
+                if let Some(p) = *src {
+                    let ps = status[i * n_parts + p];
+                    if ps == NOT_YET_VALID {
+                        (v, st) = (f64::NAN, ps);
+                    } else if !imputed {
+                        st = ps;
+                    }
+                }
+                values[i * w + j] = v;
+                out_status[i * w + j] = st;
+            }
+        }
+        Ok(Some((values, out_status)))
     }
 
     /// Runs the stage over one request's `features` and per-part `status` (row-major `n x n_parts`, from

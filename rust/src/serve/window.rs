@@ -190,12 +190,12 @@ fn null_like(c: &Cell) -> Cell {
 }
 
 impl Cell {
-    /// The value as float64 (null as NaN); strings never get here (the plan checks numeric features).
-    pub fn f64(&self) -> f64 {
+    /// The value as float64, None for null (and for strings, which the dense post-stage never reads).
+    pub fn value_f64(&self) -> Option<f64> {
         match self {
-            Cell::F64(x) => x.unwrap_or(f64::NAN),
-            Cell::I64(x) => x.map_or(f64::NAN, |v| v as f64),
-            Cell::Str(_) => f64::NAN,
+            Cell::F64(x) => *x,
+            Cell::I64(x) => x.map(|v| v as f64),
+            Cell::Str(_) => None,
         }
     }
 }

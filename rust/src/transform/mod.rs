@@ -35,6 +35,8 @@ use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Float32Type, Float64
 
 use crate::error::{Error, Result};
 
+pub mod dense;
+
 /// The categories of a one-hot encoding.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Categories {
@@ -140,37 +142,72 @@ impl Op {
         }
     }
 
-    /// Applies the operation to one column.
-    pub fn apply(&self, name: &str, x: &ArrayRef) -> Result<ArrayRef> {
-        match self {
+    /// Runs this operation's arithmetic through `e` when it maps one float to one float (z-score,
+    /// min-max, clip, log1p; None for the others). The closures here are the one definition of that
+    /// arithmetic: the Arrow path maps a column with them, the dense path ([`dense`]) a buffer's rows.
+    #[inline]
+    pub fn scalar<E: Each>(&self, e: E) -> Option<E::Out> {
+        Some(match self {
             Op::ZScore { mean, std } => {
                 let (m, s) = (*mean, *std);
-                map_f64(name, x, |v| (v - m) / s)
+                e.each(move |v| (v - m) / s)
             }
             Op::MinMax { min, max } => {
                 let (lo, span) = (*min, *max - *min);
-                map_f64(name, x, |v| (v - lo) / span)
+                e.each(move |v| (v - lo) / span)
             }
             Op::Clip { lo, hi } => {
                 let (lo, hi) = (lo.unwrap_or(f64::NEG_INFINITY), hi.unwrap_or(f64::INFINITY));
                 // f64::clamp would keep NaN too, but says nothing about it: the branch makes it explicit.
-                map_f64(name, x, |v| if v.is_nan() { v } else { v.clamp(lo, hi) })
+                e.each(move |v| if v.is_nan() { v } else { v.clamp(lo, hi) })
             }
-            Op::Log1p => map_f64(name, x, f64::ln_1p),
+            Op::Log1p => e.each(f64::ln_1p),
+            Op::Bucketize { .. } | Op::OneHot { .. } => return None,
+        })
+    }
+
+    /// Applies the operation to one column.
+    pub fn apply(&self, name: &str, x: &ArrayRef) -> Result<ArrayRef> {
+        match self {
             Op::Bucketize { boundaries } => {
                 let v = numeric(name, x)?;
                 let v = v.as_primitive::<Float64Type>();
-                let out: Int32Array = v
-                    .iter()
-                    .map(|o| {
-                        o.and_then(|v| (!v.is_nan()).then(|| boundaries.partition_point(|b| *b <= v) as i32))
-                    })
-                    .collect();
+                let out: Int32Array = v.iter().map(|o| o.and_then(|v| bucket(boundaries, v))).collect();
                 Ok(Arc::new(out))
             }
             Op::OneHot { categories } => one_hot(name, x, categories),
+            _ => {
+                let v = numeric(name, x)?;
+                let out = self
+                    .scalar(MapF64(v.as_primitive::<Float64Type>()))
+                    .ok_or_else(|| Error::Internal(format!("{name}: not a scalar operation")))?;
+                Ok(Arc::new(out))
+            }
         }
     }
+}
+
+/// Runs one scalar kernel over a set of values (see [`Op::scalar`]).
+pub trait Each {
+    type Out;
+    fn each<F: Fn(f64) -> f64>(self, f: F) -> Self::Out;
+}
+
+/// A float64 column mapped value by value: computed on every slot (a null slot's bits are arbitrary but
+/// harmless), the null mask kept as is.
+struct MapF64<'a>(&'a Float64Array);
+
+impl Each for MapF64<'_> {
+    type Out = Float64Array;
+    fn each<F: Fn(f64) -> f64>(self, f: F) -> Float64Array {
+        self.0.unary(f)
+    }
+}
+
+/// The bucket of `v` (see `Bucketize` in the module docs): None for NaN.
+#[inline]
+pub fn bucket(boundaries: &[f64], v: f64) -> Option<i32> {
+    (!v.is_nan()).then(|| boundaries.partition_point(|b| *b <= v) as i32)
 }
 
 fn has_dup<T: PartialEq>(v: &[T]) -> bool {
@@ -190,14 +227,6 @@ fn numeric(name: &str, x: &ArrayRef) -> Result<ArrayRef> {
         )));
     }
     Ok(cast(x, &DataType::Float64)?)
-}
-
-fn map_f64(name: &str, x: &ArrayRef, f: impl Fn(f64) -> f64) -> Result<ArrayRef> {
-    let v = numeric(name, x)?;
-    let v = v.as_primitive::<Float64Type>();
-    // Computed on every slot (a null slot's bits are arbitrary but harmless), the null mask kept as is.
-    let out: Float64Array = v.unary(f);
-    Ok(Arc::new(out))
 }
 
 fn one_hot(name: &str, x: &ArrayRef, cats: &Categories) -> Result<ArrayRef> {
