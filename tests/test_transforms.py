@@ -452,15 +452,37 @@ def test_registry_keeps_transform_views_across_reopen(tmp_path):
     )
 
 
-def test_request_only_transforms_need_a_view_online(tmp_path):
-    """A transform view read from request values alone computes offline; online, a serving plan reads at
-    least one view, so the reader refuses it with a typed error instead of answering differently."""
+def test_request_only_transforms_serve_online_as_offline(tmp_path):
+    """A transform view read from request values alone reads no view: online it answers from the request
+    columns (the row count is theirs), the same values and fills as the training set, alone or mixed
+    with view features."""
     s = make(tmp_path)
-    s.apply([TransformView("r", [log1p("request:amount")])])
-    labels = {"user_id": [1], "event_timestamp": pa.array([at(1)], TS), "amount": [0.0]}
-    assert s.get_historical_features(labels, ["r:amount_log1p"]).column("amount_log1p").to_pylist() == [0.0]
-    with pytest.raises(InvalidArgumentError, match="at least one feature view"):
-        s.online_reader(["r:amount_log1p"])
+    tv = TransformView(
+        "r",
+        [log1p("request:amount"), clip("request:amount", 0, 1), bucketize("request:amount", [0.5])],
+        impute=[Impute("request:amount", "constant", 0.25)],
+    )
+    s.apply([tv])
+    feats = ["r:amount_log1p", "r:amount_clip", "r:amount_bucketize"]
+    amounts = pa.array([0.0, None, 3.0, float("nan")], pa.float64())
+    labels = {"user_id": [1, 2, 3, 4], "event_timestamp": pa.array([at(1)] * 4, TS), "amount": amounts}
+    off = s.get_historical_features(labels, feats, imputed_flags=True)
+    r = s.online_reader(feats)
+    assert r.join_keys == [] and r.views == []
+    on = r.get({"amount": amounts}, as_of=at(1))
+    values, status = r.get_numpy({"amount": amounts}, as_of=at(1))
+    for j, c in enumerate(["amount_log1p", "amount_clip", "amount_bucketize"]):
+        assert bits(on.to_arrow().column(c)) == bits(off.column(c)), c
+        want = [float("nan") if v is None else float(v) for v in off.column(c).to_pylist()]
+        assert [struct.pack("<d", v) for v in values[:, j]] == [struct.pack("<d", v) for v in want], c
+        flags = off.column(f"{c}__imputed").to_pylist()
+        assert flags == [False, True, False, False]
+        assert status[:, j].tolist() == on.statuses[c].tolist()
+        assert on.statuses[c].tolist() == [Status.IMPUTED if f else Status.PRESENT for f in flags]
+    one = s.get_online_features(["r:amount_log1p"], [{"amount": 1.0}]).to_dict()
+    assert one == {"amount_log1p": [math.log1p(1.0)]}
+    with pytest.raises(MissingColumnError, match="amount"):
+        r.get({"user_id": [1]})
     both = s.get_online_features(
         ["r:amount_log1p", "people:age"], {"user_id": [1], "amount": [0.0]}, as_of=at(1)
     )

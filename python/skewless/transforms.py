@@ -31,7 +31,9 @@ on the same Arrow inputs. The registry keeps a fingerprint of its code: applying
 same version raises :class:`skewless.errors.IncompatibleChangeError` (bump ``version``).
 
 ``TransformView(name, transforms=[...], impute=[...])`` groups them; its outputs are requested as
-``"name:output"`` anywhere a feature is, mixed with plain features.
+``"name:output"`` anywhere a feature is, mixed with plain features. A transform view whose inputs are
+all request columns reads no view: online its rows are the request's (``entity_rows`` needs only
+those columns).
 
 Registry spec of a transform view, version 1 (section ``transform_views`` of ``registry.json``)::
 

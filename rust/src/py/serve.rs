@@ -48,10 +48,9 @@ impl PyPlan {
         py: Python<'_>,
         req: &crate::serve::Request,
         at: i64,
-        request: Option<&Bound<'_, PyList>>,
+        extra: Vec<ArrayRef>,
     ) -> PyResult<PostOut> {
         let plan = &*self.plan;
-        let extra = self.request_columns(py, request)?;
         let post = self.post.as_ref().map(|(p, _)| p.clone());
         let work = move || -> crate::error::Result<PostOut> {
             let (features, status) = plan.get_arrow(req, at)?;
@@ -73,12 +72,15 @@ impl PyPlan {
 }
 
 impl PyPlan {
-    /// The request-time columns, as many as the post-stage reads.
-    fn request_columns(
+    /// The request's entity keys and its request-time columns (as many as the post-stage reads). A plan
+    /// of no view (request-time inputs only) has no keys: its row count is the request columns'.
+    fn request(
         &self,
         py: Python<'_>,
+        entity_rows: &Bound<'_, PyAny>,
         request: Option<&Bound<'_, PyList>>,
-    ) -> PyResult<Vec<ArrayRef>> {
+    ) -> PyResult<(crate::serve::Request, Vec<ArrayRef>)> {
+        let mut req = keys::request(py, entity_rows, &self.plan.key_names)?;
         let extra: Vec<ArrayRef> = match request {
             Some(cols) => cols
                 .iter()
@@ -96,7 +98,10 @@ impl PyPlan {
                 )),
             ));
         }
-        Ok(extra)
+        if self.plan.key_names.is_empty() {
+            req.n = extra.first().map_or(0, |a| a.len());
+        }
+        Ok((req, extra))
     }
 }
 
@@ -157,7 +162,12 @@ impl PyPlan {
                 });
             }
             let s = store.store.clone();
-            let plan = run_detached(py, || Plan::new(s, specs))?;
+            let plan = if specs.is_empty() && post.is_some() {
+                // A transform view over request-time values alone: no view to read.
+                Plan::without_views(s)
+            } else {
+                run_detached(py, || Plan::new(s, specs))?
+            };
             // ``post``: ``(TransformProgram, n_features, select, source, names)``, see
             // ``crate::serve::transform::Post``.
             let post = match post {
@@ -218,7 +228,7 @@ impl PyPlan {
         guard(py, || {
             let plan = &*self.plan;
             let at = served_at(py, as_of)?;
-            let req = keys::request(py, entity_rows, &plan.key_names)?;
+            let (req, extra) = self.request(py, entity_rows, request)?;
             let (n, w, v) = match &self.post {
                 Some((p, _)) => (req.n, p.width(), p.width()),
                 None => {
@@ -228,7 +238,6 @@ impl PyPlan {
             };
             // Filled in Rust, then handed to numpy without a copy (and without numpy's borrow tracking).
             let (vs, ss) = if let Some((p, names)) = &self.post {
-                let extra = self.request_columns(py, request)?;
                 let work = || p.numpy(plan, &req, at, extra, names);
                 if n >= DETACH_ROWS {
                     run_detached(py, work)?
@@ -271,8 +280,8 @@ impl PyPlan {
         guard(py, || {
             let plan = &*self.plan;
             let at = served_at(py, as_of)?;
-            let req = keys::request(py, entity_rows, &plan.key_names)?;
-            let out = self.answer(py, &req, at, request)?;
+            let (req, extra) = self.request(py, entity_rows, request)?;
+            let out = self.answer(py, &req, at, extra)?;
             let (features, status) = (out.columns, out.status);
             let keys: Vec<ArrayRef> = req.cols.iter().map(keys::key_array).collect();
             let v = if self.post.is_some() {

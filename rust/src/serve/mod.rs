@@ -249,6 +249,18 @@ impl Plan {
         Ok(plan)
     }
 
+    /// A plan that reads no view: its answers are the post-stage's columns made from request-time
+    /// values alone (a transform view of request inputs only). It has no join keys, so a request's row
+    /// count comes from its request-time columns (`crate::py::serve`).
+    pub fn without_views(store: Arc<Store>) -> Plan {
+        Plan {
+            store,
+            key_names: Vec::new(),
+            parts: Vec::new(),
+            width: 0,
+        }
+    }
+
     /// `(view, definition version)` of every part, in plan order.
     pub fn versions(&self) -> Vec<(&str, u64)> {
         self.parts

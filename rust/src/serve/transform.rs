@@ -184,7 +184,8 @@ impl Post {
                 "the post-stage was given the wrong number of columns".into(),
             ));
         }
-        let n = features.first().map_or(0, |a| a.len());
+        // A plan of no view has no feature column: its rows are the request columns'.
+        let n = features.first().or(request.first()).map_or(0, |a| a.len());
         if request.iter().any(|a| a.len() != n) {
             return Err(Error::InvalidArgument(format!(
                 "a request-time column has a length other than the request's {n} rows"
