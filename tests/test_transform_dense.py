@@ -168,3 +168,27 @@ def test_one_entity_without_request_columns_and_a_one_hot_reader(tmp_path):
     assert on.to_dict()["level_one_hot"] == want.column("level_one_hot").to_pylist() == [[0.0, 1.0]]
     v2, s2 = s.online_reader(["tv:income_zscore", "people:level"]).get_numpy([1, 2, 3], as_of=at(1))
     assert np.isnan(v2[2, 1]) and v2[0, 1] == 2.0 and s2[2].tolist() == [Status.IMPUTED, Status.NOT_FOUND]
+
+
+def test_a_value_from_after_the_request_is_not_filled_in_either_path(tmp_path):
+    """NOT_YET_VALID stays missing with that status in get_numpy as in get, filled feature or not."""
+    s = FeatureStore(tmp_path)
+    s.apply([user, people()])
+    s.write("people", rows([(1, 0, 2.0, 30, 2.0, 1), (2, 0, 4.0, 40, None, None)]))
+    st_ = s.compute_statistics("people")
+    s.write("people", rows([(1, 5, 3.0, 31, 2.0, 2)]))
+    s.apply(
+        [
+            people(impute=[Impute("income", "median", stats=st_.version)]),
+            TransformView("tv", [zscore("people:income", stats=st_.version), log1p("people:score")]),
+        ]
+    )
+    feats = ["tv:income_zscore", "tv:score_log1p", "people:income"]
+    r = s.online_reader(feats)
+    v, status = r.get_numpy([1, 2, 3], as_of=at(1))
+    resp = r.get([1, 2, 3], as_of=at(1))
+    for j, name in enumerate(r.feature_names):
+        assert status[:, j].tolist() == resp.statuses[name].tolist(), name
+        assert [struct.pack("<d", x) for x in v[:, j].tolist()] == f64_bits(resp.to_arrow().column(name))
+    assert status[0].tolist() == [Status.NOT_YET_VALID] * 3 and np.isnan(v[0]).all()
+    assert status[2].tolist() == [Status.IMPUTED, Status.NOT_FOUND, Status.IMPUTED]

@@ -192,6 +192,16 @@ impl PyPlan {
                     }
                     let post = Post::new(program, n_features, select, source, plan.n_views())
                         .map_err(|e| to_py(py, e))?;
+                    if plan.n_views() == 0 && post.n_request() == 0 {
+                        // Nothing would give the request its rows.
+                        return Err(to_py(
+                            py,
+                            Error::InvalidArgument(
+                                "a serving plan needs at least one feature view or request-time column"
+                                    .into(),
+                            ),
+                        ));
+                    }
                     Some((Arc::new(post), names))
                 }
             };
