@@ -8,6 +8,7 @@ import struct
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from conftest import TS, at
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,6 +31,7 @@ from skewless import (
     one_hot,
     zscore,
 )
+from skewless.errors import DtypeError
 
 user = Entity("user", join_keys=["user_id"], dtype=Int64)
 SCHEMA = [Field("income", Float64), Field("age", Int64), Field("score", Float32), Field("level", Int32)]
@@ -192,3 +194,15 @@ def test_a_value_from_after_the_request_is_not_filled_in_either_path(tmp_path):
         assert [struct.pack("<d", x) for x in v[:, j].tolist()] == f64_bits(resp.to_arrow().column(name))
     assert status[0].tolist() == [Status.NOT_YET_VALID] * 3 and np.isnan(v[0]).all()
     assert status[2].tolist() == [Status.IMPUTED, Status.NOT_FOUND, Status.IMPUTED]
+
+
+def test_a_request_column_of_another_type_gets_the_arrow_paths_error_then_numbers_still_serve(tmp_path):
+    s = FeatureStore(tmp_path)
+    s.apply([user, people(), TransformView("tv", [clip("request:amount", 0, 1)])])
+    s.write("people", rows([(1, 0, 2.0, 30, 2.0, 1)]))
+    r = s.online_reader(["tv:amount_clip", "people:age"])
+    with pytest.raises(DtypeError, match="amount"):
+        r.get_numpy({"user_id": [1], "amount": ["high"]}, as_of=at(1))
+    v, status = r.get_numpy({"user_id": [1, 2], "amount": pa.array([5, None], pa.int8())}, as_of=at(1))
+    assert v[0].tolist() == [1.0, 30.0] and np.isnan(v[1]).all()
+    assert status.tolist() == [[Status.PRESENT, Status.PRESENT], [Status.PRESENT, Status.NOT_FOUND]]

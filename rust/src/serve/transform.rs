@@ -33,8 +33,8 @@ pub struct Post {
     program: Program,
     /// The program over float64 rows, for `get_numpy` (None: it has a node only the Arrow path runs).
     dense: Option<Dense>,
-    /// Set when a request's columns turned out not to be numeric: later requests go straight to the
-    /// Arrow path instead of looking up twice.
+    /// Set when the plan's columns turned out not to fit the dense form: later requests go straight to
+    /// the Arrow path instead of looking up twice.
     arrow_only: AtomicBool,
     /// Number of the plan's features, the program's first inputs; the request columns follow.
     n_features: usize,
@@ -111,7 +111,6 @@ impl Post {
                 if let Some(out) = self.numpy_dense(d, plan, req, at, &request)? {
                     return Ok(out);
                 }
-                self.arrow_only.store(true, Ordering::Relaxed);
             }
         }
         let (features, status) = plan.get_arrow(req, at)?;
@@ -144,6 +143,10 @@ impl Post {
         let mut status = vec![NOT_FOUND; n * n_parts];
         plan.get_rows(req, at, &mut rows, &mut status)?;
         if !d.run(&mut rows) {
+            // The plan's columns (or a fill for their types) are what the dense form cannot take: that
+            // holds for later requests too, so they skip the lookup here. A request column's type is the
+            // caller's, checked per request above.
+            self.arrow_only.store(true, Ordering::Relaxed);
             return Ok(None);
         }
         // The statuses as `run` gives them: the part's, IMPUTED where a fill made the value, and a value
