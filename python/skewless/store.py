@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import pyarrow as pa
 
-from . import history, retrieval, transforms
+from . import history, lineage, retrieval, transforms
 from ._arrow import as_table, index_hint, name_list
 from ._fs import TEMP_PREFIX
 from .definitions import Entity, FeatureService, FeatureView
@@ -586,8 +586,17 @@ class FeatureStore:
         key_types = {
             k: t for fv, _ in plan for k, t in zip(fv.join_keys, self.registry.key_types(fv), strict=True)
         }
+        described = None if compiled is None else lineage.describe(self.registry, compiled)
         return OnlineReader(
-            self._online(), plan, names, versions, self.serve_log, key_types, compiled=compiled, strict=strict
+            self._online(),
+            plan,
+            names,
+            versions,
+            self.serve_log,
+            key_types,
+            compiled=compiled,
+            strict=strict,
+            described=described,
         )
 
     def get_online_features(
@@ -661,16 +670,23 @@ class FeatureStore:
         refs = list(vals.column_names)
         if not refs:
             raise InvalidArgumentError("values has no columns; give 'view:feature' columns")
-        plan = resolve(self.registry, refs)
-        exact = [f"{fv.name}:{f}" for fv, fs in plan for f in fs]
+        # Transform view outputs are checked against their definition (skewless.lineage); their keys
+        # are those of the views they read.
+        compiled = transforms.compile_request(self.registry, refs, True)
+        plan = compiled.plan if compiled is not None else resolve(self.registry, refs)
+        exact = (
+            list(compiled.refs) if compiled is not None else [f"{fv.name}:{f}" for fv, fs in plan for f in fs]
+        )
         if sorted(exact) != sorted(refs):
-            raise InvalidArgumentError(f"values columns must be 'view:feature' references, got {refs}")
+            raise InvalidArgumentError(
+                f"values columns must be 'view:feature' or 'transform_view:output' references, got {refs}"
+            )
         keys: dict[str, Any] = {}
         for fv, _ in plan:
             keys.update(zip(fv.join_keys, self.registry.key_types(fv), strict=True))
-        types = [fv.feature_dtype(f).arrow for fv, fs in plan for f in fs]
+        types = [lineage.output_type(self.registry, r) for r in exact]
         sink = Sink(
-            str(source), list(keys), list(keys.values()), exact, types, [len(fs) for _, fs in plan], {}
+            str(source), list(keys), list(keys.values()), exact, types, [1] * len(exact), {}, request=None
         )
         return log_table(
             self.serve_log,
