@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import pyarrow as pa
 
 from .definitions import dtype_from_name
+from .errors import UnknownFeatureError
 from .refs import parse_ref
-from .transforms import REQUEST, Compiled, compile_request
+from .transforms import REQUEST, Compiled, compile_request, spec_outputs
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -77,6 +78,10 @@ def _record(registry: Registry, ref: str) -> tuple[dict[str, Any] | None, pa.Dat
     tviews = registry.data.get("transform_views", {})
     if view in tviews:
         spec = tviews[view]["spec"]
+        if feat not in spec_outputs(spec):
+            raise UnknownFeatureError(
+                f"transform view {view!r} has no output {feat!r}; it has {spec_outputs(spec)}"
+            )
         version = registry.version("transform_views", view)
         versions = {view: version}
         reads = [parse_ref(i) for i in _inputs(_producer(spec, feat)) if not i.startswith(REQUEST + ":")]

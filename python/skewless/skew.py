@@ -349,7 +349,7 @@ def _groups(col: pa.ChunkedArray) -> list[tuple[str | None, np.ndarray]]:
 
 
 def rebuild_staged(
-    store: FeatureStore, ref: str, log: pa.Table, rec: Mapping[str, Any], hists: _Histories
+    store: FeatureStore, ref: str, log: pa.Table, rec: Mapping[str, Any] | None, hists: _Histories
 ) -> tuple[pa.ChunkedArray, list[str], list[str]]:
     """``ref`` (a transform view output, or a feature with imputation) for each logged row of ``log``,
     as served by the definitions of record ``rec`` (:mod:`skewless.lineage`) and as known at each row's
