@@ -9,6 +9,15 @@ without a logged lookup, every row written so far counts. For a window feature (
 aggregate) there is no single row: ``rows`` lists the entity's events inside the window (t - window, t]
 (``known`` or written later), ``row`` is None, and ``ttl_decision`` describes the window.
 
+For a transform view output or an imputed feature, the explanation also holds ``transform_view`` (name
+and version), ``transform`` (kind, input, the statistics artifact and the numbers it read, e.g. a
+z-score's ``mean`` and ``stddev_samp``; a UDF's version and fingerprint), ``inputs`` (each input's value
+as stored at the instant, with its TTL decision and row; a ``request:<column>`` input from ``entity`` or
+else from the logged lookup), ``imputation`` (strategy, artifact, fill value, where declared, and whether
+it ``applied``), ``artifacts``, and ``definitions`` ("as served": those the newest logged lookup recorded,
+else "as defined now"). ``value`` is what the transform stage makes of the inputs (the rebuild of
+:func:`skewless.skew.rebuild_staged`); each logged lookup is rebuilt with its own definitions.
+
 Example:
     >>> import tempfile, datetime as dt
     >>> import pyarrow as pa

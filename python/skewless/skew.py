@@ -24,15 +24,24 @@ written after their ``known_at``, and only those are recomputed, in one more ker
 known event) pairs keyed by lookup. That pairing costs those lookups times their key's events in the
 window.
 
+Transform view outputs and imputed features (:func:`rebuild_staged`): the log records the definitions
+each was served with (:mod:`skewless.lineage`); the rows served with one set of definitions are rebuilt
+together: every view the output reads through :func:`rebuild` as above, then the compiled transform
+stage of :func:`skewless.retrieval.get_historical_features` (imputation fills, built-ins, UDFs) over
+those columns and the logged ``request:<column>`` inputs, compiled from the served definitions (rows
+``log_served`` logged, which record none, from the registry's). So no transform is implemented twice,
+and a transform view version, artifact or UDF that changed after serving neither hides a skew nor
+raises a false alert; the report states the change (``changes``) and what was served (``served_with``).
+
 A lookup served NOT_YET_VALID (the online store held a value from after ``served_at``, so it could not
-answer for that instant) is not comparable and is counted apart. Other kinds of features (transforms)
-plug in at :func:`rebuild`, which dispatches on the definition.
+answer for that instant) is not comparable and is counted apart.
 
 Per feature: ``rows`` compared, ``mismatch_rate`` (value differs beyond ``atol + rtol * |offline|``, or
 missing on one side only; null and NaN are both "missing"), ``null_online_only_rate`` and
 ``null_offline_only_rate``, ``max_abs_diff`` and ``mean_abs_diff`` (rows present on both sides), the
 two-sample Kolmogorov-Smirnov statistic and p-value and the Wasserstein distance of the online and
-offline values (scipy, the ``watchdog`` extra; None without it), and the versions served.
+offline values (scipy, the ``watchdog`` extra; None without it), the versions served, and for a
+transform output or imputed feature ``served_with`` ({what made it: rows}) and ``changes`` (text).
 
 Thresholds (:data:`DEFAULT_THRESHOLDS`) turn metrics into :class:`Alert` s: a metric above its threshold
 alerts (``ks_pvalue``: below it); None disables one. ``thresholds=`` overrides them for every feature
