@@ -352,3 +352,15 @@ def test_an_unknown_transform_output_is_refused_and_nothing_is_logged(store):
         s.check_skew(features=["tv:nope"])
     s.flush_logs()
     assert snapshot(s.path) == before
+
+
+def test_a_strict_reader_logs_each_lookup_once(tmp_path):
+    # A strict get_numpy that meets a NaN looks again through the Arrow answer (a stored NaN is a value,
+    # a null is not); that second look must not log the lookup a second time.
+    s = FeatureStore(tmp_path / "s")
+    s.apply([user, people()])
+    s.write("people", rows([1], [0], [float("nan")], [20]))
+    with s.online_reader(["people:income"], strict=True, log=True) as r:
+        values, _ = r.get_numpy([1], as_of=at(1))
+    assert values[0, 0] != values[0, 0]
+    assert s.read_log()["people:income"].num_rows == 1
