@@ -208,6 +208,8 @@ def test_the_rebuild_uses_the_served_artifact_and_says_what_changed(store):
     assert report.alerts == [], report.to_markdown()
     assert any("people#1" in c and "people#2" in c for c in z["changes"]), z["changes"]
     assert "changed since serving" in report.to_markdown()
+    page = open(report.to_html(str(s.path) + "/skew.html"), encoding="utf-8").read()
+    assert "changed since serving" in page and "artifact people#1" in page
     # Served after the change: rebuilt with artifact 2, and nothing to report as changed.
     serve_and_log(s, at(2))
     later = s.check_skew(features=["tv:income_zscore"], start=at(2))

@@ -753,6 +753,15 @@ class SkewReport:
             ]
             parts.append(f"<tr><td>{e(f)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
+        made = {f: m for f, m in self.features.items() if m.get("served_with")}
+        if made:
+            parts.append("<h2>Transforms and imputation served</h2><ul>")
+            for f, m in made.items():
+                for what, n in m["served_with"].items():
+                    parts.append(f"<li>{e(f)} ({n} rows): {e(what)}</li>")
+                for ch in m["changes"]:
+                    parts.append(f"<li class=bad>{e(f)}: changed since serving: {e(ch)}</li>")
+            parts.append("</ul>")
         if self.alerts:
             parts.append("<ul>")
             for a in self.alerts:
