@@ -77,7 +77,9 @@ class Explanation:
     """The answer of :meth:`FeatureStore.explain`: ``value`` (rebuilt), ``row`` (the history row that
     produced it, or None), ``rows`` (the entity's rows around it, each marked ``known`` or not at
     ``known_at``), ``ttl_decision`` (text), ``served`` (logged lookups at that instant, each with
-    ``differs``). ``to_dict()`` and ``str()`` give it whole.
+    ``differs``); for a transform view output or an imputed feature also ``transform_view``,
+    ``transform``, ``inputs``, ``imputation``, ``artifacts``, ``definitions`` and ``notes`` (see the module
+    docstring). ``to_dict()`` and ``str()`` give it whole.
 
     Example: ``print(store.explain("user_stats:spend", {"user_id": 7}, at))``.
     """

@@ -563,7 +563,9 @@ class FeatureStore:
         A view with no online data yet (nothing written or materialized) answers NOT_FOUND (null); the
         reader starts serving it as soon as any process writes it, with no extra cost per call after that.
         With ``log=True`` every answer goes to the served-feature log (:mod:`skewless.servelog`) for
-        :meth:`check_skew`; ``reader.close()`` or a ``with`` block flushes it.
+        :meth:`check_skew`, transform view outputs and imputed values included (with their request-time
+        inputs and the definitions that made them, :mod:`skewless.lineage`); ``reader.close()`` or a
+        ``with`` block flushes it.
 
         Transform view outputs and imputation run inside the same engine call (UDFs in Python after it);
         ``strict=True``: a missing value no strategy fills raises
@@ -659,7 +661,8 @@ class FeatureStore:
         :meth:`check_skew` checks them too; returns the rows queued.
 
         ``entity_rows``: the join key columns (a mapping or table; other columns are logged as
-        request-time inputs); ``values``: ``"view:feature"`` columns, one row per entity row;
+        request-time inputs, logged as ``request:<column>``); ``values``: ``"view:feature"`` or
+        ``"transform_view:output"`` columns, one row per entity row;
         ``served_at``: one instant or one per row. ``source`` labels the rows (``check_skew(source=...)``).
         Everything is checked before anything is queued.
 
