@@ -217,6 +217,17 @@ def test_the_rebuild_uses_the_served_artifact_and_says_what_changed(store):
     assert "artifact people#2" in next(iter(later.features["tv:income_zscore"]["served_with"]))
 
 
+def test_a_feature_view_changed_since_serving_is_stated(store):
+    s = store
+    serve_and_log(s, at(1))
+    s.apply([people(impute=[Impute("income", "median", stats=1)], description="now documented")])
+    report = s.check_skew(features=["tv:income_zscore", "people:income"])
+    assert report.alerts == []
+    for f in ("tv:income_zscore", "people:income"):
+        notes = report.features[f]["changes"]
+        assert any("feature view people served v2, registry now v3" in c for c in notes), notes
+
+
 # ---- UDFs ------------------------------------------------------------------------------------------------
 
 

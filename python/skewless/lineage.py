@@ -11,10 +11,12 @@ and say what changed since (:func:`changes`), and :mod:`skewless.explain` can sh
 The record of one output reference, ``served_by`` (JSON)::
 
     {"transform_view": {"name": str, "version": int, "spec": <the transform view's registry spec>},
-     "impute": {"<feature view>": {"version": int, "impute": [<stored Impute specs>]}}}
+     "impute": {"<feature view>": {"version": int, "impute": [<stored Impute specs>]}},
+     "views": {"<feature view>": <version>}}
 
 ``transform_view`` only for a transform view output; ``impute`` lists the feature views the output reads
-that declare imputation. A plain feature without imputation has no record (None).
+that declare imputation; ``views`` every feature view it reads, with its version. A plain feature without
+imputation has no record (None).
 
 Example:
     >>> summary("v:x", {"impute": {"v": {"version": 2, "impute": [
@@ -88,17 +90,20 @@ def _record(registry: Registry, ref: str) -> tuple[dict[str, Any] | None, pa.Dat
         rec: dict[str, Any] = {
             "transform_view": {"name": view, "version": version, "spec": copy.deepcopy(spec)},
             "impute": {},
+            "views": {},
         }
         for v, _ in reads:
             fv = registry.feature_view(v)
-            versions[v] = registry.version("feature_views", v)
+            versions[v] = rec["views"][v] = registry.version("feature_views", v)
             if fv.impute:
                 rec["impute"][v] = {"version": versions[v], "impute": [i.to_spec() for i in fv.impute]}
         return rec, _output_type(spec, feat), versions
     fv = registry.feature_view(view)
     versions = {view: registry.version("feature_views", view)}
     imps = [i.to_spec() for i in fv.impute if i.feature == feat]
-    plain = {"impute": {view: {"version": versions[view], "impute": imps}}} if imps else None
+    plain = (
+        {"impute": {view: {"version": versions[view], "impute": imps}}, "views": versions} if imps else None
+    )
     return plain, fv.feature_dtype(feat).arrow, versions
 
 
@@ -290,6 +295,15 @@ def changes(ref: str, served: Mapping[str, Any] | None, now: Mapping[str, Any] |
         {k: v for k, v in i.items() if k != "level"} for i in a["imputation"]
     ] != [{k: v for k, v in i.items() if k != "level"} for i in b["imputation"]]:
         out.append(f"imputation served {a['imputation']}, registry now {b['imputation']}")
+    # The registry keeps the latest definition of a feature view only: a view that changed is rebuilt
+    # with its current definition (its TTL, say), and the report says so.
+    va, vb = (served or {}).get("views", {}), (now or {}).get("views", {})
+    for v in sorted(set(va) | set(vb)):
+        if va.get(v) != vb.get(v):
+            out.append(
+                f"feature view {v} served v{va.get(v)}, registry now v{vb.get(v)} (the rebuild reads it with "
+                "its current definition: the registry keeps the latest one only)"
+            )
     return out or [f"definitions served {text(ref, served)!r}, registry now {text(ref, now)!r}"]
 
 
