@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import statistics
@@ -428,3 +429,18 @@ def test_served_transform_values_rebuild_exactly_whatever_was_written_between(
     # A lookup before a key's latest stored row is served NOT_YET_VALID: counted apart, not compared.
     z = report.features["tv:income_zscore"]
     assert z["rows"] + z["not_comparable"] == 5 * min(len(batches), len(instants))
+
+
+def test_a_request_only_output_from_a_legacy_path_is_checked_and_its_worst_row_explained(store):
+    s = store
+    s.apply([TransformView("r", [log1p("request:amount")])])
+    s.log_served({"amount": [0.0, 1.0, 3.0]}, {"r:amount_log1p": [0.0, math.log1p(1.0), 9.0]}, at(1))
+    s.flush_logs()
+    report = s.check_skew()
+    assert [a.feature for a in report.alerts if a.metric == "mismatch_rate"] == ["r:amount_log1p"]
+    (worst,) = report.features["r:amount_log1p"]["worst"]
+    assert worst["entity"] == {"amount": 3.0}
+    e = eval(worst["explain"], {"store": s})  # the report's link reproduces the row
+    assert e.value == math.log1p(3.0)
+    # Only the logged lookup with that request value is shown.
+    assert [(x["value"], x["differs"]) for x in e.served] == [(9.0, True)]

@@ -16,7 +16,8 @@ as stored at the instant, with its TTL decision and row; a ``request:<column>`` 
 else from the logged lookup), ``imputation`` (strategy, artifact, fill value, where declared, and whether
 it ``applied``), ``artifacts``, and ``definitions`` ("as served": those the newest logged lookup recorded,
 else "as defined now"). ``value`` is what the transform stage makes of the inputs (the rebuild of
-:func:`skewless.skew.rebuild_staged`); each logged lookup is rebuilt with its own definitions.
+:func:`skewless.skew.rebuild_staged`); each logged lookup is rebuilt with its own definitions. Request-time
+values given in ``entity`` (``{"user_id": 7, "amount": 12.0}``) also select the logged lookups shown.
 
 Example:
     >>> import tempfile, datetime as dt
@@ -175,11 +176,9 @@ def _parse(x: Any) -> Any:
 
 
 def _entity_filter(table: pa.Table, keys: Mapping[str, pa.Scalar]) -> pa.Array:
-    mask = None
+    mask = pa.array(np.ones(table.num_rows, bool))
     for k, v in keys.items():
-        m = pc.fill_null(pc.equal(table.column(k), v), False)
-        mask = m if mask is None else pc.and_(mask, m)
-    assert mask is not None
+        mask = pc.and_(mask, pc.fill_null(pc.equal(table.column(k), v), False))
     return mask
 
 
@@ -415,7 +414,13 @@ def _explain_staged(
     found = read_log(os.path.join(store.path, "logs"), start=t, end=t + 1, features=[feature]).get(feature)
     log: pa.Table = pa.table({}) if found is None else found
     if log.num_rows:
-        log = log.filter(_entity_filter(log, {k: v for k, v in keys.items() if k in log.column_names}))
+        # The logged lookups of this entity, and of the request-time values given with it, if any.
+        match = {k: v for k, v in keys.items() if k in log.column_names}
+        for name in entity:
+            col = REQUEST_PREFIX + name
+            if name not in keys and col in log.column_names and entity[name] is not None:
+                match[col] = pa.scalar(entity[name])
+        log = log.filter(_entity_filter(log, match))
     logged = log.num_rows > 0
     if known_at is not None:
         k_us = instant_us(_parse(known_at), "known_at")

@@ -364,8 +364,8 @@ def rebuild_staged(
     as served by the definitions of record ``rec`` (:mod:`skewless.lineage`) and as known at each row's
     (served_at, known_at): every view the output reads is rebuilt by :func:`rebuild`, then the compiled
     transform stage of ``get_historical_features`` runs over those columns and the logged
-    ``request:<column>`` inputs. Returns the values, the join keys read, and notes (an input the log
-    lacks)."""
+    ``request:<column>`` inputs. Returns the values, the join keys and logged request columns read, and
+    notes (an input the log lacks)."""
     c = lineage.compile_served(store.registry, ref, rec)
     cols: list[Any] = []
     keys: list[str] = []
@@ -383,6 +383,7 @@ def rebuild_staged(
     for name in c.request_columns:
         col = REQUEST_PREFIX + name
         if col in log.column_names:
+            keys.append(col)  # the worst rows' explain call passes it back as a request input
             cols.append(log.column(col))
         else:
             notes.append(f"the log has no request-time input {col!r}: rebuilt with nulls for it")
@@ -597,7 +598,7 @@ def _feature_report(
     view = parse_ref(ref)[0]
     for j in worst.tolist():
         i = int(idx[j])
-        ent = {k: log.column(k)[i].as_py() for k in keys}
+        ent = {k.removeprefix(REQUEST_PREFIX): log.column(k)[i].as_py() for k in keys}
         at = int(_ints(log.column(SERVED_AT))[i])
         rows.append(
             {
