@@ -88,3 +88,48 @@ def test_check_skew_10k_logged_lookups(benchmark, store):
     store.flush_logs()
     report = benchmark.pedantic(lambda: store.check_skew(source="bench"), rounds=3)
     assert report.alerts == []
+
+
+TV_OUTS = ["tv:f0_zscore", "tv:f1_clip", "tv:f2_log1p"]
+
+
+@pytest.fixture(scope="module")
+def tv_store(store):
+    """The store with a transform view: a z-score of a median-imputed feature, a clip and a log1p."""
+    stats = store.compute_statistics("v").version
+    store.apply(
+        [
+            sk.TransformView(
+                "tv",
+                [sk.zscore("v:f0", stats=stats), sk.clip("v:f1", 0, 0.5), sk.log1p("v:f2")],
+                impute=[sk.Impute("v:f0", "median", stats=stats)],
+            )
+        ]
+    )
+    return store
+
+
+def test_lookup_transform_outputs_unlogged(benchmark, tv_store):
+    r = tv_store.online_reader(TV_OUTS)
+    ks = keys()
+    values, _ = benchmark(lambda: r.get_numpy(next(ks)))
+    assert values.shape == (1, 3)
+
+
+def test_lookup_transform_outputs_logged(benchmark, tv_store):
+    r = tv_store.online_reader(TV_OUTS, log=True)
+    ks = keys()
+    values, _ = benchmark(lambda: r.get_numpy(next(ks)))
+    r.close()
+    assert values.shape == (1, 3) and tv_store.serve_log.dropped == 0
+
+
+def test_check_skew_10k_logged_transform_lookups(benchmark, tv_store):
+    users = np.random.default_rng(4).integers(0, N, 10_000)
+    at = T0 + dt.timedelta(days=2)
+    with tv_store.online_reader(TV_OUTS, log=True) as r:
+        for chunk in np.array_split(users, 100):
+            r.get_numpy(chunk, as_of=at)
+    end = at + dt.timedelta(microseconds=1)
+    report = benchmark.pedantic(lambda: tv_store.check_skew(features=TV_OUTS, start=at, end=end), rounds=3)
+    assert report.alerts == [] and report.features["tv:f0_zscore"]["rows"] == 10_000

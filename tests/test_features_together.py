@@ -4,7 +4,6 @@ them, and what is refused with a typed error (and writes nothing) until it is bu
 from __future__ import annotations
 
 import datetime as dt
-import os
 
 import pyarrow as pa
 import pytest
@@ -83,16 +82,23 @@ def test_imputation_on_an_event_view_is_refused(tmp_path):
         )
 
 
-def test_logging_a_transform_view_is_refused_and_logs_nothing(events_store):
+def test_a_transform_view_is_logged_and_checked(events_store):
+    # log=True was refused for a transform view before the log recorded transform outputs; it now logs
+    # the outputs (here of a window feature and of a plain one) and the check rebuilds them.
     s = events_store
-    s.apply([sk.TransformView("tv", transforms=[sk.log1p("stats:spend")])])
-    with pytest.raises(sk.errors.InvalidArgumentError, match="log=True"):
-        s.online_reader(["tv:spend_log1p"], log=True)
-    with pytest.raises(sk.errors.InvalidArgumentError, match="log=True"):
-        s.get_online_features(["tv:spend_log1p"], {"user_id": [1]}, log=True)
+    s.apply([sk.TransformView("tv", transforms=[sk.log1p("stats:spend"), sk.log1p("txn:amount_sum_7d")])])
+    with s.online_reader(["tv:spend_log1p", "tv:amount_sum_7d_log1p"], log=True) as r:
+        r.get_numpy([1, 2], as_of=at(1))
+    s.get_online_features(["tv:spend_log1p"], {"user_id": [1]}, as_of=at(1), log=True)
     s.flush_logs()
-    logs = os.path.join(s.path, "logs")
-    assert not os.path.isdir(logs) or not [f for f in os.listdir(logs) if f.endswith(".arrow")]
+    log = s.read_log()
+    assert log["tv:spend_log1p"].num_rows == 3
+    assert log["tv:amount_sum_7d_log1p"].column("tv:amount_sum_7d_log1p").to_pylist() == [
+        pytest.approx(1.5040773967762742),
+        pytest.approx(1.791759469228055),
+    ]
+    report = s.check_skew()
+    assert report.alerts == [] and report.features["tv:amount_sum_7d_log1p"]["rows"] == 2
 
 
 def test_window_features_are_logged_and_checked_with_the_plain_ones(events_store):

@@ -9,7 +9,7 @@ queue into Arrow tables and writes segments. ``reader.close()``, leaving a ``wit
 queue of its own and no flusher (one starts on its first log entry): the parent's unflushed entries stay
 the parent's to write.
 
-Segment format, log format version 1. ``<store>/logs/seg-<min>-<max>-<token>-<n>.arrow``: an Arrow IPC
+Segment format, log format version 2. ``<store>/logs/seg-<min>-<max>-<token>-<n>.arrow``: an Arrow IPC
 file, written under a hidden temp name (``.tmp-...``) in the same folder, fsynced, then renamed, so a
 reader sees whole segments only and a process killed mid-flush leaves at most a temp file (which
 :meth:`ServeLog.prune` removes once it is an hour old). ``<min>`` and ``<max>`` are the smallest and
@@ -21,14 +21,23 @@ feature list from one source. Columns:
 - ``__served_at__`` timestamp[us, UTC]: the request instant the values were served for;
 - ``__known_at__`` timestamp[us, UTC]: the wall clock when the lookup ran (for ``log_served``: when it
   was called). A check rebuilds a vector from the history rows written by then only;
-- the entity key columns, in the stored key types, then any other column of the entity rows given to
-  ``log_served`` (request-time inputs), as given;
-- per feature, a column named by its reference ``view:feature`` (its stored type; ``get_numpy`` logs
-  float64 with null for a missing value) and ``view:feature@status`` int8
-  (:class:`skewless.online.Status`; null when ``log_served`` was given none).
+- the entity key columns, in the stored key types;
+- ``request:<column>`` per request-time input: for a reader, each column of the entity rows its
+  transforms read (``"request:<column>"`` inputs); for ``log_served``, every other column of the entity
+  rows, as given;
+- per feature, a column named by its reference ``view:feature`` or ``transform_view:output`` (its served
+  type; ``get_numpy`` logs float64 with null for a missing value) and ``<reference>@status`` int8
+  (:class:`skewless.online.Status`, ``IMPUTED`` where an imputation filled it; null when ``log_served``
+  was given none).
 
-The schema's metadata ``skewless.log`` is JSON: ``{"version": 1, "source": str, "keys": [...],
-"features": [...], "versions": {view: registry version}}`` (``versions`` empty for ``log_served``).
+The schema's metadata ``skewless.log`` is JSON: ``{"version": 2, "source": str, "keys": [...],
+"features": [...], "request": [column, ...], "versions": {view or transform view: registry version},
+"served_by": {reference: <record>}}`` (``versions`` and ``served_by`` empty for ``log_served``). A
+record (:mod:`skewless.lineage`) holds the transform view spec and version and the feature views'
+imputation a value was served with, for each feature whose value a transform or an imputation made.
+
+Format 1 (read as well): no ``request`` and ``served_by`` entries; a ``log_served`` segment's other
+entity-row columns are named as given (read back as ``request:<column>``).
 
 Example:
     >>> import tempfile, datetime as dt
@@ -72,6 +81,7 @@ from ._arrow import as_column, as_table
 from ._fs import TEMP_PREFIX, atomic_write
 from .definitions import TIMESTAMP_TYPE
 from .errors import InvalidArgumentError, MissingColumnError, StorageError
+from .lineage import key as lineage_key
 from .normalize import entity_key, instant_us, normalize_ts
 from .online import Status
 
@@ -86,15 +96,20 @@ __all__ = [
     "SERVED_AT",
     "KNOWN_AT",
     "STATUS_SUFFIX",
+    "REQUEST_PREFIX",
 ]
 
-LOG_FORMAT_VERSION = 1
+LOG_FORMAT_VERSION = 2
+#: Formats this version reads.
+READABLE_FORMATS = (1, 2)
 #: Arrow schema metadata key of a segment (see "Segment format").
 META_KEY = b"skewless.log"
 REQUEST_ID = "__request_id__"
 SERVED_AT = "__served_at__"
 KNOWN_AT = "__known_at__"
 STATUS_SUFFIX = "@status"
+#: Prefix of a request-time input column: ``request:<column>``.
+REQUEST_PREFIX = "request:"
 _PRESENT = int(Status.PRESENT)
 _SEGMENT = re.compile(r"^seg-(-?\d+)-(-?\d+)-([0-9a-f]+)-(\d+)\.arrow$")
 #: A temp file this old belongs to a flush that died (a flush takes milliseconds).
@@ -107,11 +122,25 @@ DEFAULT_INTERVAL = 1.0
 
 class Sink:
     """What one logging caller writes: the source label, entity key names and types, the feature
-    references with their types, how many of them each status column covers, and the view versions.
-    ``windows``: per status column, whether it is an event view's, whose served values stand whatever the
-    status (an entity with no events is NOT_FOUND with count 0; a null is NaN)."""
+    references with their types, how many of them each status column covers, and the versions.
+    ``windows``: per status column, whether its served values stand whatever the status (an event view's:
+    an entity with no events is NOT_FOUND with count 0; a transform stage's output: filled or computed
+    values; a null is NaN). ``request``: the request-time columns to log (None: every non-key column of
+    the entity rows). ``served_by``: each feature's lineage record (:mod:`skewless.lineage`)."""
 
-    __slots__ = ("source", "keys", "key_types", "features", "types", "counts", "versions", "names", "windows")
+    __slots__ = (
+        "source",
+        "keys",
+        "key_types",
+        "features",
+        "types",
+        "counts",
+        "versions",
+        "names",
+        "windows",
+        "request",
+        "served_by",
+    )
 
     def __init__(
         self,
@@ -124,6 +153,8 @@ class Sink:
         versions: Mapping[str, int],
         names: Sequence[str] | None = None,
         windows: Sequence[bool] | None = None,
+        request: Sequence[str] | None = (),
+        served_by: Mapping[str, Any] | None = None,
     ) -> None:
         self.source = source
         self.keys = list(keys)
@@ -135,6 +166,8 @@ class Sink:
         # The reader's output column of each feature (``get`` answers use them).
         self.names = list(names) if names is not None else list(features)
         self.windows = np.array(windows if windows is not None else [False] * len(self.counts), bool)
+        self.request = None if request is None else list(request)
+        self.served_by = dict(served_by or {})
 
 
 def _snapshot(rows: Any) -> Any:
@@ -271,7 +304,9 @@ class ServeLog:
             "source": sink.source,
             "keys": sink.keys,
             "features": sink.features,
+            "request": [c[len(REQUEST_PREFIX) :] for c in table.column_names if c.startswith(REQUEST_PREFIX)],
             "versions": sink.versions,
+            "served_by": sink.served_by,
         }
         table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
         served = pc.cast(table.column(SERVED_AT), pa.int64())
@@ -302,14 +337,17 @@ def _keys_of(rows: Any, sink: Sink) -> pa.Table:
 
 
 def _conform_keys(t: pa.Table, sink: Sink) -> pa.Table:
+    """The key columns in the stored key types, then the request-time columns the sink logs, named
+    ``request:<column>``."""
     cols = {}
     for k, kt in zip(sink.keys, sink.key_types, strict=True):
         if k not in t.column_names:
             raise MissingColumnError(f"the entity rows have no column {k!r}, a join key; add it")
         cols[k] = entity_key(t.column(k), kt, k)
-    for c in t.column_names:
-        if c not in cols:
-            cols[c] = t.column(c)
+    wanted = [c for c in t.column_names if c not in cols] if sink.request is None else sink.request
+    for c in wanted:
+        if c in t.column_names:
+            cols[REQUEST_PREFIX + c] = t.column(c)
     return pa.table(cols)
 
 
@@ -331,9 +369,26 @@ def _build(token: str, sink: Sink, items: list[tuple[Any, ...]]) -> pa.Table:
         meta = [(it[2], it[4], it[5]) for it in numpy_items]
         parts.append(_with_meta(cols, token, meta, lengths, _status_cols(sink, status)))
     if served_items:
-        t = pa.concat_tables([it[3].table(sink.names) for it in served_items])
-        status = np.concatenate([np.asarray(it[3].status) for it in served_items])
-        keys = _conform_keys(t.select(sink.keys), sink)
+        # An answer of a transform stage (entries with its OnlineResponse) gives its final columns, UDF
+        # outputs included, and a status per column; a plain answer its features and view statuses.
+        tables, stats = [], []
+        for it in served_items:
+            resp = it[5] if len(it) > 5 else None
+            if resp is None:
+                t = it[3].table(sink.names)
+                st = np.asarray(it[3].status)
+            else:
+                t = resp.to_arrow()
+                per = resp.statuses
+                st = np.column_stack([per[n] for n in sink.names]) if sink.names else np.zeros((len(t), 0))
+            if len(it) > 6 and it[6]:
+                for name, col in it[6].items():
+                    t = t.append_column(name, col)
+            tables.append(t)
+            stats.append(st)
+        t = pa.concat_tables(tables, promote_options="permissive")
+        status = np.concatenate(stats)
+        keys = _conform_keys(t, sink)
         cols = dict(zip(keys.column_names, keys.columns, strict=True))
         for f, name in zip(sink.features, sink.names, strict=True):
             cols[f] = t.column(name)
@@ -514,12 +569,27 @@ def _read_segment(path: str) -> tuple[dict[str, Any], pa.Table]:
         raise StorageError(
             f"served-feature log segment {path} is damaged ({e}); move it out of the logs folder"
         ) from None
-    if meta.get("version") != LOG_FORMAT_VERSION:
+    if meta.get("version") not in READABLE_FORMATS:
         raise StorageError(
             f"{path} is served-feature log format {meta.get('version')!r}; this skewless reads "
-            f"version {LOG_FORMAT_VERSION}. Upgrade skewless"
+            f"versions {list(READABLE_FORMATS)}. Upgrade skewless"
         )
+    if meta["version"] == 1:
+        # Format 1 named a log_served segment's other entity-row columns as given.
+        own = {REQUEST_ID, SERVED_AT, KNOWN_AT, *meta["keys"]}
+        own.update(meta["features"])
+        own.update(f + STATUS_SUFFIX for f in meta["features"])
+        extra = [c for c in t.column_names if c not in own]
+        t = t.rename_columns([REQUEST_PREFIX + c if c in extra else c for c in t.column_names])
+        meta["request"] = extra
     return meta, t
+
+
+def _repeat_str(value: str | None, n: int) -> pa.Array:
+    """``value`` ``n`` times as a dictionary-encoded string column (one copy of the text)."""
+    if value is None:
+        return pa.DictionaryArray.from_arrays(pa.nulls(n, pa.int32()), pa.array([], pa.string()))
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([value], pa.string()))
 
 
 def read_log(
@@ -531,8 +601,10 @@ def read_log(
     source: str | None = None,
 ) -> dict[str, pa.Table]:
     """Per feature reference, every logged row with ``start <= served_at < end`` (UTC microseconds,
-    None: open): request id, served_at, known_at, ``source``, ``version`` (null for ``log_served``), the
-    feature's view's key columns (as logged), the value (column named by the reference) and its status."""
+    None: open): request id, served_at, known_at, ``source``, ``version`` (of the feature's view or
+    transform view; null for ``log_served``), ``served_by`` (the lineage record as canonical JSON,
+    dictionary-encoded; null for a plain value or ``log_served``), the segment's key columns (as logged),
+    its ``request:<column>`` inputs, the value (column named by the reference) and its status."""
     wanted = None if features is None else set(features)
     per: dict[str, list[pa.Table]] = {}
     for lo, hi, path in segments(folder):
@@ -563,8 +635,11 @@ def read_log(
                 "source": pa.repeat(pa.scalar(meta["source"], pa.string()), n),
                 "version": pa.nulls(n, pa.int64()) if version is None else pa.array(np.full(n, version)),
             }
+            cols["served_by"] = _repeat_str(lineage_key(meta.get("served_by", {}).get(f)), n)
             for k in meta["keys"]:
                 cols[k] = t.column(k)
+            for c in meta["request"]:
+                cols[REQUEST_PREFIX + c] = t.column(REQUEST_PREFIX + c)
             cols[f] = t.column(f)
             cols[f + STATUS_SUFFIX] = t.column(f + STATUS_SUFFIX)
             per.setdefault(f, []).append(pa.table(cols))

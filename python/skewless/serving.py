@@ -40,8 +40,9 @@ import pyarrow.compute as pc
 from . import _core, transforms
 from ._arrow import as_table
 from .definitions import FeatureView
-from .errors import DtypeError, InvalidArgumentError
+from .errors import DtypeError
 from .events import output_type, window_spec
+from .lineage import Described
 from .online import OnlineStore, Status
 from .servelog import ServeLog, Sink, logged_get_numpy
 
@@ -93,6 +94,7 @@ class OnlineReader:
         key_types: Mapping[str, pa.DataType | None] | None = None,
         compiled: transforms.Compiled | None = None,
         strict: bool = False,
+        described: Described | None = None,
     ) -> None:
         self.views = [fv.name for fv, _ in plan]
         self.feature_names = [names[(fv.name, f)] for fv, fs in plan for f in fs]
@@ -125,28 +127,41 @@ class OnlineReader:
         self.log = log
         self._sink: Sink | None = None
         if log is not None:
-            if compiled is not None:
-                raise InvalidArgumentError(
-                    "log=True is not supported yet for a request with transform view outputs or "
-                    "imputation: the served-feature log records feature view "
-                    "values only; log the plain features with a second reader"
-                )
             kt = key_types or {}
-            self._sink = Sink(
-                "online_reader",
-                self.join_keys,
-                [kt.get(k) for k in self.join_keys],
-                [f"{fv.name}:{f}" for fv, fs in plan for f in fs],
-                [
-                    output_type(fv, f) if fv.is_event_view else fv.get_field(f).dtype.arrow
-                    for fv, fs in plan
-                    for f in fs
-                ],
-                self._counts,
-                self.versions,
-                self.feature_names,
-                [fv.is_event_view for fv, _ in plan],
-            )
+            if compiled is None:
+                self._sink = Sink(
+                    "online_reader",
+                    self.join_keys,
+                    [kt.get(k) for k in self.join_keys],
+                    [f"{fv.name}:{f}" for fv, fs in plan for f in fs],
+                    [
+                        output_type(fv, f) if fv.is_event_view else fv.get_field(f).dtype.arrow
+                        for fv, fs in plan
+                        for f in fs
+                    ],
+                    self._counts,
+                    self.versions,
+                    self.feature_names,
+                    [fv.is_event_view for fv, _ in plan],
+                )
+            else:
+                # A transform stage's answer: one status per output; its values stand whatever the
+                # status (filled, or computed from request values); lineage records what made them.
+                assert described is not None
+                w = len(described.refs)
+                self._sink = Sink(
+                    "online_reader",
+                    self.join_keys,
+                    [kt.get(k) for k in self.join_keys],
+                    described.refs,
+                    described.types,
+                    [1] * w,
+                    described.versions,
+                    self.feature_names,
+                    [True] * w,
+                    compiled.request_columns,
+                    described.served_by,
+                )
             self.get_numpy = logged_get_numpy(self._plan, log, self._sink)
         self._lookup = self.get_numpy
         if strict or (compiled is not None and (compiled.request_columns or compiled.udfs)):
@@ -171,20 +186,32 @@ class OnlineReader:
             return resp.to_numpy(), status if status is not None else np.zeros((len(resp), 0), np.int8)
         values, status = self._lookup(entity_rows, as_of, self._request(entity_rows))
         if self._strict and np.isnan(values).any():
-            # NaN is also a stored NaN, a value: the Arrow answer tells nulls apart.
-            self.get(entity_rows, as_of=as_of).to_arrow()
+            # NaN is also a stored NaN, a value: the Arrow answer tells nulls apart (and is not logged
+            # again: the lookup above was).
+            self._get(entity_rows, as_of, False).to_arrow()
         return values, status
 
     def get(self, entity_rows: Any, *, as_of: dt.datetime | None = None) -> OnlineResponse:
         """The entity columns then the features, as an :class:`OnlineResponse` (with ``served_at``)."""
-        served = self._plan.get(entity_rows, as_of, self._request(entity_rows))
+        return self._get(entity_rows, as_of, True)
+
+    def _get(self, entity_rows: Any, as_of: dt.datetime | None, log: bool) -> OnlineResponse:
+        request = self._request(entity_rows)
+        served = self._plan.get(entity_rows, as_of, request)
         counts = self._counts if self._compiled is None else [1] * len(self._compiled.select)
         resp = OnlineResponse(served, self.feature_names, counts, self.versions, self._compiled)
         if self._strict:
             resp.to_arrow()
             transforms.check_strict((n, resp.to_arrow().column(n)) for n in self.feature_names)
-        if self.log is not None:
-            self.log.put(("served", self._sink, next(self.log.calls), served, time.time_ns() // 1000))
+        if log and self.log is not None:
+            if self._compiled is None:
+                self.log.put(("served", self._sink, next(self.log.calls), served, time.time_ns() // 1000))
+            else:
+                # The flusher makes the response's columns (UDFs included) and logs the request inputs.
+                req = dict(zip(self._compiled.request_columns, request or [], strict=True))
+                self.log.put(
+                    ("served", self._sink, next(self.log.calls), served, time.time_ns() // 1000, resp, req)
+                )
         return resp
 
     def close(self) -> None:

@@ -24,15 +24,24 @@ written after their ``known_at``, and only those are recomputed, in one more ker
 known event) pairs keyed by lookup. That pairing costs those lookups times their key's events in the
 window.
 
+Transform view outputs and imputed features (:func:`rebuild_staged`): the log records the definitions
+each was served with (:mod:`skewless.lineage`); the rows served with one set of definitions are rebuilt
+together: every view the output reads through :func:`rebuild` as above, then the compiled transform
+stage of :func:`skewless.retrieval.get_historical_features` (imputation fills, built-ins, UDFs) over
+those columns and the logged ``request:<column>`` inputs, compiled from the served definitions (rows
+``log_served`` logged, which record none, from the registry's). So no transform is implemented twice,
+and a transform view version, artifact or UDF that changed after serving neither hides a skew nor
+raises a false alert; the report states the change (``changes``) and what was served (``served_with``).
+
 A lookup served NOT_YET_VALID (the online store held a value from after ``served_at``, so it could not
-answer for that instant) is not comparable and is counted apart. Other kinds of features (transforms)
-plug in at :func:`rebuild`, which dispatches on the definition.
+answer for that instant) is not comparable and is counted apart.
 
 Per feature: ``rows`` compared, ``mismatch_rate`` (value differs beyond ``atol + rtol * |offline|``, or
 missing on one side only; null and NaN are both "missing"), ``null_online_only_rate`` and
 ``null_offline_only_rate``, ``max_abs_diff`` and ``mean_abs_diff`` (rows present on both sides), the
 two-sample Kolmogorov-Smirnov statistic and p-value and the Wasserstein distance of the online and
-offline values (scipy, the ``watchdog`` extra; None without it), and the versions served.
+offline values (scipy, the ``watchdog`` extra; None without it), the versions served, and for a
+transform output or imputed feature ``served_with`` ({what made it: rows}) and ``changes`` (text).
 
 Thresholds (:data:`DEFAULT_THRESHOLDS`) turn metrics into :class:`Alert` s: a metric above its threshold
 alerts (``ks_pvalue``: below it); None disables one. ``thresholds=`` overrides them for every feature
@@ -70,16 +79,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import _core, history
+from . import _core, history, lineage, transforms
 from .asof import asof_join
 from .definitions import TIMESTAMP_TYPE, FeatureView
-from .errors import InvalidArgumentError, UnknownFeatureError
+from .errors import IncompatibleChangeError, InvalidArgumentError, UnknownFeatureError
 from .events import aggregation, window_features
 from .normalize import INT64_MIN, instant_us
 from .offline import SEQ, WRITTEN, tie_rank
 from .online import Status
 from .refs import parse_ref, resolve
-from .servelog import KNOWN_AT, REQUEST_ID, SERVED_AT, STATUS_SUFFIX
+from .servelog import KNOWN_AT, REQUEST_ID, REQUEST_PREFIX, SERVED_AT, STATUS_SUFFIX
 
 if TYPE_CHECKING:
     from .store import FeatureStore
@@ -314,6 +323,127 @@ def rebuild(
     return {f: hist.column(f).take(idx) for f in feats}, chosen, hist
 
 
+# ---- transform outputs and imputed values ---------------------------------------------------------------
+
+
+class _Histories:
+    """Each view's :func:`known_history` for one check, read once per (view, features) over the
+    instants of every logged row."""
+
+    def __init__(self, store: FeatureStore, tmin: int, tmax: int) -> None:
+        self.store, self.tmin, self.tmax = store, tmin, tmax
+        self.read: dict[tuple[str, tuple[str, ...]], pa.Table | None] = {}
+
+    def get(self, fv: FeatureView, feats: Sequence[str]) -> pa.Table | None:
+        k = (fv.name, tuple(sorted(feats)))
+        if k not in self.read:
+            self.read[k] = known_history(self.store, fv, sorted(feats), self.tmin, self.tmax)
+        return self.read[k]
+
+
+def _groups(col: pa.ChunkedArray) -> list[tuple[str | None, np.ndarray]]:
+    """Row indices per distinct value of a dictionary-encoded string column (``served_by``), read per
+    chunk (a segment's chunk holds one value) without decoding every row."""
+    keys: dict[str | None, int] = {}
+    codes = []
+    for ch in col.chunks:
+        if not pa.types.is_dictionary(ch.type):
+            ch = pc.dictionary_encode(ch)
+        vals = ch.dictionary.to_pylist()
+        idx = np.asarray(pc.fill_null(ch.indices, -1).to_numpy(zero_copy_only=False), np.int64)
+        lut = np.array([keys.setdefault(v, len(keys)) for v in vals] + [keys.setdefault(None, len(keys))])
+        codes.append(lut[idx])
+    all_codes = np.concatenate(codes) if codes else np.zeros(0, np.int64)
+    return [(k, np.nonzero(all_codes == c)[0]) for k, c in keys.items() if (all_codes == c).any()]
+
+
+def rebuild_staged(
+    store: FeatureStore, ref: str, log: pa.Table, rec: Mapping[str, Any] | None, hists: _Histories
+) -> tuple[pa.ChunkedArray, list[str], list[str]]:
+    """``ref`` (a transform view output, or a feature with imputation) for each logged row of ``log``,
+    as served by the definitions of record ``rec`` (:mod:`skewless.lineage`) and as known at each row's
+    (served_at, known_at): every view the output reads is rebuilt by :func:`rebuild`, then the compiled
+    transform stage of ``get_historical_features`` runs over those columns and the logged
+    ``request:<column>`` inputs. Returns the values, the join keys and logged request columns read, and
+    notes (an input the log lacks)."""
+    c = lineage.compile_served(store.registry, ref, rec)
+    cols: list[Any] = []
+    keys: list[str] = []
+    for fv, feats in c.plan:
+        keys += [k for k in fv.join_keys if k not in keys]
+        missing = [k for k in fv.join_keys if k not in log.column_names]
+        if missing:
+            raise UnknownFeatureError(
+                f"the log of {ref!r} has no key column(s) {missing} of view {fv.name!r} it reads; the "
+                "definition changed since: pass features= to skip it"
+            )
+        vals, _, _ = rebuild(store, fv.name, feats, log, hists.get(fv, feats))
+        cols += [vals[f] for f in feats]
+    notes = []
+    for name in c.request_columns:
+        col = REQUEST_PREFIX + name
+        if col in log.column_names:
+            keys.append(col)  # the worst rows' explain call passes it back as a request input
+            cols.append(log.column(col))
+        else:
+            notes.append(f"the log has no request-time input {col!r}: rebuilt with nulls for it")
+            cols.append(pa.nulls(log.num_rows))
+    stage_in = pa.Table.from_arrays(cols, names=[f"c{i}" for i in range(len(cols))])
+    stage = c.program.run(stage_in, c.select, c.names, False)
+    ((_, out),) = transforms.finish(c, stage, False)
+    return out, keys, notes
+
+
+def _rebuild_ref(
+    store: FeatureStore, ref: str, log: pa.Table, hists: _Histories
+) -> tuple[pa.ChunkedArray, list[str], dict[str, int], list[str]]:
+    """``ref``'s offline values for every row of ``log``, each group of rows served by one set of
+    definitions rebuilt with those (rows ``log_served`` logged, with none recorded, with the registry's
+    current ones); the join keys; what was served with ({description: rows}); and what changed since."""
+    now = lineage.served_by(store.registry, ref)
+    parts: list[tuple[np.ndarray, pa.ChunkedArray]] = []
+    served: dict[str, int] = {}
+    notes: list[str] = []
+    keys: list[str] = []
+    for k, idx in _groups(log.column("served_by")):
+        sub = log.take(pa.array(idx))
+        rec = now if k is None else json.loads(k)
+        label = lineage.text(ref, rec) + (
+            "" if k is not None else " (not recorded: log_served; as defined now)"
+        )
+        served[label] = served.get(label, 0) + len(idx)
+        if k is not None:
+            for ch in lineage.changes(ref, rec, now):
+                notes.append(
+                    f"{ch}; the {len(idx)} row(s) served with it were rebuilt with the served definition"
+                )
+        if rec is None:
+            view, feat = parse_ref(ref)
+            fv = store.registry.feature_view(view)
+            vals, _, _ = rebuild(store, view, [feat], sub, hists.get(fv, [feat]))
+            out, ks, more = vals[feat], list(fv.join_keys), list[str]()
+        else:
+            try:
+                out, ks, more = rebuild_staged(store, ref, sub, rec, hists)
+            except (UnknownFeatureError, IncompatibleChangeError) as e:
+                raise type(e)(
+                    f"cannot rebuild {ref!r} as it was served ({lineage.text(ref, rec)}): {e}; pass "
+                    "features= to skip it"
+                ) from None
+        keys += [x for x in ks if x not in keys]
+        notes += [m for m in more if m not in notes]
+        parts.append((idx, out))
+    n = log.num_rows
+    order = np.concatenate([i for i, _ in parts]) if parts else np.zeros(0, np.int64)
+    inv = np.empty(n, np.int64)
+    inv[order] = np.arange(n, dtype=np.int64)
+    if not parts:
+        return pa.chunked_array([], lineage.output_type(store.registry, ref)), keys, served, notes
+    typ = parts[0][1].type
+    cat = pa.concat_arrays([pa.chunked_array(p.chunks, typ).cast(typ).combine_chunks() for _, p in parts])
+    return pa.chunked_array([cat.take(pa.array(inv))]), keys, served, notes
+
+
 # ---- comparing ---------------------------------------------------------------------------------------------
 
 
@@ -468,7 +598,7 @@ def _feature_report(
     view = parse_ref(ref)[0]
     for j in worst.tolist():
         i = int(idx[j])
-        ent = {k: log.column(k)[i].as_py() for k in keys}
+        ent = {k.removeprefix(REQUEST_PREFIX): log.column(k)[i].as_py() for k in keys}
         at = int(_ints(log.column(SERVED_AT))[i])
         rows.append(
             {
@@ -485,6 +615,9 @@ def _feature_report(
         )
     del view
     out["worst"] = rows
+    # Transform outputs and imputed values: what made them, as served, and what changed since.
+    out["served_with"] = {}
+    out["changes"] = []
     out["_values"] = (c["a"], c["b"])
     return out
 
@@ -554,6 +687,15 @@ class SkewReport:
                 f"{m['null_offline_only_rate']:.2%} | {mad} | {ks} | {m['versions']} |"
             )
         lines.append("")
+        made = {f: m for f, m in self.features.items() if m.get("served_with")}
+        if made:
+            lines += ["## Transforms and imputation served", ""]
+            for f, m in made.items():
+                for what, n in m["served_with"].items():
+                    lines.append(f"- **{f}** ({n} rows): {what}")
+                for ch in m["changes"]:
+                    lines.append(f"  - changed since serving: {ch}")
+            lines.append("")
         if not self.alerts:
             lines.append("No alert.")
         else:
@@ -612,6 +754,15 @@ class SkewReport:
             ]
             parts.append(f"<tr><td>{e(f)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
+        made = {f: m for f, m in self.features.items() if m.get("served_with")}
+        if made:
+            parts.append("<h2>Transforms and imputation served</h2><ul>")
+            for f, m in made.items():
+                for what, n in m["served_with"].items():
+                    parts.append(f"<li>{e(f)} ({n} rows): {e(what)}</li>")
+                for ch in m["changes"]:
+                    parts.append(f"<li class=bad>{e(f)}: changed since serving: {e(ch)}</li>")
+            parts.append("</ul>")
         if self.alerts:
             parts.append("<ul>")
             for a in self.alerts:
@@ -681,13 +832,19 @@ def check_skew(
             raise InvalidArgumentError(f"{name} must be a non-negative number, got {v!r}")
     if thresholds is not None and not isinstance(thresholds, Mapping):
         raise InvalidArgumentError("thresholds must be a mapping of metric (or 'view:feature') to value")
-    if features is not None:
+    if features is not None and transforms.compile_request(store.registry, features, True) is None:
         resolve(store.registry, features)  # an unknown reference is an error, not an empty report
     logs = store.read_log(start=start, end=end, features=features, source=source)
     by_view: dict[str, list[str]] = {}
+    # Transform view outputs and imputed features: rebuilt through the transform stage (rebuild_staged).
+    staged: list[str] = []
     for ref in logs:
         view, feat = parse_ref(ref)
         try:
+            recorded = logs[ref].column("served_by").null_count < logs[ref].num_rows
+            if recorded or lineage.needs_stage(store.registry, ref):
+                staged.append(ref)
+                continue
             store.registry.feature_view(view).feature_dtype(feat)
         except UnknownFeatureError:
             raise UnknownFeatureError(
@@ -698,6 +855,25 @@ def check_skew(
     alerts: list[Alert] = []
     used: dict[str, dict[str, float | None]] = {}
     rng = np.random.default_rng(seed)
+    if staged:
+        picked_logs = {}
+        for ref in staged:
+            log = logs[ref]
+            if sample is not None and log.num_rows > sample:
+                log = log.take(pa.array(np.sort(rng.choice(log.num_rows, sample, replace=False))))
+            picked_logs[ref] = log
+        instants = [_ints(lg.column(SERVED_AT)) for lg in picked_logs.values() if lg.num_rows]
+        hists = _Histories(
+            store,
+            min((int(x.min()) for x in instants), default=0),
+            max((int(x.max()) for x in instants), default=0),
+        )
+        for ref, log in picked_logs.items():
+            offline, keys, served_with, notes = _rebuild_ref(store, ref, log, hists)
+            m = _feature_report(ref, log, offline, None, keys, float(atol), float(rtol))
+            m["served_with"] = served_with
+            m["changes"] = notes
+            _alert(reports, alerts, used, thresholds, ref, m)
     for view, feats in by_view.items():
         fv = store.registry.feature_view(view)
         picked = {}

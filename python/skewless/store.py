@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import pyarrow as pa
 
-from . import history, retrieval, transforms
+from . import history, lineage, retrieval, transforms
 from ._arrow import as_table, index_hint, name_list
 from ._fs import TEMP_PREFIX
 from .definitions import Entity, FeatureService, FeatureView
@@ -563,7 +563,9 @@ class FeatureStore:
         A view with no online data yet (nothing written or materialized) answers NOT_FOUND (null); the
         reader starts serving it as soon as any process writes it, with no extra cost per call after that.
         With ``log=True`` every answer goes to the served-feature log (:mod:`skewless.servelog`) for
-        :meth:`check_skew`; ``reader.close()`` or a ``with`` block flushes it.
+        :meth:`check_skew`, transform view outputs and imputed values included (with their request-time
+        inputs and the definitions that made them, :mod:`skewless.lineage`); ``reader.close()`` or a
+        ``with`` block flushes it.
 
         Transform view outputs and imputation run inside the same engine call (UDFs in Python after it);
         ``strict=True``: a missing value no strategy fills raises
@@ -586,8 +588,17 @@ class FeatureStore:
         key_types = {
             k: t for fv, _ in plan for k, t in zip(fv.join_keys, self.registry.key_types(fv), strict=True)
         }
+        described = None if compiled is None else lineage.describe(self.registry, compiled)
         return OnlineReader(
-            self._online(), plan, names, versions, self.serve_log, key_types, compiled=compiled, strict=strict
+            self._online(),
+            plan,
+            names,
+            versions,
+            self.serve_log,
+            key_types,
+            compiled=compiled,
+            strict=strict,
+            described=described,
         )
 
     def get_online_features(
@@ -650,7 +661,8 @@ class FeatureStore:
         :meth:`check_skew` checks them too; returns the rows queued.
 
         ``entity_rows``: the join key columns (a mapping or table; other columns are logged as
-        request-time inputs); ``values``: ``"view:feature"`` columns, one row per entity row;
+        request-time inputs, logged as ``request:<column>``); ``values``: ``"view:feature"`` or
+        ``"transform_view:output"`` columns, one row per entity row;
         ``served_at``: one instant or one per row. ``source`` labels the rows (``check_skew(source=...)``).
         Everything is checked before anything is queued.
 
@@ -661,16 +673,23 @@ class FeatureStore:
         refs = list(vals.column_names)
         if not refs:
             raise InvalidArgumentError("values has no columns; give 'view:feature' columns")
-        plan = resolve(self.registry, refs)
-        exact = [f"{fv.name}:{f}" for fv, fs in plan for f in fs]
+        # Transform view outputs are checked against their definition (skewless.lineage); their keys
+        # are those of the views they read.
+        compiled = transforms.compile_request(self.registry, refs, True)
+        plan = compiled.plan if compiled is not None else resolve(self.registry, refs)
+        exact = (
+            list(compiled.refs) if compiled is not None else [f"{fv.name}:{f}" for fv, fs in plan for f in fs]
+        )
         if sorted(exact) != sorted(refs):
-            raise InvalidArgumentError(f"values columns must be 'view:feature' references, got {refs}")
+            raise InvalidArgumentError(
+                f"values columns must be 'view:feature' or 'transform_view:output' references, got {refs}"
+            )
         keys: dict[str, Any] = {}
         for fv, _ in plan:
             keys.update(zip(fv.join_keys, self.registry.key_types(fv), strict=True))
-        types = [fv.feature_dtype(f).arrow for fv, fs in plan for f in fs]
+        types = [lineage.output_type(self.registry, r) for r in exact]
         sink = Sink(
-            str(source), list(keys), list(keys.values()), exact, types, [len(fs) for _, fs in plan], {}
+            str(source), list(keys), list(keys.values()), exact, types, [1] * len(exact), {}, request=None
         )
         return log_table(
             self.serve_log,

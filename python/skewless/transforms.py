@@ -609,6 +609,9 @@ class Compiled(NamedTuple):
     udfs: list[tuple[Udf, list[int], list[str]]]
     #: Each output in order: (name, position in ``select``, "") or (name, -1 - UDF index, UDF output).
     final: list[tuple[str, int, str]]
+    #: The reference of each output of ``final`` (``"view:feature"`` or ``"transform_view:output"``), for
+    #: the served-feature log (skewless.lineage).
+    refs: list[str]
 
 
 def _udf(spec: Mapping[str, Any], tv: str) -> Udf:
@@ -794,6 +797,7 @@ def compile_request(
         imputable=[c in imputable for c in select],
         udfs=udf_sel,
         final=final,
+        refs=[seen[n] for n, _, _ in final],
     )
 
 
