@@ -238,18 +238,20 @@ def as_column(values: Any, what: str) -> pa.ChunkedArray:
         return values
     if isinstance(values, pa.Array):
         return pa.chunked_array([values])
+    if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__"):
+        raise DtypeError(
+            f"{what} is a {type(values).__name__}; pass a sequence of values (list, numpy array, "
+            "pandas or polars Series, pyarrow array)"
+        )
+    if isinstance(values, np.ndarray) and values.ndim != 1:
+        raise DtypeError(f"{what} is a {values.ndim}-dimensional numpy array; pass one dimension")
     try:
+        if type(values) is list:  # the common case first: a request's own values
+            return pa.chunked_array([pa.array(values)])
         if _is(values, "Series", "pandas") or _is(values, "Index", "pandas"):
             return pa.chunked_array([pa.Array.from_pandas(values)])
         if _is(values, "Series", "polars"):
             return pa.chunked_array([values.to_arrow()])
-        if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__"):
-            raise DtypeError(
-                f"{what} is a {type(values).__name__}; pass a sequence of values (list, numpy array, "
-                "pandas or polars Series, pyarrow array)"
-            )
-        if isinstance(values, np.ndarray) and values.ndim != 1:
-            raise DtypeError(f"{what} is a {values.ndim}-dimensional numpy array; pass one dimension")
         return pa.chunked_array([pa.array(values)])
     except _FAILURES as e:
         raise DtypeError(f"{what} cannot be read as an Arrow column: {e}") from None

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _core, transforms
-from ._arrow import as_table
+from ._arrow import as_column, as_table
 from .definitions import FeatureView
 from .errors import DtypeError
 from .events import output_type, window_spec
@@ -167,10 +167,22 @@ class OnlineReader:
         if strict or (compiled is not None and (compiled.request_columns or compiled.udfs)):
             self.get_numpy = self._get_numpy
 
-    def _request(self, entity_rows: Any) -> list[pa.Array] | None:
+    def _request(self, entity_rows: Any, raw: bool = False) -> list[Any] | None:
+        """The request-time columns the transforms read, as pyarrow arrays; with ``raw``, a mapping's own
+        lists as given (the engine reads lists of numbers itself, the hot path of a service)."""
         c = self._compiled
         if c is None or not c.request_columns:
             return None
+        if type(entity_rows) is dict:
+            # Only the request columns are converted; the keys are read by the engine, which also checks
+            # that every column has one value per row.
+            transforms.require_request_columns(c, entity_rows)
+            cols = [entity_rows[name] for name in c.request_columns]
+            if raw:
+                return cols
+            names = c.request_columns
+            what = "entity_rows column"
+            return [as_column(v, f"{what} {n!r}").combine_chunks() for n, v in zip(names, cols, strict=True)]
         if isinstance(entity_rows, Sequence) and entity_rows and isinstance(entity_rows[0], Mapping):
             rows = pa.Table.from_pylist(list(entity_rows))
         else:
@@ -184,7 +196,7 @@ class OnlineReader:
             st = resp.statuses
             status = np.column_stack([st[n] for n in resp.feature_names]) if resp.feature_names else None
             return resp.to_numpy(), status if status is not None else np.zeros((len(resp), 0), np.int8)
-        values, status = self._lookup(entity_rows, as_of, self._request(entity_rows))
+        values, status = self._lookup(entity_rows, as_of, self._request(entity_rows, raw=True))
         if self._strict and np.isnan(values).any():
             # NaN is also a stored NaN, a value: the Arrow answer tells nulls apart (and is not logged
             # again: the lookup above was).

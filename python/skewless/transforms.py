@@ -61,7 +61,7 @@ import hashlib
 import inspect
 import marshal
 import textwrap
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -806,15 +806,18 @@ def compile_request(
 
 def request_table(c: Compiled, rows: pa.Table) -> list[pa.ChunkedArray]:
     """The request-time columns of ``c`` from the entity rows (a MissingColumnError names a missing one)."""
-    out = []
+    require_request_columns(c, rows.column_names)
+    return [rows.column(name) for name in c.request_columns]
+
+
+def require_request_columns(c: Compiled, present: Container[str]) -> None:
+    """Raise MissingColumnError for the first request-time column of ``c`` not in ``present``."""
     for name in c.request_columns:
-        if name not in rows.column_names:
+        if name not in present:
             raise MissingColumnError(
                 f"a transform reads the request-time value {REQUEST}:{name}, but the entity rows have no "
                 f"column {name!r}; add it"
             )
-        out.append(rows.column(name))
-    return out
 
 
 def _run_udf(udf: Udf, inputs: Sequence[pa.ChunkedArray | pa.Array], n: int) -> list[pa.ChunkedArray]:

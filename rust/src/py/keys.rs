@@ -1,20 +1,23 @@
 //! Request keys from Python: the one place lookup keys are converted. Every shape (lists of scalars,
 //! numpy arrays, Series, Arrow arrays, mappings, lists of dicts) becomes [`KeyColumn`]s; whether a value
 //! fits the stored key type is checked when the kernel encodes it (`serve::encode_keys`), so an
-//! out-of-range or wrong-typed key is a `DtypeError`, never a silent miss.
+//! out-of-range or wrong-typed key is a `DtypeError`, never a silent miss. Request-time values (a
+//! transform's `request:<column>` inputs) are converted here too ([`request_column`]).
 
 use std::sync::Arc;
 
 use arrow::array::{
-    make_array, Array, ArrayData, ArrayRef, BinaryBuilder, Int64Array, StringBuilder, UInt64Array,
+    make_array, Array, ArrayData, ArrayRef, BinaryBuilder, Float64Array, Int64Array, StringBuilder,
+    UInt64Array,
 };
+use arrow::buffer::NullBuffer;
 use arrow::compute::concat;
 use arrow::datatypes::DataType;
 use arrow::pyarrow::FromPyArrow;
 use numpy::{PyArray1, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::error::Error;
 use crate::online::cells::Chunk;
@@ -254,17 +257,86 @@ pub fn column(py: Python<'_>, obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Ke
     }
     // Everything else (Series of pandas / polars, pyarrow arrays, nullable and categorical columns) goes
     // through the one conversion of user data to Arrow.
+    arrow_column(
+        py,
+        &as_arrow(py, obj, &format!("entity_rows column {name:?}"))?,
+        name,
+    )
+}
+
+/// A column of user data (`what` names it in errors) through `skewless._arrow.as_column`, the one
+/// conversion of user data to Arrow.
+fn as_arrow(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<ArrayRef> {
     static AS_COLUMN: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let as_column = AS_COLUMN.import(py, "skewless._arrow", "as_column")?;
-    let chunked = as_column.call1((obj, format!("entity_rows column {name:?}")))?;
-    let one = chunked.call_method0("combine_chunks")?;
-    let data = ArrayData::from_pyarrow_bound(&one).map_err(|e| {
-        dtype(
-            py,
-            format!("join key {name:?} is not a readable Arrow array: {e}"),
-        )
-    })?;
-    arrow_column(py, &make_array(data), name)
+    let one = as_column.call1((obj, what))?.call_method0("combine_chunks")?;
+    let data = ArrayData::from_pyarrow_bound(&one)
+        .map_err(|e| dtype(py, format!("{what} is not a readable Arrow array: {e}")))?;
+    Ok(make_array(data))
+}
+
+/// A request-time column (a transform's `request:<name>` input) as Arrow. A list or tuple of Python
+/// floats and ints with None for a missing value, what a service passes per request, is read here and
+/// typed as pyarrow types it (float64 when any value is a float, else int64); everything else (other
+/// values, arrays, Series) goes through `as_arrow`, so both give the same column.
+pub fn request_column(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<ArrayRef> {
+    let numbers = if let Ok(l) = obj.cast::<PyList>() {
+        numbers(l.iter())
+    } else if let Ok(t) = obj.cast::<PyTuple>() {
+        numbers(t.iter())
+    } else {
+        None
+    };
+    match numbers {
+        Some(a) => Ok(a),
+        None => as_arrow(py, obj, "a request-time column of the entity rows"),
+    }
+}
+
+/// Floats and ints (not bools, which are ints in Python) with Nones as one Arrow array; None, to leave
+/// the column to pyarrow, when an item is of another type, an int is outside i64 or (beside a float)
+/// not exactly a float (pyarrow refuses it), or no item is a number (pyarrow's null type).
+fn numbers<'py>(items: impl ExactSizeIterator<Item = Bound<'py, PyAny>>) -> Option<ArrayRef> {
+    const EXACT_IN_F64: u64 = 1 << 53;
+    let mut floats: Vec<f64> = Vec::with_capacity(items.len());
+    let mut ints: Vec<i64> = Vec::with_capacity(items.len());
+    let mut valid: Vec<bool> = Vec::with_capacity(items.len());
+    let (mut any_float, mut any_int, mut inexact) = (false, false, false);
+    for item in items {
+        if item.is_none() {
+            floats.push(0.0);
+            ints.push(0);
+            valid.push(false);
+            continue;
+        }
+        if let Ok(f) = item.cast::<PyFloat>() {
+            any_float = true;
+            floats.push(f.value());
+            ints.push(0);
+        } else if item.is_exact_instance_of::<PyInt>() {
+            let v: i64 = item.extract().ok()?;
+            any_int = true;
+            inexact |= v.unsigned_abs() > EXACT_IN_F64;
+            // As pyarrow does for a list that mixes ints and floats.
+            #[allow(clippy::cast_precision_loss)]
+            floats.push(v as f64);
+            ints.push(v);
+        } else {
+            return None;
+        }
+        valid.push(true);
+    }
+    let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
+    if any_float {
+        if any_int && inexact {
+            return None;
+        }
+        Some(Arc::new(Float64Array::new(floats.into(), nulls)))
+    } else if any_int {
+        Some(Arc::new(Int64Array::new(ints.into(), nulls)))
+    } else {
+        None
+    }
 }
 
 /// The key columns `names` of a table read from Arrow.

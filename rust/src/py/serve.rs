@@ -16,7 +16,7 @@ use crate::py::arrow::to_pyarrow;
 use crate::py::errors::{guard, run_detached, run_guarded, to_py};
 use crate::py::keys;
 use crate::py::online::{served_at, PyOnlineStore};
-use crate::py::transform::{array, PyProgram};
+use crate::py::transform::PyProgram;
 use crate::serve::transform::{Post, PostOut};
 use crate::serve::window::WindowSpec;
 use crate::serve::{PartSpec, Plan};
@@ -84,7 +84,7 @@ impl PyPlan {
         let extra: Vec<ArrayRef> = match request {
             Some(cols) => cols
                 .iter()
-                .map(|c| array(&c, "a request-time column"))
+                .map(|c| keys::request_column(py, &c))
                 .collect::<PyResult<_>>()?,
             None => Vec::new(),
         };
@@ -100,6 +100,18 @@ impl PyPlan {
         }
         if self.plan.key_names.is_empty() {
             req.n = extra.first().map_or(0, |a| a.len());
+        }
+        // The request columns come from the caller apart from the keys, so their lengths are checked here.
+        if let Some(a) = extra.iter().find(|a| a.len() != req.n) {
+            return Err(to_py(
+                py,
+                Error::Dtype(format!(
+                    "entity_rows: a request-time column has {} rows, the entity rows {}; every column needs \
+                     one value per row",
+                    a.len(),
+                    req.n
+                )),
+            ));
         }
         Ok((req, extra))
     }

@@ -214,14 +214,15 @@ fn has_dup<T: PartialEq>(v: &[T]) -> bool {
     v.iter().enumerate().any(|(i, a)| v[..i].contains(a))
 }
 
-/// The column as float64 (integers and float32 converted as Arrow casts them); other types refused.
+/// The column as float64 (integers and float32 converted as Arrow casts them, a column of nulls only,
+/// such as a request value given as `[None]`, as missing numbers); other types refused.
 fn numeric(name: &str, x: &ArrayRef) -> Result<ArrayRef> {
     let t = x.data_type();
     if *t == DataType::Float64 {
         // Served vectors are a row or a few: skipping the cast's copy of the array header matters there.
         return Ok(x.clone());
     }
-    if !(t.is_integer() || t.is_floating()) {
+    if !(t.is_integer() || t.is_floating() || t.is_null()) {
         return Err(Error::Dtype(format!(
             "{name}: the input is {t}; this transform reads numbers (integers or floats)"
         )));
@@ -242,6 +243,13 @@ fn one_hot(name: &str, x: &ArrayRef, cats: &Categories) -> Result<ArrayRef> {
                     .collect(),
             )
         }
+        (c, DataType::Null) => (
+            match c {
+                Categories::Int(c) => c.len(),
+                Categories::Str(c) => c.len(),
+            },
+            vec![None; n],
+        ),
         (Categories::Str(c), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
             let v = cast(x, &DataType::Utf8)?;
             let v = v.as_string::<i32>();
