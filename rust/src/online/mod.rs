@@ -20,7 +20,7 @@ pub mod write;
 pub use env::Store;
 pub use read::{KeyBatch, Reader};
 pub use status::{Window, EXPIRED, NOT_FOUND, NOT_YET_VALID, PRESENT};
-pub use write::{write, WriteSpec, WriteStats};
+pub use write::{write, write_many, WriteSpec, WriteStats};
 
 #[cfg(test)]
 mod tests {
