@@ -26,7 +26,7 @@ from skewless import (
     TransformView,
     log1p,
 )
-from skewless.errors import InvalidArgumentError, MissingValueError
+from skewless.errors import DtypeError, InvalidArgumentError, MissingValueError, SchemaMismatch
 from skewless.imputation import previous_store
 from skewless.online import OnlineStore
 
@@ -155,7 +155,7 @@ def test_records_land_with_the_latest_rows_in_one_transaction_or_not_at_all(tmp_
     o = OnlineStore(tmp_path / "o")
     t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     o.write("p", {"k": [1], "ts": [t], "x": ["text"]}, keys="k", timestamp="ts")
-    with pytest.raises(Exception, match="x"):
+    with pytest.raises(SchemaMismatch, match="p"):
         o.write(
             "v",
             {"k": [1], "ts": [t], "x": [1.0]},
@@ -182,7 +182,7 @@ def test_a_bad_write_writes_no_previous_record(tmp_path):
     before = snapshot(str(tmp_path))
     bad = rows([1], [1], [2.0], [1], ["a"])
     bad["n"] = pa.array(["not an int"])
-    with pytest.raises(Exception):
+    with pytest.raises(DtypeError):
         s.write("v", bad)
     assert snapshot(str(tmp_path)) == before
 

@@ -604,8 +604,9 @@ def _check_program(transforms: Sequence[Mapping[str, Any]], imps: Sequence[Mappi
 class Compiled(NamedTuple):
     """A request compiled for the engine: what to look up / join (``plan``: views and features, in
     order; ``request_columns``; ``previous``), the engine ``program`` over the ``n_features`` columns
-    (plan features, then previous values) then the request columns, the columns the engine stage returns (``select``, named ``names``, looked up from
-    plan part ``source``; ``imputable``: whether a fill is in its lineage), then the UDFs to run
+    (plan features, then previous values) then the request columns, the columns the engine stage
+    returns (``select``, named ``names``, looked up from plan part ``source``; ``imputable``: whether a
+    fill is in its lineage), then the UDFs to run
     (``(udf, positions of its inputs in select, output refs)``) and the final outputs."""
 
     plan: Plan
