@@ -5,9 +5,7 @@ use crate::error::{Error, Result};
 use crate::online::cells::{Cells, Chunk};
 use heed::RwTxn;
 
-use crate::online::env::{
-    check_view_name, put_schema, read_schema, schema_key, Db, Store, TxnError,
-};
+use crate::online::env::{check_view_name, put_schema, read_schema, schema_key, Db, Store, TxnError};
 use crate::online::key;
 use crate::online::schema::{ColumnDef, Kind, ViewSchema};
 use crate::online::value::{damaged, Stamp};
@@ -139,10 +137,7 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
 /// Writes each `(view, table, spec)` as [`write`] does, all in ONE transaction: every view's rows land
 /// or none do. A view's records that must never be out of step with another's (the last non-null
 /// values of the `previous` imputation beside the latest rows) are written this way.
-pub fn write_many(
-    store: &Store,
-    items: &[(&str, &Table, &WriteSpec<'_>)],
-) -> Result<Vec<WriteStats>> {
+pub fn write_many(store: &Store, items: &[(&str, &Table, &WriteSpec<'_>)]) -> Result<Vec<WriteStats>> {
     let Some(&(first, _, _)) = items.first() else {
         return Ok(Vec::new());
     };
@@ -185,12 +180,7 @@ struct Prepared<'a> {
     winners: Vec<u32>,
 }
 
-fn prepare<'a>(
-    store: &Store,
-    view: &'a str,
-    table: &'a Table,
-    spec: &WriteSpec<'_>,
-) -> Result<Prepared<'a>> {
+fn prepare<'a>(store: &Store, view: &'a str, table: &'a Table, spec: &WriteSpec<'_>) -> Result<Prepared<'a>> {
     let schema = infer_schema(table, spec)?;
     if let Some(stored) = store.schema(view)? {
         stored.conform(&schema, view)?;
@@ -404,13 +394,7 @@ fn apply(
                     continue;
                 }
             }
-            layout.encode(
-                &chunks[row.batch as usize],
-                row.row as usize,
-                row.stamp,
-                k,
-                buf,
-            )?;
+            layout.encode(&chunks[row.batch as usize], row.row as usize, row.stamp, k, buf)?;
             db.put(wtxn, k, buf)?;
             written += 1;
         }
