@@ -5,7 +5,11 @@ rows, in the same transaction), whatever made the value missing."""
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import struct
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -255,3 +259,48 @@ def test_online_equals_offline_and_materialize_equals_writes(tmp_path_factory, b
     again = m.online_reader(["v:x", "v:n", "v:s"]).get({"user_id": ids}, as_of=at(when)).to_arrow()
     assert bits(again.column("x").to_pylist()) == bits(on.column("x").to_pylist())
     assert again.column("s").to_pylist() == on.column("s").to_pylist()
+
+
+# ---- crash safety ----------------------------------------------------------------------------------------
+
+_WRITER = """
+import sys, datetime as dt
+import pyarrow as pa
+from skewless import FeatureStore
+s = FeatureStore(sys.argv[1])
+T = pa.timestamp("us", tz="UTC")
+t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+print("ready", flush=True)
+b = 1
+while True:
+    s.write("v", {"user_id": pa.array(range(200), pa.int64()),
+                  "event_timestamp": pa.array([t0 + dt.timedelta(seconds=b)] * 200, T),
+                  "x": pa.array([float(b)] * 200), "n": pa.array([b] * 200, pa.int64()),
+                  "s": pa.array([str(b)] * 200)})
+    b += 1
+"""
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.7, 1.1])
+def test_a_writer_killed_mid_write_never_leaves_the_records_apart_from_the_latest_rows(tmp_path, delay):
+    # Every value is non-null, so each key's last non-null records must be its latest row: a write that
+    # put them in a transaction of their own could be killed between the two and leave them behind.
+    s = FeatureStore(tmp_path)
+    s.apply([user, view(ttl=None)])
+    p = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    time.sleep(delay)
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    o = FeatureStore(tmp_path)._online()
+    if "v" not in o.views():
+        return  # killed before its first commit: nothing to compare, and nothing was left behind
+    ids = list(range(200))
+    latest = o.reader("v").get(ids)
+    for f in ("x", "n", "s"):
+        assert o.reader(previous_store("v", f)).get(ids).column(f).to_pylist() == latest.column(f).to_pylist()
