@@ -90,7 +90,15 @@ def previous_features(fv: Any) -> list[str]:
 def previous_rows(fv: Any, table: pa.Table) -> list[tuple[str, pa.Table]]:
     """What a write of ``table`` (the view's stored columns) adds to the ``previous`` records of ``fv``:
     per such feature, its :func:`previous_store` and the rows where it is not null (keys, time columns,
-    the feature); none for a feature null in every row."""
+    the feature); none for a feature null in every row.
+
+    Example:
+        >>> from skewless import Entity, FeatureView, Field, Float64
+        >>> fv = FeatureView("v", [Entity("u")], [Field("x", Float64)], impute=[Impute("x", "previous")])
+        >>> t = pa.table({"u_id": [1, 2], "event_timestamp": [0, 0], "x": [None, 2.5]})
+        >>> [(name, rows.column("x").to_pylist()) for name, rows in previous_rows(fv, t)]
+        [('v__previous__x', [2.5])]
+    """
     out = []
     times = [fv.timestamp_field] + ([fv.created_timestamp_field] if fv.created_timestamp_field else [])
     for f in previous_features(fv):
