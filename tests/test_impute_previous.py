@@ -191,6 +191,20 @@ def test_a_bad_write_writes_no_previous_record(tmp_path):
     assert snapshot(str(tmp_path)) == before
 
 
+def test_added_to_a_view_with_data_materialize_fills_its_records(tmp_path):
+    s = FeatureStore(tmp_path)
+    plain = FeatureView("v", [user], SCHEMA, ttl=dt.timedelta(days=5))
+    s.apply([user, plain])
+    s.write("v", rows([1, 1], [0, 1], [1.0, None], [1, None], ["a", None]))
+    s.apply([view()])
+    off = offline(s, [1], 2)
+    assert off.column("x").to_pylist() == [1.0]
+    s.materialize(None, at(100))
+    resp = s.online_reader(["v:x", "v:n", "v:s"]).get({"user_id": [1]}, as_of=at(2))
+    assert resp.to_arrow().column("x").to_pylist() == [1.0]
+    assert resp.statuses["s"].tolist() == [Status.IMPUTED]
+
+
 # ---- the invariant: online == offline, bit for bit ----------------------------------------------------
 
 floats = st.one_of(st.none(), st.just(float("nan")), st.just(float("inf")), st.floats(-5, 5, width=32))
