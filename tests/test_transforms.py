@@ -292,11 +292,6 @@ def test_zero_stddev_is_refused_at_apply(tmp_path):
     assert snapshot(str(tmp_path)) == before
 
 
-def test_previous_strategy_is_absent_and_says_so():
-    with pytest.raises(InvalidArgumentError, match="previous"):
-        Impute("income", "previous")
-
-
 # ---- UDFs ----------------------------------------------------------------------------------------------
 
 

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from .durations import to_timedelta
 from .errors import DtypeError, InvalidArgumentError, RegistryError
-from .imputation import Impute
+from .imputation import Impute, previous_store
 
 __all__ = [
     "DType",
@@ -391,6 +391,12 @@ class FeatureView:
                 raise InvalidArgumentError(
                     f"feature view {name!r}: Impute names {i.feature!r}, which is not one of its features "
                     f"{fnames}"
+                )
+            if i.strategy == "previous" and len(previous_store(name, i.feature)) > MAX_NAME:
+                raise InvalidArgumentError(
+                    f"feature view {name!r}: Impute({i.feature!r}, 'previous') keeps its online records "
+                    f"under {previous_store(name, i.feature)[:30]!r}..., longer than {MAX_NAME} characters; "
+                    "shorten the view or feature name"
                 )
         dup_imp = sorted(n for n, c in collections.Counter(i.feature for i in imps).items() if c > 1)
         if dup_imp:

@@ -23,8 +23,13 @@ the online store no longer has, and a fill would differ from it silently.
 The value must fit the feature's dtype exactly (a mean of 2.5 cannot fill an integer feature: ``apply``
 raises :class:`skewless.errors.DtypeError`; use ``median``, ``mode`` or a ``constant`` instead).
 
-Not available: ``"previous"`` (the last non-null value within the TTL) needs the online store to keep
-a second value per key; it is refused with an error saying so.
+- ``"previous"``: the feature's last non-null value within the view's TTL, as of the same instant (a
+  row whose value is null does not hide an older non-null one; with no non-null value within the TTL the
+  value stays missing). Declared on a feature view only: the online store keeps, per key, the last
+  non-null value of each such feature beside the latest row (:func:`previous_store`), written in the
+  same transaction; a transform view refuses it. Offline it is a second point-in-time join against the
+  rows where the feature is not null, with the view's TTL and tie order. Adding it to a view that
+  already has data: run ``materialize`` over the history to fill its online records.
 
 Example:
     >>> Impute("income", "median", stats=3).to_spec()
@@ -40,13 +45,69 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from .errors import DtypeError, InvalidArgumentError
 
-__all__ = ["Impute", "STRATEGIES", "fit_value"]
+__all__ = ["Impute", "STRATEGIES", "fit_value", "previous_store", "previous_features", "previous_rows"]
 
 #: The strategies that read a statistics artifact, and the artifact field each reads.
 FROM_STATS = {"mean": "mean", "median": "median", "mode": "mode"}
-STRATEGIES = ("constant", *FROM_STATS)
+PREVIOUS = "previous"
+STRATEGIES = ("constant", *FROM_STATS, PREVIOUS)
+#: The suffix of a ``previous`` strategy's online records (see :func:`previous_store`).
+PREVIOUS_SUFFIX = "__previous__"
+
+
+def previous_store(view: str, feature: str) -> str:
+    """The online-store name of the last non-null values of ``feature`` of ``view`` (the ``previous``
+    strategy). Stored layout, version 1: an online view of its own with the view's join keys and one
+    value column, ``feature``, written as the view's rows are (same keys, timestamps and tie rule) but
+    from the rows where ``feature`` is not null only, in the same LMDB transaction as the view's latest
+    rows (``OnlineStore.write(..., also=...)``), so the two never disagree after a crash. Served with the
+    view's TTL; a value from after the request instant is never served.
+
+    Example:
+        >>> previous_store("user", "income")
+        'user__previous__income'
+    """
+    return f"{view}{PREVIOUS_SUFFIX}{feature}"
+
+
+def previous_features(fv: Any) -> list[str]:
+    """The features of feature view ``fv`` imputed with ``previous``, in declared order.
+
+    Example:
+        >>> from skewless import Entity, FeatureView, Field, Float64
+        >>> fv = FeatureView("v", [Entity("u")], [Field("x", Float64)], impute=[Impute("x", "previous")])
+        >>> previous_features(fv)
+        ['x']
+    """
+    return [i.feature for i in fv.impute if i.strategy == PREVIOUS]
+
+
+def previous_rows(fv: Any, table: pa.Table) -> list[tuple[str, pa.Table]]:
+    """What a write of ``table`` (the view's stored columns) adds to the ``previous`` records of ``fv``:
+    per such feature, its :func:`previous_store` and the rows where it is not null (keys, time columns,
+    the feature); none for a feature null in every row.
+
+    Example:
+        >>> from skewless import Entity, FeatureView, Field, Float64
+        >>> fv = FeatureView("v", [Entity("u")], [Field("x", Float64)], impute=[Impute("x", "previous")])
+        >>> t = pa.table({"u_id": [1, 2], "event_timestamp": [0, 0], "x": [None, 2.5]})
+        >>> [(name, rows.column("x").to_pylist()) for name, rows in previous_rows(fv, t)]
+        [('v__previous__x', [2.5])]
+    """
+    out = []
+    times = [fv.timestamp_field] + ([fv.created_timestamp_field] if fv.created_timestamp_field else [])
+    for f in previous_features(fv):
+        rows = table.select([*fv.join_keys, *times, f])
+        if rows.column(f).null_count:
+            rows = rows.filter(pc.is_valid(rows.column(f)))
+        if rows.num_rows:
+            out.append((previous_store(fv.name, f), rows))
+    return out
 
 
 @dataclass(frozen=True)
@@ -66,11 +127,6 @@ class Impute:
     def __init__(self, feature: str, strategy: str, value: Any = None, *, stats: int | None = None) -> None:
         if not isinstance(feature, str) or not feature:
             raise InvalidArgumentError(f"Impute: feature must be a feature name, got {feature!r}")
-        if strategy == "previous":
-            raise InvalidArgumentError(
-                "Impute: the 'previous' strategy is not available in this version (the online store keeps "
-                "one value per key); use constant, mean, median or mode"
-            )
         if strategy not in STRATEGIES:
             raise InvalidArgumentError(
                 f"Impute({feature!r}): strategy {strategy!r} is not one of {STRATEGIES}"
@@ -82,6 +138,12 @@ class Impute:
                 )
             if stats is not None:
                 raise InvalidArgumentError(f"Impute({feature!r}, 'constant') reads no statistics artifact")
+        elif strategy == PREVIOUS:
+            if value is not None or stats is not None:
+                raise InvalidArgumentError(
+                    f"Impute({feature!r}, 'previous') takes the feature's own last non-null value: give "
+                    "no value and no stats"
+                )
         else:
             if value is not None:
                 raise InvalidArgumentError(
@@ -104,7 +166,7 @@ class Impute:
     @classmethod
     def from_spec(cls, s: Mapping[str, Any]) -> Impute:
         """An Impute as stored: the value of a statistics strategy already read from its artifact."""
-        if s["strategy"] not in STRATEGIES or s["value"] is None:
+        if s["strategy"] not in STRATEGIES or (s["value"] is None) != (s["strategy"] == PREVIOUS):
             raise ValueError(f"stored imputation {dict(s)!r} has no value")
         imp = object.__new__(cls)
         for k in ("feature", "strategy", "value", "stats"):

@@ -32,6 +32,7 @@ import pyarrow as pa
 from . import history
 from .definitions import FeatureView
 from .events import materialize_events
+from .imputation import previous_rows
 from .normalize import normalize_rows
 from .offline import OfflineStore
 from .online import OnlineStore
@@ -73,6 +74,7 @@ def materialize_view(
                 keys=fv.join_keys,
                 timestamp=fv.timestamp_field,
                 created_timestamp=fv.created_timestamp_field,
+                also=previous_rows(fv, c),
             )
             n += c.num_rows
             if bar:

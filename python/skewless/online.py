@@ -130,10 +130,13 @@ class OnlineStore:
         keys: str | Sequence[str],
         timestamp: str,
         created_timestamp: str | None = None,
+        also: Sequence[tuple[str, Any]] = (),
     ) -> WriteResult:
         """Upsert the rows of ``data`` (pyarrow, polars, pandas, a mapping) into ``view``, in one transaction.
 
-        Every column other than the keys and timestamps is a value column.
+        Every column other than the keys and timestamps is a value column. ``also``: more ``(view, data)``
+        with the same key and timestamp columns, upserted in the same transaction (all land or none); the
+        result counts ``view``'s rows.
 
         Example:
             >>> import datetime as dt, tempfile
@@ -149,6 +152,7 @@ class OnlineStore:
             keys=key_list,
             timestamp=timestamp,
             created_timestamp=created_timestamp,
+            also=[(v, as_arrow(d, "data")) for v, d in also],
         )
         return WriteResult(written, skipped)
 

@@ -22,7 +22,7 @@ File format, version 1 (the one place it is described)::
 
 ``transform_views`` is optional like ``statistics``; a feature view's spec has an ``impute`` list only
 when it declares imputation (``[{"feature", "strategy", "stats", "value"}]``, the value read from the
-artifact at apply, see :mod:`skewless.imputation`).
+artifact at apply, or null for ``previous``, see :mod:`skewless.imputation`).
 A feature view's spec has ``"aggregations": [{"column", "function", "window_us", "name"}, ...]`` when it
 is an event view (``skewless.events``), and no such key otherwise (so plain views read as before).
 ``statistics`` is optional (a registry written before artifacts existed has none); an artifact, once

@@ -150,6 +150,27 @@ def retrieve(
     return _join(entity_df, req, views, histories)
 
 
+def _previous(
+    left: pa.Table,
+    compiled: transforms.Compiled,
+    histories: Mapping[str, pa.Table | None],
+    key_types: Mapping[str, Sequence[pa.DataType | None]],
+    timestamp_column: str,
+) -> list[Any]:
+    """The ``previous`` strategy's inputs (``compiled.previous``): each feature's last non-null value as
+    of each row, the same join as the feature's own (TTL, tie order) over the rows where it is not null
+    (a NaN is a value)."""
+    out = []
+    for fv, f in compiled.previous:
+        part = [(fv, [f])]
+        req = _check(left, part, key_types, True, timestamp_column)
+        hist = histories.get(fv.name)
+        if hist is not None:
+            hist = hist.filter(pc.is_valid(hist.column(f)))
+        out.append(_join(left, req, part, {fv.name: hist}).column(left.num_columns))
+    return out
+
+
 def get_historical_features(
     store: FeatureStore,
     entity_df: Any,
@@ -190,7 +211,9 @@ def get_historical_features(
             )
         return joined
     stage_in = pa.Table.from_arrays(
-        joined.columns[left.num_columns :] + request_cols,
+        joined.columns[left.num_columns :]
+        + _previous(left, compiled, histories, key_types, timestamp_column)
+        + request_cols,
         names=[f"c{i}" for i in range(compiled.n_features + len(request_cols))],
     )
     stage = compiled.program.run(stage_in, compiled.select, compiled.names, imputed_flags)

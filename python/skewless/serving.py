@@ -42,6 +42,7 @@ from ._arrow import as_column, as_table
 from .definitions import FeatureView
 from .errors import DtypeError
 from .events import output_type, window_spec
+from .imputation import previous_store
 from .lineage import Described
 from .online import OnlineStore, Status
 from .servelog import ServeLog, Sink, logged_get_numpy
@@ -110,6 +111,20 @@ class OnlineReader:
                 window_spec(fv, fs),
             )
             for fv, fs in plan
+        ]
+        # The 'previous' strategy's last non-null values: one part each, after the plan's (its inputs
+        # follow the plan's features in the program), with the view's TTL and key.
+        parts += [
+            (
+                previous_store(fv.name, f),
+                list(fv.join_keys),
+                [f],
+                fv.ttl_us,
+                int(versions[fv.name]),
+                [fv.get_field(f).dtype.arrow],
+                None,
+            )
+            for fv, f in (compiled.previous if compiled is not None else [])
         ]
         self._counts = [len(fs) for _, fs in plan]
         self._compiled = compiled

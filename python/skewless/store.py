@@ -39,6 +39,7 @@ from .definitions import Entity, FeatureService, FeatureView
 from .errors import InvalidArgumentError, MissingColumnError, UnknownFeatureError
 from .events import push_events
 from .explain import Explanation, explain
+from .imputation import previous_rows
 from .materialize import materialize_view
 from .normalize import flag, instant_us, normalize_rows
 from .offline import OfflineStore, write_sequence
@@ -347,6 +348,7 @@ class FeatureStore:
                             keys=fv.join_keys,
                             timestamp=fv.timestamp_field,
                             created_timestamp=fv.created_timestamp_field,
+                            also=previous_rows(fv, table),
                         )
                     except BaseException:
                         self.offline.remove(path)

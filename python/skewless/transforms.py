@@ -90,7 +90,7 @@ from .errors import (
     UnknownFeatureError,
 )
 from .events import aggregate_dtype
-from .imputation import FROM_STATS, Impute, fit_value
+from .imputation import FROM_STATS, PREVIOUS, Impute, fit_value
 from .refs import Plan, parse_ref, resolve
 
 if TYPE_CHECKING:
@@ -338,6 +338,14 @@ class TransformView:
                     f"transform view {name!r}: Impute names {i.feature!r}, which is none of its inputs "
                     f"{sorted(inputs)}"
                 )
+            if i.strategy == PREVIOUS:
+                # The online store keeps the last non-null values of a view's own 'previous' features
+                # only; a transform view applied later could not have them for the rows written before.
+                raise InvalidArgumentError(
+                    f"transform view {name!r}: Impute({i.feature!r}, 'previous') is declared on the feature "
+                    "view (FeatureView(..., impute=[Impute(feature, 'previous')])), whose online store keeps "
+                    "the last non-null values; the transform view then reads the filled value"
+                )
             if i.feature.startswith(REQUEST + ":") and i.strategy != "constant":
                 raise InvalidArgumentError(
                     f"transform view {name!r}: {i.feature!r} is a request-time value with no statistics "
@@ -428,6 +436,8 @@ def resolve_impute(
     """The stored spec of ``imp``: its fill value read from its artifact (or its constant), fitted to
     ``dtype``."""
     w = f"{what}: Impute({imp.feature!r}, {imp.strategy!r})"
+    if imp.strategy == PREVIOUS:
+        return imp.to_spec()  # no value: the feature's own last non-null one, per key
     if imp.strategy == "constant":
         value = imp.value
     else:
@@ -593,13 +603,18 @@ def _check_program(transforms: Sequence[Mapping[str, Any]], imps: Sequence[Mappi
 
 class Compiled(NamedTuple):
     """A request compiled for the engine: what to look up / join (``plan``: views and features, in
-    order; ``request_columns``), the engine ``program`` over the plan's ``n_features`` columns then the
-    request columns, the columns the engine stage returns (``select``, named ``names``, looked up from
-    plan part ``source``; ``imputable``: whether a fill is in its lineage), then the UDFs to run
+    order; ``request_columns``; ``previous``), the engine ``program`` over the ``n_features`` columns
+    (plan features, then previous values) then the request columns, the columns the engine stage
+    returns (``select``, named ``names``, looked up from plan part ``source``; ``imputable``: whether a
+    fill is in its lineage), then the UDFs to run
     (``(udf, positions of its inputs in select, output refs)``) and the final outputs."""
 
     plan: Plan
     request_columns: list[str]
+    #: The hidden inputs of the ``previous`` strategy: (view, feature) whose last non-null value is read
+    #: (offline a join against the rows where it is not null; online its :func:`previous_store`), program
+    #: inputs after the plan's features and before the request columns, counted in ``n_features``.
+    previous: list[tuple[FeatureView, str]]
     n_features: int
     program: Any
     select: list[int]
@@ -687,6 +702,15 @@ def compile_request(
             inputs[f"{fv.name}:{f}"] = len(inputs)
             dtypes[f"{fv.name}:{f}"] = fv.feature_dtype(f)
             part_of[f"{fv.name}:{f}"] = pi
+    previous: list[tuple[FeatureView, str]] = []
+    for fv, _ in plan:
+        for imp in fv.impute:
+            if imp.strategy == PREVIOUS and f"{fv.name}:{imp.feature}" in inputs:
+                inputs[f"{fv.name}:{imp.feature}#previous"] = len(inputs)
+                dtypes[f"{fv.name}:{imp.feature}#previous"] = fv.feature_dtype(imp.feature)
+                # Online, each is a plan part after the plan's own.
+                part_of[f"{fv.name}:{imp.feature}#previous"] = len(plan) + len(previous)
+                previous.append((fv, imp.feature))
     n_features = len(inputs)
     req_cols = [parse_ref(r)[1] for r in requests]
     for r in requests:
@@ -699,7 +723,11 @@ def compile_request(
     for fv, _ in plan:
         for imp in fv.impute:
             ref = f"{fv.name}:{imp.feature}"
-            if ref in col:
+            if ref in col and imp.strategy == PREVIOUS:
+                nodes.append((ref, "fill_from", col[ref], inputs[f"{ref}#previous"]))
+                col[ref] = len(inputs) + len(nodes) - 1
+                imputed_cols.add(col[ref])
+            elif ref in col:
                 nodes.append((ref, "fill", col[ref], _fill_value(imp.value, dtypes[ref])))
                 col[ref] = len(inputs) + len(nodes) - 1
                 imputed_cols.add(col[ref])
@@ -789,6 +817,7 @@ def compile_request(
     return Compiled(
         plan=plan,
         request_columns=req_cols,
+        previous=previous,
         n_features=n_features,
         program=program,
         select=select,

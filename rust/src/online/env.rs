@@ -367,7 +367,7 @@ impl Store {
     }
 
     /// The view's key prefix, handing out a new id inside `wtxn` when the view is new.
-    fn view_prefix_rw(&self, wtxn: &mut RwTxn, view: &str) -> Result<[u8; 4], TxnError> {
+    pub(crate) fn view_prefix_rw(&self, wtxn: &mut RwTxn, view: &str) -> Result<[u8; 4], TxnError> {
         let key = view_id_key(view);
         let meta = self.dbs().meta;
         if let Some(v) = meta.get(wtxn, &key)? {
@@ -525,7 +525,7 @@ pub fn read_schema(meta: &AnyDb<'_>, txn: &RoTxn, key: &[u8]) -> Result<Option<V
     }
 }
 
-fn check_view_name(view: &str) -> Result<()> {
+pub(crate) fn check_view_name(view: &str) -> Result<()> {
     if view.is_empty() || view.len() > 200 || view.contains('\0') {
         return Err(Error::InvalidArgument(format!(
             "view name {view:?} is not valid: use 1 to 200 bytes without NUL characters"

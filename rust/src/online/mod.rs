@@ -20,7 +20,7 @@ pub mod write;
 pub use env::Store;
 pub use read::{KeyBatch, Reader};
 pub use status::{Window, EXPIRED, NOT_FOUND, NOT_YET_VALID, PRESENT};
-pub use write::{write, WriteSpec, WriteStats};
+pub use write::{write, write_many, WriteSpec, WriteStats};
 
 #[cfg(test)]
 mod tests {
@@ -122,6 +122,38 @@ mod tests {
         ));
         assert_eq!(lookup(&reader, &[1], None).0, vec![3.0]);
         assert_eq!(store.views().unwrap(), vec!["v".to_string()]);
+    }
+
+    #[test]
+    fn write_many_lands_every_view_in_one_transaction_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        // A small map: the second view's rows fill it inside the transaction, which is then run again
+        // from the start on a larger map, so both views land once.
+        let store = Store::open(dir.path(), Some(64 * 1024), Some(1 << 24)).unwrap();
+        let keys = ["k".to_string()];
+        let spec = WriteSpec {
+            keys: &keys,
+            timestamp: "ts",
+            created: None,
+        };
+        let n = 5000i64;
+        let ks: Vec<i64> = (0..n).collect();
+        let big = table(&ks, &vec![10; n as usize], &vec![1.5; n as usize], None);
+        let small = table(&[1], &[10], &[2.0], None);
+        let out = write_many(&store, &[("a", &small, &spec), ("b", &big, &spec)]).unwrap();
+        assert_eq!(out[0].rows_written, 1);
+        assert_eq!(out[1].rows_written, n as usize);
+        let b = Reader::new(store.clone(), "b", None).unwrap();
+        assert_eq!(lookup(&b, &[n - 1], None).0, vec![1.5]);
+        // An item that cannot be written fails the whole write: the first view is unchanged.
+        let newer = table(&[1], &[20], &[3.0], None);
+        let other = table(&[1], &[20], &[7.0], Some(&["n"]));
+        assert!(matches!(
+            write_many(&store, &[("a", &newer, &spec), ("b", &other, &spec)]),
+            Err(Error::SchemaMismatch(_))
+        ));
+        let a = Reader::new(store.clone(), "a", None).unwrap();
+        assert_eq!(lookup(&a, &[1], None).0, vec![2.0]);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use crate::error::{Error, Result};
 use crate::online::cells::{Cells, Chunk};
-use crate::online::env::{put_schema, read_schema, schema_key, Store, TxnError};
+use heed::RwTxn;
+
+use crate::online::env::{check_view_name, put_schema, read_schema, schema_key, Db, Store, TxnError};
 use crate::online::key;
 use crate::online::schema::{ColumnDef, Kind, ViewSchema};
 use crate::online::value::{damaged, Stamp};
@@ -128,6 +130,57 @@ struct Row {
 /// Writes `table` into `view`. Every check runs before LMDB is touched; the schema is checked again
 /// inside the transaction, so a concurrent first write by another process cannot slip a different one in.
 pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> Result<WriteStats> {
+    let mut out = write_many(store, &[(view, table, spec)])?;
+    Ok(out.remove(0))
+}
+
+/// Writes each `(view, table, spec)` as [`write`] does, all in ONE transaction: every view's rows land
+/// or none do. A view's records that must never be out of step with another's (the last non-null
+/// values of the `previous` imputation beside the latest rows) are written this way.
+pub fn write_many(store: &Store, items: &[(&str, &Table, &WriteSpec<'_>)]) -> Result<Vec<WriteStats>> {
+    let Some(&(first, _, _)) = items.first() else {
+        return Ok(Vec::new());
+    };
+    let mut preps = Vec::with_capacity(items.len());
+    for &(view, table, spec) in items {
+        check_view_name(view)?;
+        preps.push(prepare(store, view, table, spec)?);
+    }
+    let mut buf = Vec::new();
+    let mut kbuf = Vec::with_capacity(64);
+    let written = store.write(first, |wtxn, db, meta, prefix| {
+        let mut out = Vec::with_capacity(preps.len());
+        for (i, p) in preps.iter().enumerate() {
+            let prefix = if i == 0 {
+                prefix
+            } else {
+                store.view_prefix_rw(wtxn, p.view)?
+            };
+            out.push(apply(p, wtxn, db, meta, prefix, &mut buf, &mut kbuf)?);
+        }
+        Ok::<_, TxnError>(out)
+    })?;
+    Ok(preps
+        .iter()
+        .zip(written)
+        .map(|(p, w)| WriteStats {
+            rows_written: w,
+            rows_skipped: p.rows.len() - w,
+        })
+        .collect())
+}
+
+/// One write's checked rows and per-key winners, before the transaction.
+struct Prepared<'a> {
+    view: &'a str,
+    table: &'a Table,
+    schema: ViewSchema,
+    arena: Vec<u8>,
+    rows: Vec<Row>,
+    winners: Vec<u32>,
+}
+
+fn prepare<'a>(store: &Store, view: &'a str, table: &'a Table, spec: &WriteSpec<'_>) -> Result<Prepared<'a>> {
     let schema = infer_schema(table, spec)?;
     if let Some(stored) = store.schema(view)? {
         stored.conform(&schema, view)?;
@@ -269,17 +322,38 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
         }
     }
 
+    Ok(Prepared {
+        view,
+        table,
+        schema,
+        arena,
+        rows,
+        winners,
+    })
+}
+
+/// Puts `p`'s winners that are newer than the stored rows, inside the caller's transaction; returns how
+/// many it put.
+fn apply(
+    p: &Prepared<'_>,
+    wtxn: &mut RwTxn,
+    db: &Db,
+    meta: &Db,
+    prefix: [u8; 4],
+    buf: &mut Vec<u8>,
+    kbuf: &mut Vec<u8>,
+) -> Result<usize, TxnError> {
+    let (view, table, schema, rows, arena) = (p.view, p.table, &p.schema, &p.rows, &p.arena);
+    let kb = |r: &Row| &arena[r.key.0 as usize..r.key.1 as usize];
     // The value columns' chunks, resolved once per batch, in the order the view records (or will record).
     let stored_or_new = |stored: &Option<ViewSchema>| -> Result<(ViewSchema, Vec<usize>)> {
         match stored {
-            Some(s) => Ok((s.clone(), s.conform(&schema, view)?)),
+            Some(s) => Ok((s.clone(), s.conform(schema, view)?)),
             None => Ok((schema.clone(), (0..schema.values.len()).collect())),
         }
     };
     let skey = schema_key(view);
-    let mut buf = Vec::new();
-    let mut kbuf = Vec::with_capacity(64);
-    let written = store.write(view, |wtxn, db, meta, prefix| {
+    {
         let stored = read_schema(meta, wtxn, &skey)?;
         let (vs, order_map) = stored_or_new(&stored)?;
         if stored.is_none() {
@@ -306,7 +380,7 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
             })
             .collect::<Result<_>>()?;
         let mut written = 0usize;
-        for &w in &winners {
+        for &w in &p.winners {
             let row = &rows[w as usize];
             kbuf.clear();
             kbuf.extend_from_slice(&prefix);
@@ -320,22 +394,12 @@ pub fn write(store: &Store, view: &str, table: &Table, spec: &WriteSpec<'_>) -> 
                     continue;
                 }
             }
-            layout.encode(
-                &chunks[row.batch as usize],
-                row.row as usize,
-                row.stamp,
-                k,
-                &mut buf,
-            )?;
-            db.put(wtxn, k, &buf)?;
+            layout.encode(&chunks[row.batch as usize], row.row as usize, row.stamp, k, buf)?;
+            db.put(wtxn, k, buf)?;
             written += 1;
         }
-        Ok::<_, TxnError>(written)
-    })?;
-    Ok(WriteStats {
-        rows_written: written,
-        rows_skipped: n - written,
-    })
+        Ok(written)
+    }
 }
 
 /// Refuses a null element inside a (non-null) fixed-size list. The value layout keeps one validity bit

@@ -15,7 +15,7 @@ use pyo3::types::{PyList, PyTuple};
 
 use crate::error::Error;
 use crate::online::schema::Kind;
-use crate::online::{write, KeyBatch, Reader, Store, Window, WriteSpec};
+use crate::online::{write_many, KeyBatch, Reader, Store, Window, WriteSpec};
 use crate::py::arrow::{read_table, to_pyarrow};
 use crate::py::errors::{guard, run_detached, run_guarded, to_py};
 use crate::py::keys;
@@ -48,7 +48,10 @@ impl PyOnlineStore {
         })
     }
 
-    #[pyo3(signature = (view, data, *, keys, timestamp, created_timestamp=None))]
+    /// `also`: more `(view, data)` with the same key and timestamp columns, written in the same
+    /// transaction (all land or none); the counts are those of `view`'s rows.
+    #[pyo3(signature = (view, data, *, keys, timestamp, created_timestamp=None, also=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         py: Python<'_>,
@@ -57,9 +60,14 @@ impl PyOnlineStore {
         keys: Vec<String>,
         timestamp: &str,
         created_timestamp: Option<&str>,
+        also: Vec<(String, Bound<'_, PyAny>)>,
     ) -> PyResult<(usize, usize)> {
         guard(py, || {
             let table = read_table(data, "data")?;
+            let more = also
+                .iter()
+                .map(|(v, d)| Ok((v.as_str(), read_table(d, "data")?)))
+                .collect::<PyResult<Vec<_>>>()?;
             let store = &self.store;
             let stats = run_detached(py, || {
                 let spec = WriteSpec {
@@ -67,7 +75,9 @@ impl PyOnlineStore {
                     timestamp,
                     created: created_timestamp,
                 };
-                write(store, view, &table, &spec)
+                let mut items = vec![(view, &table, &spec)];
+                items.extend(more.iter().map(|(v, t)| (*v, t, &spec)));
+                write_many(store, &items).map(|mut s| s.remove(0))
             })?;
             Ok((stats.rows_written, stats.rows_skipped))
         })

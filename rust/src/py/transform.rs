@@ -62,8 +62,8 @@ fn op(kind: &str, param: &Bound<'_, PyAny>) -> PyResult<Op> {
     })
 }
 
-/// Parses `(n_inputs, [(name, kind, src, param)])`: `kind` "fill" (param: a one-row pyarrow Array) or a
-/// built-in's name (param: its parameters, see [`op`]).
+/// Parses `(n_inputs, [(name, kind, src, param)])`: `kind` "fill" (param: a one-row pyarrow Array),
+/// "fill_from" (param: the column whose values fill the nulls) or a built-in's name (param: its parameters, see [`op`]).
 pub fn program(py: Python<'_>, n_inputs: usize, nodes: &Bound<'_, PyList>) -> PyResult<Program> {
     let mut out = Vec::with_capacity(nodes.len());
     for n in nodes.iter() {
@@ -72,6 +72,11 @@ pub fn program(py: Python<'_>, n_inputs: usize, nodes: &Bound<'_, PyList>) -> Py
             Node::Fill {
                 src,
                 value: array(&param, &format!("the imputation value of {name:?}"))?,
+            }
+        } else if kind == "fill_from" {
+            Node::FillFrom {
+                src,
+                from: param.extract()?,
             }
         } else {
             Node::Op {

@@ -88,6 +88,11 @@ enum Step {
         src: usize,
         value: [Option<f64>; NUMS.len()],
     },
+    /// The nulls of `src` taken from `from` (same type), see [`Node::FillFrom`].
+    FillFrom {
+        src: usize,
+        from: usize,
+    },
     Scalar {
         src: usize,
         op: Op,
@@ -212,6 +217,10 @@ impl Dense {
                     }
                     Step::Fill { src: *src, value: v }
                 }
+                Node::FillFrom { src, from } => Step::FillFrom {
+                    src: *src,
+                    from: *from,
+                },
                 Node::Op {
                     src,
                     op: Op::Bucketize { boundaries },
@@ -265,6 +274,20 @@ impl Dense {
                         rows.values[o] = if ok { rows.values[s] } else { v };
                         rows.valid[o] = true;
                         rows.imputed[o] = !ok || rows.imputed[s];
+                    }
+                }
+                Step::FillFrom { src, from } => {
+                    // The Arrow path refuses two types: it decides (and raises).
+                    if rows.types[*src].is_none() || rows.types[*src] != rows.types[*from] {
+                        return false;
+                    }
+                    rows.types[d] = rows.types[*src];
+                    for i in 0..rows.n {
+                        let (s, f, o) = (i * w + src, i * w + from, i * w + d);
+                        let take = !rows.valid[s] && rows.valid[f];
+                        rows.values[o] = if take { rows.values[f] } else { rows.values[s] };
+                        rows.valid[o] = rows.valid[s] || take;
+                        rows.imputed[o] = take || rows.imputed[s];
                     }
                 }
                 Step::Scalar { src, op } => {

@@ -21,6 +21,9 @@
 //!   string categories.
 //! - A fill (`Node::Fill`): every null of the column replaced by one value of the column's type; the
 //!   rows it filled are reported as a mask (the `IMPUTED` status online, `<feature>__imputed` offline).
+//! - A fill from a column (`Node::FillFrom`): every null of the column replaced by the same row of
+//!   another column of the same type (the `previous` strategy: the feature's last non-null value);
+//!   where that one is null too the value stays null. The mask holds the rows it filled.
 
 use std::sync::Arc;
 
@@ -30,7 +33,7 @@ use arrow::array::{
 use arrow::buffer::NullBuffer;
 use arrow::compute::kernels::cast::cast;
 use arrow::compute::kernels::zip::zip;
-use arrow::compute::{is_null, or};
+use arrow::compute::{and, is_not_null, is_null, or};
 use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Float32Type, Float64Type, Int32Type, Int64Type};
 
 use crate::error::{Error, Result};
@@ -318,6 +321,20 @@ pub fn fill(name: &str, x: &ArrayRef, value: &ArrayRef) -> Result<(ArrayRef, Opt
     Ok((filled, Some(mask)))
 }
 
+/// `x` with its nulls replaced by `y`'s values in the same rows, and the rows so filled (where `y` is
+/// null too, `x` stays null and the row is not filled).
+fn fill_from(name: &str, x: &ArrayRef, y: &ArrayRef) -> Result<(ArrayRef, BooleanArray)> {
+    if x.data_type() != y.data_type() {
+        return Err(Error::Dtype(format!(
+            "{name}: the column is {} but the values that fill it are {}",
+            x.data_type(),
+            y.data_type()
+        )));
+    }
+    let take = and(&is_null(x)?, &is_not_null(y)?)?;
+    Ok((zip(&take, y, x)?, take))
+}
+
 /// `x` with its nulls replaced by `v[0]`, in one pass over the values (the generic select copies run
 /// by run, several times slower on a training set's scattered nulls).
 fn fill_primitive<T: ArrowPrimitiveType>(x: &ArrayRef, v: &ArrayRef) -> ArrayRef {
@@ -340,6 +357,7 @@ fn fill_primitive<T: ArrowPrimitiveType>(x: &ArrayRef, v: &ArrayRef) -> ArrayRef
 #[derive(Clone, Debug)]
 pub enum Node {
     Fill { src: usize, value: ArrayRef },
+    FillFrom { src: usize, from: usize },
     Op { src: usize, op: Op },
 }
 
@@ -377,6 +395,7 @@ impl Program {
                     op.check(name)?;
                     *src
                 }
+                Node::FillFrom { src, from } => (*src).max(*from),
             };
             if src >= n_inputs + i {
                 return Err(Error::InvalidArgument(format!(
@@ -417,6 +436,14 @@ impl Program {
                     (c, m)
                 }
                 Node::Op { src, op } => (op.apply(name, &columns[*src])?, imputed[*src].clone()),
+                Node::FillFrom { src, from } => {
+                    let (c, m) = fill_from(name, &columns[*src], &columns[*from])?;
+                    let m = match &imputed[*src] {
+                        Some(b) => or(&m, b)?,
+                        None => m,
+                    };
+                    (c, Some(m))
+                }
             };
             columns.push(col);
             imputed.push(mask);

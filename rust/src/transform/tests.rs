@@ -216,3 +216,21 @@ fn f64_output_has_nan_for_nulls() {
     let s: ArrayRef = Arc::new(StringArray::from(vec!["a"]));
     assert!(matches!(write_f64_nan("s", &s, &mut v, 1), Err(Error::Dtype(_))));
 }
+
+#[test]
+fn fill_from_takes_the_other_columns_value_where_null_and_leaves_a_null_where_both_are() {
+    use arrow::array::StringArray;
+    let x: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None, None]));
+    let prev: ArrayRef = Arc::new(StringArray::from(vec![Some("z"), Some("b"), None]));
+    let prog = Program::new(2, vec![("x".into(), Node::FillFrom { src: 0, from: 1 })]).unwrap();
+    let run = prog.run(vec![x, prev]).unwrap();
+    let out: Vec<Option<&str>> = run.columns[2].as_string::<i32>().iter().collect();
+    assert_eq!(out, vec![Some("a"), Some("b"), None]);
+    let m: Vec<Option<bool>> = run.imputed[2].as_ref().unwrap().iter().collect();
+    assert_eq!(m, vec![Some(false), Some(true), Some(false)]);
+    // Two types: refused with the column's name, never a silent cast.
+    let r = prog.run(vec![f64s(&[None]), Arc::new(Int32Array::from(vec![1]))]);
+    assert!(matches!(r, Err(Error::Dtype(m)) if m.contains('x')));
+    // A node may only read a column made before it.
+    assert!(Program::new(1, vec![("x".into(), Node::FillFrom { src: 0, from: 1 })]).is_err());
+}
