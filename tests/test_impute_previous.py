@@ -339,3 +339,33 @@ def test_a_writer_killed_mid_write_never_leaves_the_records_apart_from_the_lates
     latest = o.reader("v").get(ids)
     for f in ("x", "n", "s"):
         assert o.reader(previous_store("v", f)).get(ids).column(f).to_pylist() == latest.column(f).to_pylist()
+
+
+def test_the_watchdog_rebuilds_previous_fills_as_known_then_and_explains_them(tmp_path):
+    """Served `previous` fills (and a transform over one) rebuild exactly in check_skew, with a write
+    between the lookups; a legacy path that fills with 0 instead alerts on that feature only; explain
+    shows the value the strategy took."""
+    s = FeatureStore(tmp_path)
+    s.apply([user, view(ttl=None)])
+    s.write("v", rows([1, 2], [0, 0], [1.0, 2.0], [10, 20], ["a", "b"]))
+    s.write("v", rows([1, 2], [1, 1], [None, 3.0], [None, 30], [None, "c"]))
+    s.apply([TransformView("tv", [log1p("v:x")])])
+    feats = ["v:x", "v:n", "v:s", "tv:x_log1p"]
+    r = s.online_reader(feats, log=True)
+    first = r.get({"user_id": [1, 2]}, as_of=at(2))
+    assert [first.statuses[f][0] for f in ("x", "n", "s")] == [Status.IMPUTED] * 3
+    assert first.to_dict()["x"] == [1.0, 3.0] and first.to_dict()["s"] == ["a", "c"]
+    # A later write gives user 1 a value: served later, it is no fill; the first lookup still rebuilds
+    # as the fill it was.
+    s.write("v", rows([1], [1.5], [7.0], [70], ["z"]))
+    later = r.get({"user_id": [1]}, as_of=at(2))
+    assert later.to_dict()["x"] == [7.0] and later.statuses["x"][0] == Status.PRESENT
+    r.close()
+    report = s.check_skew()
+    assert report.alerts == [], report.to_markdown()
+    assert report.features["v:x"]["rows"] == 3 and report.features["tv:x_log1p"]["mismatches"] == 0
+    s.log_served({"user_id": [1]}, {"v:x": [0.0], "v:n": [10]}, at(1.2), source="legacy")
+    s.flush_logs()
+    assert {a.feature for a in s.check_skew(source="legacy").alerts} == {"v:x"}
+    text = str(s.explain("v:x", {"user_id": 1}, at(1.2)))
+    assert "imputation of v:x: previous = 1.0" in text and "imputed by previous" in text

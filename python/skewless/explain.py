@@ -62,6 +62,7 @@ from .skew import (
     _windows,
     known_history,
     no_history,
+    previous_inputs,
     rebuild_staged,
 )
 
@@ -477,7 +478,17 @@ def _explain_staged(
         raw = raw or e
         inputs.append({"input": r, "value": e.value, "decision": e.ttl_decision, "row": e.row})
     missing_in = {i["input"] for i in inputs if i["value"] is None}
-    imputation = [{**i, "applied": i["feature"] in missing_in} for i in s["imputation"]]
+    # A `previous` fill has no value of its own: it is the feature's last non-null value as known then.
+    previous = [f"{fv.name}:{f}" for fv, f in c.previous]
+    filled = dict(zip(previous, previous_inputs(store, c, one, hists), strict=True))
+    imputation = [
+        {
+            **i,
+            "applied": i["feature"] in missing_in,
+            **({"value": filled[i["feature"]][0].as_py()} if i["strategy"] == "previous" else {}),
+        }
+        for i in s["imputation"]
+    ]
     # Each logged lookup, rebuilt with the definitions it was served with, as known when it ran.
     served = []
     for i in range(log.num_rows):

@@ -274,7 +274,9 @@ def text(ref: str, rec: Mapping[str, Any] | None) -> str:
         parts.append(f"{tv['name']} v{tv['version']}: {body}")
     for i in s["imputation"]:
         src = f" ({i['stats']})" if i["stats"] else ""
-        parts.append(f"{i['feature']} imputed by {i['strategy']} {i['value']!r}{src}")
+        # `previous` has no value of its own (each row's is its last non-null one).
+        value = "" if i["strategy"] == "previous" else f" {i['value']!r}"
+        parts.append(f"{i['feature']} imputed by {i['strategy']}{value}{src}")
     return "; ".join(parts) if parts else "plain value"
 
 

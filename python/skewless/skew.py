@@ -379,6 +379,7 @@ def rebuild_staged(
             )
         vals, _, _ = rebuild(store, fv.name, feats, log, hists.get(fv, feats))
         cols += [vals[f] for f in feats]
+    cols += previous_inputs(store, c, log, hists)
     notes = []
     for name in c.request_columns:
         col = REQUEST_PREFIX + name
@@ -392,6 +393,21 @@ def rebuild_staged(
     stage = c.program.run(stage_in, c.select, c.names, False)
     ((_, out),) = transforms.finish(c, stage, False)
     return out, keys, notes
+
+
+def previous_inputs(
+    store: FeatureStore, c: transforms.Compiled, log: pa.Table, hists: _Histories
+) -> list[pa.ChunkedArray]:
+    """The ``previous`` strategy's inputs of ``c`` (``c.previous``, in the order retrieval passes them)
+    for each logged row of ``log``: the feature's last non-null value as known then, the same choice as
+    :func:`rebuild` over the rows where it is not null."""
+    out = []
+    for fv, f in c.previous:
+        hist = hists.get(fv, [f])
+        known = None if hist is None else hist.filter(pc.is_valid(hist.column(f)))
+        vals, _, _ = rebuild(store, fv.name, [f], log, known)
+        out.append(vals[f])
+    return out
 
 
 def _rebuild_ref(
