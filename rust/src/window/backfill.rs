@@ -3,7 +3,8 @@
 //!
 //! Stages: key columns of both sides -> group ids (the as-of join's grouping); events grouped and
 //! ordered by (time, sequence, position) once; labels grouped and ordered by time; then each group runs
-//! [`super::sweep`] once per distinct window, in parallel across groups. Rows whose key or time is null
+//! [`super::sweep`] once, every distinct window a lane of it, in parallel across groups (each worker
+//! reuses its lanes' accumulators from group to group). Rows whose key or time is null
 //! belong to no group: an event is left out, a label gets the empty window (null; count 0).
 
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use arrow::compute::{cast, concat, take};
 use arrow::datatypes::*;
 use rayon::prelude::*;
 
-use super::{accumulator, shares_state, sweep, Eval, Func, Values};
+use super::{accumulator, shares_state, sweep, Accumulator, Eval, Func, Lane, Values};
 use crate::column::timestamp_values;
 use crate::error::{Error, Result};
 use crate::group::index::{entry, group_rows};
@@ -262,7 +263,6 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
     drop(order);
     drop(distinct);
     let columns: Vec<ArrayRef> = col_of.iter().map(|&i| ArrayRef::clone(&gathered[i])).collect();
-    let rows: Vec<usize> = (0..n_events).collect();
 
     let mut outs: Vec<Out> = opts
         .aggregations
@@ -300,20 +300,14 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
             }
         }
     }
-    (0..ids.n_groups)
-        .into_par_iter()
-        .try_for_each(|g| -> Result<()> {
-            let lab = &l_entries[l_offsets[g] as usize..l_offsets[g + 1] as usize];
-            if lab.is_empty() {
-                return Ok(());
-            }
-            let (lo, hi) = (starts[g], starts[g + 1]);
-            let lab: Vec<(i64, usize)> = lab
-                .iter()
-                .map(|&e| (entry_on(e), entry_pos(e) as usize))
-                .collect();
-            for (&w, heads) in &by_window {
-                let mut accs = heads
+    let by_window: Vec<(i64, Vec<Shared>)> = by_window.into_iter().collect();
+    // One lane per window (all windows of every column in one pass over a group's labels), built once
+    // per worker and reset for each group it takes.
+    let lanes = || -> Result<Vec<Lane<'_>>> {
+        by_window
+            .iter()
+            .map(|(w, heads)| {
+                let accs = heads
                     .iter()
                     .map(|(k, _)| {
                         accumulator(
@@ -323,15 +317,29 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
                         )
                     })
                     .collect::<Result<Vec<_>>>()?;
-                sweep(&rows[lo..hi], &times[lo..hi], &lab, w, &mut accs, |j, pos, a| {
-                    a.evaluate_each(&heads[j].1, &mut |k, e| {
-                        // SAFETY: pos < n_labels, and label row `pos` is in this group only.
-                        unsafe { sinks[k].put(pos, e) }
-                    })
-                })?;
+                Ok(Lane::new(*w, accs))
+            })
+            .collect()
+    };
+    (0..ids.n_groups).into_par_iter().try_for_each_init(
+        || (lanes(), Vec::new()),
+        |(lanes, lab), g| -> Result<()> {
+            let entries = &l_entries[l_offsets[g] as usize..l_offsets[g + 1] as usize];
+            if entries.is_empty() {
+                return Ok(());
             }
-            Ok(())
-        })?;
+            let lanes = lanes.as_mut().map_err(|e| Error::Internal(e.to_string()))?;
+            lab.clear();
+            lab.extend(entries.iter().map(|&e| (entry_on(e), entry_pos(e) as usize)));
+            let (lo, hi) = (starts[g], starts[g + 1]);
+            sweep(lo, &times[lo..hi], lab, lanes, |j, h, pos, a| {
+                a.evaluate_each(&by_window[j].1[h].1, &mut |k, e| {
+                    // SAFETY: pos < n_labels, and label row `pos` is in this group only.
+                    unsafe { sinks[k].put(pos, e) }
+                })
+            })
+        },
+    )?;
 
     let mut out_cols = Vec::with_capacity(outs.len());
     for (o, c) in outs.into_iter().zip(&columns) {
@@ -458,7 +466,7 @@ mod tests {
         let x = Float64Array::from(vec![Some(1.0), Some(3.0), Some(2.0), None]);
         let mut acc = crate::window::accumulator(Func::Sum, Values::F64(&x), "x").unwrap();
         assert_eq!(
-            evaluate_at(&[0, 1, 2, 3], &[10, 20, 20, 40], 20, 10, acc.as_mut()).unwrap(),
+            evaluate_at(&[0, 1, 2, 3], &[10, 20, 20, 40], 20, 10, &mut acc).unwrap(),
             Eval::F64(Some(5.0))
         );
     }
