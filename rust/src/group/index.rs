@@ -362,6 +362,15 @@ impl Index {
         &self.entries[self.offsets[g as usize] as usize..self.offsets[g as usize + 1] as usize]
     }
 
+    /// Every entry, group after group: group `g` is `entries()[span(g)]`.
+    pub fn entries(&self) -> &[u128] {
+        &self.entries
+    }
+
+    pub fn span(&self, g: u32) -> std::ops::Range<usize> {
+        self.offsets[g as usize] as usize..self.offsets[g as usize + 1] as usize
+    }
+
     pub fn n_groups(&self) -> usize {
         self.offsets.len() - 1
     }

@@ -271,7 +271,7 @@ pub fn accumulator<'a>(func: Func, values: Values<'a>, what: &str) -> Result<Acc
 }
 
 /// Every accumulator, as one type: the backfill's sweep dispatches once per run of events
-/// ([`Acc::update_range`]) instead of once per event, and serving builds one without a heap allocation.
+/// ([`Acc::update_rows`]) instead of once per event, and serving builds one without a heap allocation.
 // The exact sums make two variants large (about 0.6 and 1.2 KB); accumulators are built a few per
 // worker and reused across entities, so their size costs nothing and boxing would cost a pointer
 // chase per event.
@@ -304,14 +304,14 @@ macro_rules! each_kind {
 impl Acc<'_> {
     /// `update` of every row of `rows`, in order.
     #[inline]
-    pub fn update_range(&mut self, rows: std::ops::Range<usize>) {
-        each_kind!(self, a => rows.for_each(|r| a.update(r)))
+    pub fn update_rows(&mut self, rows: &[usize]) {
+        each_kind!(self, a => rows.iter().for_each(|&r| a.update(r)))
     }
 
     /// `retract` of every row of `rows`, in order.
     #[inline]
-    pub fn retract_range(&mut self, rows: std::ops::Range<usize>) {
-        each_kind!(self, a => rows.for_each(|r| a.retract(r)))
+    pub fn retract_rows(&mut self, rows: &[usize]) {
+        each_kind!(self, a => rows.iter().for_each(|&r| a.retract(r)))
     }
 }
 
@@ -697,8 +697,8 @@ impl<'a> Lane<'a> {
 /// The backfill of one entity: evaluates every lane's accumulators at every label, all windows in one
 /// pass over the labels.
 ///
-/// The entity's events are the rows `first..first + times.len()` of the value columns, in (time, write
-/// sequence) order, `times` their times; `labels` holds (instant, output slot) sorted by instant. Any
+/// `rows[i]` is the row (in the value columns) of the entity's i-th event in (time, write sequence)
+/// order and `times[i]` its time; `labels` holds (instant, output slot) sorted by instant. Any
 /// lanes may be given (reused from another entity: they are reset first). `emit(lane, k, slot, acc)`
 /// reads accumulator k of a lane for the label of `slot`.
 ///
@@ -707,12 +707,13 @@ impl<'a> Lane<'a> {
 /// retracted event by event. Both are exact: every accumulator's value is a function of the events in
 /// the window alone (module docs), and a reset one holds none.
 pub fn sweep(
-    first: usize,
+    rows: &[usize],
     times: &[i64],
     labels: &[(i64, usize)],
     lanes: &mut [Lane<'_>],
     mut emit: impl FnMut(usize, usize, usize, &Acc<'_>) -> Result<()>,
 ) -> Result<()> {
+    debug_assert_eq!(rows.len(), times.len());
     for lane in lanes.iter_mut() {
         lane.accs.iter_mut().for_each(Accumulator::reset);
         (lane.lo, lane.hi) = (0, 0);
@@ -735,8 +736,8 @@ pub fn sweep(
                 lo += 1;
             }
             if lo > lane.lo {
-                let gone = first + lane.lo..first + lo;
-                lane.accs.iter_mut().for_each(|a| a.retract_range(gone.clone()));
+                let gone = &rows[lane.lo..lo];
+                lane.accs.iter_mut().for_each(|a| a.retract_rows(gone));
                 lane.lo = lo;
             }
             if lane.lo == lane.hi {
@@ -747,8 +748,8 @@ pub fn sweep(
                 lane.lo = lane.hi;
             }
             if lane.hi < end {
-                let new = first + lane.hi..first + end;
-                lane.accs.iter_mut().for_each(|a| a.update_range(new.clone()));
+                let new = &rows[lane.hi..end];
+                lane.accs.iter_mut().for_each(|a| a.update_rows(new));
                 lane.hi = end;
             }
             for (k, a) in lane.accs.iter().enumerate() {
@@ -892,7 +893,7 @@ mod tests {
                     // Twice through the same lanes: the second sweep starts from reset state.
                     for _ in 0..2 {
                         let mut got = vec![vec![None; labels.len()]; ws.len()];
-                        sweep(0, &times, &labels, &mut lanes, |j, _, slot, a| {
+                        sweep(&rows, &times, &labels, &mut lanes, |j, _, slot, a| {
                             got[j][slot] = Some(a.evaluate()?);
                             Ok(())
                         })
