@@ -75,6 +75,7 @@ impl ExactSum {
     }
 
     /// Back to the empty sum: only the limbs ever touched are cleared.
+    #[inline]
     pub fn reset(&mut self) {
         if self.lo <= self.hi {
             self.limbs[self.lo..=self.hi].fill(0);

@@ -118,7 +118,10 @@ pub trait Accumulator {
     }
     /// `put(k, value of func)` for every `(k, func)` of `funcs` (each as [`Accumulator::evaluate_as`]
     /// gives it), sharing the work they have in common: the rounding of one exact sum.
-    fn evaluate_each(&self, funcs: &[(usize, Func)], put: &mut dyn FnMut(usize, Eval)) -> Result<()> {
+    fn evaluate_each(&self, funcs: &[(usize, Func)], put: &mut impl FnMut(usize, Eval)) -> Result<()>
+    where
+        Self: Sized,
+    {
         for &(k, f) in funcs {
             put(k, self.evaluate_as(f)?);
         }
@@ -324,6 +327,7 @@ impl Accumulator for Acc<'_> {
     fn retract(&mut self, row: usize) {
         each_kind!(self, a => a.retract(row))
     }
+    #[inline]
     fn reset(&mut self) {
         each_kind!(self, a => a.reset())
     }
@@ -333,7 +337,7 @@ impl Accumulator for Acc<'_> {
     fn evaluate_as(&self, func: Func) -> Result<Eval> {
         each_kind!(self, a => a.evaluate_as(func))
     }
-    fn evaluate_each(&self, funcs: &[(usize, Func)], put: &mut dyn FnMut(usize, Eval)) -> Result<()> {
+    fn evaluate_each(&self, funcs: &[(usize, Func)], put: &mut impl FnMut(usize, Eval)) -> Result<()> {
         each_kind!(self, a => a.evaluate_each(funcs, put))
     }
 }
@@ -363,6 +367,7 @@ impl Accumulator for CountAcc<'_> {
     fn retract(&mut self, row: usize) {
         self.n -= i64::from(self.live.ok(row));
     }
+    #[inline]
     fn reset(&mut self) {
         self.n = 0;
     }
@@ -393,6 +398,7 @@ impl Accumulator for IntSum<'_> {
             self.n -= 1;
         }
     }
+    #[inline]
     fn reset(&mut self) {
         self.sum = 0;
         self.n = 0;
@@ -443,6 +449,7 @@ impl Accumulator for FloatSum<'_> {
             self.n -= 1;
         }
     }
+    #[inline]
     fn reset(&mut self) {
         self.sum.reset();
         self.n = 0;
@@ -454,7 +461,7 @@ impl Accumulator for FloatSum<'_> {
         let s = (func != Func::Count && self.n > 0).then(|| self.sum.value());
         Ok(self.read(func, s))
     }
-    fn evaluate_each(&self, funcs: &[(usize, Func)], put: &mut dyn FnMut(usize, Eval)) -> Result<()> {
+    fn evaluate_each(&self, funcs: &[(usize, Func)], put: &mut impl FnMut(usize, Eval)) -> Result<()> {
         let s = (self.n > 0).then(|| self.sum.value());
         for &(k, f) in funcs {
             put(k, self.read(f, s));
@@ -501,6 +508,7 @@ impl Accumulator for Moments<'_> {
             self.n -= 1;
         }
     }
+    #[inline]
     fn reset(&mut self) {
         self.s.reset();
         self.q.reset();
@@ -585,6 +593,7 @@ impl Accumulator for Extreme<'_> {
             self.rows.pop_front();
         }
     }
+    #[inline]
     fn reset(&mut self) {
         self.rows.clear();
     }
@@ -615,6 +624,7 @@ impl Accumulator for Ends<'_> {
             self.rows.pop_front();
         }
     }
+    #[inline]
     fn reset(&mut self) {
         self.rows.clear();
     }
@@ -665,6 +675,7 @@ impl Accumulator for Distinct<'_> {
             _ => dec(&mut self.strs, self.v.bytes(row)),
         }
     }
+    #[inline]
     fn reset(&mut self) {
         self.ints.clear();
         self.strs.clear();
@@ -681,6 +692,8 @@ pub struct Lane<'a> {
     pub accs: Vec<Acc<'a>>,
     lo: usize,
     hi: usize,
+    /// Whether the accumulators took an event since their last reset.
+    dirty: bool,
 }
 
 impl<'a> Lane<'a> {
@@ -690,6 +703,14 @@ impl<'a> Lane<'a> {
             accs,
             lo: 0,
             hi: 0,
+            dirty: true,
+        }
+    }
+
+    fn reset(&mut self) {
+        if self.dirty {
+            self.accs.iter_mut().for_each(Accumulator::reset);
+            self.dirty = false;
         }
     }
 }
@@ -715,7 +736,7 @@ pub fn sweep(
 ) -> Result<()> {
     debug_assert_eq!(rows.len(), times.len());
     for lane in lanes.iter_mut() {
-        lane.accs.iter_mut().for_each(Accumulator::reset);
+        lane.reset();
         (lane.lo, lane.hi) = (0, 0);
     }
     // Events at or before the current label: the end of every window.
@@ -728,7 +749,7 @@ pub fn sweep(
             // Events at or before t - w leave; t - w < t.
             let start = t.saturating_sub(lane.w);
             if lane.lo < lane.hi && times[lane.hi - 1] <= start {
-                lane.accs.iter_mut().for_each(Accumulator::reset);
+                lane.reset();
                 lane.lo = lane.hi;
             }
             let mut lo = lane.lo;
@@ -751,6 +772,7 @@ pub fn sweep(
                 let new = &rows[lane.hi..end];
                 lane.accs.iter_mut().for_each(|a| a.update_rows(new));
                 lane.hi = end;
+                lane.dirty = true;
             }
             for (k, a) in lane.accs.iter().enumerate() {
                 emit(j, k, slot, a)?;
