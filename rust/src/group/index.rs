@@ -364,13 +364,13 @@ impl Index {
         &self.entries[self.offsets[g as usize] as usize..self.offsets[g as usize + 1] as usize]
     }
 
-    /// Every entry, group after group: group `g` is `entries()[span(g)]`.
+    /// Every entry, group after group: group `g` is `entries()[offsets()[g]..offsets()[g + 1]]`.
     pub fn entries(&self) -> &[u128] {
         &self.entries
     }
 
-    pub fn span(&self, g: u32) -> std::ops::Range<usize> {
-        self.offsets[g as usize] as usize..self.offsets[g as usize + 1] as usize
+    pub fn offsets(&self) -> &[u32] {
+        &self.offsets
     }
 
     pub fn n_groups(&self) -> usize {

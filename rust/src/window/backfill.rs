@@ -339,6 +339,9 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
         .map(|(_, c)| gather(c, entries))
         .collect::<Result<Vec<_>>>()?;
     drop(distinct);
+    // The entries are gathered; only where each group starts is still needed.
+    let starts = index.offsets().to_vec();
+    drop(index);
     let columns: Vec<&ArrayRef> = col_of.iter().map(|&i| &gathered[i]).collect();
     let kinds: Vec<(Kind, Func)> = opts
         .aggregations
@@ -409,7 +412,7 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
             let lanes = lanes.as_mut().map_err(|e| Error::Internal(e.to_string()))?;
             lab.clear();
             lab.extend(entries.iter().map(|&e| (entry_on(e), entry_pos(e) as usize)));
-            let span = index.span(g as u32);
+            let span = starts[g] as usize..starts[g + 1] as usize;
             rows.clear();
             rows.extend(span.clone());
             sweep(rows, &times[span], lab, lanes, |j, h, pos, a| {
@@ -421,7 +424,7 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
             })
         },
     )?;
-    drop(index);
+    drop(times);
     let out_cols = slots.finish(&kinds, &columns)?;
     let mut fields: Vec<FieldRef> = labels.schema.fields().iter().cloned().collect();
     for (a, c) in opts.aggregations.iter().zip(&out_cols) {
