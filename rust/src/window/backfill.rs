@@ -3,23 +3,24 @@
 //!
 //! Stages: key columns of both sides -> group ids (the as-of join's grouping); events grouped and
 //! ordered by (time, sequence, position) once; labels grouped and ordered by time; then each group runs
-//! [`super::sweep`] once per distinct window, in parallel across groups. Rows whose key or time is null
+//! [`super::sweep`] once, every distinct window a lane of it, in parallel across groups (each worker
+//! reuses its lanes' accumulators from group to group). Rows whose key or time is null
 //! belong to no group: an event is left out, a label gets the empty window (null; count 0).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::*;
-use arrow::buffer::NullBuffer;
+use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::compute::{cast, concat, take};
 use arrow::datatypes::*;
 use rayon::prelude::*;
 
-use super::{accumulator, shares_state, sweep, Eval, Func, Values};
+use super::{accumulator, shares_state, sweep, Accumulator, Eval, Func, Lane, Values};
 use crate::column::timestamp_values;
 use crate::error::{Error, Result};
 use crate::group::index::{entry, group_rows};
-use crate::group::{entry_on, entry_pos, group_ids, Index, OnSource, Ranks, SharedMut, NONE};
+use crate::group::{entry_on, entry_pos, group_ids, mark_null_rows, Index, OnSource, Ranks, SharedMut, NONE};
 use crate::table::{Column, Table};
 use crate::time::{instant_unit, to_micros};
 
@@ -101,70 +102,146 @@ pub(crate) fn widen(whole: ArrayRef) -> Result<ArrayRef> {
 /// reads it.
 type Shared = (usize, Vec<(usize, Func)>);
 
-/// One output column being filled: slot `pos` belongs to label row `pos`.
-enum Out {
-    F64(Vec<f64>, Vec<bool>),
-    I64(Vec<i64>, Vec<bool>),
-    Row(Vec<u32>),
+/// The values of `c` at the entries' positions, in entry order (in parallel for numbers).
+fn gather(c: &ArrayRef, entries: &[u128]) -> Result<ArrayRef> {
+    fn nums<T: ArrowPrimitiveType>(a: &PrimitiveArray<T>, entries: &[u128]) -> ArrayRef {
+        let v = a.values();
+        let mut out = Vec::new();
+        entries
+            .par_iter()
+            .map(|&e| v[entry_pos(e) as usize])
+            .collect_into_vec(&mut out);
+        let nulls = a.nulls().filter(|n| n.null_count() > 0).map(|n| {
+            let mut ok = Vec::new();
+            entries
+                .par_iter()
+                .map(|&e| n.is_valid(entry_pos(e) as usize))
+                .collect_into_vec(&mut ok);
+            NullBuffer::from(ok)
+        });
+        Arc::new(PrimitiveArray::<T>::new(out.into(), nulls))
+    }
+    Ok(match c.data_type() {
+        DataType::Float64 => nums(c.as_primitive::<Float64Type>(), entries),
+        DataType::Int64 => nums(c.as_primitive::<Int64Type>(), entries),
+        _ => {
+            let order = UInt32Array::from_iter_values(entries.iter().map(|&e| entry_pos(e)));
+            take(c.as_ref(), &order, None)?
+        }
+    })
 }
 
-impl Out {
-    fn new(func: Func, values: &dyn Array, n: usize) -> Out {
+/// What an aggregation's output column holds, chosen from its function and column like the
+/// accumulator's [`Eval`].
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    F64,
+    I64,
+    /// The row of the events' column holding the value (min, max, first, last), gathered at the end.
+    Row,
+}
+
+impl Kind {
+    fn of(func: Func, values: &dyn Array) -> Kind {
         match func {
-            Func::Count | Func::CountDistinct => Out::I64(vec![0; n], vec![true; n]),
-            Func::Sum if values.data_type() == &DataType::Int64 => Out::I64(vec![0; n], vec![false; n]),
-            Func::Min | Func::Max | Func::First | Func::Last => Out::Row(vec![NONE; n]),
-            _ => Out::F64(vec![0.0; n], vec![false; n]),
+            Func::Count | Func::CountDistinct => Kind::I64,
+            Func::Sum if values.data_type() == &DataType::Int64 => Kind::I64,
+            Func::Min | Func::Max | Func::First | Func::Last => Kind::Row,
+            _ => Kind::F64,
+        }
+    }
+}
+
+/// Every aggregation's output at every label, row-major: output k of label row `pos` is slot
+/// `pos * width + k`. A label's outputs are written together at a random label position, so they
+/// share a cache line or two, where one buffer per output put each write on a line of its own.
+/// A label no group reaches (null key or time) keeps the empty window's value: count 0, else null.
+struct Slots {
+    width: usize,
+    bits: Vec<u64>,
+    ok: Vec<bool>,
+}
+
+impl Slots {
+    fn new(kinds: &[(Kind, Func)], n: usize) -> Slots {
+        let empty: Vec<bool> = kinds
+            .iter()
+            .map(|&(_, f)| matches!(f, Func::Count | Func::CountDistinct))
+            .collect();
+        Slots {
+            width: kinds.len(),
+            bits: vec![0; n * kinds.len()],
+            ok: empty.repeat(n),
         }
     }
 
-    fn finish(self, values: &ArrayRef) -> Result<ArrayRef> {
-        Ok(match self {
-            Out::F64(v, ok) => Arc::new(Float64Array::new(v.into(), Some(NullBuffer::from(ok)))),
-            Out::I64(v, ok) => Arc::new(Int64Array::new(v.into(), Some(NullBuffer::from(ok)))),
-            Out::Row(rows) => {
-                let idx = UInt32Array::from_iter(rows.into_iter().map(|r| (r != NONE).then_some(r)));
-                take(values.as_ref(), &idx, None)?
+    /// Output `k` (of kind `kind`) of every label, in label order.
+    fn finish(&self, kinds: &[(Kind, Func)], sources: &[&ArrayRef]) -> Result<Vec<ArrayRef>> {
+        let (w, n) = (self.width, self.bits.len() / self.width.max(1));
+        let mut vals: Vec<Vec<u64>> = (0..w).map(|_| Vec::with_capacity(n)).collect();
+        let mut oks: Vec<BooleanBufferBuilder> = (0..w).map(|_| BooleanBufferBuilder::new(n)).collect();
+        // Transposed a block of labels at a time, so the block stays in cache while each output's
+        // column reads it.
+        const BLOCK: usize = 1024;
+        for lo in (0..n).step_by(BLOCK) {
+            let hi = (lo + BLOCK).min(n);
+            for k in 0..w {
+                vals[k].extend((lo..hi).map(|p| self.bits[p * w + k]));
+                (lo..hi).for_each(|p| oks[k].append(self.ok[p * w + k]));
             }
-        })
+        }
+        let mut out = Vec::with_capacity(w);
+        for ((v, mut ok), (&(kind, _), src)) in vals.into_iter().zip(oks).zip(kinds.iter().zip(sources)) {
+            let nulls = Some(NullBuffer::new(ok.finish()));
+            let buf = arrow::buffer::Buffer::from_vec(v);
+            out.push(match kind {
+                Kind::F64 => Arc::new(Float64Array::new(ScalarBuffer::new(buf, 0, n), nulls)) as ArrayRef,
+                Kind::I64 => Arc::new(Int64Array::new(ScalarBuffer::new(buf, 0, n), nulls)),
+                Kind::Row => {
+                    let rows: Vec<u32> = ScalarBuffer::<u64>::new(buf, 0, n)
+                        .iter()
+                        .map(|&r| r as u32)
+                        .collect();
+                    take(src.as_ref(), &UInt32Array::new(rows.into(), nulls), None)?
+                }
+            });
+        }
+        Ok(out)
     }
 }
 
-/// Raw pointers to one output's buffers, written by the group threads at disjoint label positions.
+/// Where the group threads write: [`Slots`]' buffers, at disjoint label positions.
 #[derive(Clone, Copy)]
-enum Sink {
-    F64(SharedMut<f64>, SharedMut<bool>),
-    I64(SharedMut<i64>, SharedMut<bool>),
-    Row(SharedMut<u32>),
+struct Sink {
+    width: usize,
+    bits: SharedMut<u64>,
+    ok: SharedMut<bool>,
 }
 
 impl Sink {
-    fn of(o: &mut Out) -> Sink {
-        match o {
-            Out::F64(v, ok) => Sink::F64(SharedMut::new(v), SharedMut::new(ok)),
-            Out::I64(v, ok) => Sink::I64(SharedMut::new(v), SharedMut::new(ok)),
-            Out::Row(r) => Sink::Row(SharedMut::new(r)),
+    fn of(s: &mut Slots) -> Sink {
+        Sink {
+            width: s.width,
+            bits: SharedMut::new(&mut s.bits),
+            ok: SharedMut::new(&mut s.ok),
         }
     }
 
     /// # Safety
-    /// `pos` is in bounds and written by no other thread (each label row is in one group).
-    unsafe fn put(&self, pos: usize, e: Eval) {
-        // SAFETY: the caller's contract, passed on to each buffer.
+    /// `pos` is a label row, `k` < width, and no other thread writes label row `pos` (each label row
+    /// is in one group).
+    #[inline]
+    unsafe fn put(&self, pos: usize, k: usize, e: Eval) {
+        let (bits, ok) = match e {
+            Eval::F64(x) => (x.map_or(0, f64::to_bits), x.is_some()),
+            Eval::I64(x) => (x.unwrap_or(0) as u64, x.is_some()),
+            Eval::Row(x) => (x.unwrap_or(0) as u64, x.is_some()),
+        };
+        let i = pos * self.width + k;
+        // SAFETY: the caller's contract: i is in bounds and this thread's alone.
         unsafe {
-            match (self, e) {
-                (Sink::F64(v, ok), Eval::F64(x)) => {
-                    v.write(pos, x.unwrap_or(0.0));
-                    ok.write(pos, x.is_some());
-                }
-                (Sink::I64(v, ok), Eval::I64(x)) => {
-                    v.write(pos, x.unwrap_or(0));
-                    ok.write(pos, x.is_some());
-                }
-                (Sink::Row(r), Eval::Row(x)) => r.write(pos, x.map_or(NONE, |x| x as u32)),
-                // The output kind is chosen from the same function and column as the accumulator.
-                _ => debug_assert!(false, "output kind does not match the accumulator"),
-            }
+            self.bits.write(i, bits);
+            self.ok.write(i, ok);
         }
     }
 }
@@ -218,12 +295,21 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
         accumulator(a.func, Values::new(distinct[i].1.as_ref(), &a.column)?, &a.name)?;
         col_of.push(i);
     }
-    let (n_labels, n_events) = (labels.num_rows(), events.num_rows());
-    let mut ids = group_ids(&keys, n_labels, n_events)?;
+    let n_labels = labels.num_rows();
+    let mut ids = group_ids(&keys, n_labels, events.num_rows())?;
     drop(keys);
-    let e_times = micros(&e_on, "the events", &mut ids.build)?;
+    // Microsecond event times (the usual unit) are read in place; others converted once.
+    let e_unit = instant_unit(&e_on.name, &e_on.data_type, "the events")?;
+    let e_times;
+    let e_source = if e_unit == TimeUnit::Microsecond {
+        mark_null_rows(&e_on, &mut ids.build);
+        OnSource::column(&e_on, 1)
+    } else {
+        e_times = micros(&e_on, "the events", &mut ids.build)?;
+        OnSource::Values(&e_times)
+    };
     let l_times = micros(&l_on, "the labels", &mut ids.probe)?;
-    let index = Index::build(&ids.build, &OnSource::Values(&e_times), ids.n_groups, &ranks);
+    let index = Index::build(&ids.build, &e_source, ids.n_groups, &ranks);
     drop(ids.build);
     let (l_offsets, mut l_entries) =
         group_rows(&ids.probe, ids.n_groups, |_| |i| entry(l_times[i], i as u32));
@@ -239,46 +325,41 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
         parts.into_par_iter().for_each(|p| p.sort_unstable());
     }
 
-    // Each group's events, gathered once into one contiguous run per value column (group order): the
-    // sweep then reads every value sequentially, where reading the input in place would miss the cache
-    // on almost every access (events arrive in any order).
-    let mut starts = Vec::with_capacity(ids.n_groups + 1);
-    let mut order = Vec::with_capacity(n_events);
-    let mut times = Vec::with_capacity(n_events);
-    for g in 0..ids.n_groups {
-        starts.push(order.len());
-        for &e in index.group(g as u32) {
-            order.push(entry_pos(e));
-            times.push(entry_on(e));
-        }
-    }
-    starts.push(order.len());
-    drop(index);
-    let order = UInt32Array::from(order);
+    // Each group's events gathered once into one contiguous run per value column, group after group
+    // (the index's layout): the sweep then reads values sequentially, where reading the input in
+    // place would miss the cache on almost every access (events arrive in any order).
+    let entries = index.entries();
+    let mut times = Vec::new();
+    entries
+        .par_iter()
+        .map(|&e| entry_on(e))
+        .collect_into_vec(&mut times);
     let gathered = distinct
         .iter()
-        .map(|(_, c)| take(c.as_ref(), &order, None))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    drop(order);
+        .map(|(_, c)| gather(c, entries))
+        .collect::<Result<Vec<_>>>()?;
     drop(distinct);
-    let columns: Vec<ArrayRef> = col_of.iter().map(|&i| ArrayRef::clone(&gathered[i])).collect();
-    let rows: Vec<usize> = (0..n_events).collect();
-
-    let mut outs: Vec<Out> = opts
+    // The entries are gathered; only where each group starts is still needed.
+    let starts = index.offsets().to_vec();
+    drop(index);
+    let columns: Vec<&ArrayRef> = col_of.iter().map(|&i| &gathered[i]).collect();
+    let kinds: Vec<(Kind, Func)> = opts
         .aggregations
         .iter()
         .zip(&columns)
-        .map(|(a, c)| Out::new(a.func, c.as_ref(), n_labels))
+        .map(|(a, c)| (Kind::of(a.func, c.as_ref()), a.func))
         .collect();
-    let sinks: Vec<Sink> = outs.iter_mut().map(Sink::of).collect();
+    let mut slots = Slots::new(&kinds, n_labels);
+    let sink = Sink::of(&mut slots);
     let values: Vec<Values<'_>> = columns
         .iter()
         .zip(&opts.aggregations)
         .map(|(c, a)| Values::new(c.as_ref(), &a.column))
         .collect::<Result<_>>()?;
-    // Aggregations sharing a window share one sweep, and within it aggregations of one column that can
-    // share an accumulator's state (sum, mean and count of a number) share one accumulator: per window,
-    // (the aggregation the accumulator is built for, every (aggregation, function) read from it).
+    // Aggregations sharing a window share one lane of the sweep, and within it aggregations of one
+    // column that can share an accumulator's state (sum, mean and count of a number) share one
+    // accumulator: per window, (the aggregation the accumulator is built for, every (aggregation,
+    // function) read from it).
     let mut by_window: BTreeMap<i64, Vec<Shared>> = BTreeMap::new();
     let summing = |f: Func| matches!(f, Func::Sum | Func::Mean);
     // Sums and means first, so that a count finds the sum it can read.
@@ -300,20 +381,14 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
             }
         }
     }
-    (0..ids.n_groups)
-        .into_par_iter()
-        .try_for_each(|g| -> Result<()> {
-            let lab = &l_entries[l_offsets[g] as usize..l_offsets[g + 1] as usize];
-            if lab.is_empty() {
-                return Ok(());
-            }
-            let (lo, hi) = (starts[g], starts[g + 1]);
-            let lab: Vec<(i64, usize)> = lab
-                .iter()
-                .map(|&e| (entry_on(e), entry_pos(e) as usize))
-                .collect();
-            for (&w, heads) in &by_window {
-                let mut accs = heads
+    let by_window: Vec<(i64, Vec<Shared>)> = by_window.into_iter().collect();
+    // One lane per window (all windows of every column in one pass over a group's labels), built once
+    // per worker and reset for each group it takes.
+    let lanes = || -> Result<Vec<Lane<'_>>> {
+        by_window
+            .iter()
+            .map(|(w, heads)| {
+                let accs = heads
                     .iter()
                     .map(|(k, _)| {
                         accumulator(
@@ -323,20 +398,34 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
                         )
                     })
                     .collect::<Result<Vec<_>>>()?;
-                sweep(&rows[lo..hi], &times[lo..hi], &lab, w, &mut accs, |j, pos, a| {
-                    a.evaluate_each(&heads[j].1, &mut |k, e| {
-                        // SAFETY: pos < n_labels, and label row `pos` is in this group only.
-                        unsafe { sinks[k].put(pos, e) }
-                    })
-                })?;
+                Ok(Lane::new(*w, accs))
+            })
+            .collect()
+    };
+    (0..ids.n_groups).into_par_iter().try_for_each_init(
+        || (lanes(), Vec::new(), Vec::new()),
+        |(lanes, lab, rows), g| -> Result<()> {
+            let entries = &l_entries[l_offsets[g] as usize..l_offsets[g + 1] as usize];
+            if entries.is_empty() {
+                return Ok(());
             }
-            Ok(())
-        })?;
-
-    let mut out_cols = Vec::with_capacity(outs.len());
-    for (o, c) in outs.into_iter().zip(&columns) {
-        out_cols.push(o.finish(c)?);
-    }
+            let lanes = lanes.as_mut().map_err(|e| Error::Internal(e.to_string()))?;
+            lab.clear();
+            lab.extend(entries.iter().map(|&e| (entry_on(e), entry_pos(e) as usize)));
+            let span = starts[g] as usize..starts[g + 1] as usize;
+            rows.clear();
+            rows.extend(span.clone());
+            sweep(rows, &times[span], lab, lanes, |j, h, pos, a| {
+                a.evaluate_each(&by_window[j].1[h].1, &mut |k, e| {
+                    // SAFETY: pos < n_labels, k < the number of aggregations, and label row `pos` is
+                    // in this group only.
+                    unsafe { sink.put(pos, k, e) }
+                })
+            })
+        },
+    )?;
+    drop(times);
+    let out_cols = slots.finish(&kinds, &columns)?;
     let mut fields: Vec<FieldRef> = labels.schema.fields().iter().cloned().collect();
     for (a, c) in opts.aggregations.iter().zip(&out_cols) {
         fields.push(Arc::new(Field::new(&a.name, c.data_type().clone(), true)));
@@ -458,7 +547,7 @@ mod tests {
         let x = Float64Array::from(vec![Some(1.0), Some(3.0), Some(2.0), None]);
         let mut acc = crate::window::accumulator(Func::Sum, Values::F64(&x), "x").unwrap();
         assert_eq!(
-            evaluate_at(&[0, 1, 2, 3], &[10, 20, 20, 40], 20, 10, acc.as_mut()).unwrap(),
+            evaluate_at(&[0, 1, 2, 3], &[10, 20, 20, 40], 20, 10, &mut acc).unwrap(),
             Eval::F64(Some(5.0))
         );
     }

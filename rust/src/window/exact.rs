@@ -74,6 +74,22 @@ impl ExactSum {
         self.apply(x, true);
     }
 
+    /// Back to the empty sum: only the limbs ever touched are cleared.
+    #[inline]
+    pub fn reset(&mut self) {
+        if self.lo <= self.hi {
+            self.limbs[self.lo..=self.hi].fill(0);
+        }
+        self.lo = LIMBS;
+        self.hi = 0;
+        self.ops = 0;
+        self.pos_inf = 0;
+        self.neg_inf = 0;
+        self.nan = 0;
+        self.n = 0;
+        self.neg_zero = 0;
+    }
+
     #[inline]
     fn apply(&mut self, x: f64, negate: bool) {
         let bump = |c: &mut u64| {
@@ -159,6 +175,31 @@ impl ExactSum {
         if self.neg_inf > 0 {
             return f64::NEG_INFINITY;
         }
+        self.narrow_value().unwrap_or_else(|| self.wide_value())
+    }
+
+    /// The sum rounded once when the touched limbs fit an i128 (values of a window usually span a few
+    /// limbs): the integer's conversion rounds to nearest even, and scaling it by a power of two is
+    /// exact when the result is a normal double, so this is the same bits as [`ExactSum::wide_value`].
+    /// None otherwise (wider sums, zero, results below the normal range or overflowing).
+    #[inline]
+    fn narrow_value(&self) -> Option<f64> {
+        if self.lo > self.hi || self.hi - self.lo > 3 {
+            return None;
+        }
+        let mut acc = 0i128;
+        for (k, &l) in self.limbs[self.lo..=self.hi].iter().enumerate() {
+            acc = acc.checked_add(i128::from(l).checked_mul(1i128 << (32 * k))?)?;
+        }
+        if acc == 0 {
+            return None;
+        }
+        let r = scale(acc as f64, 32 * self.lo as i32 - 1074);
+        r.is_normal().then_some(r)
+    }
+
+    /// The sum rounded once, from all its limbs (finite sums only).
+    fn wide_value(&self) -> f64 {
         let Some((neg, d)) = self.magnitude() else {
             return f64::NAN;
         };
@@ -220,8 +261,9 @@ impl ExactSum {
     }
 }
 
-/// `x * 2^e` for an integer `x` below 2^32 and `e` >= -1074: exact, as the result is representable
-/// (a power of two below 2^-1022 is not, so those go through 2^(e + 64) first).
+/// `x * 2^e` for an integer-valued `x` and -1074 <= `e` <= 1023: exact when the result is a normal
+/// double or, for `x` below 2^32, whenever it is representable (a power of two below 2^-1022 is not a
+/// normal double, so those go through 2^(e + 64) first).
 fn scale(x: f64, e: i32) -> f64 {
     let pow2 = |e: i32| f64::from_bits(((e + 1023) as u64) << 52);
     if e < -1022 {
@@ -335,6 +377,60 @@ mod tests {
             s.add(x);
         }
         assert_eq!(s.value(), 1.0 + 1e-16);
+    }
+
+    #[test]
+    fn narrow_value_is_the_wide_rounding() {
+        // Sums over few limbs (the narrow path) and over many, with halfway cases: integers around
+        // 2^53 plus halves, and values near the ends of the normal range.
+        let mut narrow = 0;
+        let mut sums = 0;
+        for seed in 0..400u64 {
+            let spread = [4, 20, 60, 300][seed as usize % 4];
+            let mut s = ExactSum::default();
+            let v = values(seed, 30);
+            for (i, &x) in v.iter().enumerate() {
+                let x = match (seed / 4) % 5 {
+                    0 => x,
+                    1 => x * 2f64.powi(((seed as i32 * 7 + i as i32) % spread) - spread / 2),
+                    2 => 9007199254740992.0 + (i % 3) as f64 * 0.5 * x.signum(),
+                    3 => x * 2f64.powi(-1000 - (i as i32 % 60)),
+                    _ => x * 2f64.powi(960 - (i as i32 % 30)),
+                };
+                if i % 4 == 3 {
+                    s.sub(x);
+                } else {
+                    s.add(x);
+                }
+                sums += 1;
+                if let Some(r) = s.narrow_value() {
+                    narrow += 1;
+                    assert_eq!(r.to_bits(), s.wide_value().to_bits(), "seed {seed} step {i}");
+                }
+                assert_eq!(
+                    s.value().to_bits(),
+                    s.wide_value().to_bits(),
+                    "seed {seed} step {i}"
+                );
+            }
+        }
+        // Both paths are exercised.
+        assert!(narrow > sums / 5 && narrow < sums, "{narrow} of {sums}");
+    }
+
+    #[test]
+    fn reset_gives_a_fresh_sum() {
+        let mut s = ExactSum::default();
+        for x in [1e300, -3.5, f64::INFINITY, -0.0, 1e-300] {
+            s.add(x);
+        }
+        s.reset();
+        assert_eq!(s.value().to_bits(), 0.0f64.to_bits());
+        s.add(-0.0);
+        assert_eq!(s.value().to_bits(), (-0.0f64).to_bits());
+        s.add(2.5);
+        assert_eq!(s.value(), 2.5);
+        assert!(s.limbs.iter().filter(|&&l| l != 0).count() <= 3);
     }
 
     #[test]

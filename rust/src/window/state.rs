@@ -941,7 +941,7 @@ pub fn evaluate(ev: &Events, t: i64, aggs: &[Agg], mut emit: impl FnMut(usize, C
             .ok_or_else(|| Error::Internal("aggregate column out of range".into()))?;
         let values = Values::new(col.as_ref(), "window state")?;
         let mut acc = accumulator(a.func, values, "window state")?;
-        let cell = match evaluate_at(&rows, &ev.times, t, a.window, acc.as_mut())? {
+        let cell = match evaluate_at(&rows, &ev.times, t, a.window, &mut acc)? {
             Eval::F64(x) => Cell::F64(x),
             Eval::I64(x) => Cell::I64(x),
             Eval::Row(r) => match values {
