@@ -121,7 +121,11 @@ def sweep(pristine: str, keys: int, flips: list[tuple[int, int]], timeout: float
             rest = flips[len(outcomes) :]
             args = json.dumps({"pristine": pristine, "work": work, "keys": keys, "flips": rest})
             p = subprocess.run(
-                [sys.executable, __file__, "--child"], input=args, capture_output=True, text=True, timeout=timeout
+                [sys.executable, __file__, "--child"],
+                input=args,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
             )
             started = None
             for line in p.stdout.splitlines():

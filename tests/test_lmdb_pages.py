@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import json
 import os
 import struct
 import subprocess
@@ -83,7 +84,9 @@ def read_in_child(path: str) -> str:
         except StorageError as e:
             print("StorageError:", e)
         """
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
     if r.returncode != 0:
         return f"died: {r.returncode} {r.stderr[-500:]}"
     return r.stdout.strip()
@@ -206,3 +209,39 @@ def test_damage_after_open_is_found_by_verify(tmp_path, pristine):
         os.close(fd)
     with pytest.raises(StorageError, match=f"page {leaf}: lower \\d+, upper 16\\)"):
         store.verify()
+
+
+def test_the_verify_command_reports_a_healthy_store_and_exits_2_on_damage(tmp_path, capsys):
+    from skewless.cli import main
+
+    s = FeatureStore(tmp_path)
+    assert main(["--store", str(tmp_path), "verify"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"online": "absent"}
+    s.apply([user, FeatureView("v", [user], [Field("x", Float64)])])
+    ts = pa.array([dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)] * 2, pa.timestamp("us", tz="UTC"))
+    s.write("v", {"user_id": [1, 2], "event_timestamp": ts, "x": [1.0, 2.0]})
+    code = f"""
+        import os, sys
+        from skewless.cli import main
+        print(main(["--store", {str(tmp_path)!r}, "verify"]), flush=True)
+        data = os.path.join({str(tmp_path)!r}, "online", "data.mdb")
+        blob = open(data, "rb").read()
+        at = blob.index((1 << 63 | 2).to_bytes(8, "big")) - 4 - 4  # key 2 node flags (view id, key size)
+        fd = os.open(data, os.O_RDWR)
+        os.pwrite(fd, bytes([blob[at] | 0x04]), at)
+        os.close(fd)
+        """
+    r = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    first, healthy = r.stdout.splitlines()
+    assert json.loads(first)["online"] == "ok" and healthy == "0"
+    r = subprocess.run(
+        [sys.executable, "-m", "skewless.cli", "--store", str(tmp_path), "verify"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr[-2000:])
+    assert "StorageError" in r.stderr and "damaged" in r.stderr and "materialize" in r.stderr

@@ -77,11 +77,15 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+    let mut a = [0; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
 }
 
 impl DbRecord {
@@ -171,20 +175,37 @@ pub fn verify(env: &Env, path: &Path, databases: &[&[u8]]) -> Result<Verified> {
         return Err(damaged(format!("page size {psize}")));
     }
     // The read transaction pins the snapshot the walk checks: no page it reaches is reused until it ends.
-    let rtxn = env.read_txn().map_err(crate::online::env::storage)?;
     let file = env.try_clone_inner_file().map_err(|e| io(&e))?;
-    let len = file.metadata().map_err(|e| io(&e))?.len() as usize;
-    if len < 2 * psize {
-        return Err(damaged(format!("{len} bytes, less than its two meta pages")));
-    }
-    let map = FileMap::new(&file, len).map_err(|e| io(&e))?;
+    let mut attempts = 0;
+    let (_rtxn, map, meta) = loop {
+        let rtxn = env.read_txn().map_err(crate::online::env::storage)?;
+        let len = file.metadata().map_err(|e| io(&e))?.len() as usize;
+        if len < 2 * psize {
+            return Err(damaged(format!("{len} bytes, less than its two meta pages")));
+        }
+        let map = FileMap::new(&file, len).map_err(|e| io(&e))?;
+        let txnid = rtxn.id() as u64;
+        let record = |p: usize| -> [u8; META_RECORD] {
+            let mut m = [0; META_RECORD];
+            m.copy_from_slice(&map.bytes()[p * psize + HEADER..p * psize + HEADER + META_RECORD]);
+            m
+        };
+        // The snapshot's meta page is the one with its transaction id. A writer committing twice while
+        // this reads it rewrites that page (readers do not hold meta pages): so the id is read again
+        // after the copy, and a changed one means try again, never damage.
+        let found = (0..2).find_map(|p| {
+            let m = record(p);
+            (u64_at(&m, 128) == txnid && u64_at(&record(p), 128) == txnid).then_some(m)
+        });
+        match found {
+            Some(m) => break (rtxn, map, m),
+            None if attempts < 5 && env.info().last_txn_id as u64 != txnid => attempts += 1,
+            None => return Err(damaged(format!("no meta page of transaction {txnid}"))),
+        }
+    };
+    let meta = &meta[..];
     let bytes = map.bytes();
-    let txnid = rtxn.id() as u64;
-    let meta = (0..2)
-        .map(|p| &bytes[p * psize + HEADER..p * psize + HEADER + META_RECORD])
-        .find(|m| u64_at(m, 128) == txnid)
-        // A writer overwrites the older meta page only: the snapshot's own one is the other.
-        .ok_or_else(|| damaged(format!("no meta page of transaction {txnid}")))?;
+    let len = bytes.len();
     if u32_at(meta, 0) != MAGIC {
         return Err(damaged("meta page magic".into()));
     }
@@ -229,7 +250,6 @@ pub fn verify(env: &Env, path: &Path, databases: &[&[u8]]) -> Result<Verified> {
         walk.free_pages(&free_lists)
     };
     check(&mut walk).map_err(damaged)?;
-    drop(rtxn);
     Ok(walk.found)
 }
 
@@ -337,7 +357,9 @@ impl<'a> Walk<'a> {
             ));
         }
         let (lower, upper) = (u16_at(page, 12) as usize, u16_at(page, 14) as usize);
-        if lower < HEADER + 2 || lower > upper || upper > psize || (lower - HEADER) % 2 != 0 {
+        // A branch needs a node (LMDB searches from its last one); a leaf may be empty.
+        let least = if leaf { HEADER } else { HEADER + 2 };
+        if lower < least || lower > upper || upper > psize || (lower - HEADER) % 2 != 0 {
             return Err(format!("lower {lower}, upper {upper}"));
         }
         let n = (lower - HEADER) / 2;
@@ -463,5 +485,128 @@ impl<'a> Walk<'a> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use heed::types::Bytes;
+    use heed::{CommitOrAbort, Database, EnvOpenOptions};
+
+    use super::*;
+
+    const PAGE: usize = 4096;
+
+    /// An environment with one named database of `n` small records (several leaves under a branch).
+    fn env_with(dir: &Path, n: u32) -> Env {
+        // SAFETY: a fresh directory, opened once in this test.
+        let env = unsafe { EnvOpenOptions::new().map_size(1 << 24).max_dbs(2).open(dir) }.unwrap();
+        let wtxn = env.write_txn().unwrap();
+        let db: Database<'_, Bytes, Bytes> = env
+            .create_databases_and_commit(wtxn, |dbo, wtxn| {
+                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(
+                    dbo.create_database(wtxn, Some("d"))?,
+                ))
+            })
+            .unwrap()
+            .unwrap_commit();
+        let mut wtxn = env.write_txn().unwrap();
+        for i in 0..n {
+            db.put(&mut wtxn, &i.to_be_bytes(), &[7u8; 40]).unwrap();
+        }
+        // One big value, on overflow pages.
+        db.put(&mut wtxn, b"big", &[1u8; 3 * PAGE]).unwrap();
+        wtxn.commit().unwrap();
+        env
+    }
+
+    fn data(dir: &Path) -> Vec<u8> {
+        std::fs::read(dir.join("data.mdb")).unwrap()
+    }
+
+    /// The page holding `needle` once, and the needle's offset.
+    fn find(dir: &Path, needle: &[u8]) -> usize {
+        let d = data(dir);
+        let at = d.windows(needle.len()).position(|w| w == needle).unwrap();
+        assert!(d[at + 1..].windows(needle.len()).all(|w| w != needle));
+        at
+    }
+
+    fn poke(dir: &Path, at: usize, bytes: &[u8]) {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("data.mdb"))
+            .unwrap();
+        f.write_all_at(bytes, at as u64).unwrap();
+    }
+
+    fn verify_err(env: &Env, dir: &Path) -> String {
+        match verify(env, dir, &[b"d"]) {
+            Err(Error::Storage(m)) => m,
+            other => panic!("not a storage error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_healthy_environment_counts_its_pages_and_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with(dir.path(), 500);
+        let v = verify(&env, dir.path(), &[b"d"]).unwrap();
+        // 501 records in "d", its one record in the main database, and the free list's one record (the
+        // second commit freed the pages the first one wrote).
+        assert_eq!(v.entries, 503);
+        assert!(v.branch_pages >= 1 && v.leaf_pages >= 3);
+        assert_eq!(v.overflow_pages, 4);
+        // The main database must name exactly the expected databases.
+        assert!(matches!(
+            verify(&env, dir.path(), &[b"other"]),
+            Err(Error::Storage(_))
+        ));
+    }
+
+    #[test]
+    fn damaged_nodes_pages_and_records_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with(dir.path(), 500);
+        let key = find(dir.path(), &250u32.to_be_bytes());
+        let node = key - NODE;
+        let page = key / PAGE * PAGE;
+        let cases: Vec<(usize, Vec<u8>, &str)> = vec![
+            (node + 4, 0x04u16.to_le_bytes().to_vec(), "flags 0x4"),
+            (node + 6, 0xFFFFu16.to_le_bytes().to_vec(), "ends past the page"),
+            (node + 2, 0x0001u16.to_le_bytes().to_vec(), "end past the page"),
+            (page + 16, 0xFFF0u16.to_le_bytes().to_vec(), "outside"),
+            (page + 12, 0x0011u16.to_le_bytes().to_vec(), "lower 17"),
+            (page + 10, 0x0001u16.to_le_bytes().to_vec(), "kind 0x1"),
+            (page, 99u64.to_le_bytes().to_vec(), "header says page 99"),
+            (key + 3, vec![0xFF], "out of order"),
+        ];
+        for (at, bytes, what) in cases {
+            let before = data(dir.path())[at..at + bytes.len()].to_vec();
+            poke(dir.path(), at, &bytes);
+            let msg = verify_err(&env, dir.path());
+            assert!(msg.contains(what) && msg.contains("materialize"), "{what}: {msg}");
+            poke(dir.path(), at, &before);
+            verify(&env, dir.path(), &[b"d"]).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_tree_reaching_a_page_twice_or_past_the_last_page_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with(dir.path(), 500);
+        let last = env.info().last_page_number as u64;
+        let big = find(dir.path(), b"big");
+        // The big value's node holds its first overflow page number after the key.
+        let first = u64::from_le_bytes(data(dir.path())[big + 3..big + 11].try_into().unwrap());
+        for (pgno, what) in [(last + 1, "outside the file"), (first + 1, "overflow page")] {
+            let before = data(dir.path())[big + 3..big + 11].to_vec();
+            poke(dir.path(), big + 3, &pgno.to_le_bytes());
+            let msg = verify_err(&env, dir.path());
+            assert!(msg.contains(what), "{what}: {msg}");
+            poke(dir.path(), big + 3, &before);
+        }
     }
 }
