@@ -112,13 +112,16 @@ def child(pristine: str, work: str, keys: int, flips: list[tuple[int, int]]) -> 
         print(json.dumps(["done", i, out]), flush=True)
 
 
-def sweep(pristine: str, keys: int, flips: list[tuple[int, int]], timeout: float = 600.0) -> list[str]:
+def sweep(
+    pristine: str, keys: int, flips: list[tuple[int, int]], batch: int = 500, timeout: float = 600.0
+) -> list[str]:
     """The outcome of each flip: 'same', 'missing', 'reported', 'served', 'untyped: ...' or
-    'signal NAME' (the reader process died)."""
+    'signal NAME' (the reader process died). A child process reads at most ``batch`` flips, each
+    child within ``timeout`` seconds (a reader that hangs fails the sweep)."""
     outcomes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="skewless-btree-") as work:
         while len(outcomes) < len(flips):
-            rest = flips[len(outcomes) :]
+            rest = flips[len(outcomes) : len(outcomes) + batch]
             args = json.dumps({"pristine": pristine, "work": work, "keys": keys, "flips": rest})
             p = subprocess.run(
                 [sys.executable, __file__, "--child"],

@@ -11,13 +11,15 @@
 //! flags are ones these databases can hold; a branch's child and an overflow run are inside the file;
 //! keys are in order; the counts in each database record match the tree; every page of the free list
 //! is inside the file and not in use. Any failure is a `Storage` error naming the page, and the store is
-//! never read (the history rebuilds it). Why this and not the alternatives (measured for issue 9):
-//! extending the file so a stray offset reads zeros covers the SIGBUS but not the null sub-cursor; a
-//! SIGSEGV/SIGBUS handler around LMDB calls would need the raw transaction that heed does not expose,
-//! and jumping out of a handler across Rust frames is undefined. The walk reads each page once, through
-//! its own read-only map of the file (in a read transaction, so no page it reaches is reused meanwhile).
+//! never read (the history rebuilds it). Why a walk and not the alternatives: extending the file so a
+//! stray offset reads zeros covers the SIGBUS but not the null sub-cursor; a SIGSEGV/SIGBUS handler
+//! around LMDB calls would need the raw transaction, which heed does not expose, and jumping out of a
+//! handler across Rust frames is undefined behaviour. The walk reads each page once, through its own
+//! read-only map of the file, in a read transaction (so no page it reaches is reused meanwhile). It
+//! cannot see damage that appears after it ran: `Store::verify` runs it again on demand.
 //!
-//! The layout read here is LMDB 0.9's on-disk format (`mdb.c`, 64-bit build, `PAGEBASE` 0): a page
+//! The layout read here is LMDB 0.9's on-disk format (`mdb.c`, 64-bit build, `PAGEBASE` 0, integers in
+//! the machine's byte order): a page
 //! header `pgno u64, pad u16, flags u16, lower u16, upper u16` (an overflow page keeps its page count,
 //! u32, where `lower`/`upper` are), then `(lower - 16) / 2` u16 node offsets; a node
 //! `lo u16, hi u16, flags u16, ksize u16, key, data`, whose data size is `lo | hi << 16` and, in a
@@ -73,19 +75,19 @@ struct DbRecord {
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
+    u16::from_ne_bytes([b[at], b[at + 1]])
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0; 4];
     a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
+    u32::from_ne_bytes(a)
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0; 8];
     a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
+    u64::from_ne_bytes(a)
 }
 
 impl DbRecord {
@@ -174,9 +176,9 @@ pub fn verify(env: &Env, path: &Path, databases: &[&[u8]]) -> Result<Verified> {
     if !(512..=65536).contains(&psize) || !psize.is_power_of_two() {
         return Err(damaged(format!("page size {psize}")));
     }
-    // The read transaction pins the snapshot the walk checks: no page it reaches is reused until it ends.
     let file = env.try_clone_inner_file().map_err(|e| io(&e))?;
     let mut attempts = 0;
+    // The read transaction pins the snapshot the walk checks: no page it reaches is reused until it ends.
     let (_rtxn, map, meta) = loop {
         let rtxn = env.read_txn().map_err(crate::online::env::storage)?;
         let len = file.metadata().map_err(|e| io(&e))?.len() as usize;
@@ -600,7 +602,7 @@ mod tests {
         let last = env.info().last_page_number as u64;
         let big = find(dir.path(), b"big");
         // The big value's node holds its first overflow page number after the key.
-        let first = u64::from_le_bytes(data(dir.path())[big + 3..big + 11].try_into().unwrap());
+        let first = u64::from_ne_bytes(data(dir.path())[big + 3..big + 11].try_into().unwrap());
         for (pgno, what) in [(last + 1, "outside the file"), (first + 1, "overflow page")] {
             let before = data(dir.path())[big + 3..big + 11].to_vec();
             poke(dir.path(), big + 3, &pgno.to_le_bytes());
