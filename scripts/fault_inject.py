@@ -23,10 +23,13 @@ Checks after every trial:
 - online is never ahead: every served x is <= m, and after ``materialize`` every key serves m;
 - a damaged history file is reported (StorageError), never read as other data;
 - a damaged online value is reported (StorageError), never served: every value carries a CRC-32C over
-  its view's schema record, its key and its bytes (value layout 3). LMDB's own pages (B-tree branches,
-  page headers, free lists) have no checksum, so a flip there may make keys read as absent ("missing":
-  every value that does come back is right), which is counted and allowed; a wrong value served, a
-  crash of the reader or an untyped error fails the run.
+  its view's schema record, its key and its bytes (value layout 3), and opening the store walks LMDB's
+  own pages (B-tree branches and leaves, page headers, node offsets, the free list), which LMDB does
+  not checksum, refusing damage there (rust/src/online/verify.rs). A flipped byte of a key (or a key
+  size that still leaves the page well formed) may make keys read as absent ("missing": every value
+  that does come back is right), which is counted and allowed; a wrong value served, a crash of the
+  reader or an untyped error fails the run. ``scripts/btree_flips.py`` flips every bit of every
+  structural byte of LMDB's pages, one by one.
 
 Exit status 0 when every check held. Prints one line per kind: trials and outcomes.
 """
@@ -223,8 +226,9 @@ def child(kind: str, path: str, arg: str) -> None:
 
 def read_damaged(kind: str, path: str, expected: list[Any]) -> str:
     """Read everything back: 'reported' (a StorageError), 'same' (the damage changed nothing read),
-    'missing' (online: some keys read as absent, every value that came back is right; the flip hit a key
-    or the B-tree, which LMDB does not checksum), 'served' (other values came back), or 'untyped: ...'
+    'missing' (online: some keys read as absent, every value that came back is right; the flip hit a key,
+    which LMDB does not checksum, in a way the page walk on open cannot tell from data), 'served' (other
+    values came back), or 'untyped: ...'
     (an error outside skewless.errors)."""
     from skewless import FeatureStore
     from skewless.errors import SkewlessError
@@ -418,8 +422,8 @@ def main() -> int:
             for i in trials:
                 out = flip_trial(kind, base, os.path.join(root, f"{kind}-{i}"), trial_rng(args.seed, kind, i))
                 seen[out.strip('"').split(":")[0].split('"')[0]] += 1
-                # Both stores must report damage rather than serve it. Online, a flip in a key or in
-                # LMDB's B-tree (no checksums there) may only make keys read as absent.
+                # Both stores must report damage rather than serve it. Online, a flip in a key (LMDB
+                # checksums nothing) may only make keys read as absent.
                 ok = ('"reported', '"same', '"missing') if kind == "flip-online" else ('"reported', '"same')
                 bad = not out.startswith(ok)
                 if bad:

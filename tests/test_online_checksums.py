@@ -180,12 +180,19 @@ def test_a_damaged_value_length_reaching_past_the_file_is_reported_not_a_sigbus(
         | int.from_bytes(blob[node + 2 : node + 4], "little") << 16
     )
     assert size == find_value(tmp_path)[1]
-    flip_at(tmp_path, node + 2, 1 << 4)  # the value now claims 1 MiB more than it has
+    # The value now claims 1 MiB more than it has. The flip lands after the store is open: opening a
+    # damaged store refuses it before any read (rust/src/online/verify.rs, tests/test_lmdb_pages.py),
+    # so this is the read path's own check, for damage that appears while a process has the store open.
     code = f"""
+        import os
         from skewless.online import OnlineStore
         from skewless.errors import StorageError
+        store = OnlineStore({str(tmp_path / "online")!r})
+        fd = os.open({str(tmp_path / "online" / "data.mdb")!r}, os.O_RDWR)
+        os.pwrite(fd, bytes([os.pread(fd, 1, {node + 2})[0] ^ (1 << 4)]), {node + 2})
+        os.close(fd)
         try:
-            OnlineStore({str(tmp_path / "online")!r}).reader("v").get([7])
+            store.reader("v").get([7])
         except StorageError as e:
             print("StorageError", 'view "v"' in str(e))
         """

@@ -1,4 +1,4 @@
-"""The ``skewless`` command: init, apply, materialize, ls, describe, get, check-skew, demo.
+"""The ``skewless`` command: init, apply, materialize, ls, describe, get, check-skew, verify, demo.
 
 Example (shell)::
 
@@ -7,6 +7,7 @@ Example (shell)::
     skewless --store ./fs materialize            # incremental, up to now
     skewless --store ./fs get user_stats:spend 42
     skewless --store ./fs check-skew --since 1d --html skew.html   # exit 1 on an alert
+    skewless --store ./fs verify                 # LMDB's pages of the online store; exit 2 on damage
     skewless demo --dir ./demo-store
 """
 
@@ -166,6 +167,20 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0 if status == "present" else 1
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    # Opening the online store checks its pages already (rust/src/online/verify.rs); verify() says what
+    # was checked. A damaged store raises StorageError, which main() prints with its repair (exit 2).
+    store = _open(args)
+    online = os.path.join(store.path, "online")
+    if not os.path.isdir(online):
+        print(json.dumps({"online": "absent"}))
+        return 0
+    from .online import OnlineStore
+
+    print(json.dumps({"online": "ok", **OnlineStore(online).verify()}))
+    return 0
+
+
 def cmd_check_skew(args: argparse.Namespace) -> int:
     from .durations import to_micros
 
@@ -225,6 +240,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--html", help="also write a self-contained HTML report to this file")
     c.add_argument("--json", action="store_true", help="print the report as JSON instead of Markdown")
     c.set_defaults(fn=cmd_check_skew)
+    sub.add_parser(
+        "verify", help="check the online store's LMDB pages, as opening it does (exit 2 on damage)"
+    ).set_defaults(fn=cmd_verify)
     de = sub.add_parser("demo", help="build a demo store end to end and print timings")
     de.add_argument(
         "--dir", default="skewless-demo", help="folder for the demo store (default: ./skewless-demo)"

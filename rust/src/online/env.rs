@@ -21,6 +21,7 @@ use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn}
 use crate::error::{Error, Result};
 use crate::online::key::KEY_FORMAT_VERSION;
 use crate::online::schema::{ViewSchema, SCHEMA_FORMAT_VERSION};
+use crate::online::verify::{self, Verified};
 
 pub type Db = Database<'static, Bytes, Bytes>;
 pub type AnyDb<'e> = Database<'e, Bytes, Bytes>;
@@ -167,11 +168,19 @@ struct Dbs {
 }
 
 /// Opens the files at `path`: the environment, its databases, and how many stale reader slots it cleared.
-fn open_files(path: &Path, map_size: usize) -> Result<(Env, Dbs, usize)> {
+/// `verify`: check LMDB's pages first (`verify.rs`); a process reopening files its parent already checked
+/// after a fork skips it.
+fn open_files(path: &Path, map_size: usize, verify: bool) -> Result<(Env, Dbs, usize)> {
     let env = open_env(path, map_size)?;
     check_file_size(&env, path)?;
+    if verify {
+        verify_pages(&env, path)?;
+    }
     let stale = env.clear_stale_readers().map_err(storage)?;
     let (meta, data) = init_dbs(&env)?;
+    if verify {
+        check_view_records(&env, &meta, path)?;
+    }
     Ok((env, Dbs { meta, data }, stale))
 }
 
@@ -232,7 +241,7 @@ impl Store {
                 )));
             }
         }
-        let (env, dbs, stale) = open_files(&canon, size)?;
+        let (env, dbs, stale) = open_files(&canon, size, true)?;
         let store = Arc::new(Store {
             path: canon.clone(),
             gen: AtomicU64::new(gen),
@@ -268,7 +277,7 @@ impl Store {
         };
         let size = g.as_ref().map_or(DEFAULT_MAP_SIZE, |env| env.info().map_size);
         *g = None; // closes the inherited environment before LMDB may open the files again
-        let (env, dbs, _) = open_files(&self.path, size)?;
+        let (env, dbs, _) = open_files(&self.path, size, false)?;
         *self.dbs.write().unwrap_or_else(|e| e.into_inner()) = dbs;
         *g = Some(env);
         self.gen.store(gen, Ordering::Release);
@@ -496,6 +505,12 @@ impl Store {
             .map_err(storage)
     }
 
+    /// Checks LMDB's pages of the snapshot readers see now, as on open (`verify.rs`).
+    pub fn verify(&self) -> Result<Verified> {
+        let g = self.env()?;
+        verify_pages(g.as_ref().ok_or_else(closed)?, &self.path)
+    }
+
     pub fn map_size(&self) -> Result<usize> {
         let g = self.env()?;
         Ok(g.as_ref().ok_or_else(closed)?.info().map_size)
@@ -535,8 +550,12 @@ pub(crate) fn check_view_name(view: &str) -> Result<()> {
 }
 
 fn view_id_key(view: &str) -> Vec<u8> {
+    view_id_key_of(view.as_bytes())
+}
+
+fn view_id_key_of(view: &[u8]) -> Vec<u8> {
     let mut k = VIEW_ID_PREFIX.to_vec();
-    k.extend_from_slice(view.as_bytes());
+    k.extend_from_slice(view);
     k
 }
 
@@ -603,6 +622,42 @@ fn init_dbs(env: &Env) -> Result<(Db, Db)> {
             .map(|c| c.unwrap_commit())
         }
     }
+}
+
+fn verify_pages(env: &Env, path: &Path) -> Result<Verified> {
+    verify::verify(env, path, &[DATA_DB.as_bytes(), META_DB.as_bytes()])
+}
+
+/// Refuses view records whose keys are damaged (LMDB checksums no key; the page walk sees only the
+/// structure): every name under `schema/` and `viewid/` must be a valid view name, and every schema
+/// record has its view id (both are written in one transaction). Without this a flipped key size of a
+/// view's records reads as "view never written", a missing view instead of reported damage.
+fn check_view_records(env: &Env, meta: &Db, path: &Path) -> Result<()> {
+    let rtxn = env.read_txn().map_err(storage)?;
+    let damaged = |key: &[u8]| {
+        Error::Storage(format!(
+            "the online store's metadata in {} is damaged (a record under the key {:?}); delete the online \
+             folder and run materialize to rebuild it from the history",
+            path.display(),
+            String::from_utf8_lossy(key)
+        ))
+    };
+    for prefix in [SCHEMA_PREFIX, VIEW_ID_PREFIX] {
+        for item in meta.prefix_iter(&rtxn, prefix).map_err(storage)? {
+            let (k, _) = item.map_err(storage)?;
+            let valid = std::str::from_utf8(&k[prefix.len()..]).is_ok_and(|v| check_view_name(v).is_ok());
+            if !valid
+                || (prefix == SCHEMA_PREFIX
+                    && meta
+                        .get(&rtxn, &view_id_key_of(&k[prefix.len()..]))
+                        .map_err(storage)?
+                        .is_none())
+            {
+                return Err(damaged(k));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a data file shorter than its newest meta page says it is (a truncated copy, a file cut by a

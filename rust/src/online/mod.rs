@@ -15,6 +15,7 @@ pub mod read;
 pub mod schema;
 pub mod status;
 pub mod value;
+pub mod verify;
 pub mod write;
 
 pub use env::Store;

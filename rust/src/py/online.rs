@@ -107,6 +107,16 @@ impl PyOnlineStore {
         guard(py, || run_guarded(py, || self.store.clear_stale_readers()))
     }
 
+    /// LMDB's pages checked as on open (`online::verify`): (branch, leaf, overflow pages, entries).
+    fn verify(&self, py: Python<'_>) -> PyResult<(u64, u64, u64, u64)> {
+        guard(py, || {
+            run_detached(py, || {
+                let v = self.store.verify()?;
+                Ok((v.branch_pages, v.leaf_pages, v.overflow_pages, v.entries))
+            })
+        })
+    }
+
     #[getter]
     fn stale_readers_cleared(&self, py: Python<'_>) -> PyResult<usize> {
         guard(py, || Ok(self.store.stale_readers_cleared))
