@@ -602,7 +602,9 @@ mod tests {
             for span in [3u64, 1 << 20, 1 << 56, u64::MAX] {
                 let mut g: Vec<u128> = (0..n)
                     .map(|i| {
-                        let on = (next() % span.saturating_add(1).max(1)) as i64 - (span / 2) as i64;
+                        // Wrapping: with the widest span the times cover all of i64.
+                        let on =
+                            ((next() % span.saturating_add(1).max(1)) as i64).wrapping_sub((span / 2) as i64);
                         (7u128 << 96) | entry(on, 1000 + i as u32)
                     })
                     .collect();

@@ -389,6 +389,7 @@ mod tests {
             let spread = [4, 20, 60, 300][seed as usize % 4];
             let mut s = ExactSum::default();
             let v = values(seed, 30);
+            let mut added = Vec::with_capacity(v.len());
             for (i, &x) in v.iter().enumerate() {
                 let x = match (seed / 4) % 5 {
                     0 => x,
@@ -397,8 +398,11 @@ mod tests {
                     3 => x * 2f64.powi(-1000 - (i as i32 % 60)),
                     _ => x * 2f64.powi(960 - (i as i32 % 30)),
                 };
+                added.push(x);
+                // Every fourth step retracts the value added three steps before, as a window does (a
+                // retraction is always of a value the sum holds).
                 if i % 4 == 3 {
-                    s.sub(x);
+                    s.sub(added[i - 3]);
                 } else {
                     s.add(x);
                 }
