@@ -482,3 +482,24 @@ def test_request_only_transforms_serve_online_as_offline(tmp_path):
         ["r:amount_log1p", "people:age"], {"user_id": [1], "amount": [0.0]}, as_of=at(1)
     )
     assert both.to_dict()["amount_log1p"] == [0.0]
+
+
+def test_a_request_runs_only_the_transforms_it_names(tmp_path):
+    """Asking for one output of a transform view reads only that output's inputs: the entity rows need
+    no key of a view only the other outputs read, and the other transforms do not run."""
+    s = make(tmp_path)
+    merchant = Entity("merchant", join_keys=["merchant_id"], dtype=Int64)
+    shop = FeatureView("shop", [merchant], [Field("rating", Float64)])
+    s.apply([merchant, shop])
+    s.write("shop", {"merchant_id": [7], "event_timestamp": pa.array([at(0)], TS), "rating": [4.5]})
+    s.apply([TransformView("tv", [log1p("people:income"), clip("shop:rating", 0, 1)])])
+    labels = {"user_id": [1, 3], "event_timestamp": pa.array([at(1)] * 2, TS)}
+    off = s.get_historical_features(labels, ["tv:income_log1p"])
+    assert off.column_names == ["user_id", "event_timestamp", "income_log1p"]
+    assert off.column("income_log1p").to_pylist() == [math.log1p(10.0), math.log1p(30.0)]
+    r = s.online_reader(["tv:income_log1p"])
+    assert r.join_keys == ["user_id"]
+    values, _ = r.get_numpy({"user_id": [1, 3]}, as_of=at(1))
+    assert values[:, 0].tolist() == [math.log1p(10.0), math.log1p(30.0)]
+    both = s.get_historical_features({**labels, "merchant_id": [7, 7]}, ["tv:*"])
+    assert both.column("rating_clip").to_pylist() == [1.0, 1.0]

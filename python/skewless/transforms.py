@@ -654,6 +654,16 @@ def spec_outputs(spec: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _producing(spec: Mapping[str, Any], outputs: set[str]) -> list[Mapping[str, Any]]:
+    """The transforms of transform view ``spec`` that make any of ``outputs`` (a UDF makes all of its
+    outputs at once), in the spec's order."""
+    return [
+        t
+        for t in spec["transforms"]
+        if (t["output"] in outputs if t["kind"] != "udf" else any(f["name"] in outputs for f in t["outputs"]))
+    ]
+
+
 def compile_request(
     registry: Registry, features: Sequence[str] | FeatureService, full_feature_names: bool
 ) -> Compiled | None:
@@ -676,6 +686,7 @@ def compile_request(
     needed: dict[str, None] = {}
     requests: dict[str, None] = {}
     specs: dict[str, dict[str, Any]] = {}
+    chosen_outs: dict[str, set[str]] = {}
     for r in refs:
         view, feat = parse_ref(r)
         if view in tviews:
@@ -686,12 +697,16 @@ def compile_request(
                 if o not in outs:
                     raise UnknownFeatureError(f"transform view {view!r} has no output {o!r}; it has {outs}")
                 wanted.append((view, o))
-            for t in spec["transforms"]:
-                for i in [t["input"]] if t["kind"] != "udf" else t["inputs"]:
-                    (requests if i.startswith(REQUEST + ":") else needed)[i] = None
+                chosen_outs.setdefault(view, set()).add(o)
         else:
             plain.append(r)
             wanted.append(("", r))
+    # Only the transforms whose outputs the request names run, and only their inputs are read.
+    runs = {view: _producing(spec, chosen_outs[view]) for view, spec in specs.items()}
+    for ts in runs.values():
+        for t in ts:
+            for i in [t["input"]] if t["kind"] != "udf" else t["inputs"]:
+                (requests if i.startswith(REQUEST + ":") else needed)[i] = None
     plan = resolve(registry, plain + [r for r in needed if r not in plain]) if plain or needed else []
     # Program inputs: every plan feature in plan order, then the request columns.
     inputs: dict[str, int] = {}
@@ -738,10 +753,12 @@ def compile_request(
         local = dict(view_cols)
         for imp in spec["impute"]:
             ref = imp["feature"]
+            if ref not in local:
+                continue  # read by no transform this request runs
             nodes.append((ref, "fill", local[ref], _fill_value(imp["value"], dtypes[ref])))
             local[ref] = len(inputs) + len(nodes) - 1
             imputed_cols.add(local[ref])
-        for t in spec["transforms"]:
+        for t in runs[view]:
             if t["kind"] == "udf":
                 udfs.append(
                     (
