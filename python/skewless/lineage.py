@@ -170,6 +170,17 @@ def _art(view: str, n: Any) -> str | None:
     return None if n is None else f"{view}#{n}"
 
 
+def _imputation(ref: str, view: str, imp: Mapping[str, Any], level: str) -> dict[str, Any]:
+    """One imputation record of ``ref`` (read from ``view``), declared at ``level``."""
+    return {
+        "feature": ref,
+        "strategy": imp["strategy"],
+        "stats": _art(view, imp["stats"]),
+        "value": imp["value"],
+        "level": level,
+    }
+
+
 def _imputations(ref: str, rec: Mapping[str, Any], inputs: Sequence[str]) -> list[dict[str, Any]]:
     out = []
     tv: Mapping[str, Any] | None = rec.get("transform_view")
@@ -181,28 +192,12 @@ def _imputations(ref: str, rec: Mapping[str, Any], inputs: Sequence[str]) -> lis
         vi = rec.get("impute", {}).get(view)
         for imp in vi["impute"] if vi else []:
             if imp["feature"] == feat:
-                out.append(
-                    {
-                        "feature": i,
-                        "strategy": imp["strategy"],
-                        "stats": _art(view, imp["stats"]),
-                        "value": imp["value"],
-                        "level": f"feature view {view} v{vi['version']}",
-                    }
-                )
+                out.append(_imputation(i, view, imp, f"feature view {view} v{vi['version']}"))
         if tv is None:
             continue
         for imp in tv["spec"]["impute"]:
             if imp["feature"] == i:
-                out.append(
-                    {
-                        "feature": i,
-                        "strategy": imp["strategy"],
-                        "stats": _art(view, imp["stats"]),
-                        "value": imp["value"],
-                        "level": f"transform view {tv['name']} v{tv['version']}",
-                    }
-                )
+                out.append(_imputation(i, view, imp, f"transform view {tv['name']} v{tv['version']}"))
     return out
 
 
