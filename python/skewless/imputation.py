@@ -100,9 +100,8 @@ def previous_rows(fv: Any, table: pa.Table) -> list[tuple[str, pa.Table]]:
         [('v__previous__x', [2.5])]
     """
     out = []
-    times = [fv.timestamp_field] + ([fv.created_timestamp_field] if fv.created_timestamp_field else [])
     for f in previous_features(fv):
-        rows = table.select([*fv.join_keys, *times, f])
+        rows = table.select([*fv.tie_columns, f])
         if rows.column(f).null_count:
             rows = rows.filter(pc.is_valid(rows.column(f)))
         if rows.num_rows:
