@@ -10,7 +10,8 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use skewless::error::Result;
-use skewless::online::{key, write, Store, WriteSpec};
+use skewless::online::direct::Probe;
+use skewless::online::{key, read, write, Store, WriteSpec};
 use skewless::serve::{KeyColumn, KeyValues, PartSpec, Plan, Request};
 use skewless::table::Table;
 
@@ -103,6 +104,24 @@ fn main() -> Result<()> {
         }
         Ok(p50(per))
     };
+    // The direct batched search (`online::direct`) over the same keys, no decoding.
+    let direct = || -> Result<f64> {
+        let mut per = Vec::with_capacity(BATCHES);
+        for b in &batches {
+            let ks: Vec<Vec<u8>> = b.iter().map(|&k| encode(k)).collect();
+            let probes: Vec<Probe<'_>> = ks.iter().map(|k| Probe::new(k)).collect();
+            let t = Instant::now();
+            let found = store.read_pages(|txn, pages| {
+                let mut out = Vec::new();
+                read::fetch(&data, txn, pages, &probes, &mut out)?;
+                Ok(out.iter().map(|v| v.map_or(0, |v| v.len())).sum::<usize>())
+            })?;
+            per.push(t.elapsed().as_nanos() as f64 / 100.0);
+            assert!(found > 0);
+        }
+        Ok(p50(per))
+    };
+    let direct = direct()?;
     let unsorted = floor(false)?;
     let sorted = floor(true)?;
     let mut one = Vec::with_capacity(BATCHES * 10);
@@ -154,8 +173,9 @@ fn main() -> Result<()> {
     println!("| 100 random keys, one read txn, request order | {unsorted:.0} |");
     println!("| 100 random keys, one read txn, keys sorted first | {sorted:.0} |");
     println!("| one key in its own read txn | {:.0} |", p50(one));
+    println!("| 100 random keys, one read txn, direct batched search (online::direct) | {direct:.0} |");
     println!(
-        "| serving plan get_f64 (100 keys: check, encode, sort, get, decode 5 f64) | {:.0} |",
+        "| serving plan get_f64 (100 keys: check, encode, direct search, crc, decode 5 f64) | {:.0} |",
         p50(per)
     );
     drop(plan);

@@ -19,6 +19,7 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvOpenOptions, MdbError, RoTxn, RwTxn};
 
 use crate::error::{Error, Result};
+use crate::online::direct::Pages;
 use crate::online::key::KEY_FORMAT_VERSION;
 use crate::online::schema::{ViewSchema, SCHEMA_FORMAT_VERSION};
 use crate::online::verify::{self, Verified};
@@ -138,7 +139,7 @@ pub struct Store {
     pub path: PathBuf,
     /// The fork generation `env` was opened in.
     gen: AtomicU64,
-    env: RwLock<Option<Env>>,
+    env: RwLock<Option<Opened>>,
     max_map_size: Option<usize>,
     /// The databases of the environment in `env` (database handles belong to one environment).
     dbs: RwLock<Dbs>,
@@ -159,6 +160,29 @@ fn page_size() -> usize {
 fn round_to_pages(n: usize) -> usize {
     let p = page_size();
     n.div_ceil(p).max(16) * p
+}
+
+/// An open environment and this process's own read-only map of its pages, for the direct lookups of
+/// the serving path (`direct.rs`; `None` when the file could not be mapped: LMDB's lookup serves).
+/// Kept under the same lock as the environment, so a resize or a reopen replaces both while no
+/// transaction of the process is active.
+struct Opened {
+    env: Env,
+    pages: Option<Pages>,
+}
+
+impl Opened {
+    fn new(env: Env, path: &Path) -> Opened {
+        let pages = Pages::open(&env, path, DATA_DB.as_bytes());
+        Opened { env, pages }
+    }
+}
+
+impl std::ops::Deref for Opened {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.env
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -245,7 +269,7 @@ impl Store {
         let store = Arc::new(Store {
             path: canon.clone(),
             gen: AtomicU64::new(gen),
-            env: RwLock::new(Some(env)),
+            env: RwLock::new(Some(Opened::new(env, &canon))),
             max_map_size,
             dbs: RwLock::new(dbs),
             stale_readers_cleared: stale,
@@ -279,7 +303,7 @@ impl Store {
         *g = None; // closes the inherited environment before LMDB may open the files again
         let (env, dbs, _) = open_files(&self.path, size, false)?;
         *self.dbs.write().unwrap_or_else(|e| e.into_inner()) = dbs;
-        *g = Some(env);
+        *g = Some(Opened::new(env, &self.path));
         self.gen.store(gen, Ordering::Release);
         Ok(())
     }
@@ -298,7 +322,7 @@ impl Store {
         *self.dbs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn env(&self) -> Result<RwLockReadGuard<'_, Option<Env>>> {
+    fn env(&self) -> Result<RwLockReadGuard<'_, Option<Opened>>> {
         self.current_gen()?;
         let g = self.env.read().unwrap_or_else(|e| e.into_inner());
         if g.is_none() {
@@ -310,11 +334,18 @@ impl Store {
     /// Runs `f` in one read transaction, adopting a map grown by another process when LMDB asks for it.
     #[inline]
     pub fn read<T>(&self, mut f: impl FnMut(&RoTxn) -> Result<T>) -> Result<T> {
+        self.read_pages(|txn, _| f(txn))
+    }
+
+    /// [`Store::read`], also handing `f` this process's map of the data file for direct lookups in
+    /// the transaction's snapshot (`direct.rs`), when there is one.
+    #[inline]
+    pub fn read_pages<T>(&self, mut f: impl FnMut(&RoTxn, Option<&Pages>) -> Result<T>) -> Result<T> {
         loop {
             let g = self.env()?;
             let env = g.as_ref().ok_or_else(closed)?;
             let out = match env.read_txn() {
-                Ok(txn) => Some(f(&txn)),
+                Ok(txn) => Some(f(&txn, env.pages.as_ref())),
                 Err(heed::Error::Mdb(MdbError::MapResized)) => None,
                 Err(e) => Some(Err(storage(e))),
             };
@@ -434,7 +465,13 @@ impl Store {
                 "growing the online store's map failed ({e}); nothing was written. Open the store again"
             )));
         }
-        check_file_size(env, &self.path)
+        check_file_size(env, &self.path)?;
+        // The direct lookups' map follows LMDB's size (no transaction is active: the lock is exclusive).
+        if let Some(o) = g.as_mut() {
+            o.pages = None;
+            o.pages = Pages::open(&o.env, &self.path, DATA_DB.as_bytes());
+        }
+        Ok(())
     }
 
     /// The key prefix of `view`, or `None` when the view has never been written.

@@ -9,8 +9,10 @@
 //! - `read`: prepared readers decoding into float64 buffers or Arrow arrays.
 
 pub mod cells;
+pub mod direct;
 pub mod env;
 pub mod key;
+pub mod lmdb_format;
 pub mod read;
 pub mod schema;
 pub mod status;

@@ -1,6 +1,8 @@
 //! Reads: a `Reader` resolves its view's schema, key prefix and column offsets once; each call is one read
-//! transaction and one LMDB lookup per requested key, decoded straight into the caller's output. The
-//! serving plan (`crate::serve`) uses the same [`Resolved`] view and [`lookup`].
+//! transaction in which all requested keys are looked up together ([`fetch`]: the direct batched search
+//! of `direct.rs`, or LMDB's own lookup when the snapshot does not allow it), decoded straight into the
+//! caller's output. The serving plan (`crate::serve`) uses the same [`Resolved`] view, [`fetch`] and
+//! [`judge`].
 
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use arrow::array::*;
 use heed::RoTxn;
 
 use crate::error::{Error, Result};
+use crate::online::direct::{Miss, Pages, Probe};
 use crate::online::env::{storage, Db, Store};
 use crate::online::key;
 use crate::online::schema::{Kind, ViewSchema};
@@ -42,6 +45,27 @@ impl KeyBatch {
     pub fn key(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
+    }
+
+    /// The full keys of the data database: each key behind `prefix`, an empty (null) key left empty.
+    pub fn with_prefix(&self, prefix: &[u8; 4]) -> KeyBatch {
+        let mut out = KeyBatch::with_capacity(self.len());
+        out.bytes.reserve(4 * self.len());
+        self.push_prefixed(prefix, &mut out);
+        out
+    }
+
+    /// Appends the keys of `self` behind `prefix` to `out` (see [`KeyBatch::with_prefix`]).
+    #[inline]
+    pub fn push_prefixed(&self, prefix: &[u8; 4], out: &mut KeyBatch) {
+        for i in 0..self.len() {
+            let k = self.key(i);
+            if !k.is_empty() {
+                out.bytes.extend_from_slice(prefix);
+                out.bytes.extend_from_slice(k);
+            }
+            out.finish_key();
+        }
     }
 }
 
@@ -124,7 +148,14 @@ pub fn lookup<'t>(
     }
     kbuf[4..4 + k.len()].copy_from_slice(k);
     let full = &kbuf[..4 + k.len()];
-    match db.get(txn, full).map_err(storage)? {
+    judge(r, window, full, db.get(txn, full).map_err(storage)?)
+}
+
+/// The status and, when PRESENT, the checked body of the value `v` found (or not) under the full LMDB
+/// key `full` of view `r` (see [`lookup`]).
+#[inline]
+pub fn judge<'t>(r: &Resolved, window: Window, full: &[u8], v: Option<&'t [u8]>) -> Result<(i8, &'t [u8])> {
+    match v {
         None => Ok((NOT_FOUND, &[])),
         Some(v) => {
             let v = r.layout.check(full, v).map_err(|_| damaged(&r.view))?;
@@ -132,6 +163,38 @@ pub fn lookup<'t>(
             Ok((s, if s == PRESENT { v } else { &[] }))
         }
     }
+}
+
+/// Looks up every probe (a full key of the data database: view prefix and encoded key; an empty key
+/// stands for a null key, which is never stored) in `txn`: `out[i]` is probe i's stored value, None
+/// when absent. All keys walk the B-tree together through `pages` (`direct.rs`) when the snapshot
+/// allows it; otherwise each is one `mdb_get`. Values are unchecked: pass them to [`judge`] (a value
+/// whose LMDB node is damaged comes back empty, which every layout refuses: `direct.rs`).
+pub fn fetch<'t>(
+    db: &Db,
+    txn: &'t RoTxn,
+    pages: Option<&'t Pages>,
+    probes: &[Probe<'_>],
+    out: &mut Vec<Option<&'t [u8]>>,
+) -> Result<()> {
+    out.clear();
+    out.resize(probes.len(), None);
+    if let Some(p) = pages {
+        match p.tree(txn).and_then(|t| p.search(&t, probes, out, false)) {
+            Ok(()) => return Ok(()),
+            Err(Miss::Damaged(e)) => return Err(e),
+            Err(Miss::Fallback) => {}
+        }
+    }
+    for (p, o) in probes.iter().zip(out.iter_mut()) {
+        let k = p.key();
+        *o = if k.is_empty() || k.len() > key::MAX_KEY_BYTES {
+            None
+        } else {
+            db.get(txn, k).map_err(storage)?
+        };
+    }
+    Ok(())
 }
 
 pub struct Reader {
@@ -163,13 +226,15 @@ impl Reader {
     /// `value` is the stored bytes when the status is PRESENT.
     #[inline]
     fn each(&self, keys: &KeyBatch, window: Window, mut f: impl FnMut(usize, i8, &[u8])) -> Result<()> {
-        let mut kbuf = [0u8; key::MAX_KEY_BYTES];
-        kbuf[..4].copy_from_slice(&self.view.prefix);
+        let full = keys.with_prefix(&self.view.prefix);
+        let probes: Vec<Probe<'_>> = (0..full.len()).map(|i| Probe::new(full.key(i))).collect();
         // Taken per call, not kept: a forked child's first read reopens the environment (new handles).
         let db = self.store.data();
-        self.store.read(|txn| {
-            for i in 0..keys.len() {
-                let (s, v) = lookup(&db, txn, &mut kbuf, keys.key(i), &self.view, window)?;
+        self.store.read_pages(|txn, pages| {
+            let mut found = Vec::new();
+            fetch(&db, txn, pages, &probes, &mut found)?;
+            for (i, (p, v)) in probes.iter().zip(&found).enumerate() {
+                let (s, v) = judge(&self.view, window, p.key(), *v)?;
                 f(i, s, v);
             }
             Ok(())

@@ -18,41 +18,19 @@
 //! read-only map of the file, in a read transaction (so no page it reaches is reused meanwhile). It
 //! cannot see damage that appears after it ran: `Store::verify` runs it again on demand.
 //!
-//! The layout read here is LMDB 0.9's on-disk format (`mdb.c`, 64-bit build, `PAGEBASE` 0, integers in
-//! the machine's byte order): a page
-//! header `pgno u64, pad u16, flags u16, lower u16, upper u16` (an overflow page keeps its page count,
-//! u32, where `lower`/`upper` are), then `(lower - 16) / 2` u16 node offsets; a node
-//! `lo u16, hi u16, flags u16, ksize u16, key, data`, whose data size is `lo | hi << 16` and, in a
-//! branch, whose child is `lo | hi << 16 | flags << 32`; a meta page (pages 0 and 1) holds, 16 bytes
-//! in, `magic u32, version u32, address u64, mapsize u64, db[2], last_pg u64, txnid u64`; a database
-//! record is `pad u32, flags u16, depth u16, branch_pages u64, leaf_pages u64, overflow_pages u64,
-//! entries u64, root u64` (48 bytes).
+//! The page format read here is defined once, in `lmdb_format.rs`.
 
 use std::path::Path;
 
 use heed::Env;
 
 use crate::error::{Error, Result};
-
-const HEADER: usize = 16;
-const NODE: usize = 8;
-const DB_RECORD: usize = 48;
-const META_RECORD: usize = 136;
-const MAGIC: u32 = 0xBEEF_C0DE;
-const P_BRANCH: u16 = 0x01;
-const P_LEAF: u16 = 0x02;
-const P_OVERFLOW: u16 = 0x04;
-/// The bits of a page's flags that say what kind of page it is (the others are in-memory markers).
-const P_KINDS: u16 = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40;
-const F_BIGDATA: u16 = 0x01;
-const F_SUBDATA: u16 = 0x02;
-/// `MDB_INTEGERKEY`: the free-page database's keys are native u64 transaction ids.
-const INTEGER_KEY: u16 = 0x08;
-/// `MDB_DUPSORT`: no database of a store has duplicates, so no node may say it has.
-const DUPSORT: u16 = 0x04;
-const P_INVALID: u64 = u64::MAX;
-/// LMDB's cursor stack depth: a deeper tree cannot be searched.
-const MAX_DEPTH: u16 = 32;
+use crate::online::lmdb_format::{
+    child, kind, node_header, u16_at, u32_at, u64_at, DbRecord, DB_RECORD, DUPSORT, F_BIGDATA, F_SUBDATA,
+    HEADER, INTEGER_KEY, MAGIC, MAX_DEPTH, META_FREE_DB, META_LAST_PAGE, META_MAGIC, META_MAIN_DB,
+    META_RECORD, META_TXNID, NODE, PAGE_LOWER, PAGE_NO, PAGE_OVERFLOW_COUNT, PAGE_UPPER, P_BRANCH, P_INVALID,
+    P_LEAF, P_OVERFLOW,
+};
 
 /// What a walk found: pages by kind and entries (reported by `OnlineStore.verify`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -61,47 +39,6 @@ pub struct Verified {
     pub leaf_pages: u64,
     pub overflow_pages: u64,
     pub entries: u64,
-}
-
-#[derive(Clone, Copy)]
-struct DbRecord {
-    flags: u16,
-    depth: u16,
-    branch_pages: u64,
-    leaf_pages: u64,
-    overflow_pages: u64,
-    entries: u64,
-    root: u64,
-}
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_ne_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_ne_bytes(a)
-}
-
-impl DbRecord {
-    fn parse(b: &[u8]) -> DbRecord {
-        DbRecord {
-            flags: u16_at(b, 4),
-            depth: u16_at(b, 6),
-            branch_pages: u64_at(b, 8),
-            leaf_pages: u64_at(b, 16),
-            overflow_pages: u64_at(b, 24),
-            entries: u64_at(b, 32),
-            root: u64_at(b, 40),
-        }
-    }
 }
 
 /// A read-only map of the data file, released on drop.
@@ -197,7 +134,7 @@ pub fn verify(env: &Env, path: &Path, databases: &[&[u8]]) -> Result<Verified> {
         // after the copy, and a changed one means try again, never damage.
         let found = (0..2).find_map(|p| {
             let m = record(p);
-            (u64_at(&m, 128) == txnid && u64_at(&record(p), 128) == txnid).then_some(m)
+            (u64_at(&m, META_TXNID) == txnid && u64_at(&record(p), META_TXNID) == txnid).then_some(m)
         });
         match found {
             Some(m) => break (rtxn, map, m),
@@ -208,10 +145,10 @@ pub fn verify(env: &Env, path: &Path, databases: &[&[u8]]) -> Result<Verified> {
     let meta = &meta[..];
     let bytes = map.bytes();
     let len = bytes.len();
-    if u32_at(meta, 0) != MAGIC {
+    if u32_at(meta, META_MAGIC) != MAGIC {
         return Err(damaged("meta page magic".into()));
     }
-    let last = u64_at(meta, 120);
+    let last = u64_at(meta, META_LAST_PAGE);
     let end = (last.saturating_add(1)).saturating_mul(psize as u64);
     if end > len as u64 {
         return Err(damaged(format!(
@@ -225,8 +162,8 @@ pub fn verify(env: &Env, path: &Path, databases: &[&[u8]]) -> Result<Verified> {
         seen: vec![0; (last as usize + 1).div_ceil(64)],
         found: Verified::default(),
     };
-    let free_db = DbRecord::parse(&meta[24..72]);
-    let main_db = DbRecord::parse(&meta[72..120]);
+    let free_db = DbRecord::parse(&meta[META_FREE_DB..META_FREE_DB + DB_RECORD]);
+    let main_db = DbRecord::parse(&meta[META_MAIN_DB..META_MAIN_DB + DB_RECORD]);
     let mut free_lists = Vec::new();
     let mut check = |walk: &mut Walk| -> Check<()> {
         walk.tree("the free-page list", free_db, false, Some(&mut free_lists))?;
@@ -347,10 +284,10 @@ impl<'a> Walk<'a> {
         let page = self.page(pgno)?;
         self.mark(pgno)?;
         let psize = self.psize;
-        if u64_at(page, 0) != pgno {
-            return Err(format!("its header says page {}", u64_at(page, 0)));
+        if u64_at(page, PAGE_NO) != pgno {
+            return Err(format!("its header says page {}", u64_at(page, PAGE_NO)));
         }
-        let kind = u16_at(page, 10) & P_KINDS;
+        let kind = kind(page);
         let want = if leaf { P_LEAF } else { P_BRANCH };
         if kind != want {
             return Err(format!(
@@ -358,7 +295,10 @@ impl<'a> Walk<'a> {
                 if leaf { "leaf" } else { "branch" }
             ));
         }
-        let (lower, upper) = (u16_at(page, 12) as usize, u16_at(page, 14) as usize);
+        let (lower, upper) = (
+            u16_at(page, PAGE_LOWER) as usize,
+            u16_at(page, PAGE_UPPER) as usize,
+        );
         // A branch needs a node (LMDB searches from its last one); a leaf may be empty.
         let least = if leaf { HEADER } else { HEADER + 2 };
         if lower < least || lower > upper || upper > psize || (lower - HEADER) % 2 != 0 {
@@ -372,12 +312,7 @@ impl<'a> Walk<'a> {
             if at < upper || at + NODE > psize {
                 return Err(format!("node {i} at offset {at}, outside {upper}..{psize}"));
             }
-            let (lo, hi, flags) = (
-                u16_at(page, at) as u64,
-                u16_at(page, at + 2) as u64,
-                u16_at(page, at + 4),
-            );
-            let ksize = u16_at(page, at + 6) as usize;
+            let (size, flags, ksize) = node_header(page, at);
             let key_end = at + NODE + ksize;
             if key_end > psize {
                 return Err(format!(
@@ -403,11 +338,11 @@ impl<'a> Walk<'a> {
                 prev = Some(key);
             }
             if !leaf {
-                children.push(lo | hi << 16 | (flags as u64) << 32);
+                children.push(child(size, flags));
                 continue;
             }
             self.found.entries += 1;
-            let size = (lo | hi << 16) as usize;
+            let size = size as usize;
             // Only the main database records other databases (F_SUBDATA); none has duplicates (F_DUPDATA).
             let allowed = if main { F_SUBDATA } else { F_BIGDATA };
             if flags != 0 && flags != allowed {
@@ -443,8 +378,8 @@ impl<'a> Walk<'a> {
     /// The data of an overflow run starting at `pgno` holding `size` bytes.
     fn overflow(&mut self, pgno: u64, size: usize) -> Check<&'a [u8]> {
         let page = self.page(pgno)?;
-        let pages = u32_at(page, 12) as u64;
-        if u64_at(page, 0) != pgno || u16_at(page, 10) & P_KINDS != P_OVERFLOW || pages == 0 {
+        let pages = u32_at(page, PAGE_OVERFLOW_COUNT) as u64;
+        if u64_at(page, PAGE_NO) != pgno || kind(page) != P_OVERFLOW || pages == 0 {
             return Err(format!("overflow page {pgno}: header"));
         }
         if pgno + pages - 1 > self.last || size > pages as usize * self.psize - HEADER {

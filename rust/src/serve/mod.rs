@@ -9,8 +9,9 @@
 //! 3. encodes each entity's key once per distinct key signature (views with the same join keys share the
 //!    encoded bytes; only the 4-byte view prefix differs), with checked conversions: a key that does not
 //!    fit the stored key type is a `Dtype` error, never a silent miss;
-//! 4. sorts a batch's encoded keys before walking the B-tree (neighbouring lookups share pages), then
-//!    scatters results back to request order;
+//! 4. looks up every (view, row) of the request in one batch: the direct search of
+//!    [`crate::online::direct`] walks LMDB's B-tree for all keys at once, level by level, overlapping
+//!    their cache misses (LMDB's own lookup, one key at a time, when the snapshot does not allow it);
 //! 5. applies the status rule of [`crate::online::status`] at the request instant (`served_at`): a value
 //!    from after it is `NOT_YET_VALID`, one older than `served_at - ttl` is `EXPIRED`;
 //! 6. decodes straight into the output: float64 rows for `get_f64`, Arrow arrays (real nulls, NaN kept)
@@ -29,9 +30,10 @@ use arrow::datatypes::DataType;
 use heed::RoTxn;
 
 use crate::error::{Error, Result};
+use crate::online::direct::Probe;
 use crate::online::env::Store;
 use crate::online::key;
-use crate::online::read::{lookup, KeyBatch, Out, Resolved};
+use crate::online::read::{fetch, judge, KeyBatch, Out, Resolved};
 use crate::online::schema::Kind;
 use crate::online::status::{Window, NOT_FOUND, PRESENT};
 use crate::transform::dense::{Num, Rows};
@@ -123,9 +125,6 @@ fn var<'a>(data: &'a [u8], ends: &[usize], i: usize) -> &'a [u8] {
     &data[start..ends[i]]
 }
 
-/// Batches at least this large are sorted before the lookups (below it sorting costs more than it saves).
-const SORT_MIN: usize = 16;
-
 pub struct Plan {
     store: Arc<Store>,
     /// The request's entity columns: every part's join keys, in order of first appearance.
@@ -135,11 +134,10 @@ pub struct Plan {
     pub width: usize,
 }
 
-/// Encoded keys of one key signature, with the order to walk them in.
+/// Encoded keys of one key signature.
 struct Group<'p> {
     sig: &'p [(usize, Kind)],
     keys: KeyBatch,
-    order: Vec<u32>,
 }
 
 /// Where a float64 lookup writes: value `x` (None: null, missing, expired or not yet valid) of row `i`,
@@ -448,7 +446,7 @@ impl Plan {
         let n = req.n;
         let store = &*self.store;
         let data = store.data();
-        store.read(|txn| {
+        store.read_pages(|txn, pages| {
             let mut groups: Vec<Group<'_>> = Vec::new();
             let mut part_group: Vec<Option<usize>> = Vec::with_capacity(self.parts.len());
             for p in &self.parts {
@@ -464,7 +462,19 @@ impl Plan {
                     }
                 }
             }
-            let mut kbuf = [0u8; key::MAX_KEY_BYTES];
+            // Every latest-value lookup of the request, of every view, in one batch: the full keys (view
+            // prefix and encoded key) of part `pi`'s rows start at `first[pi]`.
+            let mut full = KeyBatch::with_capacity(n * self.parts.len());
+            let mut first: Vec<Option<usize>> = vec![None; self.parts.len()];
+            for (pi, (p, g)) in self.parts.iter().zip(&part_group).enumerate() {
+                if let (None, Some(r), Some(g)) = (&p.window, p.resolved.get(), g) {
+                    first[pi] = Some(full.len());
+                    groups[*g].keys.push_prefixed(&r.view.prefix, &mut full);
+                }
+            }
+            let probes: Vec<Probe<'_>> = (0..full.len()).map(|j| Probe::new(full.key(j))).collect();
+            let mut found = Vec::new();
+            fetch(&data, txn, pages, &probes, &mut found)?;
             let mut rows: Vec<(i8, &[u8])> = vec![(NOT_FOUND, &[][..]); n];
             for (pi, (p, g)) in self.parts.iter().zip(&part_group).enumerate() {
                 if let Some(w) = &p.window {
@@ -474,13 +484,10 @@ impl Plan {
                 }
                 rows.fill((NOT_FOUND, &[][..]));
                 let res = p.resolved.get().map(|r| &r.view);
-                if let (Some(r), Some(g)) = (res, g) {
-                    let g = &groups[*g];
+                if let (Some(r), Some(at)) = (res, first[pi]) {
                     let window = Window::new(served_at, p.spec.ttl_micros);
-                    kbuf[..4].copy_from_slice(&r.prefix);
-                    for &i in &g.order {
-                        let i = i as usize;
-                        rows[i] = lookup(&data, txn, &mut kbuf, g.keys.key(i), r, window)?;
+                    for (i, row) in rows.iter_mut().enumerate() {
+                        *row = judge(r, window, probes[at + i].key(), found[at + i])?;
                     }
                 }
                 f(pi, p, res, &rows)?;
@@ -554,15 +561,10 @@ pub fn encode_keys(sig: &[(usize, Kind)], req: &Request, names: &[String]) -> Re
     Ok(b)
 }
 
-/// The keys of one signature and the order to look them up in: sorted, so that neighbouring lookups
-/// walk the same B-tree pages.
+/// The keys of one signature (no sort: the direct search walks them all at once in any order).
 fn encode_group<'p>(sig: &'p [(usize, Kind)], req: &Request, names: &[String]) -> Result<Group<'p>> {
     let keys = encode_keys(sig, req, names)?;
-    let mut order: Vec<u32> = (0..req.n as u32).collect();
-    if req.n >= SORT_MIN {
-        order.sort_unstable_by(|&a, &b| keys.key(a as usize).cmp(keys.key(b as usize)));
-    }
-    Ok(Group { sig, keys, order })
+    Ok(Group { sig, keys })
 }
 
 /// Appends one key part, checking that the caller's value fits the stored key type exactly.

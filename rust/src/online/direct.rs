@@ -1,0 +1,631 @@
+//! Direct lookups: a read-only, batched B-tree search over LMDB's pages, used by the serving path
+//! inside an ordinary heed read transaction instead of one `mdb_get` per key.
+//!
+//! Why: LMDB's lookup was ~60% of a 100-key request (one walk per key, a `memcmp` through a function
+//! pointer per probe, and each leaf page a cache miss waited for alone). Here all lookups of a request
+//! walk the tree together, level by level: every binary-search step of every key is taken in one pass
+//! over the batch, and the node the key compares with next is prefetched, so the cache misses of
+//! different keys overlap instead of adding up; keys are compared as 16-byte big-endian integers
+//! (exact for LMDB's byte order, with a full comparison only when those bytes tie).
+//!
+//! Soundness rests on four rules:
+//! - **The snapshot is pinned by the transaction.** The caller holds a read transaction (`RoTxn`),
+//!   whose reader slot keeps every page of its snapshot from being reused; the search reads only pages
+//!   reachable from that snapshot's roots.
+//! - **The roots are the snapshot's.** The meta page of transaction `t` is page `t & 1`. A writer
+//!   committing `t + 2` rewrites that page while this may read it, with no ordering among the bytes it
+//!   writes, so a txnid read before and after the copy does not prove the copy whole. What does: the
+//!   other meta page. `t + 2` is written only after `t + 1`'s meta page is complete, so if, after the
+//!   copy, the other page still holds a txnid below `t + 1`, no byte of `t + 2` can have been seen.
+//!   Any doubt (either txnid not as expected) falls back to LMDB's own lookup for the request. The
+//!   roots found are cached per transaction id: a request whose snapshot has not changed does no meta
+//!   work at all.
+//! - **Trust nothing on disk.** Pages are read through this module's own read-only map of the data
+//!   file (`MAP_SHARED`, so it sees what LMDB's writers write; heed does not expose LMDB's map). Every
+//!   page number is checked against the snapshot's last page and the file's size before it is touched
+//!   (a page past the end of the file would be SIGBUS), every offset, size and flag read from a page is
+//!   checked before it is used, and damage is a `Storage` error naming the page, never a crash and never
+//!   an answer. Values keep their own checksum (`value.rs`), checked by the caller.
+//! - **Unknown means LMDB.** A database with flags this search does not implement (a custom order,
+//!   duplicates, integer keys), a page past this process's map (another process grew it), a txnid that
+//!   moved: [`Miss::Fallback`], and the caller asks `mdb_get`.
+//!
+//! The page format is `lmdb_format.rs`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+use heed::{Env, RoTxn};
+
+use crate::error::Error;
+use crate::online::lmdb_format::{
+    child, kind, node_header, u16_at, u32_at, u64_at, DbRecord, DB_RECORD, F_BIGDATA, F_SUBDATA, HEADER,
+    MAGIC, MAX_DEPTH, META_LAST_PAGE, META_MAGIC, META_MAIN_DB, META_TXNID, NODE, PAGE_FLAGS, PAGE_LOWER,
+    PAGE_NO, PAGE_OVERFLOW_COUNT, PAGE_UPPER, P_BRANCH, P_INVALID, P_LEAF, P_OVERFLOW,
+};
+
+/// Why the direct search did not answer.
+#[derive(Debug)]
+pub enum Miss {
+    /// A case this search leaves to LMDB (see the module docs): ask `mdb_get` instead.
+    Fallback,
+    /// The pages are damaged; LMDB would read past them.
+    Damaged(Error),
+}
+
+type Found<T> = std::result::Result<T, Miss>;
+
+/// A read-only map of one environment's data file, and the roots found per snapshot.
+pub struct Pages {
+    base: *const u8,
+    /// Bytes mapped (the environment's map size when mapped).
+    len: usize,
+    psize: usize,
+    /// For the file's size, re-read when a page past the known size is asked for.
+    file: File,
+    path: PathBuf,
+    /// Pages the file is known to hold (files of LMDB never shrink, so this only grows).
+    file_pages: AtomicU64,
+    /// The named database searched (the store's data database).
+    name: Vec<u8>,
+    cache: RootCache,
+}
+
+// SAFETY: `base` points to a read-only shared mapping owned by `Pages` and unmapped only on drop; it is
+// never written through, so sharing it between threads is sound.
+unsafe impl Send for Pages {}
+// SAFETY: as above; every method takes `&self` and only reads the mapping or atomics.
+unsafe impl Sync for Pages {}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `open`, once.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}
+
+/// The roots of one snapshot: its data database's root page and depth, and its last page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tree {
+    pub txnid: u64,
+    root: u64,
+    depth: u16,
+    last: u64,
+}
+
+/// One key to look up, with its first 16 bytes as a big-endian integer (zero-padded), also as two
+/// words with the masks that cut a node's key of the same length to its own bytes.
+#[derive(Clone, Copy)]
+pub struct Probe<'k> {
+    key: &'k [u8],
+    head: u128,
+    hi: u64,
+    lo: u64,
+    mask_hi: u64,
+    mask_lo: u64,
+}
+
+impl<'k> Probe<'k> {
+    #[inline]
+    pub fn new(key: &'k [u8]) -> Probe<'k> {
+        let mut a = [0u8; 16];
+        let n = key.len().min(16);
+        a[..n].copy_from_slice(&key[..n]);
+        let head = u128::from_be_bytes(a);
+        let mask = if n == 16 {
+            u128::MAX
+        } else {
+            !(u128::MAX >> (8 * n))
+        };
+        Probe {
+            key,
+            head,
+            hi: (head >> 64) as u64,
+            lo: head as u64,
+            mask_hi: (mask >> 64) as u64,
+            mask_lo: mask as u64,
+        }
+    }
+
+    #[inline]
+    pub fn key(&self) -> &'k [u8] {
+        self.key
+    }
+}
+
+/// The key of a node as a [`Probe`] head: 16 bytes loaded from the page, the ones past the key masked.
+#[inline(always)]
+fn head_at(page: &[u8], start: usize, ksize: usize) -> u128 {
+    let v = if start + 16 <= page.len() {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&page[start..start + 16]);
+        u128::from_be_bytes(a)
+    } else {
+        let mut a = [0u8; 16];
+        let n = (page.len() - start).min(16);
+        a[..n].copy_from_slice(&page[start..start + n]);
+        u128::from_be_bytes(a)
+    };
+    if ksize >= 16 {
+        v
+    } else {
+        v & !(u128::MAX >> (8 * ksize))
+    }
+}
+
+/// Whether a node's key (`key`, head `head`) is <= the probe in LMDB's default order, as 0 or 1. Heads
+/// that differ decide (and the comparison compiles to no branch: which way a search step goes is a coin
+/// toss, and a mispredicted branch per step cost more than the step); equal heads decide alone when
+/// both keys fit in them and have one length, else the bytes do (rare: equal keys, or long ones).
+#[inline(always)]
+fn at_most(key: &[u8], head: u128, p: &Probe<'_>) -> usize {
+    let lt = (head < p.head) as usize;
+    let eq = head == p.head && ((key.len() == p.key.len() && key.len() <= 16) || key <= p.key);
+    lt | eq as usize
+}
+
+#[inline(always)]
+fn arr8(b: &[u8], at: usize) -> [u8; 8] {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    a
+}
+
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and reads nothing, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// The cached roots of the last snapshot looked up, as a sequence lock: readers never wait.
+struct RootCache {
+    seq: AtomicU64,
+    txnid: AtomicU64,
+    root: AtomicU64,
+    depth: AtomicU64,
+    last: AtomicU64,
+}
+
+impl RootCache {
+    fn get(&self, txnid: u64) -> Option<Tree> {
+        let s = self.seq.load(Ordering::Acquire);
+        if s & 1 == 1 {
+            return None;
+        }
+        let t = Tree {
+            txnid: self.txnid.load(Ordering::Relaxed),
+            root: self.root.load(Ordering::Relaxed),
+            depth: self.depth.load(Ordering::Relaxed) as u16,
+            last: self.last.load(Ordering::Relaxed),
+        };
+        fence(Ordering::Acquire);
+        (self.seq.load(Ordering::Relaxed) == s && t.txnid == txnid).then_some(t)
+    }
+
+    fn put(&self, t: Tree) {
+        let s = self.seq.load(Ordering::Relaxed);
+        // Another thread is storing: let it; the next request caches again if needed.
+        if s & 1 == 1
+            || self
+                .seq
+                .compare_exchange(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        fence(Ordering::Release);
+        self.txnid.store(t.txnid, Ordering::Relaxed);
+        self.root.store(t.root, Ordering::Relaxed);
+        self.depth.store(t.depth as u64, Ordering::Relaxed);
+        self.last.store(t.last, Ordering::Relaxed);
+        self.seq.store(s + 2, Ordering::Release);
+    }
+}
+
+/// Where one lookup is in its walk.
+#[derive(Clone, Copy)]
+struct Cursor<'m> {
+    page: &'m [u8],
+    pgno: u64,
+    upper: usize,
+    /// The search range: nodes `base .. base + len` of `page`; the answer is the last node <= the key.
+    base: usize,
+    len: usize,
+    active: bool,
+}
+
+impl Pages {
+    /// Maps the data file of `env` (whose store lives at `path`) for direct searches of the named
+    /// database `name`. `None` when the file cannot be mapped: LMDB's own lookup serves then.
+    pub fn open(env: &Env, path: &Path, name: &[u8]) -> Option<Pages> {
+        use std::os::fd::AsRawFd;
+        let psize = env.unnamed_database_stat().page_size as usize;
+        if !(512..=65536).contains(&psize) || !psize.is_power_of_two() {
+            return None;
+        }
+        let file = env.try_clone_inner_file().ok()?;
+        let len = env.info().map_size;
+        let file_pages = file.metadata().ok()?.len() / psize as u64;
+        if len < 2 * psize || file_pages < 2 {
+            return None;
+        }
+        // SAFETY: a fresh shared read-only mapping of `len` bytes of an open file; nothing else owns it.
+        // Bytes past the end of the file are mapped but never touched (`page` checks the file's size).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        Some(Pages {
+            base: ptr as *const u8,
+            len,
+            psize,
+            file,
+            path: path.to_path_buf(),
+            file_pages: AtomicU64::new(file_pages),
+            name: name.to_vec(),
+            cache: RootCache {
+                seq: AtomicU64::new(0),
+                txnid: AtomicU64::new(u64::MAX),
+                root: AtomicU64::new(0),
+                depth: AtomicU64::new(0),
+                last: AtomicU64::new(0),
+            },
+        })
+    }
+
+    #[cold]
+    fn damaged(&self, what: String) -> Miss {
+        Miss::Damaged(Error::Storage(format!(
+            "the online store's data file in {} is damaged ({what}); LMDB keeps no checksums on its own \
+             pages, so it cannot be read safely. Delete the online folder and run materialize to rebuild \
+             it from the history (or restore it from a copy)",
+            self.path.display()
+        )))
+    }
+
+    /// Whether the file holds page `pgno`, re-reading its size when the known size is too small.
+    #[cold]
+    fn grown_to(&self, pgno: u64) -> bool {
+        let Ok(m) = self.file.metadata() else {
+            return false;
+        };
+        let pages = m.len() / self.psize as u64;
+        self.file_pages.fetch_max(pages, Ordering::Relaxed);
+        pgno < pages
+    }
+
+    /// Pages `first .. first + count` of the snapshot whose last page is `last`, as one slice.
+    #[inline]
+    fn span(&self, first: u64, count: u64, last: u64) -> Found<&[u8]> {
+        let end = first.saturating_add(count);
+        if first < 2 || count == 0 || end - 1 > last {
+            return Err(self.damaged(format!(
+                "page {first} (+{count}) is outside the snapshot's pages 2..={last}"
+            )));
+        }
+        if end.saturating_mul(self.psize as u64) > self.len as u64 {
+            return Err(Miss::Fallback); // past this process's map: LMDB's map is larger
+        }
+        if end > self.file_pages.load(Ordering::Relaxed) && !self.grown_to(end - 1) {
+            return Err(self.damaged(format!("page {} is past the end of the file", end - 1)));
+        }
+        let at = first as usize * self.psize;
+        let n = count as usize * self.psize;
+        // SAFETY: `at + n <= len` (checked above), so the range is inside the mapping, which lives as
+        // long as `self`; the file holds every byte of it (so no access can SIGBUS, LMDB never
+        // truncates its data file); and the caller's read transaction keeps these pages of its snapshot
+        // from being rewritten while the slice is used.
+        Ok(unsafe { std::slice::from_raw_parts(self.base.add(at), n) })
+    }
+
+    /// A branch or leaf page, its header checked: `(page, node count, upper)`.
+    #[inline]
+    fn node_page(&self, pgno: u64, last: u64, leaf: bool) -> Found<(&[u8], usize, usize)> {
+        let page = self.span(pgno, 1, last)?;
+        let want = if leaf { P_LEAF } else { P_BRANCH };
+        let (lower, upper) = (
+            u16_at(page, PAGE_LOWER) as usize,
+            u16_at(page, PAGE_UPPER) as usize,
+        );
+        // A branch needs a node (the search starts from its first); a leaf may be empty.
+        let least = if leaf { HEADER } else { HEADER + 2 };
+        if u64_at(page, PAGE_NO) != pgno
+            || kind(page) != want
+            || lower < least
+            || lower > upper
+            || upper > self.psize
+            || (lower - HEADER) % 2 != 0
+        {
+            return Err(self.damaged(format!(
+                "page {pgno}: header (flags {:#x}, lower {lower}, upper {upper}) where a {} page belongs",
+                u16_at(page, PAGE_FLAGS),
+                if leaf { "leaf" } else { "branch" }
+            )));
+        }
+        Ok((page, (lower - HEADER) / 2, upper))
+    }
+
+    /// Node `i` (< the page's node count) of `page`: its offset and key, checked against the page.
+    #[inline(always)]
+    fn node<'p>(&self, page: &'p [u8], pgno: u64, upper: usize, i: usize) -> Found<(usize, &'p [u8])> {
+        let at = u16_at(page, HEADER + 2 * i) as usize;
+        if at < upper || at + NODE > page.len() {
+            return Err(self.damaged(format!("page {pgno}: node {i} at offset {at}")));
+        }
+        let ksize = u16_at(page, at + 6) as usize;
+        let end = at + NODE + ksize;
+        if end > page.len() {
+            return Err(self.damaged(format!("page {pgno}: node {i}'s key ends past the page")));
+        }
+        Ok((at, &page[at + NODE..end]))
+    }
+
+    /// Whether node `i` of `page` has a key <= the probe's, as 0 or 1: one search step. The usual
+    /// case, a key of the probe's length of at most 16 bytes, is two word loads and a comparison
+    /// without a branch; others take [`at_most`].
+    #[inline(always)]
+    fn at_most(&self, page: &[u8], pgno: u64, upper: usize, i: usize, p: &Probe<'_>) -> Found<usize> {
+        let at = u16_at(page, HEADER + 2 * i) as usize;
+        if at >= upper && at + NODE + 16 <= page.len() && p.key.len() <= 16 {
+            let ksize = u16_at(page, at + 6) as usize;
+            if ksize == p.key.len() {
+                let h = u64::from_be_bytes(arr8(page, at + NODE)) & p.mask_hi;
+                let l = u64::from_be_bytes(arr8(page, at + NODE + 8)) & p.mask_lo;
+                return Ok(((h < p.hi) | ((h == p.hi) & (l <= p.lo))) as usize);
+            }
+        }
+        let (at, key) = self.node(page, pgno, upper, i)?;
+        Ok(at_most(key, head_at(page, at + NODE, key.len()), p))
+    }
+
+    /// The data of the leaf node at `at`: inline or on overflow pages. `record`: the node must name a
+    /// database (main database) instead of holding a value. A value node whose flags or size do not
+    /// fit is handed back as an EMPTY value rather than an error: no value layout accepts an empty
+    /// value (`value.rs`), so the caller reports it as a damaged value of its view, the same report as
+    /// a value failing its checksum (and it never reads past the page, which LMDB's `get` would).
+    fn data<'p>(&'p self, page: &'p [u8], pgno: u64, at: usize, last: u64, record: bool) -> Found<&'p [u8]> {
+        match self.data_checked(page, pgno, at, last, record) {
+            Err(Miss::Damaged(_)) if !record => Ok(&[]),
+            r => r,
+        }
+    }
+
+    fn data_checked<'p>(
+        &'p self,
+        page: &'p [u8],
+        pgno: u64,
+        at: usize,
+        last: u64,
+        record: bool,
+    ) -> Found<&'p [u8]> {
+        let (size, flags, ksize) = node_header(page, at);
+        let start = at + NODE + ksize;
+        let size = size as usize;
+        let inline = |ok: bool| -> Found<&'p [u8]> {
+            if !ok || start + size > page.len() {
+                return Err(self.damaged(format!(
+                    "page {pgno}: a node of {size} bytes with flags {flags:#x}"
+                )));
+            }
+            Ok(&page[start..start + size])
+        };
+        match flags {
+            F_SUBDATA if record => inline(size == DB_RECORD),
+            0 if !record => inline(true),
+            F_BIGDATA if !record => {
+                if start + 8 > page.len() {
+                    return Err(self.damaged(format!("page {pgno}: an overflow node past the page")));
+                }
+                let first = u64_at(page, start);
+                let head = self.span(first, 1, last)?;
+                let count = u32_at(head, PAGE_OVERFLOW_COUNT) as u64;
+                if u64_at(head, PAGE_NO) != first
+                    || kind(head) != P_OVERFLOW
+                    || count == 0
+                    || size > (count as usize) * self.psize - HEADER
+                {
+                    return Err(
+                        self.damaged(format!("overflow page {first}: {count} pages for {size} bytes"))
+                    );
+                }
+                let run = self.span(first, count, last)?;
+                Ok(&run[HEADER..HEADER + size])
+            }
+            _ => inline(false),
+        }
+    }
+
+    /// A 64-bit word of meta page `page` at `off` bytes into its record, read atomically: writers
+    /// rewrite meta pages while readers read them.
+    #[inline]
+    fn meta_word(&self, page: usize, off: usize, order: Ordering) -> u64 {
+        let at = page * self.psize + HEADER + off;
+        // SAFETY: meta pages 0 and 1 are inside the mapping and the file (`open` checked both); `at` is
+        // a multiple of 8 (the map is page-aligned, the record offsets are multiples of 8), as an atomic
+        // u64 requires; the mapping lives as long as `self`. The bytes may change under the load (a
+        // writer's commit), which is why it is atomic.
+        unsafe { (*(self.base.add(at) as *const AtomicU64)).load(order) }
+    }
+
+    /// The roots of the snapshot `txn` reads, cached per transaction id.
+    pub fn tree(&self, txn: &RoTxn) -> Found<Tree> {
+        let txnid = txn.id() as u64;
+        if let Some(t) = self.cache.get(txnid) {
+            return Ok(t);
+        }
+        let t = self.read_meta(txnid)?;
+        self.cache.put(t);
+        Ok(t)
+    }
+
+    fn read_meta(&self, txnid: u64) -> Found<Tree> {
+        let mine = (txnid & 1) as usize;
+        if self.meta_word(mine, META_TXNID, Ordering::Acquire) != txnid {
+            return Err(Miss::Fallback);
+        }
+        let mut rec = [0u8; DB_RECORD];
+        for (k, chunk) in rec.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(
+                &self
+                    .meta_word(mine, META_MAIN_DB + 8 * k, Ordering::Relaxed)
+                    .to_ne_bytes(),
+            );
+        }
+        let last = self.meta_word(mine, META_LAST_PAGE, Ordering::Relaxed);
+        let magic = self.meta_word(mine, META_MAGIC, Ordering::Relaxed).to_ne_bytes();
+        // Orders the loads above before the two below (see the module docs for why these two decide).
+        fence(Ordering::Acquire);
+        let other = self.meta_word(1 - mine, META_TXNID, Ordering::Relaxed);
+        if other >= txnid || self.meta_word(mine, META_TXNID, Ordering::Relaxed) != txnid {
+            return Err(Miss::Fallback);
+        }
+        if u32_at(&magic, 0) != MAGIC {
+            return Err(self.damaged("meta page magic".into()));
+        }
+        let main = DbRecord::parse(&rec);
+        let main_tree = self.tree_of(txnid, main, last)?;
+        let mut out = [None];
+        self.search(&main_tree, &[Probe::new(&self.name)], &mut out, true)?;
+        // Not found: a snapshot from before the database was created; LMDB says what that means.
+        let rec = out[0].ok_or(Miss::Fallback)?;
+        self.tree_of(txnid, DbRecord::parse(rec), last)
+    }
+
+    /// The tree of database record `db`, when this search implements its flags (none: byte keys in
+    /// LMDB's default order, no duplicates).
+    fn tree_of(&self, txnid: u64, db: DbRecord, last: u64) -> Found<Tree> {
+        if db.flags != 0 {
+            return Err(Miss::Fallback);
+        }
+        let depth = if db.root == P_INVALID { 0 } else { db.depth };
+        if db.root != P_INVALID && (depth == 0 || depth > MAX_DEPTH) {
+            return Err(self.damaged(format!("a database of depth {depth}")));
+        }
+        Ok(Tree {
+            txnid,
+            root: db.root,
+            depth,
+            last,
+        })
+    }
+
+    /// Looks up every probe in `tree`: `out[i]` is the data of probe i's key, None when absent (an
+    /// empty key is never stored, so it is absent). `record`: search the main database, whose nodes
+    /// name databases.
+    pub fn search<'m>(
+        &'m self,
+        tree: &Tree,
+        probes: &[Probe<'_>],
+        out: &mut [Option<&'m [u8]>],
+        record: bool,
+    ) -> Found<()> {
+        out.fill(None);
+        if tree.depth == 0 {
+            return Ok(());
+        }
+        let last = tree.last;
+        let mut cur: Vec<Cursor<'m>> = probes
+            .iter()
+            .map(|p| Cursor {
+                page: &[],
+                pgno: tree.root,
+                upper: 0,
+                base: 0,
+                len: 0, // set when the cursor enters a page
+                active: !p.key.is_empty(),
+            })
+            .collect();
+        for level in 0..tree.depth {
+            let leaf = level + 1 == tree.depth;
+            // Enter this level's pages (their first lines were prefetched when the level above chose
+            // them) and prefetch each key's first comparison.
+            for c in cur.iter_mut().filter(|c| c.active) {
+                let (page, n, upper) = self.node_page(c.pgno, last, leaf)?;
+                *c = Cursor {
+                    page,
+                    upper,
+                    base: 0,
+                    len: n,
+                    active: n > 0,
+                    ..*c
+                };
+                if n == 0 {
+                    c.len = 0;
+                }
+                if n > 1 {
+                    prefetch_node(page, n / 2);
+                }
+            }
+            // Binary searches, one step of every key per pass: the node a key compares with next is
+            // prefetched a whole pass earlier. A branch's node 0 is never compared (mid >= 1).
+            loop {
+                let mut more = false;
+                for (c, p) in cur.iter_mut().zip(probes) {
+                    if c.len <= 1 {
+                        continue; // done with this page (an inactive cursor has len 0)
+                    }
+                    let half = c.len / 2;
+                    c.base += half * self.at_most(c.page, c.pgno, c.upper, c.base + half, p)?;
+                    c.len -= half;
+                    if c.len > 1 {
+                        prefetch_node(c.page, c.base + c.len / 2);
+                        more = true;
+                    }
+                }
+                if !more {
+                    break;
+                }
+            }
+            for ((c, p), o) in cur.iter_mut().zip(probes).zip(out.iter_mut()) {
+                if !c.active {
+                    continue;
+                }
+                let (at, key) = self.node(c.page, c.pgno, c.upper, c.base)?;
+                if leaf {
+                    if key == p.key {
+                        *o = Some(self.data(c.page, c.pgno, at, last, record)?);
+                    }
+                } else {
+                    let (size, flags, _) = node_header(c.page, at);
+                    c.pgno = child(size, flags);
+                    // The child's header and first node offsets, for the next level's pass.
+                    let first = self.base.wrapping_add((c.pgno as usize).wrapping_mul(self.psize));
+                    prefetch(first);
+                    prefetch(first.wrapping_add(64));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prefetches the header and key of node `i` of `page` (the offset itself is read unchecked: a
+/// prefetch of a wrong address is harmless, and the search checks it before the node is read).
+#[inline(always)]
+fn prefetch_node(page: &[u8], i: usize) {
+    let slot = HEADER + 2 * i;
+    if slot + 2 <= page.len() {
+        let at = u16_at(page, slot) as usize;
+        let p = page.as_ptr().wrapping_add(at);
+        prefetch(p);
+        prefetch(p.wrapping_add(NODE + 15));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+//! Oracle tests: the direct search answers exactly what LMDB's own `get` answers, on stores shaped to
+//! reach every path (many keys, missing keys, the first and last key of every page, overflow values,
+//! freed pages reused after deletes, a grown map), and damage is an error, never a crash.
+
+use std::path::Path;
+
+use heed::types::Bytes;
+use heed::{CommitOrAbort, Database, EnvOpenOptions};
+
+use super::*;
+
+type Db = Database<'static, Bytes, Bytes>;
+
+const NAME: &str = "__data__";
+
+/// xorshift: deterministic keys and sizes without another dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn open(dir: &Path, map: usize) -> (Env, Db) {
+    // SAFETY: a fresh directory, opened once per test (reopened only after the previous env is dropped).
+    let env = unsafe { EnvOpenOptions::new().map_size(map).max_dbs(2).open(dir) }.unwrap();
+    let wtxn = env.write_txn().unwrap();
+    let db: Db = env
+        .create_databases_and_commit(wtxn, |dbo, wtxn| {
+            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit(
+                dbo.create_database(wtxn, Some(NAME))?,
+            ))
+        })
+        .unwrap()
+        .unwrap_commit();
+    (env, db)
+}
+
+/// A key of the store's shape: a 4-byte view prefix and an 8-byte integer, or (when `long`) a longer
+/// string-like tail, so that both the 16-byte head comparison and the full one are exercised.
+fn key(view: u32, k: u64, long: bool) -> Vec<u8> {
+    let mut b = view.to_be_bytes().to_vec();
+    b.extend_from_slice(&k.to_be_bytes());
+    if long {
+        b.extend_from_slice(&[0u8, 0x01, (k % 7) as u8]);
+        b.extend(std::iter::repeat_n(b'x', (k % 40) as usize));
+    }
+    b
+}
+
+fn value(k: u64, big: bool) -> Vec<u8> {
+    let n = if big {
+        5000 + (k % 9000) as usize
+    } else {
+        8 + (k % 90) as usize
+    };
+    (0..n).map(|i| (k as usize + i) as u8).collect()
+}
+
+/// Compares the direct search with heed's `get` for every key in `keys`, in one batch.
+fn check(env: &Env, db: &Db, pages: &Pages, keys: &[Vec<u8>]) -> usize {
+    let txn = env.read_txn().unwrap();
+    let tree = pages.tree(&txn).unwrap();
+    let probes: Vec<Probe<'_>> = keys.iter().map(|k| Probe::new(k)).collect();
+    let mut out = vec![None; probes.len()];
+    pages.search(&tree, &probes, &mut out, false).unwrap();
+    let mut hits = 0;
+    for (k, got) in keys.iter().zip(&out) {
+        let want = if k.is_empty() {
+            None
+        } else {
+            db.get(&txn, k).unwrap()
+        };
+        assert_eq!(*got, want, "key {k:?}");
+        hits += got.is_some() as usize;
+    }
+    hits
+}
+
+/// Every key stored, plus neighbours that are not: each key with its last byte one above and below,
+/// a prefix of it, and keys past both ends.
+fn probes_around(stored: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for k in stored {
+        out.push(k.clone());
+        let mut up = k.clone();
+        *up.last_mut().unwrap() = up.last().unwrap().wrapping_add(1);
+        out.push(up);
+        let mut down = k.clone();
+        *down.last_mut().unwrap() = down.last().unwrap().wrapping_sub(1);
+        out.push(down);
+        out.push(k[..k.len() - 1].to_vec());
+        let mut longer = k.clone();
+        longer.push(0);
+        out.push(longer);
+    }
+    out.push(vec![0]);
+    out.push(vec![0xFF; 20]);
+    out.push(Vec::new());
+    out
+}
+
+#[test]
+fn equals_lmdb_on_many_keys_missing_keys_and_page_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, db) = open(dir.path(), 1 << 26);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut stored = Vec::new();
+    let mut wtxn = env.write_txn().unwrap();
+    for view in 1..4u32 {
+        for _ in 0..6000 {
+            let k = rng.next() % 1_000_000;
+            let long = view == 3;
+            let kb = key(view, k, long);
+            db.put(&mut wtxn, &kb, &value(k, false)).unwrap();
+            stored.push(kb);
+        }
+    }
+    wtxn.commit().unwrap();
+    let pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+    let probes = probes_around(&stored);
+    let hits = check(&env, &db, &pages, &probes);
+    assert!(hits >= stored.len() - 100, "{hits}"); // a few random keys repeat
+                                                   // One key at a time too (a batch of one is the single-entity request).
+    for k in probes.iter().step_by(97) {
+        check(&env, &db, &pages, std::slice::from_ref(k));
+    }
+    // Every first and last key of a page is among the stored keys; make sure the tree has pages.
+    let txn = env.read_txn().unwrap();
+    assert!(db.stat(&txn).unwrap().depth >= 2);
+}
+
+#[test]
+fn overflow_values_deletes_page_reuse_and_a_grown_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, db) = open(dir.path(), 1 << 20);
+    let mut rng = Rng(7);
+    let mut live: std::collections::BTreeSet<Vec<u8>> = Default::default();
+    let mut pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+    let env = env;
+    let mut size = 1usize << 20;
+    for round in 0..40 {
+        let mut wtxn = env.write_txn().unwrap();
+        let mut full = false;
+        for _ in 0..300 {
+            let k = rng.next() % 5000;
+            let kb = key(1, k, k % 3 == 0);
+            if rng.next() % 3 == 0 {
+                db.delete(&mut wtxn, &kb).unwrap();
+                live.remove(&kb);
+            } else {
+                match db.put(&mut wtxn, &kb, &value(k, k % 11 == 0)) {
+                    Ok(()) => {
+                        live.insert(kb);
+                    }
+                    Err(heed::Error::Mdb(heed::MdbError::MapFull)) => {
+                        full = true;
+                        break;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        if full {
+            wtxn.abort();
+            // Grow the map as the store does (no transaction active), and the pages' map with it.
+            size *= 2;
+            drop(pages);
+            // SAFETY: no transaction of this environment is active.
+            unsafe { env.resize(size) }.unwrap();
+            pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+            live = {
+                let txn = env.read_txn().unwrap();
+                db.iter(&txn).unwrap().map(|r| r.unwrap().0.to_vec()).collect()
+            };
+            continue;
+        }
+        wtxn.commit().unwrap();
+        let stored: Vec<Vec<u8>> = live.iter().cloned().collect();
+        let mut probes = probes_around(&stored);
+        // Keys deleted earlier are probed too (their pages were freed and may have been reused).
+        probes.extend((0..200).map(|k| key(1, k * 25, k % 3 == 0)));
+        let hits = check(&env, &db, &pages, &probes);
+        assert!(hits >= stored.len(), "round {round}");
+    }
+    assert!(size > 1 << 20, "the map never grew; the test lost its point");
+    let txn = env.read_txn().unwrap();
+    assert!(db.stat(&txn).unwrap().overflow_pages > 0);
+    drop(txn);
+    env.prepare_for_closing().wait();
+}
+
+#[test]
+fn an_empty_database_and_a_stale_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, db) = open(dir.path(), 1 << 22);
+    let pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+    assert_eq!(check(&env, &db, &pages, &[key(1, 5, false)]), 0);
+    // A transaction older than two commits: its meta page was rewritten, so the search declines.
+    let old = env.read_txn().unwrap();
+    for k in 0..3 {
+        let mut wtxn = env.write_txn().unwrap();
+        db.put(&mut wtxn, &key(1, k, false), b"v").unwrap();
+        wtxn.commit().unwrap();
+    }
+    // (The cached roots of its snapshot stay right: its pages are pinned. A fresh map has no cache.)
+    assert_eq!(pages.tree(&old).unwrap().txnid, old.id() as u64);
+    let fresh = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+    assert!(matches!(fresh.tree(&old), Err(Miss::Fallback)));
+    drop(old);
+    assert_eq!(check(&env, &db, &pages, &[key(1, 2, false)]), 1);
+}
+
+#[test]
+fn damaged_pages_are_errors_never_crashes() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (env, db) = open(dir.path(), 1 << 24);
+    let mut wtxn = env.write_txn().unwrap();
+    let keys: Vec<Vec<u8>> = (0..3000u64).map(|k| key(1, k, false)).collect();
+    for (k, kb) in keys.iter().enumerate() {
+        db.put(&mut wtxn, kb, &value(k as u64, k == 1500)).unwrap();
+    }
+    wtxn.commit().unwrap();
+    let pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.path().join("data.mdb"))
+        .unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0).unwrap();
+    let psize = 4096;
+    // Flip bytes of every header field and node offset the search reads, page by page past the
+    // metas: each search must answer as before or say the file is damaged.
+    let mut rng = Rng(99);
+    let mut errors = 0;
+    for pg in 2..len / psize {
+        for _ in 0..4 {
+            let at = pg * psize
+                + match rng.next() % 4 {
+                    0 => 8 + (rng.next() % 8) as usize,   // flags, lower, upper
+                    1 => 16 + (rng.next() % 64) as usize, // node offsets
+                    2 => (rng.next() % 8) as usize,       // page number
+                    _ => (rng.next() % psize as u64) as usize,
+                };
+            let old = bytes[at];
+            file.write_all_at(&[old ^ (1 << (rng.next() % 8))], at as u64)
+                .unwrap();
+            let txn = env.read_txn().unwrap();
+            let tree = pages.tree(&txn).unwrap();
+            let probes: Vec<Probe<'_>> = keys.iter().step_by(7).map(|k| Probe::new(k)).collect();
+            let mut out = vec![None; probes.len()];
+            match pages.search(&tree, &probes, &mut out, false) {
+                Ok(()) => {}
+                Err(Miss::Damaged(Error::Storage(m))) => {
+                    assert!(m.contains("damaged") && m.contains("materialize"), "{m}");
+                    errors += 1;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+            drop(txn);
+            file.write_all_at(&[old], at as u64).unwrap();
+        }
+    }
+    assert!(errors > 0, "no flip was detected; the test lost its point");
+    check(&env, &db, &pages, &keys);
+}
