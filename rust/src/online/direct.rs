@@ -166,13 +166,6 @@ fn at_most(key: &[u8], head: u128, p: &Probe<'_>) -> usize {
 }
 
 #[inline(always)]
-fn arr8(b: &[u8], at: usize) -> [u8; 8] {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    a
-}
-
-#[inline(always)]
 fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint: it never faults and reads nothing, whatever the address.
@@ -375,17 +368,29 @@ impl Pages {
         Ok((at, &page[at + NODE..end]))
     }
 
-    /// Whether node `i` of `page` has a key <= the probe's, as 0 or 1: one search step. The usual
-    /// case, a key of the probe's length of at most 16 bytes, is two word loads and a comparison
-    /// without a branch; others take [`at_most`].
+    /// Whether node `i` (< the page's node count `n`, checked on entering it) of `page` has a key <=
+    /// the probe's, as 0 or 1: one search step. The usual case, a key of the probe's length of at most
+    /// 16 bytes, is three loads and a comparison without a branch (a search step is a chain of
+    /// dependent loads, so every instruction on it counts); others take [`at_most`].
     #[inline(always)]
     fn at_most(&self, page: &[u8], pgno: u64, upper: usize, i: usize, p: &Probe<'_>) -> Found<usize> {
-        let at = u16_at(page, HEADER + 2 * i) as usize;
+        let base = page.as_ptr();
+        debug_assert!(HEADER + 2 * i + 2 <= page.len());
+        // SAFETY: `i` < the page's node count n, and HEADER + 2n = lower <= psize = page.len()
+        // (`node_page` checked both), so these 2 bytes are inside the page.
+        let at = unsafe { (base.add(HEADER + 2 * i) as *const u16).read_unaligned() } as usize;
         if at >= upper && at + NODE + 16 <= page.len() && p.key.len() <= 16 {
-            let ksize = u16_at(page, at + 6) as usize;
+            // SAFETY: at + NODE + 16 <= page.len(): the node's header and the 16 bytes after it are
+            // inside the page.
+            let (ksize, h, l) = unsafe {
+                (
+                    (base.add(at + 6) as *const u16).read_unaligned() as usize,
+                    u64::from_be((base.add(at + NODE) as *const u64).read_unaligned()),
+                    u64::from_be((base.add(at + NODE + 8) as *const u64).read_unaligned()),
+                )
+            };
             if ksize == p.key.len() {
-                let h = u64::from_be_bytes(arr8(page, at + NODE)) & p.mask_hi;
-                let l = u64::from_be_bytes(arr8(page, at + NODE + 8)) & p.mask_lo;
+                let (h, l) = (h & p.mask_hi, l & p.mask_lo);
                 return Ok(((h < p.hi) | ((h == p.hi) & (l <= p.lo))) as usize);
             }
         }
@@ -580,7 +585,8 @@ impl Pages {
                         continue; // done with this page (an inactive cursor has len 0)
                     }
                     let half = c.len / 2;
-                    c.base += half * self.at_most(c.page, c.pgno, c.upper, c.base + half, p)?;
+                    let le = self.at_most(c.page, c.pgno, c.upper, c.base + half, p)?;
+                    c.base += half & le.wrapping_neg();
                     c.len -= half;
                     if c.len > 1 {
                         prefetch_node(c.page, c.base + c.len / 2);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::pyarrow::FromPyArrow;
-use numpy::PyArray2;
+use numpy::{PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
@@ -258,23 +258,36 @@ impl PyPlan {
                     (req.n, plan.width, plan.n_views())
                 }
             };
+            let Some((p, names)) = &self.post else {
+                // Filled in place: numpy allocates the outputs and the plan writes into them (no second
+                // buffer, no owner object, no borrow tracking).
+                let values = PyArray2::<f64>::zeros(py, [n, w], false);
+                let status = PyArray2::<i8>::zeros(py, [n, v], false);
+                let internal = |e: numpy::AsSliceError| to_py(py, Error::Internal(e.to_string()));
+                // SAFETY: both arrays were created just above, C-contiguous, and no Python code has seen
+                // them yet, so these are the only references to their data while the plan fills them
+                // (also without the GIL: nothing else can reach the arrays).
+                let (vs, ss) = unsafe {
+                    (
+                        values.as_slice_mut().map_err(internal)?,
+                        status.as_slice_mut().map_err(internal)?,
+                    )
+                };
+                if n >= DETACH_ROWS {
+                    run_detached(py, || plan.get_f64(&req, at, vs, ss))?;
+                } else {
+                    run_guarded(py, || plan.get_f64(&req, at, vs, ss))?;
+                }
+                return Ok((values, status, at));
+            };
             // Filled in Rust, then handed to numpy without a copy (and without numpy's borrow tracking).
-            let (vs, ss) = if let Some((p, names)) = &self.post {
+            let (vs, ss) = {
                 let work = || p.numpy(plan, &req, at, extra, names);
                 if n >= DETACH_ROWS {
                     run_detached(py, work)?
                 } else {
                     run_guarded(py, work)?
                 }
-            } else {
-                let mut vs = vec![0.0f64; n * w];
-                let mut ss = vec![0i8; n * v];
-                if n >= DETACH_ROWS {
-                    run_detached(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
-                } else {
-                    run_guarded(py, || plan.get_f64(&req, at, &mut vs, &mut ss))?;
-                }
-                (vs, ss)
             };
             let shape = |e: numpy::ndarray::ShapeError| to_py(py, Error::Internal(e.to_string()));
             let values = PyArray2::from_owned_array(

@@ -143,6 +143,8 @@ struct Group<'p> {
 /// Where a float64 lookup writes: value `x` (None: null, missing, expired or not yet valid) of row `i`,
 /// feature column `c`; and the Arrow type of column `c` as served in this request.
 trait Sink {
+    /// Whether the sink records column types (`kind`); when not, the plan does not build them.
+    const KINDS: bool;
     fn put(&mut self, i: usize, c: usize, x: Option<f64>);
     fn kind(&mut self, _c: usize, _t: &DataType) {}
 }
@@ -154,6 +156,7 @@ struct Matrix<'a> {
 }
 
 impl Sink for Matrix<'_> {
+    const KINDS: bool = false;
     #[inline]
     fn put(&mut self, i: usize, c: usize, x: Option<f64>) {
         self.values[i * self.w + c] = x.unwrap_or(f64::NAN);
@@ -161,6 +164,7 @@ impl Sink for Matrix<'_> {
 }
 
 impl Sink for Rows {
+    const KINDS: bool = true;
     #[inline]
     fn put(&mut self, i: usize, c: usize, x: Option<f64>) {
         let at = i * self.width + c;
@@ -352,6 +356,7 @@ impl Plan {
         self.walk(req, served_at, &mut windows, |pi, part, res, rows| {
             let (mut out, mut status) = (out.borrow_mut(), status.borrow_mut());
             match res {
+                _ if !S::KINDS => {}
                 Some(r) => {
                     for (j, &k) in r.cols.iter().enumerate() {
                         out.kind(part.offset + j, &r.schema.values[k].kind.arrow_type());
