@@ -603,7 +603,13 @@ impl Pages {
                 }
                 let (at, key) = self.node(c.page, c.pgno, c.upper, c.base)?;
                 if leaf {
-                    if key == p.key {
+                    let same = key.len() == p.key.len()
+                        && if key.len() <= 16 {
+                            head_at(c.page, at + NODE, key.len()) == p.head
+                        } else {
+                            key == p.key
+                        };
+                    if same {
                         *o = Some(self.data(c.page, c.pgno, at, last, record)?);
                     }
                 } else {

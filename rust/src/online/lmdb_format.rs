@@ -66,19 +66,19 @@ pub const P_INVALID: u64 = u64::MAX;
 /// LMDB's cursor stack depth: a deeper tree cannot be searched.
 pub const MAX_DEPTH: u16 = 32;
 
-#[inline]
+#[inline(always)]
 pub fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_ne_bytes([b[at], b[at + 1]])
 }
 
-#[inline]
+#[inline(always)]
 pub fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u32::from_ne_bytes(a)
 }
 
-#[inline]
+#[inline(always)]
 pub fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0; 8];
     a.copy_from_slice(&b[at..at + 8]);
@@ -113,14 +113,14 @@ impl DbRecord {
 }
 
 /// A page's kind bits.
-#[inline]
+#[inline(always)]
 pub fn kind(page: &[u8]) -> u16 {
     u16_at(page, PAGE_FLAGS) & P_KINDS
 }
 
 /// The fields of the node at offset `at` of a page: `(lo | hi << 16, flags, ksize)`. The caller checked
 /// that `at + NODE` is inside the page.
-#[inline]
+#[inline(always)]
 pub fn node_header(page: &[u8], at: usize) -> (u64, u16, usize) {
     let lo = u16_at(page, at) as u64;
     let hi = u16_at(page, at + 2) as u64;
@@ -128,7 +128,7 @@ pub fn node_header(page: &[u8], at: usize) -> (u64, u16, usize) {
 }
 
 /// A branch node's child page number from its header fields.
-#[inline]
+#[inline(always)]
 pub fn child(size: u64, flags: u16) -> u64 {
     size | (flags as u64) << 32
 }
