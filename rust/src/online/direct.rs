@@ -107,6 +107,16 @@ pub struct Probe<'k> {
 }
 
 impl<'k> Probe<'k> {
+    /// The empty key (never stored: always absent), to fill buffers with.
+    pub const EMPTY: Probe<'static> = Probe {
+        key: &[],
+        head: 0,
+        hi: 0,
+        lo: 0,
+        mask_hi: 0,
+        mask_lo: 0,
+    };
+
     #[inline]
     pub fn new(key: &'k [u8]) -> Probe<'k> {
         let mut a = [0u8; 16];
@@ -220,6 +230,9 @@ impl RootCache {
         self.seq.store(s + 2, Ordering::Release);
     }
 }
+
+/// Requests of at most this many lookups keep their cursors on the stack.
+const STACK_CURSORS: usize = 8;
 
 /// Where one lookup is in its walk.
 #[derive(Clone, Copy)]
@@ -544,17 +557,27 @@ impl Pages {
             return Ok(());
         }
         let last = tree.last;
-        let mut cur: Vec<Cursor<'m>> = probes
-            .iter()
-            .map(|p| Cursor {
-                page: &[],
-                pgno: tree.root,
-                upper: 0,
-                base: 0,
-                len: 0, // set when the cursor enters a page
-                active: !p.key.is_empty(),
-            })
-            .collect();
+        let start = Cursor {
+            page: &[],
+            pgno: tree.root,
+            upper: 0,
+            base: 0,
+            len: 0, // set when the cursor enters a page
+            active: false,
+        };
+        // Small requests (one entity of a few views) keep their cursors on the stack: an allocation
+        // is a visible part of a one-key lookup.
+        let mut stack = [start; STACK_CURSORS];
+        let mut heap = Vec::new();
+        let cur: &mut [Cursor<'m>] = if probes.len() <= STACK_CURSORS {
+            &mut stack[..probes.len()]
+        } else {
+            heap.resize(probes.len(), start);
+            &mut heap
+        };
+        for (c, p) in cur.iter_mut().zip(probes) {
+            c.active = !p.key.is_empty();
+        }
         for level in 0..tree.depth {
             let leaf = level + 1 == tree.depth;
             // Enter this level's pages (their first lines were prefetched when the level above chose

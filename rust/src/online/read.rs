@@ -151,6 +151,21 @@ pub fn lookup<'t>(
     judge(r, window, full, db.get(txn, full).map_err(storage)?)
 }
 
+/// `n` elements: the first `n` of `stack` when they fit (small requests allocate nothing), else of
+/// `heap`, filled with `fill`.
+#[inline]
+pub fn small<'a, T: Copy>(stack: &'a mut [T], heap: &'a mut Vec<T>, n: usize, fill: T) -> &'a mut [T] {
+    if n <= stack.len() {
+        let s = &mut stack[..n];
+        s.fill(fill);
+        s
+    } else {
+        heap.clear();
+        heap.resize(n, fill);
+        heap
+    }
+}
+
 /// The status and, when PRESENT, the checked body of the value `v` found (or not) under the full LMDB
 /// key `full` of view `r` (see [`lookup`]).
 #[inline]
@@ -175,10 +190,11 @@ pub fn fetch<'t>(
     txn: &'t RoTxn,
     pages: Option<&'t Pages>,
     probes: &[Probe<'_>],
-    out: &mut Vec<Option<&'t [u8]>>,
+    out: &mut [Option<&'t [u8]>],
 ) -> Result<()> {
-    out.clear();
-    out.resize(probes.len(), None);
+    if out.len() != probes.len() {
+        return Err(Error::Internal("fetch: one output per probe".into()));
+    }
     if let Some(p) = pages {
         match p.tree(txn).and_then(|t| p.search(&t, probes, out, false)) {
             Ok(()) => return Ok(()),
@@ -231,7 +247,7 @@ impl Reader {
         // Taken per call, not kept: a forked child's first read reopens the environment (new handles).
         let db = self.store.data();
         self.store.read_pages(|txn, pages| {
-            let mut found = Vec::new();
+            let mut found = vec![None; probes.len()];
             fetch(&db, txn, pages, &probes, &mut found)?;
             for (i, (p, v)) in probes.iter().zip(&found).enumerate() {
                 let (s, v) = judge(&self.view, window, p.key(), *v)?;

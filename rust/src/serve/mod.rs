@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::online::direct::Probe;
 use crate::online::env::Store;
 use crate::online::key;
-use crate::online::read::{fetch, judge, KeyBatch, Out, Resolved};
+use crate::online::read::{fetch, judge, small, KeyBatch, Out, Resolved};
 use crate::online::schema::Kind;
 use crate::online::status::{Window, NOT_FOUND, PRESENT};
 use crate::online::value::arr;
@@ -135,6 +135,9 @@ pub struct Plan {
     /// Number of features (output columns) over all parts.
     pub width: usize,
 }
+
+/// Lookups of a request up to which the walk's buffers live on the stack.
+const SMALL: usize = 8;
 
 /// Encoded keys of one key signature.
 struct Group<'p> {
@@ -483,10 +486,18 @@ impl Plan {
                     groups[*g].keys.push_prefixed(&r.view.prefix, &mut full);
                 }
             }
-            let probes: Vec<Probe<'_>> = (0..full.len()).map(|j| Probe::new(full.key(j))).collect();
-            let mut found = Vec::new();
-            fetch(&data, txn, pages, &probes, &mut found)?;
-            let mut rows: Vec<(i8, &[u8])> = vec![(NOT_FOUND, &[][..]); n];
+            // A one-entity request allocates none of these (`small`).
+            let (mut probe_stack, mut probe_heap) = ([Probe::EMPTY; SMALL], Vec::new());
+            let probes = small(&mut probe_stack, &mut probe_heap, full.len(), Probe::EMPTY);
+            for (j, p) in probes.iter_mut().enumerate() {
+                *p = Probe::new(full.key(j));
+            }
+            let (mut found_stack, mut found_heap) = ([None; SMALL], Vec::new());
+            let found = small(&mut found_stack, &mut found_heap, full.len(), None);
+            fetch(&data, txn, pages, probes, found)?;
+            let none: (i8, &[u8]) = (NOT_FOUND, &[]);
+            let (mut row_stack, mut row_heap) = ([none; SMALL], Vec::new());
+            let rows = small(&mut row_stack, &mut row_heap, n, none);
             for (pi, (p, g)) in self.parts.iter().zip(&part_group).enumerate() {
                 if let Some(w) = &p.window {
                     let keys = g.map(|g| &groups[g].keys);
@@ -501,7 +512,7 @@ impl Plan {
                         *row = judge(r, window, probes[at + i].key(), found[at + i])?;
                     }
                 }
-                f(pi, p, res, &rows)?;
+                f(pi, p, res, rows)?;
             }
             Ok(())
         })
