@@ -461,30 +461,33 @@ impl Plan {
         let store = &*self.store;
         let data = store.data();
         store.read_pages(|txn, pages| {
+            // Every latest-value lookup of the request, of every view, in one batch: the full keys (view
+            // prefix and encoded key, encoded straight into the batch) of part `pi`'s rows start at
+            // `first[pi]`. Window parts share encoded keys per key signature (`groups`).
+            let mut full = KeyBatch::with_capacity(n * self.parts.len());
+            full.bytes.reserve(n * self.parts.len() * 8);
             let mut groups: Vec<Group<'_>> = Vec::new();
             let mut part_group: Vec<Option<usize>> = Vec::with_capacity(self.parts.len());
+            let mut first: Vec<Option<usize>> = Vec::with_capacity(self.parts.len());
             for p in &self.parts {
-                let Some(sig) = part_sig(store, txn, p)? else {
-                    part_group.push(None);
-                    continue;
-                };
-                match groups.iter().position(|g| g.sig == sig) {
-                    Some(g) => part_group.push(Some(g)),
-                    None => {
-                        groups.push(encode_group(sig, req, &self.key_names)?);
-                        part_group.push(Some(groups.len() - 1));
+                let (g, at) = match (part_sig(store, txn, p)?, &p.window, p.resolved.get()) {
+                    (None, _, _) => (None, None),
+                    (Some(sig), Some(_), _) => match groups.iter().position(|g| g.sig == sig) {
+                        Some(g) => (Some(g), None),
+                        None => {
+                            groups.push(encode_group(sig, req, &self.key_names)?);
+                            (Some(groups.len() - 1), None)
+                        }
+                    },
+                    (Some(sig), None, Some(r)) => {
+                        let at = full.len();
+                        encode_keys_into(sig, req, &self.key_names, Some(&r.view.prefix), &mut full)?;
+                        (None, Some(at))
                     }
-                }
-            }
-            // Every latest-value lookup of the request, of every view, in one batch: the full keys (view
-            // prefix and encoded key) of part `pi`'s rows start at `first[pi]`.
-            let mut full = KeyBatch::with_capacity(n * self.parts.len());
-            let mut first: Vec<Option<usize>> = vec![None; self.parts.len()];
-            for (pi, (p, g)) in self.parts.iter().zip(&part_group).enumerate() {
-                if let (None, Some(r), Some(g)) = (&p.window, p.resolved.get(), g) {
-                    first[pi] = Some(full.len());
-                    groups[*g].keys.push_prefixed(&r.view.prefix, &mut full);
-                }
+                    (Some(_), None, None) => (None, None),
+                };
+                part_group.push(g);
+                first.push(at);
             }
             // A one-entity request allocates none of these (`small`).
             let (mut probe_stack, mut probe_heap) = ([Probe::EMPTY; SMALL], Vec::new());
@@ -583,11 +586,27 @@ fn resolve<'p>(store: &Store, txn: &RoTxn, p: &'p Part) -> Result<Option<&'p Rea
 /// key part), with checked conversions. A null key and a key longer than any stored one become the empty
 /// key, which is never stored: they are not found.
 pub fn encode_keys(sig: &[(usize, Kind)], req: &Request, names: &[String]) -> Result<KeyBatch> {
-    let n = req.n;
-    let mut b = KeyBatch::with_capacity(n * sig.len());
+    let mut b = KeyBatch::with_capacity(req.n * sig.len());
+    encode_keys_into(sig, req, names, None, &mut b)?;
+    Ok(b)
+}
+
+/// [`encode_keys`], appending to `b`, each key behind `prefix` when given (a full key of the data
+/// database; a null or too long key stays empty, without its prefix).
+pub fn encode_keys_into(
+    sig: &[(usize, Kind)],
+    req: &Request,
+    names: &[String],
+    prefix: Option<&[u8; 4]>,
+    b: &mut KeyBatch,
+) -> Result<()> {
     let last = sig.len().saturating_sub(1);
-    for i in 0..n {
+    let room = key::MAX_KEY_BYTES - 4 + prefix.map_or(0, |p| p.len());
+    for i in 0..req.n {
         let start = b.bytes.len();
+        if let Some(p) = prefix {
+            b.bytes.extend_from_slice(p);
+        }
         let mut null = false;
         for (pos, (c, kind)) in sig.iter().enumerate() {
             let col = &req.cols[*c];
@@ -597,12 +616,12 @@ pub fn encode_keys(sig: &[(usize, Kind)], req: &Request, names: &[String]) -> Re
             }
             push_part(&mut b.bytes, col, i, kind, pos == last, &names[*c])?;
         }
-        if null || b.bytes.len() - start > key::MAX_KEY_BYTES - 4 {
+        if null || b.bytes.len() - start > room {
             b.bytes.truncate(start);
         }
         b.finish_key();
     }
-    Ok(b)
+    Ok(())
 }
 
 /// The keys of one signature (no sort: the direct search walks them all at once in any order).
