@@ -1,6 +1,7 @@
 //! The physical floor of an online lookup: LMDB's own cost (`mdb_get` in a Rust loop, no Python, no
-//! decoding) beside the serving plan called from Rust, over the workload of `benches/compare_serving.py`
-//! (100k keys x 5 float64, 100 random keys per batch). Prints ns per key.
+//! decoding) beside the direct batched search of the serving path (`online::direct`) and the serving
+//! plan called from Rust, over the workload of `benches/compare_serving.py` (100k keys x 5 float64, 100
+//! random keys per batch). Prints ns per key.
 //!
 //!     cargo run --release --example lmdb_floor
 
