@@ -21,7 +21,8 @@
 //!   roots found are cached per transaction id: a request whose snapshot has not changed does no meta
 //!   work at all.
 //! - **Trust nothing on disk.** Pages are read through this module's own read-only map of the data
-//!   file (`MAP_SHARED`, so it sees what LMDB's writers write; heed does not expose LMDB's map). Every
+//!   file (`MAP_SHARED`, so it sees what LMDB's writers write). LMDB's own map is not reachable:
+//!   heed's `Env::info().map_addr` is the meta page's `mm_address`, null unless `MDB_FIXEDMAP`. Every
 //!   page number is checked against the snapshot's last page and the file's size before it is touched
 //!   (a page past the end of the file would be SIGBUS), every offset, size and flag read from a page is
 //!   checked before it is used, and damage is a `Storage` error naming the page, never a crash and never
