@@ -20,9 +20,10 @@ import pytest
 from conftest import snapshot
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64, String, asof_join
+from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int32, Int64, String, asof_join
 from skewless.errors import (
     ColumnClashError,
+    DtypeError,
     InvalidArgumentError,
     MissingColumnError,
     NaiveTimestampError,
@@ -483,3 +484,66 @@ def test_window_features_equal_the_local_call(spark, tmp_path_factory, pushes, l
         spark, path, spark.createDataFrame(entity), feats, buckets=3, skew_rows=skew_rows, keep_order=True
     )
     rows_equal(to_local(got, want), want)
+
+
+# ---- errors found in tasks, and where groups run ----------------------------------------------------------
+
+
+def test_an_error_a_task_finds_reaches_the_driver_typed_and_nothing_is_written(spark, tmp_path):
+    # A value that does not fit the view's key type is found only by the task that holds it; the action
+    # raises the local error's class with its message, and the output folder is not created.
+    import skewless.spark as ss
+
+    path = str(tmp_path / "store")
+    u32 = Entity("u32", join_keys=["user_id"], dtype=Int32)
+    store = FeatureStore(path)
+    store.apply([u32, FeatureView("v32", [u32], [Field("x", Float64)])])
+    store.write(
+        "v32",
+        {"user_id": pa.array([1], pa.int32()), "event_timestamp": pa.array([1 * SEC], TS), "x": [1.0]},
+    )
+    entity = pa.table(
+        {"user_id": pa.array([1, 1 << 40], pa.int64()), "event_timestamp": pa.array([5 * SEC] * 2, TS)}
+    )
+    with pytest.raises(DtypeError) as local:
+        store.get_historical_features(entity, ["v32:x"])
+    before = snapshot(path)
+    out = tmp_path / "out"
+    got = ss.get_historical_features(spark, path, spark.createDataFrame(entity), ["v32:x"], buckets=2)
+    with pytest.raises(DtypeError) as remote:
+        got.write.parquet(str(out))
+    assert str(remote.value) == str(local.value)
+    assert snapshot(path) == before
+    assert not out.exists() or not list(out.rglob("*.parquet"))
+    # Errors that are not skewless's stay Spark's own.
+    from pyspark.errors import PythonException
+
+    def boom(batches):
+        raise ValueError("not ours")
+        yield  # pragma: no cover
+
+    with pytest.raises(PythonException, match="not ours"):
+        spark.range(1).mapInArrow(boom, "id long").collect()
+
+
+def test_groups_are_placed_one_per_partition(spark):
+    # The packed rows of group g carry a value Spark's repartition(n, col) sends to partition g: the
+    # tasks get equal shares of groups. The hash is Spark's own (the `hash` function).
+    import numpy as np
+    import skewless.spark as ss
+    from pyspark.sql import functions as F
+
+    values = [*range(-300, 3000), 2**31 - 1, -(2**31)]
+    want = [
+        r[0] for r in spark.createDataFrame([(v,) for v in values], "v int").select(F.hash("v")).collect()
+    ]
+    assert ss._murmur3_int(np.array(values, np.int64)).tolist() == want
+    for n in (1, 3, 16, 37):
+        placer = ss._placer(n)
+        rows = (
+            spark.createDataFrame([(int(x), g) for g, x in enumerate(placer)], "d int, g int")
+            .repartition(n, "d")
+            .select(F.spark_partition_id().alias("p"), "g")
+            .collect()
+        )
+        assert sorted((r.p, r.g) for r in rows) == [(g, g) for g in range(n)]

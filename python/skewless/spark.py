@@ -44,9 +44,12 @@ Example (needs pyspark and Java; see the README, "Running on Spark")::
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
+import json
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from functools import reduce
 from typing import TYPE_CHECKING, Any
@@ -56,7 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import history
+from . import errors, history
 from ._core import key_buckets
 from .asof import asof_join as _local_asof_join
 from .definitions import FeatureService, FeatureView
@@ -67,6 +70,7 @@ from .errors import (
     MissingColumnError,
     NaiveTimestampError,
     RegistryError,
+    SkewlessError,
 )
 from .normalize import INT64_MIN, column_name, flag
 from .offline import SEQ, OfflineStore, corrupt
@@ -87,12 +91,25 @@ ROW = "__skewless_row__"
 _ON = "__skewless_on__"
 _PART = "__skewless_part__"
 _BLOB = "__skewless_blob__"
-_RESERVED = (BUCKET, ROW, _ON, _PART, _BLOB)
-#: A packed row: a group number, which input of the group it holds (a view of the pass), and an Arrow
-#: IPC stream of rows (see the module docstring, "Data movement").
-_PACKED = f"{BUCKET} int, {_PART} int, {_BLOB} binary"
-#: Rows packed at a time in a task (one IPC stream per group of each such slice).
+_DEST = "__skewless_dest__"
+_RESERVED = (BUCKET, ROW, _ON, _PART, _BLOB, _DEST)
+#: A packed row: the value Spark partitions by (:func:`_placer`), a group number, which input of the
+#: group it holds (``_LEFT``, or the index of a view of the pass), and an Arrow IPC stream of rows
+#: (see the module docstring, "Data movement").
+_PACKED = f"{_DEST} int, {BUCKET} int, {_PART} int, {_BLOB} binary"
+_LEFT = -1
+#: How a task's skewless error travels to the driver inside Spark's error text (see "Errors").
+_ERROR_MARK = "skewless-error:"
+_ERROR_END = ":skewless-error-end"
+_PACKED_SCHEMA = pa.schema(
+    [(_DEST, pa.int32()), (BUCKET, pa.int32()), (_PART, pa.int32()), (_BLOB, pa.binary())]
+)
+#: Rows packed at a time in a task (one IPC stream per group of each such slice), and at most so many
+#: bytes: a packed batch's binary column has 32-bit offsets (Spark's binary type).
 _PACK_ROWS = 1 << 20
+_PACK_BYTES = 1 << 28
+#: Room for an IPC stream's schema and batch headers, per group, when sizing a pack's buffer.
+_IPC_SLACK = 1 << 14
 #: Rows of history one task reads (whole row groups).
 _SPLIT_ROWS = 1 << 20
 
@@ -145,6 +162,60 @@ def _size_threads() -> None:
     want = tc.cpus() if tc is not None else None
     if want and num_threads() != want:
         set_num_threads(want)
+
+
+def _typed(fn: Any) -> Any:
+    """``fn`` (a task's function over an iterator of batches) with a skewless error it raises
+    encoded in the message Spark carries to the driver, where :func:`_install_typed_errors` raises
+    it again as its own class."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from fn(batches)
+        except SkewlessError as e:
+            message = str(e.args[0]) if e.args else str(e)
+            blob = base64.b64encode(json.dumps([type(e).__name__, message]).encode()).decode()
+            raise RuntimeError(f"{_ERROR_MARK}{blob}{_ERROR_END}") from None
+
+    return run
+
+
+def _typed_error(text: str) -> SkewlessError | None:
+    """The skewless error a task encoded (:func:`_typed`) in an error's ``text``, or None."""
+    m = re.search(re.escape(_ERROR_MARK) + r"([A-Za-z0-9+/=]+)" + re.escape(_ERROR_END), text)
+    if m is None:
+        return None
+    try:
+        name, message = json.loads(base64.b64decode(m.group(1)))
+    except (ValueError, TypeError):
+        return None
+    cls = getattr(errors, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, SkewlessError)):
+        return None
+    return cls(message)
+
+
+def _install_typed_errors() -> None:
+    """Makes a failed Spark action raise the skewless error a task raised (its class and message),
+    not pyspark's ``PythonException`` that carries it: pyspark converts every JVM error through
+    ``pyspark.errors.exceptions.captured.convert_exception``, which this wraps once per process (only
+    errors holding a task's encoded skewless error change)."""
+    from pyspark.errors.exceptions import captured
+
+    original = captured.convert_exception
+    if getattr(original, "_skewless", False):
+        return
+
+    def convert(e: Any) -> Any:
+        converted = original(e)
+        try:
+            typed = _typed_error(str(converted))
+        except Exception:  # never hide Spark's own error behind a failure of ours
+            typed = None
+        return converted if typed is None else typed
+
+    convert._skewless = True  # type: ignore[attr-defined]
+    captured.convert_exception = convert
 
 
 def _check_free(df: DataFrame, what: str) -> None:
@@ -271,7 +342,47 @@ def _key_mask(t: pa.Table, keys: Sequence[str], values: tuple[Any, ...]) -> np.n
     return m
 
 
-def _pack(batches: Iterator[pa.RecordBatch], assign: _Assign, part: int) -> Iterator[pa.RecordBatch]:
+def _murmur3_int(v: np.ndarray) -> np.ndarray:
+    """Spark's ``hash`` of int values (Murmur3 x86_32, seed 42), what ``repartition(n, col)`` places a
+    row by: ``pmod(hash(col), n)``. A test holds it equal to Spark's own."""
+    with np.errstate(over="ignore"):
+        k = v.astype(np.uint32) * np.uint32(0xCC9E2D51)
+        k = (k << np.uint32(15)) | (k >> np.uint32(17))
+        k = k * np.uint32(0x1B873593)
+        h = np.uint32(42) ^ k
+        h = (h << np.uint32(13)) | (h >> np.uint32(19))
+        h = h * np.uint32(5) + np.uint32(0xE6546B64)
+        h ^= np.uint32(4)
+        h ^= h >> np.uint32(16)
+        h = h * np.uint32(0x85EBCA6B)
+        h ^= h >> np.uint32(13)
+        h = h * np.uint32(0xC2B2AE35)
+        h ^= h >> np.uint32(16)
+    return h.astype(np.int32)
+
+
+def _placer(n: int) -> np.ndarray:
+    """For each of ``n`` groups, an int that ``repartition(n, col)`` puts in the partition of the
+    group's own number: one group per partition, so the tasks get equal shares of buckets (hashing
+    the group numbers themselves would leave some partitions with two or three groups and some
+    empty). Were Spark to place rows differently, each group would still land whole in one partition:
+    only the balance would suffer."""
+    found = np.full(n, -1, np.int64)
+    start, step = 0, max(64, 8 * n)
+    while (found < 0).any():
+        cand = np.arange(start, start + step, dtype=np.int64)
+        part = _murmur3_int(cand).astype(np.int64) % n
+        for p, c in zip(part[::-1], cand[::-1], strict=True):  # the smallest candidate wins
+            found[p] = c
+        start += step
+        if start > 1 << 30:  # pragma: no cover - every partition is reached long before
+            break
+    return found.astype(np.int32)
+
+
+def _pack(
+    batches: Iterator[pa.RecordBatch], assign: _Assign, part: int, placer: np.ndarray
+) -> Iterator[pa.RecordBatch]:
     """Rows into packed rows (``PACKED``): per group, one Arrow IPC stream of its rows in a binary
     column, so Spark shuffles and sorts a few large values instead of every row (see the module
     docstring, "Data movement"). Rows are packed about ``_PACK_ROWS`` at a time."""
@@ -289,28 +400,48 @@ def _pack(batches: Iterator[pa.RecordBatch], assign: _Assign, part: int) -> Iter
         cuts = np.flatnonzero(np.diff(groups)) + 1
         starts = np.concatenate([[0], cuts]).astype(np.int64)
         ends = np.concatenate([cuts, [len(groups)]]).astype(np.int64)
-        sink = pa.BufferOutputStream()
-        offsets = [0]
-        for a, b in zip(starts, ends, strict=True):
-            with pa.ipc.new_stream(sink, t.schema) as w:
-                w.write_table(t.slice(int(a), int(b - a)))
-            offsets.append(sink.tell())
         n = len(starts)
+        # One buffer of the right size up front: a growing stream copies itself at every doubling,
+        # which cost 3x the writing itself.
+        room = pa.allocate_buffer(t.nbytes + n * (_IPC_SLACK + 256 * t.num_columns))
+        sink: Any = pa.FixedSizeBufferWriter(room)
+        offsets = [0]
+        try:
+            for a, b in zip(starts, ends, strict=True):
+                with pa.ipc.new_stream(sink, t.schema) as w:
+                    w.write_table(t.slice(int(a), int(b - a)))
+                offsets.append(sink.tell())
+            data = room.slice(0, offsets[-1])
+        except (pa.ArrowException, OSError):  # the estimate was short: a growing stream then
+            sink, offsets = pa.BufferOutputStream(), [0]
+            for a, b in zip(starts, ends, strict=True):
+                with pa.ipc.new_stream(sink, t.schema) as w:
+                    w.write_table(t.slice(int(a), int(b - a)))
+                offsets.append(sink.tell())
+            data = sink.getvalue()
         blobs = pa.Array.from_buffers(
-            pa.binary(), n, [None, pa.array(offsets, pa.int32()).buffers()[1], sink.getvalue()]
+            pa.binary(), n, [None, pa.array(offsets, pa.int32()).buffers()[1], data]
         )
+        first = groups[starts]
         yield pa.RecordBatch.from_arrays(
-            [pa.array(groups[starts], pa.int32()), pa.array(np.full(n, part, np.int32)), blobs],
-            names=[BUCKET, _PART, _BLOB],
+            [
+                pa.array(placer[first]),
+                pa.array(first, pa.int32()),
+                pa.array(np.full(n, part, np.int32)),
+                blobs,
+            ],
+            names=[_DEST, BUCKET, _PART, _BLOB],
         )
 
+    size = 0
     for b in batches:
         if b.num_rows:
             pending.append(b)
             rows += b.num_rows
-        if rows >= _PACK_ROWS:
+            size += b.nbytes
+        if rows >= _PACK_ROWS or size >= _PACK_BYTES:
             yield from flush()
-            pending, rows = [], 0
+            pending, rows, size = [], 0, 0
     if pending:
         yield from flush()
 
@@ -336,16 +467,40 @@ class _Source:
         """``fn`` (an iterator of the side's batches -> an iterator of batches) in the side's tasks."""
         read = self.read
         if read is None:
-            return self.df.mapInArrow(fn, schema)
+            return self.df.mapInArrow(_typed(fn), schema)
 
         def run(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             return fn(b for batch in ids for i in batch.column(0).to_pylist() for b in read(i))
 
-        return self.df.mapInArrow(run, schema)
+        return self.df.mapInArrow(_typed(run), schema)
 
 
-def _packed(source: _Source, assign: _Assign, part: int) -> DataFrame:
-    return source.map(lambda it: _pack(it, assign, part), _PACKED)
+def _packed(source: _Source, assign: _Assign, part: int, placer: np.ndarray) -> DataFrame:
+    return source.map(lambda it: _pack(it, assign, part, placer), _PACKED)
+
+
+def _n_groups(n: int, hot: dict[tuple[Any, ...], tuple[int, list[int]]] | None) -> int:
+    """How many groups: ``n`` buckets and every sub-bucket of the hot keys."""
+    return n + sum(len(bounds) + 1 for _, bounds in (hot or {}).values())
+
+
+def _join_groups(packed: list[DataFrame], run: Any, out_schema: Any, n_groups: int) -> DataFrame:
+    """Every group's packed rows (both sides) in one task, through ``run`` (a group's packed rows ->
+    its result table), one group at a time. A repartition, not a co-group: Spark sorts nothing."""
+    placed = reduce(lambda a, b: a.unionByName(b), packed).repartition(n_groups, _DEST)
+
+    def groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        t = pa.Table.from_batches(list(batches), schema=_PACKED_SCHEMA)
+        if not t.num_rows:
+            return
+        g = t.column(BUCKET).to_numpy()
+        order = np.argsort(g, kind="stable")
+        g = g[order]
+        cuts = np.flatnonzero(np.diff(g)) + 1
+        for idx in np.split(order, cuts):
+            yield from run(t.take(pa.array(idx))).to_batches()
+
+    return placed.mapInArrow(_typed(groups), out_schema)
 
 
 def _links(
@@ -474,10 +629,6 @@ def _hot_keys(
     return out
 
 
-def _cogroup(left: DataFrame, right: DataFrame, run: Any, out_schema: Any) -> DataFrame:
-    return left.groupBy(BUCKET).cogroup(right.groupBy(BUCKET)).applyInArrow(run, out_schema)
-
-
 def asof_join(
     left: DataFrame,
     right: DataFrame,
@@ -509,6 +660,7 @@ def asof_join(
                                        tolerance="30d", tie_breaker="created")
     """
     S = _spark()
+    _install_typed_errors()
     by_list = [by] if isinstance(by, str) else list(by)
     if not by_list:
         raise InvalidArgumentError("by must name at least one key column: the buckets are hashes of it")
@@ -540,17 +692,19 @@ def asof_join(
     out_schema = S.T.StructType(fields)
     target = S.to_arrow_schema(out_schema, timezone="UTC")
 
-    def run(lp: pa.Table, rp: pa.Table) -> pa.Table:
+    def run(packed: pa.Table) -> pa.Table:
         _size_threads()
-        out = _local_asof_join(_unpack(lp, 0, la), _unpack(rp, 0, ra), **kwargs)
+        out = _local_asof_join(_unpack(packed, _LEFT, la), _unpack(packed, 0, ra), **kwargs)
         return out.cast(target)
 
     hot = _hot(left, by_list, on, skew)
     rsrc = _Source(right)
     links = _links(rsrc, by_list, on, hot, nb, direction) if hot else []
-    lp = _packed(_Source(left), _Assign(by_list, on, nb, hot, False), 0)
-    rp = _packed(rsrc, _Assign(by_list, on, nb, hot, True, links), 0)
-    return _cogroup(lp, rp, run, out_schema)
+    n = _n_groups(nb, hot)
+    placer = _placer(n)
+    lp = _packed(_Source(left), _Assign(by_list, on, nb, hot, False), _LEFT, placer)
+    rp = _packed(rsrc, _Assign(by_list, on, nb, hot, True, links), 0, placer)
+    return _join_groups([lp, rp], run, out_schema, n)
 
 
 def _history_splits(
@@ -655,6 +809,7 @@ def get_historical_features(
     """
     S = _spark()
     F = S.F
+    _install_typed_errors()
     full_feature_names = flag(full_feature_names, "full_feature_names")
     keep_order = flag(keep_order, "keep_order")
     column_name(timestamp_column, "timestamp_column")
@@ -718,19 +873,19 @@ def get_historical_features(
         target = S.to_arrow_schema(out_schema, timezone="UTC")
         left_schema = _arrow_schema(df)
         hot = None if is_event else _hot(df, list(keys), timestamp_column, skew)
-        packed = []
+        n_groups = _n_groups(nb, hot)
+        placer = _placer(n_groups)
+        packed = [_packed(_Source(df), _Assign(keys, timestamp_column, nb, hot, False), _LEFT, placer)]
         for n, (fv, _, _, src) in enumerate(sides):
             links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
-            packed.append(_packed(src, _Assign(keys, fv.timestamp_field, nb, hot, True, links), n))
-        right = reduce(lambda a, b: a.unionByName(b), packed)
+            packed.append(_packed(src, _Assign(keys, fv.timestamp_field, nb, hot, True, links), n, placer))
         stored = [
             (fv, feats, history.empty(registry, fv, [*cols, SEQ]).schema) for fv, feats, cols, _ in sides
         ]
         run = _retrieve_task(
             registry, part, stored, key_types, full_feature_names, timestamp_column, left_schema, target
         )
-        lp = _packed(_Source(df), _Assign(keys, timestamp_column, nb, hot, False), 0)
-        df = _cogroup(lp, right, run, out_schema)
+        df = _join_groups(packed, run, out_schema, n_groups)
     cols_out = [*entity_df.columns, *[n for fv, _ in plan for n in names_of[fv.name]]]
     if keep_order:
         return df.orderBy(ROW).select(*cols_out)
@@ -750,13 +905,13 @@ def _retrieve_task(
     """What a task runs on one bucket: the local retrieval of its entity rows from the views of one
     pass (their histories' rows of the bucket's keys, in the stored layout)."""
 
-    def run(lp: pa.Table, rp: pa.Table) -> pa.Table:
+    def run(packed: pa.Table) -> pa.Table:
         _size_threads()
         hists: dict[str, pa.Table | None] = {fv.name: None for fv, _ in part}
         for n, (fv, _, schema) in enumerate(stored):
-            hists[fv.name] = _unpack(rp, n, schema)
+            hists[fv.name] = _unpack(packed, n, schema)
         out = retrieve(
-            _unpack(lp, 0, left_schema),
+            _unpack(packed, _LEFT, left_schema),
             hists,
             part,
             key_types=key_types,
