@@ -547,3 +547,61 @@ def test_groups_are_placed_one_per_partition(spark):
             .collect()
         )
         assert sorted((r.p, r.g) for r in rows) == [(g, g) for g in range(n)]
+
+
+def test_a_hot_entity_of_an_event_view_is_split_by_time_with_the_same_windows(spark, tmp_path):
+    # Entity 0 has most labels and events: its labels are cut into time sub-buckets, and each event goes
+    # to every sub-bucket whose windows reach back to it (the view's largest window), not to all.
+    import skewless.spark as ss
+    from skewless import Aggregation
+
+    path = str(tmp_path / "store")
+    ev = FeatureView(
+        "ev",
+        [user],
+        schema=[Field("amount", Int64)],
+        aggregations=[
+            Aggregation("amount", "sum", "20s"),
+            Aggregation("amount", "count", "5s"),
+            Aggregation("amount", "last", "8s"),
+            Aggregation("amount", "first", "20s"),
+        ],
+    )
+    store = FeatureStore(path)
+    store.apply([user, ev])
+    n = 400
+    for part in range(2):  # ties across pushes: first/last follow the write sequence
+        store.push(
+            "ev",
+            {
+                "user_id": pa.array([0] * n + [1, 2], pa.int64()),
+                "event_timestamp": pa.array(
+                    [((i * 7919) % 1000) * SEC for i in range(n)] + [3 * SEC] * 2, TS
+                ),
+                "amount": pa.array([i % 13 - 6 + part for i in range(n)] + [5, 6], pa.int64()),
+            },
+        )
+    entity = pa.table(
+        {
+            "row": pa.array(range(n + 2), pa.int64()),
+            "user_id": pa.array([0] * n + [1, 2], pa.int64()),
+            "event_timestamp": pa.array([((i * 104729) % 1000) * SEC for i in range(n)] + [9 * SEC] * 2, TS),
+        }
+    )
+    want = store.get_historical_features(entity, ["ev:*"])
+    ents = spark.createDataFrame(entity)
+    for skew_rows in (50, None):
+        got = ss.get_historical_features(spark, path, ents, ["ev:*"], buckets=2, skew_rows=skew_rows)
+        rows_equal(to_local(got, want).sort_by("row"), want)
+    hot = ss._hot(ents, ["user_id"], "event_timestamp", 50)
+    assert hot is not None and len(hot[(0,)][1]) >= 5
+    left = entity.filter(pc.equal(entity["user_id"], 0))
+    _, lgroups = ss._Assign(["user_id"], "event_timestamp", 2, hot, False)(left)
+    assert max(collections.Counter(lgroups.tolist()).values()) <= 100
+    events = pa.table({"user_id": pa.array([0] * n, pa.int64()), "event_timestamp": left["event_timestamp"]})
+    reach = 20 * SEC
+    _, rgroups = ss._Assign(["user_id"], "event_timestamp", 2, hot, True, reach=reach)(events)
+    per_group = collections.Counter(rgroups.tolist())
+    # Each sub-bucket holds its own ~1/8 of the events plus the 20 s before it (2% of the span).
+    assert len(per_group) == len(collections.Counter(lgroups.tolist()))
+    assert max(per_group.values()) < n // 3

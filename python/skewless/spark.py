@@ -1,36 +1,52 @@
 """Scale-out on Apache Spark: the same Rust kernels, run on buckets of keys inside Spark tasks.
 
 Nothing is re-implemented in Spark SQL (a second implementation is the logical skew this project
-removes). Spark only moves rows: each side gets a bucket number, a hash of its join keys, the two sides
-are co-grouped by it (``groupBy(bucket).cogroup(...).applyInArrow``), and every bucket's rows go as
-Arrow tables through the local code, :func:`skewless.asof_join` or :func:`skewless.retrieval.retrieve`.
-Every row of a key lands in one bucket, so each bucket's answer is the local answer for its keys.
+removes). Spark only moves rows: each row gets a group number, the bucket of its join keys
+(:func:`skewless._core.key_buckets`, one hash for both sides, computed in the tasks), and every group's
+rows go as Arrow tables through the local code, :func:`skewless.asof_join` or
+:func:`skewless.retrieval.retrieve`. Every row of a key lands in one bucket, so each bucket's answer is
+the local answer for its keys.
+
+Data movement. Spark's per-row machinery (turning rows into its own format, shuffling and sorting them
+one by one, turning them into Arrow again for Python) cost more than the join itself. So the tasks move
+rows packed: each task cuts its rows by group and writes each group's rows as one Arrow IPC stream, a
+single binary value (format: the ``PACKED`` layout below, version 1). Spark then shuffles a few large
+values per task, with a plain repartition placed so that each group has its own partition (no sort),
+and the receiving task reads the streams back without copying. The entity rows and every view that
+shares their join keys travel in one such shuffle (one pass per set of join keys). A view's history is
+not read by Spark's Parquet reader: the tasks read the store's files with the local reader (whole row
+groups, about a million rows a task; the time range, write sequence and ``source=`` checks as locally).
 
 Skewed keys. A key with more than ``skew_rows`` left rows (entity rows) is split by time: its left rows
 are cut at approximate quantiles of their time into sub-buckets of about ``skew_rows`` rows, each its
-own group (its own task when the shuffle has partitions enough). Each of the key's right rows goes to
-the sub-bucket of its own time; besides, a sub-bucket receives the rows at the latest time of the
-nearest earlier sub-bucket that has right rows (all of them: a tie of timestamps is decided inside the
-kernel), for ``backward`` and ``nearest``, and those at the earliest time of the nearest later one, for
-``forward`` and ``nearest``. That is every row a match can come from, whatever the tolerance, so split
-and unsplit runs agree exactly. Finding hot keys costs one aggregation over the left; ``skew_rows=None``
+own group and task. Each of the key's right rows goes to the sub-bucket of its own time; besides, for a
+plain join a sub-bucket receives the rows at the latest time of the nearest earlier sub-bucket that has
+right rows (all of them: a tie of timestamps is decided inside the kernel), for ``backward`` and
+``nearest``, and those at the earliest time of the nearest later one, for ``forward`` and ``nearest``
+(one more pass over the right side finds them). For an event view (window aggregates), an event also
+goes to every later sub-bucket whose first label's windows reach back to it (the view's largest
+window), so a hot entity's events are copied about once more per window-length at each cut, not sent
+whole to one task. Either way every row a result can come from is in the sub-bucket, so split and
+unsplit runs agree exactly. Finding hot keys costs one aggregation over the left; ``skew_rows=None``
 skips it (every key then stays whole in one bucket, whatever its size). The right side is not counted:
-a key with few left rows but a huge history stays whole. The keys of an event view (window aggregates)
-are never split: a sub-bucket would need every event of its windows, not only the boundary rows, so a hot
-key of an event view runs in one task (split such a training set by time yourself, one Spark job per
-range, if one entity dominates it).
+a key with few left rows but a huge history stays whole.
 
-Order. A Spark DataFrame has no row order of its own; :func:`asof_join`'s rows come bucket by bucket.
-:func:`get_historical_features` sorts its result back into ``entity_df``'s order (``keep_order=True``,
-one more sort), or leaves it in bucket order (``keep_order=False``).
+Order. A Spark DataFrame has no row order of its own; results come bucket by bucket.
+:func:`get_historical_features` leaves them so by default (``keep_order=False``: compare and join
+them by your own columns, as any Spark result after a shuffle), or sorts them back into
+``entity_df``'s order (``keep_order=True``: one more global sort, which at a million rows costs about
+as much as the join).
 
 Threads. In each task the Rust kernels run on ``spark.task.cpus`` threads (:mod:`skewless.threads`), not
 on every core of the executor's machine, which the other tasks beside it share.
 
 Errors. Arguments and the request are checked on the driver, before any Spark job, by running the local
 code on empty tables of the inputs' schemas: the same :mod:`skewless.errors` exceptions as locally. An
-error that depends on values (a key value that does not fit the view's key type) is raised in a task,
-and reaches the driver as Spark's ``PythonException`` whose message names the skewless error.
+error that depends on values (a key value that does not fit the view's key type, a damaged history
+file) is raised in a task; the Spark action that ran it raises the same :mod:`skewless.errors` class
+with the same message on the driver (classic pyspark: the first call of this module wraps pyspark's
+conversion of JVM errors, which changes only errors that carry a task's skewless error; under Spark
+Connect nothing is converted: the error stays Spark's own, its message holding the skewless error).
 
 Example (needs pyspark and Java; see the README, "Running on Spark")::
 
@@ -72,7 +88,8 @@ from .errors import (
     RegistryError,
     SkewlessError,
 )
-from .normalize import INT64_MIN, column_name, flag
+from .events import horizon_us
+from .normalize import INT64_MAX, INT64_MIN, column_name, flag
 from .offline import SEQ, OfflineStore, corrupt
 from .refs import resolve
 from .registry import Registry
@@ -93,9 +110,9 @@ _PART = "__skewless_part__"
 _BLOB = "__skewless_blob__"
 _DEST = "__skewless_dest__"
 _RESERVED = (BUCKET, ROW, _ON, _PART, _BLOB, _DEST)
-#: A packed row: the value Spark partitions by (:func:`_placer`), a group number, which input of the
-#: group it holds (``_LEFT``, or the index of a view of the pass), and an Arrow IPC stream of rows
-#: (see the module docstring, "Data movement").
+#: A packed row, layout version 1: the value Spark partitions by (:func:`_placer`), a group number,
+#: which input of the group it holds (``_LEFT``, or the index of a view of the pass), and an Arrow IPC
+#: stream of that input's rows of the group (see the module docstring, "Data movement").
 _PACKED = f"{_DEST} int, {BUCKET} int, {_PART} int, {_BLOB} binary"
 _LEFT = -1
 #: How a task's skewless error travels to the driver inside Spark's error text (see "Errors").
@@ -280,10 +297,11 @@ class _Assign:
         hot: dict[tuple[Any, ...], tuple[int, list[int]]] | None,
         drop_null_keys: bool,
         links: Sequence[tuple[tuple[Any, ...], int, int]] = (),
+        reach: int | None = None,
     ) -> None:
         self.keys, self.on, self.n = list(keys), on, n
         self.hot = sorted((hot or {}).items(), key=lambda kv: str(kv[0]))
-        self.drop, self.links = drop_null_keys, list(links)
+        self.drop, self.links, self.reach = drop_null_keys, list(links), reach
 
     def __call__(self, t: pa.Table) -> tuple[pa.Table, np.ndarray]:
         b = key_buckets(t.select(self.keys), self.n)
@@ -298,11 +316,27 @@ class _Assign:
         if not self.hot:
             return t, groups
         on = _micros_np(t.column(self.on))
+        extra, extra_groups = [], []
         for k, (off, bounds) in self.hot:
             m = _key_mask(t, self.keys, k)
-            if m.any():
-                groups[m] = self.n + off + np.searchsorted(np.asarray(bounds, np.int64), on[m], side="right")
-        extra, extra_groups = [], []
+            if not m.any():
+                continue
+            b = np.asarray(bounds, np.int64)
+            first = np.searchsorted(b, on[m], side="right")
+            groups[m] = self.n + off + first
+            if self.reach is not None:
+                # An event view's row also goes to every later sub-bucket whose labels' windows reach
+                # back to it: those starting at or before its time + the view's largest window.
+                idx = np.flatnonzero(m)
+                last = np.searchsorted(
+                    b, np.minimum(on[m], INT64_MAX - self.reach) + self.reach, side="right"
+                )
+                more = np.maximum(last - first, 0)
+                if more.any():
+                    rows = np.repeat(idx, more)
+                    step = np.arange(len(rows)) - np.repeat(np.cumsum(more) - more, more) + 1
+                    extra.append(t.take(pa.array(rows)))
+                    extra_groups.append(self.n + off + np.repeat(first, more) + step)
         for k, src, dst in self.links:
             idx = np.flatnonzero(_key_mask(t, self.keys, k) & (on == src))
             if len(idx):
@@ -872,13 +906,17 @@ def get_historical_features(
         out_schema = S.T.StructType(list(df.schema.fields) + new)
         target = S.to_arrow_schema(out_schema, timezone="UTC")
         left_schema = _arrow_schema(df)
-        hot = None if is_event else _hot(df, list(keys), timestamp_column, skew)
+        hot = _hot(df, list(keys), timestamp_column, skew)
         n_groups = _n_groups(nb, hot)
         placer = _placer(n_groups)
         packed = [_packed(_Source(df), _Assign(keys, timestamp_column, nb, hot, False), _LEFT, placer)]
         for n, (fv, _, _, src) in enumerate(sides):
-            links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
-            packed.append(_packed(src, _Assign(keys, fv.timestamp_field, nb, hot, True, links), n, placer))
+            if is_event:
+                assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
+            else:
+                links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
+                assign = _Assign(keys, fv.timestamp_field, nb, hot, True, links)
+            packed.append(_packed(src, assign, n, placer))
         stored = [
             (fv, feats, history.empty(registry, fv, [*cols, SEQ]).schema) for fv, feats, cols, _ in sides
         ]
