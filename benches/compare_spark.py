@@ -7,18 +7,24 @@ its Parquet files by Spark in ``local[2]``, a 30-day-TTL backward join with ``cr
 tie-breaker. Timed (each job runs to Spark's ``noop`` sink, so nothing is collected to the driver):
 
 - ``skewless.spark.asof_join``: both sides bucketed by a hash of ``entity_id`` into ``--buckets``
-  groups, each through the Rust kernel (hot-key detection included: one aggregation over the labels);
+  groups, packed per group into Arrow IPC streams by the tasks, moved by one repartition, each group
+  through the Rust kernel (hot-key detection included: one aggregation over the labels);
 - Spark SQL, window over the union: labels and feature rows in one table, ``last(struct, ignorenulls)``
   over each entity's rows ordered by (time, feature-before-label, created), the TTL applied to the
   match: one shuffle and one sort, where a range join (``entity_id`` equal, time within the TTL, then a
   row_number per label) first joins each label to every feature row of its TTL window (not measured);
-- the same co-group with tasks that return nothing: what Spark's shuffle and Arrow transfer cost alone;
-- ``skewless.spark.get_historical_features`` (with and without restoring the entity rows' order) on a
-  store holding the same feature rows (one view of the five features), its history read by Spark;
+- Spark's co-group of the rows themselves (``groupBy(bucket).cogroup(...).applyInArrow``) with tasks
+  that return nothing: the floor of the row-by-row method skewless.spark used before it packed rows;
+- ``skewless.spark.get_historical_features`` (its default, bucket order, and with the entity rows' order
+  restored) on a store holding the same feature rows (one view of the five features), its history read
+  by the tasks from the store's files;
 - the local ``FeatureStore.get_historical_features`` on that store and the local ``skewless.asof_join``
   on the tables in memory (the single-machine references).
 
-The Spark SQL and skewless results are checked to agree value for value (``--no-check`` skips it).
+Each row shows the wall seconds and the CPU seconds of all the run's processes (the driver, the JVM,
+Spark's Python workers; from /proc): on a shared machine the wall time swings with the load, the CPU
+time much less. The Spark SQL and skewless results are checked to agree value for value
+(``--no-check`` skips it).
 Each engine runs ``--repeat`` times (default 2: the first warms the JVM and the Python workers up) and
 the best time is shown. Prints markdown.
 """
@@ -75,13 +81,48 @@ def sql_join(spark):  # type: ignore[no-untyped-def]
 REPEAT = 2
 
 
-def timed(fn) -> float:  # type: ignore[no-untyped-def]
-    """The best of REPEAT runs (the first also warms the JVM's code and the Python workers up)."""
-    best = float("inf")
+def tree_cpu() -> float:
+    """CPU seconds used so far by this process and every process under it (the JVM, Spark's Python
+    workers), from /proc (Linux; NaN elsewhere). On a shared machine the wall time of a run swings with
+    the load; its CPU time much less, so both are printed."""
+    if not os.path.isdir("/proc"):
+        return float("nan")
+    parent: dict[int, int] = {}
+    used: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state, ppid, ..., utime, stime, cutime, cstime (fields 14-17 of stat).
+        parent[int(name)] = int(fields[1])
+        used[int(name)] = sum(int(x) for x in fields[11:15])
+    mine = {os.getpid()}
+    changed = True
+    while changed:
+        changed = False
+        for pid, pp in parent.items():
+            if pp in mine and pid not in mine:
+                mine.add(pid)
+                changed = True
+    total = sum(used.get(pid, 0) for pid in mine)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def timed(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """The best of REPEAT runs (the first also warms the JVM's code and the Python workers up): its
+    wall seconds and CPU seconds (all processes of the run, :func:`tree_cpu`)."""
+    best = (float("inf"), float("nan"))
     for _ in range(REPEAT):
+        c = tree_cpu()
         t = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t)
+        wall = time.perf_counter() - t
+        if wall < best[0]:
+            best = (wall, tree_cpu() - c)
     return best
 
 
@@ -119,6 +160,7 @@ def main() -> None:
         SparkSession.builder.master("local[2]")
         .appName("skewless-bench")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.memory", "6g")
         .config("spark.sql.shuffle.partitions", str(args.buckets))
         # Larger Arrow batches to and from the Python workers (Spark's default is 10k rows).
@@ -150,7 +192,7 @@ def main() -> None:
         empty = pa.table({"n": pa.array([], pa.int64())})
         return lb.groupBy("b").cogroup(fb.groupBy("b")).applyInArrow(lambda x, y: empty, "n long")
 
-    rows: list[tuple[str, float, str]] = []
+    rows: list[tuple[str, tuple[float, float], str]] = []
     rows.append(("Spark SQL: window over the union", timed(lambda: noop(sql_join(spark))), ""))
     rows.append(
         (
@@ -161,9 +203,9 @@ def main() -> None:
     )
     rows.append(
         (
-            "Spark co-group alone (same buckets, tasks return nothing)",
+            "Spark co-group of the rows alone (same buckets, tasks return nothing)",
             timed(lambda: noop(shuffle_only())),
-            "the shuffle and the Arrow transfer to Python",
+            "the floor of the row-by-row method used before",
         )
     )
 
@@ -191,26 +233,26 @@ def main() -> None:
         refs = [f"v:{f}" for f in FEATS]
         rows.append(
             (
-                "skewless.spark.get_historical_features (store history read by Spark)",
+                "skewless.spark.get_historical_features (history read by the tasks)",
                 timed(
                     lambda: noop(
                         ss.get_historical_features(spark, folder, labels, refs, buckets=args.buckets)
                     )
                 ),
-                "entity rows' order restored (one sort)",
+                "the default: bucket order",
             )
         )
         rows.append(
             (
-                "skewless.spark.get_historical_features, keep_order=False",
+                "skewless.spark.get_historical_features, keep_order=True",
                 timed(
                     lambda: noop(
                         ss.get_historical_features(
-                            spark, folder, labels, refs, buckets=args.buckets, keep_order=False
+                            spark, folder, labels, refs, buckets=args.buckets, keep_order=True
                         )
                     )
                 ),
-                "bucket order",
+                "entity rows' order restored (one sort)",
             )
         )
         rows.append(
@@ -249,9 +291,11 @@ def main() -> None:
         + ("" if args.no_check else "; skewless and Spark SQL results checked equal")
         + "\n"
     )
-    print("| engine | seconds | note |\n| --- | ---: | --- |")
-    for name, secs, note in rows:
-        print(f"| {name} | {secs:.2f} | {note} |")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"Load average (1 min) at the end: {load:.1f}\n")
+    print("| engine | seconds | CPU seconds | note |\n| --- | ---: | ---: | --- |")
+    for name, (secs, cpu), note in rows:
+        print(f"| {name} | {secs:.2f} | {cpu:.1f} | {note} |")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
 __version__: str
 
@@ -42,6 +43,9 @@ def window_push(
     horizon_us: int,
     reset: bool,
 ) -> tuple[int, int]: ...
+
+# --- key buckets (skewless.spark checks the arguments) ---
+def key_buckets(keys: object, n: int) -> pa.Int32Array: ...
 
 # --- threads (skewless.threads checks the argument) ---
 def set_num_threads(threads: int) -> None: ...

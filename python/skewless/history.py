@@ -61,9 +61,11 @@ def scan(
     hi_inclusive: bool,
     files: Sequence[str] | None = None,
     with_seq: bool = False,
+    row_groups: Sequence[int] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """Batches of ``columns`` with ``lo_us <= timestamp`` and ``timestamp < hi_us`` (``<=`` when
-    ``hi_inclusive``), plus the write sequence ``__seq__`` with ``with_seq`` (see offline.py)."""
+    ``hi_inclusive``), plus the write sequence ``__seq__`` with ``with_seq`` (see offline.py); with
+    ``row_groups``, only those row groups of ``files``."""
     return offline.scan(
         fv.name,
         fv.source,
@@ -72,6 +74,7 @@ def scan(
         (fv.timestamp_field, lo_us, hi_us, hi_inclusive),
         files=files,
         with_seq=with_seq,
+        row_groups=row_groups,
     )
 
 

@@ -373,15 +373,20 @@ class OfflineStore:
         batch_size: int = 1 << 20,
         files: Sequence[str] | None = None,
         with_seq: bool = False,
+        row_groups: Sequence[int] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Stream only ``columns`` of the rows in ``time_range`` = (timestamp column, low in UTC
         microseconds inclusive or None, high or None, whether high is inclusive); Parquet row-group
         statistics prune the rest. Batches come in file order (``files``, default :meth:`files`).
         ``with_seq`` adds the ``__seq__`` column, read or derived (see "Write sequence"). A file that
-        fails to decode raises :class:`StorageError` naming it (see "Integrity")."""
+        fails to decode raises :class:`StorageError` naming it (see "Integrity"). ``row_groups``: only
+        these row groups of each file (a part of one file, as ``skewless.spark`` reads it)."""
         d, paths = self._dataset(view, source, schema, files)
         if d is None:
             return iter(())
+        if row_groups is not None:
+            part = [f.subset(row_group_ids=list(row_groups)) for f in d.get_fragments()]
+            d = ds.FileSystemDataset(part, d.schema, d.format)
         filt = None
         if time_range is not None:
             name, lo, hi, hi_incl = time_range
@@ -555,8 +560,10 @@ def _derived_seq_batches(
 ) -> Iterator[pa.RecordBatch]:
     """The rows of a file without ``__seq__`` that pass ``filt``, with the sequence derived from the file
     number and each row's position. Statistics still prune row groups; a kept row group is read whole
-    (its positions are needed) and filtered after."""
-    starts = np.cumsum([0] + [rg.num_rows for rg in frag.row_groups])
+    (its positions are needed) and filtered after. ``frag`` may hold only some of the file's row
+    groups: positions count every row group of the file."""
+    md = frag.metadata
+    starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
     kept = frag if filt is None else frag.subset(filter=filt, schema=schema)
     for rg in kept.row_groups:
         piece = frag.subset(row_group_ids=[rg.id])

@@ -1,36 +1,53 @@
 """Scale-out on Apache Spark: the same Rust kernels, run on buckets of keys inside Spark tasks.
 
 Nothing is re-implemented in Spark SQL (a second implementation is the logical skew this project
-removes). Spark only moves rows: each side gets a bucket number, a hash of its join keys, the two sides
-are co-grouped by it (``groupBy(bucket).cogroup(...).applyInArrow``), and every bucket's rows go as
-Arrow tables through the local code, :func:`skewless.asof_join` or :func:`skewless.retrieval.retrieve`.
-Every row of a key lands in one bucket, so each bucket's answer is the local answer for its keys.
+removes). Spark only moves rows: each row gets a group number, the bucket of its join keys
+(:func:`skewless._core.key_buckets`, one hash for both sides, computed in the tasks), and every group's
+rows go as Arrow tables through the local code, :func:`skewless.asof_join` or
+:func:`skewless.retrieval.retrieve`. Every row of a key lands in one bucket, so each bucket's answer is
+the local answer for its keys.
+
+Data movement. Spark's per-row machinery (turning rows into its own format, shuffling and sorting them
+one by one, turning them into Arrow again for Python) cost more than the join itself. So the tasks move
+rows packed: each task cuts its rows by group and writes each group's rows as one Arrow IPC stream
+(LZ4-compressed), a single binary value (the ``_PACKED`` layout below, version 1). Spark then shuffles
+a few large values per task, with a plain repartition placed so that each group has its own partition
+(no sort), and the receiving task reads the streams back. The entity rows and every view that shares
+their join keys travel in one such shuffle (one pass per set of join keys). A view's history is not
+read by Spark's Parquet reader: the tasks read the store's files with the local reader (whole row
+groups, about a million rows a task; the time range, write sequence, page checksums and ``source=``
+checks as locally).
 
 Skewed keys. A key with more than ``skew_rows`` left rows (entity rows) is split by time: its left rows
 are cut at approximate quantiles of their time into sub-buckets of about ``skew_rows`` rows, each its
-own group (its own task when the shuffle has partitions enough). Each of the key's right rows goes to
-the sub-bucket of its own time; besides, a sub-bucket receives the rows at the latest time of the
-nearest earlier sub-bucket that has right rows (all of them: a tie of timestamps is decided inside the
-kernel), for ``backward`` and ``nearest``, and those at the earliest time of the nearest later one, for
-``forward`` and ``nearest``. That is every row a match can come from, whatever the tolerance, so split
-and unsplit runs agree exactly. Finding hot keys costs one aggregation over the left; ``skew_rows=None``
+own group and task. Each of the key's right rows goes to the sub-bucket of its own time; besides, for a
+plain join a sub-bucket receives the rows at the latest time of the nearest earlier sub-bucket that has
+right rows (all of them: a tie of timestamps is decided inside the kernel), for ``backward`` and
+``nearest``, and those at the earliest time of the nearest later one, for ``forward`` and ``nearest``
+(one more pass over the right side finds them). For an event view (window aggregates), an event also
+goes to every later sub-bucket whose first label's windows reach back to it (the view's largest
+window), so a hot entity's events are copied about once more per window-length at each cut, not sent
+whole to one task. Either way every row a result can come from is in the sub-bucket, so split and
+unsplit runs agree exactly. Finding hot keys costs one aggregation over the left; ``skew_rows=None``
 skips it (every key then stays whole in one bucket, whatever its size). The right side is not counted:
-a key with few left rows but a huge history stays whole. The keys of an event view (window aggregates)
-are never split: a sub-bucket would need every event of its windows, not only the boundary rows, so a hot
-key of an event view runs in one task (split such a training set by time yourself, one Spark job per
-range, if one entity dominates it).
+a key with few left rows but a huge history stays whole.
 
-Order. A Spark DataFrame has no row order of its own; :func:`asof_join`'s rows come bucket by bucket.
-:func:`get_historical_features` sorts its result back into ``entity_df``'s order (``keep_order=True``,
-one more sort), or leaves it in bucket order (``keep_order=False``).
+Order. A Spark DataFrame has no row order of its own; results come bucket by bucket.
+:func:`get_historical_features` leaves them so by default (``keep_order=False``: compare and join
+them by your own columns, as any Spark result after a shuffle), or sorts them back into
+``entity_df``'s order (``keep_order=True``: one more global sort, which at a million rows costs about
+as much as the join).
 
 Threads. In each task the Rust kernels run on ``spark.task.cpus`` threads (:mod:`skewless.threads`), not
 on every core of the executor's machine, which the other tasks beside it share.
 
 Errors. Arguments and the request are checked on the driver, before any Spark job, by running the local
 code on empty tables of the inputs' schemas: the same :mod:`skewless.errors` exceptions as locally. An
-error that depends on values (a key value that does not fit the view's key type) is raised in a task,
-and reaches the driver as Spark's ``PythonException`` whose message names the skewless error.
+error that depends on values (a key value that does not fit the view's key type, a damaged history
+file) is raised in a task; the Spark action that ran it raises the same :mod:`skewless.errors` class
+with the same message on the driver (classic pyspark: the first call of this module wraps pyspark's
+conversion of JVM errors, which changes only errors that carry a task's skewless error; under Spark
+Connect nothing is converted: the error stays Spark's own, its message holding the skewless error).
 
 Example (needs pyspark and Java; see the README, "Running on Spark")::
 
@@ -44,17 +61,23 @@ Example (needs pyspark and Java; see the README, "Running on Spark")::
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
+import json
 import math
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from functools import reduce
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import history
+from . import errors, history
+from ._core import key_buckets
 from .asof import asof_join as _local_asof_join
 from .definitions import FeatureService, FeatureView
 from .errors import (
@@ -64,8 +87,10 @@ from .errors import (
     MissingColumnError,
     NaiveTimestampError,
     RegistryError,
+    SkewlessError,
 )
-from .normalize import column_name, flag
+from .events import horizon_us
+from .normalize import INT64_MAX, INT64_MIN, column_name, flag
 from .offline import SEQ, OfflineStore, corrupt
 from .refs import resolve
 from .registry import Registry
@@ -82,12 +107,32 @@ BUCKET = "__skewless_bucket__"
 #: The entity row's position, carried through get_historical_features to restore the order.
 ROW = "__skewless_row__"
 _ON = "__skewless_on__"
-_OFF = "__skewless_first_group__"
-_BOUNDS = "__skewless_bounds__"
-_SRC = "__skewless_src_on__"
-_DST = "__skewless_dst__"
-_SUB = "__skewless_sub__"
-_RESERVED = (BUCKET, ROW, _ON, _OFF, _BOUNDS, _SRC, _DST, _SUB)
+_PART = "__skewless_part__"
+_BLOB = "__skewless_blob__"
+_DEST = "__skewless_dest__"
+_RESERVED = (BUCKET, ROW, _ON, _PART, _BLOB, _DEST)
+#: A packed row, layout version 1: the value Spark partitions by (:func:`_placer`), a group number,
+#: which input of the group it holds (``_LEFT``, or the index of a view of the pass), and an Arrow IPC
+#: stream of that input's rows of the group (see the module docstring, "Data movement").
+_PACKED = f"{_DEST} int, {BUCKET} int, {_PART} int, {_BLOB} binary"
+_LEFT = -1
+#: How a task's skewless error travels to the driver inside Spark's error text (see "Errors").
+_ERROR_MARK = "skewless-error:"
+_ERROR_END = ":skewless-error-end"
+_PACKED_SCHEMA = pa.schema(
+    [(_DEST, pa.int32()), (BUCKET, pa.int32()), (_PART, pa.int32()), (_BLOB, pa.binary())]
+)
+#: Rows packed at a time in a task (one IPC stream per group of each such slice), and at most so many
+#: bytes: a packed batch's binary column has 32-bit offsets (Spark's binary type).
+_PACK_ROWS = 1 << 20
+_PACK_BYTES = 1 << 28
+#: Room for an IPC stream's schema and batch headers, per group, when sizing a pack's buffer.
+_IPC_SLACK = 1 << 14
+#: The streams are LZ4-compressed: fewer bytes through Spark's per-value copies and its shuffle saved
+#: about 9% of the CPU time at size M, more than compressing costs.
+_IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4") else None)
+#: Rows of history one task reads (whole row groups).
+_SPLIT_ROWS = 1 << 20
 
 #: Default ``skew_rows``: a key with more left rows than this is split by time into sub-buckets.
 DEFAULT_SKEW_ROWS = 1 << 20
@@ -140,6 +185,60 @@ def _size_threads() -> None:
         set_num_threads(want)
 
 
+def _typed(fn: Any) -> Any:
+    """``fn`` (a task's function over an iterator of batches) with a skewless error it raises
+    encoded in the message Spark carries to the driver, where :func:`_install_typed_errors` raises
+    it again as its own class."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from fn(batches)
+        except SkewlessError as e:
+            message = str(e.args[0]) if e.args else str(e)
+            blob = base64.b64encode(json.dumps([type(e).__name__, message]).encode()).decode()
+            raise RuntimeError(f"{_ERROR_MARK}{blob}{_ERROR_END}") from None
+
+    return run
+
+
+def _typed_error(text: str) -> SkewlessError | None:
+    """The skewless error a task encoded (:func:`_typed`) in an error's ``text``, or None."""
+    m = re.search(re.escape(_ERROR_MARK) + r"([A-Za-z0-9+/=]+)" + re.escape(_ERROR_END), text)
+    if m is None:
+        return None
+    try:
+        name, message = json.loads(base64.b64decode(m.group(1)))
+    except (ValueError, TypeError):
+        return None
+    cls = getattr(errors, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, SkewlessError)):
+        return None
+    return cls(message)
+
+
+def _install_typed_errors() -> None:
+    """Makes a failed Spark action raise the skewless error a task raised (its class and message),
+    not pyspark's ``PythonException`` that carries it: pyspark converts every JVM error through
+    ``pyspark.errors.exceptions.captured.convert_exception``, which this wraps once per process (only
+    errors holding a task's encoded skewless error change)."""
+    from pyspark.errors.exceptions import captured
+
+    original = captured.convert_exception
+    if getattr(original, "_skewless", False):
+        return
+
+    def convert(e: Any) -> Any:
+        converted = original(e)
+        try:
+            typed = _typed_error(str(converted))
+        except Exception:  # never hide Spark's own error behind a failure of ours
+            typed = None
+        return converted if typed is None else typed
+
+    convert._skewless = True  # type: ignore[attr-defined]
+    captured.convert_exception = convert
+
+
 def _check_free(df: DataFrame, what: str) -> None:
     taken = [c for c in df.columns if c in _RESERVED]
     if taken:
@@ -187,97 +286,335 @@ def _micros(df: DataFrame, name: str) -> Column:
     return c.cast("long")
 
 
-def _groups(
-    left: DataFrame,
-    right: DataFrame,
-    keys: Sequence[str],
-    left_on: str,
-    right_on: str,
-    direction: str,
-    buckets: int,
-    skew_rows: int | None,
-) -> tuple[DataFrame, DataFrame]:
-    """Both sides with their group number ``BUCKET`` (see the module docstring, "Skewed keys"): a hash
-    of the keys modulo ``buckets``, or for a hot key one of its time sub-buckets, numbered from
-    ``buckets`` on. Right rows with a null key are dropped (they match nothing); left rows with one are
-    spread by their time (they match nothing either, wherever they go)."""
-    S = _spark()
-    F = S.F
-    kn = [f"__skewless_k{i}__" for i in range(len(keys))]
-    lk = left.withColumns({n: _key(left, k) for n, k in zip(kn, keys, strict=True)}).withColumn(
-        _ON, _micros(left, left_on)
-    )
-    rk = right.withColumns({n: _key(right, k) for n, k in zip(kn, keys, strict=True)}).withColumn(
-        _ON, _micros(right, right_on)
-    )
-    has_key = reduce(lambda a, b: a & b, [F.col(n).isNotNull() for n in kn])
-    rk = rk.where(has_key)
-    hashed = F.pmod(F.xxhash64(*[F.col(n) for n in kn]), F.lit(buckets))
-    left_bucket = F.when(has_key, hashed).otherwise(F.pmod(F.xxhash64(F.col(_ON)), F.lit(buckets)))
-    lcols, rcols = list(left.columns), list(right.columns)
+class _Assign:
+    """How one side's rows get their group number ``BUCKET`` (see the module docstring, "Skewed
+    keys"): the bucket of their key (:func:`skewless._core.key_buckets`, the same function on both
+    sides, in every task), or for a hot key one of its time sub-buckets, numbered from ``n`` on. A row
+    with a null key matches nothing: the right side drops it, the left spreads it by position. ``links``
+    (right side): (key, time, group) copies of the boundary rows a hot key's sub-bucket needs."""
 
-    hot = _hot_keys(lk, kn, skew_rows)
-    if hot is None:
-        return (
-            lk.withColumn(BUCKET, left_bucket).select(*lcols, BUCKET),
-            rk.withColumn(BUCKET, hashed).select(*rcols, BUCKET),
+    def __init__(
+        self,
+        keys: Sequence[str],
+        on: str,
+        n: int,
+        hot: dict[tuple[Any, ...], tuple[int, list[int]]] | None,
+        drop_null_keys: bool,
+        links: Sequence[tuple[tuple[Any, ...], int, int]] = (),
+        reach: int | None = None,
+    ) -> None:
+        self.keys, self.on, self.n = list(keys), on, n
+        self.hot = sorted((hot or {}).items(), key=lambda kv: str(kv[0]))
+        self.drop, self.links, self.reach = drop_null_keys, list(links), reach
+
+    def __call__(self, t: pa.Table) -> tuple[pa.Table, np.ndarray]:
+        b = key_buckets(t.select(self.keys), self.n)
+        if b.null_count:
+            if self.drop:
+                t = t.filter(b.is_valid())
+                b = b.drop_null()
+            else:
+                spread = pa.array(np.arange(len(b), dtype=np.int32) % self.n)
+                b = pc.if_else(b.is_valid(), b, spread)
+        groups = b.to_numpy(zero_copy_only=False).astype(np.int64)
+        if not self.hot:
+            return t, groups
+        on = _micros_np(t.column(self.on))
+        extra, extra_groups = [], []
+        for k, (off, bounds) in self.hot:
+            m = _key_mask(t, self.keys, k)
+            if not m.any():
+                continue
+            b = np.asarray(bounds, np.int64)
+            first = np.searchsorted(b, on[m], side="right")
+            groups[m] = self.n + off + first
+            if self.reach is not None:
+                # An event view's row also goes to every later sub-bucket whose labels' windows reach
+                # back to it: those starting at or before its time + the view's largest window.
+                idx = np.flatnonzero(m)
+                last = np.searchsorted(
+                    b, np.minimum(on[m], INT64_MAX - self.reach) + self.reach, side="right"
+                )
+                more = np.maximum(last - first, 0)
+                if more.any():
+                    rows = np.repeat(idx, more)
+                    step = np.arange(len(rows)) - np.repeat(np.cumsum(more) - more, more) + 1
+                    extra.append(t.take(pa.array(rows)))
+                    extra_groups.append(self.n + off + np.repeat(first, more) + step)
+        for k, src, dst in self.links:
+            idx = np.flatnonzero(_key_mask(t, self.keys, k) & (on == src))
+            if len(idx):
+                extra.append(t.take(pa.array(idx)))
+                extra_groups.append(np.full(len(idx), dst, np.int64))
+        if extra:
+            t = pa.concat_tables([t, *extra])
+            groups = np.concatenate([groups, *extra_groups])
+        return t, groups
+
+
+def _micros_np(col: pa.ChunkedArray) -> np.ndarray:
+    """A time column as int64 numbers, as :func:`_micros` computes them in Spark (UTC microseconds for
+    timestamps and dates, integers as they are); a null reads as the smallest int64 (sub-bucket 0, as
+    Spark's comparison with null, and never equal to a boundary time)."""
+    t = col.type
+    if pa.types.is_timestamp(t):
+        if t.unit != "us":
+            col = pc.cast(col, pa.timestamp("us", tz=t.tz), safe=False)
+        col = col.cast(pa.int64())
+    elif pa.types.is_date(t):
+        col = pc.multiply(col.cast(pa.date32()).cast(pa.int32()).cast(pa.int64()), _DAY_US)
+    else:
+        col = col.cast(pa.int64())
+    return pc.fill_null(col, INT64_MIN).to_numpy()
+
+
+def _key_mask(t: pa.Table, keys: Sequence[str], values: tuple[Any, ...]) -> np.ndarray:
+    """Which rows of ``t`` have the key ``values`` (as Spark collected them: integers and booleans
+    as numbers)."""
+    m = np.ones(t.num_rows, dtype=bool)
+    for k, v in zip(keys, values, strict=True):
+        c = t.column(k)
+        if pa.types.is_boolean(c.type):
+            c = c.cast(pa.int64())
+        m &= pc.fill_null(pc.equal(c, v), False).to_numpy(zero_copy_only=False)
+    return m
+
+
+def _murmur3_int(v: np.ndarray) -> np.ndarray:
+    """Spark's ``hash`` of int values (Murmur3 x86_32, seed 42), what ``repartition(n, col)`` places a
+    row by: ``pmod(hash(col), n)``. A test holds it equal to Spark's own."""
+    with np.errstate(over="ignore"):
+        k = v.astype(np.uint32) * np.uint32(0xCC9E2D51)
+        k = (k << np.uint32(15)) | (k >> np.uint32(17))
+        k = k * np.uint32(0x1B873593)
+        h = np.uint32(42) ^ k
+        h = (h << np.uint32(13)) | (h >> np.uint32(19))
+        h = h * np.uint32(5) + np.uint32(0xE6546B64)
+        h ^= np.uint32(4)
+        h ^= h >> np.uint32(16)
+        h = h * np.uint32(0x85EBCA6B)
+        h ^= h >> np.uint32(13)
+        h = h * np.uint32(0xC2B2AE35)
+        h ^= h >> np.uint32(16)
+    return h.astype(np.int32)
+
+
+def _placer(n: int) -> np.ndarray:
+    """For each of ``n`` groups, an int that ``repartition(n, col)`` puts in the partition of the
+    group's own number: one group per partition, so the tasks get equal shares of buckets (hashing
+    the group numbers themselves would leave some partitions with two or three groups and some
+    empty). Were Spark to place rows differently, each group would still land whole in one partition:
+    only the balance would suffer."""
+    found = np.full(n, -1, np.int64)
+    start, step = 0, max(64, 8 * n)
+    while (found < 0).any():
+        cand = np.arange(start, start + step, dtype=np.int64)
+        part = _murmur3_int(cand).astype(np.int64) % n
+        for p, c in zip(part[::-1], cand[::-1], strict=True):  # the smallest candidate wins
+            found[p] = c
+        start += step
+        if start > 1 << 30:  # pragma: no cover - every partition is reached long before
+            break
+    return found.astype(np.int32)
+
+
+def _pack(
+    batches: Iterator[pa.RecordBatch], assign: _Assign, part: int, placer: np.ndarray
+) -> Iterator[pa.RecordBatch]:
+    """Rows into packed rows (``PACKED``): per group, one Arrow IPC stream of its rows in a binary
+    column, so Spark shuffles and sorts a few large values instead of every row (see the module
+    docstring, "Data movement"). Rows are packed about ``_PACK_ROWS`` at a time."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+
+    def flush() -> Iterator[pa.RecordBatch]:
+        t, groups = assign(pa.Table.from_batches(pending))
+        if not t.num_rows:
+            return
+        order = np.argsort(
+            groups.astype(np.int16 if groups.max(initial=0) < 1 << 15 else np.int64), kind="stable"
         )
-    spark = left.sparkSession
-    table = spark.createDataFrame(
-        [(*k, off, bounds) for k, (off, bounds) in hot.items()],
-        S.T.StructType(
-            [lk.schema[n] for n in kn]
-            + [S.T.StructField(_OFF, S.T.LongType()), S.T.StructField(_BOUNDS, S.T.ArrayType(S.T.LongType()))]
-        ),
-    )
-    # The sub-bucket of a row: how many of its key's split points are <= its time (0 for a null time).
-    sub = F.size(F.filter(F.col(_BOUNDS), lambda b: b <= F.col(_ON)))
-    group = F.lit(buckets) + F.col(_OFF) + sub
-    lh = lk.join(F.broadcast(table), kn, "left")
-    lout = lh.withColumn(BUCKET, F.when(F.col(_OFF).isNotNull(), group).otherwise(left_bucket))
-    rh = rk.join(F.broadcast(table), kn, "left")
-    rout = rh.withColumn(BUCKET, F.when(F.col(_OFF).isNotNull(), group).otherwise(hashed))
+        t, groups = t.take(pa.array(order)), groups[order]
+        cuts = np.flatnonzero(np.diff(groups)) + 1
+        starts = np.concatenate([[0], cuts]).astype(np.int64)
+        ends = np.concatenate([cuts, [len(groups)]]).astype(np.int64)
+        n = len(starts)
+        # One buffer of the right size up front: a growing stream copies itself at every doubling,
+        # which cost 3x the writing itself.
+        room = pa.allocate_buffer(t.nbytes + n * (_IPC_SLACK + 256 * t.num_columns))
+        sink: Any = pa.FixedSizeBufferWriter(room)
+        offsets = [0]
+        try:
+            for a, b in zip(starts, ends, strict=True):
+                with pa.ipc.new_stream(sink, t.schema, options=_IPC_OPTIONS) as w:
+                    w.write_table(t.slice(int(a), int(b - a)))
+                offsets.append(sink.tell())
+            data = room.slice(0, offsets[-1])
+        except (pa.ArrowException, OSError):  # the estimate was short: a growing stream then
+            sink, offsets = pa.BufferOutputStream(), [0]
+            for a, b in zip(starts, ends, strict=True):
+                with pa.ipc.new_stream(sink, t.schema, options=_IPC_OPTIONS) as w:
+                    w.write_table(t.slice(int(a), int(b - a)))
+                offsets.append(sink.tell())
+            data = sink.getvalue()
+        blobs = pa.Array.from_buffers(
+            pa.binary(), n, [None, pa.array(offsets, pa.int32()).buffers()[1], data]
+        )
+        first = groups[starts]
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array(placer[first]),
+                pa.array(first, pa.int32()),
+                pa.array(np.full(n, part, np.int32)),
+                blobs,
+            ],
+            names=[_DEST, BUCKET, _PART, _BLOB],
+        )
 
-    # Each sub-bucket also needs the rows a match can come from outside its time range: the latest
-    # tie of the nearest earlier sub-bucket with rows (backward, nearest), the earliest tie of the
-    # nearest later one (forward, nearest).
-    hot_right = rh.where(F.col(_OFF).isNotNull()).withColumn(_SUB, sub)
-    ends = hot_right.groupBy(*kn, _SUB).agg(F.min(_ON).alias("lo"), F.max(_ON).alias("hi")).collect()
-    filled: dict[tuple[Any, ...], dict[int, tuple[int, int]]] = {}
-    for r in ends:
-        if r["lo"] is not None:
-            filled.setdefault(tuple(r[n] for n in kn), {})[r[_SUB]] = (r["lo"], r["hi"])
-    extra = []
-    for k, (off, bounds) in hot.items():
-        have = sorted(filled.get(k, {}))
-        subs = filled.get(k, {})
+    size = 0
+    for b in batches:
+        if b.num_rows:
+            pending.append(b)
+            rows += b.num_rows
+            size += b.nbytes
+        if rows >= _PACK_ROWS or size >= _PACK_BYTES:
+            yield from flush()
+            pending, rows, size = [], 0, 0
+    if pending:
+        yield from flush()
+
+
+def _unpack(packed: pa.Table, part: int, schema: pa.Schema) -> pa.Table:
+    """The rows of ``part`` in a group's packed rows (``schema``'s empty table when it has none)."""
+    tables = [
+        pa.ipc.open_stream(blob.as_buffer()).read_all()
+        for p, blob in zip(packed.column(_PART).to_pylist(), packed.column(_BLOB), strict=True)
+        if p == part
+    ]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+class _Source:
+    """One side's rows as Spark tasks see them: a DataFrame's Arrow batches, or a view's history read
+    from its Parquet files by the tasks (``splits``: one task per list of (path, row groups))."""
+
+    def __init__(self, df: DataFrame, read: Any = None) -> None:
+        self.df, self.read = df, read
+
+    def map(self, fn: Any, schema: str) -> DataFrame:
+        """``fn`` (an iterator of the side's batches -> an iterator of batches) in the side's tasks."""
+        read = self.read
+        if read is None:
+            return self.df.mapInArrow(_typed(fn), schema)
+
+        def run(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            return fn(b for batch in ids for i in batch.column(0).to_pylist() for b in read(i))
+
+        return self.df.mapInArrow(_typed(run), schema)
+
+
+def _packed(source: _Source, assign: _Assign, part: int, placer: np.ndarray) -> DataFrame:
+    return source.map(lambda it: _pack(it, assign, part, placer), _PACKED)
+
+
+def _n_groups(n: int, hot: dict[tuple[Any, ...], tuple[int, list[int]]] | None) -> int:
+    """How many groups: ``n`` buckets and every sub-bucket of the hot keys."""
+    return n + sum(len(bounds) + 1 for _, bounds in (hot or {}).values())
+
+
+def _join_groups(packed: list[DataFrame], run: Any, out_schema: Any, n_groups: int) -> DataFrame:
+    """Every group's packed rows (both sides) in one task, through ``run`` (a group's packed rows ->
+    its result table), one group at a time. A repartition, not a co-group: Spark sorts nothing."""
+    placed = reduce(lambda a, b: a.unionByName(b), packed).repartition(n_groups, _DEST)
+
+    def groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        t = pa.Table.from_batches(list(batches), schema=_PACKED_SCHEMA)
+        if not t.num_rows:
+            return
+        g = t.column(BUCKET).to_numpy()
+        order = np.argsort(g, kind="stable")
+        g = g[order]
+        cuts = np.flatnonzero(np.diff(g)) + 1
+        for idx in np.split(order, cuts):
+            yield from run(t.take(pa.array(idx))).to_batches()
+
+    return placed.mapInArrow(_typed(groups), out_schema)
+
+
+def _links(
+    source: _Source,
+    keys: Sequence[str],
+    on: str,
+    hot: dict[tuple[Any, ...], tuple[int, list[int]]],
+    n: int,
+    direction: str,
+) -> list[tuple[tuple[Any, ...], int, int]]:
+    """The (key, time, group) copies a hot key's sub-buckets need beyond their own time range: the
+    latest tie of the nearest earlier sub-bucket with right rows (backward, nearest), the earliest tie
+    of the nearest later one (forward, nearest). One pass over the right side finds each sub-bucket's
+    earliest and latest time."""
+    order = sorted(hot.items(), key=lambda kv: str(kv[0]))
+
+    def ends(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        out: dict[tuple[int, int], tuple[int, int]] = {}
+        for b in batches:
+            t = pa.Table.from_batches([b])
+            times = _micros_np(t.column(on))
+            valid = ~np.asarray(pc.is_null(t.column(on)).to_numpy(zero_copy_only=False), bool)
+            for i, (k, (_, bounds)) in enumerate(order):
+                m = _key_mask(t, keys, k) & valid
+                if not m.any():
+                    continue
+                ts = times[m]
+                subs = np.searchsorted(np.asarray(bounds, np.int64), ts, side="right")
+                for sub in np.unique(subs):
+                    sel = ts[subs == sub]
+                    lo, hi = int(sel.min()), int(sel.max())
+                    old = out.get((i, int(sub)))
+                    out[(i, int(sub))] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+        if out:
+            items = sorted(out.items())
+            yield pa.RecordBatch.from_pydict(
+                {
+                    "k": [i for (i, _), _ in items],
+                    "sub": [s for (_, s), _ in items],
+                    "lo": [v[0] for _, v in items],
+                    "hi": [v[1] for _, v in items],
+                },
+                schema=pa.schema(
+                    [("k", pa.int32()), ("sub", pa.int32()), ("lo", pa.int64()), ("hi", pa.int64())]
+                ),
+            )
+
+    filled: dict[int, dict[int, tuple[int, int]]] = {}
+    for r in source.map(ends, "k int, sub int, lo long, hi long").collect():
+        got = filled.setdefault(r["k"], {})
+        old = got.get(r["sub"])
+        got[r["sub"]] = (r["lo"], r["hi"]) if old is None else (min(old[0], r["lo"]), max(old[1], r["hi"]))
+    links = []
+    for i, (k, (off, bounds)) in enumerate(order):
+        subs = filled.get(i, {})
+        have = sorted(subs)
         for j in range(len(bounds) + 1):
             if direction in ("backward", "nearest"):
-                before = [i for i in have if i < j]
+                before = [s for s in have if s < j]
                 if before:
-                    extra.append((*k, subs[before[-1]][1], buckets + off + j))
+                    links.append((k, subs[before[-1]][1], n + off + j))
             if direction in ("forward", "nearest"):
-                after = [i for i in have if i > j]
+                after = [s for s in have if s > j]
                 if after:
-                    extra.append((*k, subs[after[0]][0], buckets + off + j))
-    if extra:
-        links = spark.createDataFrame(
-            extra,
-            S.T.StructType(
-                [lk.schema[n] for n in kn]
-                + [S.T.StructField(_SRC, S.T.LongType()), S.T.StructField(_DST, S.T.LongType())]
-            ),
-        )
-        copies = (
-            hot_right.join(F.broadcast(links), [*kn], "inner")
-            .where(F.col(_ON) == F.col(_SRC))
-            .withColumn(BUCKET, F.col(_DST))
-            .select(*rcols, BUCKET)
-        )
-        rfinal = rout.select(*rcols, BUCKET).unionByName(copies)
-    else:
-        rfinal = rout.select(*rcols, BUCKET)
-    return lout.select(*lcols, BUCKET), rfinal
+                    links.append((k, subs[after[0]][0], n + off + j))
+    return links
+
+
+def _hot(left: DataFrame, keys: Sequence[str], on: str, skew_rows: int | None) -> Any:
+    """{key: (first sub-bucket, split points)} of ``left``'s keys with more than ``skew_rows`` rows,
+    or None."""
+    kn = [f"__skewless_k{i}__" for i in range(len(keys))]
+    lk = left.select(
+        *[_key(left, k).alias(n) for k, n in zip(keys, kn, strict=True)], _micros(left, on).alias(_ON)
+    )
+    return _hot_keys(lk, kn, skew_rows)
 
 
 def split_points(quantiles: list[int], parts: int) -> list[int]:
@@ -361,6 +698,7 @@ def asof_join(
                                        tolerance="30d", tie_breaker="created")
     """
     S = _spark()
+    _install_typed_errors()
     by_list = [by] if isinstance(by, str) else list(by)
     if not by_list:
         raise InvalidArgumentError("by must name at least one key column: the buckets are hashes of it")
@@ -392,41 +730,38 @@ def asof_join(
     out_schema = S.T.StructType(fields)
     target = S.to_arrow_schema(out_schema, timezone="UTC")
 
-    def run(lt: pa.Table, rt: pa.Table) -> pa.Table:
+    def run(packed: pa.Table) -> pa.Table:
         _size_threads()
-        out = _local_asof_join(lt.drop_columns([BUCKET]), rt.drop_columns([BUCKET]), **kwargs)
+        out = _local_asof_join(_unpack(packed, _LEFT, la), _unpack(packed, 0, ra), **kwargs)
         return out.cast(target)
 
-    lg, rg = _groups(left, right, by_list, on, on, direction, nb, skew)
-    return lg.groupBy(BUCKET).cogroup(rg.groupBy(BUCKET)).applyInArrow(run, out_schema)
+    hot = _hot(left, by_list, on, skew)
+    rsrc = _Source(right)
+    links = _links(rsrc, by_list, on, hot, nb, direction) if hot else []
+    n = _n_groups(nb, hot)
+    placer = _placer(n)
+    lp = _packed(_Source(left), _Assign(by_list, on, nb, hot, False), _LEFT, placer)
+    rp = _packed(rsrc, _Assign(by_list, on, nb, hot, True, links), 0, placer)
+    return _join_groups([lp, rp], run, out_schema, n)
 
 
-def _read_history(
-    spark: SparkSession,
-    offline: OfflineStore,
-    registry: Registry,
-    fv: FeatureView,
-    cols: list[str],
-    tmin: int,
-    tmax: int,
-) -> DataFrame | None:
-    """The view's history rows a label in [tmin, tmax] can match, as history.for_join reads them
-    locally: ``cols`` and the write sequence ``__seq__`` (read, or derived from the file number and the
-    row's position for files without it: offline.py, "Write sequence"). None when it has no files."""
-    S = _spark()
-    F = S.F
+def _history_splits(
+    offline: OfflineStore, fv: FeatureView, cols: list[str]
+) -> list[list[tuple[str, list[int]]]]:
+    """The view's history files cut into the parts one task reads: lists of (path, row groups) of
+    about ``_SPLIT_ROWS`` rows (whole small files together, a large file's row groups apart). Checked
+    here, on the driver, as the local read checks them: footers, the timestamp's type, the columns."""
     numbered = offline.numbered_files(fv.name, fv.source)
-    if not numbered:
-        return None
-    paths = [os.path.abspath(p) for _, p in numbered]
-    schemas = []
-    for p in paths:
+    metas = []
+    for _, p in numbered:
         try:
-            schemas.append(pq.read_schema(p))
+            metas.append(pq.read_metadata(p))
         except (OSError, pa.ArrowException) as e:
             raise corrupt(fv.name, [p], e) from None
+    if not metas:
+        return []
     # As the local read: the newest file's types (a store's own files all have the view's schema).
-    newest = schemas[-1]
+    newest = metas[-1].schema.to_arrow_schema()
     ts = fv.timestamp_field
     if ts in newest.names:
         t = newest.field(ts).type
@@ -438,56 +773,44 @@ def _read_history(
     missing = [c for c in cols if c not in newest.names]
     if missing:
         raise MissingColumnError(f"the history of {fv.name!r} has no column(s) {missing}")
-    fields = [S.T.StructField(c, _spark_type(newest.field(c).type, f"history column {c!r}")) for c in cols]
-    fields.append(S.T.StructField(SEQ, S.T.LongType()))
-    df = spark.read.schema(S.T.StructType(fields)).parquet(*paths)
-    lo = history.join_low(fv, tmin)
-    cond = F.col(ts) <= F.timestamp_micros(F.lit(tmax))
-    if lo is not None:
-        cond = cond & (F.col(ts) >= F.timestamp_micros(F.lit(lo)))
-    legacy = [(n, p) for (n, _), p, s in zip(numbered, paths, schemas, strict=True) if SEQ not in s.names]
-    if legacy:
-        # Spark names a file by its URI (percent-encoded; '+' kept as it is); decode it back to the path.
-        name = F.regexp_replace(
-            F.url_decode(F.regexp_replace(F.col("_metadata.file_path"), r"\+", "%2B")), "^file:", ""
-        )
-        number = F.element_at(F.create_map(*[F.lit(x) for n, p in legacy for x in (p, n)]), name)
-        derived = F.when(
-            number.isNull(),
-            F.raise_error(
-                F.concat(F.lit("skewless: a history file Spark read is not in the listing: "), name)
-            ),
-        ).otherwise(F.shiftleft(number.cast("long"), 32) + F.col("_metadata.row_index"))
-        df = df.withColumn(SEQ, F.coalesce(F.col(SEQ), derived))
-    return df.where(cond)
+    splits: list[list[tuple[str, list[int]]]] = []
+    current: list[tuple[str, list[int]]] = []
+    rows = 0
+    for (_, path), md in zip(numbered, metas, strict=True):
+        for g in range(md.num_row_groups):
+            if current and current[-1][0] == path:
+                current[-1][1].append(g)
+            else:
+                current.append((os.path.abspath(path), [g]))
+            rows += md.row_group(g).num_rows
+            if rows >= _SPLIT_ROWS:
+                splits.append(current)
+                current, rows = [], 0
+    if current:
+        splits.append(current)
+    return splits
 
 
-def _retrieve_task(
-    registry: Registry,
-    fv: FeatureView,
-    feats: list[str],
-    hist_cols: list[str],
-    key_types: dict[str, list[pa.DataType | None]],
-    full_feature_names: bool,
-    timestamp_column: str,
-    target: pa.Schema,
+def _history_reader(
+    root: str, registry: Registry, fv: FeatureView, cols: list[str], lo: int | None, hi: int, splits: list
 ) -> Any:
-    """What a task runs on one bucket of one view: the local retrieval of its entity rows."""
+    """What a task runs to read split ``i`` of a view's history: :func:`history.scan`, the local read
+    (time range, write sequence read or derived), on those row groups, in the stored layout."""
 
-    def run(lt: pa.Table, rt: pa.Table) -> pa.Table:
-        _size_threads()
-        h = history.to_stored(registry, fv, rt.drop_columns([BUCKET]), hist_cols)
-        out = retrieve(
-            lt.drop_columns([BUCKET]),
-            {fv.name: h},
-            [(fv, feats)],
-            key_types=key_types,
-            full_feature_names=full_feature_names,
-            timestamp_column=timestamp_column,
-        )
-        return out.cast(target)
+    def read(i: int) -> Iterator[pa.RecordBatch]:
+        offline = OfflineStore(os.path.join(root, "offline"))
+        for path, groups in splits[i]:
+            batches = list(
+                history.scan(
+                    offline, registry, fv, cols, lo, hi, True, files=[path], with_seq=True, row_groups=groups
+                )
+            )
+            if batches:
+                yield from history.to_stored(
+                    registry, fv, pa.Table.from_batches(batches), [*cols, SEQ]
+                ).to_batches()
 
-    return run
+    return read
 
 
 def get_historical_features(
@@ -500,18 +823,22 @@ def get_historical_features(
     timestamp_column: str = "event_timestamp",
     buckets: int | None = None,
     skew_rows: int | None = DEFAULT_SKEW_ROWS,
-    keep_order: bool = True,
+    keep_order: bool = False,
 ) -> DataFrame:
     """:meth:`FeatureStore.get_historical_features` on Spark: ``entity_df`` (a Spark DataFrame) with
     the features as of each row's time, the same values as the local call, computed by
     :func:`skewless.retrieval.retrieve` on buckets of each view's keys.
 
-    Each view's history is read by Spark from the store's Parquet files (``store_path`` must be a folder
-    the driver lists and every executor reads at the same path: a shared mount), only the rows in the
-    time range the entity rows need, with each row's write sequence: TTL, ties (created timestamp, then
-    write sequence, never file order) and the output types are the local ones. ``keep_order``: the
-    result comes in ``entity_df``'s order (as ``monotonically_increasing_id`` numbers it); False leaves
-    it in bucket order and saves a sort. ``buckets`` and ``skew_rows`` as in :func:`asof_join`.
+    Each view's history is read by the Spark tasks from the store's Parquet files (``store_path`` must
+    be a folder the driver lists and every executor reads at the same path: a shared mount), only the
+    rows in the time range the entity rows need, with each row's write sequence, by the local reading
+    code: TTL, ties (created timestamp, then write sequence, never file order) and the output types are
+    the local ones. The views that share join keys are joined in one pass over the entity rows.
+
+    ``keep_order``: False (the default) leaves the rows in bucket order, like any Spark result after a
+    shuffle: compare or join them by your own columns (an id, the keys and time). True sorts them back
+    into ``entity_df``'s order (as ``monotonically_increasing_id`` numbers it), one more global sort,
+    which costs about as much as the join itself. ``buckets`` and ``skew_rows`` as in :func:`asof_join`.
 
     Example::
 
@@ -520,6 +847,7 @@ def get_historical_features(
     """
     S = _spark()
     F = S.F
+    _install_typed_errors()
     full_feature_names = flag(full_feature_names, "full_feature_names")
     keep_order = flag(keep_order, "keep_order")
     column_name(timestamp_column, "timestamp_column")
@@ -544,42 +872,94 @@ def get_historical_features(
         full_feature_names=full_feature_names,
         timestamp_column=timestamp_column,
     )
-    out_names = probe.column_names[len(entity_df.columns) :]
+    n_entity = len(entity_df.columns)
+    names_of: dict[str, list[str]] = {}
+    i = n_entity
+    for fv, feats in plan:
+        names_of[fv.name] = probe.column_names[i : i + len(feats)]
+        i += len(feats)
 
     span = entity_df.agg(
         F.min(_micros(entity_df, timestamp_column)).alias("lo"),
         F.max(_micros(entity_df, timestamp_column)).alias("hi"),
     ).collect()[0]
     df = entity_df.withColumn(ROW, F.monotonically_increasing_id()) if keep_order else entity_df
-    i = 0
+    # One pass over the entity rows per set of join keys; an event view's keys are never split by time
+    # (module docstring, "Skewed keys"), so event views go in passes of their own.
+    passes: dict[tuple[tuple[str, ...], bool], list[tuple[FeatureView, list[str]]]] = {}
     for fv, feats in plan:
-        names = out_names[i : i + len(feats)]
-        i += len(feats)
-        types = [probe.schema.field(n).type for n in names]
+        passes.setdefault((tuple(fv.join_keys), fv.is_event_view), []).append((fv, feats))
+    for (keys, is_event), part in passes.items():
         new = [
-            S.T.StructField(n, _spark_type(t, f"feature {fv.name}:{f}"), True)
-            for n, t, f in zip(names, types, feats, strict=True)
+            S.T.StructField(n, _spark_type(probe.schema.field(n).type, f"feature {fv.name}:{f}"), True)
+            for fv, feats in part
+            for n, f in zip(names_of[fv.name], feats, strict=True)
         ]
-        cols = history.join_columns(fv, feats)
-        hist = None
-        if span["lo"] is not None:
-            hist = _read_history(spark, offline, registry, fv, cols, span["lo"], span["hi"])
-        if hist is None:
+        sides = []
+        for fv, feats in part:
+            cols = history.join_columns(fv, feats)
+            splits = _history_splits(offline, fv, cols) if span["lo"] is not None else []
+            if splits:
+                lo = history.join_low(fv, span["lo"])
+                read = _history_reader(root, registry, fv, cols, lo, span["hi"], splits)
+                ids = spark.range(0, len(splits), 1, len(splits))
+                sides.append((fv, feats, cols, _Source(ids, read)))
+        if not sides:
             df = df.withColumns({f.name: F.lit(None).cast(f.dataType) for f in new})
             continue
         out_schema = S.T.StructType(list(df.schema.fields) + new)
         target = S.to_arrow_schema(out_schema, timezone="UTC")
-        hist_cols = [*cols, SEQ]
-
+        left_schema = _arrow_schema(df)
+        hot = _hot(df, list(keys), timestamp_column, skew)
+        n_groups = _n_groups(nb, hot)
+        placer = _placer(n_groups)
+        packed = [_packed(_Source(df), _Assign(keys, timestamp_column, nb, hot, False), _LEFT, placer)]
+        for n, (fv, _, _, src) in enumerate(sides):
+            if is_event:
+                assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
+            else:
+                links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
+                assign = _Assign(keys, fv.timestamp_field, nb, hot, True, links)
+            packed.append(_packed(src, assign, n, placer))
+        stored = [
+            (fv, feats, history.empty(registry, fv, [*cols, SEQ]).schema) for fv, feats, cols, _ in sides
+        ]
         run = _retrieve_task(
-            registry, fv, feats, hist_cols, key_types, full_feature_names, timestamp_column, target
+            registry, part, stored, key_types, full_feature_names, timestamp_column, left_schema, target
         )
-
-        # A hot key's time sub-buckets carry only the boundary rows an as-of join needs, not a window's
-        # events: an event view's keys are never split (see the module docstring, "Skewed keys").
-        split = None if fv.is_event_view else skew
-        lg, rg = _groups(df, hist, fv.join_keys, timestamp_column, fv.timestamp_field, "backward", nb, split)
-        df = lg.groupBy(BUCKET).cogroup(rg.groupBy(BUCKET)).applyInArrow(run, out_schema)
+        df = _join_groups(packed, run, out_schema, n_groups)
+    cols_out = [*entity_df.columns, *[n for fv, _ in plan for n in names_of[fv.name]]]
     if keep_order:
-        df = df.orderBy(ROW).drop(ROW)
-    return df
+        return df.orderBy(ROW).select(*cols_out)
+    return df.select(*cols_out)
+
+
+def _retrieve_task(
+    registry: Registry,
+    part: list[tuple[FeatureView, list[str]]],
+    stored: list[tuple[FeatureView, list[str], pa.Schema]],
+    key_types: dict[str, list[pa.DataType | None]],
+    full_feature_names: bool,
+    timestamp_column: str,
+    left_schema: pa.Schema,
+    target: pa.Schema,
+) -> Any:
+    """What a task runs on one bucket: the local retrieval of its entity rows from the views of one
+    pass (their histories' rows of the bucket's keys, in the stored layout)."""
+
+    def run(packed: pa.Table) -> pa.Table:
+        _size_threads()
+        hists: dict[str, pa.Table | None] = {fv.name: None for fv, _ in part}
+        for n, (fv, _, schema) in enumerate(stored):
+            hists[fv.name] = _unpack(packed, n, schema)
+        out = retrieve(
+            _unpack(packed, _LEFT, left_schema),
+            hists,
+            part,
+            key_types=key_types,
+            full_feature_names=full_feature_names,
+            timestamp_column=timestamp_column,
+        )
+        return out.cast(target)
+
+    return run

@@ -9,6 +9,7 @@
 //! Row positions and group ids are u32 throughout, with `u32::MAX` ([`NONE`]) reserved for "no group":
 //! [`check_count`] turns anything larger into a typed error before any work starts.
 
+pub mod bucket;
 pub mod ids;
 pub mod index;
 

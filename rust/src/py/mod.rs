@@ -2,6 +2,7 @@
 
 mod arrow;
 mod asof;
+mod bucket;
 mod errors;
 mod keys;
 mod online;
@@ -21,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<serve::PyServed>()?;
     m.add("STATUS_CODES", crate::online::status::ALL.to_vec())?;
     asof::register(m)?;
+    bucket::register(m)?;
     window::register(m)?;
     transform::register(m)?;
     threads::register(m)?;
