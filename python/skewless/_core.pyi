@@ -43,6 +43,21 @@ def window_push(
     reset: bool,
 ) -> tuple[int, int]: ...
 
+class PendingPush:
+    def commit(self) -> tuple[int, int]: ...
+    def abort(self) -> None: ...
+
+def window_push_start(
+    store: OnlineStore,
+    view: str,
+    events: object,
+    keys: list[str],
+    timestamp: str,
+    sequence: str,
+    columns: list[str],
+    horizon_us: int,
+) -> PendingPush: ...
+
 # --- threads (skewless.threads checks the argument) ---
 def set_num_threads(threads: int) -> None: ...
 def num_threads() -> int: ...

@@ -53,6 +53,7 @@ __all__ = [
     "from_spec",
     "window_features",
     "push_events",
+    "push_with_history",
     "window_spec",
     "materialize_events",
 ]
@@ -283,6 +284,41 @@ def push_events(
         reset,
     )
     return int(entities)
+
+
+def push_with_history(offline: OfflineStore, online: OnlineStore, fv: FeatureView, table: pa.Table) -> str:
+    """``store.push``'s two halves at once: the view's next history file (Parquet encoding and fsyncs,
+    which release the GIL) on this thread, and the merge of ``table`` (the stored layout) into the
+    online window state (Rust, no GIL) on a thread of its own, inside one open LMDB transaction. That
+    transaction commits only once the history file and its folder are fsynced, so the rule of ``write``
+    holds: history first, durable; online after (``materialize`` repairs a process that dies between).
+    A failed history file aborts the transaction (nothing written); a failed merge or commit removes
+    the history file. Call under the writer lock. Returns the history file's path."""
+    from .offline import SEQ
+
+    path, stamped = offline.next_file(fv.name, table)
+    cols = [*fv.join_keys, fv.timestamp_field, *event_columns(fv)]
+    pending = _core.window_push_start(
+        online._inner,
+        fv.name,
+        table.select(cols).append_column(SEQ, stamped.column(SEQ)),
+        list(fv.join_keys),
+        fv.timestamp_field,
+        SEQ,
+        event_columns(fv),
+        horizon_us(fv),
+    )
+    try:
+        offline.write_file(path, stamped)
+    except BaseException:
+        pending.abort()
+        raise
+    try:
+        pending.commit()
+    except BaseException:
+        offline.remove(path)
+        raise
+    return path
 
 
 def materialize_events(

@@ -55,9 +55,9 @@ so that builds which do not know it still read the file: JSON ``{"crc": CRC-32 o
 every timestamp column stored in ms, us or ns and for ``__seq__``, as the int64 values the statistics
 hold), and every read checks the statistics against it. Files without the record (written before it,
 and ``source=`` files) have their statistics trusted as they are. ``append`` first checks the footer
-of every live file (once per file identity per process; footers are small), so a write refuses to
-extend a history whose files it cannot open; a flipped bit inside a page is found by the next read of
-that page.
+of every live file (once per file, by path and inode, per process: files are never rewritten in
+place; footers are small), so a write refuses to extend a history whose files it cannot open; a
+flipped bit inside a page is found by the next read of that page.
 
 File names, version 1. ``part-<seq>.parquet`` is a write; ``part-<seq>.compact.parquet`` is written by
 ``compact`` and replaces every file with a smaller ``seq``: a listing that holds one ignores those, so
@@ -113,7 +113,7 @@ from .errors import (
     StorageError,
 )
 
-__all__ = ["SEQ", "WRITTEN", "OfflineStore", "tie_rank", "write_sequence"]
+__all__ = ["SEQ", "WRITTEN", "OfflineStore", "tie_rank"]
 
 _PART = re.compile(r"^part-(\d{12})(\.compact)?\.parquet$")
 #: Listing-then-opening attempts before a read gives up (each retry needs a compaction to finish in
@@ -183,14 +183,6 @@ def _sequence(number: int, rows: int) -> pa.Array:
     return pa.array(np.arange(rows, dtype=np.int64) + (number << 32))
 
 
-def write_sequence(path: str, rows: int) -> pa.Array:
-    """The ``__seq__`` of the ``rows`` rows :meth:`OfflineStore.append` wrote to ``path``."""
-    m = _PART.match(os.path.basename(path))
-    if m is None:
-        raise StorageError(f"{path} is not a history file written by append")
-    return _sequence(int(m.group(1)), rows)
-
-
 class OfflineStore:
     """Parquet histories under ``<root>/<view>/``. A relative ``source=`` path is taken relative to
     ``sources_base`` (default: the parent of ``root``, the store's folder), never to the current
@@ -199,9 +191,9 @@ class OfflineStore:
     def __init__(self, root: str, sources_base: str | None = None) -> None:
         self.root = root
         self.sources_base = os.path.dirname(os.path.abspath(root)) if sources_base is None else sources_base
-        # Files whose footer checked out, by identity (a file is never rewritten in place, so a new
-        # identity means a new file).
-        self._footers_ok: set[tuple[str, int, int, int]] = set()
+        # Files whose footer checked out, by path and inode (a file is never rewritten in place, so a
+        # new inode means a new file). The listing gives inodes without a stat per file.
+        self._footers_ok: set[tuple[str, int]] = set()
 
     def folder(self, view: str) -> str:
         # Every path under root is built here, from a name that cannot leave root (no separators, no
@@ -213,23 +205,29 @@ class OfflineStore:
         """``source`` as an absolute path: relative ones are relative to the store's folder."""
         return os.path.join(self.sources_base, os.path.expanduser(source))
 
-    def _all_parts(self, view: str) -> list[tuple[int, bool, str]]:
-        """Every history file of a view, superseded or not: (seq, written by compact, path), by seq."""
+    def _all_parts(self, view: str) -> list[tuple[int, bool, str, int]]:
+        """Every history file of a view, superseded or not: (seq, written by compact, path, inode), by
+        seq."""
         d = self.folder(view)
         if not os.path.isdir(d):
             return []
         out = []
-        for name in os.listdir(d):
-            m = _PART.match(name)
-            if m:
-                out.append((int(m.group(1)), m.group(2) is not None, os.path.join(d, name)))
+        with os.scandir(d) as it:
+            for e in it:
+                m = _PART.match(e.name)
+                if m:
+                    out.append((int(m.group(1)), m.group(2) is not None, e.path, e.inode()))
         return sorted(out)
 
-    def _parts(self, view: str) -> list[tuple[int, str]]:
-        """The live history files: from the newest compacted file on (see "File names")."""
+    def _live(self, view: str) -> list[tuple[int, str, int]]:
+        """The live history files: from the newest compacted file on (see "File names"); (seq, path,
+        inode)."""
         parts = self._all_parts(view)
-        base = max((seq for seq, compacted, _ in parts if compacted), default=0)
-        return [(seq, p) for seq, _, p in parts if seq >= base]
+        base = max((seq for seq, compacted, _, _ in parts if compacted), default=0)
+        return [(seq, p, ino) for seq, _, p, ino in parts if seq >= base]
+
+    def _parts(self, view: str) -> list[tuple[int, str]]:
+        return [(seq, p) for seq, p, _ in self._live(view)]
 
     def files(self, view: str, source: str | None) -> list[str]:
         """The history files of a view, oldest write first (for ``source``: sorted path order)."""
@@ -266,26 +264,37 @@ class OfflineStore:
 
     def append(self, view: str, table: pa.Table) -> str:
         """Add ``table`` as one new history file, atomically; returns its path."""
+        final, stamped = self.next_file(view, table)
+        self.write_file(final, stamped)
+        return final
+
+    def next_file(self, view: str, table: pa.Table) -> tuple[str, pa.Table]:
+        """The first half of :meth:`append`: the path of the view's next history file, and ``table`` as
+        it will be stored there (with ``__seq__`` and ``__written_at__``); nothing is written yet. Call
+        under the writer lock, then :meth:`write_file`."""
         d = self.folder(view)
         os.makedirs(d, exist_ok=True)
-        parts = self._parts(view)
-        self._check_footers(view, [p for _, p in parts])
+        parts = self._live(view)
+        self._check_footers(view, [(p, ino) for _, p, ino in parts])
         seq = (parts[-1][0] + 1) if parts else 1
         table = _with_seq(table, seq)
         table = table.append_column(
             pa.field(WRITTEN, pa.int64()), pa.array(np.full(table.num_rows, time.time_ns() // 1000))
         )
-        final = os.path.join(d, f"part-{seq:012d}.parquet")
-        _write_parquet(table, final)
-        return final
+        return os.path.join(d, f"part-{seq:012d}.parquet"), table
 
-    def _check_footers(self, view: str, paths: Sequence[str]) -> None:
-        """Refuse to append behind a file whose footer is damaged (see "Integrity")."""
-        for p in paths:
-            st = os.stat(p)
-            ident = (p, st.st_ino, st.st_size, st.st_mtime_ns)
+    @staticmethod
+    def write_file(final: str, stamped: pa.Table) -> None:
+        """The second half of :meth:`append`: the file durable at ``final`` (fsynced, folder fsynced)."""
+        _write_parquet(stamped, final)
+
+    def _check_footers(self, view: str, files: Sequence[tuple[str, int]]) -> None:
+        """Refuse to append behind a file whose footer is damaged (see "Integrity"); ``files``: (path,
+        inode) each."""
+        for ident in files:
             if ident in self._footers_ok:
                 continue
+            p = ident[0]
             try:
                 why = _layout_problem(pq.read_metadata(p))
             except _DECODE_ERRORS as e:
@@ -521,7 +530,7 @@ class OfflineStore:
         seq = parts[-1][0] + 1
         final = os.path.join(self.folder(view), f"part-{seq:012d}.compact.parquet")
         _write_parquet(table, final)
-        for old, _, p in self._all_parts(view):
+        for old, _, p, _ in self._all_parts(view):
             if old < seq:
                 os.unlink(p)
         fsync_dir(self.folder(view))

@@ -37,12 +37,12 @@ from ._arrow import as_table, index_hint, name_list
 from ._fs import TEMP_PREFIX
 from .definitions import Entity, FeatureService, FeatureView
 from .errors import InvalidArgumentError, MissingColumnError, UnknownFeatureError
-from .events import push_events
+from .events import push_with_history
 from .explain import Explanation, explain
 from .imputation import previous_rows
 from .materialize import materialize_view
 from .normalize import flag, instant_us, normalize_rows
-from .offline import OfflineStore, write_sequence
+from .offline import OfflineStore
 from .online import OnlineStore
 from .refs import output_names, resolve
 from .registry import Registry, RegistryError
@@ -332,15 +332,14 @@ class FeatureStore:
                 self._reg_stamp = _stamp(self.registry.path)
                 self._readers.clear()
             try:
-                path = self.offline.append(view, table)
                 written, skipped = table.num_rows, 0
                 if fv.online and fv.is_event_view:
-                    try:
-                        push_events(self._online(), fv, table, write_sequence(path, table.num_rows))
-                    except BaseException:
-                        self.offline.remove(path)
-                        raise
-                elif fv.online:
+                    # The history file and the online merge run at once; the state commits once the
+                    # file is durable (skewless.events.push_with_history).
+                    push_with_history(self.offline, self._online(), fv, table)
+                else:
+                    path = self.offline.append(view, table)
+                if fv.online and not fv.is_event_view:
                     try:
                         res = self._online().write(
                             view,

@@ -1,13 +1,20 @@
 //! `skewless._core.window_aggregate`: reads labels and events as Arrow, runs the backfill without the
 //! GIL, returns a `pyarrow.Table`. Aggregations were checked and named by `python/skewless/window.py`.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
 use pyo3::prelude::*;
 
+use crate::error::{Error, Result};
 use crate::py::arrow::{read_table, to_pyarrow};
-use crate::py::errors::{guard, run_detached, run_guarded};
+use crate::py::errors::{guard, run_detached, run_guarded, to_py};
 use crate::py::online::PyOnlineStore;
+use crate::table::Table;
 use crate::window::backfill::{window_aggregate as kernel, Aggregation, WindowOptions};
-use crate::window::state::{push, PushSpec};
+use crate::window::state::{push, push_gated, PushSpec, PushStats};
 use crate::window::Func;
 
 /// `aggregations`: (column, function name, window in microseconds, output name) each.
@@ -84,7 +91,143 @@ fn window_push(
     })
 }
 
+/// What the merge thread hands back: the outcome (a panic already turned into an error), and the events
+/// table, so that its buffers (some owned by Python objects) are released on the caller's thread.
+type Merged = (Result<PushStats>, Table);
+
+/// A push merging in a thread of its own (`window_push_start`): its transaction stays open until
+/// [`PendingPush::commit`] says the history is durable, or [`PendingPush::abort`] (or dropping the
+/// handle) aborts it, leaving the state as it was.
+#[pyclass(module = "skewless._core", name = "PendingPush", frozen)]
+pub struct PendingPush {
+    inner: Mutex<Option<(SyncSender<bool>, JoinHandle<Merged>)>>,
+}
+
+impl PendingPush {
+    /// Tells the merge thread whether to commit and waits for it (without the GIL: the thread never
+    /// needs it, and a caller holding it would stall every other Python thread meanwhile). None when
+    /// the push was already finished.
+    fn finish(&self, py: Python<'_>, go: bool) -> Option<Result<PushStats>> {
+        let taken = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (tx, worker) = taken?;
+        // A send fails only when the thread has already ended (an error before the gate).
+        let _ = tx.send(go);
+        let joined = py.detach(move || worker.join());
+        // Back under the GIL: the events table is dropped here.
+        Some(match joined {
+            Ok((out, table)) => {
+                drop(table);
+                out
+            }
+            // The thread body catches panics; a failed join means it could not even report one.
+            Err(_) => Err(Error::Internal("the window state merge thread died".into())),
+        })
+    }
+}
+
+#[pymethods]
+impl PendingPush {
+    /// The history file is durable: commit the merged state and return (events taken, entities
+    /// written), or raise the merge's typed error (nothing of the state was written then).
+    fn commit(&self, py: Python<'_>) -> PyResult<(usize, usize)> {
+        guard(py, || match self.finish(py, true) {
+            Some(Ok(stats)) => Ok((stats.events, stats.entities)),
+            Some(Err(e)) => Err(to_py(py, e)),
+            None => Err(to_py(
+                py,
+                Error::InvalidArgument("this push was already committed or aborted".into()),
+            )),
+        })
+    }
+
+    /// Abort: the merged state is dropped, nothing written. Does nothing once finished.
+    fn abort(&self, py: Python<'_>) -> PyResult<()> {
+        guard(py, || {
+            drop(self.finish(py, false));
+            Ok(())
+        })
+    }
+}
+
+impl Drop for PendingPush {
+    fn drop(&mut self) {
+        let pending = self.inner.get_mut().unwrap_or_else(|e| e.into_inner()).is_some();
+        if pending {
+            // Dropped without commit or abort (an exception between the two): abort.
+            Python::attach(|py| drop(self.finish(py, false)));
+        }
+    }
+}
+
+/// Like `window_push`, but the merge runs in a thread of its own while the caller writes the history
+/// file, and commits only when told to (`PendingPush.commit`). Every check of the inputs that needs no
+/// store runs there too; the errors come out of `commit`.
+#[pyfunction]
+#[pyo3(signature = (store, view, events, keys, timestamp, sequence, columns, horizon_us))]
+#[allow(clippy::too_many_arguments)]
+fn window_push_start(
+    py: Python<'_>,
+    store: &PyOnlineStore,
+    view: String,
+    events: &Bound<'_, PyAny>,
+    keys: Vec<String>,
+    timestamp: String,
+    sequence: String,
+    columns: Vec<String>,
+    horizon_us: i64,
+) -> PyResult<PendingPush> {
+    guard(py, || {
+        let table = read_table(events, "events")?;
+        let store = store.store.clone();
+        let (tx, rx) = sync_channel::<bool>(1);
+        let worker = std::thread::Builder::new()
+            .name("skewless-push".into())
+            .spawn(move || {
+                let spec = PushSpec {
+                    keys: &keys,
+                    timestamp: &timestamp,
+                    sequence: &sequence,
+                    columns: &columns,
+                    horizon: horizon_us,
+                    reset: false,
+                };
+                // The answer is kept: a retry after the map grew reaches the gate again.
+                let mut told: Option<bool> = None;
+                let mut gate = || {
+                    let go = *told.get_or_insert_with(|| rx.recv().unwrap_or(false));
+                    if go {
+                        Ok(())
+                    } else {
+                        Err(Error::Internal("push aborted by its caller".into()))
+                    }
+                };
+                let out = catch_unwind(AssertUnwindSafe(|| {
+                    push_gated(&store, &view, &table, &spec, &mut gate)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Error::Internal(
+                        "internal error in the skewless engine while merging window state. Please \
+                         report it with the input that caused it."
+                            .into(),
+                    ))
+                });
+                (out, table)
+            })
+            .map_err(|e| {
+                to_py(
+                    py,
+                    Error::Storage(format!("could not start the window state merge thread: {e}")),
+                )
+            })?;
+        Ok(PendingPush {
+            inner: Mutex::new(Some((tx, worker))),
+        })
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PendingPush>()?;
     m.add_function(wrap_pyfunction!(window_aggregate, m)?)?;
-    m.add_function(wrap_pyfunction!(window_push, m)?)
+    m.add_function(wrap_pyfunction!(window_push, m)?)?;
+    m.add_function(wrap_pyfunction!(window_push_start, m)?)
 }
