@@ -54,13 +54,13 @@ def test_the_state_commits_only_after_the_history_file_is_durable(tmp_path, monk
     real = OfflineStore.write_file
     seen = []
 
-    def spy(final, stamped):
+    def spy(self, final, stamped):
         # The merge runs meanwhile in its own thread, inside an open transaction: nothing of it shows.
         seen.append(("before", total(s), os.path.exists(final)))
-        real(final, stamped)
+        real(self, final, stamped)
         seen.append(("after", total(s), os.path.exists(final)))
 
-    monkeypatch.setattr(OfflineStore, "write_file", staticmethod(spy))
+    monkeypatch.setattr(OfflineStore, "write_file", spy)
     s.push("ev", events([1, 1], [20, 30], [2.0, 4.0]))
     assert seen == [("before", 1.0, False), ("after", 1.0, True)]
     assert total(s) == 7.0
@@ -71,10 +71,10 @@ def test_a_failed_history_file_aborts_the_state_and_writes_nothing(tmp_path, mon
     s.push("ev", events([1], [10], [1.0]))
     before = snapshot(str(tmp_path))
 
-    def full_disk(final, stamped):
+    def full_disk(self, final, stamped):
         raise StorageError("No space left on device (simulated)")
 
-    monkeypatch.setattr(OfflineStore, "write_file", staticmethod(full_disk))
+    monkeypatch.setattr(OfflineStore, "write_file", full_disk)
     with pytest.raises(StorageError, match="simulated"):
         s.push("ev", events([1, 2], [20, 30], [2.0, 4.0]))
     monkeypatch.undo()
@@ -91,10 +91,10 @@ def test_an_interrupted_history_file_aborts_the_state(tmp_path, monkeypatch):
     s.push("ev", events([1], [10], [1.0]))
     before = snapshot(str(tmp_path))
 
-    def interrupted(final, stamped):
+    def interrupted(self, final, stamped):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(OfflineStore, "write_file", staticmethod(interrupted))
+    monkeypatch.setattr(OfflineStore, "write_file", interrupted)
     with pytest.raises(KeyboardInterrupt):
         s.push("ev", events([1], [20], [2.0]))
     monkeypatch.undo()

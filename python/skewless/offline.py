@@ -283,10 +283,11 @@ class OfflineStore:
         )
         return os.path.join(d, f"part-{seq:012d}.parquet"), table
 
-    @staticmethod
-    def write_file(final: str, stamped: pa.Table) -> None:
+    def write_file(self, final: str, stamped: pa.Table) -> None:
         """The second half of :meth:`append`: the file durable at ``final`` (fsynced, folder fsynced)."""
         _write_parquet(stamped, final)
+        # Written here from a checked layout: the next append need not read its footer back.
+        self._footers_ok.add((final, os.stat(final).st_ino))
 
     def _check_footers(self, view: str, files: Sequence[tuple[str, int]]) -> None:
         """Refuse to append behind a file whose footer is damaged (see "Integrity"); ``files``: (path,
@@ -724,12 +725,16 @@ def _write_parquet(table: pa.Table, final: str) -> None:
     )
     # The sequence is unique per row, so a dictionary never pays: plain dictionary-then-fallback pages
     # decoded 8x slower than delta encoding (40 ms vs 5 ms per million rows, sorted or shuffled).
-    enc: dict[str, object] = {}
+    # Floating-point and timestamp columns hold mostly distinct values (amounts, event times): their
+    # dictionary pages cost half the encoding time of a 10k-row push (2.1 against 1.1 ms for keys,
+    # time, amount, sequence and write time) and read no faster than plain pages, so they are plain.
+    # Everything else (keys, strings, the write time: one value per file) keeps its dictionary.
+    plain = {f.name for f in table.schema if pa.types.is_floating(f.type) or pa.types.is_timestamp(f.type)}
+    enc: dict[str, object] = {
+        "use_dictionary": [c for c in table.column_names if c != SEQ and c not in plain]
+    }
     if SEQ in table.column_names:
-        enc = {
-            "use_dictionary": [c for c in table.column_names if c != SEQ],
-            "column_encoding": {SEQ: "DELTA_BINARY_PACKED"},
-        }
+        enc["column_encoding"] = {SEQ: "DELTA_BINARY_PACKED"}
     atomic_write(
         final,
         lambda f: pq.write_table(
