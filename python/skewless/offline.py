@@ -55,9 +55,9 @@ so that builds which do not know it still read the file: JSON ``{"crc": CRC-32 o
 every timestamp column stored in ms, us or ns and for ``__seq__``, as the int64 values the statistics
 hold), and every read checks the statistics against it. Files without the record (written before it,
 and ``source=`` files) have their statistics trusted as they are. ``append`` first checks the footer
-of every live file (once per file, by path and inode, per process: files are never rewritten in
-place; footers are small), so a write refuses to extend a history whose files it cannot open; a
-flipped bit inside a page is found by the next read of that page.
+of every live file (once per file identity per process; footers are small), so a write refuses to
+extend a history whose files it cannot open; a flipped bit inside a page is found by the next read of
+that page.
 
 File names, version 1. ``part-<seq>.parquet`` is a write; ``part-<seq>.compact.parquet`` is written by
 ``compact`` and replaces every file with a smaller ``seq``: a listing that holds one ignores those, so
@@ -191,9 +191,9 @@ class OfflineStore:
     def __init__(self, root: str, sources_base: str | None = None) -> None:
         self.root = root
         self.sources_base = os.path.dirname(os.path.abspath(root)) if sources_base is None else sources_base
-        # Files whose footer checked out, by path and inode (a file is never rewritten in place, so a
-        # new inode means a new file). The listing gives inodes without a stat per file.
-        self._footers_ok: set[tuple[str, int]] = set()
+        # Files whose footer checked out, by identity (a file is never rewritten in place, so a new
+        # identity means a new file).
+        self._footers_ok: set[tuple[str, int, int, int]] = set()
 
     def folder(self, view: str) -> str:
         # Every path under root is built here, from a name that cannot leave root (no separators, no
@@ -205,29 +205,23 @@ class OfflineStore:
         """``source`` as an absolute path: relative ones are relative to the store's folder."""
         return os.path.join(self.sources_base, os.path.expanduser(source))
 
-    def _all_parts(self, view: str) -> list[tuple[int, bool, str, int]]:
-        """Every history file of a view, superseded or not: (seq, written by compact, path, inode), by
-        seq."""
+    def _all_parts(self, view: str) -> list[tuple[int, bool, str]]:
+        """Every history file of a view, superseded or not: (seq, written by compact, path), by seq."""
         d = self.folder(view)
         if not os.path.isdir(d):
             return []
         out = []
-        with os.scandir(d) as it:
-            for e in it:
-                m = _PART.match(e.name)
-                if m:
-                    out.append((int(m.group(1)), m.group(2) is not None, e.path, e.inode()))
+        for name in os.listdir(d):
+            m = _PART.match(name)
+            if m:
+                out.append((int(m.group(1)), m.group(2) is not None, os.path.join(d, name)))
         return sorted(out)
 
-    def _live(self, view: str) -> list[tuple[int, str, int]]:
-        """The live history files: from the newest compacted file on (see "File names"); (seq, path,
-        inode)."""
-        parts = self._all_parts(view)
-        base = max((seq for seq, compacted, _, _ in parts if compacted), default=0)
-        return [(seq, p, ino) for seq, _, p, ino in parts if seq >= base]
-
     def _parts(self, view: str) -> list[tuple[int, str]]:
-        return [(seq, p) for seq, p, _ in self._live(view)]
+        """The live history files: from the newest compacted file on (see "File names")."""
+        parts = self._all_parts(view)
+        base = max((seq for seq, compacted, _ in parts if compacted), default=0)
+        return [(seq, p) for seq, _, p in parts if seq >= base]
 
     def files(self, view: str, source: str | None) -> list[str]:
         """The history files of a view, oldest write first (for ``source``: sorted path order)."""
@@ -274,8 +268,8 @@ class OfflineStore:
         under the writer lock, then :meth:`write_file`."""
         d = self.folder(view)
         os.makedirs(d, exist_ok=True)
-        parts = self._live(view)
-        self._check_footers(view, [(p, ino) for _, p, ino in parts])
+        parts = self._parts(view)
+        self._check_footers(view, [p for _, p in parts])
         seq = (parts[-1][0] + 1) if parts else 1
         table = _with_seq(table, seq)
         table = table.append_column(
@@ -286,16 +280,16 @@ class OfflineStore:
     def write_file(self, final: str, stamped: pa.Table) -> None:
         """The second half of :meth:`append`: the file durable at ``final`` (fsynced, folder fsynced)."""
         _write_parquet(stamped, final)
-        # Written here from a checked layout: the next append need not read its footer back.
-        self._footers_ok.add((final, os.stat(final).st_ino))
+        # Written here from a checked layout: the next append need not read its footer back (it still
+        # does if the file changes since).
+        self._footers_ok.add(_identity(final))
 
-    def _check_footers(self, view: str, files: Sequence[tuple[str, int]]) -> None:
-        """Refuse to append behind a file whose footer is damaged (see "Integrity"); ``files``: (path,
-        inode) each."""
-        for ident in files:
+    def _check_footers(self, view: str, paths: Sequence[str]) -> None:
+        """Refuse to append behind a file whose footer is damaged (see "Integrity")."""
+        for p in paths:
+            ident = _identity(p)
             if ident in self._footers_ok:
                 continue
-            p = ident[0]
             try:
                 why = _layout_problem(pq.read_metadata(p))
             except _DECODE_ERRORS as e:
@@ -531,7 +525,7 @@ class OfflineStore:
         seq = parts[-1][0] + 1
         final = os.path.join(self.folder(view), f"part-{seq:012d}.compact.parquet")
         _write_parquet(table, final)
-        for old, _, p, _ in self._all_parts(view):
+        for old, _, p in self._all_parts(view):
             if old < seq:
                 os.unlink(p)
         fsync_dir(self.folder(view))
@@ -576,6 +570,12 @@ def _derived_seq_batches(
         if filt is not None:
             t = t.filter(filt)
         yield from t.to_batches()
+
+
+def _identity(path: str) -> tuple[str, int, int, int]:
+    """A file's identity for the footer check: a file changed in place gets a new one."""
+    st = os.stat(path)
+    return (path, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _type_name(t: pa.DataType) -> str:

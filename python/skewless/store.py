@@ -369,8 +369,10 @@ class FeatureStore:
         ``events`` (any form ``write`` takes) holds the join keys, the timestamp field and every column of
         the view's schema. Everything is validated first: a bad input (a missing column, naive timestamps,
         a wrong type) raises a typed error and writes nothing. Late events (older than the newest pushed
-        for their entity) are counted where they belong, offline and online. The history is written
-        first; should the process die before the online half, ``materialize`` repairs the state.
+        for their entity) are counted where they belong, offline and online. The history file and the
+        merge into the online state run at once, and the state commits only once the file is durable
+        (history first, as ``write``); should the process die between the two, ``materialize`` repairs
+        the state.
 
         Example:
             >>> import tempfile, datetime as dt
