@@ -992,27 +992,38 @@ fn merge_entity(
 fn merge<A: Source, B: Source>(old: &A, new: &B, idx: &[u32], out: &mut Vec<(u8, u32)>) {
     out.clear();
     let n_old = old.len();
-    let (mut a, mut b) = (0usize, 0usize);
-    let at = |s: u8, i: u32| -> (i64, i64) {
-        if s == 0 {
-            (old.time(i as usize), old.seq(i as usize))
-        } else {
-            (new.time(i as usize), new.seq(i as usize))
+    let key_old = |i: usize| (old.time(i), old.seq(i));
+    let key_new = |j: usize| (new.time(idx[j] as usize), new.seq(idx[j] as usize));
+    // The stored events are distinct; only the new ones can repeat a (time, sequence) already taken.
+    let mut last: Option<(i64, i64)> = None;
+    let push_new = |out: &mut Vec<(u8, u32)>, j: usize, last: &mut Option<(i64, i64)>| {
+        let k = key_new(j);
+        if *last != Some(k) {
+            out.push((1, idx[j]));
+            *last = Some(k);
         }
     };
-    while a < n_old || b < idx.len() {
-        let take_old = b == idx.len() || (a < n_old && at(0, a as u32) <= at(1, idx[b]));
-        let item = if take_old {
-            a += 1;
-            (0u8, (a - 1) as u32)
-        } else {
-            b += 1;
-            (1u8, idx[b - 1])
-        };
-        if out.last().is_some_and(|&(s, i)| at(s, i) == at(item.0, item.1)) {
-            continue;
+    if idx.is_empty() || n_old == 0 || key_old(n_old - 1) < key_new(0) {
+        // A stream's new events all come after the stored ones: the stored run, then the new rows.
+        out.extend((0..n_old as u32).map(|i| (0u8, i)));
+        for j in 0..idx.len() {
+            push_new(out, j, &mut last);
         }
-        out.push(item);
+        return;
+    }
+    let (mut a, mut b) = (0usize, 0usize);
+    while a < n_old || b < idx.len() {
+        if b == idx.len() || (a < n_old && key_old(a) <= key_new(b)) {
+            let k = key_old(a);
+            if last != Some(k) {
+                out.push((0, a as u32));
+                last = Some(k);
+            }
+            a += 1;
+        } else {
+            push_new(out, b, &mut last);
+            b += 1;
+        }
     }
 }
 
