@@ -823,12 +823,13 @@ pub fn push_gated(
                     ),
                 )?;
             }
-            let key_of = |g: usize| {
-                let mut k = Vec::with_capacity(4 + key::MAX_KEY_BYTES);
+            // Entity g's LMDB key (the view's prefix, then its encoded key), into `k`.
+            let key_of = |g: usize, k: &mut Vec<u8>| {
+                k.clear();
                 k.extend_from_slice(&prefix);
                 k.extend_from_slice(kb(order[groups[g].0]));
-                k
             };
+            let mut want: Vec<u8> = Vec::with_capacity(4 + key::MAX_KEY_BYTES);
             let mut rec: Vec<u8> = Vec::new();
             let mut merged: Vec<(u8, u32)> = Vec::new();
             let mut absent: Vec<usize> = Vec::new();
@@ -837,8 +838,9 @@ pub fn push_gated(
                 // stepping over a short gap (a whole page of touched entities costs no search) and
                 // seeking past a long one, and each stored record is replaced where the cursor stands
                 // (no second search). Entities with no record yet are inserted after the walk.
-                let last = key_of(groups.len() - 1);
-                let mut want = key_of(0);
+                let mut last = Vec::new();
+                key_of(groups.len() - 1, &mut last);
+                key_of(0, &mut want);
                 let mut walk =
                     data.range_mut(txn, &(Bound::Included(&want[..]), Bound::Included(&last[..])))?;
                 let mut at = walk.next().transpose()?;
@@ -880,7 +882,7 @@ pub fn push_gated(
                     }
                     g += 1;
                     if g < groups.len() {
-                        want = key_of(g);
+                        key_of(g, &mut want);
                     }
                 }
             }
@@ -896,7 +898,8 @@ pub fn push_gated(
                     &mut merged,
                     &mut rec,
                 );
-                data.put(txn, &key_of(g), &rec)?;
+                key_of(g, &mut want);
+                data.put(txn, &want, &rec)?;
             }
             let entities = groups.len();
             before_commit()?;
