@@ -12,7 +12,6 @@ use crate::error::{Error, Result};
 use crate::py::arrow::{read_table, to_pyarrow};
 use crate::py::errors::{guard, run_detached, run_guarded, to_py};
 use crate::py::online::PyOnlineStore;
-use crate::table::Table;
 use crate::window::backfill::{window_aggregate as kernel, Aggregation, WindowOptions};
 use crate::window::state::{push, push_gated, PushSpec, PushStats};
 use crate::window::Func;
@@ -91,37 +90,31 @@ fn window_push(
     })
 }
 
-/// What the merge thread hands back: the outcome (a panic already turned into an error), and the events
-/// table, so that its buffers (some owned by Python objects) are released on the caller's thread.
-type Merged = (Result<PushStats>, Table);
+/// The merge thread of a pending push: its go-ahead (true: commit) and its outcome (a panic already
+/// turned into an error).
+type Merging = (SyncSender<bool>, JoinHandle<Result<PushStats>>);
 
 /// A push merging in a thread of its own (`window_push_start`): its transaction stays open until
 /// [`PendingPush::commit`] says the history is durable, or [`PendingPush::abort`] (or dropping the
 /// handle) aborts it, leaving the state as it was.
 #[pyclass(module = "skewless._core", name = "PendingPush", frozen)]
 pub struct PendingPush {
-    inner: Mutex<Option<(SyncSender<bool>, JoinHandle<Merged>)>>,
+    inner: Mutex<Option<Merging>>,
 }
 
 impl PendingPush {
-    /// Tells the merge thread whether to commit and waits for it (without the GIL: the thread never
-    /// needs it, and a caller holding it would stall every other Python thread meanwhile). None when
-    /// the push was already finished.
+    /// Tells the merge thread whether to commit and waits for it, always without the GIL: the thread
+    /// may take it (releasing an events buffer a Python object owns, such as a numpy array, takes it),
+    /// and a caller holding it would stall every other Python thread meanwhile. None when the push was
+    /// already finished.
     fn finish(&self, py: Python<'_>, go: bool) -> Option<Result<PushStats>> {
         let taken = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
         let (tx, worker) = taken?;
         // A send fails only when the thread has already ended (an error before the gate).
         let _ = tx.send(go);
         let joined = py.detach(move || worker.join());
-        // Back under the GIL: the events table is dropped here.
-        Some(match joined {
-            Ok((out, table)) => {
-                drop(table);
-                out
-            }
-            // The thread body catches panics; a failed join means it could not even report one.
-            Err(_) => Err(Error::Internal("the window state merge thread died".into())),
-        })
+        // The thread body catches panics; a failed join means it could not even report one.
+        Some(joined.unwrap_or_else(|_| Err(Error::Internal("the window state merge thread died".into()))))
     }
 }
 
@@ -201,7 +194,7 @@ fn window_push_start(
                         Err(Error::Internal("push aborted by its caller".into()))
                     }
                 };
-                let out = catch_unwind(AssertUnwindSafe(|| {
+                catch_unwind(AssertUnwindSafe(|| {
                     push_gated(&store, &view, &table, &spec, &mut gate)
                 }))
                 .unwrap_or_else(|_| {
@@ -210,8 +203,7 @@ fn window_push_start(
                          report it with the input that caused it."
                             .into(),
                     ))
-                });
-                (out, table)
+                })
             })
             .map_err(|e| {
                 to_py(
