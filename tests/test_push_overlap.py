@@ -12,7 +12,7 @@ import pytest
 import skewless as sk
 from conftest import snapshot
 from skewless import _core
-from skewless.errors import InvalidArgumentError, MapFullError, SchemaMismatch, StorageError
+from skewless.errors import InternalError, InvalidArgumentError, MapFullError, SchemaMismatch, StorageError
 from skewless.offline import OfflineStore
 from skewless.online import OnlineStore
 
@@ -55,7 +55,7 @@ def test_the_state_commits_only_after_the_history_file_is_durable(tmp_path, monk
     seen = []
 
     def spy(self, final, stamped):
-        # The merge runs meanwhile in its own thread, inside an open transaction: nothing of it shows.
+        # The merge runs meanwhile, inside an open transaction: nothing of it shows.
         seen.append(("before", total(s), os.path.exists(final)))
         real(self, final, stamped)
         seen.append(("after", total(s), os.path.exists(final)))
@@ -141,20 +141,23 @@ def test_a_map_that_grows_during_the_merge_commits_once(tmp_path):
     assert s.read_history("ev").num_rows == many
 
 
-def test_a_pending_push_dropped_or_aborted_writes_nothing(tmp_path):
+def test_a_closed_gate_writes_nothing_and_an_open_one_commits(tmp_path):
     s = new_store(tmp_path)
     s.push("ev", events([1], [10], [1.0]))
     online = s._online()
     seq = pa.array([1 << 40], pa.int64())
     batch = events([1], [20], [5.0]).append_column("__seq__", seq)
-    args = (online._inner, "ev", batch, ["user_id"], "event_timestamp", "__seq__", ["x"], 3600 * SEC)
-    _core.window_push_start(*args).abort()
-    pending = _core.window_push_start(*args)
-    del pending
+    args = (online._inner, "ev", batch, ["user_id"], "event_timestamp", "__seq__", ["x"], 3600 * SEC, False)
+    closed = _core.CommitGate()
+    closed.close()
+    with pytest.raises(InternalError, match="aborted"):
+        _core.window_push(*args, closed)
     assert total(s) == 1.0
-    done = _core.window_push_start(*args)
-    assert done.commit() == (1, 1)
-    with pytest.raises(InvalidArgumentError, match="already"):
-        done.commit()
-    done.abort()  # nothing left to abort
+    # The aborted transaction is gone: the next one takes the write lock and commits.
+    gate = _core.CommitGate()
+    gate.open()
+    gate.close()  # the first answer counts
+    assert _core.window_push(*args, gate) == (1, 1)
     assert total(s) == 6.0
+    with pytest.raises(InvalidArgumentError, match="already used"):
+        _core.window_push(*args, gate)

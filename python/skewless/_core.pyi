@@ -31,6 +31,12 @@ def window_aggregate(
     sequence: str | None,
     aggregations: list[tuple[str, str, int, str]],
 ) -> Any: ...
+
+class CommitGate:
+    def __init__(self) -> None: ...
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+
 def window_push(
     store: OnlineStore,
     view: str,
@@ -41,22 +47,8 @@ def window_push(
     columns: list[str],
     horizon_us: int,
     reset: bool,
+    gate: CommitGate | None = None,
 ) -> tuple[int, int]: ...
-
-class PendingPush:
-    def commit(self) -> tuple[int, int]: ...
-    def abort(self) -> None: ...
-
-def window_push_start(
-    store: OnlineStore,
-    view: str,
-    events: object,
-    keys: list[str],
-    timestamp: str,
-    sequence: str,
-    columns: list[str],
-    horizon_us: int,
-) -> PendingPush: ...
 
 # --- threads (skewless.threads checks the argument) ---
 def set_num_threads(threads: int) -> None: ...
