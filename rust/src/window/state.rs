@@ -665,8 +665,8 @@ pub fn push(store: &Store, view: &str, table: &Table, spec: &PushSpec<'_>) -> Re
 
 /// [`push`], with `before_commit` run inside the transaction once every record is merged, just before
 /// it commits (again on each retry after the map grew); an error from it aborts the transaction, so
-/// nothing is written. `store.push` waits there for its history file to be durable, which it writes
-/// meanwhile (`crate::py::window`).
+/// nothing is written. `store.push` waits there for its history file to be durable, which a thread of
+/// its own writes meanwhile (`crate::py::window`, `CommitGate`).
 pub fn push_gated(
     store: &Store,
     view: &str,
