@@ -32,6 +32,12 @@ def window_aggregate(
     sequence: str | None,
     aggregations: list[tuple[str, str, int, str]],
 ) -> Any: ...
+
+class CommitGate:
+    def __init__(self) -> None: ...
+    def open(self) -> None: ...
+    def close(self) -> None: ...
+
 def window_push(
     store: OnlineStore,
     view: str,
@@ -42,6 +48,7 @@ def window_push(
     columns: list[str],
     horizon_us: int,
     reset: bool,
+    gate: CommitGate | None = None,
 ) -> tuple[int, int]: ...
 
 # --- key buckets (skewless.spark checks the arguments) ---

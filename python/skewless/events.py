@@ -53,6 +53,7 @@ __all__ = [
     "from_spec",
     "window_features",
     "push_events",
+    "push_with_history",
     "window_spec",
     "materialize_events",
 ]
@@ -283,6 +284,62 @@ def push_events(
         reset,
     )
     return int(entities)
+
+
+def push_with_history(offline: OfflineStore, online: OnlineStore, fv: FeatureView, table: pa.Table) -> str:
+    """``store.push``'s two halves at once: the view's next history file (Parquet encoding and fsyncs,
+    which release the GIL) on a thread of its own, and the merge of ``table`` (the stored layout) into
+    the online window state (Rust, no GIL) on this one, inside one open LMDB transaction. That
+    transaction commits only once the history file and its folder are fsynced (the thread opens a
+    :class:`~skewless._core.CommitGate` the merge waits at), so the rule of ``write`` holds: history
+    first, durable; online after (``materialize`` repairs a process that dies between). A failed
+    history file closes the gate: the transaction aborts, nothing is written. A failed merge or commit
+    removes the history file. Call under the writer lock. Returns the history file's path."""
+    import threading
+
+    from .offline import SEQ
+
+    path, stamped = offline.next_file(fv.name, table)
+    gate = _core.CommitGate()
+    failed: list[BaseException] = []
+
+    def write_history() -> None:
+        try:
+            offline.write_file(path, stamped)
+        except BaseException as e:  # handed to the caller's thread below
+            failed.append(e)
+        finally:
+            # Always answered: the merge waits for it.
+            if failed:
+                gate.close()
+            else:
+                gate.open()
+
+    writer = threading.Thread(target=write_history, name="skewless-history")
+    writer.start()
+    cols = [*fv.join_keys, fv.timestamp_field, *event_columns(fv)]
+    try:
+        _core.window_push(
+            online._inner,
+            fv.name,
+            table.select(cols).append_column(SEQ, stamped.column(SEQ)),
+            list(fv.join_keys),
+            fv.timestamp_field,
+            SEQ,
+            event_columns(fv),
+            horizon_us(fv),
+            False,
+            gate,
+        )
+    except BaseException:
+        gate.close()
+        writer.join()
+        if failed:
+            raise failed[0] from None
+        offline.remove(path)
+        raise
+    writer.join()
+    return path
 
 
 def materialize_events(

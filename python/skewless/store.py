@@ -37,12 +37,12 @@ from ._arrow import as_table, index_hint, name_list
 from ._fs import TEMP_PREFIX
 from .definitions import Entity, FeatureService, FeatureView
 from .errors import InvalidArgumentError, MissingColumnError, UnknownFeatureError
-from .events import push_events
+from .events import push_with_history
 from .explain import Explanation, explain
 from .imputation import previous_rows
 from .materialize import materialize_view
 from .normalize import flag, instant_us, normalize_rows
-from .offline import OfflineStore, write_sequence
+from .offline import OfflineStore
 from .online import OnlineStore
 from .refs import output_names, resolve
 from .registry import Registry, RegistryError
@@ -332,15 +332,14 @@ class FeatureStore:
                 self._reg_stamp = _stamp(self.registry.path)
                 self._readers.clear()
             try:
-                path = self.offline.append(view, table)
                 written, skipped = table.num_rows, 0
                 if fv.online and fv.is_event_view:
-                    try:
-                        push_events(self._online(), fv, table, write_sequence(path, table.num_rows))
-                    except BaseException:
-                        self.offline.remove(path)
-                        raise
-                elif fv.online:
+                    # The history file and the online merge run at once; the state commits once the
+                    # file is durable (skewless.events.push_with_history).
+                    push_with_history(self.offline, self._online(), fv, table)
+                else:
+                    path = self.offline.append(view, table)
+                if fv.online and not fv.is_event_view:
                     try:
                         res = self._online().write(
                             view,
@@ -370,8 +369,10 @@ class FeatureStore:
         ``events`` (any form ``write`` takes) holds the join keys, the timestamp field and every column of
         the view's schema. Everything is validated first: a bad input (a missing column, naive timestamps,
         a wrong type) raises a typed error and writes nothing. Late events (older than the newest pushed
-        for their entity) are counted where they belong, offline and online. The history is written
-        first; should the process die before the online half, ``materialize`` repairs the state.
+        for their entity) are counted where they belong, offline and online. The history file and the
+        merge into the online state run at once, and the state commits only once the file is durable
+        (history first, as ``write``); should the process die between the two, ``materialize`` repairs
+        the state.
 
         Example:
             >>> import tempfile, datetime as dt

@@ -36,6 +36,7 @@
 //!
 //! A record that fails its checksum or its lengths is a `Storage` error naming the repair (materialize).
 
+use std::ops::Bound;
 use std::sync::Arc;
 
 use arrow::array::*;
@@ -659,6 +660,20 @@ fn whole(table: &Table, name: &str) -> Result<ArrayRef> {
 /// Merges the events of `table` into the window state of `view`, in one write transaction: every check
 /// runs before the store is touched, so a bad batch writes nothing.
 pub fn push(store: &Store, view: &str, table: &Table, spec: &PushSpec<'_>) -> Result<PushStats> {
+    push_gated(store, view, table, spec, &mut || Ok(()))
+}
+
+/// [`push`], with `before_commit` run inside the transaction once every record is merged, just before
+/// it commits (again on each retry after the map grew); an error from it aborts the transaction, so
+/// nothing is written. `store.push` waits there for its history file to be durable, which a thread of
+/// its own writes meanwhile (`crate::py::window`, `CommitGate`).
+pub fn push_gated(
+    store: &Store,
+    view: &str,
+    table: &Table,
+    spec: &PushSpec<'_>,
+    before_commit: &mut dyn FnMut() -> Result<()>,
+) -> Result<PushStats> {
     if spec.horizon <= 0 {
         return Err(Error::InvalidArgument(format!(
             "the horizon of view {view:?}'s window state must be positive, not {}",
@@ -752,47 +767,18 @@ pub fn push(store: &Store, view: &str, table: &Table, spec: &PushSpec<'_>) -> Re
         spans.push((start as u32, arena.len() as u32));
     }
     let kb = |r: u32| &arena[spans[r as usize].0 as usize..spans[r as usize].1 as usize];
-    // Sorted by (key, time, sequence); each key's first 8 bytes inline, so that most comparisons (all,
-    // for an integer key) never touch the arena.
-    let mut order: Vec<(u64, u32)> = (0..n as u32)
-        .map(|r| {
-            let k = kb(r);
-            let mut head = [0u8; 8];
-            let m = k.len().min(8);
-            head[..m].copy_from_slice(&k[..m]);
-            (u64::from_be_bytes(head), r)
-        })
-        .collect();
-    // Keys of at most 8 bytes (every integer key) are whole in their head: with equal heads, the shorter
-    // key (zero-padded) sorts first, so the arena is read only for longer keys.
-    let klen = |r: u32| spans[r as usize].1 - spans[r as usize].0;
-    let key_cmp = |(ha, a): (u64, u32), (hb, b): (u64, u32)| {
-        ha.cmp(&hb).then_with(|| {
-            let (la, lb) = (klen(a), klen(b));
-            if la <= 8 && lb <= 8 {
-                la.cmp(&lb)
-            } else {
-                kb(a).cmp(kb(b))
-            }
-        })
-    };
-    order.sort_unstable_by(|&x, &y| {
-        key_cmp(x, y)
-            .then(times[x.1 as usize].cmp(&times[y.1 as usize]))
-            .then(seqs[x.1 as usize].cmp(&seqs[y.1 as usize]))
-    });
-    // Each entity's run of rows in `order`, found once with the same comparison.
+    let order = sort_rows(n, &times, &seqs, &spans, &kb);
+    // Each entity's run of rows in `order`.
     let mut groups: Vec<(usize, usize)> = Vec::new();
     let mut g = 0;
     while g < n {
         let mut end = g + 1;
-        while end < n && key_cmp(order[g], order[end]).is_eq() {
+        while end < n && kb(order[g]) == kb(order[end]) {
             end += 1;
         }
         groups.push((g, end));
         g = end;
     }
-    let order: Vec<u32> = order.into_iter().map(|(_, r)| r).collect();
     let new = Batch {
         times: &times,
         seqs: &seqs,
@@ -837,44 +823,171 @@ pub fn push(store: &Store, view: &str, table: &Table, spec: &PushSpec<'_>) -> Re
                     ),
                 )?;
             }
-            let mut kbuf: Vec<u8> = Vec::with_capacity(key::MAX_KEY_BYTES);
+            // Entity g's LMDB key (the view's prefix, then its encoded key), into `k`.
+            let key_of = |g: usize, k: &mut Vec<u8>| {
+                k.clear();
+                k.extend_from_slice(&prefix);
+                k.extend_from_slice(kb(order[groups[g].0]));
+            };
+            let mut want: Vec<u8> = Vec::with_capacity(4 + key::MAX_KEY_BYTES);
             let mut rec: Vec<u8> = Vec::new();
             let mut merged: Vec<(u8, u32)> = Vec::new();
-            let mut entities = 0;
-            for &(g, end) in &groups {
-                let k = kb(order[g]);
-                kbuf.clear();
-                kbuf.extend_from_slice(&prefix);
-                kbuf.extend_from_slice(k);
-                // The stored record is merged in place (read, not decoded), then replaced.
-                let old = data.get(txn, &kbuf)?;
-                let old = match old {
-                    Some(b) => Raw::parse(b, &tags)?,
-                    None => Raw::empty(&tags),
-                };
-                merge(&old, &new, &order[g..end], &mut merged);
-                let time = |(s, i): (u8, u32)| {
-                    if s == 0 {
-                        old.time(i as usize)
-                    } else {
-                        new.time(i as usize)
+            let mut absent: Vec<usize> = Vec::new();
+            if !groups.is_empty() {
+                // Entities come in key order, as LMDB keeps them: one cursor walks the view's records,
+                // stepping over a short gap (a whole page of touched entities costs no search) and
+                // seeking past a long one, and each stored record is replaced where the cursor stands
+                // (no second search). Entities with no record yet are inserted after the walk.
+                let mut last = Vec::new();
+                key_of(groups.len() - 1, &mut last);
+                key_of(0, &mut want);
+                let mut walk =
+                    data.range_mut(txn, &(Bound::Included(&want[..]), Bound::Included(&last[..])))?;
+                let mut at = walk.next().transpose()?;
+                let mut g = 0;
+                while g < groups.len() {
+                    let mut steps = 0;
+                    while let Some((k, _)) = at {
+                        if k >= &want[..] || steps == WALK_STEPS {
+                            break;
+                        }
+                        at = walk.next().transpose()?;
+                        steps += 1;
                     }
-                };
-                // Drop what no aggregate from the newest event on can read.
-                let newest = merged.last().map_or(i64::MIN, |&r| time(r));
-                let cut = newest.saturating_sub(spec.horizon);
-                let keep = merged.partition_point(|&r| time(r) <= cut);
-                let mut dropped_max = old.dropped_max;
-                if keep > 0 {
-                    dropped_max = dropped_max.max(time(merged[keep - 1]));
+                    if at.is_some_and(|(k, _)| k < &want[..]) {
+                        drop(walk);
+                        walk =
+                            data.range_mut(txn, &(Bound::Included(&want[..]), Bound::Included(&last[..])))?;
+                        at = walk.next().transpose()?;
+                    }
+                    match at {
+                        Some((k, stored)) if k == &want[..] => {
+                            let old = Raw::parse(stored, &tags)?;
+                            let (lo, hi) = groups[g];
+                            merge_entity(
+                                &old,
+                                &new,
+                                &order[lo..hi],
+                                spec.horizon,
+                                &tags,
+                                &mut merged,
+                                &mut rec,
+                            );
+                            // SAFETY: `rec` is owned and the key is the one the cursor stands on;
+                            // `stored` and `old` (which borrow the page) are not used after the put.
+                            unsafe { walk.put_current(&want, &rec)? };
+                            at = walk.next().transpose()?;
+                        }
+                        _ => absent.push(g),
+                    }
+                    g += 1;
+                    if g < groups.len() {
+                        key_of(g, &mut want);
+                    }
                 }
-                encode(&old, &new, &merged[keep..], dropped_max, &tags, &mut rec);
-                data.put(txn, &kbuf, &rec)?;
-                entities += 1;
             }
+            let none = Raw::empty(&tags);
+            for &g in &absent {
+                let (lo, hi) = groups[g];
+                merge_entity(
+                    &none,
+                    &new,
+                    &order[lo..hi],
+                    spec.horizon,
+                    &tags,
+                    &mut merged,
+                    &mut rec,
+                );
+                key_of(g, &mut want);
+                data.put(txn, &want, &rec)?;
+            }
+            let entities = groups.len();
+            before_commit()?;
             Ok(entities)
         })
         .map(|entities| PushStats { events: n, entities })
+}
+
+/// The rows of a batch sorted by (key, time, sequence), keys compared as bytes (LMDB's order).
+/// `spans[r]`: row r's key in the arena `kb` reads.
+fn sort_rows<'a>(
+    n: usize,
+    times: &[i64],
+    seqs: &[i64],
+    spans: &[(u32, u32)],
+    kb: &impl Fn(u32) -> &'a [u8],
+) -> Vec<u32> {
+    let head = |r: u32| {
+        let k = kb(r);
+        let mut h = [0u8; 8];
+        h[..k.len().min(8)].copy_from_slice(&k[..k.len().min(8)]);
+        u64::from_be_bytes(h)
+    };
+    let klen = |r: u32| spans[r as usize].1 - spans[r as usize].0;
+    if spans.iter().all(|&(a, b)| b - a <= 8) {
+        // Keys of at most 8 bytes (every integer key) sort as one 128-bit word per row: the key
+        // zero-padded, big-endian (of two equal heads the shorter key is the smaller), its length, and
+        // the row's rank in (time, sequence) order: no comparison reads the arena or the times again.
+        // A stream arrives in time order, where the rank is the row itself.
+        let by_time = (1..n).all(|i| (times[i - 1], seqs[i - 1]) <= (times[i], seqs[i]));
+        let ranked: Vec<u32> = if by_time {
+            (0..n as u32).collect()
+        } else {
+            let mut p: Vec<u32> = (0..n as u32).collect();
+            p.sort_unstable_by_key(|&r| (times[r as usize], seqs[r as usize]));
+            p
+        };
+        let mut words: Vec<u128> = ranked
+            .iter()
+            .enumerate()
+            .map(|(rank, &r)| (head(r) as u128) << 64 | (klen(r) as u128) << 32 | rank as u128)
+            .collect();
+        words.sort_unstable();
+        return words.iter().map(|&w| ranked[w as u32 as usize]).collect();
+    }
+    // Longer keys: by their first 8 bytes inline, the arena read only when those tie.
+    let mut order: Vec<(u64, u32)> = (0..n as u32).map(|r| (head(r), r)).collect();
+    order.sort_unstable_by(|&(ha, a), &(hb, b)| {
+        ha.cmp(&hb)
+            .then_with(|| kb(a).cmp(kb(b)))
+            .then(times[a as usize].cmp(&times[b as usize]))
+            .then(seqs[a as usize].cmp(&seqs[b as usize]))
+    });
+    order.into_iter().map(|(_, r)| r).collect()
+}
+
+/// How far the cursor of a push steps from one entity's record to the next before it seeks instead
+/// (a step is a move within a page, a seek a search from the root).
+const WALK_STEPS: usize = 16;
+
+/// One entity's new record in `rec`: its stored events `old` merged with the batch's rows `rows`,
+/// trimmed to what an aggregate from the newest event on can read (`merged`: scratch).
+fn merge_entity(
+    old: &Raw<'_>,
+    new: &Batch<'_>,
+    rows: &[u32],
+    horizon: i64,
+    tags: &[ColTag],
+    merged: &mut Vec<(u8, u32)>,
+    rec: &mut Vec<u8>,
+) {
+    merge(old, new, rows, merged);
+    let time = |(s, i): (u8, u32)| {
+        if s == 0 {
+            old.time(i as usize)
+        } else {
+            new.time(i as usize)
+        }
+    };
+    // Drop what no aggregate from the newest event on can read.
+    let newest = merged.last().map_or(i64::MIN, |&r| time(r));
+    let cut = newest.saturating_sub(horizon);
+    let keep = merged.partition_point(|&r| time(r) <= cut);
+    let mut dropped_max = old.dropped_max;
+    if keep > 0 {
+        dropped_max = dropped_max.max(time(merged[keep - 1]));
+    }
+    encode(old, new, &merged[keep..], dropped_max, tags, rec);
 }
 
 /// Merges the stored events (source 0, sorted) with the new rows `idx` of source 1 (sorted by time,
@@ -882,27 +995,38 @@ pub fn push(store: &Store, view: &str, table: &Table, spec: &PushSpec<'_>) -> Re
 fn merge<A: Source, B: Source>(old: &A, new: &B, idx: &[u32], out: &mut Vec<(u8, u32)>) {
     out.clear();
     let n_old = old.len();
-    let (mut a, mut b) = (0usize, 0usize);
-    let at = |s: u8, i: u32| -> (i64, i64) {
-        if s == 0 {
-            (old.time(i as usize), old.seq(i as usize))
-        } else {
-            (new.time(i as usize), new.seq(i as usize))
+    let key_old = |i: usize| (old.time(i), old.seq(i));
+    let key_new = |j: usize| (new.time(idx[j] as usize), new.seq(idx[j] as usize));
+    // The stored events are distinct; only the new ones can repeat a (time, sequence) already taken.
+    let mut last: Option<(i64, i64)> = None;
+    let push_new = |out: &mut Vec<(u8, u32)>, j: usize, last: &mut Option<(i64, i64)>| {
+        let k = key_new(j);
+        if *last != Some(k) {
+            out.push((1, idx[j]));
+            *last = Some(k);
         }
     };
-    while a < n_old || b < idx.len() {
-        let take_old = b == idx.len() || (a < n_old && at(0, a as u32) <= at(1, idx[b]));
-        let item = if take_old {
-            a += 1;
-            (0u8, (a - 1) as u32)
-        } else {
-            b += 1;
-            (1u8, idx[b - 1])
-        };
-        if out.last().is_some_and(|&(s, i)| at(s, i) == at(item.0, item.1)) {
-            continue;
+    if idx.is_empty() || n_old == 0 || key_old(n_old - 1) < key_new(0) {
+        // A stream's new events all come after the stored ones: the stored run, then the new rows.
+        out.extend((0..n_old as u32).map(|i| (0u8, i)));
+        for j in 0..idx.len() {
+            push_new(out, j, &mut last);
         }
-        out.push(item);
+        return;
+    }
+    let (mut a, mut b) = (0usize, 0usize);
+    while a < n_old || b < idx.len() {
+        if b == idx.len() || (a < n_old && key_old(a) <= key_new(b)) {
+            let k = key_old(a);
+            if last != Some(k) {
+                out.push((0, a as u32));
+                last = Some(k);
+            }
+            a += 1;
+        } else {
+            push_new(out, b, &mut last);
+            b += 1;
+        }
     }
 }
 
@@ -1285,6 +1409,119 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(ev.times.len(), count, "key {k:?}");
+        }
+    }
+
+    /// A small deterministic generator (xorshift), so the cases replay.
+    fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed | 1;
+        move |m| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        }
+    }
+
+    #[test]
+    fn rows_sort_by_key_bytes_then_time_then_sequence() {
+        let mut r = rng(7);
+        for case in 0..200 {
+            let n = 1 + r(60) as usize;
+            // Short keys (some sharing their first bytes, some empty-padded look-alikes) or long ones.
+            let long = case % 3 == 0;
+            let mut arena = Vec::new();
+            let mut spans = Vec::new();
+            for _ in 0..n {
+                let start = arena.len() as u32;
+                let len = if long { 1 + r(12) } else { 1 + r(8) };
+                for _ in 0..len {
+                    arena.push([0u8, 1, 255][r(3) as usize]);
+                }
+                spans.push((start, arena.len() as u32));
+            }
+            let times: Vec<i64> = (0..n).map(|_| r(5) as i64 - 2).collect();
+            let mut seqs: Vec<i64> = (0..n as i64).collect();
+            if case % 2 == 0 {
+                // A stream in (time, sequence) order: the sort's fast path.
+                let mut rows: Vec<(i64, i64)> = times.iter().cloned().zip(seqs.iter().cloned()).collect();
+                rows.sort();
+                seqs = rows.iter().map(|x| x.1).collect();
+                let t: Vec<i64> = rows.iter().map(|x| x.0).collect();
+                check_sorted(&arena, &spans, &t, &seqs);
+            } else {
+                check_sorted(&arena, &spans, &times, &seqs);
+            }
+        }
+
+        fn check_sorted(arena: &[u8], spans: &[(u32, u32)], times: &[i64], seqs: &[i64]) {
+            let n = times.len();
+            let kb = |r: u32| &arena[spans[r as usize].0 as usize..spans[r as usize].1 as usize];
+            let got = sort_rows(n, times, seqs, spans, &kb);
+            let mut want: Vec<u32> = (0..n as u32).collect();
+            want.sort_by(|&a, &b| {
+                kb(a)
+                    .cmp(kb(b))
+                    .then(times[a as usize].cmp(&times[b as usize]))
+                    .then(seqs[a as usize].cmp(&seqs[b as usize]))
+            });
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn the_cursor_walk_updates_stored_entities_and_inserts_new_ones_in_any_pattern() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Some(1 << 22), None).unwrap();
+        let keys = ["k".to_string()];
+        let cols = ["x".to_string(), "s".to_string()];
+        let spec = PushSpec {
+            keys: &keys,
+            timestamp: "t",
+            sequence: "seq",
+            columns: &cols,
+            horizon: 1_000,
+            reset: false,
+        };
+        // Another view's records around this one's, which the walk must neither read nor change.
+        let other = batch(&[-1, 5000], &[1, 1], &[1, 2], &[Some(9.0); 2], &[None; 2]);
+        push(&store, "a", &other, &spec).unwrap();
+        push(&store, "c", &other, &spec).unwrap();
+        let mut r = rng(3);
+        let mut want: std::collections::BTreeMap<i64, Vec<(i64, i64)>> = Default::default();
+        let mut seq = 0i64;
+        for round in 0..12 {
+            // Dense runs, long gaps (past the cursor's steps) and entities never seen before.
+            let n = 1 + r(300) as usize;
+            let spread = [40, 400, 4000][round % 3];
+            let ks: Vec<i64> = (0..n).map(|_| r(spread) as i64).collect();
+            let ts: Vec<i64> = (0..n).map(|_| round as i64 * 10 + r(10) as i64).collect();
+            let sq: Vec<i64> = (0..n)
+                .map(|_| {
+                    seq += 1;
+                    seq
+                })
+                .collect();
+            let x: Vec<Option<f64>> = sq.iter().map(|&v| Some(v as f64)).collect();
+            let s: Vec<Option<&str>> = vec![None; n];
+            let stats = push(&store, "b", &batch(&ks, &ts, &sq, &x, &s), &spec).unwrap();
+            let distinct: std::collections::BTreeSet<i64> = ks.iter().cloned().collect();
+            assert_eq!(stats.entities, distinct.len());
+            for i in 0..n {
+                want.entry(ks[i]).or_default().push((ts[i], sq[i]));
+            }
+        }
+        for (k, mut evs) in want {
+            evs.sort();
+            let got = state(&store, "b", k).unwrap();
+            let pairs: Vec<(i64, i64)> = got.times.iter().cloned().zip(got.seqs.iter().cloned()).collect();
+            assert_eq!(pairs, evs, "entity {k}");
+            let x = got.cols[0].as_primitive::<arrow::datatypes::Float64Type>();
+            assert!((0..x.len()).all(|i| x.value(i) == got.seqs[i] as f64));
+        }
+        for v in ["a", "c"] {
+            assert_eq!(state(&store, v, -1).unwrap().seqs, vec![1]);
+            assert_eq!(state(&store, v, 5000).unwrap().seqs, vec![2]);
         }
     }
 }
