@@ -41,9 +41,10 @@ use heed::{Env, RoTxn};
 
 use crate::error::Error;
 use crate::online::lmdb_format::{
-    child, kind, node_header, u16_at, u32_at, u64_at, DbRecord, DB_RECORD, F_BIGDATA, F_SUBDATA, HEADER,
-    MAGIC, MAX_DEPTH, META_LAST_PAGE, META_MAGIC, META_MAIN_DB, META_TXNID, NODE, PAGE_FLAGS, PAGE_LOWER,
-    PAGE_NO, PAGE_OVERFLOW_COUNT, PAGE_UPPER, P_BRANCH, P_INVALID, P_LEAF, P_OVERFLOW,
+    child, damaged, kind, node_header, u16_at, u32_at, u64_at, DbRecord, FileMap, DB_RECORD, F_BIGDATA,
+    F_SUBDATA, HEADER, MAGIC, MAX_DEPTH, META_LAST_PAGE, META_MAGIC, META_MAIN_DB, META_TXNID, NODE,
+    PAGE_FLAGS, PAGE_LOWER, PAGE_NO, PAGE_OVERFLOW_COUNT, PAGE_UPPER, P_BRANCH, P_INVALID, P_LEAF,
+    P_OVERFLOW,
 };
 
 /// Why the direct search did not answer.
@@ -59,9 +60,9 @@ type Found<T> = std::result::Result<T, Miss>;
 
 /// A read-only map of one environment's data file, and the roots found per snapshot.
 pub struct Pages {
-    base: *const u8,
-    /// Bytes mapped (the environment's map size when mapped).
-    len: usize,
+    /// As many bytes as the environment's map when mapped, more than the file holds: `span` checks
+    /// every page against the file's size before reading it.
+    map: FileMap,
     psize: usize,
     /// For the file's size, re-read when a page past the known size is asked for.
     file: File,
@@ -71,19 +72,6 @@ pub struct Pages {
     /// The named database searched (the store's data database).
     name: Vec<u8>,
     cache: RootCache,
-}
-
-// SAFETY: `base` points to a read-only shared mapping owned by `Pages` and unmapped only on drop; it is
-// never written through, so sharing it between threads is sound.
-unsafe impl Send for Pages {}
-// SAFETY: as above; every method takes `&self` and only reads the mapping or atomics.
-unsafe impl Sync for Pages {}
-
-impl Drop for Pages {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `open`, once.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
-    }
 }
 
 /// The roots of one snapshot: its data database's root page and depth, and its last page.
@@ -251,7 +239,6 @@ impl Pages {
     /// Maps the data file of `env` (whose store lives at `path`) for direct searches of the named
     /// database `name`. `None` when the file cannot be mapped: LMDB's own lookup serves then.
     pub fn open(env: &Env, path: &Path, name: &[u8]) -> Option<Pages> {
-        use std::os::fd::AsRawFd;
         let psize = env.unnamed_database_stat().page_size as usize;
         if !(512..=65536).contains(&psize) || !psize.is_power_of_two() {
             return None;
@@ -262,24 +249,10 @@ impl Pages {
         if len < 2 * psize || file_pages < 2 {
             return None;
         }
-        // SAFETY: a fresh shared read-only mapping of `len` bytes of an open file; nothing else owns it.
         // Bytes past the end of the file are mapped but never touched (`page` checks the file's size).
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return None;
-        }
+        let map = FileMap::new(&file, len).ok()?;
         Some(Pages {
-            base: ptr as *const u8,
-            len,
+            map,
             psize,
             file,
             path: path.to_path_buf(),
@@ -297,12 +270,7 @@ impl Pages {
 
     #[cold]
     fn damaged(&self, what: String) -> Miss {
-        Miss::Damaged(Error::Storage(format!(
-            "the online store's data file in {} is damaged ({what}); LMDB keeps no checksums on its own \
-             pages, so it cannot be read safely. Delete the online folder and run materialize to rebuild \
-             it from the history (or restore it from a copy)",
-            self.path.display()
-        )))
+        Miss::Damaged(damaged(&self.path, &what))
     }
 
     /// Whether the file holds page `pgno`, re-reading its size when the known size is too small.
@@ -325,7 +293,7 @@ impl Pages {
                 "page {first} (+{count}) is outside the snapshot's pages 2..={last}"
             )));
         }
-        if end.saturating_mul(self.psize as u64) > self.len as u64 {
+        if end.saturating_mul(self.psize as u64) > self.map.mapped() as u64 {
             return Err(Miss::Fallback); // past this process's map: LMDB's map is larger
         }
         if end > self.file_pages.load(Ordering::Relaxed) && !self.grown_to(end - 1) {
@@ -337,7 +305,7 @@ impl Pages {
         // long as `self`; the file holds every byte of it (so no access can SIGBUS, LMDB never
         // truncates its data file); and the caller's read transaction keeps these pages of its snapshot
         // from being rewritten while the slice is used.
-        Ok(unsafe { std::slice::from_raw_parts(self.base.add(at), n) })
+        Ok(unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(at), n) })
     }
 
     /// A branch or leaf page, its header checked: `(page, node count, upper)`.
@@ -478,7 +446,7 @@ impl Pages {
         // a multiple of 8 (the map is page-aligned, the record offsets are multiples of 8), as an atomic
         // u64 requires; the mapping lives as long as `self`. The bytes may change under the load (a
         // writer's commit), which is why it is atomic.
-        unsafe { (*(self.base.add(at) as *const AtomicU64)).load(order) }
+        unsafe { (*(self.map.as_ptr().add(at) as *const AtomicU64)).load(order) }
     }
 
     /// The roots of the snapshot `txn` reads, cached per transaction id.
@@ -640,7 +608,10 @@ impl Pages {
                     let (size, flags, _) = node_header(c.page, at);
                     c.pgno = child(size, flags);
                     // The child's header and first node offsets, for the next level's pass.
-                    let first = self.base.wrapping_add((c.pgno as usize).wrapping_mul(self.psize));
+                    let first = self
+                        .map
+                        .as_ptr()
+                        .wrapping_add((c.pgno as usize).wrapping_mul(self.psize));
                     prefetch(first);
                     prefetch(first.wrapping_add(64));
                 }

@@ -132,3 +132,74 @@ pub fn node_header(page: &[u8], at: usize) -> (u64, u16, usize) {
 pub fn child(size: u64, flags: u16) -> u64 {
     size | (flags as u64) << 32
 }
+
+/// The error for a damaged data file: what is wrong, and the repair.
+#[cold]
+pub fn damaged(path: &std::path::Path, what: &str) -> crate::error::Error {
+    crate::error::Error::Storage(format!(
+        "the online store's data file in {} is damaged ({what}); LMDB keeps no checksums on its own \
+         pages, so it cannot be read safely. Delete the online folder and run materialize to rebuild \
+         it from the history (or restore it from a copy)",
+        path.display()
+    ))
+}
+
+/// A read-only shared map of an environment's data file (the structural check's and the direct
+/// lookups'), released on drop.
+pub struct FileMap {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl FileMap {
+    pub fn new(file: &std::fs::File, len: usize) -> std::io::Result<FileMap> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a fresh shared read-only mapping of `len` bytes of an open file; nothing else owns it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(FileMap { ptr, len })
+    }
+
+    /// The start of the mapping, for a reader that maps more than the file holds (the environment's
+    /// map size) and checks each page against the file's size itself.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr as *const u8
+    }
+
+    /// Bytes mapped.
+    pub fn mapped(&self) -> usize {
+        self.len
+    }
+
+    /// The whole mapping as bytes: only for a map no longer than the file (see below).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` bytes, readable, and lives as long as `self`. The caller maps no
+        // more than the file holds, and LMDB never shrinks its data file, so no byte of it can SIGBUS;
+        // LMDB's writers only change pages no snapshot reaches (the caller holds a read transaction).
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+// SAFETY: the mapping is read-only and owned by the `FileMap`, unmapped only on drop; nothing is written
+// through it, so moving or sharing it between threads is sound.
+unsafe impl Send for FileMap {}
+// SAFETY: as above; every method takes `&self` and only reads.
+unsafe impl Sync for FileMap {}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`, once.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}

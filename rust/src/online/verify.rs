@@ -26,8 +26,8 @@ use heed::Env;
 
 use crate::error::{Error, Result};
 use crate::online::lmdb_format::{
-    child, kind, node_header, u16_at, u32_at, u64_at, DbRecord, DB_RECORD, DUPSORT, F_BIGDATA, F_SUBDATA,
-    HEADER, INTEGER_KEY, MAGIC, MAX_DEPTH, META_FREE_DB, META_LAST_PAGE, META_MAGIC, META_MAIN_DB,
+    self, child, kind, node_header, u16_at, u32_at, u64_at, DbRecord, FileMap, DB_RECORD, DUPSORT, F_BIGDATA,
+    F_SUBDATA, HEADER, INTEGER_KEY, MAGIC, MAX_DEPTH, META_FREE_DB, META_LAST_PAGE, META_MAGIC, META_MAIN_DB,
     META_RECORD, META_TXNID, NODE, PAGE_LOWER, PAGE_NO, PAGE_OVERFLOW_COUNT, PAGE_UPPER, P_BRANCH, P_INVALID,
     P_LEAF, P_OVERFLOW,
 };
@@ -39,47 +39,6 @@ pub struct Verified {
     pub leaf_pages: u64,
     pub overflow_pages: u64,
     pub entries: u64,
-}
-
-/// A read-only map of the data file, released on drop.
-struct FileMap {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl FileMap {
-    fn new(file: &std::fs::File, len: usize) -> std::io::Result<FileMap> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a fresh shared read-only mapping of `len` bytes of an open file; nothing else owns it.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(FileMap { ptr, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` bytes, readable, and lives as long as `self`. The caller maps no
-        // more than the file holds, and LMDB never shrinks its data file, so no byte of it can SIGBUS;
-        // LMDB's writers only change pages no snapshot reaches (the caller holds a read transaction).
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
-    }
-}
-
-impl Drop for FileMap {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`, once.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
 }
 
 struct Walk<'a> {
@@ -95,14 +54,7 @@ type Check<T> = std::result::Result<T, String>;
 /// Checks the trees of the snapshot `env` reads now, whose main database must name either no database
 /// (a new store) or exactly `databases` (in key order). `Err(Storage)` names what is damaged.
 pub fn verify(env: &Env, path: &Path, databases: &[&[u8]]) -> Result<Verified> {
-    let damaged = |what: String| {
-        Error::Storage(format!(
-            "the online store's data file in {} is damaged ({what}); LMDB keeps no checksums on its own \
-             pages, so it cannot be read safely. Delete the online folder and run materialize to rebuild \
-             it from the history (or restore it from a copy)",
-            path.display()
-        ))
-    };
+    let damaged = |what: String| lmdb_format::damaged(path, &what);
     let io = |e: &dyn std::fmt::Display| {
         Error::Storage(format!(
             "cannot read the online store's data file in {}: {e}",
