@@ -1129,6 +1129,18 @@ mod tests {
     use super::*;
     use arrow::datatypes::{Field, Schema, TimeUnit};
 
+    /// The push spec of the tests' batches: times in `t`, sequences in `seq`.
+    fn spec<'a>(keys: &'a [String], cols: &'a [String], horizon: i64) -> PushSpec<'a> {
+        PushSpec {
+            keys,
+            timestamp: "t",
+            sequence: "seq",
+            columns: cols,
+            horizon,
+            reset: false,
+        }
+    }
+
     fn batch(keys: &[i64], ts: &[i64], seqs: &[i64], x: &[Option<f64>], s: &[Option<&str>]) -> Table {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, true),
@@ -1175,14 +1187,7 @@ mod tests {
         let store = Store::open(dir.path(), Some(1 << 20), None).unwrap();
         let keys = ["k".to_string()];
         let cols = ["x".to_string(), "s".to_string()];
-        let spec = PushSpec {
-            keys: &keys,
-            timestamp: "t",
-            sequence: "seq",
-            columns: &cols,
-            horizon: 10,
-            reset: false,
-        };
+        let spec = spec(&keys, &cols, 10);
         let b1 = batch(
             &[1, 1, 2],
             &[5, 12, 3],
@@ -1381,14 +1386,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Some(1 << 20), None).unwrap();
         let (keys, cols) = (["k".to_string()], ["x".to_string()]);
-        let spec = PushSpec {
-            keys: &keys,
-            timestamp: "t",
-            sequence: "seq",
-            columns: &cols,
-            horizon: 10,
-            reset: false,
-        };
+        let spec = spec(&keys, &cols, 10);
         let stats = push(&store, "v", &Table::new(schema, vec![b]), &spec).unwrap();
         assert_eq!(stats.entities, 5);
         for (k, count) in [
@@ -1475,14 +1473,7 @@ mod tests {
         let store = Store::open(dir.path(), Some(1 << 22), None).unwrap();
         let keys = ["k".to_string()];
         let cols = ["x".to_string(), "s".to_string()];
-        let spec = PushSpec {
-            keys: &keys,
-            timestamp: "t",
-            sequence: "seq",
-            columns: &cols,
-            horizon: 1_000,
-            reset: false,
-        };
+        let spec = spec(&keys, &cols, 1_000);
         // Another view's records around this one's, which the walk must neither read nor change.
         let other = batch(&[-1, 5000], &[1, 1], &[1, 2], &[Some(9.0); 2], &[None; 2]);
         push(&store, "a", &other, &spec).unwrap();
