@@ -10,6 +10,8 @@ pub mod group;
 pub mod online;
 pub mod serve;
 pub mod table;
+#[cfg(test)]
+mod testing;
 pub mod threads;
 pub mod time;
 pub mod transform;

@@ -798,31 +798,18 @@ pub fn evaluate_at(rows: &[usize], times: &[i64], t: i64, w: i64, acc: &mut dyn 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A tiny deterministic generator for test streams.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::testing::Rng;
 
     /// Events of one entity: times with ties and bursts (sorted), float values with nulls, NaN,
     /// infinities and wide magnitudes, int values with nulls.
     fn stream(seed: u64, n: usize) -> (Vec<i64>, Float64Array, Int64Array) {
-        let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut r = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut t = 0i64;
         let mut times = Vec::new();
         let mut fv = Vec::new();
         let mut iv = Vec::new();
         for _ in 0..n {
-            t += [0, 0, 1, 3, 10, 50][r.below(6) as usize];
+            t += [0, 0, 1, 3, 10, 50][r.below(6)];
             times.push(t);
             fv.push(match r.below(20) {
                 0 => None,

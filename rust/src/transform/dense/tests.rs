@@ -3,21 +3,16 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, UInt8Array};
 
 use super::*;
+use crate::testing::Rng;
 use crate::transform::write_f64_nan;
 
-/// A small deterministic generator (xorshift64*): the test's cases are reproducible.
-struct Rng(u64);
+/// Test values drawn from the shared generator: nulls, NaN, infinities and ordinary numbers.
+trait Draw {
+    fn float(&mut self) -> Option<f64>;
+    fn int(&mut self) -> Option<i64>;
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> usize {
-        (self.next() % n) as usize
-    }
+impl Draw for Rng {
     fn float(&mut self) -> Option<f64> {
         match self.below(10) {
             0 => None,
@@ -85,7 +80,7 @@ fn op(rng: &mut Rng) -> Op {
 /// path refuses, the dense path does not run.
 #[test]
 fn dense_rows_equal_the_arrow_path_bit_for_bit() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let mut ran = 0;
     for _ in 0..600 {
         let n = 1 + rng.below(6);
@@ -93,7 +88,7 @@ fn dense_rows_equal_the_arrow_path_bit_for_bit() {
         let inputs: Vec<ArrayRef> = (0..n_inputs).map(|_| column(&mut rng, n)).collect();
         let mut nodes = Vec::new();
         for k in 0..1 + rng.below(5) {
-            let src = rng.below((n_inputs + k) as u64);
+            let src = rng.below(n_inputs + k);
             let node = if rng.below(3) == 0 {
                 Node::Fill {
                     src,
@@ -102,7 +97,7 @@ fn dense_rows_equal_the_arrow_path_bit_for_bit() {
             } else if rng.below(3) == 0 {
                 Node::FillFrom {
                     src,
-                    from: rng.below((n_inputs + k) as u64),
+                    from: rng.below(n_inputs + k),
                 }
             } else {
                 Node::Op {
