@@ -233,6 +233,37 @@ struct Cursor<'m> {
     base: usize,
     len: usize,
     active: bool,
+    /// The heads of the separators around this page in its parent (every key of the page is >= `lo`
+    /// and < `hi`), when both are known (`bounded`): a hint for the first probe, see [`guess`].
+    lo: u128,
+    hi: u128,
+    bounded: bool,
+    /// The node probed first on this page ([`guess`]), 0 for none.
+    first: usize,
+}
+
+/// The node of a page of `n` nodes (keys between the heads `lo` and `hi`) to compare a key of head
+/// `head` with first: where the key would sit if the page's keys were spread evenly between its
+/// bounds. Why: a search step on a page not in the cache is a cache miss waited for alone (each step
+/// reads an offset, then a node the offset names), ~7 of them for a leaf of ~100 nodes; the keys of
+/// a view are integers or hashes mostly, spread evenly enough that the guess is right or next to the
+/// answer, so a leaf costs ~2 misses. It is only a hint: the search compares the guessed node and
+/// its neighbour, and a wrong guess narrows the range a binary search then finishes (at most two
+/// steps more than without it). Node 0 is never guessed (a branch's node 0 has no key to compare).
+#[inline(always)]
+fn guess(lo: u128, hi: u128, head: u128, n: usize) -> usize {
+    if n < 4 || hi <= lo {
+        return 0;
+    }
+    let at = if head <= lo {
+        0.0
+    } else {
+        // Both differences cut to their top 53 bits, as u64 (a u128 to f64 conversion is a call).
+        let span = hi - lo;
+        let cut = (128 - span.leading_zeros()).saturating_sub(53);
+        ((head - lo).min(span) >> cut) as u64 as f64 / (span >> cut) as u64 as f64
+    };
+    ((at * n as f64) as usize).clamp(1, n - 1)
 }
 
 impl Pages {
@@ -533,6 +564,10 @@ impl Pages {
             base: 0,
             len: 0, // set when the cursor enters a page
             active: false,
+            lo: 0,
+            hi: 0,
+            bounded: false, // the root's keys have no bounds
+            first: 0,
         };
         // Small requests (one entity of a few views) keep their cursors on the stack: an allocation
         // is a visible part of a one-key lookup.
@@ -550,22 +585,54 @@ impl Pages {
         for level in 0..tree.depth {
             let leaf = level + 1 == tree.depth;
             // Enter this level's pages (their first lines were prefetched when the level above chose
-            // them) and prefetch each key's first comparison.
-            for c in cur.iter_mut().filter(|c| c.active) {
+            // them) and prefetch each key's first comparison: the guessed node and its neighbours when
+            // the page's bounds are known, else the middle one.
+            for (c, p) in cur.iter_mut().zip(probes).filter(|(c, _)| c.active) {
                 let (page, n, upper) = self.node_page(c.pgno, last, leaf)?;
+                let first = if c.bounded {
+                    guess(c.lo, c.hi, p.head, n)
+                } else {
+                    0
+                };
                 *c = Cursor {
                     page,
                     upper,
                     base: 0,
                     len: n,
                     active: n > 0,
+                    first,
                     ..*c
                 };
-                if n == 0 {
-                    c.len = 0;
-                }
-                if n > 1 {
+                if first > 0 {
+                    prefetch_node(page, first - 1);
+                    prefetch_node(page, first);
+                    prefetch_node(page, first + 1);
+                } else if n > 1 {
                     prefetch_node(page, n / 2);
+                }
+            }
+            // The guessed node and a neighbour: the answer, or a narrower range for the binary search.
+            // The answer (the last node <= the key) lies in `base .. base + len`, and node `base` is
+            // <= the key unless `base` is 0.
+            for (c, p) in cur.iter_mut().zip(probes) {
+                let g = c.first;
+                if g == 0 || c.len <= 1 {
+                    continue;
+                }
+                let n = c.len;
+                if self.at_most(c.page, c.pgno, c.upper, g, p)? == 1 {
+                    if g + 1 == n || self.at_most(c.page, c.pgno, c.upper, g + 1, p)? == 0 {
+                        (c.base, c.len) = (g, 1);
+                    } else {
+                        (c.base, c.len) = (g + 1, n - g - 1);
+                    }
+                } else if g == 1 || self.at_most(c.page, c.pgno, c.upper, g - 1, p)? == 1 {
+                    (c.base, c.len) = (g - 1, 1);
+                } else {
+                    (c.base, c.len) = (0, g - 1);
+                }
+                if c.len > 1 {
+                    prefetch_node(c.page, c.base + c.len / 2);
                 }
             }
             // Binary searches, one step of every key per pass: the node a key compares with next is
@@ -606,6 +673,19 @@ impl Pages {
                     }
                 } else {
                     let (size, flags, _) = node_header(c.page, at);
+                    // The child's bounds: this node's key and the next one's (node 0 has no key: the
+                    // page's own lower bound holds; past the last node, its upper bound).
+                    let has_lo = c.base > 0 || c.bounded;
+                    if c.base > 0 {
+                        c.lo = head_at(c.page, at + NODE, key.len());
+                    }
+                    let n = (u16_at(c.page, PAGE_LOWER) as usize - HEADER) / 2;
+                    let has_hi = c.base + 1 < n || c.bounded;
+                    if c.base + 1 < n {
+                        let (next, nkey) = self.node(c.page, c.pgno, c.upper, c.base + 1)?;
+                        c.hi = head_at(c.page, next + NODE, nkey.len());
+                    }
+                    c.bounded = has_lo && has_hi;
                     c.pgno = child(size, flags);
                     // The child's header and first node offsets, for the next level's pass.
                     let first = self

@@ -133,6 +133,47 @@ fn equals_lmdb_on_many_keys_missing_keys_and_page_edges() {
     assert!(db.stat(&txn).unwrap().depth >= 2);
 }
 
+/// The first probe of a page is guessed from its bounds as if its keys were spread evenly: keys that
+/// are anything but (powers of two, dense clusters far apart, views of very different sizes sharing
+/// pages, long keys whose first 16 bytes tie) must still find exactly what LMDB finds.
+#[test]
+fn uneven_keys_equal_lmdb_whatever_the_guess() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, db) = open(dir.path(), 1 << 26);
+    let mut stored = Vec::new();
+    let mut wtxn = env.write_txn().unwrap();
+    let mut put = |kb: Vec<u8>, k: u64| {
+        db.put(&mut wtxn, &kb, &value(k, false)).unwrap();
+        stored.push(kb);
+    };
+    for s in 0..64u64 {
+        for d in 0..40u64 {
+            put(key(1, (1u64 << s).wrapping_add(d * d), false), s * 64 + d); // exponential
+        }
+    }
+    for c in 0..6u64 {
+        for d in 0..1500u64 {
+            put(key(2, c * (u64::MAX / 6) + d, false), d); // dense clusters, far apart
+        }
+    }
+    put(key(3, 42, false), 42); // a view of one key between large ones
+    for d in 0..3000u64 {
+        put(key(4, 7, true).into_iter().chain(d.to_be_bytes()).collect(), d); // heads all tie
+    }
+    wtxn.commit().unwrap();
+    let pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+    let probes = probes_around(&stored);
+    assert!(check(&env, &db, &pages, &probes) >= stored.len() / 2); // check compares every key
+    for k in probes.iter().step_by(13) {
+        check(&env, &db, &pages, std::slice::from_ref(k));
+    }
+    let txn = env.read_txn().unwrap();
+    assert!(
+        db.stat(&txn).unwrap().depth >= 3,
+        "the guess is taken below the root only"
+    );
+}
+
 #[test]
 fn overflow_values_deletes_page_reuse_and_a_grown_map() {
     let dir = tempfile::tempdir().unwrap();
