@@ -72,6 +72,54 @@ pub struct Pages {
     /// The named database searched (the store's data database).
     name: Vec<u8>,
     cache: RootCache,
+    /// The data database's root page of the last snapshot searched, decoded ([`Root`]).
+    root: std::sync::RwLock<Option<std::sync::Arc<Root>>>,
+}
+
+/// A root branch page decoded into sorted arrays: every key of the request passes the root, and a
+/// binary search there took ~7 steps in LMDB's layout (an offset, a node, its key size and key per
+/// step, each checked); here a step is a comparison of two integers in an array of a few KB that stays
+/// in the cache. Only a root whose keys all fit in 16 bytes is decoded (then a key's head and length
+/// decide LMDB's order exactly, see [`Root::at_most`]); another root is searched in place.
+///
+/// Valid for ONE snapshot: it is kept with the transaction id it was read in and used only by
+/// transactions of that id (whose reader slots keep the page from being rewritten). Not by page
+/// number alone: once no reader holds a snapshot, LMDB frees its pages and a later commit may write a
+/// different page under the same number, so a cache keyed by page number would serve another tree's
+/// separators. A new snapshot decodes its root once (one page: ~100-200 nodes, about a microsecond,
+/// the first request after a commit pays it); deeper levels are not decoded, so that cost stays one
+/// page whatever the store's size (their first probe is guessed from the bounds the level above gives,
+/// see [`guess`]).
+struct Root {
+    txnid: u64,
+    pgno: u64,
+    /// Node i's key head (node 0: none, never compared), its key length and its child page.
+    heads: Vec<u128>,
+    lens: Vec<u8>,
+    kids: Vec<u64>,
+}
+
+impl Root {
+    /// Node `i`'s key <= the probe: heads that differ decide; equal heads (the node's key at most 16
+    /// bytes, so the probe starts with it followed by zeros) leave the node's key a prefix of the
+    /// probe's when it is not longer.
+    #[inline(always)]
+    fn at_most(&self, i: usize, p: &Probe<'_>) -> bool {
+        let h = self.heads[i];
+        (h < p.head) | ((h == p.head) & (self.lens[i] as usize <= p.key.len()))
+    }
+
+    /// The last node whose key is <= the probe's (node 0 when none is).
+    #[inline]
+    fn child_of(&self, p: &Probe<'_>) -> usize {
+        let (mut base, mut len) = (0, self.kids.len());
+        while len > 1 {
+            let half = len / 2;
+            base += half * self.at_most(base + half, p) as usize;
+            len -= half;
+        }
+        base
+    }
 }
 
 /// The roots of one snapshot: its data database's root page and depth, and its last page.
@@ -296,6 +344,7 @@ impl Pages {
                 depth: AtomicU64::new(0),
                 last: AtomicU64::new(0),
             },
+            root: std::sync::RwLock::new(None),
         })
     }
 
@@ -542,6 +591,49 @@ impl Pages {
         })
     }
 
+    /// The decoded root of `tree` (a branch page), from the cache when it is this snapshot's; `None`
+    /// when its keys do not all fit in 16 bytes (it is searched in place then).
+    fn decoded_root(&self, tree: &Tree) -> Found<Option<std::sync::Arc<Root>>> {
+        let mine = |r: &&std::sync::Arc<Root>| r.txnid == tree.txnid && r.pgno == tree.root;
+        if let Some(r) = self
+            .root
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(mine)
+        {
+            return Ok(Some(r.clone()));
+        }
+        let (page, n, upper) = self.node_page(tree.root, tree.last, false)?;
+        let mut root = Root {
+            txnid: tree.txnid,
+            pgno: tree.root,
+            heads: Vec::with_capacity(n),
+            lens: Vec::with_capacity(n),
+            kids: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let (at, key) = self.node(page, tree.root, upper, i)?;
+            if i > 0 && key.len() > 16 {
+                return Ok(None);
+            }
+            let (size, flags, _) = node_header(page, at);
+            root.heads.push(if i == 0 {
+                0
+            } else {
+                head_at(page, at + NODE, key.len())
+            });
+            root.lens.push(key.len() as u8);
+            root.kids.push(child(size, flags));
+        }
+        let root = std::sync::Arc::new(root);
+        // Another thread storing its snapshot's root at the same moment: let it, this request has its own.
+        if let Ok(mut slot) = self.root.try_write() {
+            *slot = Some(root.clone());
+        }
+        Ok(Some(root))
+    }
+
     /// Looks up every probe in `tree`: `out[i]` is the data of probe i's key, None when absent (an
     /// empty key is never stored, so it is absent). `record`: search the main database, whose nodes
     /// name databases.
@@ -582,7 +674,29 @@ impl Pages {
         for (c, p) in cur.iter_mut().zip(probes) {
             c.active = !p.key.is_empty();
         }
-        for level in 0..tree.depth {
+        let mut top = 0;
+        if let Some(root) = (!record && tree.depth > 1)
+            .then(|| self.decoded_root(tree))
+            .transpose()?
+            .flatten()
+        {
+            let n = root.kids.len();
+            for (c, p) in cur.iter_mut().zip(probes).filter(|(c, _)| c.active) {
+                let i = root.child_of(p);
+                c.pgno = root.kids[i];
+                c.lo = root.heads[i];
+                c.hi = root.heads[(i + 1).min(n - 1)];
+                c.bounded = i > 0 && i + 1 < n;
+                let first = self
+                    .map
+                    .as_ptr()
+                    .wrapping_add((c.pgno as usize).wrapping_mul(self.psize));
+                prefetch(first);
+                prefetch(first.wrapping_add(64));
+            }
+            top = 1;
+        }
+        for level in top..tree.depth {
             let leaf = level + 1 == tree.depth;
             // Enter this level's pages (their first lines were prefetched when the level above chose
             // them) and prefetch each key's first comparison: the guessed node and its neighbours when

@@ -311,3 +311,87 @@ fn damaged_pages_are_errors_never_crashes() {
     assert!(errors > 0, "no flip was detected; the test lost its point");
     check(&env, &db, &pages, &keys);
 }
+
+/// The decoded root belongs to one snapshot: searches alternating between an old transaction and
+/// newer ones (whose roots differ after splits, and whose pages reuse numbers freed by deletes), also
+/// from several threads at once, each answer what LMDB answers in that same transaction.
+#[test]
+fn the_decoded_root_follows_each_transactions_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, db) = open(dir.path(), 1 << 26);
+    let pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+    let put_range = |lo: u64, hi: u64, tag: u64| {
+        let mut wtxn = env.write_txn().unwrap();
+        for k in lo..hi {
+            db.put(&mut wtxn, &key(1, k * 3, false), &value(k + tag, false))
+                .unwrap();
+        }
+        wtxn.commit().unwrap();
+    };
+    // The roots of a snapshot are read while its meta page is current (later, `tree` declines and the
+    // serving path asks LMDB), then kept: the old snapshot's pages stay pinned by its transaction.
+    let same = |txn: &RoTxn, tree: Tree, keys: &[Vec<u8>]| {
+        let probes: Vec<Probe<'_>> = keys.iter().map(|k| Probe::new(k)).collect();
+        let mut out = vec![None; probes.len()];
+        pages.search(&tree, &probes, &mut out, false).unwrap();
+        for (k, got) in keys.iter().zip(&out) {
+            assert_eq!(*got, db.get(txn, k).unwrap(), "key {k:?} in txn {}", txn.id());
+        }
+    };
+    let keys: Vec<Vec<u8>> = (0..60_000u64).step_by(7).map(|k| key(1, k, false)).collect();
+    put_range(0, 5000, 0);
+    let old = env.read_txn().unwrap();
+    let old_tree = pages.tree(&old).unwrap();
+    assert!(db.stat(&old).unwrap().depth >= 2);
+    for round in 1..6u64 {
+        // Grow the tree (new root pages), then delete a range (freed pages, reused by the next round).
+        put_range(round * 4000, round * 4000 + 4000, round);
+        let mut wtxn = env.write_txn().unwrap();
+        for k in (round - 1) * 4000..(round - 1) * 4000 + 2000 {
+            db.delete(&mut wtxn, &key(1, k * 3, false)).unwrap();
+        }
+        wtxn.commit().unwrap();
+        same(&old, old_tree, &keys);
+        // A thread has one read transaction at a time: the new snapshot is read from another.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let new = env.read_txn().unwrap();
+                let tree = pages.tree(&new).unwrap();
+                assert_ne!(
+                    tree.root, old_tree.root,
+                    "the root never moved; the test lost its point"
+                );
+                same(&new, tree, &keys);
+            });
+        });
+        same(&old, old_tree, &keys[..10]);
+    }
+    let depth = db.stat(&old).unwrap().depth;
+    drop(old);
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (env, db, pages) = (&env, &db, &pages);
+            s.spawn(move || {
+                for i in 0..30u64 {
+                    if t == 0 {
+                        let mut wtxn = env.write_txn().unwrap();
+                        db.put(&mut wtxn, &key(1, i * 9 + 1, false), b"v").unwrap();
+                        wtxn.commit().unwrap();
+                    }
+                    let txn = env.read_txn().unwrap();
+                    let ks: Vec<Vec<u8>> = (0..200u64)
+                        .map(|k| key(1, (k * 31 + i) % 60_000, false))
+                        .collect();
+                    let tree = pages.tree(&txn).unwrap();
+                    let probes: Vec<Probe<'_>> = ks.iter().map(|k| Probe::new(k)).collect();
+                    let mut out = vec![None; probes.len()];
+                    pages.search(&tree, &probes, &mut out, false).unwrap();
+                    for (k, got) in ks.iter().zip(&out) {
+                        assert_eq!(*got, db.get(&txn, k).unwrap());
+                    }
+                }
+            });
+        }
+    });
+    assert!(depth >= 2);
+}
