@@ -287,10 +287,18 @@ pub fn request_column(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<ArrayR
     } else {
         None
     };
-    match numbers {
-        Some(a) => Ok(a),
-        None => as_arrow(py, obj, "a request-time column of the entity rows"),
+    if let Some(a) = numbers {
+        return Ok(a);
     }
+    // A pyarrow array is taken as it is: `OnlineReader.get` converts the columns of a request (for its
+    // log) before they get here, and `as_column` would only wrap and unwrap them again.
+    static PA_ARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    if obj.is_instance(PA_ARRAY.import(py, "pyarrow", "Array")?)? {
+        if let Ok(data) = ArrayData::from_pyarrow_bound(obj) {
+            return Ok(make_array(data));
+        }
+    }
+    as_arrow(py, obj, "a request-time column of the entity rows")
 }
 
 /// Floats and ints (not bools, which are ints in Python) with Nones as one Arrow array; None, to leave
