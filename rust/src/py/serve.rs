@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::pyarrow::FromPyArrow;
 use numpy::{PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyList, PyString};
 
 use crate::error::Error;
 use crate::py::arrow::to_pyarrow;
@@ -39,6 +39,8 @@ pub struct PyPlan {
     plan: Arc<Plan>,
     /// Imputation and transforms run on every answer (``post``), and the output names for messages.
     post: Option<(Arc<Post>, Vec<String>)>,
+    /// The plan's key names as Python strings, made once (`keys::request`).
+    key_strs: Vec<Py<PyString>>,
 }
 
 impl PyPlan {
@@ -80,7 +82,7 @@ impl PyPlan {
         entity_rows: &Bound<'_, PyAny>,
         request: Option<&Bound<'_, PyList>>,
     ) -> PyResult<(crate::serve::Request, Vec<ArrayRef>)> {
-        let mut req = keys::request(py, entity_rows, &self.plan.key_names)?;
+        let mut req = keys::request(py, entity_rows, &self.plan.key_names, &self.key_strs)?;
         let extra: Vec<ArrayRef> = match request {
             Some(cols) => cols
                 .iter()
@@ -217,9 +219,15 @@ impl PyPlan {
                     Some((Arc::new(post), names))
                 }
             };
+            let key_strs = plan
+                .key_names
+                .iter()
+                .map(|k| PyString::intern(py, k).unbind())
+                .collect();
             Ok(PyPlan {
                 plan: Arc::new(plan),
                 post,
+                key_strs,
             })
         })
     }
