@@ -6,7 +6,9 @@
 //! walk the tree together, level by level: every binary-search step of every key is taken in one pass
 //! over the batch, and the node the key compares with next is prefetched, so the cache misses of
 //! different keys overlap instead of adding up; keys are compared as 16-byte big-endian integers
-//! (exact for LMDB's byte order, with a full comparison only when those bytes tie).
+//! (exact for LMDB's byte order, with a full comparison only when those bytes tie). Below the root, a
+//! page's first probe is guessed from the separators around it in its parent ([`guess`]), and the
+//! root itself is searched in a decoded copy kept per snapshot (`Root`).
 //!
 //! Soundness rests on four rules:
 //! - **The snapshot is pinned by the transaction.** The caller holds a read transaction (`RoTxn`),
@@ -837,10 +839,8 @@ impl Pages {
                 }
             }
         }
-        if tried > 0 {
-            // An average that forgets: 1/8 of this search's rate replaces 1/8 of the old one.
-            let now = hit * 256 / tried;
-
+        // An average that forgets: 1/8 of this search's rate replaces 1/8 of the old one.
+        if let Some(now) = (hit * 256).checked_div(tried) {
             self.guess_rate
                 .store(rate - rate / 8 + now / 8, Ordering::Relaxed);
         }
