@@ -143,3 +143,24 @@ def test_a_fork_after_the_reader_is_warm_reads_the_same_answers(tmp_path):
     assert values[0, 0] == oracle[one]
     np.testing.assert_array_equal(values[1:, 0], [oracle[k] for k in big[:100]])
     assert (status[1:, 0] == Status.PRESENT).all()
+
+
+def test_a_response_makes_its_key_columns_and_status_array_on_first_use(tmp_path):
+    store = make_store(tmp_path / "s")
+    oracle = write(store, "v", [1, 2, 3], 1)
+    reader = store.online_reader(["v:x"])
+    resp = reader.get({"user_id": [3, None, 9, 1]})
+    served = resp._served
+    # The status array is made once: every read is the same array.
+    assert served.status is served.status
+    assert resp.status.tolist() == [
+        [Status.PRESENT],
+        [Status.NOT_FOUND],
+        [Status.NOT_FOUND],
+        [Status.PRESENT],
+    ]
+    t = resp.to_arrow()
+    assert t.column("user_id").to_pylist() == [3, None, 9, 1]
+    assert t.column("x").to_pylist() == [oracle[3], None, None, oracle[1]]
+    # A second table from the same answer is the same again.
+    assert served.table(["x"]).equals(t)
