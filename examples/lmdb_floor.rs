@@ -134,7 +134,7 @@ fn main() -> Result<()> {
             let kb = encode(k);
             let probe = [Probe::new(&kb)];
             let t = Instant::now();
-            // The search itself: `read::fetch` hands a single key to `mdb_get` (`read::DIRECT_MIN`).
+            // The search itself, as `read::fetch` runs it for a one-key request.
             let n = store.read_pages(|txn, pages| {
                 let declined = || Error::Internal("the direct search declined".into());
                 let p = pages.ok_or_else(declined)?;

@@ -179,6 +179,7 @@ class OnlineReader:
                 )
             self.get_numpy = logged_get_numpy(self._plan, log, self._sink)
         self._lookup = self.get_numpy
+        self._plain = compiled is None and not strict and log is None
         if strict or (compiled is not None and (compiled.request_columns or compiled.udfs)):
             self.get_numpy = self._get_numpy
 
@@ -220,6 +221,11 @@ class OnlineReader:
 
     def get(self, entity_rows: Any, *, as_of: dt.datetime | None = None) -> OnlineResponse:
         """The entity columns then the features, as an :class:`OnlineResponse` (with ``served_at``)."""
+        if self._plain:
+            # No transforms, strict checks or log: one engine call and the response (a Python frame
+            # less was a visible part of a one-entity get).
+            served = self._plan.get(entity_rows, as_of, None)
+            return OnlineResponse(served, self.feature_names, self._counts, self.versions)
         return self._get(entity_rows, as_of, True)
 
     def _get(self, entity_rows: Any, as_of: dt.datetime | None, log: bool) -> OnlineResponse:

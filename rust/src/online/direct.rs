@@ -6,7 +6,9 @@
 //! walk the tree together, level by level: every binary-search step of every key is taken in one pass
 //! over the batch, and the node the key compares with next is prefetched, so the cache misses of
 //! different keys overlap instead of adding up; keys are compared as 16-byte big-endian integers
-//! (exact for LMDB's byte order, with a full comparison only when those bytes tie).
+//! (exact for LMDB's byte order, with a full comparison only when those bytes tie). Below the root, a
+//! page's first probe is guessed from the separators around it in its parent ([`guess`]), and the
+//! root itself is searched in a decoded copy kept per snapshot (`Root`).
 //!
 //! Soundness rests on four rules:
 //! - **The snapshot is pinned by the transaction.** The caller holds a read transaction (`RoTxn`),
@@ -72,6 +74,65 @@ pub struct Pages {
     /// The named database searched (the store's data database).
     name: Vec<u8>,
     cache: RootCache,
+    /// The data database's root page of the last snapshot searched, decoded ([`Root`]).
+    root: std::sync::RwLock<Option<std::sync::Arc<Root>>>,
+    /// How often the first-probe guess ([`guess`]) found the answer, in 1/256, averaged over recent
+    /// searches; and a count of searches (both updated without ordering: they only steer a hint).
+    guess_rate: AtomicU64,
+    searches: AtomicU64,
+}
+
+/// The guess is taken while it finds the answer at least this often (in 1/256): for keys spread
+/// unevenly (decimal digits as text, say) a missed guess costs two probes more than a binary search,
+/// and such keys measured ~15% slower with the guess always taken. While it is off, every
+/// [`GUESS_RETRY`]-th search takes it anyway, so the rate follows the keys asked for.
+const GUESS_MIN: u64 = 160;
+const GUESS_RETRY: u64 = 16;
+
+/// A root branch page decoded into sorted arrays: every key of the request passes the root, and a
+/// binary search there took ~7 steps in LMDB's layout (an offset, a node, its key size and key per
+/// step, each checked); here a step is a comparison of two integers in an array of a few KB that stays
+/// in the cache. Only a root whose keys all fit in 16 bytes is decoded (then a key's head and length
+/// decide LMDB's order exactly, see [`Root::at_most`]); another root is searched in place.
+///
+/// Valid for ONE snapshot: it is kept with the transaction id it was read in and used only by
+/// transactions of that id (whose reader slots keep the page from being rewritten). Not by page
+/// number alone: once no reader holds a snapshot, LMDB frees its pages and a later commit may write a
+/// different page under the same number, so a cache keyed by page number would serve another tree's
+/// separators. A new snapshot decodes its root once (one page: ~100-200 nodes, about a microsecond,
+/// the first request after a commit pays it); deeper levels are not decoded, so that cost stays one
+/// page whatever the store's size (their first probe is guessed from the bounds the level above gives,
+/// see [`guess`]).
+struct Root {
+    txnid: u64,
+    pgno: u64,
+    /// Node i's key head (node 0: none, never compared), its key length and its child page.
+    heads: Vec<u128>,
+    lens: Vec<u8>,
+    kids: Vec<u64>,
+}
+
+impl Root {
+    /// Node `i`'s key <= the probe: heads that differ decide; equal heads (the node's key at most 16
+    /// bytes, so the probe starts with it followed by zeros) leave the node's key a prefix of the
+    /// probe's when it is not longer.
+    #[inline(always)]
+    fn at_most(&self, i: usize, p: &Probe<'_>) -> bool {
+        let h = self.heads[i];
+        (h < p.head) | ((h == p.head) & (self.lens[i] as usize <= p.key.len()))
+    }
+
+    /// The last node whose key is <= the probe's (node 0 when none is).
+    #[inline]
+    fn child_of(&self, p: &Probe<'_>) -> usize {
+        let (mut base, mut len) = (0, self.kids.len());
+        while len > 1 {
+            let half = len / 2;
+            base += half * self.at_most(base + half, p) as usize;
+            len -= half;
+        }
+        base
+    }
 }
 
 /// The roots of one snapshot: its data database's root page and depth, and its last page.
@@ -233,6 +294,37 @@ struct Cursor<'m> {
     base: usize,
     len: usize,
     active: bool,
+    /// The heads of the separators around this page in its parent (every key of the page is >= `lo`
+    /// and < `hi`), when both are known (`bounded`): a hint for the first probe, see [`guess`].
+    lo: u128,
+    hi: u128,
+    bounded: bool,
+    /// The node probed first on this page ([`guess`]), 0 for none.
+    first: usize,
+}
+
+/// The node of a page of `n` nodes (keys between the heads `lo` and `hi`) to compare a key of head
+/// `head` with first: where the key would sit if the page's keys were spread evenly between its
+/// bounds. Why: a search step on a page not in the cache is a cache miss waited for alone (each step
+/// reads an offset, then a node the offset names), ~7 of them for a leaf of ~100 nodes; the keys of
+/// a view are integers or hashes mostly, spread evenly enough that the guess is right or next to the
+/// answer, so a leaf costs ~2 misses. It is only a hint: the search compares the guessed node and
+/// its neighbour, and a wrong guess narrows the range a binary search then finishes (at most two
+/// steps more than without it). Node 0 is never guessed (a branch's node 0 has no key to compare).
+#[inline(always)]
+fn guess(lo: u128, hi: u128, head: u128, n: usize) -> usize {
+    if n < 4 || hi <= lo {
+        return 0;
+    }
+    let at = if head <= lo {
+        0.0
+    } else {
+        // Both differences cut to their top 53 bits, as u64 (a u128 to f64 conversion is a call).
+        let span = hi - lo;
+        let cut = (128 - span.leading_zeros()).saturating_sub(53);
+        ((head - lo).min(span) >> cut) as u64 as f64 / (span >> cut) as u64 as f64
+    };
+    ((at * n as f64) as usize).clamp(1, n - 1)
 }
 
 impl Pages {
@@ -265,6 +357,9 @@ impl Pages {
                 depth: AtomicU64::new(0),
                 last: AtomicU64::new(0),
             },
+            root: std::sync::RwLock::new(None),
+            guess_rate: AtomicU64::new(256),
+            searches: AtomicU64::new(0),
         })
     }
 
@@ -511,6 +606,53 @@ impl Pages {
         })
     }
 
+    /// The decoded root of `tree` (a branch page), from the cache when it is this snapshot's; `None`
+    /// when its keys do not all fit in 16 bytes (it is searched in place then).
+    fn decoded_root(&self, tree: &Tree) -> Found<Option<std::sync::Arc<Root>>> {
+        let mine = |r: &&std::sync::Arc<Root>| r.txnid == tree.txnid && r.pgno == tree.root;
+        if let Some(r) = self
+            .root
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(mine)
+        {
+            return Ok((!r.kids.is_empty()).then(|| r.clone()));
+        }
+        let (page, n, upper) = self.node_page(tree.root, tree.last, false)?;
+        let mut root = Root {
+            txnid: tree.txnid,
+            pgno: tree.root,
+            heads: Vec::with_capacity(n),
+            lens: Vec::with_capacity(n),
+            kids: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let (at, key) = self.node(page, tree.root, upper, i)?;
+            if i > 0 && key.len() > 16 {
+                // Kept as an empty root: this snapshot's root is searched in place, decided once.
+                root.heads.clear();
+                root.lens.clear();
+                root.kids.clear();
+                break;
+            }
+            let (size, flags, _) = node_header(page, at);
+            root.heads.push(if i == 0 {
+                0
+            } else {
+                head_at(page, at + NODE, key.len())
+            });
+            root.lens.push(key.len() as u8);
+            root.kids.push(child(size, flags));
+        }
+        let root = std::sync::Arc::new(root);
+        // Another thread storing its snapshot's root at the same moment: let it, this request has its own.
+        if let Ok(mut slot) = self.root.try_write() {
+            *slot = Some(root.clone());
+        }
+        Ok((!root.kids.is_empty()).then_some(root))
+    }
+
     /// Looks up every probe in `tree`: `out[i]` is the data of probe i's key, None when absent (an
     /// empty key is never stored, so it is absent). `record`: search the main database, whose nodes
     /// name databases.
@@ -533,6 +675,10 @@ impl Pages {
             base: 0,
             len: 0, // set when the cursor enters a page
             active: false,
+            lo: 0,
+            hi: 0,
+            bounded: false, // the root's keys have no bounds
+            first: 0,
         };
         // Small requests (one entity of a few views) keep their cursors on the stack: an allocation
         // is a visible part of a one-key lookup.
@@ -547,25 +693,86 @@ impl Pages {
         for (c, p) in cur.iter_mut().zip(probes) {
             c.active = !p.key.is_empty();
         }
-        for level in 0..tree.depth {
+        let rate = self.guess_rate.load(Ordering::Relaxed);
+        let count = self.searches.load(Ordering::Relaxed).wrapping_add(1);
+        self.searches.store(count, Ordering::Relaxed);
+        let guessing = rate >= GUESS_MIN || count % GUESS_RETRY == 0;
+        let (mut tried, mut hit) = (0u64, 0u64);
+        let mut top = 0;
+        if let Some(root) = (!record && tree.depth > 1)
+            .then(|| self.decoded_root(tree))
+            .transpose()?
+            .flatten()
+        {
+            let n = root.kids.len();
+            for (c, p) in cur.iter_mut().zip(probes).filter(|(c, _)| c.active) {
+                let i = root.child_of(p);
+                c.pgno = root.kids[i];
+                c.lo = root.heads[i];
+                c.hi = root.heads[(i + 1).min(n - 1)];
+                c.bounded = i > 0 && i + 1 < n;
+                let first = self
+                    .map
+                    .as_ptr()
+                    .wrapping_add((c.pgno as usize).wrapping_mul(self.psize));
+                prefetch(first);
+                prefetch(first.wrapping_add(64));
+            }
+            top = 1;
+        }
+        for level in top..tree.depth {
             let leaf = level + 1 == tree.depth;
             // Enter this level's pages (their first lines were prefetched when the level above chose
-            // them) and prefetch each key's first comparison.
-            for c in cur.iter_mut().filter(|c| c.active) {
+            // them) and prefetch each key's first comparison: the guessed node and its neighbours when
+            // the page's bounds are known, else the middle one.
+            for (c, p) in cur.iter_mut().zip(probes).filter(|(c, _)| c.active) {
                 let (page, n, upper) = self.node_page(c.pgno, last, leaf)?;
+                let first = if c.bounded && guessing {
+                    guess(c.lo, c.hi, p.head, n)
+                } else {
+                    0
+                };
                 *c = Cursor {
                     page,
                     upper,
                     base: 0,
                     len: n,
                     active: n > 0,
+                    first,
                     ..*c
                 };
-                if n == 0 {
-                    c.len = 0;
-                }
-                if n > 1 {
+                if first > 0 {
+                    prefetch_node(page, first - 1);
+                    prefetch_node(page, first);
+                    prefetch_node(page, first + 1);
+                } else if n > 1 {
                     prefetch_node(page, n / 2);
+                }
+            }
+            // The guessed node and a neighbour: the answer, or a narrower range for the binary search.
+            // The answer (the last node <= the key) lies in `base .. base + len`, and node `base` is
+            // <= the key unless `base` is 0.
+            for (c, p) in cur.iter_mut().zip(probes) {
+                let g = c.first;
+                if g == 0 || c.len <= 1 {
+                    continue;
+                }
+                let n = c.len;
+                if self.at_most(c.page, c.pgno, c.upper, g, p)? == 1 {
+                    if g + 1 == n || self.at_most(c.page, c.pgno, c.upper, g + 1, p)? == 0 {
+                        (c.base, c.len) = (g, 1);
+                    } else {
+                        (c.base, c.len) = (g + 1, n - g - 1);
+                    }
+                } else if g == 1 || self.at_most(c.page, c.pgno, c.upper, g - 1, p)? == 1 {
+                    (c.base, c.len) = (g - 1, 1);
+                } else {
+                    (c.base, c.len) = (0, g - 1);
+                }
+                tried += 1;
+                hit += (c.len == 1) as u64;
+                if c.len > 1 {
+                    prefetch_node(c.page, c.base + c.len / 2);
                 }
             }
             // Binary searches, one step of every key per pass: the node a key compares with next is
@@ -606,6 +813,21 @@ impl Pages {
                     }
                 } else {
                     let (size, flags, _) = node_header(c.page, at);
+                    // The child's bounds: this node's key and the next one's (node 0 has no key: the
+                    // page's own lower bound holds; past the last node, its upper bound).
+                    if guessing {
+                        let has_lo = c.base > 0 || c.bounded;
+                        if c.base > 0 {
+                            c.lo = head_at(c.page, at + NODE, key.len());
+                        }
+                        let n = (u16_at(c.page, PAGE_LOWER) as usize - HEADER) / 2;
+                        let has_hi = c.base + 1 < n || c.bounded;
+                        if c.base + 1 < n {
+                            let (next, nkey) = self.node(c.page, c.pgno, c.upper, c.base + 1)?;
+                            c.hi = head_at(c.page, next + NODE, nkey.len());
+                        }
+                        c.bounded = has_lo && has_hi;
+                    }
                     c.pgno = child(size, flags);
                     // The child's header and first node offsets, for the next level's pass.
                     let first = self
@@ -616,6 +838,11 @@ impl Pages {
                     prefetch(first.wrapping_add(64));
                 }
             }
+        }
+        // An average that forgets: 1/8 of this search's rate replaces 1/8 of the old one.
+        if let Some(now) = (hit * 256).checked_div(tried) {
+            self.guess_rate
+                .store(rate - rate / 8 + now / 8, Ordering::Relaxed);
         }
         Ok(())
     }

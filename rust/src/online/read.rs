@@ -180,16 +180,13 @@ pub fn judge<'t>(r: &Resolved, window: Window, full: &[u8], v: Option<&'t [u8]>)
     }
 }
 
-/// Requests with fewer lookups than this use LMDB's own lookup: with nothing to overlap, the direct
-/// search measured 0.15-0.3 us slower than one `mdb_get` for a one-key request from Python (and equal
-/// in a Rust loop), while three lookups of one entity were ~0.9 us faster (BENCHMARKS.md).
-pub const DIRECT_MIN: usize = 2;
-
 /// Looks up every probe (a full key of the data database: view prefix and encoded key; an empty key
 /// stands for a null key, which is never stored) in `txn`: `out[i]` is probe i's stored value, None
-/// when absent. All keys walk the B-tree together through `pages` (`direct.rs`) when there are at least
-/// [`DIRECT_MIN`] of them and the snapshot allows it; otherwise each is one `mdb_get`. Values are unchecked: pass them to [`judge`] (a value
-/// whose LMDB node is damaged comes back empty, which every layout refuses: `direct.rs`).
+/// when absent. All keys walk the B-tree together through `pages` (`direct.rs`) when the snapshot
+/// allows it, a request of one key too (since the first probe of a page is guessed from its bounds,
+/// one key alone takes ~0.1 us less than `mdb_get`: BENCHMARKS.md); otherwise each is one `mdb_get`.
+/// Values are unchecked: pass them to [`judge`] (a value whose LMDB node is damaged comes back empty,
+/// which every layout refuses: `direct.rs`).
 pub fn fetch<'t>(
     db: &Db,
     txn: &'t RoTxn,
@@ -200,7 +197,7 @@ pub fn fetch<'t>(
     if out.len() != probes.len() {
         return Err(Error::Internal("fetch: one output per probe".into()));
     }
-    if let Some(p) = pages.filter(|_| probes.len() >= DIRECT_MIN) {
+    if let Some(p) = pages {
         match p.tree(txn).and_then(|t| p.search(&t, probes, out, false)) {
             Ok(()) => return Ok(()),
             Err(Miss::Damaged(e)) => return Err(e),

@@ -287,10 +287,18 @@ pub fn request_column(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<ArrayR
     } else {
         None
     };
-    match numbers {
-        Some(a) => Ok(a),
-        None => as_arrow(py, obj, "a request-time column of the entity rows"),
+    if let Some(a) = numbers {
+        return Ok(a);
     }
+    // A pyarrow array is taken as it is: `OnlineReader.get` converts the columns of a request (for its
+    // log) before they get here, and `as_column` would only wrap and unwrap them again.
+    static PA_ARRAY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    if obj.is_instance(PA_ARRAY.import(py, "pyarrow", "Array")?)? {
+        if let Ok(data) = ArrayData::from_pyarrow_bound(obj) {
+            return Ok(make_array(data));
+        }
+    }
+    as_arrow(py, obj, "a request-time column of the entity rows")
 }
 
 /// Floats and ints (not bools, which are ints in Python) with Nones as one Arrow array; None, to leave
@@ -371,7 +379,15 @@ fn missing(py: Python<'_>, k: &str, names: &[String]) -> PyErr {
 /// A request's entity columns from `entity_rows`: a mapping of join key to values, a table (pyarrow,
 /// pandas, polars), a list of dicts (one per entity), or, when the plan has a single join key, the key
 /// values themselves (a list, numpy array, Series, pyarrow array).
-pub fn request(py: Python<'_>, rows: &Bound<'_, PyAny>, names: &[String]) -> PyResult<Request> {
+///
+/// `interned`: `names` as Python strings made once by the caller (a dict lookup by them skips making
+/// and hashing a new string per key per request).
+pub fn request(
+    py: Python<'_>,
+    rows: &Bound<'_, PyAny>,
+    names: &[String],
+    interned: &[Py<PyString>],
+) -> PyResult<Request> {
     // The common shapes first, without a round trip through pyarrow.
     let plain = |rows: &Bound<'_, PyAny>| -> PyResult<bool> {
         let items_are_dicts = if let Ok(l) = rows.cast::<PyList>() {
@@ -387,8 +403,8 @@ pub fn request(py: Python<'_>, rows: &Bound<'_, PyAny>, names: &[String]) -> PyR
         vec![column(py, rows, &names[0])?]
     } else if let Ok(d) = rows.cast::<PyDict>() {
         let mut out = Vec::with_capacity(names.len());
-        for k in names {
-            let v = d.get_item(k)?.ok_or_else(|| missing(py, k, names))?;
+        for (k, s) in names.iter().zip(interned) {
+            let v = d.get_item(s.bind(py))?.ok_or_else(|| missing(py, k, names))?;
             out.push(column(py, &v, k)?);
         }
         out

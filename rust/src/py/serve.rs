@@ -9,7 +9,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::pyarrow::FromPyArrow;
 use numpy::{PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyList, PyString};
 
 use crate::error::Error;
 use crate::py::arrow::to_pyarrow;
@@ -39,6 +39,8 @@ pub struct PyPlan {
     plan: Arc<Plan>,
     /// Imputation and transforms run on every answer (``post``), and the output names for messages.
     post: Option<(Arc<Post>, Vec<String>)>,
+    /// The plan's key names as Python strings, made once (`keys::request`).
+    key_strs: Vec<Py<PyString>>,
 }
 
 impl PyPlan {
@@ -80,7 +82,7 @@ impl PyPlan {
         entity_rows: &Bound<'_, PyAny>,
         request: Option<&Bound<'_, PyList>>,
     ) -> PyResult<(crate::serve::Request, Vec<ArrayRef>)> {
-        let mut req = keys::request(py, entity_rows, &self.plan.key_names)?;
+        let mut req = keys::request(py, entity_rows, &self.plan.key_names, &self.key_strs)?;
         let extra: Vec<ArrayRef> = match request {
             Some(cols) => cols
                 .iter()
@@ -217,9 +219,15 @@ impl PyPlan {
                     Some((Arc::new(post), names))
                 }
             };
+            let key_strs = plan
+                .key_names
+                .iter()
+                .map(|k| PyString::intern(py, k).unbind())
+                .collect();
             Ok(PyPlan {
                 plan: Arc::new(plan),
                 post,
+                key_strs,
             })
         })
     }
@@ -318,7 +326,6 @@ impl PyPlan {
             let (req, extra) = self.request(py, entity_rows, request)?;
             let out = self.answer(py, &req, at, extra)?;
             let (features, status) = (out.columns, out.status);
-            let keys: Vec<ArrayRef> = req.cols.iter().map(keys::key_array).collect();
             let v = if self.post.is_some() {
                 features.len()
             } else {
@@ -328,9 +335,10 @@ impl PyPlan {
                 .map_err(|e| to_py(py, Error::Internal(e.to_string())))?;
             Ok(PyServed {
                 plan: self.plan.clone(),
-                keys,
+                keys: req.cols,
                 features,
-                status: PyArray2::from_owned_array(py, status).unbind(),
+                status,
+                status_array: pyo3::sync::PyOnceLock::new(),
                 served_at: at,
                 n: req.n,
             })
@@ -361,9 +369,13 @@ impl PyPlan {
 #[pyclass(module = "skewless._core", name = "Served", frozen)]
 pub struct PyServed {
     plan: Arc<Plan>,
-    keys: Vec<ArrayRef>,
+    /// The request's entity columns, made Arrow arrays only when the table is asked for (most
+    /// answers are read as statuses or converted once, and a one-entity `get` is short).
+    keys: Vec<crate::serve::KeyColumn>,
     features: Vec<ArrayRef>,
-    status: Py<PyArray2<i8>>,
+    /// The statuses, and the numpy array every read returns, made on the first read.
+    status: numpy::ndarray::Array2<i8>,
+    status_array: pyo3::sync::PyOnceLock<Py<PyArray2<i8>>>,
     served_at: i64,
     n: usize,
 }
@@ -385,9 +397,10 @@ impl PyServed {
             }
             let mut fields = Vec::with_capacity(self.keys.len() + names.len());
             let mut cols = Vec::with_capacity(fields.capacity());
-            for (k, a) in self.plan.key_names.iter().zip(&self.keys) {
+            for (k, c) in self.plan.key_names.iter().zip(&self.keys) {
+                let a = keys::key_array(c);
                 fields.push(Field::new(k, a.data_type().clone(), true));
-                cols.push(a.clone());
+                cols.push(a);
             }
             for (name, a) in names.iter().zip(&self.features) {
                 fields.push(Field::new(name, a.data_type().clone(), true));
@@ -402,7 +415,14 @@ impl PyServed {
     /// Statuses, int8 ``[n, views]`` (``skewless.online.Status``).
     #[getter]
     fn status(&self, py: Python<'_>) -> PyResult<Py<PyArray2<i8>>> {
-        guard(py, || Ok(self.status.clone_ref(py)))
+        guard(py, || {
+            Ok(self
+                .status_array
+                .get_or_init(py, || {
+                    PyArray2::from_owned_array(py, self.status.clone()).unbind()
+                })
+                .clone_ref(py))
+        })
     }
 
     /// The request instant, UTC microseconds.

@@ -460,16 +460,25 @@ impl Plan {
         let n = req.n;
         let store = &*self.store;
         let data = store.data();
+        // The key buffer of this thread's previous request, reused: a one-entity request then allocates
+        // nothing in the plan (an allocation and a free were a visible part of it).
+        let mut full = Scratch::take();
+        let (mut pg_stack, mut pg_heap) = ([None; SMALL], Vec::new());
+        let (mut first_stack, mut first_heap) = ([None; SMALL], Vec::new());
         store.read_pages(|txn, pages| {
             // Every latest-value lookup of the request, of every view, in one batch: the full keys (view
             // prefix and encoded key, encoded straight into the batch) of part `pi`'s rows start at
             // `first[pi]`. Window parts share encoded keys per key signature (`groups`).
-            let mut full = KeyBatch::with_capacity(n * self.parts.len());
+            let full = &mut full.0;
+            full.bytes.clear();
+            full.ends.clear();
+            full.ends.reserve(n * self.parts.len());
             full.bytes.reserve(n * self.parts.len() * 8);
             let mut groups: Vec<Group<'_>> = Vec::new();
-            let mut part_group: Vec<Option<usize>> = Vec::with_capacity(self.parts.len());
-            let mut first: Vec<Option<usize>> = Vec::with_capacity(self.parts.len());
-            for p in &self.parts {
+            let parts = self.parts.len();
+            let part_group = small(&mut pg_stack, &mut pg_heap, parts, None);
+            let first = small(&mut first_stack, &mut first_heap, parts, None);
+            for (pi, p) in self.parts.iter().enumerate() {
                 let (g, at) = match (part_sig(store, txn, p)?, &p.window, p.resolved.get()) {
                     (None, _, _) => (None, None),
                     (Some(sig), Some(_), _) => match groups.iter().position(|g| g.sig == sig) {
@@ -481,13 +490,13 @@ impl Plan {
                     },
                     (Some(sig), None, Some(r)) => {
                         let at = full.len();
-                        encode_keys_into(sig, req, &self.key_names, Some(&r.view.prefix), &mut full)?;
+                        encode_keys_into(sig, req, &self.key_names, Some(&r.view.prefix), full)?;
                         (None, Some(at))
                     }
                     (Some(_), None, None) => (None, None),
                 };
-                part_group.push(g);
-                first.push(at);
+                part_group[pi] = g;
+                first[pi] = at;
             }
             // A one-entity request allocates none of these (`small`).
             let (mut probe_stack, mut probe_heap) = ([Probe::EMPTY; SMALL], Vec::new());
@@ -501,7 +510,7 @@ impl Plan {
             let none: (i8, &[u8]) = (NOT_FOUND, &[]);
             let (mut row_stack, mut row_heap) = ([none; SMALL], Vec::new());
             let rows = small(&mut row_stack, &mut row_heap, n, none);
-            for (pi, (p, g)) in self.parts.iter().zip(&part_group).enumerate() {
+            for (pi, (p, g)) in self.parts.iter().zip(part_group.iter()).enumerate() {
                 if let Some(w) = &p.window {
                     let keys = g.map(|g| &groups[g].keys);
                     windows(pi, p, &w.serve(&data, txn, keys, served_at, n, &p.spec.declared)?)?;
@@ -519,6 +528,33 @@ impl Plan {
             }
             Ok(())
         })
+    }
+}
+
+/// A thread's key buffer, lent to one request at a time ([`Scratch::take`]) and handed back when the
+/// request is done (on drop, also after an error); a buffer grown past [`Scratch::KEEP`] bytes by a
+/// large request is freed instead, so an idle thread holds little.
+struct Scratch(KeyBatch);
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Option<KeyBatch>> = const { std::cell::Cell::new(None) };
+}
+
+impl Scratch {
+    const KEEP: usize = 1 << 16;
+
+    fn take() -> Scratch {
+        // A thread being torn down has no buffer to lend: a fresh one then.
+        Scratch(SCRATCH.try_with(|s| s.take()).ok().flatten().unwrap_or_default())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.0.bytes.capacity() + 8 * self.0.ends.capacity() <= Self::KEEP {
+            let b = std::mem::take(&mut self.0);
+            let _ = SCRATCH.try_with(|s| s.set(Some(b)));
+        }
     }
 }
 

@@ -274,3 +274,67 @@ fn a_sorted_batch_answers_like_one_key_at_a_time() {
         assert_eq!(s[i] == PRESENT, stored, "key {k}");
     }
 }
+
+/// Requests reuse their thread's key buffer (`Scratch`): after a large request (whose buffer is
+/// freed), a failed one (whose buffer is handed back half-filled) and from other threads, each answer
+/// is still exactly its own.
+#[test]
+fn the_reused_key_buffer_never_leaks_into_the_next_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Some(1 << 24), None).unwrap();
+    let n = 3000i64;
+    put(
+        &store,
+        "v",
+        &["u"],
+        table(vec![
+            ("u", Arc::new(Int64Array::from_iter_values(0..n))),
+            ("ts", ts(vec![1; n as usize])),
+            (
+                "x",
+                Arc::new(Float64Array::from_iter_values((0..n).map(|k| k as f64))),
+            ),
+        ]),
+    );
+    let plan = Arc::new(Plan::new(store.clone(), vec![spec("v", &["u"], &["x"], None, 1)]).unwrap());
+    let ask = move |plan: &Plan, keys: &[i128]| {
+        let req = Request {
+            n: keys.len(),
+            cols: vec![ints(keys)],
+        };
+        let (v, s) = numpy(plan, &req, 5);
+        for (i, &k) in keys.iter().enumerate() {
+            let found = (0..n as i128).contains(&k);
+            assert_eq!(s[i] == PRESENT, found, "key {k}");
+            assert!(!found || v[i] == k as f64, "key {k}: {}", v[i]);
+        }
+    };
+    let big: Vec<i128> = (0..20_000).map(|i| (i * 7) % 4000).collect();
+    ask(&plan, &big);
+    ask(&plan, &[5]);
+    // Fails on its second key, after the first was encoded into the buffer.
+    let bad = Request {
+        n: 2,
+        cols: vec![ints(&[7, 1 << 70])],
+    };
+    let (mut v, mut s) = (vec![0.0; 2], vec![0; 2]);
+    assert!(matches!(
+        plan.get_f64(&bad, 5, &mut v, &mut s),
+        Err(Error::Dtype(_))
+    ));
+    ask(&plan, &[2999, 3000, -1]);
+    ask(&plan, &big[..50]);
+    let threads: Vec<_> = (0..4i128)
+        .map(|t| {
+            let plan = plan.clone();
+            std::thread::spawn(move || {
+                for i in 0..200i128 {
+                    ask(&plan, &[(t * 1000 + i * 13) % 3500, i]);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}

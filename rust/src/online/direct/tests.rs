@@ -133,6 +133,51 @@ fn equals_lmdb_on_many_keys_missing_keys_and_page_edges() {
     assert!(db.stat(&txn).unwrap().depth >= 2);
 }
 
+/// The first probe of a page is guessed from its bounds as if its keys were spread evenly: keys that
+/// are anything but (powers of two, dense clusters far apart, views of very different sizes sharing
+/// pages, long keys whose first 16 bytes tie) must still find exactly what LMDB finds.
+#[test]
+fn uneven_keys_equal_lmdb_whatever_the_guess() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, db) = open(dir.path(), 1 << 26);
+    let mut stored = Vec::new();
+    let mut wtxn = env.write_txn().unwrap();
+    let mut put = |kb: Vec<u8>, k: u64| {
+        db.put(&mut wtxn, &kb, &value(k, false)).unwrap();
+        stored.push(kb);
+    };
+    for s in 0..64u64 {
+        for d in 0..40u64 {
+            put(key(1, (1u64 << s).wrapping_add(d * d), false), s * 64 + d); // exponential
+        }
+    }
+    for c in 0..6u64 {
+        for d in 0..1500u64 {
+            put(key(2, c * (u64::MAX / 6) + d, false), d); // dense clusters, far apart
+        }
+    }
+    put(key(3, 42, false), 42); // a view of one key between large ones
+    for d in 0..3000u64 {
+        put(key(4, 7, true).into_iter().chain(d.to_be_bytes()).collect(), d); // heads all tie
+    }
+    wtxn.commit().unwrap();
+    let pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+    let probes = probes_around(&stored);
+    // With the guess taken, and with it off (as after many misses), whatever its recent rate.
+    for rate in [256, 0, 256] {
+        pages.guess_rate.store(rate, Ordering::Relaxed);
+        assert!(check(&env, &db, &pages, &probes) >= stored.len() / 2); // check compares every key
+    }
+    for k in probes.iter().step_by(13) {
+        check(&env, &db, &pages, std::slice::from_ref(k));
+    }
+    let txn = env.read_txn().unwrap();
+    assert!(
+        db.stat(&txn).unwrap().depth >= 3,
+        "the guess is taken below the root only"
+    );
+}
+
 #[test]
 fn overflow_values_deletes_page_reuse_and_a_grown_map() {
     let dir = tempfile::tempdir().unwrap();
@@ -269,4 +314,93 @@ fn damaged_pages_are_errors_never_crashes() {
     }
     assert!(errors > 0, "no flip was detected; the test lost its point");
     check(&env, &db, &pages, &keys);
+}
+
+/// The decoded root belongs to one snapshot: searches alternating between an old transaction and
+/// newer ones (whose roots differ after splits, and whose pages reuse numbers freed by deletes), also
+/// from several threads at once, each answer what LMDB answers in that same transaction.
+#[test]
+fn the_decoded_root_follows_each_transactions_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, db) = open(dir.path(), 1 << 26);
+    let pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+    let put_range = |lo: u64, hi: u64, tag: u64| {
+        let mut wtxn = env.write_txn().unwrap();
+        for k in lo..hi {
+            db.put(&mut wtxn, &key(1, k * 3, false), &value(k + tag, false))
+                .unwrap();
+        }
+        wtxn.commit().unwrap();
+    };
+    // The roots of a snapshot are read while its meta page is current (later, `tree` declines and the
+    // serving path asks LMDB), then kept: the old snapshot's pages stay pinned by its transaction.
+    let same = |txn: &RoTxn, tree: Tree, keys: &[Vec<u8>]| {
+        let probes: Vec<Probe<'_>> = keys.iter().map(|k| Probe::new(k)).collect();
+        let mut out = vec![None; probes.len()];
+        pages.search(&tree, &probes, &mut out, false).unwrap();
+        for (k, got) in keys.iter().zip(&out) {
+            assert_eq!(*got, db.get(txn, k).unwrap(), "key {k:?} in txn {}", txn.id());
+        }
+    };
+    let keys: Vec<Vec<u8>> = (0..60_000u64).step_by(7).map(|k| key(1, k, false)).collect();
+    put_range(0, 5000, 0);
+    let old = env.read_txn().unwrap();
+    let old_tree = pages.tree(&old).unwrap();
+    assert!(db.stat(&old).unwrap().depth >= 2);
+    for round in 1..6u64 {
+        // Grow the tree (new root pages), then delete a range (freed pages, reused by the next round).
+        put_range(round * 4000, round * 4000 + 4000, round);
+        let mut wtxn = env.write_txn().unwrap();
+        for k in (round - 1) * 4000..(round - 1) * 4000 + 2000 {
+            db.delete(&mut wtxn, &key(1, k * 3, false)).unwrap();
+        }
+        wtxn.commit().unwrap();
+        same(&old, old_tree, &keys);
+        // A thread has one read transaction at a time: the new snapshot is read from another.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let new = env.read_txn().unwrap();
+                let tree = pages.tree(&new).unwrap();
+                assert_ne!(
+                    tree.root, old_tree.root,
+                    "the root never moved; the test lost its point"
+                );
+                same(&new, tree, &keys);
+            });
+        });
+        same(&old, old_tree, &keys[..10]);
+    }
+    let depth = db.stat(&old).unwrap().depth;
+    drop(old);
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (env, db, pages) = (&env, &db, &pages);
+            s.spawn(move || {
+                for i in 0..30u64 {
+                    if t == 0 {
+                        let mut wtxn = env.write_txn().unwrap();
+                        db.put(&mut wtxn, &key(1, i * 9 + 1, false), b"v").unwrap();
+                        wtxn.commit().unwrap();
+                    }
+                    let txn = env.read_txn().unwrap();
+                    let ks: Vec<Vec<u8>> = (0..200u64)
+                        .map(|k| key(1, (k * 31 + i) % 60_000, false))
+                        .collect();
+                    // A commit racing the meta read declines (the serving path asks LMDB then).
+                    let tree = match pages.tree(&txn) {
+                        Ok(t) => t,
+                        Err(Miss::Fallback) => continue,
+                        Err(e) => panic!("{e:?}"),
+                    };
+                    let probes: Vec<Probe<'_>> = ks.iter().map(|k| Probe::new(k)).collect();
+                    let mut out = vec![None; probes.len()];
+                    pages.search(&tree, &probes, &mut out, false).unwrap();
+                    for (k, got) in ks.iter().zip(&out) {
+                        assert_eq!(*got, db.get(&txn, k).unwrap());
+                    }
+                }
+            });
+        }
+    });
+    assert!(depth >= 2);
 }
