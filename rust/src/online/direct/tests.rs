@@ -8,21 +8,11 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, EnvOpenOptions};
 
 use super::*;
+use crate::testing::Rng;
 
 type Db = Database<'static, Bytes, Bytes>;
 
 const NAME: &str = "__data__";
-
-/// xorshift: deterministic keys and sizes without another dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn open(dir: &Path, map: usize) -> (Env, Db) {
     // SAFETY: a fresh directory, opened once per test (reopened only after the previous env is dropped).
@@ -107,12 +97,12 @@ fn probes_around(stored: &[Vec<u8>]) -> Vec<Vec<u8>> {
 fn equals_lmdb_on_many_keys_missing_keys_and_page_edges() {
     let dir = tempfile::tempdir().unwrap();
     let (env, db) = open(dir.path(), 1 << 26);
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     let mut stored = Vec::new();
     let mut wtxn = env.write_txn().unwrap();
     for view in 1..4u32 {
         for _ in 0..6000 {
-            let k = rng.next() % 1_000_000;
+            let k = rng.below(1_000_000) as u64;
             let long = view == 3;
             let kb = key(view, k, long);
             db.put(&mut wtxn, &kb, &value(k, false)).unwrap();
@@ -182,7 +172,7 @@ fn uneven_keys_equal_lmdb_whatever_the_guess() {
 fn overflow_values_deletes_page_reuse_and_a_grown_map() {
     let dir = tempfile::tempdir().unwrap();
     let (env, db) = open(dir.path(), 1 << 20);
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut live: std::collections::BTreeSet<Vec<u8>> = Default::default();
     let mut pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
     let env = env;
@@ -191,9 +181,9 @@ fn overflow_values_deletes_page_reuse_and_a_grown_map() {
         let mut wtxn = env.write_txn().unwrap();
         let mut full = false;
         for _ in 0..300 {
-            let k = rng.next() % 5000;
+            let k = rng.below(5000) as u64;
             let kb = key(1, k, k % 3 == 0);
-            if rng.next() % 3 == 0 {
+            if rng.below(3) == 0 {
                 db.delete(&mut wtxn, &kb).unwrap();
                 live.remove(&kb);
             } else {
@@ -282,19 +272,19 @@ fn damaged_pages_are_errors_never_crashes() {
     let psize = 4096;
     // Flip bytes of every header field and node offset the search reads, page by page past the
     // metas: each search must answer as before or say the file is damaged.
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let mut errors = 0;
     for pg in 2..len / psize {
         for _ in 0..4 {
             let at = pg * psize
-                + match rng.next() % 4 {
-                    0 => 8 + (rng.next() % 8) as usize,   // flags, lower, upper
-                    1 => 16 + (rng.next() % 64) as usize, // node offsets
-                    2 => (rng.next() % 8) as usize,       // page number
-                    _ => (rng.next() % psize as u64) as usize,
+                + match rng.below(4) {
+                    0 => 8 + rng.below(8),   // flags, lower, upper
+                    1 => 16 + rng.below(64), // node offsets
+                    2 => rng.below(8),       // page number
+                    _ => rng.below(psize),
                 };
             let old = bytes[at];
-            file.write_all_at(&[old ^ (1 << (rng.next() % 8))], at as u64)
+            file.write_all_at(&[old ^ (1 << rng.below(8))], at as u64)
                 .unwrap();
             let txn = env.read_txn().unwrap();
             let tree = pages.tree(&txn).unwrap();
