@@ -161,3 +161,20 @@ def test_a_closed_gate_writes_nothing_and_an_open_one_commits(tmp_path):
     assert total(s) == 6.0
     with pytest.raises(InvalidArgumentError, match="already used"):
         _core.window_push(*args, gate)
+
+
+def test_push_refuses_to_append_behind_a_damaged_history_footer(tmp_path):
+    # The footer check of the files already there runs beside the merge (on the history's thread),
+    # before the new file is written: it still refuses the push, and nothing is written.
+    s = new_store(tmp_path)
+    s.push("ev", events([1], [10], [1.0]))
+    s.push("ev", events([1], [20], [2.0]))
+    first = sorted(OfflineStore(str(tmp_path / "offline")).files("ev", None))[0]
+    with open(first, "r+b") as f:  # the footer length, in the last 8 bytes
+        f.seek(-8, os.SEEK_END)
+        f.write(b"\xff\xff\xff\x7f")
+    before = snapshot(str(tmp_path))
+    with pytest.raises(StorageError, match=os.path.basename(first)) as e:
+        sk.FeatureStore(str(tmp_path)).push("ev", events([1, 2], [30, 30], [4.0, 8.0]))
+    assert "nothing was written" in str(e.value)
+    assert snapshot(str(tmp_path)) == before
