@@ -317,12 +317,14 @@ def push_with_history(offline: OfflineStore, online: OnlineStore, fv: FeatureVie
         except BaseException as e:  # handed to the caller's thread below
             failed.append(e)
         finally:
-            # Always answered: the merge waits for it.
-            if failed:
-                gate.close()
-            else:
-                gate.open()
-            done.release()
+            try:
+                # Always answered: the merge waits for it.
+                if failed:
+                    gate.close()
+                else:
+                    gate.open()
+            finally:
+                done.release()
 
     # A bare thread: threading.Thread.start waits until the new thread runs, a scheduling round (0.1 ms
     # on an idle machine, more on a busy one) on the push's critical path; the lock `done` is the join.
