@@ -161,3 +161,45 @@ def test_a_closed_gate_writes_nothing_and_an_open_one_commits(tmp_path):
     assert total(s) == 6.0
     with pytest.raises(InvalidArgumentError, match="already used"):
         _core.window_push(*args, gate)
+
+
+def test_push_refuses_to_append_behind_a_damaged_history_footer(tmp_path):
+    # The footer check of the files already there runs beside the merge (on the history's thread),
+    # before the new file is written: it still refuses the push, and nothing is written.
+    s = new_store(tmp_path)
+    s.push("ev", events([1], [10], [1.0]))
+    s.push("ev", events([1], [20], [2.0]))
+    first = sorted(OfflineStore(str(tmp_path / "offline")).files("ev", None))[0]
+    with open(first, "r+b") as f:  # the footer length, in the last 8 bytes
+        f.seek(-8, os.SEEK_END)
+        f.write(b"\xff\xff\xff\x7f")
+    before = snapshot(str(tmp_path))
+    with pytest.raises(StorageError, match=os.path.basename(first)) as e:
+        sk.FeatureStore(str(tmp_path)).push("ev", events([1, 2], [30, 30], [4.0, 8.0]))
+    assert "nothing was written" in str(e.value)
+    assert snapshot(str(tmp_path)) == before
+
+
+def test_the_next_history_file_follows_the_newest_whatever_else_the_folder_holds(tmp_path):
+    # A push learns its file number from one listing (OfflineStore._last_number), not from the sorted
+    # list of live files: both must agree, compacted files and stray names included.
+    s = new_store(tmp_path)
+    s.push("ev", events([1], [10], [1.0]))
+    s.push("ev", events([1], [20], [2.0]))
+    s.compact("ev")
+    s.push("ev", events([2], [30], [4.0]))
+    off = OfflineStore(str(tmp_path / "offline"))
+    folder = off.folder("ev")
+    strays = ("part-99999999999x.parquet", "part-000000000077.parquet.bak", ".tmp-part-000000000088.parquet")
+    for stray in strays:
+        open(os.path.join(folder, stray), "w").close()
+    names = sorted(os.listdir(folder))
+    assert any(".compact." in n for n in names)
+    assert off._last_number("ev") == off._parts("ev")[-1][0] == 4
+    path, _ = off.next_file("ev", events([1], [40], [8.0]), check=False)
+    assert os.path.basename(path) == "part-000000000005.parquet"
+    assert OfflineStore(str(tmp_path / "nothing"))._last_number("ev") == 0
+    for stray in strays:
+        os.remove(os.path.join(folder, stray))
+    s.push("ev", events([2], [40], [8.0]))
+    assert (total(s), total(s, 2)) == (3.0, 12.0)

@@ -767,18 +767,7 @@ pub fn push_gated(
         spans.push((start as u32, arena.len() as u32));
     }
     let kb = |r: u32| &arena[spans[r as usize].0 as usize..spans[r as usize].1 as usize];
-    let order = sort_rows(n, &times, &seqs, &spans, &kb);
-    // Each entity's run of rows in `order`.
-    let mut groups: Vec<(usize, usize)> = Vec::new();
-    let mut g = 0;
-    while g < n {
-        let mut end = g + 1;
-        while end < n && kb(order[g]) == kb(order[end]) {
-            end += 1;
-        }
-        groups.push((g, end));
-        g = end;
-    }
+    let (order, groups) = sort_rows(n, &times, &seqs, &spans, &kb);
     let new = Batch {
         times: &times,
         seqs: &seqs,
@@ -908,15 +897,15 @@ pub fn push_gated(
         .map(|entities| PushStats { events: n, entities })
 }
 
-/// The rows of a batch sorted by (key, time, sequence), keys compared as bytes (LMDB's order).
-/// `spans[r]`: row r's key in the arena `kb` reads.
+/// The rows of a batch sorted by (key, time, sequence), keys compared as bytes (LMDB's order), and each
+/// entity's run `lo..hi` of positions in that order. `spans[r]`: row r's key in the arena `kb` reads.
 fn sort_rows<'a>(
     n: usize,
     times: &[i64],
     seqs: &[i64],
     spans: &[(u32, u32)],
     kb: &impl Fn(u32) -> &'a [u8],
-) -> Vec<u32> {
+) -> (Vec<u32>, Vec<(usize, usize)>) {
     let head = |r: u32| {
         let k = kb(r);
         let mut h = [0u8; 8];
@@ -942,8 +931,10 @@ fn sort_rows<'a>(
             .enumerate()
             .map(|(rank, &r)| (head(r) as u128) << 64 | (klen(r) as u128) << 32 | rank as u128)
             .collect();
-        words.sort_unstable();
-        return words.iter().map(|&w| ranked[w as u32 as usize]).collect();
+        radix_sort_words(&mut words);
+        // A key is its head and length: the runs are read off the words, not the arena.
+        let groups = runs(n, |a, b| words[a] >> 32 == words[b] >> 32);
+        return (words.iter().map(|&w| ranked[w as u32 as usize]).collect(), groups);
     }
     // Longer keys: by their first 8 bytes inline, the arena read only when those tie.
     let mut order: Vec<(u64, u32)> = (0..n as u32).map(|r| (head(r), r)).collect();
@@ -953,7 +944,64 @@ fn sort_rows<'a>(
             .then(times[a as usize].cmp(&times[b as usize]))
             .then(seqs[a as usize].cmp(&seqs[b as usize]))
     });
-    order.into_iter().map(|(_, r)| r).collect()
+    let order: Vec<u32> = order.into_iter().map(|(_, r)| r).collect();
+    let groups = runs(n, |a, b| kb(order[a]) == kb(order[b]));
+    (order, groups)
+}
+
+/// The maximal runs `lo..hi` of positions `0..n` in which every position is `same` as the run's first.
+fn runs(n: usize, same: impl Fn(usize, usize) -> bool) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut g = 0;
+    while g < n {
+        let mut end = g + 1;
+        while end < n && same(g, end) {
+            end += 1;
+        }
+        out.push((g, end));
+        g = end;
+    }
+    out
+}
+
+/// Sorts the words of [`sort_rows`] (key head in the high 64 bits, key length in bits 32..40, rank in
+/// the low 32), given in rank order, as `sort_unstable` would: a stable least-significant-digit radix
+/// sort over the bytes of the length and the head, skipping every byte all words share. A batch's keys
+/// differ in few bytes (10k integer ids: two), so that is two passes over the batch instead of a
+/// comparison sort's n log n compares. Ranks are distinct and already ascending, so stability orders
+/// equal keys by rank.
+fn radix_sort_words(words: &mut Vec<u128>) {
+    if words.len() < 256 {
+        words.sort_unstable();
+        return;
+    }
+    // Digits from the least significant: the length byte, then the head's bytes.
+    const SHIFTS: [u32; 9] = [32, 64, 72, 80, 88, 96, 104, 112, 120];
+    let mut counts = [[0usize; 256]; SHIFTS.len()];
+    for &w in words.iter() {
+        for (d, &sh) in SHIFTS.iter().enumerate() {
+            counts[d][(w >> sh) as u8 as usize] += 1;
+        }
+    }
+    let n = words.len();
+    let mut other = vec![0u128; n];
+    for (d, &sh) in SHIFTS.iter().enumerate() {
+        if counts[d].contains(&n) {
+            continue; // every word has the same byte here
+        }
+        let mut at = [0usize; 256];
+        let mut sum = 0;
+        for (b, &c) in counts[d].iter().enumerate() {
+            at[b] = sum;
+            sum += c;
+        }
+        for &w in words.iter() {
+            let b = (w >> sh) as u8 as usize;
+            other[at[b]] = w;
+            at[b] += 1;
+        }
+        std::mem::swap(words, &mut other);
+    }
 }
 
 /// How far the cursor of a push steps from one entity's record to the next before it seeks instead
@@ -1425,7 +1473,12 @@ mod tests {
     fn rows_sort_by_key_bytes_then_time_then_sequence() {
         let mut r = rng(7);
         for case in 0..200 {
-            let n = 1 + r(60) as usize;
+            // Small batches (a comparison sort) and large ones (the radix sort).
+            let n = if case % 4 >= 2 {
+                256 + r(1000) as usize
+            } else {
+                1 + r(60) as usize
+            };
             // Short keys (some sharing their first bytes, some empty-padded look-alikes) or long ones.
             let long = case % 3 == 0;
             let mut arena = Vec::new();
@@ -1455,7 +1508,7 @@ mod tests {
         fn check_sorted(arena: &[u8], spans: &[(u32, u32)], times: &[i64], seqs: &[i64]) {
             let n = times.len();
             let kb = |r: u32| &arena[spans[r as usize].0 as usize..spans[r as usize].1 as usize];
-            let got = sort_rows(n, times, seqs, spans, &kb);
+            let (got, groups) = sort_rows(n, times, seqs, spans, &kb);
             let mut want: Vec<u32> = (0..n as u32).collect();
             want.sort_by(|&a, &b| {
                 kb(a)
@@ -1464,6 +1517,39 @@ mod tests {
                     .then(seqs[a as usize].cmp(&seqs[b as usize]))
             });
             assert_eq!(got, want);
+            // The runs of equal keys tile the order, each a maximal run.
+            assert_eq!(groups.first().map(|g| g.0), Some(0));
+            assert_eq!(groups.last().map(|g| g.1), Some(n));
+            for (i, &(lo, hi)) in groups.iter().enumerate() {
+                assert!(lo < hi && (i == 0 || groups[i - 1].1 == lo));
+                assert!((lo..hi).all(|p| kb(got[p]) == kb(got[lo])));
+                assert!(hi == n || kb(got[hi]) != kb(got[lo]));
+            }
+        }
+    }
+
+    #[test]
+    fn the_radix_sort_orders_words_as_a_comparison_sort_does() {
+        let mut r = rng(11);
+        for case in 0..60 {
+            // Few distinct bytes (dense ids), many (random heads), equal heads of other lengths, and
+            // sizes on both sides of the comparison-sort cutoff.
+            let n = [10, 255, 256, 1000, 5000][case % 5];
+            let words: Vec<u128> = (0..n)
+                .map(|rank| {
+                    let head = match case % 3 {
+                        0 => r(3000),
+                        1 => r(u64::MAX),
+                        _ => r(4) << 56 | r(2),
+                    };
+                    (head as u128) << 64 | (1 + r(8) as u128) << 32 | rank as u128
+                })
+                .collect();
+            let mut want = words.clone();
+            want.sort_unstable();
+            let mut got = words;
+            radix_sort_words(&mut got);
+            assert_eq!(got, want, "case {case}");
         }
     }
 
