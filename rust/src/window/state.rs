@@ -1458,15 +1458,10 @@ mod tests {
         }
     }
 
-    /// A small deterministic generator (xorshift), so the cases replay.
+    /// Draws below `m` from the crate's test generator, so the cases replay.
     fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
-        let mut x = seed | 1;
-        move |m| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        }
+        let mut g = crate::testing::Rng::new(seed);
+        move |m| g.next() % m
     }
 
     #[test]
