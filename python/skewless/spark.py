@@ -76,7 +76,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import errors, history
+from . import errors, history, spark_staging
 from ._core import key_buckets
 from .asof import asof_join as _local_asof_join
 from .definitions import FeatureService, FeatureView
@@ -95,12 +95,19 @@ from .offline import SEQ, OfflineStore, corrupt
 from .refs import resolve
 from .registry import Registry
 from .retrieval import retrieve
+from .spark_staging import clear_staging, staging_scope
 from .threads import num_threads, set_num_threads
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-__all__ = ["asof_join", "get_historical_features", "DEFAULT_SKEW_ROWS"]
+__all__ = [
+    "asof_join",
+    "get_historical_features",
+    "staging_scope",
+    "clear_staging",
+    "DEFAULT_SKEW_ROWS",
+]
 
 #: The bucket (co-group) number of a row. Reserved: an input with a column of this name is refused.
 BUCKET = "__skewless_bucket__"
@@ -116,6 +123,8 @@ _RESERVED = (BUCKET, ROW, _ON, _PART, _BLOB, _DEST)
 #: stream of that input's rows of the group (see the module docstring, "Data movement").
 _PACKED = f"{_DEST} int, {BUCKET} int, {_PART} int, {_BLOB} binary"
 _LEFT = -1
+#: A staging task's index rows (:data:`skewless.spark_staging.INDEX_SCHEMA`) as Spark's schema.
+_STAGED = "group int, part int, file string, offset long, length long"
 #: How a task's skewless error travels to the driver inside Spark's error text (see "Errors").
 _ERROR_MARK = "skewless-error:"
 _ERROR_END = ":skewless-error-end"
@@ -418,16 +427,15 @@ def _placer(n: int) -> np.ndarray:
     return found.astype(np.int32)
 
 
-def _pack(
-    batches: Iterator[pa.RecordBatch], assign: _Assign, part: int, placer: np.ndarray
-) -> Iterator[pa.RecordBatch]:
-    """Rows into packed rows (``PACKED``): per group, one Arrow IPC stream of its rows in a binary
-    column, so Spark shuffles and sorts a few large values instead of every row (see the module
-    docstring, "Data movement"). Rows are packed about ``_PACK_ROWS`` at a time."""
+def _cut(
+    batches: Iterator[pa.RecordBatch], assign: _Assign
+) -> Iterator[tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]]:
+    """Rows cut by group, about ``_PACK_ROWS`` at a time: for each such slice, its rows ordered by
+    group, and the groups it holds with where each one's rows start and end."""
     pending: list[pa.RecordBatch] = []
     rows = 0
 
-    def flush() -> Iterator[pa.RecordBatch]:
+    def flush() -> Iterator[tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]]:
         t, groups = assign(pa.Table.from_batches(pending))
         if not t.num_rows:
             return
@@ -438,38 +446,7 @@ def _pack(
         cuts = np.flatnonzero(np.diff(groups)) + 1
         starts = np.concatenate([[0], cuts]).astype(np.int64)
         ends = np.concatenate([cuts, [len(groups)]]).astype(np.int64)
-        n = len(starts)
-        # One buffer of the right size up front: a growing stream copies itself at every doubling,
-        # which cost 3x the writing itself.
-        room = pa.allocate_buffer(t.nbytes + n * (_IPC_SLACK + 256 * t.num_columns))
-        sink: Any = pa.FixedSizeBufferWriter(room)
-        offsets = [0]
-        try:
-            for a, b in zip(starts, ends, strict=True):
-                with pa.ipc.new_stream(sink, t.schema, options=_IPC_OPTIONS) as w:
-                    w.write_table(t.slice(int(a), int(b - a)))
-                offsets.append(sink.tell())
-            data = room.slice(0, offsets[-1])
-        except (pa.ArrowException, OSError):  # the estimate was short: a growing stream then
-            sink, offsets = pa.BufferOutputStream(), [0]
-            for a, b in zip(starts, ends, strict=True):
-                with pa.ipc.new_stream(sink, t.schema, options=_IPC_OPTIONS) as w:
-                    w.write_table(t.slice(int(a), int(b - a)))
-                offsets.append(sink.tell())
-            data = sink.getvalue()
-        blobs = pa.Array.from_buffers(
-            pa.binary(), n, [None, pa.array(offsets, pa.int32()).buffers()[1], data]
-        )
-        first = groups[starts]
-        yield pa.RecordBatch.from_arrays(
-            [
-                pa.array(placer[first]),
-                pa.array(first, pa.int32()),
-                pa.array(np.full(n, part, np.int32)),
-                blobs,
-            ],
-            names=[_DEST, BUCKET, _PART, _BLOB],
-        )
+        yield t, groups[starts], starts, ends
 
     size = 0
     for b in batches:
@@ -484,14 +461,95 @@ def _pack(
         yield from flush()
 
 
-def _unpack(packed: pa.Table, part: int, schema: pa.Schema) -> pa.Table:
-    """The rows of ``part`` in a group's packed rows (``schema``'s empty table when it has none)."""
-    tables = [
-        pa.ipc.open_stream(blob.as_buffer()).read_all()
-        for p, blob in zip(packed.column(_PART).to_pylist(), packed.column(_BLOB), strict=True)
-        if p == part
-    ]
-    return pa.concat_tables(tables) if tables else schema.empty_table()
+def _write_streams(
+    sink: Any, t: pa.Table, starts: np.ndarray, ends: np.ndarray, options: pa.ipc.IpcWriteOptions
+) -> list[int]:
+    """One Arrow IPC stream per group (rows ``starts[i]`` to ``ends[i]`` of ``t``) into ``sink``: where
+    each stream starts and, last, where the last one ends."""
+    offsets = [sink.tell()]
+    for a, b in zip(starts, ends, strict=True):
+        with pa.ipc.new_stream(sink, t.schema, options=options) as w:
+            w.write_table(t.slice(int(a), int(b - a)))
+        offsets.append(sink.tell())
+    return offsets
+
+
+def _pack(
+    batches: Iterator[pa.RecordBatch], assign: _Assign, part: int, placer: np.ndarray
+) -> Iterator[pa.RecordBatch]:
+    """Rows into packed rows (``PACKED``): per group, one Arrow IPC stream of its rows in a binary
+    column, so Spark shuffles and sorts a few large values instead of every row (see the module
+    docstring, "Data movement")."""
+    for t, first, starts, ends in _cut(batches, assign):
+        n = len(first)
+        # One buffer of the right size up front: a growing stream copies itself at every doubling,
+        # which cost 3x the writing itself.
+        room = pa.allocate_buffer(t.nbytes + n * (_IPC_SLACK + 256 * t.num_columns))
+        try:
+            offsets = _write_streams(pa.FixedSizeBufferWriter(room), t, starts, ends, _IPC_OPTIONS)
+            data = room.slice(0, offsets[-1])
+        except (pa.ArrowException, OSError):  # the estimate was short: a growing stream then
+            sink = pa.BufferOutputStream()
+            offsets = _write_streams(sink, t, starts, ends, _IPC_OPTIONS)
+            data = sink.getvalue()
+        blobs = pa.Array.from_buffers(
+            pa.binary(), n, [None, pa.array(offsets, pa.int32()).buffers()[1], data]
+        )
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array(placer[first]),
+                pa.array(first, pa.int32()),
+                pa.array(np.full(n, part, np.int32)),
+                blobs,
+            ],
+            names=[_DEST, BUCKET, _PART, _BLOB],
+        )
+
+
+def _unpacker(packed: pa.Table) -> Any:
+    """``unpack(part, schema)``: the rows of ``part`` in a group's packed rows (``schema``'s empty
+    table when it has none)."""
+
+    def unpack(part: int, schema: pa.Schema) -> pa.Table:
+        tables = [
+            pa.ipc.open_stream(blob.as_buffer()).read_all()
+            for p, blob in zip(packed.column(_PART).to_pylist(), packed.column(_BLOB), strict=True)
+            if p == part
+        ]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+    return unpack
+
+
+def _stage(
+    batches: Iterator[pa.RecordBatch], assign: _Assign, part: int, call: str
+) -> Iterator[pa.RecordBatch]:
+    """A staging task: its rows packed by group into one pack file of the call's staging folder
+    (:mod:`skewless.spark_staging`), streams written straight to the file, then one index row per
+    stream."""
+    from pyspark import TaskContext
+
+    tc = TaskContext.get()
+    stem = f"s{part + 1}" + (f"-p{tc.partitionId()}-a{tc.attemptNumber()}" if tc is not None else "")
+    found: list[tuple[np.ndarray, list[int]]] = []
+    with spark_staging.pack_file(call, stem) as (sink, name):
+        for t, first, starts, ends in _cut(batches, assign):
+            found.append((first, _write_streams(sink, t, starts, ends, spark_staging.PACK_OPTIONS)))
+    if not found:
+        return
+    group = np.concatenate([f for f, _ in found]).astype(np.int32)
+    offset = np.concatenate([np.asarray(o[:-1], np.int64) for _, o in found])
+    length = np.concatenate([np.diff(np.asarray(o, np.int64)) for _, o in found])
+    yield pa.RecordBatch.from_arrays(
+        [
+            pa.array(group),
+            pa.array(np.full(len(group), part, np.int32)),
+            pa.array([name] * len(group)),
+            pa.array(offset),
+            pa.array(length),
+        ],
+        schema=spark_staging.INDEX_SCHEMA,
+    )
 
 
 class _Source:
@@ -536,9 +594,55 @@ def _join_groups(packed: list[DataFrame], run: Any, out_schema: Any, n_groups: i
         g = g[order]
         cuts = np.flatnonzero(np.diff(g)) + 1
         for idx in np.split(order, cuts):
-            yield from run(t.take(pa.array(idx))).to_batches()
+            yield from run(_unpacker(t.take(pa.array(idx)))).to_batches()
 
     return placed.mapInArrow(_typed(groups), out_schema)
+
+
+def _join_staged(
+    spark: SparkSession,
+    call: str,
+    staged: list[tuple[_Source, _Assign, int]],
+    run: Any,
+    out_schema: Any,
+    n_groups: int,
+) -> DataFrame:
+    """The groups' join through the call's staging folder (:mod:`skewless.spark_staging`): one Spark
+    job now, whose tasks write every side's rows packed by group to pack files and report where each
+    group's streams are (the index); then a DataFrame of one task per group that reads its streams in
+    place and runs ``run`` on them. Spark moves only the index rows."""
+    jobs = [
+        src.map(lambda it, a=assign, p=part: _stage(it, a, p, call), _STAGED) for src, assign, part in staged
+    ]
+    index = reduce(lambda a, b: a.unionByName(b), jobs).toArrow().cast(spark_staging.INDEX_SCHEMA)
+    index = index.sort_by([("group", "ascending"), ("part", "ascending")])
+    spark_staging.write_index(call, index)
+    bounds = np.searchsorted(index.column("group").to_numpy(), np.arange(n_groups + 1), side="left").tolist()
+
+    def groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        idx = spark_staging.read_index(call)
+        packs = spark_staging.Packs(call)
+        for b in batches:
+            for g in b.column(0).to_pylist():
+                rows = idx.slice(bounds[g], bounds[g + 1] - bounds[g])
+
+                def unpack(part: int, schema: pa.Schema, rows: pa.Table = rows) -> pa.Table:
+                    tables = [
+                        pa.ipc.open_stream(packs.read(f, o, n)).read_all()
+                        for p, f, o, n in zip(
+                            rows.column("part").to_pylist(),
+                            rows.column("file").to_pylist(),
+                            rows.column("offset").to_pylist(),
+                            rows.column("length").to_pylist(),
+                            strict=True,
+                        )
+                        if p == part
+                    ]
+                    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+                yield from run(unpack).to_batches()
+
+    return spark.range(0, n_groups, 1, n_groups).mapInArrow(_typed(groups), out_schema)
 
 
 def _links(
@@ -730,9 +834,9 @@ def asof_join(
     out_schema = S.T.StructType(fields)
     target = S.to_arrow_schema(out_schema, timezone="UTC")
 
-    def run(packed: pa.Table) -> pa.Table:
+    def run(unpack: Any) -> pa.Table:
         _size_threads()
-        out = _local_asof_join(_unpack(packed, _LEFT, la), _unpack(packed, 0, ra), **kwargs)
+        out = _local_asof_join(unpack(_LEFT, la), unpack(0, ra), **kwargs)
         return out.cast(target)
 
     hot = _hot(left, by_list, on, skew)
@@ -824,6 +928,7 @@ def get_historical_features(
     buckets: int | None = None,
     skew_rows: int | None = DEFAULT_SKEW_ROWS,
     keep_order: bool = False,
+    staging: str | os.PathLike[str] | None = None,
 ) -> DataFrame:
     """:meth:`FeatureStore.get_historical_features` on Spark: ``entity_df`` (a Spark DataFrame) with
     the features as of each row's time, the same values as the local call, computed by
@@ -858,6 +963,9 @@ def get_historical_features(
     reg_path = os.path.join(root, "registry.json")
     if not os.path.exists(reg_path):
         raise RegistryError(f"no feature store at {root}: run `skewless init` there first")
+    if staging is not None and not isinstance(staging, (str, os.PathLike)):
+        raise InvalidArgumentError(f"staging must be a folder path or None, got {staging!r}")
+    stage_root = spark_staging.root_of(root, staging)
     registry = Registry.load(reg_path)
     offline = OfflineStore(os.path.join(root, "offline"))
     plan = resolve(registry, features)
@@ -912,22 +1020,26 @@ def get_historical_features(
         left_schema = _arrow_schema(df)
         hot = _hot(df, list(keys), timestamp_column, skew)
         n_groups = _n_groups(nb, hot)
-        placer = _placer(n_groups)
-        packed = [_packed(_Source(df), _Assign(keys, timestamp_column, nb, hot, False), _LEFT, placer)]
+        staged = [(_Source(df), _Assign(keys, timestamp_column, nb, hot, False), _LEFT)]
         for n, (fv, _, _, src) in enumerate(sides):
             if is_event:
                 assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
             else:
                 links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
                 assign = _Assign(keys, fv.timestamp_field, nb, hot, True, links)
-            packed.append(_packed(src, assign, n, placer))
+            staged.append((src, assign, n))
         stored = [
             (fv, feats, history.empty(registry, fv, [*cols, SEQ]).schema) for fv, feats, cols, _ in sides
         ]
         run = _retrieve_task(
             registry, part, stored, key_types, full_feature_names, timestamp_column, left_schema, target
         )
-        df = _join_groups(packed, run, out_schema, n_groups)
+        call = spark_staging.new_call(stage_root)
+        try:
+            df = _join_staged(spark, call, staged, run, out_schema, n_groups)
+        except BaseException:
+            spark_staging.remove_call(call)
+            raise
     cols_out = [*entity_df.columns, *[n for fv, _ in plan for n in names_of[fv.name]]]
     if keep_order:
         return df.orderBy(ROW).select(*cols_out)
@@ -947,13 +1059,13 @@ def _retrieve_task(
     """What a task runs on one bucket: the local retrieval of its entity rows from the views of one
     pass (their histories' rows of the bucket's keys, in the stored layout)."""
 
-    def run(packed: pa.Table) -> pa.Table:
+    def run(unpack: Any) -> pa.Table:
         _size_threads()
         hists: dict[str, pa.Table | None] = {fv.name: None for fv, _ in part}
         for n, (fv, _, schema) in enumerate(stored):
-            hists[fv.name] = _unpack(packed, n, schema)
+            hists[fv.name] = unpack(n, schema)
         out = retrieve(
-            _unpack(packed, _LEFT, left_schema),
+            unpack(_LEFT, left_schema),
             hists,
             part,
             key_types=key_types,
