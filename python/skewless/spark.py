@@ -9,11 +9,16 @@ the local answer for its keys.
 
 Data movement. Spark's per-row machinery (turning rows into its own format, shuffling and sorting them
 one by one, turning them into Arrow again for Python) cost more than the join itself. So the tasks move
-rows packed: each task cuts its rows by group and writes each group's rows as one Arrow IPC stream
-(LZ4-compressed), a single binary value (the ``_PACKED`` layout below, version 1). Spark then shuffles
-a few large values per task, with a plain repartition placed so that each group has its own partition
-(no sort), and the receiving task reads the streams back. The entity rows and every view that shares
-their join keys travel in one such shuffle (one pass per set of join keys). A view's history is not
+rows packed: each task cuts its rows by group and writes each group's rows as one Arrow IPC stream.
+:func:`get_historical_features` writes these streams to files in a staging folder on the store's
+mount (:mod:`skewless.spark_staging`: layout, atomic writes, lifetime): one Spark job at the call, whose
+tasks pack the entity rows and the histories and report where each group's streams are; the returned
+DataFrame has one task per group that maps its streams in place and runs the retrieval. Spark then moves
+only those small index rows: moving the packed bytes through its shuffle (out of Python, into shuffle
+files, back into Python) was about half of a call's CPU time. :func:`asof_join` has no store folder: its
+streams (LZ4-compressed) travel as binary values (the ``_PACKED`` layout below, version 1) in a plain
+repartition placed so that each group has its own partition (no sort). The entity rows and every view
+that shares their join keys travel together (one pass per set of join keys). A view's history is not
 read by Spark's Parquet reader: the tasks read the store's files with the local reader (whole row
 groups, about a million rows a task; the time range, write sequence, page checksums and ``source=``
 checks as locally).
@@ -945,10 +950,19 @@ def get_historical_features(
     into ``entity_df``'s order (as ``monotonically_increasing_id`` numbers it), one more global sort,
     which costs about as much as the join itself. ``buckets`` and ``skew_rows`` as in :func:`asof_join`.
 
+    ``staging``: the folder through which the tasks exchange rows (default: ``.skewless-staging`` in the
+    store's folder; any folder the driver and every executor can write at the same path, not inside the
+    store's ``offline/``). The staging job runs now; the returned DataFrame reads its files, which stay
+    until the driver exits, a :func:`staging_scope` around the call ends, or :func:`clear_staging`
+    (:mod:`skewless.spark_staging`, "Lifetime"). A folder that cannot be written raises
+    :class:`~skewless.errors.StorageError`.
+
     Example::
 
-        train = skewless.spark.get_historical_features(spark, "/mnt/store", labels_df,
-                                                       ["user_stats:spend", "user_stats:visits"])
+        with skewless.spark.staging_scope():
+            train = skewless.spark.get_historical_features(spark, "/mnt/store", labels_df,
+                                                           ["user_stats:spend", "user_stats:visits"])
+            train.write.parquet("/mnt/train.parquet")
     """
     S = _spark()
     F = S.F
@@ -990,7 +1004,11 @@ def get_historical_features(
     span = entity_df.agg(
         F.min(_micros(entity_df, timestamp_column)).alias("lo"),
         F.max(_micros(entity_df, timestamp_column)).alias("hi"),
+        F.count(F.lit(1)).alias("n"),
     ).collect()[0]
+    # No key can have more than skew_rows rows when no more rows are there: the hot-key pass is skipped.
+    if skew is not None and span["n"] <= skew:
+        skew = None
     df = entity_df.withColumn(ROW, F.monotonically_increasing_id()) if keep_order else entity_df
     # One pass over the entity rows per set of join keys; an event view's keys are never split by time
     # (module docstring, "Skewed keys"), so event views go in passes of their own.
