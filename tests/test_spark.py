@@ -756,3 +756,32 @@ def test_a_pack_file_is_renamed_only_when_complete(tmp_path):
         with pytest.raises(StorageError, match="shorter than written"):
             stg.Packs(call).read(name, 2, 5)
     assert not os.path.exists(call)
+
+
+def test_a_damaged_history_fails_the_staging_job_typed_and_leaves_no_staging(spark, tmp_path, monkeypatch):
+    # A page that fails its checksum is found by the staging task that reads it: the call raises the
+    # local error's class and message, and its staging folder is removed.
+    import skewless.spark as ss
+    from skewless.errors import StorageError
+
+    path = str(tmp_path / "store")
+    store, entity = small_store(path)
+    store.write("v", v_table([(1, 7, 0, 2.0)] * 50))
+    part = sorted(os.listdir(os.path.join(path, "offline", "v")))[-1]
+    f = os.path.join(path, "offline", "v", part)
+    data = bytearray(open(f, "rb").read())
+    col = pq.read_metadata(f).row_group(0).column(0)  # the pages of a column, not the footer
+    data[col.data_page_offset + col.total_compressed_size - 8] ^= 0xFF
+    open(f, "wb").write(bytes(data))
+    with pytest.raises(StorageError) as local:
+        store.get_historical_features(entity, ["v:x"])
+    before = snapshot(path)
+    removed = []
+    remove = ss.spark_staging.remove_call
+    monkeypatch.setattr(ss.spark_staging, "remove_call", lambda call: (removed.append(call), remove(call)))
+    with pytest.raises(StorageError) as remote:
+        ss.get_historical_features(spark, path, spark.createDataFrame(entity), ["v:x"], buckets=2)
+    assert len(removed) == 1  # the staging job ran, and its task found the damage
+    assert type(remote.value) is type(local.value) and f"{f} failed to decode" in str(remote.value)
+    assert snapshot(path) == before
+    assert calls(os.path.join(path, ".skewless-staging")) == []

@@ -229,8 +229,8 @@ class Packs:
 
 @contextmanager
 def staging_scope() -> Iterator[None]:
-    """Removes, when the block ends, the staging folders of the Spark calls made inside it: the results
-    of those calls can be evaluated only inside the block.
+    """Removes, when the block ends, the staging folders of the Spark calls made while it is open (by
+    any thread of the process): the results of those calls can be evaluated only inside the block.
 
     Example::
 
