@@ -128,8 +128,17 @@ _RESERVED = (BUCKET, ROW, _ON, _PART, _BLOB, _DEST)
 #: stream of that input's rows of the group (see the module docstring, "Data movement").
 _PACKED = f"{_DEST} int, {BUCKET} int, {_PART} int, {_BLOB} binary"
 _LEFT = -1
-#: A staging task's index rows (:data:`skewless.spark_staging.INDEX_SCHEMA`) as Spark's schema.
-_STAGED = "group int, part int, file string, offset long, length long"
+#: A staging task's index rows as Spark's schema: :data:`skewless.spark_staging.INDEX_SCHEMA`, then
+#: the stream's rows and its rows' least and greatest time (:func:`_stage`; not in the index file).
+_STAGED = "group int, part int, file string, offset long, length long, rows long, lo long, hi long"
+_STAGED_SCHEMA = pa.schema(
+    [
+        *spark_staging.INDEX_SCHEMA,
+        pa.field("rows", pa.int64()),
+        pa.field("lo", pa.int64()),
+        pa.field("hi", pa.int64()),
+    ]
+)
 #: How a task's skewless error travels to the driver inside Spark's error text (see "Errors").
 _ERROR_MARK = "skewless-error:"
 _ERROR_END = ":skewless-error-end"
@@ -527,24 +536,35 @@ def _unpacker(packed: pa.Table) -> Any:
 
 
 def _stage(
-    batches: Iterator[pa.RecordBatch], assign: _Assign, part: int, call: str
+    batches: Iterator[pa.RecordBatch], assign: _Assign, part: int, call: str, span: str | None = None
 ) -> Iterator[pa.RecordBatch]:
     """A staging task: its rows packed by group into one pack file of the call's staging folder
     (:mod:`skewless.spark_staging`), streams written straight to the file, then one index row per
-    stream."""
+    stream (``_STAGED``): where it is, its rows, and with ``span`` (a time column) the least and
+    greatest time of its rows (as :func:`_micros`; both null when every time is null)."""
     from pyspark import TaskContext
 
     tc = TaskContext.get()
     stem = f"s{part + 1}" + (f"-p{tc.partitionId()}-a{tc.attemptNumber()}" if tc is not None else "")
-    found: list[tuple[np.ndarray, list[int]]] = []
+    found: list[tuple[np.ndarray, list[int], np.ndarray, np.ndarray, np.ndarray]] = []
     with spark_staging.pack_file(call, stem) as (sink, name):
         for t, first, starts, ends in _cut(batches, assign):
-            found.append((first, _write_streams(sink, t, starts, ends, spark_staging.PACK_OPTIONS)))
+            offsets = _write_streams(sink, t, starts, ends, spark_staging.PACK_OPTIONS)
+            lo = hi = np.zeros(len(first), np.int64)
+            if span is not None:
+                col = t.column(span)
+                times = _micros_np(col)
+                valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), bool)
+                lo = np.minimum.reduceat(np.where(valid, times, INT64_MAX), starts)
+                hi = np.maximum.reduceat(np.where(valid, times, INT64_MIN), starts)
+            found.append((first, offsets, ends - starts, lo, hi))
     if not found:
         return
-    group = np.concatenate([f for f, _ in found]).astype(np.int32)
-    offset = np.concatenate([np.asarray(o[:-1], np.int64) for _, o in found])
-    length = np.concatenate([np.diff(np.asarray(o, np.int64)) for _, o in found])
+    group = np.concatenate([f[0] for f in found]).astype(np.int32)
+    offset = np.concatenate([np.asarray(f[1][:-1], np.int64) for f in found])
+    length = np.concatenate([np.diff(np.asarray(f[1], np.int64)) for f in found])
+    rows, lo, hi = (np.concatenate([f[i] for f in found]).astype(np.int64) for i in (2, 3, 4))
+    none = lo > hi  # no valid time in the stream
     yield pa.RecordBatch.from_arrays(
         [
             pa.array(group),
@@ -552,8 +572,11 @@ def _stage(
             pa.array([name] * len(group)),
             pa.array(offset),
             pa.array(length),
+            pa.array(rows),
+            pa.array(lo, mask=none if span is not None else np.ones(len(lo), bool)),
+            pa.array(hi, mask=none if span is not None else np.ones(len(hi), bool)),
         ],
-        schema=spark_staging.INDEX_SCHEMA,
+        schema=_STAGED_SCHEMA,
     )
 
 
@@ -604,23 +627,26 @@ def _join_groups(packed: list[DataFrame], run: Any, out_schema: Any, n_groups: i
     return placed.mapInArrow(_typed(groups), out_schema)
 
 
-def _join_staged(
-    spark: SparkSession,
-    call: str,
-    staged: list[tuple[_Source, _Assign, int]],
-    run: Any,
-    out_schema: Any,
-    n_groups: int,
-) -> DataFrame:
-    """The groups' join through the call's staging folder (:mod:`skewless.spark_staging`): one Spark
-    job now, whose tasks write every side's rows packed by group to pack files and report where each
-    group's streams are (the index); then a DataFrame of one task per group that reads its streams in
-    place and runs ``run`` on them. Spark moves only the index rows."""
+def _stage_job(call: str, staged: list[tuple[_Source, _Assign, int]], span: str | None = None) -> pa.Table:
+    """One Spark job whose tasks write the ``staged`` sides' rows packed by group to the call's
+    staging folder (:mod:`skewless.spark_staging`): the index rows they report (``_STAGED``, with
+    ``span`` the times of :func:`_stage`)."""
     jobs = [
-        src.map(lambda it, a=assign, p=part: _stage(it, a, p, call), _STAGED) for src, assign, part in staged
+        src.map(lambda it, a=assign, p=part: _stage(it, a, p, call, span), _STAGED)
+        for src, assign, part in staged
     ]
-    index = reduce(lambda a, b: a.unionByName(b), jobs).toArrow().cast(spark_staging.INDEX_SCHEMA)
-    index = index.sort_by([("group", "ascending"), ("part", "ascending")])
+    return reduce(lambda a, b: a.unionByName(b), jobs).toArrow().cast(_STAGED_SCHEMA)
+
+
+def _read_staged(
+    spark: SparkSession, call: str, staged: pa.Table, run: Any, out_schema: Any, n_groups: int
+) -> DataFrame:
+    """A DataFrame of one task per group that reads the group's streams in place (where the index
+    rows ``staged`` say) and runs ``run`` on them: the index is written to the call's folder, Spark
+    moves nothing but the group numbers."""
+    index = staged.select(spark_staging.INDEX_SCHEMA.names).sort_by(
+        [("group", "ascending"), ("part", "ascending")]
+    )
     spark_staging.write_index(call, index)
     bounds = np.searchsorted(index.column("group").to_numpy(), np.arange(n_groups + 1), side="left").tolist()
 
@@ -1001,14 +1027,6 @@ def get_historical_features(
         names_of[fv.name] = probe.column_names[i : i + len(feats)]
         i += len(feats)
 
-    span = entity_df.agg(
-        F.min(_micros(entity_df, timestamp_column)).alias("lo"),
-        F.max(_micros(entity_df, timestamp_column)).alias("hi"),
-        F.count(F.lit(1)).alias("n"),
-    ).collect()[0]
-    # No key can have more than skew_rows rows when no more rows are there: the hot-key pass is skipped.
-    if skew is not None and span["n"] <= skew:
-        skew = None
     df = entity_df.withColumn(ROW, F.monotonically_increasing_id()) if keep_order else entity_df
     # One pass over the entity rows per set of join keys; an event view's keys are never split by time
     # (module docstring, "Skewed keys"), so event views go in passes of their own.
@@ -1021,40 +1039,21 @@ def get_historical_features(
             for fv, feats in part
             for n, f in zip(names_of[fv.name], feats, strict=True)
         ]
-        sides = []
-        for fv, feats in part:
-            cols = history.join_columns(fv, feats)
-            splits = _history_splits(offline, fv, cols) if span["lo"] is not None else []
-            if splits:
-                lo = history.join_low(fv, span["lo"])
-                read = _history_reader(root, registry, fv, cols, lo, span["hi"], splits)
-                ids = spark.range(0, len(splits), 1, len(splits))
-                sides.append((fv, feats, cols, _Source(ids, read)))
-        if not sides:
+        staged = _stage_pass(
+            spark, stage_root, root, registry, offline, df, part, keys, is_event, timestamp_column, nb, skew
+        )
+        if staged is None:
             df = df.withColumns({f.name: F.lit(None).cast(f.dataType) for f in new})
             continue
+        call, index, n_groups, sides = staged
         out_schema = S.T.StructType(list(df.schema.fields) + new)
         target = S.to_arrow_schema(out_schema, timezone="UTC")
-        left_schema = _arrow_schema(df)
-        hot = _hot(df, list(keys), timestamp_column, skew)
-        n_groups = _n_groups(nb, hot)
-        staged = [(_Source(df), _Assign(keys, timestamp_column, nb, hot, False), _LEFT)]
-        for n, (fv, _, _, src) in enumerate(sides):
-            if is_event:
-                assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
-            else:
-                links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
-                assign = _Assign(keys, fv.timestamp_field, nb, hot, True, links)
-            staged.append((src, assign, n))
-        stored = [
-            (fv, feats, history.empty(registry, fv, [*cols, SEQ]).schema) for fv, feats, cols, _ in sides
-        ]
+        stored = [(fv, feats, history.empty(registry, fv, [*cols, SEQ]).schema) for fv, feats, cols in sides]
         run = _retrieve_task(
-            registry, part, stored, key_types, full_feature_names, timestamp_column, left_schema, target
+            registry, part, stored, key_types, full_feature_names, timestamp_column, _arrow_schema(df), target
         )
-        call = spark_staging.new_call(stage_root)
         try:
-            df = _join_staged(spark, call, staged, run, out_schema, n_groups)
+            df = _read_staged(spark, call, index, run, out_schema, n_groups)
         except BaseException:
             spark_staging.remove_call(call)
             raise
@@ -1062,6 +1061,74 @@ def get_historical_features(
     if keep_order:
         return df.orderBy(ROW).select(*cols_out)
     return df.select(*cols_out)
+
+
+def _stage_pass(
+    spark: SparkSession,
+    stage_root: str,
+    root: str,
+    registry: Registry,
+    offline: OfflineStore,
+    df: DataFrame,
+    part: list[tuple[FeatureView, list[str]]],
+    keys: tuple[str, ...],
+    is_event: bool,
+    timestamp_column: str,
+    nb: int,
+    skew: int | None,
+) -> tuple[str, pa.Table, int, list[tuple[FeatureView, list[str], list[str]]]] | None:
+    """Stages one pass's rows in a new call folder: the entity rows first, in a job whose index rows
+    also give their time span and each bucket's rows (the entity rows are read once: no separate job
+    for their time span, and no hot-key aggregation unless a bucket has more than ``skew`` rows, since
+    a key's rows are never more than its bucket's), then the views' histories, read only in the time
+    range those rows need. A hot key found so restages the entity rows split by time (in a new call
+    folder, the first one removed). Returns (the call folder, its index rows, the number of groups,
+    the staged views with their columns), or None (the call folder removed) when no view has history
+    in the entity rows' time range or no entity row has a time. On an error nothing is left."""
+    call = spark_staging.new_call(stage_root)
+    try:
+        left_src = _Source(df)
+        index = _stage_job(
+            call, [(left_src, _Assign(keys, timestamp_column, nb, None, False), _LEFT)], timestamp_column
+        )
+        hot = None
+        if skew is not None and index.num_rows:
+            per_bucket = np.bincount(
+                index.column("group").to_numpy(), weights=index.column("rows").to_numpy()
+            )
+            if per_bucket.max() > skew:
+                hot = _hot(df, list(keys), timestamp_column, skew)
+        if hot:
+            spark_staging.remove_call(call)
+            call = spark_staging.new_call(stage_root)
+            assign = _Assign(keys, timestamp_column, nb, hot, False)
+            index = _stage_job(call, [(left_src, assign, _LEFT)], timestamp_column)
+        lo_us, hi_us = pc.min(index.column("lo")).as_py(), pc.max(index.column("hi")).as_py()
+        sides = []
+        staged: list[tuple[_Source, _Assign, int]] = []
+        if lo_us is not None:
+            for fv, feats in part:
+                cols = history.join_columns(fv, feats)
+                splits = _history_splits(offline, fv, cols)
+                if not splits:
+                    continue
+                read = _history_reader(root, registry, fv, cols, history.join_low(fv, lo_us), hi_us, splits)
+                src = _Source(spark.range(0, len(splits), 1, len(splits)), read)
+                if is_event:
+                    assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
+                else:
+                    links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
+                    assign = _Assign(keys, fv.timestamp_field, nb, hot, True, links)
+                staged.append((src, assign, len(sides)))
+                sides.append((fv, feats, cols))
+        if not sides:
+            spark_staging.remove_call(call)
+            return None
+        index = pa.concat_tables([index, _stage_job(call, staged)])
+        return call, index, _n_groups(nb, hot), sides
+    except BaseException:
+        spark_staging.remove_call(call)
+        raise
 
 
 def _retrieve_task(
