@@ -785,3 +785,38 @@ def test_a_damaged_history_fails_the_staging_job_typed_and_leaves_no_staging(spa
     assert type(remote.value) is type(local.value) and f"{f} failed to decode" in str(remote.value)
     assert snapshot(path) == before
     assert calls(os.path.join(path, ".skewless-staging")) == []
+
+
+def test_the_hot_key_pass_runs_only_when_a_bucket_has_more_than_skew_rows(spark, tmp_path, monkeypatch):
+    import skewless.spark as ss
+    from skewless import spark_staging
+
+    path = str(tmp_path / "store")
+    store = build_store(path, None, [[(k, t, 0, float(k + t)) for k in range(30) for t in (1, 5)]], [], [[]])
+    calls: list[object] = []
+    real_hot = ss._hot
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(real_hot(*a, **kw))
+        return calls[-1]
+
+    monkeypatch.setattr(ss, "_hot", spy)
+    stage_root = os.path.join(path, spark_staging.DEFAULT_FOLDER)
+    # 60 rows, more than skew_rows, but spread over 30 keys: no bucket holds more than 40 rows.
+    spread = entity_table([(k, 0, "p", 3 + i) for k in range(30) for i in range(2)])
+    # One key with 50 rows: its bucket has more than 40, and the key is split by time.
+    hot = entity_table([(4, 0, "p", t % 9) for t in range(50)] + [(k, 0, "p", 6) for k in range(10)])
+    for entity, ran in ((spread, False), (hot, True)):
+        calls.clear()
+        want = store.get_historical_features(entity, ["v:x", "v:y"])
+        with spark_staging.staging_scope():
+            got = ss.get_historical_features(
+                spark, path, spark.createDataFrame(entity), ["v:x", "v:y"], buckets=4, skew_rows=40
+            )
+            # A restaged call leaves only its own folder.
+            assert len(os.listdir(stage_root)) == 1
+            rows_equal(to_local(got, want).sort_by("row"), want)
+        assert bool(calls) == ran
+        if ran:
+            assert list(calls[0]) == [(4,)]
+        assert not os.path.exists(stage_root)
