@@ -10,18 +10,19 @@ the local answer for its keys.
 Data movement. Spark's per-row machinery (turning rows into its own format, shuffling and sorting them
 one by one, turning them into Arrow again for Python) cost more than the join itself. So the tasks move
 rows packed: each task cuts its rows by group and writes each group's rows as one Arrow IPC stream.
-:func:`get_historical_features` writes these streams to files in a staging folder on the store's
-mount (:mod:`skewless.spark_staging`: layout, atomic writes, lifetime): one Spark job at the call, whose
-tasks pack the entity rows and the histories and report where each group's streams are; the returned
-DataFrame has one task per group that maps its streams in place and runs the retrieval. Spark then moves
-only those small index rows: moving the packed bytes through its shuffle (out of Python, into shuffle
-files, back into Python) was about half of a call's CPU time. :func:`asof_join` has no store folder: its
-streams (LZ4-compressed) travel as binary values (the ``_PACKED`` layout below, version 1) in a plain
-repartition placed so that each group has its own partition (no sort). The entity rows and every view
-that shares their join keys travel together (one pass per set of join keys). A view's history is not
-read by Spark's Parquet reader: the tasks read the store's files with the local reader (whole row
-groups, about a million rows a task; the time range, write sequence, page checksums and ``source=``
-checks as locally).
+:func:`get_historical_features` writes these streams to files in a staging folder on the store's mount
+(:mod:`skewless.spark_staging`: layout, atomic writes, lifetime): two Spark jobs at the call, one whose
+tasks pack the entity rows and report where each group's streams are, with their rows and time span (so
+the entity rows are read once), then one that packs the histories, read in that time span; the returned
+DataFrame has one task per group that maps its streams in place and runs the retrieval. Spark then
+moves only those small index rows: moving the packed bytes through its shuffle (out of Python, into
+shuffle files, back into Python) was about half of a call's CPU time. :func:`asof_join` has no store
+folder: its streams (LZ4-compressed) travel as binary values (the ``_PACKED`` layout below, version 1)
+in a plain repartition placed so that each group has its own partition (no sort). The entity rows and
+every view that shares their join keys travel together (one pass per set of join keys). A view's
+history is not read by Spark's Parquet reader: the tasks read the store's files with the local reader
+(whole row groups, about a million rows a task; the time range, write sequence, page checksums and
+``source=`` checks as locally).
 
 Skewed keys. A key with more than ``skew_rows`` left rows (entity rows) is split by time: its left rows
 are cut at approximate quantiles of their time into sub-buckets of about ``skew_rows`` rows, each its
@@ -33,9 +34,11 @@ right rows (all of them: a tie of timestamps is decided inside the kernel), for 
 goes to every later sub-bucket whose first label's windows reach back to it (the view's largest
 window), so a hot entity's events are copied about once more per window-length at each cut, not sent
 whole to one task. Either way every row a result can come from is in the sub-bucket, so split and
-unsplit runs agree exactly. Finding hot keys costs one aggregation over the left; ``skew_rows=None``
-skips it (every key then stays whole in one bucket, whatever its size). The right side is not counted:
-a key with few left rows but a huge history stays whole.
+unsplit runs agree exactly. Finding hot keys costs one aggregation over the left (in
+:func:`get_historical_features` only when a bucket of the staged entity rows has more than ``skew_rows``
+rows: a key's rows are never more than its bucket's; then the entity rows are staged again, split);
+``skew_rows=None`` skips it (every key then stays whole in one bucket, whatever its size). The right
+side is not counted: a key with few left rows but a huge history stays whole.
 
 Order. A Spark DataFrame has no row order of its own; results come bucket by bucket.
 :func:`get_historical_features` leaves them so by default (``keep_order=False``: compare and join
