@@ -25,7 +25,7 @@ after the writing job finished, when the files are closed (on NFS, closing flush
 and a reader checks each slice against the file's size, so a file lost with a machine reads as a
 :class:`~skewless.errors.StorageError`, never as wrong rows.
 
-Lifetime. The staging job runs when ``get_historical_features`` is called; the returned DataFrame only
+Lifetime. The staging jobs run when ``get_historical_features`` is called; the returned DataFrame only
 reads the folder, so it can be evaluated any number of times, and a failed reading task is simply run
 again. The folder is removed when the driver process exits (``atexit``), when a :func:`staging_scope`
 around the call ends, or by :func:`clear_staging`; a driver that died without exiting leaves its folders
