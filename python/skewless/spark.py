@@ -1107,7 +1107,7 @@ def _stage_pass(
             assign = _Assign(keys, timestamp_column, nb, hot, False)
             index = _stage_job(call, [(left_src, assign, _LEFT)], timestamp_column)
         lo_us, hi_us = pc.min(index.column("lo")).as_py(), pc.max(index.column("hi")).as_py()
-        sides = []
+        sides: list[tuple[FeatureView, list[str], list[str]]] = []
         staged: list[tuple[_Source, _Assign, int]] = []
         if lo_us is not None:
             for fv, feats in part:
