@@ -17,7 +17,10 @@ tie-breaker. Timed (each job runs to Spark's ``noop`` sink, so nothing is collec
   that return nothing: the floor of the row-by-row method skewless.spark used before it packed rows;
 - ``skewless.spark.get_historical_features`` (its default, bucket order, and with the entity rows' order
   restored) on a store holding the same feature rows (one view of the five features), its history read
-  by the tasks from the store's files;
+  by the tasks from the store's files, the packed rows exchanged through the store's staging folder
+  (each call in a ``staging_scope``: removing the staged files is part of its time);
+- the floors of any method running the join in Python tasks: the entity rows into Python (tasks that
+  return nothing) and the result's rows out of Python (tasks that yield it, read in place from a file);
 - the local ``FeatureStore.get_historical_features`` on that store and the local ``skewless.asof_join``
   on the tables in memory (the single-machine references).
 
@@ -130,6 +133,26 @@ def noop(df) -> None:  # type: ignore[no-untyped-def]
     df.write.format("noop").mode("overwrite").save()
 
 
+def drop_all(batches):  # type: ignore[no-untyped-def]
+    for _ in batches:
+        pass
+    return iter(())
+
+
+def emit_part(path: str, parts: int):  # type: ignore[no-untyped-def]
+    """A task function yielding its share of the rows of the Arrow file at ``path`` (memory-mapped)."""
+
+    def run(batches):  # type: ignore[no-untyped-def]
+        with pa.memory_map(path) as f:
+            t = pa.ipc.open_file(f).read_all()
+        step = -(-t.num_rows // parts)
+        for b in batches:
+            for i in b.column(0).to_pylist():
+                yield from t.slice(i * step, step).to_batches()
+
+    return run
+
+
 def sorted_rows(t: pa.Table) -> pa.Table:
     t = t.select(["entity_id", "event_timestamp", "label", *FEATS])
     t = t.cast(
@@ -231,28 +254,51 @@ def main() -> None:
         local_feats, local_labels = pq.read_table(fpath), pq.read_table(lpath)
         store.write("v", local_feats)
         refs = [f"v:{f}" for f in FEATS]
+
+        def spark_features(**kw):  # type: ignore[no-untyped-def]
+            # The staging folder goes when the scope ends: its removal is part of the time.
+            with ss.staging_scope():
+                noop(ss.get_historical_features(spark, folder, labels, refs, buckets=args.buckets, **kw))
+
         rows.append(
             (
                 "skewless.spark.get_historical_features (history read by the tasks)",
-                timed(
-                    lambda: noop(
-                        ss.get_historical_features(spark, folder, labels, refs, buckets=args.buckets)
-                    )
-                ),
-                "the default: bucket order",
+                timed(spark_features),
+                "the default: bucket order; rows exchanged through the store's staging folder",
             )
         )
         rows.append(
             (
                 "skewless.spark.get_historical_features, keep_order=True",
+                timed(lambda: spark_features(keep_order=True)),
+                "entity rows' order restored (one sort)",
+            )
+        )
+        # The floors of any method that runs the join in Python tasks: the entity rows go from Spark into
+        # Python once, and the result's rows from Python into Spark once.
+        rows.append(
+            (
+                "floor: the entity rows into Python tasks (tasks return nothing)",
+                timed(lambda: noop(labels.mapInArrow(drop_all, "n long"))),
+                "",
+            )
+        )
+        result = store.get_historical_features(local_labels, refs)
+        result_path = os.path.join(folder, "result.arrow")
+        with pa.OSFile(result_path, "wb") as f, pa.ipc.new_file(f, result.schema) as w:
+            w.write_table(result)
+        result_schema = ss.get_historical_features(spark, folder, labels.limit(0), refs).schema
+        rows.append(
+            (
+                "floor: the result's rows out of Python tasks (read in place from a file)",
                 timed(
                     lambda: noop(
-                        ss.get_historical_features(
-                            spark, folder, labels, refs, buckets=args.buckets, keep_order=True
+                        spark.range(0, args.buckets, 1, args.buckets).mapInArrow(
+                            emit_part(result_path, args.buckets), result_schema
                         )
                     )
                 ),
-                "entity rows' order restored (one sort)",
+                f"{args.buckets} tasks",
             )
         )
         rows.append(

@@ -1,8 +1,8 @@
 """skewless.spark against the local path: the same rows, value for value, on random inputs.
 
-One SparkSession in ``local[2]`` serves every test (Spark starts slowly). Without pyspark or Java these
-tests fail, saying what to install; the default suite leaves this file to its own run (conftest.py):
-``python -m pytest tests/test_spark.py`` (CI: its Spark step).
+One SparkSession in ``local[2,2]`` (two cores, a failed task retried once) serves every test (Spark
+starts slowly). Without pyspark or Java these tests fail, saying what to install; the default suite
+leaves this file to its own run (conftest.py): ``python -m pytest tests/test_spark.py`` (CI: its Spark step).
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def spark() -> Iterator[object]:
             "`apt-get install openjdk-17-jre-headless`) or set JAVA_HOME"
         )
     session = (
-        SparkSession.builder.master("local[2]")
+        # Two attempts per task, as a cluster retries a failed task (tests of retried staging tasks).
+        SparkSession.builder.master("local[2,2]")
         .appName("skewless-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
@@ -425,6 +426,10 @@ def test_get_historical_features_request_errors_are_typed_and_write_nothing(spar
         ss.get_historical_features(spark, path, naive, ["v:x"])
     with pytest.raises(RegistryError):
         ss.get_historical_features(spark, str(tmp_path / "nothing"), entity, ["v:x"])
+    with pytest.raises(InvalidArgumentError):
+        ss.get_historical_features(spark, path, entity, ["v:x"], staging=5)
+    with pytest.raises(InvalidArgumentError):  # the store's readers would meet it there
+        ss.get_historical_features(spark, path, entity, ["v:x"], staging=os.path.join(path, "offline", "s"))
     assert snapshot(path) == before
     assert not os.path.exists(tmp_path / "nothing")
 
@@ -509,9 +514,10 @@ def test_an_error_a_task_finds_reaches_the_driver_typed_and_nothing_is_written(s
         store.get_historical_features(entity, ["v32:x"])
     before = snapshot(path)
     out = tmp_path / "out"
-    got = ss.get_historical_features(spark, path, spark.createDataFrame(entity), ["v32:x"], buckets=2)
-    with pytest.raises(DtypeError) as remote:
-        got.write.parquet(str(out))
+    with ss.staging_scope():
+        got = ss.get_historical_features(spark, path, spark.createDataFrame(entity), ["v32:x"], buckets=2)
+        with pytest.raises(DtypeError) as remote:
+            got.write.parquet(str(out))
     assert str(remote.value) == str(local.value)
     assert snapshot(path) == before
     assert not out.exists() or not list(out.rglob("*.parquet"))
@@ -605,3 +611,212 @@ def test_a_hot_entity_of_an_event_view_is_split_by_time_with_the_same_windows(sp
     # Each sub-bucket holds its own ~1/8 of the events plus the 20 s before it (2% of the span).
     assert len(per_group) == len(collections.Counter(lgroups.tolist()))
     assert max(per_group.values()) < n // 3
+
+
+# ---- the staging folder (skewless.spark_staging) ---------------------------------------------------------
+
+
+def small_store(path: str) -> tuple[FeatureStore, pa.Table]:
+    store = build_store(
+        path, None, [[(u, t, 0, float(10 * u + t)) for u in range(4) for t in range(6)]], [], []
+    )
+    return store, entity_table([(u % 5, 0, "p", t) for u, t in zip(range(40), range(40), strict=True)])
+
+
+def calls(root: str) -> list[str]:
+    return sorted(os.listdir(root)) if os.path.isdir(root) else []
+
+
+def test_a_result_reads_its_staging_at_every_evaluation_until_it_is_removed(spark, tmp_path):
+    # The staging job runs at the call; the result only reads the folder: evaluated twice, or through a
+    # derived DataFrame, it gives the same rows. When the scope ends the folder is gone (the store is as
+    # before) and evaluating the result again raises StorageError saying to call again.
+    import skewless.spark as ss
+    from skewless.errors import StorageError
+
+    path = str(tmp_path / "store")
+    store, entity = small_store(path)
+    want = store.get_historical_features(entity, ["v:x", "v:y"])
+    before = snapshot(path)
+    root = os.path.join(path, ".skewless-staging")
+    with ss.staging_scope():
+        got = ss.get_historical_features(
+            spark, path, spark.createDataFrame(entity), ["v:x", "v:y"], buckets=3
+        )
+        assert len(calls(root)) == 1
+        first = to_local(got, want).sort_by("row")
+        rows_equal(first, want)
+        rows_equal(to_local(got, want).sort_by("row"), want)
+        assert got.where("user_id = 1").count() == sum(
+            1 for u in entity.column("user_id").to_pylist() if u == 1
+        )
+        files = os.listdir(os.path.join(root, calls(root)[0]))
+        assert "index.arrow" in files and not [f for f in files if f.endswith(".tmp")]
+    assert calls(root) == []
+    assert snapshot(path) == before
+    with pytest.raises(StorageError, match="call skewless.spark.get_historical_features again"):
+        got.collect()
+
+
+def test_clear_staging_removes_this_process_calls_or_old_leftovers(spark, tmp_path):
+    import skewless.spark as ss
+
+    path = str(tmp_path / "store")
+    store, entity = small_store(path)
+    elsewhere = str(tmp_path / "mnt" / "staging")
+    a = ss.get_historical_features(spark, path, spark.createDataFrame(entity), ["v:x"], buckets=2)
+    b = ss.get_historical_features(
+        spark, path, spark.createDataFrame(entity), ["v:x"], buckets=2, staging=elsewhere
+    )
+    want = store.get_historical_features(entity, ["v:x"])
+    rows_equal(to_local(b, want).sort_by("row"), want)
+    root = os.path.join(path, ".skewless-staging")
+    assert len(calls(root)) == 1 and len(calls(elsewhere)) == 1
+    # A dead driver's leftover: not this process's, so only older_than removes it.
+    os.makedirs(os.path.join(root, "20200101T000000-deadbeef0000"))
+    os.utime(os.path.join(root, "20200101T000000-deadbeef0000"), (0, 0))
+    assert ss.clear_staging(path) == 1
+    assert calls(root) == ["20200101T000000-deadbeef0000"]
+    assert len(calls(elsewhere)) == 1  # another staging root
+    assert ss.clear_staging(path, older_than=dt.timedelta(days=1)) == 1
+    assert not os.path.exists(root)
+    assert ss.clear_staging(path, staging=elsewhere) == 1 and calls(elsewhere) == []
+    with pytest.raises(InvalidArgumentError):
+        ss.clear_staging(path, older_than=3)
+    del a
+
+
+def test_an_unwritable_staging_folder_is_a_typed_error_and_writes_nothing(spark, tmp_path):
+    import skewless.spark as ss
+    from skewless.errors import StorageError
+
+    path = str(tmp_path / "store")
+    _, entity = small_store(path)
+    before = snapshot(path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StorageError, match="staging="):
+        ss.get_historical_features(
+            spark, path, spark.createDataFrame(entity), ["v:x"], staging=str(blocker / "staging")
+        )
+    assert snapshot(path) == before
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_retried_staging_task_is_read_from_its_successful_attempt_only(spark, tmp_path):
+    # The first attempt of every task of the entity rows fails after its first batch; Spark runs it
+    # again. Each attempt writes a file of its own under a temporary name, so the result holds the
+    # rows of the attempts that succeeded, once, and no partial file is left or read.
+    import skewless.spark as ss
+    from pyspark import TaskContext
+
+    path = str(tmp_path / "store")
+    store, entity = small_store(path)
+    want = store.get_historical_features(entity, ["v:x", "v:y"])
+
+    def flaky(batches):
+        for i, b in enumerate(batches):
+            yield b
+            if i == 0 and TaskContext.get().attemptNumber() == 0:
+                raise RuntimeError("lost executor")
+
+    df = spark.createDataFrame(entity).repartition(2).mapInArrow(flaky, spark.createDataFrame(entity).schema)
+    with ss.staging_scope():
+        got = ss.get_historical_features(spark, path, df, ["v:x", "v:y"], buckets=3, skew_rows=None)
+        rows_equal(to_local(got, want).sort_by("row"), want)
+        root = os.path.join(path, ".skewless-staging")
+        (call,) = calls(root)
+        files = os.listdir(os.path.join(root, call))
+        assert not [f for f in files if f.endswith(".tmp")]
+        import pyarrow.ipc as ipc
+
+        with pa.memory_map(os.path.join(root, call, "index.arrow")) as f:
+            used = set(ipc.open_file(f).read_all().column("file").to_pylist())
+        assert {f for f in used if f.startswith("s0-")} and all(
+            "-a1-" in f for f in used if f.startswith("s0-")
+        )
+
+
+def test_a_pack_file_is_renamed_only_when_complete(tmp_path):
+    # A writer that fails mid-way (a task killed by an error) leaves no file under any name.
+    import skewless.spark_staging as stg
+
+    root = str(tmp_path / "staging")
+    with stg.staging_scope():
+        call = stg.new_call(root)
+        with pytest.raises(RuntimeError), stg.pack_file(call, "s0-p0-a0") as (f, _):
+            f.write(b"x" * 1000)
+            raise RuntimeError("killed")
+        assert os.listdir(call) == []
+        with stg.pack_file(call, "s0-p0-a1") as (f, name):
+            f.write(b"abc")
+        assert os.listdir(call) == [name]
+        from skewless.errors import StorageError
+
+        with pytest.raises(StorageError, match="shorter than written"):
+            stg.Packs(call).read(name, 2, 5)
+    assert not os.path.exists(call)
+
+
+def test_a_damaged_history_fails_the_staging_job_typed_and_leaves_no_staging(spark, tmp_path, monkeypatch):
+    # A page that fails its checksum is found by the staging task that reads it: the call raises the
+    # local error's class and message, and its staging folder is removed.
+    import skewless.spark as ss
+    from skewless.errors import StorageError
+
+    path = str(tmp_path / "store")
+    store, entity = small_store(path)
+    store.write("v", v_table([(1, 7, 0, 2.0)] * 50))
+    part = sorted(os.listdir(os.path.join(path, "offline", "v")))[-1]
+    f = os.path.join(path, "offline", "v", part)
+    data = bytearray(open(f, "rb").read())
+    col = pq.read_metadata(f).row_group(0).column(0)  # the pages of a column, not the footer
+    data[col.data_page_offset + col.total_compressed_size - 8] ^= 0xFF
+    open(f, "wb").write(bytes(data))
+    with pytest.raises(StorageError) as local:
+        store.get_historical_features(entity, ["v:x"])
+    before = snapshot(path)
+    removed = []
+    remove = ss.spark_staging.remove_call
+    monkeypatch.setattr(ss.spark_staging, "remove_call", lambda call: (removed.append(call), remove(call)))
+    with pytest.raises(StorageError) as remote:
+        ss.get_historical_features(spark, path, spark.createDataFrame(entity), ["v:x"], buckets=2)
+    assert len(removed) == 1  # the staging job ran, and its task found the damage
+    assert type(remote.value) is type(local.value) and f"{f} failed to decode" in str(remote.value)
+    assert snapshot(path) == before
+    assert calls(os.path.join(path, ".skewless-staging")) == []
+
+
+def test_the_hot_key_pass_runs_only_when_a_bucket_has_more_than_skew_rows(spark, tmp_path, monkeypatch):
+    import skewless.spark as ss
+    from skewless import spark_staging
+
+    path = str(tmp_path / "store")
+    store = build_store(path, None, [[(k, t, 0, float(k + t)) for k in range(30) for t in (1, 5)]], [], [[]])
+    calls: list[object] = []
+    real_hot = ss._hot
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        calls.append(real_hot(*a, **kw))
+        return calls[-1]
+
+    monkeypatch.setattr(ss, "_hot", spy)
+    stage_root = os.path.join(path, spark_staging.DEFAULT_FOLDER)
+    # 60 rows, more than skew_rows, but spread over 30 keys: no bucket holds more than 40 rows.
+    spread = entity_table([(k, 0, "p", 3 + i) for k in range(30) for i in range(2)])
+    # One key with 50 rows: its bucket has more than 40, and the key is split by time.
+    hot = entity_table([(4, 0, "p", t % 9) for t in range(50)] + [(k, 0, "p", 6) for k in range(10)])
+    for entity, ran in ((spread, False), (hot, True)):
+        calls.clear()
+        want = store.get_historical_features(entity, ["v:x", "v:y"])
+        with spark_staging.staging_scope():
+            got = ss.get_historical_features(
+                spark, path, spark.createDataFrame(entity), ["v:x", "v:y"], buckets=4, skew_rows=40
+            )
+            # A restaged call leaves only its own folder.
+            assert len(os.listdir(stage_root)) == 1
+            rows_equal(to_local(got, want).sort_by("row"), want)
+        assert bool(calls) == ran
+        if ran:
+            assert list(calls[0]) == [(4,)]
+        assert not os.path.exists(stage_root)

@@ -9,14 +9,20 @@ the local answer for its keys.
 
 Data movement. Spark's per-row machinery (turning rows into its own format, shuffling and sorting them
 one by one, turning them into Arrow again for Python) cost more than the join itself. So the tasks move
-rows packed: each task cuts its rows by group and writes each group's rows as one Arrow IPC stream
-(LZ4-compressed), a single binary value (the ``_PACKED`` layout below, version 1). Spark then shuffles
-a few large values per task, with a plain repartition placed so that each group has its own partition
-(no sort), and the receiving task reads the streams back. The entity rows and every view that shares
-their join keys travel in one such shuffle (one pass per set of join keys). A view's history is not
-read by Spark's Parquet reader: the tasks read the store's files with the local reader (whole row
-groups, about a million rows a task; the time range, write sequence, page checksums and ``source=``
-checks as locally).
+rows packed: each task cuts its rows by group and writes each group's rows as one Arrow IPC stream.
+:func:`get_historical_features` writes these streams to files in a staging folder on the store's mount
+(:mod:`skewless.spark_staging`: layout, atomic writes, lifetime): two Spark jobs at the call, one whose
+tasks pack the entity rows and report where each group's streams are, with their rows and time span (so
+the entity rows are read once), then one that packs the histories, read in that time span; the returned
+DataFrame has one task per group that maps its streams in place and runs the retrieval. Spark then
+moves only those small index rows: moving the packed bytes through its shuffle (out of Python, into
+shuffle files, back into Python) was about half of a call's CPU time. :func:`asof_join` has no store
+folder: its streams (LZ4-compressed) travel as binary values (the ``_PACKED`` layout below, version 1)
+in a plain repartition placed so that each group has its own partition (no sort). The entity rows and
+every view that shares their join keys travel together (one pass per set of join keys). A view's
+history is not read by Spark's Parquet reader: the tasks read the store's files with the local reader
+(whole row groups, about a million rows a task; the time range, write sequence, page checksums and
+``source=`` checks as locally).
 
 Skewed keys. A key with more than ``skew_rows`` left rows (entity rows) is split by time: its left rows
 are cut at approximate quantiles of their time into sub-buckets of about ``skew_rows`` rows, each its
@@ -28,9 +34,11 @@ right rows (all of them: a tie of timestamps is decided inside the kernel), for 
 goes to every later sub-bucket whose first label's windows reach back to it (the view's largest
 window), so a hot entity's events are copied about once more per window-length at each cut, not sent
 whole to one task. Either way every row a result can come from is in the sub-bucket, so split and
-unsplit runs agree exactly. Finding hot keys costs one aggregation over the left; ``skew_rows=None``
-skips it (every key then stays whole in one bucket, whatever its size). The right side is not counted:
-a key with few left rows but a huge history stays whole.
+unsplit runs agree exactly. Finding hot keys costs one aggregation over the left (in
+:func:`get_historical_features` only when a bucket of the staged entity rows has more than ``skew_rows``
+rows: a key's rows are never more than its bucket's; then the entity rows are staged again, split);
+``skew_rows=None`` skips it (every key then stays whole in one bucket, whatever its size). The right
+side is not counted: a key with few left rows but a huge history stays whole.
 
 Order. A Spark DataFrame has no row order of its own; results come bucket by bucket.
 :func:`get_historical_features` leaves them so by default (``keep_order=False``: compare and join
@@ -76,7 +84,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import errors, history
+from . import errors, history, spark_staging
 from ._core import key_buckets
 from .asof import asof_join as _local_asof_join
 from .definitions import FeatureService, FeatureView
@@ -95,12 +103,19 @@ from .offline import SEQ, OfflineStore, corrupt
 from .refs import resolve
 from .registry import Registry
 from .retrieval import retrieve
+from .spark_staging import clear_staging, staging_scope
 from .threads import num_threads, set_num_threads
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
 
-__all__ = ["asof_join", "get_historical_features", "DEFAULT_SKEW_ROWS"]
+__all__ = [
+    "asof_join",
+    "get_historical_features",
+    "staging_scope",
+    "clear_staging",
+    "DEFAULT_SKEW_ROWS",
+]
 
 #: The bucket (co-group) number of a row. Reserved: an input with a column of this name is refused.
 BUCKET = "__skewless_bucket__"
@@ -116,6 +131,17 @@ _RESERVED = (BUCKET, ROW, _ON, _PART, _BLOB, _DEST)
 #: stream of that input's rows of the group (see the module docstring, "Data movement").
 _PACKED = f"{_DEST} int, {BUCKET} int, {_PART} int, {_BLOB} binary"
 _LEFT = -1
+#: A staging task's index rows as Spark's schema: :data:`skewless.spark_staging.INDEX_SCHEMA`, then
+#: the stream's rows and its rows' least and greatest time (:func:`_stage`; not in the index file).
+_STAGED = "group int, part int, file string, offset long, length long, rows long, lo long, hi long"
+_STAGED_SCHEMA = pa.schema(
+    [
+        *spark_staging.INDEX_SCHEMA,
+        pa.field("rows", pa.int64()),
+        pa.field("lo", pa.int64()),
+        pa.field("hi", pa.int64()),
+    ]
+)
 #: How a task's skewless error travels to the driver inside Spark's error text (see "Errors").
 _ERROR_MARK = "skewless-error:"
 _ERROR_END = ":skewless-error-end"
@@ -418,16 +444,15 @@ def _placer(n: int) -> np.ndarray:
     return found.astype(np.int32)
 
 
-def _pack(
-    batches: Iterator[pa.RecordBatch], assign: _Assign, part: int, placer: np.ndarray
-) -> Iterator[pa.RecordBatch]:
-    """Rows into packed rows (``PACKED``): per group, one Arrow IPC stream of its rows in a binary
-    column, so Spark shuffles and sorts a few large values instead of every row (see the module
-    docstring, "Data movement"). Rows are packed about ``_PACK_ROWS`` at a time."""
+def _cut(
+    batches: Iterator[pa.RecordBatch], assign: _Assign
+) -> Iterator[tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]]:
+    """Rows cut by group, about ``_PACK_ROWS`` at a time: for each such slice, its rows ordered by
+    group, and the groups it holds with where each one's rows start and end."""
     pending: list[pa.RecordBatch] = []
     rows = 0
 
-    def flush() -> Iterator[pa.RecordBatch]:
+    def flush() -> Iterator[tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]]:
         t, groups = assign(pa.Table.from_batches(pending))
         if not t.num_rows:
             return
@@ -438,38 +463,7 @@ def _pack(
         cuts = np.flatnonzero(np.diff(groups)) + 1
         starts = np.concatenate([[0], cuts]).astype(np.int64)
         ends = np.concatenate([cuts, [len(groups)]]).astype(np.int64)
-        n = len(starts)
-        # One buffer of the right size up front: a growing stream copies itself at every doubling,
-        # which cost 3x the writing itself.
-        room = pa.allocate_buffer(t.nbytes + n * (_IPC_SLACK + 256 * t.num_columns))
-        sink: Any = pa.FixedSizeBufferWriter(room)
-        offsets = [0]
-        try:
-            for a, b in zip(starts, ends, strict=True):
-                with pa.ipc.new_stream(sink, t.schema, options=_IPC_OPTIONS) as w:
-                    w.write_table(t.slice(int(a), int(b - a)))
-                offsets.append(sink.tell())
-            data = room.slice(0, offsets[-1])
-        except (pa.ArrowException, OSError):  # the estimate was short: a growing stream then
-            sink, offsets = pa.BufferOutputStream(), [0]
-            for a, b in zip(starts, ends, strict=True):
-                with pa.ipc.new_stream(sink, t.schema, options=_IPC_OPTIONS) as w:
-                    w.write_table(t.slice(int(a), int(b - a)))
-                offsets.append(sink.tell())
-            data = sink.getvalue()
-        blobs = pa.Array.from_buffers(
-            pa.binary(), n, [None, pa.array(offsets, pa.int32()).buffers()[1], data]
-        )
-        first = groups[starts]
-        yield pa.RecordBatch.from_arrays(
-            [
-                pa.array(placer[first]),
-                pa.array(first, pa.int32()),
-                pa.array(np.full(n, part, np.int32)),
-                blobs,
-            ],
-            names=[_DEST, BUCKET, _PART, _BLOB],
-        )
+        yield t, groups[starts], starts, ends
 
     size = 0
     for b in batches:
@@ -484,14 +478,109 @@ def _pack(
         yield from flush()
 
 
-def _unpack(packed: pa.Table, part: int, schema: pa.Schema) -> pa.Table:
-    """The rows of ``part`` in a group's packed rows (``schema``'s empty table when it has none)."""
-    tables = [
-        pa.ipc.open_stream(blob.as_buffer()).read_all()
-        for p, blob in zip(packed.column(_PART).to_pylist(), packed.column(_BLOB), strict=True)
-        if p == part
-    ]
-    return pa.concat_tables(tables) if tables else schema.empty_table()
+def _write_streams(
+    sink: Any, t: pa.Table, starts: np.ndarray, ends: np.ndarray, options: pa.ipc.IpcWriteOptions
+) -> list[int]:
+    """One Arrow IPC stream per group (rows ``starts[i]`` to ``ends[i]`` of ``t``) into ``sink``: where
+    each stream starts and, last, where the last one ends."""
+    offsets = [sink.tell()]
+    for a, b in zip(starts, ends, strict=True):
+        with pa.ipc.new_stream(sink, t.schema, options=options) as w:
+            w.write_table(t.slice(int(a), int(b - a)))
+        offsets.append(sink.tell())
+    return offsets
+
+
+def _pack(
+    batches: Iterator[pa.RecordBatch], assign: _Assign, part: int, placer: np.ndarray
+) -> Iterator[pa.RecordBatch]:
+    """Rows into packed rows (``PACKED``): per group, one Arrow IPC stream of its rows in a binary
+    column, so Spark shuffles and sorts a few large values instead of every row (see the module
+    docstring, "Data movement")."""
+    for t, first, starts, ends in _cut(batches, assign):
+        n = len(first)
+        # One buffer of the right size up front: a growing stream copies itself at every doubling,
+        # which cost 3x the writing itself.
+        room = pa.allocate_buffer(t.nbytes + n * (_IPC_SLACK + 256 * t.num_columns))
+        try:
+            offsets = _write_streams(pa.FixedSizeBufferWriter(room), t, starts, ends, _IPC_OPTIONS)
+            data = room.slice(0, offsets[-1])
+        except (pa.ArrowException, OSError):  # the estimate was short: a growing stream then
+            sink = pa.BufferOutputStream()
+            offsets = _write_streams(sink, t, starts, ends, _IPC_OPTIONS)
+            data = sink.getvalue()
+        blobs = pa.Array.from_buffers(
+            pa.binary(), n, [None, pa.array(offsets, pa.int32()).buffers()[1], data]
+        )
+        yield pa.RecordBatch.from_arrays(
+            [
+                pa.array(placer[first]),
+                pa.array(first, pa.int32()),
+                pa.array(np.full(n, part, np.int32)),
+                blobs,
+            ],
+            names=[_DEST, BUCKET, _PART, _BLOB],
+        )
+
+
+def _unpacker(packed: pa.Table) -> Any:
+    """``unpack(part, schema)``: the rows of ``part`` in a group's packed rows (``schema``'s empty
+    table when it has none)."""
+
+    def unpack(part: int, schema: pa.Schema) -> pa.Table:
+        tables = [
+            pa.ipc.open_stream(blob.as_buffer()).read_all()
+            for p, blob in zip(packed.column(_PART).to_pylist(), packed.column(_BLOB), strict=True)
+            if p == part
+        ]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+    return unpack
+
+
+def _stage(
+    batches: Iterator[pa.RecordBatch], assign: _Assign, part: int, call: str, span: str | None = None
+) -> Iterator[pa.RecordBatch]:
+    """A staging task: its rows packed by group into one pack file of the call's staging folder
+    (:mod:`skewless.spark_staging`), streams written straight to the file, then one index row per
+    stream (``_STAGED``): where it is, its rows, and with ``span`` (a time column) the least and
+    greatest time of its rows (as :func:`_micros`; both null when every time is null)."""
+    from pyspark import TaskContext
+
+    tc = TaskContext.get()
+    stem = f"s{part + 1}" + (f"-p{tc.partitionId()}-a{tc.attemptNumber()}" if tc is not None else "")
+    found: list[tuple[np.ndarray, list[int], np.ndarray, np.ndarray, np.ndarray]] = []
+    with spark_staging.pack_file(call, stem) as (sink, name):
+        for t, first, starts, ends in _cut(batches, assign):
+            offsets = _write_streams(sink, t, starts, ends, spark_staging.PACK_OPTIONS)
+            lo = hi = np.zeros(len(first), np.int64)
+            if span is not None:
+                col = t.column(span)
+                times = _micros_np(col)
+                valid = np.asarray(col.is_valid().to_numpy(zero_copy_only=False), bool)
+                lo = np.minimum.reduceat(np.where(valid, times, INT64_MAX), starts)
+                hi = np.maximum.reduceat(np.where(valid, times, INT64_MIN), starts)
+            found.append((first, offsets, ends - starts, lo, hi))
+    if not found:
+        return
+    group = np.concatenate([f[0] for f in found]).astype(np.int32)
+    offset = np.concatenate([np.asarray(f[1][:-1], np.int64) for f in found])
+    length = np.concatenate([np.diff(np.asarray(f[1], np.int64)) for f in found])
+    rows, lo, hi = (np.concatenate([f[i] for f in found]).astype(np.int64) for i in (2, 3, 4))
+    none = lo > hi  # no valid time in the stream
+    yield pa.RecordBatch.from_arrays(
+        [
+            pa.array(group),
+            pa.array(np.full(len(group), part, np.int32)),
+            pa.array([name] * len(group)),
+            pa.array(offset),
+            pa.array(length),
+            pa.array(rows),
+            pa.array(lo, mask=none if span is not None else np.ones(len(lo), bool)),
+            pa.array(hi, mask=none if span is not None else np.ones(len(hi), bool)),
+        ],
+        schema=_STAGED_SCHEMA,
+    )
 
 
 class _Source:
@@ -536,9 +625,58 @@ def _join_groups(packed: list[DataFrame], run: Any, out_schema: Any, n_groups: i
         g = g[order]
         cuts = np.flatnonzero(np.diff(g)) + 1
         for idx in np.split(order, cuts):
-            yield from run(t.take(pa.array(idx))).to_batches()
+            yield from run(_unpacker(t.take(pa.array(idx)))).to_batches()
 
     return placed.mapInArrow(_typed(groups), out_schema)
+
+
+def _stage_job(call: str, staged: list[tuple[_Source, _Assign, int]], span: str | None = None) -> pa.Table:
+    """One Spark job whose tasks write the ``staged`` sides' rows packed by group to the call's
+    staging folder (:mod:`skewless.spark_staging`): the index rows they report (``_STAGED``, with
+    ``span`` the times of :func:`_stage`)."""
+    jobs = [
+        src.map(lambda it, a=assign, p=part: _stage(it, a, p, call, span), _STAGED)
+        for src, assign, part in staged
+    ]
+    return reduce(lambda a, b: a.unionByName(b), jobs).toArrow().cast(_STAGED_SCHEMA)
+
+
+def _read_staged(
+    spark: SparkSession, call: str, staged: pa.Table, run: Any, out_schema: Any, n_groups: int
+) -> DataFrame:
+    """A DataFrame of one task per group that reads the group's streams in place (where the index
+    rows ``staged`` say) and runs ``run`` on them: the index is written to the call's folder, Spark
+    moves nothing but the group numbers."""
+    index = staged.select(spark_staging.INDEX_SCHEMA.names).sort_by(
+        [("group", "ascending"), ("part", "ascending")]
+    )
+    spark_staging.write_index(call, index)
+    bounds = np.searchsorted(index.column("group").to_numpy(), np.arange(n_groups + 1), side="left").tolist()
+
+    def groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        idx = spark_staging.read_index(call)
+        packs = spark_staging.Packs(call)
+        for b in batches:
+            for g in b.column(0).to_pylist():
+                rows = idx.slice(bounds[g], bounds[g + 1] - bounds[g])
+
+                def unpack(part: int, schema: pa.Schema, rows: pa.Table = rows) -> pa.Table:
+                    tables = [
+                        pa.ipc.open_stream(packs.read(f, o, n)).read_all()
+                        for p, f, o, n in zip(
+                            rows.column("part").to_pylist(),
+                            rows.column("file").to_pylist(),
+                            rows.column("offset").to_pylist(),
+                            rows.column("length").to_pylist(),
+                            strict=True,
+                        )
+                        if p == part
+                    ]
+                    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+                yield from run(unpack).to_batches()
+
+    return spark.range(0, n_groups, 1, n_groups).mapInArrow(_typed(groups), out_schema)
 
 
 def _links(
@@ -730,9 +868,9 @@ def asof_join(
     out_schema = S.T.StructType(fields)
     target = S.to_arrow_schema(out_schema, timezone="UTC")
 
-    def run(packed: pa.Table) -> pa.Table:
+    def run(unpack: Any) -> pa.Table:
         _size_threads()
-        out = _local_asof_join(_unpack(packed, _LEFT, la), _unpack(packed, 0, ra), **kwargs)
+        out = _local_asof_join(unpack(_LEFT, la), unpack(0, ra), **kwargs)
         return out.cast(target)
 
     hot = _hot(left, by_list, on, skew)
@@ -824,6 +962,7 @@ def get_historical_features(
     buckets: int | None = None,
     skew_rows: int | None = DEFAULT_SKEW_ROWS,
     keep_order: bool = False,
+    staging: str | os.PathLike[str] | None = None,
 ) -> DataFrame:
     """:meth:`FeatureStore.get_historical_features` on Spark: ``entity_df`` (a Spark DataFrame) with
     the features as of each row's time, the same values as the local call, computed by
@@ -840,10 +979,19 @@ def get_historical_features(
     into ``entity_df``'s order (as ``monotonically_increasing_id`` numbers it), one more global sort,
     which costs about as much as the join itself. ``buckets`` and ``skew_rows`` as in :func:`asof_join`.
 
+    ``staging``: the folder through which the tasks exchange rows (default: ``.skewless-staging`` in the
+    store's folder; any folder the driver and every executor can write at the same path, not inside the
+    store's ``offline/``). The staging job runs now; the returned DataFrame reads its files, which stay
+    until the driver exits, a :func:`staging_scope` around the call ends, or :func:`clear_staging`
+    (:mod:`skewless.spark_staging`, "Lifetime"). A folder that cannot be written raises
+    :class:`~skewless.errors.StorageError`.
+
     Example::
 
-        train = skewless.spark.get_historical_features(spark, "/mnt/store", labels_df,
-                                                       ["user_stats:spend", "user_stats:visits"])
+        with skewless.spark.staging_scope():
+            train = skewless.spark.get_historical_features(spark, "/mnt/store", labels_df,
+                                                           ["user_stats:spend", "user_stats:visits"])
+            train.write.parquet("/mnt/train.parquet")
     """
     S = _spark()
     F = S.F
@@ -858,6 +1006,9 @@ def get_historical_features(
     reg_path = os.path.join(root, "registry.json")
     if not os.path.exists(reg_path):
         raise RegistryError(f"no feature store at {root}: run `skewless init` there first")
+    if staging is not None and not isinstance(staging, (str, os.PathLike)):
+        raise InvalidArgumentError(f"staging must be a folder path or None, got {staging!r}")
+    stage_root = spark_staging.root_of(root, staging)
     registry = Registry.load(reg_path)
     offline = OfflineStore(os.path.join(root, "offline"))
     plan = resolve(registry, features)
@@ -879,10 +1030,6 @@ def get_historical_features(
         names_of[fv.name] = probe.column_names[i : i + len(feats)]
         i += len(feats)
 
-    span = entity_df.agg(
-        F.min(_micros(entity_df, timestamp_column)).alias("lo"),
-        F.max(_micros(entity_df, timestamp_column)).alias("hi"),
-    ).collect()[0]
     df = entity_df.withColumn(ROW, F.monotonically_increasing_id()) if keep_order else entity_df
     # One pass over the entity rows per set of join keys; an event view's keys are never split by time
     # (module docstring, "Skewed keys"), so event views go in passes of their own.
@@ -895,43 +1042,96 @@ def get_historical_features(
             for fv, feats in part
             for n, f in zip(names_of[fv.name], feats, strict=True)
         ]
-        sides = []
-        for fv, feats in part:
-            cols = history.join_columns(fv, feats)
-            splits = _history_splits(offline, fv, cols) if span["lo"] is not None else []
-            if splits:
-                lo = history.join_low(fv, span["lo"])
-                read = _history_reader(root, registry, fv, cols, lo, span["hi"], splits)
-                ids = spark.range(0, len(splits), 1, len(splits))
-                sides.append((fv, feats, cols, _Source(ids, read)))
-        if not sides:
+        staged = _stage_pass(
+            spark, stage_root, root, registry, offline, df, part, keys, is_event, timestamp_column, nb, skew
+        )
+        if staged is None:
             df = df.withColumns({f.name: F.lit(None).cast(f.dataType) for f in new})
             continue
+        call, index, n_groups, sides = staged
         out_schema = S.T.StructType(list(df.schema.fields) + new)
         target = S.to_arrow_schema(out_schema, timezone="UTC")
-        left_schema = _arrow_schema(df)
-        hot = _hot(df, list(keys), timestamp_column, skew)
-        n_groups = _n_groups(nb, hot)
-        placer = _placer(n_groups)
-        packed = [_packed(_Source(df), _Assign(keys, timestamp_column, nb, hot, False), _LEFT, placer)]
-        for n, (fv, _, _, src) in enumerate(sides):
-            if is_event:
-                assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
-            else:
-                links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
-                assign = _Assign(keys, fv.timestamp_field, nb, hot, True, links)
-            packed.append(_packed(src, assign, n, placer))
-        stored = [
-            (fv, feats, history.empty(registry, fv, [*cols, SEQ]).schema) for fv, feats, cols, _ in sides
-        ]
+        stored = [(fv, feats, history.empty(registry, fv, [*cols, SEQ]).schema) for fv, feats, cols in sides]
         run = _retrieve_task(
-            registry, part, stored, key_types, full_feature_names, timestamp_column, left_schema, target
+            registry, part, stored, key_types, full_feature_names, timestamp_column, _arrow_schema(df), target
         )
-        df = _join_groups(packed, run, out_schema, n_groups)
+        try:
+            df = _read_staged(spark, call, index, run, out_schema, n_groups)
+        except BaseException:
+            spark_staging.remove_call(call)
+            raise
     cols_out = [*entity_df.columns, *[n for fv, _ in plan for n in names_of[fv.name]]]
     if keep_order:
         return df.orderBy(ROW).select(*cols_out)
     return df.select(*cols_out)
+
+
+def _stage_pass(
+    spark: SparkSession,
+    stage_root: str,
+    root: str,
+    registry: Registry,
+    offline: OfflineStore,
+    df: DataFrame,
+    part: list[tuple[FeatureView, list[str]]],
+    keys: tuple[str, ...],
+    is_event: bool,
+    timestamp_column: str,
+    nb: int,
+    skew: int | None,
+) -> tuple[str, pa.Table, int, list[tuple[FeatureView, list[str], list[str]]]] | None:
+    """Stages one pass's rows in a new call folder: the entity rows first, in a job whose index rows
+    also give their time span and each bucket's rows (the entity rows are read once: no separate job
+    for their time span, and no hot-key aggregation unless a bucket has more than ``skew`` rows, since
+    a key's rows are never more than its bucket's), then the views' histories, read only in the time
+    range those rows need. A hot key found so restages the entity rows split by time (in a new call
+    folder, the first one removed). Returns (the call folder, its index rows, the number of groups,
+    the staged views with their columns), or None (the call folder removed) when no view has history
+    in the entity rows' time range or no entity row has a time. On an error nothing is left."""
+    call = spark_staging.new_call(stage_root)
+    try:
+        left_src = _Source(df)
+        index = _stage_job(
+            call, [(left_src, _Assign(keys, timestamp_column, nb, None, False), _LEFT)], timestamp_column
+        )
+        hot = None
+        if skew is not None and index.num_rows:
+            per_bucket = np.bincount(
+                index.column("group").to_numpy(), weights=index.column("rows").to_numpy()
+            )
+            if per_bucket.max() > skew:
+                hot = _hot(df, list(keys), timestamp_column, skew)
+        if hot:
+            spark_staging.remove_call(call)
+            call = spark_staging.new_call(stage_root)
+            assign = _Assign(keys, timestamp_column, nb, hot, False)
+            index = _stage_job(call, [(left_src, assign, _LEFT)], timestamp_column)
+        lo_us, hi_us = pc.min(index.column("lo")).as_py(), pc.max(index.column("hi")).as_py()
+        sides: list[tuple[FeatureView, list[str], list[str]]] = []
+        staged: list[tuple[_Source, _Assign, int]] = []
+        if lo_us is not None:
+            for fv, feats in part:
+                cols = history.join_columns(fv, feats)
+                splits = _history_splits(offline, fv, cols)
+                if not splits:
+                    continue
+                read = _history_reader(root, registry, fv, cols, history.join_low(fv, lo_us), hi_us, splits)
+                src = _Source(spark.range(0, len(splits), 1, len(splits)), read)
+                if is_event:
+                    assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
+                else:
+                    links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
+                    assign = _Assign(keys, fv.timestamp_field, nb, hot, True, links)
+                staged.append((src, assign, len(sides)))
+                sides.append((fv, feats, cols))
+        if not sides:
+            spark_staging.remove_call(call)
+            return None
+        index = pa.concat_tables([index, _stage_job(call, staged)])
+        return call, index, _n_groups(nb, hot), sides
+    except BaseException:
+        spark_staging.remove_call(call)
+        raise
 
 
 def _retrieve_task(
@@ -947,13 +1147,13 @@ def _retrieve_task(
     """What a task runs on one bucket: the local retrieval of its entity rows from the views of one
     pass (their histories' rows of the bucket's keys, in the stored layout)."""
 
-    def run(packed: pa.Table) -> pa.Table:
+    def run(unpack: Any) -> pa.Table:
         _size_threads()
         hists: dict[str, pa.Table | None] = {fv.name: None for fv, _ in part}
         for n, (fv, _, schema) in enumerate(stored):
-            hists[fv.name] = _unpack(packed, n, schema)
+            hists[fv.name] = unpack(n, schema)
         out = retrieve(
-            _unpack(packed, _LEFT, left_schema),
+            unpack(_LEFT, left_schema),
             hists,
             part,
             key_types=key_types,
