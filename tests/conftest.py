@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import signal
+import time
 
 import pyarrow as pa
 import pytest
@@ -41,6 +43,21 @@ def snapshot(path: str) -> dict[str, str]:
 
 user = Entity("user", join_keys=["user_id"], dtype=Int64)
 merchant = Entity("merchant", join_keys=["merchant_id"])
+
+
+def wait_child(pid: int, what: str, seconds: float = 60) -> int:
+    """The exit code of the forked child ``pid``; a child still running after ``seconds`` is killed and the
+    test fails with ``what`` (a stuck child must never hang the suite)."""
+    deadline = time.time() + seconds
+    while True:
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(st)
+        if time.time() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(what)
+        time.sleep(0.01)
 
 
 def stats_view(**kw):

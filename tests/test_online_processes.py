@@ -16,6 +16,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import wait_child
 from skewless.online import OnlineStore
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -211,17 +212,7 @@ def test_after_fork_inherited_handles_reopen_the_store_in_the_child(tmp_path):
                 code = 0 if again.tolist() == [[2.0], [1.0]] else 3
         finally:
             os._exit(code)
-    deadline = time.time() + 60
-    while True:  # never hang the suite on a stuck child
-        done_pid, st = os.waitpid(pid, os.WNOHANG)
-        if done_pid:
-            break
-        if time.time() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child did not finish within 60 s")
-        time.sleep(0.02)
-    assert os.waitstatus_to_exitcode(st) == 0
+    assert wait_child(pid, "the forked child did not finish within 60 s") == 0
     # The parent's handles were never closed by the child and see the child's write.
     values, status = reader.get_numpy([1, 7])
     assert values.tolist() == [[2.0], [1.0]] and status.tolist() == [0, 0]

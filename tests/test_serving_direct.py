@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
-import time
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import wait_child
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skewless import Entity, FeatureStore, FeatureView, Field, Float64, Int64
@@ -125,17 +124,7 @@ def test_a_fork_after_the_reader_is_warm_reads_the_same_answers(tmp_path):
                 code = 2
         finally:
             os._exit(code)
-    deadline = time.time() + 60
-    while True:  # never hang the suite on a stuck child
-        done_pid, st = os.waitpid(pid, os.WNOHANG)
-        if done_pid:
-            break
-        if time.time() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child did not finish within 60 s")
-        time.sleep(0.02)
-    assert os.waitstatus_to_exitcode(st) == 0
+    assert wait_child(pid, "the forked child did not finish within 60 s") == 0
     # The parent's warm reader sees the child's write, one key and in a batch.
     oracle[one] = 7e6 + one % 999_983
     check(store.online_reader(["v:x"]), oracle, [one])

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import wait_child
 from skewless.online import OnlineStore
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -267,17 +268,7 @@ def test_thread_in_a_transaction_at_fork_makes_the_childs_handle_raise(tmp_path)
                         code = 3 if "in use by another thread when this process forked" in str(e) else 4
                 finally:
                     os._exit(code)
-            deadline = time.time() + 60
-            while True:
-                done, st = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    break
-                if time.time() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    os.waitpid(pid, 0)
-                    pytest.fail("a forked child hung instead of reporting the held lock")
-                time.sleep(0.01)
-            codes.append(os.waitstatus_to_exitcode(st))
+            codes.append(wait_child(pid, "a forked child hung instead of reporting the held lock"))
     finally:
         stop.set()
         t.join()

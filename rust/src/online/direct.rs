@@ -606,6 +606,18 @@ impl Pages {
         })
     }
 
+    /// Prefetches page `pgno`'s header and first node offsets, for the next level's pass (the address
+    /// is only a hint: a page number past the map is checked when the page is entered).
+    #[inline(always)]
+    fn prefetch_page(&self, pgno: u64) {
+        let first = self
+            .map
+            .as_ptr()
+            .wrapping_add((pgno as usize).wrapping_mul(self.psize));
+        prefetch(first);
+        prefetch(first.wrapping_add(64));
+    }
+
     /// The decoded root of `tree` (a branch page), from the cache when it is this snapshot's; `None`
     /// when its keys do not all fit in 16 bytes (it is searched in place then).
     fn decoded_root(&self, tree: &Tree) -> Found<Option<std::sync::Arc<Root>>> {
@@ -711,12 +723,7 @@ impl Pages {
                 c.lo = root.heads[i];
                 c.hi = root.heads[(i + 1).min(n - 1)];
                 c.bounded = i > 0 && i + 1 < n;
-                let first = self
-                    .map
-                    .as_ptr()
-                    .wrapping_add((c.pgno as usize).wrapping_mul(self.psize));
-                prefetch(first);
-                prefetch(first.wrapping_add(64));
+                self.prefetch_page(c.pgno);
             }
             top = 1;
         }
@@ -829,13 +836,7 @@ impl Pages {
                         c.bounded = has_lo && has_hi;
                     }
                     c.pgno = child(size, flags);
-                    // The child's header and first node offsets, for the next level's pass.
-                    let first = self
-                        .map
-                        .as_ptr()
-                        .wrapping_add((c.pgno as usize).wrapping_mul(self.psize));
-                    prefetch(first);
-                    prefetch(first.wrapping_add(64));
+                    self.prefetch_page(c.pgno);
                 }
             }
         }
