@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::*;
-use arrow::buffer::{NullBuffer, ScalarBuffer};
+use arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use arrow::compute::{cast, concat, take};
 use arrow::datatypes::*;
 use rayon::prelude::*;
@@ -139,6 +139,10 @@ enum Kind {
     I64,
     /// The row of the events' column holding the value (min, max, first, last), gathered at the end.
     Row,
+    /// As `Row`, over a float64 or int64 column: the value itself, read from the group's run of
+    /// values (in cache) while the sweep writes the output, instead of a random read per label
+    /// afterwards.
+    Pick,
 }
 
 impl Kind {
@@ -146,7 +150,10 @@ impl Kind {
         match func {
             Func::Count | Func::CountDistinct => Kind::I64,
             Func::Sum if values.data_type() == &DataType::Int64 => Kind::I64,
-            Func::Min | Func::Max | Func::First | Func::Last => Kind::Row,
+            Func::Min | Func::Max | Func::First | Func::Last => match values.data_type() {
+                DataType::Float64 | DataType::Int64 => Kind::Pick,
+                _ => Kind::Row,
+            },
             _ => Kind::F64,
         }
     }
@@ -178,52 +185,116 @@ impl Slots {
     /// Output `k` (of kind `kind`) of every label, in label order.
     fn finish(&self, kinds: &[(Kind, Func)], sources: &[&ArrayRef]) -> Result<Vec<ArrayRef>> {
         let (w, n) = (self.width, self.bits.len() / self.width.max(1));
-        let mut vals: Vec<Vec<u64>> = (0..w).map(|_| Vec::with_capacity(n)).collect();
-        let mut oks: Vec<BooleanBufferBuilder> = (0..w).map(|_| BooleanBufferBuilder::new(n)).collect();
-        // Transposed a block of labels at a time, so the block stays in cache while each output's
-        // column reads it.
+        // Transposed a block of labels at a time (one task each), so the block stays in cache while
+        // each output's column reads it. A multiple of 64 labels: a block's validity bits are whole
+        // bytes of each output's bitmap.
         const BLOCK: usize = 1024;
-        for lo in (0..n).step_by(BLOCK) {
-            let hi = (lo + BLOCK).min(n);
-            for k in 0..w {
-                vals[k].extend((lo..hi).map(|p| self.bits[p * w + k]));
-                (lo..hi).for_each(|p| oks[k].append(self.ok[p * w + k]));
+        let mut vals: Vec<Vec<u64>> = (0..w).map(|_| vec![0; n]).collect();
+        let mut oks: Vec<Vec<u8>> = (0..w).map(|_| vec![0; n.div_ceil(8)]).collect();
+        let mut tasks: Vec<(Vec<&mut [u64]>, Vec<&mut [u8]>)> = Vec::with_capacity(n.div_ceil(BLOCK));
+        {
+            let mut v: Vec<_> = vals.iter_mut().map(|c| c.chunks_mut(BLOCK)).collect();
+            let mut o: Vec<_> = oks.iter_mut().map(|c| c.chunks_mut(BLOCK / 8)).collect();
+            for _ in 0..n.div_ceil(BLOCK) {
+                tasks.push((
+                    v.iter_mut().filter_map(|it| it.next()).collect(),
+                    o.iter_mut().filter_map(|it| it.next()).collect(),
+                ));
             }
         }
-        let mut out = Vec::with_capacity(w);
-        for ((v, mut ok), (&(kind, _), src)) in vals.into_iter().zip(oks).zip(kinds.iter().zip(sources)) {
-            let nulls = Some(NullBuffer::new(ok.finish()));
-            let buf = arrow::buffer::Buffer::from_vec(v);
-            out.push(match kind {
-                Kind::F64 => Arc::new(Float64Array::new(ScalarBuffer::new(buf, 0, n), nulls)) as ArrayRef,
-                Kind::I64 => Arc::new(Int64Array::new(ScalarBuffer::new(buf, 0, n), nulls)),
-                Kind::Row => {
-                    let rows: Vec<u32> = ScalarBuffer::<u64>::new(buf, 0, n)
-                        .iter()
-                        .map(|&r| r as u32)
-                        .collect();
-                    take(src.as_ref(), &UInt32Array::new(rows.into(), nulls), None)?
+        tasks
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(b, (mut vs, mut os))| {
+                let lo = b * BLOCK;
+                for (k, (v, o)) in vs.iter_mut().zip(os.iter_mut()).enumerate() {
+                    for (i, x) in v.iter_mut().enumerate() {
+                        *x = self.bits[(lo + i) * w + k];
+                    }
+                    for (j, byte) in o.iter_mut().enumerate() {
+                        let first = lo + j * 8;
+                        let mut bits = 0u8;
+                        for i in 0..8.min(n - first) {
+                            bits |= (self.ok[(first + i) * w + k] as u8) << i;
+                        }
+                        *byte = bits;
+                    }
                 }
             });
+        vals.into_par_iter()
+            .zip(oks)
+            .enumerate()
+            .map(|(k, (v, ok))| {
+                let nulls = Some(NullBuffer::new(BooleanBuffer::new(
+                    arrow::buffer::Buffer::from_vec(ok),
+                    0,
+                    n,
+                )));
+                let buf = arrow::buffer::Buffer::from_vec(v);
+                Ok(match kinds[k].0 {
+                    Kind::F64 => Arc::new(Float64Array::new(ScalarBuffer::new(buf, 0, n), nulls)) as ArrayRef,
+                    Kind::I64 => Arc::new(Int64Array::new(ScalarBuffer::new(buf, 0, n), nulls)),
+                    // The source's own type (float64 or int64): the same bits either way.
+                    Kind::Pick => make_array(
+                        ArrayData::builder(sources[k].data_type().clone())
+                            .len(n)
+                            .add_buffer(buf)
+                            .nulls(nulls)
+                            .build()?,
+                    ),
+                    Kind::Row => {
+                        let rows: Vec<u32> = ScalarBuffer::<u64>::new(buf, 0, n)
+                            .iter()
+                            .map(|&r| r as u32)
+                            .collect();
+                        take(sources[k].as_ref(), &UInt32Array::new(rows.into(), nulls), None)?
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// The value an output of kind [`Kind::Pick`] takes from its row: the events' gathered column's bits.
+#[derive(Clone, Copy)]
+enum Pick<'a> {
+    No,
+    F64(&'a [f64], Option<&'a NullBuffer>),
+    I64(&'a [i64], Option<&'a NullBuffer>),
+}
+
+impl<'a> Pick<'a> {
+    fn of(kind: Kind, c: &'a ArrayRef) -> Pick<'a> {
+        match (kind, c.data_type()) {
+            (Kind::Pick, DataType::Float64) => {
+                let a = c.as_primitive::<Float64Type>();
+                Pick::F64(a.values(), a.nulls())
+            }
+            (Kind::Pick, DataType::Int64) => {
+                let a = c.as_primitive::<Int64Type>();
+                Pick::I64(a.values(), a.nulls())
+            }
+            _ => Pick::No,
         }
-        Ok(out)
     }
 }
 
 /// Where the group threads write: [`Slots`]' buffers, at disjoint label positions.
 #[derive(Clone, Copy)]
-struct Sink {
+struct Sink<'a> {
     width: usize,
     bits: SharedMut<u64>,
     ok: SharedMut<bool>,
+    picks: &'a [Pick<'a>],
 }
 
-impl Sink {
-    fn of(s: &mut Slots) -> Sink {
+impl<'a> Sink<'a> {
+    fn of(s: &mut Slots, picks: &'a [Pick<'a>]) -> Sink<'a> {
         Sink {
             width: s.width,
             bits: SharedMut::new(&mut s.bits),
             ok: SharedMut::new(&mut s.ok),
+            picks,
         }
     }
 
@@ -235,7 +306,11 @@ impl Sink {
         let (bits, ok) = match e {
             Eval::F64(x) => (x.map_or(0, f64::to_bits), x.is_some()),
             Eval::I64(x) => (x.unwrap_or(0) as u64, x.is_some()),
-            Eval::Row(x) => (x.unwrap_or(0) as u64, x.is_some()),
+            Eval::Row(x) => match (self.picks[k], x) {
+                (Pick::F64(v, n), Some(r)) => (v[r].to_bits(), n.is_none_or(|n| n.is_valid(r))),
+                (Pick::I64(v, n), Some(r)) => (v[r] as u64, n.is_none_or(|n| n.is_valid(r))),
+                _ => (x.unwrap_or(0) as u64, x.is_some()),
+            },
         };
         let i = pos * self.width + k;
         // SAFETY: the caller's contract: i is in bounds and this thread's alone.
@@ -350,7 +425,12 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
         .map(|(a, c)| (Kind::of(a.func, c.as_ref()), a.func))
         .collect();
     let mut slots = Slots::new(&kinds, n_labels);
-    let sink = Sink::of(&mut slots);
+    let picks: Vec<Pick<'_>> = kinds
+        .iter()
+        .zip(&columns)
+        .map(|(&(k, _), c)| Pick::of(k, c))
+        .collect();
+    let sink = Sink::of(&mut slots, &picks);
     let values: Vec<Values<'_>> = columns
         .iter()
         .zip(&opts.aggregations)
