@@ -225,8 +225,9 @@ fn at_most(key: &[u8], head: u128, p: &Probe<'_>) -> usize {
     lt | eq as usize
 }
 
+/// Asks the core to bring the cache line at `p` in (a hint: never faults, whatever the address).
 #[inline(always)]
-fn prefetch(p: *const u8) {
+pub(crate) fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint: it never faults and reads nothing, whatever the address.
     unsafe {

@@ -21,6 +21,7 @@ use crate::column::timestamp_values;
 use crate::error::{Error, Result};
 use crate::group::index::{entry, group_rows};
 use crate::group::{entry_on, entry_pos, group_ids, mark_null_rows, Index, OnSource, Ranks, SharedMut, NONE};
+use crate::online::direct::prefetch;
 use crate::table::{Column, Table};
 use crate::time::{instant_unit, to_micros};
 
@@ -106,11 +107,20 @@ type Shared = (usize, Vec<(usize, Func)>);
 fn gather(c: &ArrayRef, entries: &[u128]) -> Result<ArrayRef> {
     fn nums<T: ArrowPrimitiveType>(a: &PrimitiveArray<T>, entries: &[u128]) -> ArrayRef {
         let v = a.values();
-        let mut out = Vec::new();
-        entries
-            .par_iter()
-            .map(|&e| v[entry_pos(e) as usize])
-            .collect_into_vec(&mut out);
+        // Each read misses the cache (events arrive in any order): the row AHEAD entries on is
+        // prefetched so that many misses are in flight at once.
+        const AHEAD: usize = 16;
+        let mut out = vec![T::Native::default(); entries.len()];
+        out.par_chunks_mut(1 << 14)
+            .zip(entries.par_chunks(1 << 14))
+            .for_each(|(o, e)| {
+                for (i, x) in o.iter_mut().enumerate() {
+                    if let Some(&f) = e.get(i + AHEAD) {
+                        prefetch(v.as_ptr().wrapping_add(entry_pos(f) as usize) as *const u8);
+                    }
+                    *x = v[entry_pos(e[i]) as usize];
+                }
+            });
         let nulls = a.nulls().filter(|n| n.null_count() > 0).map(|n| {
             let mut ok = Vec::new();
             entries
@@ -298,6 +308,16 @@ impl<'a> Sink<'a> {
         }
     }
 
+    /// Brings label row `pos`'s outputs into the cache ahead of the sweep's writes there (labels
+    /// sit at random rows: each write would otherwise wait for its line).
+    #[inline]
+    fn prefetch(&self, pos: usize) {
+        let first = self.bits.0.wrapping_add(pos * self.width);
+        prefetch(first as *const u8);
+        prefetch(first.wrapping_add(self.width - 1) as *const u8);
+        prefetch(self.ok.0.wrapping_add(pos * self.width) as *const u8);
+    }
+
     /// # Safety
     /// `pos` is a label row, `k` < width, and no other thread writes label row `pos` (each label row
     /// is in one group).
@@ -403,20 +423,15 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
     // Each group's events gathered once into one contiguous run per value column, group after group
     // (the index's layout): the sweep then reads values sequentially, where reading the input in
     // place would miss the cache on almost every access (events arrive in any order).
+    // Times are read from the index's entries group by group during the sweep (in the entries'
+    // order, in cache), not gathered into a whole-column copy first.
     let entries = index.entries();
-    let mut times = Vec::new();
-    entries
-        .par_iter()
-        .map(|&e| entry_on(e))
-        .collect_into_vec(&mut times);
     let gathered = distinct
         .iter()
         .map(|(_, c)| gather(c, entries))
         .collect::<Result<Vec<_>>>()?;
     drop(distinct);
-    // The entries are gathered; only where each group starts is still needed.
-    let starts = index.offsets().to_vec();
-    drop(index);
+    let starts = index.offsets();
     let columns: Vec<&ArrayRef> = col_of.iter().map(|&i| &gathered[i]).collect();
     let kinds: Vec<(Kind, Func)> = opts
         .aggregations
@@ -483,19 +498,25 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
             .collect()
     };
     (0..ids.n_groups).into_par_iter().try_for_each_init(
-        || (lanes(), Vec::new(), Vec::new()),
-        |(lanes, lab, rows), g| -> Result<()> {
+        || (lanes(), Vec::new(), Vec::new(), Vec::new()),
+        |(lanes, lab, rows, times), g| -> Result<()> {
             let entries = &l_entries[l_offsets[g] as usize..l_offsets[g + 1] as usize];
+            let entries_of_events = index.entries();
             if entries.is_empty() {
                 return Ok(());
             }
             let lanes = lanes.as_mut().map_err(|e| Error::Internal(e.to_string()))?;
             lab.clear();
             lab.extend(entries.iter().map(|&e| (entry_on(e), entry_pos(e) as usize)));
+            for &(_, pos) in lab.iter() {
+                sink.prefetch(pos);
+            }
             let span = starts[g] as usize..starts[g + 1] as usize;
             rows.clear();
             rows.extend(span.clone());
-            sweep(rows, &times[span], lab, lanes, |j, h, pos, a| {
+            times.clear();
+            times.extend(entries_of_events[span].iter().map(|&e| entry_on(e)));
+            sweep(rows, times, lab, lanes, |j, h, pos, a| {
                 a.evaluate_each(&by_window[j].1[h].1, &mut |k, e| {
                     // SAFETY: pos < n_labels, k < the number of aggregations, and label row `pos` is
                     // in this group only.
@@ -504,7 +525,7 @@ pub fn window_aggregate(labels: &Table, events: &Table, opts: &WindowOptions) ->
             })
         },
     )?;
-    drop(times);
+    drop(index);
     let out_cols = slots.finish(&kinds, &columns)?;
     let mut fields: Vec<FieldRef> = labels.schema.fields().iter().cloned().collect();
     for (a, c) in opts.aggregations.iter().zip(&out_cols) {
