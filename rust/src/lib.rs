@@ -8,6 +8,7 @@ pub mod column;
 pub mod error;
 pub mod group;
 pub mod online;
+pub mod pages;
 pub mod serve;
 pub mod table;
 #[cfg(test)]

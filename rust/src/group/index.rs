@@ -201,7 +201,7 @@ fn group_rows_by<T: Copy + Default + Send + Sync, R: FnMut(usize) -> T>(
         }
     }
     offsets[n_groups] = running;
-    let mut out = vec![T::default(); running as usize];
+    let mut out = crate::pages::filled(running as usize);
     let ptr = SharedMut(out.as_mut_ptr());
     hists.into_par_iter().enumerate().for_each(|(p, mut cursor)| {
         let mut value = reader(range(p).start);

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::group::index::{entry, group_rows};
 use crate::group::{entry_on, entry_pos, group_ids, mark_null_rows, Index, OnSource, Ranks, SharedMut, NONE};
 use crate::online::direct::prefetch;
+use crate::pages::{advise_huge, filled};
 use crate::table::{Column, Table};
 use crate::time::{instant_unit, to_micros};
 
@@ -110,7 +111,7 @@ fn gather(c: &ArrayRef, entries: &[u128]) -> Result<ArrayRef> {
         // Each read misses the cache (events arrive in any order): the row AHEAD entries on is
         // prefetched so that many misses are in flight at once.
         const AHEAD: usize = 16;
-        let mut out = vec![T::Native::default(); entries.len()];
+        let mut out = filled(entries.len());
         out.par_chunks_mut(1 << 14)
             .zip(entries.par_chunks(1 << 14))
             .for_each(|(o, e)| {
@@ -187,8 +188,13 @@ impl Slots {
             .collect();
         Slots {
             width: kinds.len(),
-            bits: vec![0; n * kinds.len()],
-            ok: empty.repeat(n),
+            bits: filled(n * kinds.len()),
+            ok: {
+                let mut ok = Vec::with_capacity(n * kinds.len());
+                advise_huge(&mut ok);
+                (0..n).for_each(|_| ok.extend_from_slice(&empty));
+                ok
+            },
         }
     }
 
@@ -199,7 +205,7 @@ impl Slots {
         // each output's column reads it. A multiple of 64 labels: a block's validity bits are whole
         // bytes of each output's bitmap.
         const BLOCK: usize = 1024;
-        let mut vals: Vec<Vec<u64>> = (0..w).map(|_| vec![0; n]).collect();
+        let mut vals: Vec<Vec<u64>> = (0..w).map(|_| filled(n)).collect();
         let mut oks: Vec<Vec<u8>> = (0..w).map(|_| vec![0; n.div_ceil(8)]).collect();
         let mut tasks: Vec<(Vec<&mut [u64]>, Vec<&mut [u8]>)> = Vec::with_capacity(n.div_ceil(BLOCK));
         {
