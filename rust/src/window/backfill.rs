@@ -207,7 +207,9 @@ impl Slots {
         const BLOCK: usize = 1024;
         let mut vals: Vec<Vec<u64>> = (0..w).map(|_| filled(n)).collect();
         let mut oks: Vec<Vec<u8>> = (0..w).map(|_| vec![0; n.div_ceil(8)]).collect();
-        let mut tasks: Vec<(Vec<&mut [u64]>, Vec<&mut [u8]>)> = Vec::with_capacity(n.div_ceil(BLOCK));
+        // Per block: each output's values, then each output's validity bytes.
+        type Block<'b> = (Vec<&'b mut [u64]>, Vec<&'b mut [u8]>);
+        let mut tasks: Vec<Block<'_>> = Vec::with_capacity(n.div_ceil(BLOCK));
         {
             let mut v: Vec<_> = vals.iter_mut().map(|c| c.chunks_mut(BLOCK)).collect();
             let mut o: Vec<_> = oks.iter_mut().map(|c| c.chunks_mut(BLOCK / 8)).collect();
