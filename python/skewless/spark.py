@@ -496,6 +496,7 @@ def _pack(
     """Rows into packed rows (``PACKED``): per group, one Arrow IPC stream of its rows in a binary
     column, so Spark shuffles and sorts a few large values instead of every row (see the module
     docstring, "Data movement")."""
+    _size_threads()
     for t, first, starts, ends in _cut(batches, assign):
         n = len(first)
         # One buffer of the right size up front: a growing stream copies itself at every doubling,
@@ -546,6 +547,7 @@ def _stage(
     greatest time of its rows (as :func:`_micros`; both null when every time is null)."""
     from pyspark import TaskContext
 
+    _size_threads()  # the partitioning kernel runs in the task's share of the cores
     tc = TaskContext.get()
     stem = f"s{part + 1}" + (f"-p{tc.partitionId()}-a{tc.attemptNumber()}" if tc is not None else "")
     found: list[tuple[np.ndarray, list[int], np.ndarray, np.ndarray, np.ndarray]] = []
