@@ -53,6 +53,9 @@ def window_push(
 
 # --- key buckets (skewless.spark checks the arguments) ---
 def key_buckets(keys: object, n: int) -> pa.Int32Array: ...
+def partition_rows(
+    table: object, groups: npt.NDArray[np.int32], n: int
+) -> tuple[pa.Table, npt.NDArray[np.uint64]]: ...
 
 # --- threads (skewless.threads checks the argument) ---
 def set_num_threads(threads: int) -> None: ...

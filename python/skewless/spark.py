@@ -85,7 +85,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import errors, history, spark_staging
-from ._core import key_buckets
+from ._core import key_buckets, partition_rows
 from .asof import asof_join as _local_asof_join
 from .definitions import FeatureService, FeatureView
 from .errors import (
@@ -456,14 +456,13 @@ def _cut(
         t, groups = assign(pa.Table.from_batches(pending))
         if not t.num_rows:
             return
-        order = np.argsort(
-            groups.astype(np.int16 if groups.max(initial=0) < 1 << 15 else np.int64), kind="stable"
-        )
-        t, groups = t.take(pa.array(order)), groups[order]
-        cuts = np.flatnonzero(np.diff(groups)) + 1
-        starts = np.concatenate([[0], cuts]).astype(np.int64)
-        ends = np.concatenate([cuts, [len(groups)]]).astype(np.int64)
-        yield t, groups[starts], starts, ends
+        # One pass in Rust (a stable counting sort, the chunks never concatenated): a numpy argsort
+        # and pyarrow's take cost about a third of a history staging task.
+        n = int(groups.max()) + 1
+        t, counts = partition_rows(t, np.ascontiguousarray(groups, np.int32), n)
+        first = np.flatnonzero(counts)
+        ends = np.cumsum(counts, dtype=np.int64)[first]
+        yield t, first, ends - counts[first].astype(np.int64), ends
 
     size = 0
     for b in batches:
@@ -497,6 +496,7 @@ def _pack(
     """Rows into packed rows (``PACKED``): per group, one Arrow IPC stream of its rows in a binary
     column, so Spark shuffles and sorts a few large values instead of every row (see the module
     docstring, "Data movement")."""
+    _size_threads()
     for t, first, starts, ends in _cut(batches, assign):
         n = len(first)
         # One buffer of the right size up front: a growing stream copies itself at every doubling,
@@ -547,6 +547,7 @@ def _stage(
     greatest time of its rows (as :func:`_micros`; both null when every time is null)."""
     from pyspark import TaskContext
 
+    _size_threads()  # the partitioning kernel runs in the task's share of the cores
     tc = TaskContext.get()
     stem = f"s{part + 1}" + (f"-p{tc.partitionId()}-a{tc.attemptNumber()}" if tc is not None else "")
     found: list[tuple[np.ndarray, list[int], np.ndarray, np.ndarray, np.ndarray]] = []
@@ -884,11 +885,14 @@ def asof_join(
 
 
 def _history_splits(
-    offline: OfflineStore, fv: FeatureView, cols: list[str]
-) -> list[list[tuple[str, list[int]]]]:
-    """The view's history files cut into the parts one task reads: lists of (path, row groups) of
-    about ``_SPLIT_ROWS`` rows (whole small files together, a large file's row groups apart). Checked
-    here, on the driver, as the local read checks them: footers, the timestamp's type, the columns."""
+    offline: OfflineStore, fv: FeatureView, cols: list[str], lo: int | None = None, hi: int | None = None
+) -> list[list[tuple[str, list[int], bool]]]:
+    """The view's history files cut into the parts one task reads: lists of (path, row groups, whether
+    they need the time filter) of about ``_SPLIT_ROWS`` rows (whole small files together, a large
+    file's row groups apart). A row group whose footer statistics put every time in ``[lo, hi]``
+    (UTC microseconds, None: unbounded) is read without the row filter, which cost about a fifth of a
+    task's read and drops nothing there. Checked here, on the driver, as the local read checks them:
+    footers, the timestamp's type, the columns."""
     numbered = offline.numbered_files(fv.name, fv.source)
     metas = []
     for _, p in numbered:
@@ -911,15 +915,16 @@ def _history_splits(
     missing = [c for c in cols if c not in newest.names]
     if missing:
         raise MissingColumnError(f"the history of {fv.name!r} has no column(s) {missing}")
-    splits: list[list[tuple[str, list[int]]]] = []
-    current: list[tuple[str, list[int]]] = []
+    splits: list[list[tuple[str, list[int], bool]]] = []
+    current: list[tuple[str, list[int], bool]] = []
     rows = 0
     for (_, path), md in zip(numbered, metas, strict=True):
         for g in range(md.num_row_groups):
-            if current and current[-1][0] == path:
+            bounded = not _times_within(md, g, ts, lo, hi)
+            if current and current[-1][0] == os.path.abspath(path) and current[-1][2] == bounded:
                 current[-1][1].append(g)
             else:
-                current.append((os.path.abspath(path), [g]))
+                current.append((os.path.abspath(path), [g], bounded))
             rows += md.row_group(g).num_rows
             if rows >= _SPLIT_ROWS:
                 splits.append(current)
@@ -927,6 +932,37 @@ def _history_splits(
     if current:
         splits.append(current)
     return splits
+
+
+#: Microseconds per unit of a Parquet timestamp, by its logical type's unit (nanoseconds: see below).
+_PARQUET_UNIT_US = {"milliseconds": 1000, "microseconds": 1}
+
+
+def _times_within(md: pq.FileMetaData, g: int, ts: str, lo: int | None, hi: int | None) -> bool:
+    """Whether row group ``g``'s footer statistics show every row's time (column ``ts``) non-null and in
+    ``[lo, hi]`` (UTC microseconds; None: unbounded), so the time filter would keep every row. False
+    when the statistics cannot tell."""
+    try:
+        j = md.schema.names.index(ts)
+        column = md.schema.column(j)
+        unit = json.loads(column.logical_type.to_json()).get("timeUnit")
+        st = md.row_group(g).column(j).statistics
+    except (ValueError, IndexError, TypeError, AttributeError):
+        return False
+    if st is None or not st.has_min_max or not st.has_null_count or st.null_count:
+        return False
+    if column.physical_type != "INT64" or column.logical_type.type != "TIMESTAMP":
+        return False
+    least, most = st.min_raw, st.max_raw
+    # Compared exactly, in integers: the filter compares in the file's unit, each bound cast to it.
+    if unit in _PARQUET_UNIT_US:
+        least, most = least * _PARQUET_UNIT_US[unit], most * _PARQUET_UNIT_US[unit]
+        low, high = lo, hi
+    elif unit == "nanoseconds":
+        low, high = (None if lo is None else lo * 1000), (None if hi is None else hi * 1000)
+    else:
+        return False
+    return (low is None or least >= low) and (high is None or most <= high)
 
 
 def _history_reader(
@@ -937,10 +973,11 @@ def _history_reader(
 
     def read(i: int) -> Iterator[pa.RecordBatch]:
         offline = OfflineStore(os.path.join(root, "offline"))
-        for path, groups in splits[i]:
+        for path, groups, bounded in splits[i]:
+            a, b = (lo, hi) if bounded else (None, None)
             batches = list(
                 history.scan(
-                    offline, registry, fv, cols, lo, hi, True, files=[path], with_seq=True, row_groups=groups
+                    offline, registry, fv, cols, a, b, True, files=[path], with_seq=True, row_groups=groups
                 )
             )
             if batches:
@@ -1112,10 +1149,11 @@ def _stage_pass(
         if lo_us is not None:
             for fv, feats in part:
                 cols = history.join_columns(fv, feats)
-                splits = _history_splits(offline, fv, cols)
+                low = history.join_low(fv, lo_us)
+                splits = _history_splits(offline, fv, cols, low, hi_us)
                 if not splits:
                     continue
-                read = _history_reader(root, registry, fv, cols, history.join_low(fv, lo_us), hi_us, splits)
+                read = _history_reader(root, registry, fv, cols, low, hi_us, splits)
                 src = _Source(spark.range(0, len(splits), 1, len(splits)), read)
                 if is_event:
                     assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))

@@ -12,6 +12,7 @@
 pub mod bucket;
 pub mod ids;
 pub mod index;
+pub mod partition;
 
 use arrow::array::Array;
 use arrow::datatypes::DataType;
