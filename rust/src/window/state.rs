@@ -330,6 +330,13 @@ fn word_at(b: &[u8], at: usize) -> [u8; 8] {
 
 impl<'a> Raw<'a> {
     fn parse(bytes: &'a [u8], tags: &[ColTag]) -> Result<Raw<'a>> {
+        Raw::parse_into(bytes, tags, Vec::with_capacity(tags.len()))
+    }
+
+    /// [`Raw::parse`] into `cols`' allocation (cleared first): a push parses thousands of records and
+    /// hands the same one from each to the next ([`Raw::into_cols`]).
+    fn parse_into(bytes: &'a [u8], tags: &[ColTag], mut cols: Vec<RawCol>) -> Result<Raw<'a>> {
+        cols.clear();
         let what = "entity record";
         let b = checked(bytes, what)?;
         let mut r = Reader { b, at: 0, what };
@@ -341,7 +348,6 @@ impl<'a> Raw<'a> {
         let words = n.checked_mul(8).ok_or_else(|| damaged(what))?;
         r.take(words)?;
         r.take(words)?;
-        let mut cols = Vec::with_capacity(tags.len());
         for &tag in tags {
             let valid_at = r.at;
             r.take(n.div_ceil(8))?;
@@ -379,10 +385,15 @@ impl<'a> Raw<'a> {
             dropped_max,
             cols,
         };
-        if r.at != b.len() || (1..n).any(|i| raw.time(i) < raw.time(i - 1)) {
+        if r.at != b.len() || !ascending(raw.run(Section::Times, 0, n)) {
             return Err(damaged(what));
         }
         Ok(raw)
+    }
+
+    /// The column table's allocation, for the next [`Raw::parse_into`].
+    fn into_cols(self) -> Vec<RawCol> {
+        self.cols
     }
 
     fn empty(tags: &[ColTag]) -> Raw<'static> {
@@ -403,6 +414,16 @@ impl<'a> Raw<'a> {
         }
     }
 
+    /// The encoded 8-byte words of events `lo..hi` of a section.
+    fn run(&self, section: Section, lo: usize, hi: usize) -> &'a [u8] {
+        let base = match section {
+            Section::Times => HEADER,
+            Section::Seqs => HEADER + 8 * self.n,
+            Section::Col(c) => self.cols[c].vals_at,
+        };
+        &self.b[base + 8 * lo..base + 8 * hi]
+    }
+
     fn str_end(&self, c: usize, i: usize) -> u32 {
         let at = self.cols[c].vals_at + 4 * i;
         u32::from_le_bytes([self.b[at], self.b[at + 1], self.b[at + 2], self.b[at + 3]])
@@ -418,6 +439,18 @@ impl<'a> Raw<'a> {
     }
 }
 
+/// Whether the i64 LE words of `times` never decrease (one pass over the bytes, no per-word bounds
+/// checks: every stored record a push rewrites is checked).
+fn ascending(times: &[u8]) -> bool {
+    let mut prev = i64::MIN;
+    times.chunks_exact(8).all(|w| {
+        let t = i64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        let ok = t >= prev;
+        prev = t;
+        ok
+    })
+}
+
 /// Events of one of the two inputs of a merge: the stored record, or the pushed batch.
 trait Source {
     fn len(&self) -> usize;
@@ -430,10 +463,6 @@ trait Source {
     fn word(&self, c: usize, i: usize) -> [u8; 8];
     /// A string value's bytes; empty where null.
     fn text(&self, c: usize, i: usize) -> &[u8];
-    /// The encoded 8-byte words of rows `lo..hi` of a section, when the source holds them encoded.
-    fn run(&self, _section: Section, _lo: usize, _hi: usize) -> Option<&[u8]> {
-        None
-    }
 }
 
 /// An 8-byte-word section of a record: times, sequences, or column `c`'s values.
@@ -473,14 +502,6 @@ impl Source for Raw<'_> {
         let tail = (1u8 << r).wrapping_sub(1);
         self.b[at..at + self.n / 8].iter().all(|&x| x == 0xff)
             && (r == 0 || self.b[at + self.n / 8] & tail == tail)
-    }
-    fn run(&self, section: Section, lo: usize, hi: usize) -> Option<&[u8]> {
-        let base = match section {
-            Section::Times => HEADER,
-            Section::Seqs => HEADER + 8 * self.n,
-            Section::Col(c) => self.cols[c].vals_at,
-        };
-        Some(&self.b[base + 8 * lo..base + 8 * hi])
     }
     fn text(&self, c: usize, i: usize) -> &[u8] {
         let start = if i == 0 {
@@ -549,47 +570,38 @@ impl Source for Batch<'_> {
     }
 }
 
-/// Encodes the events `rows` ((source, row): 0 the stored record `a`, 1 the batch `b`) in that order.
-fn encode<A: Source, B: Source>(
-    a: &A,
-    b: &B,
-    rows: &[(u8, u32)],
+/// A stretch of one entity's merged events: the stored record's events `lo..hi`, or one row of the
+/// batch. Stored events mostly come in one run (the kept tail, in order), which is copied as bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Piece {
+    Stored(u32, u32),
+    New(u32),
+}
+
+/// Encodes the `n` events of `pieces` (the stored record `a`'s and the batch `b`'s) in that order.
+fn encode(
+    a: &Raw<'_>,
+    b: &Batch<'_>,
+    pieces: &[Piece],
+    n: usize,
     dropped_max: i64,
     tags: &[ColTag],
     out: &mut Vec<u8>,
 ) {
-    macro_rules! pick {
-        ($s:expr, $i:expr, $f:ident $(, $arg:expr)*) => {
-            if $s == 0 { a.$f($($arg,)* $i as usize) } else { b.$f($($arg,)* $i as usize) }
-        };
-    }
-    // Runs of consecutive stored rows (most of a record: the kept tail, in order) are copied as bytes.
-    let words = |out: &mut Vec<u8>, section: Section, one: &dyn Fn(u8, u32) -> [u8; 8]| {
-        let mut k = 0;
-        while k < rows.len() {
-            let (s, i) = rows[k];
-            if s == 0 {
-                let mut e = k + 1;
-                while e < rows.len() && rows[e] == (0, rows[e - 1].1 + 1) {
-                    e += 1;
-                }
-                if let Some(bytes) = a.run(section, i as usize, i as usize + (e - k)) {
-                    out.extend_from_slice(bytes);
-                    k = e;
-                    continue;
-                }
+    let words = |out: &mut Vec<u8>, section: Section, one: &dyn Fn(u32) -> [u8; 8]| {
+        for &p in pieces {
+            match p {
+                Piece::Stored(lo, hi) => out.extend_from_slice(a.run(section, lo as usize, hi as usize)),
+                Piece::New(r) => out.extend_from_slice(&one(r)),
             }
-            out.extend_from_slice(&one(s, i));
-            k += 1;
         }
     };
-    let n = rows.len();
     out.clear();
     out.push(STATE_FORMAT_VERSION);
     out.extend_from_slice(&(n as u32).to_le_bytes());
     out.extend_from_slice(&dropped_max.to_le_bytes());
-    words(out, Section::Times, &|s, i| pick!(s, i, time).to_le_bytes());
-    words(out, Section::Seqs, &|s, i| pick!(s, i, seq).to_le_bytes());
+    words(out, Section::Times, &|r| b.time(r as usize).to_le_bytes());
+    words(out, Section::Seqs, &|r| b.seq(r as usize).to_le_bytes());
     for (c, t) in tags.iter().enumerate() {
         let start = out.len();
         if a.all_valid(c) && b.all_valid(c) {
@@ -600,23 +612,37 @@ fn encode<A: Source, B: Source>(
             }
         } else {
             out.resize(start + n.div_ceil(8), 0);
-            for (k, &(s, i)) in rows.iter().enumerate() {
-                if pick!(s, i, valid, c) {
+            let mut k = 0;
+            let mut bit = |out: &mut Vec<u8>, v: bool| {
+                if v {
                     out[start + k / 8] |= 1 << (k % 8);
+                }
+                k += 1;
+            };
+            for &p in pieces {
+                match p {
+                    Piece::Stored(lo, hi) => (lo..hi).for_each(|i| bit(out, a.valid(c, i as usize))),
+                    Piece::New(r) => bit(out, b.valid(c, r as usize)),
                 }
             }
         }
         match t {
-            ColTag::F64 | ColTag::I64 => words(out, Section::Col(c), &|s, i| pick!(s, i, word, c)),
+            ColTag::F64 | ColTag::I64 => words(out, Section::Col(c), &|r| b.word(c, r as usize)),
             ColTag::Str => {
                 let mut end = 0u32;
-                for &(s, i) in rows {
-                    end += pick!(s, i, text, c).len() as u32;
+                let each = |f: &mut dyn FnMut(&[u8])| {
+                    for &p in pieces {
+                        match p {
+                            Piece::Stored(lo, hi) => (lo..hi).for_each(|i| f(a.text(c, i as usize))),
+                            Piece::New(r) => f(b.text(c, r as usize)),
+                        }
+                    }
+                };
+                each(&mut |s| {
+                    end += s.len() as u32;
                     out.extend_from_slice(&end.to_le_bytes());
-                }
-                for &(s, i) in rows {
-                    out.extend_from_slice(pick!(s, i, text, c));
-                }
+                });
+                each(&mut |s| out.extend_from_slice(s));
             }
         }
     }
@@ -819,8 +845,8 @@ pub fn push_gated(
                 k.extend_from_slice(kb(order[groups[g].0]));
             };
             let mut want: Vec<u8> = Vec::with_capacity(4 + key::MAX_KEY_BYTES);
-            let mut rec: Vec<u8> = Vec::new();
-            let mut merged: Vec<(u8, u32)> = Vec::new();
+            let mut merger = Merger::new(&new, spec.horizon, &tags);
+            let mut raw_cols: Vec<RawCol> = Vec::with_capacity(tags.len());
             let mut absent: Vec<usize> = Vec::new();
             if !groups.is_empty() {
                 // Entities come in key order, as LMDB keeps them: one cursor walks the view's records,
@@ -851,20 +877,14 @@ pub fn push_gated(
                     }
                     match at {
                         Some((k, stored)) if k == &want[..] => {
-                            let old = Raw::parse(stored, &tags)?;
+                            let old = Raw::parse_into(stored, &tags, std::mem::take(&mut raw_cols))?;
                             let (lo, hi) = groups[g];
-                            merge_entity(
-                                &old,
-                                &new,
-                                &order[lo..hi],
-                                spec.horizon,
-                                &tags,
-                                &mut merged,
-                                &mut rec,
-                            );
-                            // SAFETY: `rec` is owned and the key is the one the cursor stands on;
-                            // `stored` and `old` (which borrow the page) are not used after the put.
-                            unsafe { walk.put_current(&want, &rec)? };
+                            let rec = merger.record(&old, &order[lo..hi]);
+                            raw_cols = old.into_cols();
+                            // SAFETY: `rec` is owned by the merger and the key is the one the cursor
+                            // stands on; `stored` and `old` (which borrow the page) are not used after
+                            // the put.
+                            unsafe { walk.put_current(&want, rec)? };
                             at = walk.next().transpose()?;
                         }
                         _ => absent.push(g),
@@ -878,17 +898,8 @@ pub fn push_gated(
             let none = Raw::empty(&tags);
             for &g in &absent {
                 let (lo, hi) = groups[g];
-                merge_entity(
-                    &none,
-                    &new,
-                    &order[lo..hi],
-                    spec.horizon,
-                    &tags,
-                    &mut merged,
-                    &mut rec,
-                );
                 key_of(g, &mut want);
-                data.put(txn, &want, &rec)?;
+                data.put(txn, &want, merger.record(&none, &order[lo..hi]))?;
             }
             let entities = groups.len();
             before_commit()?;
@@ -1008,55 +1019,113 @@ fn radix_sort_words(words: &mut Vec<u128>) {
 /// (a step is a move within a page, a seek a search from the root).
 const WALK_STEPS: usize = 16;
 
-/// One entity's new record in `rec`: its stored events `old` merged with the batch's rows `rows`,
-/// trimmed to what an aggregate from the newest event on can read (`merged`: scratch).
-fn merge_entity(
-    old: &Raw<'_>,
-    new: &Batch<'_>,
-    rows: &[u32],
+/// Builds the entities' new records of one push: the batch, the horizon and the column tags it merges
+/// with, and the scratch every entity reuses.
+struct Merger<'m, 'b> {
+    new: &'m Batch<'b>,
     horizon: i64,
-    tags: &[ColTag],
-    merged: &mut Vec<(u8, u32)>,
-    rec: &mut Vec<u8>,
-) {
-    merge(old, new, rows, merged);
-    let time = |(s, i): (u8, u32)| {
-        if s == 0 {
-            old.time(i as usize)
-        } else {
-            new.time(i as usize)
-        }
-    };
-    // Drop what no aggregate from the newest event on can read.
-    let newest = merged.last().map_or(i64::MIN, |&r| time(r));
-    let cut = newest.saturating_sub(horizon);
-    let keep = merged.partition_point(|&r| time(r) <= cut);
-    let mut dropped_max = old.dropped_max;
-    if keep > 0 {
-        dropped_max = dropped_max.max(time(merged[keep - 1]));
-    }
-    encode(old, new, &merged[keep..], dropped_max, tags, rec);
+    tags: &'m [ColTag],
+    pieces: Vec<Piece>,
+    rec: Vec<u8>,
 }
 
-/// Merges the stored events (source 0, sorted) with the new rows `idx` of source 1 (sorted by time,
-/// sequence) into `out`, keeping one event per (time, sequence).
-fn merge<A: Source, B: Source>(old: &A, new: &B, idx: &[u32], out: &mut Vec<(u8, u32)>) {
+impl<'m, 'b> Merger<'m, 'b> {
+    fn new(new: &'m Batch<'b>, horizon: i64, tags: &'m [ColTag]) -> Self {
+        Merger {
+            new,
+            horizon,
+            tags,
+            pieces: Vec::new(),
+            rec: Vec::new(),
+        }
+    }
+
+    /// One entity's new record: its stored events `old` (empty for a new entity) merged with the
+    /// batch's rows `rows` (sorted by time, sequence), trimmed to what an aggregate from the newest
+    /// event on can read.
+    fn record(&mut self, old: &Raw<'_>, rows: &[u32]) -> &[u8] {
+        let new = self.new;
+        merge(old, new, rows, &mut self.pieces);
+        let newest = match self.pieces.last() {
+            Some(&Piece::Stored(_, hi)) => old.time(hi as usize - 1),
+            Some(&Piece::New(r)) => new.time(r as usize),
+            None => i64::MIN,
+        };
+        // Drop from the front what no aggregate from the newest event on can read: events come in
+        // time order across the pieces, so the cut ends in the first piece it does not swallow whole.
+        let cut = newest.saturating_sub(self.horizon);
+        let mut dropped_max = old.dropped_max;
+        let mut first = self.pieces.len();
+        for (k, p) in self.pieces.iter_mut().enumerate() {
+            match *p {
+                Piece::Stored(lo, hi) => {
+                    let keep = first_after(lo as usize, hi as usize, |i| old.time(i) <= cut);
+                    if keep > lo as usize {
+                        dropped_max = dropped_max.max(old.time(keep - 1));
+                    }
+                    if keep < hi as usize {
+                        *p = Piece::Stored(keep as u32, hi);
+                        first = k;
+                        break;
+                    }
+                }
+                Piece::New(r) => {
+                    let t = new.time(r as usize);
+                    if t > cut {
+                        first = k;
+                        break;
+                    }
+                    dropped_max = dropped_max.max(t);
+                }
+            }
+        }
+        let kept = &self.pieces[first..];
+        let n = kept
+            .iter()
+            .map(|p| match *p {
+                Piece::Stored(lo, hi) => (hi - lo) as usize,
+                Piece::New(_) => 1,
+            })
+            .sum();
+        encode(old, new, kept, n, dropped_max, self.tags, &mut self.rec);
+        &self.rec
+    }
+}
+
+/// The first `i` in `lo..hi` where `before(i)` is false (`before` holds on a prefix), else `hi`.
+fn first_after(mut lo: usize, mut hi: usize, before: impl Fn(usize) -> bool) -> usize {
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if before(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// Merges the stored events (sorted) with the new rows `idx` of the batch (sorted by time, sequence)
+/// into `out`, keeping one event per (time, sequence); consecutive stored events form one piece.
+fn merge(old: &Raw<'_>, new: &Batch<'_>, idx: &[u32], out: &mut Vec<Piece>) {
     out.clear();
     let n_old = old.len();
     let key_old = |i: usize| (old.time(i), old.seq(i));
     let key_new = |j: usize| (new.time(idx[j] as usize), new.seq(idx[j] as usize));
     // The stored events are distinct; only the new ones can repeat a (time, sequence) already taken.
     let mut last: Option<(i64, i64)> = None;
-    let push_new = |out: &mut Vec<(u8, u32)>, j: usize, last: &mut Option<(i64, i64)>| {
+    let push_new = |out: &mut Vec<Piece>, j: usize, last: &mut Option<(i64, i64)>| {
         let k = key_new(j);
         if *last != Some(k) {
-            out.push((1, idx[j]));
+            out.push(Piece::New(idx[j]));
             *last = Some(k);
         }
     };
     if idx.is_empty() || n_old == 0 || key_old(n_old - 1) < key_new(0) {
         // A stream's new events all come after the stored ones: the stored run, then the new rows.
-        out.extend((0..n_old as u32).map(|i| (0u8, i)));
+        if n_old > 0 {
+            out.push(Piece::Stored(0, n_old as u32));
+        }
         for j in 0..idx.len() {
             push_new(out, j, &mut last);
         }
@@ -1067,7 +1136,10 @@ fn merge<A: Source, B: Source>(old: &A, new: &B, idx: &[u32], out: &mut Vec<(u8,
         if b == idx.len() || (a < n_old && key_old(a) <= key_new(b)) {
             let k = key_old(a);
             if last != Some(k) {
-                out.push((0, a as u32));
+                match out.last_mut() {
+                    Some(Piece::Stored(_, hi)) if *hi as usize == a => *hi += 1,
+                    _ => out.push(Piece::Stored(a as u32, a as u32 + 1)),
+                }
                 last = Some(k);
             }
             a += 1;
@@ -1333,12 +1405,24 @@ mod tests {
         encode(
             &Raw::empty(&[ColTag::F64, ColTag::Str]),
             &src,
-            &[(1, 0), (1, 1)],
+            &[Piece::New(0), Piece::New(1)],
+            2,
             -4,
             &[ColTag::F64, ColTag::Str],
             &mut out,
         );
         let ev = Events::decode(&out, &[ColTag::F64, ColTag::Str]).unwrap();
+        // The stored side's path (a run of stored events, strings and nulls included) writes the same.
+        let tags = [ColTag::F64, ColTag::Str];
+        let raw = Raw::parse(&out, &tags).unwrap();
+        let mut again = Vec::new();
+        for pieces in [
+            &[Piece::Stored(0, 2)][..],
+            &[Piece::Stored(0, 1), Piece::Stored(1, 2)],
+        ] {
+            encode(&raw, &src, pieces, 2, -4, &tags, &mut again);
+            assert_eq!(again, out);
+        }
         assert_eq!(ev.times, vec![1, 2]);
         assert_eq!(ev.dropped_max, -4);
         assert_eq!(
@@ -1378,7 +1462,7 @@ mod tests {
             let mut holed = vec![Some(2.0); n];
             holed[n - 1] = None;
             let holed: ArrayRef = Arc::new(Float64Array::from(holed));
-            let rows: Vec<(u8, u32)> = (0..n as u32).map(|i| (1, i)).collect();
+            let rows: Vec<Piece> = (0..n as u32).map(Piece::New).collect();
             let mut rec = Vec::new();
             for (col, all) in [(&full, true), (&holed, false)] {
                 let src = Batch {
@@ -1386,14 +1470,14 @@ mod tests {
                     seqs: &times,
                     cols: vec![BatchCol::F64(col.as_primitive())],
                 };
-                encode(&Raw::empty(&tags), &src, &rows, i64::MIN, &tags, &mut rec);
+                encode(&Raw::empty(&tags), &src, &rows, n, i64::MIN, &tags, &mut rec);
                 let raw = Raw::parse(&rec, &tags).unwrap();
                 assert_eq!(raw.all_valid(0), all, "n = {n}");
                 assert!((0..n).all(|i| raw.valid(0, i) == (all || i + 1 < n)));
                 // Re-encoding the stored record (the other side's path) gives the same bytes.
-                let again: Vec<(u8, u32)> = (0..n as u32).map(|i| (0, i)).collect();
+                let again = [Piece::Stored(0, n as u32)];
                 let mut out = Vec::new();
-                encode(&raw, &src, &again, i64::MIN, &tags, &mut out);
+                encode(&raw, &src, &again, n, i64::MIN, &tags, &mut out);
                 assert_eq!(out, rec);
             }
         }
@@ -1462,6 +1546,109 @@ mod tests {
     fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
         let mut g = crate::testing::Rng::new(seed);
         move |m| g.next() % m
+    }
+
+    /// A batch of events `(time, sequence)` with values derived from them: `x` is the sequence plus
+    /// `shift` (null when the sequence is a multiple of 5), `s` its text (null at multiples of 3).
+    fn derived(evs: &[(i64, i64)], shift: f64) -> (Vec<i64>, Vec<i64>, ArrayRef, ArrayRef) {
+        let x: Vec<Option<f64>> = evs
+            .iter()
+            .map(|&(_, q)| (q % 5 != 0).then_some(q as f64 + shift))
+            .collect();
+        let s: Vec<Option<String>> = evs
+            .iter()
+            .map(|&(_, q)| (q % 3 != 0).then(|| format!("{}", q as f64 + shift)))
+            .collect();
+        (
+            evs.iter().map(|e| e.0).collect(),
+            evs.iter().map(|e| e.1).collect(),
+            Arc::new(Float64Array::from(x)),
+            Arc::new(StringArray::from(s)),
+        )
+    }
+
+    #[test]
+    fn an_entity_merges_trims_and_dedupes_as_a_sorted_oracle_does() {
+        let tags = [ColTag::F64, ColTag::Str];
+        let mut r = rng(11);
+        for case in 0..2000 {
+            let mut old: Vec<(i64, i64)> = (0..r(9)).map(|_| (r(30) as i64, r(60) as i64)).collect();
+            old.sort();
+            old.dedup();
+            // Later events (a stream), interleaved ones (late events), replays of stored ones and
+            // repeats within the batch.
+            let mut new: Vec<(i64, i64)> = (0..r(9))
+                .map(|_| match r(4) {
+                    0 if !old.is_empty() => old[r(old.len() as u64) as usize],
+                    1 => (30 + r(30) as i64, 100 + r(60) as i64),
+                    _ => (r(45) as i64, 100 + r(60) as i64),
+                })
+                .collect();
+            if case % 2 == 0 {
+                new.retain(|e| old.last().is_none_or(|o| e > o));
+            }
+            if !new.is_empty() && r(3) == 0 {
+                new.push(new[0]);
+            }
+            let horizon = 1 + r(25) as i64;
+            let stored_max = [i64::MIN, -3][case % 2];
+            let (ot, os, ox, oss) = derived(&old, 0.0);
+            let stored = Batch {
+                times: &ot,
+                seqs: &os,
+                cols: vec![BatchCol::F64(ox.as_primitive()), BatchCol::Str(oss.as_string())],
+            };
+            let mut rec = Vec::new();
+            let all: Vec<Piece> = (0..old.len() as u32).map(Piece::New).collect();
+            let empty = Raw::empty(&tags);
+            encode(&empty, &stored, &all, old.len(), stored_max, &tags, &mut rec);
+            let (nt, ns, nx, nss) = derived(&new, 0.5);
+            let batch = Batch {
+                times: &nt,
+                seqs: &ns,
+                cols: vec![BatchCol::F64(nx.as_primitive()), BatchCol::Str(nss.as_string())],
+            };
+            // The batch's rows in (time, sequence) order, as the push hands them over.
+            let mut rows: Vec<u32> = (0..new.len() as u32).collect();
+            rows.sort_by_key(|&i| new[i as usize]);
+            let mut merger = Merger::new(&batch, horizon, &tags);
+            let raw = Raw::parse(&rec, &tags).unwrap();
+            let got = Events::decode(merger.record(&raw, &rows), &tags).unwrap();
+
+            // The oracle: every event once (a stored one wins over its replay), sorted, trimmed.
+            let mut every: Vec<((i64, i64), f64)> = old.iter().map(|&e| (e, 0.0)).collect();
+            every.extend(new.iter().map(|&e| (e, 0.5)));
+            every.sort_by_key(|e| e.0);
+            every.dedup_by_key(|e| e.0);
+            let cut = every.last().map_or(i64::MIN, |e| e.0 .0).saturating_sub(horizon);
+            let dropped = every.iter().filter(|e| e.0 .0 <= cut).map(|e| e.0 .0).max();
+            every.retain(|e| e.0 .0 > cut);
+            let want_max = dropped.map_or(stored_max, |d| d.max(stored_max));
+            assert_eq!(got.dropped_max, want_max, "case {case}");
+            assert_eq!(
+                got.times,
+                every.iter().map(|e| e.0 .0).collect::<Vec<_>>(),
+                "case {case}"
+            );
+            assert_eq!(
+                got.seqs,
+                every.iter().map(|e| e.0 .1).collect::<Vec<_>>(),
+                "case {case}"
+            );
+            let wx: Vec<Option<f64>> = every
+                .iter()
+                .map(|&((_, q), sh)| (q % 5 != 0).then_some(q as f64 + sh))
+                .collect();
+            let ws: Vec<Option<String>> = every
+                .iter()
+                .map(|&((_, q), sh)| (q % 3 != 0).then(|| format!("{}", q as f64 + sh)))
+                .collect();
+            let gx = got.cols[0].as_primitive::<arrow::datatypes::Float64Type>();
+            assert_eq!(gx.iter().collect::<Vec<_>>(), wx, "case {case}");
+            let gs = got.cols[1].as_string::<i32>();
+            let gs: Vec<Option<String>> = gs.iter().map(|v| v.map(str::to_string)).collect();
+            assert_eq!(gs, ws, "case {case}");
+        }
     }
 
     #[test]
