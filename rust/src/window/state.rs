@@ -588,20 +588,29 @@ fn encode(
     tags: &[ColTag],
     out: &mut Vec<u8>,
 ) {
-    let words = |out: &mut Vec<u8>, section: Section, one: &dyn Fn(u32) -> [u8; 8]| {
+    // Generic, not `dyn`: inlined per section, no indirect call per new event.
+    fn words(
+        out: &mut Vec<u8>,
+        a: &Raw<'_>,
+        pieces: &[Piece],
+        section: Section,
+        one: impl Fn(u32) -> [u8; 8],
+    ) {
         for &p in pieces {
             match p {
                 Piece::Stored(lo, hi) => out.extend_from_slice(a.run(section, lo as usize, hi as usize)),
                 Piece::New(r) => out.extend_from_slice(&one(r)),
             }
         }
-    };
+    }
     out.clear();
     out.push(STATE_FORMAT_VERSION);
     out.extend_from_slice(&(n as u32).to_le_bytes());
     out.extend_from_slice(&dropped_max.to_le_bytes());
-    words(out, Section::Times, &|r| b.time(r as usize).to_le_bytes());
-    words(out, Section::Seqs, &|r| b.seq(r as usize).to_le_bytes());
+    words(out, a, pieces, Section::Times, |r| {
+        b.time(r as usize).to_le_bytes()
+    });
+    words(out, a, pieces, Section::Seqs, |r| b.seq(r as usize).to_le_bytes());
     for (c, t) in tags.iter().enumerate() {
         let start = out.len();
         if a.all_valid(c) && b.all_valid(c) {
@@ -627,7 +636,7 @@ fn encode(
             }
         }
         match t {
-            ColTag::F64 | ColTag::I64 => words(out, Section::Col(c), &|r| b.word(c, r as usize)),
+            ColTag::F64 | ColTag::I64 => words(out, a, pieces, Section::Col(c), |r| b.word(c, r as usize)),
             ColTag::Str => {
                 let mut end = 0u32;
                 let each = |f: &mut dyn FnMut(&[u8])| {
@@ -1059,7 +1068,12 @@ impl<'m, 'b> Merger<'m, 'b> {
         for (k, p) in self.pieces.iter_mut().enumerate() {
             match *p {
                 Piece::Stored(lo, hi) => {
-                    let keep = first_after(lo as usize, hi as usize, |i| old.time(i) <= cut);
+                    // Most often the run's first event stays (nothing to drop): one compare.
+                    let keep = if old.time(lo as usize) > cut {
+                        lo as usize
+                    } else {
+                        first_after(lo as usize + 1, hi as usize, |i| old.time(i) <= cut)
+                    };
                     if keep > lo as usize {
                         dropped_max = dropped_max.max(old.time(keep - 1));
                     }
