@@ -133,7 +133,7 @@ impl Layout {
     ) -> Result<()> {
         self.encode_body(chunks, row, stamp, out)?;
         if let Some(seed) = self.seed {
-            let crc = crc32c::crc32c_append(crc32c::crc32c_append(seed, key), out);
+            let crc = crate::online::crc::value_crc(seed, key, out);
             out.extend_from_slice(&crc.to_le_bytes());
         }
         Ok(())
@@ -251,7 +251,7 @@ impl Layout {
                     return Err(corrupt());
                 }
                 let (body, crc) = v.split_at(v.len() - CRC_BYTES);
-                if crc32c::crc32c_append(crc32c::crc32c_append(seed, key), body).to_le_bytes() != crc {
+                if crate::online::crc::value_crc(seed, key, body).to_le_bytes() != crc {
                     return Err(corrupt());
                 }
                 body
@@ -286,9 +286,20 @@ impl Layout {
     /// Column j of a checked value as float64 (numeric kinds; NaN for null).
     #[inline]
     pub fn f64_at(&self, v: &[u8], j: usize) -> f64 {
+        self.f64_of(v, j).unwrap_or(f64::NAN)
+    }
+
+    /// Column j of a checked value as float64, None for null (numeric kinds; NaN for the others).
+    #[inline]
+    pub fn f64_of(&self, v: &[u8], j: usize) -> Option<f64> {
         if !self.is_valid(v, j) {
-            return f64::NAN;
+            return None;
         }
+        Some(self.f64_present(v, j))
+    }
+
+    #[inline]
+    fn f64_present(&self, v: &[u8], j: usize) -> f64 {
         let at = self.slots[j];
         match self.kinds[j] {
             Kind::I8 => v[at] as i8 as f64,

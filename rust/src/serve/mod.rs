@@ -375,14 +375,17 @@ impl Plan {
             }
             for (i, (s, val)) in rows.iter().enumerate() {
                 status[i * v + pi] = *s;
-                for j in 0..part.spec.columns.len() {
-                    let x = match res {
-                        Some(r) if *s == PRESENT && r.layout.is_valid(val, r.cols[j]) => {
-                            Some(r.layout.f64_at(val, r.cols[j]))
+                match res {
+                    Some(r) if *s == PRESENT => {
+                        for (j, &k) in r.cols.iter().enumerate() {
+                            out.put(i, part.offset + j, r.layout.f64_of(val, k));
                         }
-                        _ => None,
-                    };
-                    out.put(i, part.offset + j, x);
+                    }
+                    _ => {
+                        for j in 0..part.spec.columns.len() {
+                            out.put(i, part.offset + j, None);
+                        }
+                    }
                 }
             }
             Ok(())
