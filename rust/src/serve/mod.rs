@@ -376,11 +376,18 @@ impl Plan {
             for (i, (s, val)) in rows.iter().enumerate() {
                 status[i * v + pi] = *s;
                 match res {
-                    Some(r) if *s == PRESENT => {
-                        for (j, &k) in r.cols.iter().enumerate() {
-                            out.put(i, part.offset + j, r.layout.f64_of(val, k));
+                    Some(r) if *s == PRESENT => match &r.f64_slots {
+                        Some(slots) => {
+                            for (j, slot) in slots.iter().enumerate() {
+                                out.put(i, part.offset + j, slot.read(val));
+                            }
                         }
-                    }
+                        None => {
+                            for (j, &k) in r.cols.iter().enumerate() {
+                                out.put(i, part.offset + j, r.layout.f64_of(val, k));
+                            }
+                        }
+                    },
                     _ => {
                         for j in 0..part.spec.columns.len() {
                             out.put(i, part.offset + j, None);
