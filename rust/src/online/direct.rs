@@ -320,10 +320,11 @@ fn guess(lo: u128, hi: u128, head: u128, n: usize) -> usize {
     let at = if head <= lo {
         0.0
     } else {
-        // Both differences cut to their top 53 bits, as u64 (a u128 to f64 conversion is a call).
+        // Both differences cut to their top 53 bits, as i64 (a u128 to f64 conversion is a call, an
+        // u64 one a sequence of six instructions; below 2^53 the signed conversion is one, and exact).
         let span = hi - lo;
         let cut = (128 - span.leading_zeros()).saturating_sub(53);
-        ((head - lo).min(span) >> cut) as u64 as f64 / (span >> cut) as u64 as f64
+        ((head - lo).min(span) >> cut) as i64 as f64 / (span >> cut) as i64 as f64
     };
     ((at * n as f64) as usize).clamp(1, n - 1)
 }
