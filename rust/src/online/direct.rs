@@ -818,11 +818,7 @@ impl Pages {
                             key == p.key
                         };
                     if same {
-                        let v = self.data(c.page, c.pgno, at, last, record)?;
-                        // The caller checks every byte of the value (its checksum) once the whole
-                        // batch is found; its lines past the node's first ones arrive meanwhile.
-                        prefetch_span(v);
-                        *o = Some(v);
+                        *o = Some(self.data(c.page, c.pgno, at, last, record)?);
                     }
                 } else {
                     let (size, flags, _) = node_header(c.page, at);
@@ -852,17 +848,6 @@ impl Pages {
                 .store(rate - rate / 8 + now / 8, Ordering::Relaxed);
         }
         Ok(())
-    }
-}
-
-/// Prefetches every cache line of `v` but its first (the one its node's key was read from).
-#[inline(always)]
-fn prefetch_span(v: &[u8]) {
-    let p = v.as_ptr();
-    let mut at = 64 - (p as usize & 63);
-    while at < v.len() {
-        prefetch(p.wrapping_add(at));
-        at += 64;
     }
 }
 
