@@ -707,6 +707,16 @@ impl Pages {
         for (c, p) in cur.iter_mut().zip(probes) {
             c.active = !p.key.is_empty();
         }
+        // The cursors still searching their page after the guess (most are not), so that each pass of
+        // the binary searches visits only those.
+        let mut pend_stack = [0u32; STACK_CURSORS];
+        let mut pend_heap = Vec::new();
+        let pending: &mut [u32] = if probes.len() <= STACK_CURSORS {
+            &mut pend_stack[..probes.len()]
+        } else {
+            pend_heap.resize(probes.len(), 0);
+            &mut pend_heap
+        };
         let rate = self.guess_rate.load(Ordering::Relaxed);
         let count = self.searches.load(Ordering::Relaxed).wrapping_add(1);
         self.searches.store(count, Ordering::Relaxed);
@@ -785,25 +795,31 @@ impl Pages {
                 }
             }
             // Binary searches, one step of every key per pass: the node a key compares with next is
-            // prefetched a whole pass earlier. A branch's node 0 is never compared (mid >= 1).
-            loop {
-                let mut more = false;
-                for (c, p) in cur.iter_mut().zip(probes) {
-                    if c.len <= 1 {
-                        continue; // done with this page (an inactive cursor has len 0)
-                    }
+            // prefetched a whole pass earlier. A branch's node 0 is never compared (mid >= 1). Only the
+            // keys not done with this page are visited (an inactive cursor has len 0).
+            let mut left = 0;
+            for (i, c) in cur.iter().enumerate() {
+                if c.len > 1 {
+                    pending[left] = i as u32;
+                    left += 1;
+                }
+            }
+            while left > 0 {
+                let mut kept = 0;
+                for k in 0..left {
+                    let i = pending[k] as usize;
+                    let (c, p) = (&mut cur[i], &probes[i]);
                     let half = c.len / 2;
                     let le = self.at_most(c.page, c.pgno, c.upper, c.base + half, p)?;
                     c.base += half & le.wrapping_neg();
                     c.len -= half;
                     if c.len > 1 {
                         prefetch_node(c.page, c.base + c.len / 2);
-                        more = true;
+                        pending[kept] = i as u32;
+                        kept += 1;
                     }
                 }
-                if !more {
-                    break;
-                }
+                left = kept;
             }
             for ((c, p), o) in cur.iter_mut().zip(probes).zip(out.iter_mut()) {
                 if !c.active {
