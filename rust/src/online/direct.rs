@@ -382,7 +382,7 @@ impl Pages {
     }
 
     /// Pages `first .. first + count` of the snapshot whose last page is `last`, as one slice.
-    #[inline]
+    #[inline(always)]
     fn span(&self, first: u64, count: u64, last: u64) -> Found<&[u8]> {
         let end = first.saturating_add(count);
         if first < 2 || count == 0 || end - 1 > last {
@@ -406,7 +406,7 @@ impl Pages {
     }
 
     /// A branch or leaf page, its header checked: `(page, node count, upper)`.
-    #[inline]
+    #[inline(always)]
     fn node_page(&self, pgno: u64, last: u64, leaf: bool) -> Found<(&[u8], usize, usize)> {
         let page = self.span(pgno, 1, last)?;
         let want = if leaf { P_LEAF } else { P_BRANCH };
