@@ -655,11 +655,11 @@ pub fn encode_keys_into(
                 let range = int_range(kind);
                 b.bytes.reserve(req.n * (8 + prefix.map_or(0, |p| p.len())));
                 b.ends.reserve(req.n);
-                for i in 0..req.n {
+                for &x in &v[..req.n] {
                     if let Some(p) = prefix {
                         b.bytes.extend_from_slice(p);
                     }
-                    push_int(&mut b.bytes, v[i], kind, range, &names[*c])?;
+                    push_int(&mut b.bytes, x, kind, range, &names[*c])?;
                     b.finish_key();
                 }
                 return Ok(());
