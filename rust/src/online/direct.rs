@@ -320,10 +320,11 @@ fn guess(lo: u128, hi: u128, head: u128, n: usize) -> usize {
     let at = if head <= lo {
         0.0
     } else {
-        // Both differences cut to their top 53 bits, as u64 (a u128 to f64 conversion is a call).
+        // Both differences cut to their top 53 bits, as i64 (a u128 to f64 conversion is a call, an
+        // u64 one a sequence of six instructions; below 2^53 the signed conversion is one, and exact).
         let span = hi - lo;
         let cut = (128 - span.leading_zeros()).saturating_sub(53);
-        ((head - lo).min(span) >> cut) as u64 as f64 / (span >> cut) as u64 as f64
+        ((head - lo).min(span) >> cut) as i64 as f64 / (span >> cut) as i64 as f64
     };
     ((at * n as f64) as usize).clamp(1, n - 1)
 }
@@ -381,7 +382,7 @@ impl Pages {
     }
 
     /// Pages `first .. first + count` of the snapshot whose last page is `last`, as one slice.
-    #[inline]
+    #[inline(always)]
     fn span(&self, first: u64, count: u64, last: u64) -> Found<&[u8]> {
         let end = first.saturating_add(count);
         if first < 2 || count == 0 || end - 1 > last {
@@ -405,7 +406,7 @@ impl Pages {
     }
 
     /// A branch or leaf page, its header checked: `(page, node count, upper)`.
-    #[inline]
+    #[inline(always)]
     fn node_page(&self, pgno: u64, last: u64, leaf: bool) -> Found<(&[u8], usize, usize)> {
         let page = self.span(pgno, 1, last)?;
         let want = if leaf { P_LEAF } else { P_BRANCH };
@@ -706,6 +707,16 @@ impl Pages {
         for (c, p) in cur.iter_mut().zip(probes) {
             c.active = !p.key.is_empty();
         }
+        // The cursors still searching their page after the guess (most are not), so that each pass of
+        // the binary searches visits only those.
+        let mut pend_stack = [0u32; STACK_CURSORS];
+        let mut pend_heap = Vec::new();
+        let pending: &mut [u32] = if probes.len() <= STACK_CURSORS {
+            &mut pend_stack[..probes.len()]
+        } else {
+            pend_heap.resize(probes.len(), 0);
+            &mut pend_heap
+        };
         let rate = self.guess_rate.load(Ordering::Relaxed);
         let count = self.searches.load(Ordering::Relaxed).wrapping_add(1);
         self.searches.store(count, Ordering::Relaxed);
@@ -784,25 +795,31 @@ impl Pages {
                 }
             }
             // Binary searches, one step of every key per pass: the node a key compares with next is
-            // prefetched a whole pass earlier. A branch's node 0 is never compared (mid >= 1).
-            loop {
-                let mut more = false;
-                for (c, p) in cur.iter_mut().zip(probes) {
-                    if c.len <= 1 {
-                        continue; // done with this page (an inactive cursor has len 0)
-                    }
+            // prefetched a whole pass earlier. A branch's node 0 is never compared (mid >= 1). Only the
+            // keys not done with this page are visited (an inactive cursor has len 0).
+            let mut left = 0;
+            for (i, c) in cur.iter().enumerate() {
+                if c.len > 1 {
+                    pending[left] = i as u32;
+                    left += 1;
+                }
+            }
+            while left > 0 {
+                let mut kept = 0;
+                for k in 0..left {
+                    let i = pending[k] as usize;
+                    let (c, p) = (&mut cur[i], &probes[i]);
                     let half = c.len / 2;
                     let le = self.at_most(c.page, c.pgno, c.upper, c.base + half, p)?;
                     c.base += half & le.wrapping_neg();
                     c.len -= half;
                     if c.len > 1 {
                         prefetch_node(c.page, c.base + c.len / 2);
-                        more = true;
+                        pending[kept] = i as u32;
+                        kept += 1;
                     }
                 }
-                if !more {
-                    break;
-                }
+                left = kept;
             }
             for ((c, p), o) in cur.iter_mut().zip(probes).zip(out.iter_mut()) {
                 if !c.active {

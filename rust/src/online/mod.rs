@@ -9,6 +9,7 @@
 //! - `read`: prepared readers decoding into float64 buffers or Arrow arrays.
 
 pub mod cells;
+pub mod crc;
 pub mod direct;
 pub mod env;
 pub mod key;

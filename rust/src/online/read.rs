@@ -15,7 +15,7 @@ use crate::online::env::{storage, Db, Store};
 use crate::online::key;
 use crate::online::schema::{Kind, ViewSchema};
 use crate::online::status::{Window, NOT_FOUND, PRESENT};
-use crate::online::value::{arr, damaged, Layout};
+use crate::online::value::{arr, damaged, F64Slot, Layout};
 
 /// Encoded keys of one request: key i is `bytes[ends[i-1]..ends[i]]`.
 #[derive(Default)]
@@ -78,6 +78,9 @@ pub struct Resolved {
     pub layout: Layout,
     /// Selected value columns, as indices into `schema.values`.
     pub cols: Vec<usize>,
+    /// Where each selected column sits, when all of them are float64 (the common case, decoded
+    /// without a dispatch on the kind per value).
+    pub f64_slots: Option<Vec<F64Slot>>,
 }
 
 impl Resolved {
@@ -88,7 +91,7 @@ impl Resolved {
         prefix: [u8; 4],
         columns: Option<&[String]>,
     ) -> Result<Resolved> {
-        let cols = match columns {
+        let cols: Vec<usize> = match columns {
             None => (0..schema.values.len()).collect(),
             Some(names) => names
                 .iter()
@@ -103,7 +106,9 @@ impl Resolved {
                 .collect::<Result<_>>()?,
         };
         let layout = schema.layout()?;
+        let f64_slots = cols.iter().map(|&j| layout.f64_slot(j)).collect();
         Ok(Resolved {
+            f64_slots,
             view: view.to_string(),
             schema,
             prefix,

@@ -133,7 +133,7 @@ impl Layout {
     ) -> Result<()> {
         self.encode_body(chunks, row, stamp, out)?;
         if let Some(seed) = self.seed {
-            let crc = crc32c::crc32c_append(crc32c::crc32c_append(seed, key), out);
+            let crc = crate::online::crc::value_crc(seed, key, out);
             out.extend_from_slice(&crc.to_le_bytes());
         }
         Ok(())
@@ -251,7 +251,7 @@ impl Layout {
                     return Err(corrupt());
                 }
                 let (body, crc) = v.split_at(v.len() - CRC_BYTES);
-                if crc32c::crc32c_append(crc32c::crc32c_append(seed, key), body).to_le_bytes() != crc {
+                if crate::online::crc::value_crc(seed, key, body).to_le_bytes() != crc {
                     return Err(corrupt());
                 }
                 body
@@ -286,9 +286,30 @@ impl Layout {
     /// Column j of a checked value as float64 (numeric kinds; NaN for null).
     #[inline]
     pub fn f64_at(&self, v: &[u8], j: usize) -> f64 {
+        self.f64_of(v, j).unwrap_or(f64::NAN)
+    }
+
+    /// Where float64 column j sits in a value, None when the column is of another kind.
+    #[inline]
+    pub fn f64_slot(&self, j: usize) -> Option<F64Slot> {
+        (self.kinds[j] == Kind::F64).then(|| F64Slot {
+            at: self.slots[j],
+            byte: HEADER + j / 8,
+            bit: 1 << (j % 8),
+        })
+    }
+
+    /// Column j of a checked value as float64, None for null (numeric kinds; NaN for the others).
+    #[inline]
+    pub fn f64_of(&self, v: &[u8], j: usize) -> Option<f64> {
         if !self.is_valid(v, j) {
-            return f64::NAN;
+            return None;
         }
+        Some(self.f64_present(v, j))
+    }
+
+    #[inline]
+    fn f64_present(&self, v: &[u8], j: usize) -> f64 {
         let at = self.slots[j];
         match self.kinds[j] {
             Kind::I8 => v[at] as i8 as f64,
@@ -325,6 +346,23 @@ pub fn arr<const N: usize>(v: &[u8], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
     out.copy_from_slice(&v[at..at + N]);
     out
+}
+
+/// A float64 column's place in a value of one layout ([`Layout::f64_slot`]): what a served request
+/// reads per value, found once per view instead of once per value.
+#[derive(Clone, Copy, Debug)]
+pub struct F64Slot {
+    at: usize,
+    byte: usize,
+    bit: u8,
+}
+
+impl F64Slot {
+    /// The column of a checked value (see [`Layout::check`]), None for null.
+    #[inline(always)]
+    pub fn read(&self, v: &[u8]) -> Option<f64> {
+        (v[self.byte] & self.bit != 0).then(|| f64::from_le_bytes(arr(v, self.at)))
+    }
 }
 
 /// The error for a stored value of `view` that failed [`Layout::check`].
@@ -404,6 +442,40 @@ mod tests {
             assert!(!layout.is_valid(v, 4));
             assert!(layout.check(KEY, &out[..5]).is_err());
             assert!(layout.check(KEY, &[]).is_err());
+        }
+    }
+
+    #[test]
+    fn an_f64_slot_reads_what_f64_of_reads_over_nine_columns_with_nulls_and_nan() {
+        // Nine float64 columns (a validity bitmap of two bytes) and one of another kind.
+        let mut kinds = vec![Kind::F64; 9];
+        kinds.insert(4, Kind::I32);
+        let cols: Vec<ArrayRef> = (0..kinds.len())
+            .map(|j| -> ArrayRef {
+                if j == 4 {
+                    return Arc::new(Int32Array::from(vec![Some(1), None, Some(3)]));
+                }
+                let x = |r: usize| match (j + r) % 4 {
+                    0 => None,
+                    1 => Some(f64::NAN),
+                    2 => Some(-0.0),
+                    _ => Some(j as f64 * 10.0 + r as f64),
+                };
+                Arc::new(Float64Array::from((0..3).map(x).collect::<Vec<_>>()))
+            })
+            .collect();
+        let chunks: Vec<Chunk> = cols.iter().map(|c| Chunk::new(c).unwrap()).collect();
+        let layout = Layout::new(3, kinds.clone(), RECORD).unwrap();
+        assert!(layout.f64_slot(4).is_none());
+        for row in 0..3 {
+            let mut out = Vec::new();
+            layout.encode(&chunks, row, (1, None), KEY, &mut out).unwrap();
+            let v = layout.check(KEY, &out).unwrap();
+            for j in (0..kinds.len()).filter(|&j| j != 4) {
+                let (a, b) = (layout.f64_slot(j).unwrap().read(v), layout.f64_of(v, j));
+                assert_eq!(a.map(f64::to_bits), b.map(f64::to_bits), "row {row} column {j}");
+                assert_eq!(a.is_none(), (j + row) % 4 == 0);
+            }
         }
     }
 

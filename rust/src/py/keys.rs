@@ -47,7 +47,7 @@ pub fn scalars<'py>(
         Bin,
     }
     let mut mode = Mode::Unknown;
-    let mut ints: Vec<i128> = Vec::new();
+    let mut ints: Vec<i128> = Vec::with_capacity(items.size_hint().0);
     let mut data: Vec<u8> = Vec::new();
     let mut ends: Vec<usize> = Vec::new();
     let mut valid: Vec<bool> = Vec::new();
@@ -59,6 +59,21 @@ pub fn scalars<'py>(
         )
     };
     for item in items {
+        // The common key, a plain int in the i64 range, in one type check and one conversion (a
+        // string, bytes or bool is never exactly an int; a larger int takes the general path below).
+        // Its `ends` entry is left out: an integer column never reads `ends`, and a column that is
+        // not all integers is an error.
+        if matches!(mode, Mode::Unknown | Mode::Int) && item.is_exact_instance_of::<PyInt>() {
+            if let Ok(v) = item.extract::<i64>() {
+                mode = Mode::Int;
+                ints.push(v.into());
+                if !valid.is_empty() {
+                    valid.push(true);
+                }
+                n += 1;
+                continue;
+            }
+        }
         if item.is_none() {
             if valid.is_empty() {
                 valid = vec![true; n];

@@ -338,3 +338,57 @@ fn the_reused_key_buffer_never_leaks_into_the_next_request() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn one_integer_key_encodes_as_the_general_path_does_for_every_kind() {
+    // The same values through the one-integer-key loop (no validity given) and through the general
+    // loop (every row marked valid): the same bytes, or the same Dtype error.
+    let kinds = [
+        Kind::I8,
+        Kind::I16,
+        Kind::I32,
+        Kind::I64,
+        Kind::U8,
+        Kind::U16,
+        Kind::U32,
+        Kind::U64,
+    ];
+    let edges: Vec<i128> = [0i128, 1, -1, 127, 128, -129, 255, 256, 65_535, 65_536, -32_769]
+        .into_iter()
+        .chain([
+            i32::MIN.into(),
+            u32::MAX.into(),
+            i64::MIN.into(),
+            i64::MAX.into(),
+            u64::MAX.into(),
+        ])
+        .chain([i128::from(u64::MAX) + 1, i128::from(i64::MIN) - 1])
+        .collect();
+    let names = vec!["id".to_string()];
+    for kind in kinds {
+        for prefix in [None, Some(&[0, 0, 0, 7])] {
+            for x in &edges {
+                for n in [1, 3] {
+                    let req = |valid: Vec<bool>| Request {
+                        n,
+                        cols: vec![KeyColumn {
+                            values: KeyValues::Int(vec![*x; n]),
+                            valid,
+                        }],
+                    };
+                    let sig = [(0, kind.clone())];
+                    let (mut fast, mut slow) = (KeyBatch::default(), KeyBatch::default());
+                    let a = encode_keys_into(&sig, &req(vec![]), &names, prefix, &mut fast);
+                    let b = encode_keys_into(&sig, &req(vec![true; n]), &names, prefix, &mut slow);
+                    match (a, b) {
+                        (Ok(()), Ok(())) => {
+                            assert_eq!((fast.bytes, fast.ends), (slow.bytes, slow.ends), "{kind:?} {x}")
+                        }
+                        (Err(Error::Dtype(e)), Err(Error::Dtype(f))) => assert_eq!(e, f),
+                        (a, b) => panic!("{kind:?} {x}: {a:?} vs {b:?}"),
+                    }
+                }
+            }
+        }
+    }
+}

@@ -394,3 +394,31 @@ fn the_decoded_root_follows_each_transactions_snapshot() {
     });
     assert!(depth >= 2);
 }
+
+#[test]
+fn the_guess_is_a_node_of_the_page_and_follows_the_key() {
+    // Against the interpolation computed in exact rationals (u128 products of the cut differences):
+    // the signed conversion of the cut values must give the same node, and never node 0 or past the page.
+    let mut rng = Rng::new(7);
+    for _ in 0..20_000 {
+        let lo = ((rng.next() as u128) << 64 | rng.next() as u128) >> rng.below(128);
+        let span = (((rng.next() as u128) << 64 | rng.next() as u128) >> rng.below(128)).max(1);
+        let Some(hi) = lo.checked_add(span) else { continue };
+        let n = 4 + rng.below(400);
+        let mut last = 0;
+        for step in 0..=16u128 {
+            let head = lo + span / 16 * step;
+            let g = guess(lo, hi, head, n);
+            assert!((1..n).contains(&g), "guess {g} of {n} nodes");
+            assert!(g >= last, "the guess went back as the key grew");
+            last = g;
+            let cut = (128 - span.leading_zeros()).saturating_sub(53);
+            let (num, den) = ((head - lo).min(span) >> cut, span >> cut);
+            let exact = (num * n as u128 / den) as usize;
+            // Rounding of the float division may move the answer by one node, never more.
+            assert!(exact.clamp(1, n - 1).abs_diff(g) <= 1, "{g} vs {exact}");
+        }
+    }
+    assert_eq!(guess(0, 100, 50, 3), 0, "too small a page is not guessed");
+    assert_eq!(guess(100, 100, 100, 50), 0, "no span, no guess");
+}
