@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import heapq
 import json
 import math
 import os
@@ -157,8 +158,14 @@ _IPC_SLACK = 1 << 14
 #: The streams are LZ4-compressed: fewer bytes through Spark's per-value copies and its shuffle saved
 #: about 9% of the CPU time at size M, more than compressing costs.
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4") else None)
-#: Rows of history one task reads (whole row groups).
+#: Rows of history read at a time (whole row groups): a task reads one or more such parts.
 _SPLIT_ROWS = 1 << 20
+#: At most so many tasks per core of the session in a staging job over the histories and in the
+#: result's job: each Python task costs Spark 30-40 ms of CPU time (the worker's setup, the command sent
+#: and unpickled), which at size M in ``local[2]`` was a fifth of a call. Beyond this, a task runs several
+#: history parts or groups one after another (memory stays that of one); two per core lets a core that
+#: finishes early take another task.
+_TASKS_PER_CORE = 2
 
 #: Default ``skew_rows``: a key with more left rows than this is split by time into sub-buckets.
 DEFAULT_SKEW_ROWS = 1 << 20
@@ -631,6 +638,34 @@ def _join_groups(packed: list[DataFrame], run: Any, out_schema: Any, n_groups: i
     return placed.mapInArrow(_typed(groups), out_schema)
 
 
+def _task_count(spark: SparkSession, items: int) -> int:
+    """How many tasks run ``items`` units of work (history parts, groups): one each, but at most
+    ``_TASKS_PER_CORE`` per core of the session (``defaultParallelism``; unknown under Spark Connect,
+    where each unit stays a task of its own)."""
+    try:
+        cores = int(spark.sparkContext.defaultParallelism)
+    except Exception:  # Spark Connect has no SparkContext
+        return max(1, items)
+    return max(1, min(items, _TASKS_PER_CORE * max(1, cores)))
+
+
+def _balance(weights: np.ndarray, tasks: int) -> list[list[int]]:
+    """Items (by index) dealt to ``tasks`` lists of about equal total weight: the heaviest first, each to
+    the lightest list so far (items of equal weight in index order, so the deal is deterministic).
+
+    Example:
+        >>> _balance(np.array([5, 1, 4, 2, 3]), 2)
+        [[0, 3, 1], [2, 4]]
+    """
+    heap = [(0, t) for t in range(tasks)]
+    out: list[list[int]] = [[] for _ in range(tasks)]
+    for i in np.argsort(-np.asarray(weights), kind="stable").tolist():
+        load, t = heapq.heappop(heap)
+        out[t].append(i)
+        heapq.heappush(heap, (load + int(weights[i]), t))
+    return out
+
+
 def _stage_job(call: str, staged: list[tuple[_Source, _Assign, int]], span: str | None = None) -> pa.Table:
     """One Spark job whose tasks write the ``staged`` sides' rows packed by group to the call's
     staging folder (:mod:`skewless.spark_staging`): the index rows they report (``_STAGED``, with
@@ -653,12 +688,20 @@ def _read_staged(
     )
     spark_staging.write_index(call, index)
     bounds = np.searchsorted(index.column("group").to_numpy(), np.arange(n_groups + 1), side="left").tolist()
+    # A group without entity rows has no result rows: no task reads it. The others are dealt to the
+    # tasks by their rows (both sides), so a hot key's sub-buckets spread over them.
+    group = staged.column("group").to_numpy()
+    rows = staged.column("rows").to_numpy()
+    left = np.bincount(group[staged.column("part").to_numpy() == _LEFT], minlength=n_groups)
+    weights = np.bincount(group, weights=rows, minlength=n_groups)
+    live = np.flatnonzero(left)
+    deal = [[int(live[i]) for i in d] for d in _balance(weights[live], _task_count(spark, len(live)))]
 
     def groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         idx = spark_staging.read_index(call)
         packs = spark_staging.Packs(call)
         for b in batches:
-            for g in b.column(0).to_pylist():
+            for g in (g for task in b.column(0).to_pylist() for g in deal[task]):
                 rows = idx.slice(bounds[g], bounds[g + 1] - bounds[g])
 
                 def unpack(part: int, schema: pa.Schema, rows: pa.Table = rows) -> pa.Table:
@@ -677,7 +720,7 @@ def _read_staged(
 
                 yield from run(unpack).to_batches()
 
-    return spark.range(0, n_groups, 1, n_groups).mapInArrow(_typed(groups), out_schema)
+    return spark.range(0, len(deal), 1, max(1, len(deal))).mapInArrow(_typed(groups), out_schema)
 
 
 def _links(
@@ -1154,7 +1197,7 @@ def _stage_pass(
                 if not splits:
                     continue
                 read = _history_reader(root, registry, fv, cols, low, hi_us, splits)
-                src = _Source(spark.range(0, len(splits), 1, len(splits)), read)
+                src = _Source(spark.range(0, len(splits), 1, _task_count(spark, len(splits))), read)
                 if is_event:
                     assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
                 else:
