@@ -14,31 +14,32 @@ rows packed: each task cuts its rows by group and writes each group's rows as on
 (:mod:`skewless.spark_staging`: layout, atomic writes, lifetime): two Spark jobs at the call, one whose
 tasks pack the entity rows and report where each group's streams are, with their rows and time span (so
 the entity rows are read once), then one that packs the histories, read in that time span; the returned
-DataFrame has one task per group that maps its streams in place and runs the retrieval. Spark then
+DataFrame's tasks map each group's streams in place and run the retrieval, group after group (groups
+dealt to at most ``_TASKS_PER_CORE`` tasks per core by their rows; see :func:`_read_staged`). Spark then
 moves only those small index rows: moving the packed bytes through its shuffle (out of Python, into
 shuffle files, back into Python) was about half of a call's CPU time. :func:`asof_join` has no store
 folder: its streams (LZ4-compressed) travel as binary values (the ``_PACKED`` layout below, version 1)
 in a plain repartition placed so that each group has its own partition (no sort). The entity rows and
 every view that shares their join keys travel together (one pass per set of join keys). A view's
 history is not read by Spark's Parquet reader: the tasks read the store's files with the local reader
-(whole row groups, about a million rows a task; the time range, write sequence, page checksums and
+(whole row groups, about a million rows at a time; the time range, write sequence, page checksums and
 ``source=`` checks as locally).
 
-Skewed keys. A key with more than ``skew_rows`` left rows (entity rows) is split by time: its left rows
-are cut at approximate quantiles of their time into sub-buckets of about ``skew_rows`` rows, each its
-own group and task. Each of the key's right rows goes to the sub-bucket of its own time; besides, for a
+Skewed keys. A key with more than ``skew_rows`` left rows (entity rows) is split by time: its left rows are
+cut at approximate quantiles of their time into sub-buckets of about ``skew_rows`` rows, each its own group
+(a task of its own in :func:`asof_join`; in :func:`get_historical_features` the heaviest groups go to
+different tasks first). Each of the key's right rows goes to the sub-bucket of its own time; besides, for a
 plain join a sub-bucket receives the rows at the latest time of the nearest earlier sub-bucket that has
 right rows (all of them: a tie of timestamps is decided inside the kernel), for ``backward`` and
-``nearest``, and those at the earliest time of the nearest later one, for ``forward`` and ``nearest``
-(one more pass over the right side finds them). For an event view (window aggregates), an event also
-goes to every later sub-bucket whose first label's windows reach back to it (the view's largest
-window), so a hot entity's events are copied about once more per window-length at each cut, not sent
-whole to one task. Either way every row a result can come from is in the sub-bucket, so split and
-unsplit runs agree exactly. Finding hot keys costs one aggregation over the left (in
-:func:`get_historical_features` only when a bucket of the staged entity rows has more than ``skew_rows``
-rows: a key's rows are never more than its bucket's; then the entity rows are staged again, split);
-``skew_rows=None`` skips it (every key then stays whole in one bucket, whatever its size). The right
-side is not counted: a key with few left rows but a huge history stays whole.
+``nearest``, and those at the earliest time of the nearest later one, for ``forward`` and ``nearest`` (one
+more pass over the right side finds them). For an event view (window aggregates), an event also goes to
+every later sub-bucket whose first label's windows reach back to it (the view's largest window), so a hot
+entity's events are copied about once more per window-length at each cut, not sent whole to one task. Either
+way every row a result can come from is in the sub-bucket, so split and unsplit runs agree exactly. Finding
+hot keys costs one aggregation over the left (in :func:`get_historical_features` only when a bucket of the
+staged entity rows has more than ``skew_rows`` rows: a key's rows are never more than its bucket's; then the
+entity rows are staged again, split); ``skew_rows=None`` skips it (every key then stays whole in one bucket,
+whatever its size). The right side is not counted: a key with few left rows but a huge history stays whole.
 
 Order. A Spark DataFrame has no row order of its own; results come bucket by bucket.
 :func:`get_historical_features` leaves them so by default (``keep_order=False``: compare and join
@@ -593,7 +594,7 @@ def _stage(
 
 class _Source:
     """One side's rows as Spark tasks see them: a DataFrame's Arrow batches, or a view's history read
-    from its Parquet files by the tasks (``splits``: one task per list of (path, row groups))."""
+    from its Parquet files by the tasks (``read(i)``: history part ``i``, a list of (path, row groups))."""
 
     def __init__(self, df: DataFrame, read: Any = None) -> None:
         self.df, self.read = df, read
@@ -680,9 +681,10 @@ def _stage_job(call: str, staged: list[tuple[_Source, _Assign, int]], span: str 
 def _read_staged(
     spark: SparkSession, call: str, staged: pa.Table, run: Any, out_schema: Any, n_groups: int
 ) -> DataFrame:
-    """A DataFrame of one task per group that reads the group's streams in place (where the index
-    rows ``staged`` say) and runs ``run`` on them: the index is written to the call's folder, Spark
-    moves nothing but the group numbers."""
+    """A DataFrame whose tasks read each group's streams in place (where the index rows ``staged``
+    say) and run ``run`` on them, one group at a time: the index is written to the call's folder, Spark
+    moves nothing but task numbers. Groups are dealt to at most ``_TASKS_PER_CORE`` tasks per core by
+    their rows (:func:`_balance`)."""
     index = staged.select(spark_staging.INDEX_SCHEMA.names).sort_by(
         [("group", "ascending"), ("part", "ascending")]
     )
@@ -930,11 +932,11 @@ def asof_join(
 def _history_splits(
     offline: OfflineStore, fv: FeatureView, cols: list[str], lo: int | None = None, hi: int | None = None
 ) -> list[list[tuple[str, list[int], bool]]]:
-    """The view's history files cut into the parts one task reads: lists of (path, row groups, whether
-    they need the time filter) of about ``_SPLIT_ROWS`` rows (whole small files together, a large
-    file's row groups apart). A row group whose footer statistics put every time in ``[lo, hi]``
-    (UTC microseconds, None: unbounded) is read without the row filter, which cost about a fifth of a
-    task's read and drops nothing there. Checked here, on the driver, as the local read checks them:
+    """The view's history files cut into the parts a task reads one at a time: lists of (path, row groups,
+    whether they need the time filter) of about ``_SPLIT_ROWS`` rows (whole small files together, a large
+    file's row groups apart). A row group whose footer statistics put every time in ``[lo, hi]`` (UTC
+    microseconds, None: unbounded) is read without the row filter, which cost about a fifth of a task's
+    read and drops nothing there. Checked here, on the driver, as the local read checks them:
     footers, the timestamp's type, the columns."""
     numbered = offline.numbered_files(fv.name, fv.source)
     metas = []
