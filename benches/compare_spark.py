@@ -289,7 +289,7 @@ def main() -> None:
             w.write_table(result)
         result_schema = ss.get_historical_features(spark, folder, labels.limit(0), refs).schema
         # As many tasks as the method's result job runs (at most two per core).
-        tasks = ss._task_count(spark, args.buckets)
+        tasks = ss._task_count(spark, args.buckets, result.num_rows)
         rows.append(
             (
                 "floor: the result's rows out of Python tasks (read in place from a file)",

@@ -837,7 +837,9 @@ def test_many_buckets_and_history_parts_run_in_two_tasks_per_core_with_the_same_
     entity = entity_table(ents)
     dealt: list[tuple[int, int]] = []
     count = ss._task_count
-    monkeypatch.setattr(ss, "_task_count", lambda s, n: dealt.append((n, count(s, n))) or count(s, n))
+    monkeypatch.setattr(
+        ss, "_task_count", lambda s, n, rows: dealt.append((n, count(s, n, rows))) or count(s, n, rows)
+    )
     want = store.get_historical_features(entity, ["v:x", "v:y", "src:q"])
     got = ss.get_historical_features(
         spark, path, spark.createDataFrame(entity), ["v:x", "v:y", "src:q"], buckets=12
@@ -846,3 +848,14 @@ def test_many_buckets_and_history_parts_run_in_two_tasks_per_core_with_the_same_
     rows_equal(to_local(got, want).sort_by("row"), want)
     assert (6, 4) in dealt  # the 6 history files of v: 6 parts in 4 tasks
     assert all(tasks == min(n, 4) for n, tasks in dealt), dealt
+
+
+def test_a_large_job_gets_more_tasks_than_two_per_core(spark, monkeypatch):
+    import skewless.spark as ss
+
+    # local[2,2]: two cores, so 4 tasks, unless a task would get more than _TASK_ROWS rows.
+    assert ss._task_count(spark, 10, 10 * ss._TASK_ROWS) == 10
+    assert ss._task_count(spark, 10, 6 * ss._TASK_ROWS) == 6
+    assert ss._task_count(spark, 10, 5) == 4
+    assert ss._task_count(spark, 3, 5) == 3
+    assert ss._task_count(spark, 0, 0) == 1

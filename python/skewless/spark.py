@@ -162,11 +162,15 @@ _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available
 #: Rows of history read at a time (whole row groups): a task reads one or more such parts.
 _SPLIT_ROWS = 1 << 20
 #: At most so many tasks per core of the session in a staging job over the histories and in the
-#: result's job: each Python task costs Spark 30-40 ms of CPU time (the worker's setup, the command sent
-#: and unpickled), which at size M in ``local[2]`` was a fifth of a call. Beyond this, a task runs several
-#: history parts or groups one after another (memory stays that of one); two per core lets a core that
-#: finishes early take another task.
+#: result's job, unless the work is large (``_TASK_ROWS``): each Python task costs Spark 30-40 ms of CPU
+#: time (the worker's setup, the command sent and unpickled), which at size M in ``local[2]`` was a fifth
+#: of a call. Beyond this, a task runs several history parts or groups one after another (memory stays
+#: that of one); two per core lets a core that finishes early take another task.
 _TASKS_PER_CORE = 2
+#: Rows (entity and history) a task gets at most however few cores the session has now (a cluster that
+#: adds executors as it goes starts with few): about a second of a task's work, against which the
+#: per-task cost is small.
+_TASK_ROWS = 1 << 22
 
 #: Default ``skew_rows``: a key with more left rows than this is split by time into sub-buckets.
 DEFAULT_SKEW_ROWS = 1 << 20
@@ -639,15 +643,16 @@ def _join_groups(packed: list[DataFrame], run: Any, out_schema: Any, n_groups: i
     return placed.mapInArrow(_typed(groups), out_schema)
 
 
-def _task_count(spark: SparkSession, items: int) -> int:
-    """How many tasks run ``items`` units of work (history parts, groups): one each, but at most
-    ``_TASKS_PER_CORE`` per core of the session (``defaultParallelism``; unknown under Spark Connect,
-    where each unit stays a task of its own)."""
+def _task_count(spark: SparkSession, items: int, rows: int) -> int:
+    """How many tasks run ``items`` units of work (history parts, groups) of ``rows`` rows in all: one
+    each, but no more than ``_TASKS_PER_CORE`` per core of the session (``defaultParallelism``; none
+    known under Spark Connect) or than it takes to give no task more than ``_TASK_ROWS`` rows, whichever
+    is more."""
     try:
         cores = int(spark.sparkContext.defaultParallelism)
     except Exception:  # Spark Connect has no SparkContext
-        return max(1, items)
-    return max(1, min(items, _TASKS_PER_CORE * max(1, cores)))
+        cores = 0
+    return max(1, min(items, max(_TASKS_PER_CORE * cores, -(-rows // _TASK_ROWS))))
 
 
 def _balance(weights: np.ndarray, tasks: int) -> list[list[int]]:
@@ -697,7 +702,8 @@ def _read_staged(
     left = np.bincount(group[staged.column("part").to_numpy() == _LEFT], minlength=n_groups)
     weights = np.bincount(group, weights=rows, minlength=n_groups)
     live = np.flatnonzero(left)
-    deal = [[int(live[i]) for i in d] for d in _balance(weights[live], _task_count(spark, len(live)))]
+    tasks = _task_count(spark, len(live), int(weights[live].sum()))
+    deal = [[int(live[i]) for i in d] for d in _balance(weights[live], tasks)]
 
     def groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         idx = spark_staging.read_index(call)
@@ -1199,7 +1205,9 @@ def _stage_pass(
                 if not splits:
                     continue
                 read = _history_reader(root, registry, fv, cols, low, hi_us, splits)
-                src = _Source(spark.range(0, len(splits), 1, _task_count(spark, len(splits))), read)
+                # Every part but the last holds at least _SPLIT_ROWS rows (_history_splits).
+                tasks = _task_count(spark, len(splits), len(splits) * _SPLIT_ROWS)
+                src = _Source(spark.range(0, len(splits), 1, tasks), read)
                 if is_event:
                     assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
                 else:
