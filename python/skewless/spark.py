@@ -15,7 +15,7 @@ rows packed: each task cuts its rows by group and writes each group's rows as on
 tasks pack the entity rows and report where each group's streams are, with their rows and time span (so
 the entity rows are read once), then one that packs the histories, read in that time span; the returned
 DataFrame's tasks map each group's streams in place and run the retrieval, group after group (groups
-dealt to at most ``_TASKS_PER_CORE`` tasks per core by their rows; see :func:`_read_staged`). Spark then
+dealt to fewer tasks by their rows: :func:`_task_count`, :func:`_read_staged`). Spark then
 moves only those small index rows: moving the packed bytes through its shuffle (out of Python, into
 shuffle files, back into Python) was about half of a call's CPU time. :func:`asof_join` has no store
 folder: its streams (LZ4-compressed) travel as binary values (the ``_PACKED`` layout below, version 1)
@@ -688,8 +688,8 @@ def _read_staged(
 ) -> DataFrame:
     """A DataFrame whose tasks read each group's streams in place (where the index rows ``staged``
     say) and run ``run`` on them, one group at a time: the index is written to the call's folder, Spark
-    moves nothing but task numbers. Groups are dealt to at most ``_TASKS_PER_CORE`` tasks per core by
-    their rows (:func:`_balance`)."""
+    moves nothing but task numbers. Groups are dealt by their rows (:func:`_balance`) to
+    :func:`_task_count`'s tasks."""
     index = staged.select(spark_staging.INDEX_SCHEMA.names).sort_by(
         [("group", "ascending"), ("part", "ascending")]
     )
