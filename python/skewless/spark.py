@@ -13,7 +13,8 @@ rows packed: each task cuts its rows by group and writes each group's rows as on
 :func:`get_historical_features` writes these streams to files in a staging folder on the store's mount
 (:mod:`skewless.spark_staging`: layout, atomic writes, lifetime): two Spark jobs at the call, one whose
 tasks pack the entity rows and report where each group's streams are, with their rows and time span (so
-the entity rows are read once), then one that packs the histories, read in that time span; the returned
+the entity rows are read once), and beside it one that packs the histories whole, kept unless that span
+would skip much of them (then they are packed again, read in the span: :func:`_stage_pass`); the returned
 DataFrame's tasks map each group's streams in place and run the retrieval, group after group (groups
 dealt to fewer tasks by their rows: :func:`_task_count`, :func:`_read_staged`). Spark then
 moves only those small index rows: moving the packed bytes through its shuffle (out of Python, into
