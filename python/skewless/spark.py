@@ -1324,6 +1324,9 @@ def _stage_histories(
 #: The overlapped whole-history staging (:func:`_stage_pass`) is kept unless the entity rows' time span
 #: would skip more than this share of a view's history rows (whole row groups, by their footers).
 _PRUNE_SHARE = 1 / 8
+#: Whether :func:`_stage_pass` stages the histories beside the entity rows at all (False: after them, in
+#: their span). benches/compare_spark.py times both; on a shared machine the gain was within the noise.
+_OVERLAP = True
 
 
 def _prunes(offline: OfflineStore, fv: FeatureView, low: int | None, high: int) -> bool:
@@ -1371,7 +1374,10 @@ class _Speculation:
 
     @classmethod
     def start(cls, spark: SparkSession, fn: Any) -> _Speculation | None:
-        """``fn`` run in a new thread, or None under Spark Connect (no SparkContext to tag jobs with)."""
+        """``fn`` run in a new thread, or None under Spark Connect (no SparkContext to tag jobs with)
+        or with ``_OVERLAP`` off."""
+        if not _OVERLAP:
+            return None
         try:
             sc = spark.sparkContext
         except Exception:
