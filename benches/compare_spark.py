@@ -18,8 +18,7 @@ tie-breaker. Timed (each job runs to Spark's ``noop`` sink, so nothing is collec
 - ``skewless.spark.get_historical_features`` (its default, bucket order, and with the entity rows' order
   restored) on a store holding the same feature rows (one view of the five features), its history read
   by the tasks from the store's files, the packed rows exchanged through the store's staging folder
-  (each call in a ``staging_scope``: removing the staged files is part of its time); once more with the
-  histories staged after the entity rows instead of beside them (``skewless.spark._OVERLAP`` off);
+  (each call in a ``staging_scope``: removing the staged files is part of its time);
 - the floors of any method running the join in Python tasks: the entity rows into Python (tasks that
   return nothing) and the result's rows out of Python (tasks that yield it, read in place from a file);
 - the local ``FeatureStore.get_historical_features`` on that store and the local ``skewless.asof_join``
@@ -266,21 +265,6 @@ def main() -> None:
                 "skewless.spark.get_historical_features (history read by the tasks)",
                 timed(spark_features),
                 "the default: bucket order; rows exchanged through the store's staging folder",
-            )
-        )
-
-        def no_overlap():  # type: ignore[no-untyped-def]
-            ss._OVERLAP = False
-            try:
-                spark_features()
-            finally:
-                ss._OVERLAP = True
-
-        rows.append(
-            (
-                "skewless.spark.get_historical_features, histories staged after the entity rows",
-                timed(no_overlap),
-                "the default without the overlap of the two staging jobs",
             )
         )
         rows.append(

@@ -859,29 +859,3 @@ def test_a_large_job_gets_more_tasks_than_two_per_core(spark, monkeypatch):
     assert ss._task_count(spark, 10, 5) == 4
     assert ss._task_count(spark, 3, 5) == 3
     assert ss._task_count(spark, 0, 0) == 1
-
-
-def test_histories_staged_beside_the_entity_rows_are_kept_unless_the_span_skips_much(
-    spark, tmp_path, monkeypatch
-):
-    import skewless.spark as ss
-
-    # The histories are staged whole while the entity rows are; that job is cancelled (and the
-    # histories staged again in the entity rows' time span) only when the span skips more than
-    # _PRUNE_SHARE of a view's rows by its footers. Either way the local answer.
-    cancelled: list[int] = []
-    cancel = ss._Speculation.cancel
-    monkeypatch.setattr(ss._Speculation, "cancel", lambda self: cancelled.append(1) or cancel(self))
-    path = str(tmp_path / "store")
-    writes = [
-        [(u, 20 * w + t, 0, float(100 * w + t)) for u in range(3) for t in range(0, 20, 3)] for w in range(5)
-    ]
-    store = build_store(path, 3, writes, [], [[(u, t, 0, float(t)) for u in range(3) for t in range(100)]])
-    features = ["v:x", "v:y", "src:q"]
-    for times, cuts in (([5, 50, 99], 0), ([97, 98], 1)):
-        cancelled.clear()
-        entity = entity_table([(u, 0, "p", t) for u in range(4) for t in times])
-        want = store.get_historical_features(entity, features)
-        got = ss.get_historical_features(spark, path, spark.createDataFrame(entity), features, buckets=3)
-        rows_equal(to_local(got, want).sort_by("row"), want)
-        assert len(cancelled) == cuts, times

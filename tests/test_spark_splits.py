@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from skewless.spark import _row_group_times, _times_within
+from skewless.spark import _times_within
 
 UNITS = ["ms", "us", "ns"]
 
@@ -64,34 +64,3 @@ def test_in_range_groups_skip_the_filter_and_straddling_ones_keep_it(tmp_path: o
     assert [_times_within(md, g, "ts", 15, None) for g in range(3)] == [False, True, False]
     assert [_times_within(md, g, "ts", None, None) for g in range(3)] == [True, True, False]
     assert not _times_within(md, 0, "missing", None, None)
-
-
-@settings(max_examples=80, deadline=None)
-@given(
-    times=st.lists(st.one_of(st.none(), st.integers(-(10**12), 10**12)), min_size=1, max_size=30),
-    unit=st.sampled_from(UNITS),
-    group=st.integers(1, 10),
-)
-def test_row_group_times_bound_every_time_in_microseconds(
-    tmp_path_factory: object, times: list[int | None], unit: str, group: int
-) -> None:
-    """What the overlapped history staging decides by (``_prunes``): a row group's time range from its
-    footer, never narrower than its rows' times (nanoseconds rounded outwards), None with a null."""
-    folder = tmp_path_factory.mktemp("times")  # type: ignore[attr-defined]
-    path = os.path.join(folder, "h.parquet")
-    col = pa.array(times, pa.int64()).cast(pa.timestamp(unit, tz="UTC"))
-    pq.write_table(pa.table({"ts": col}), path, row_group_size=group)
-    md = pq.read_metadata(path)
-    pf = pq.ParquetFile(path)
-    for g in range(md.num_row_groups):
-        raw = pf.read_row_group(g).column("ts")
-        span = _row_group_times(md, g, "ts")
-        if raw.null_count:
-            assert span is None
-            continue
-        assert span is not None
-        per_us = {"ms": 1000, "us": 1}.get(unit)
-        values = raw.cast(pa.int64()).to_pylist()
-        lows = [v * per_us if per_us else v // 1000 for v in values]
-        highs = [v * per_us if per_us else -(-v // 1000) for v in values]
-        assert span == (min(lows), max(highs))

@@ -13,8 +13,7 @@ rows packed: each task cuts its rows by group and writes each group's rows as on
 :func:`get_historical_features` writes these streams to files in a staging folder on the store's mount
 (:mod:`skewless.spark_staging`: layout, atomic writes, lifetime): two Spark jobs at the call, one whose
 tasks pack the entity rows and report where each group's streams are, with their rows and time span (so
-the entity rows are read once), and beside it one that packs the histories whole, kept unless that span
-would skip much of them (then they are packed again, read in the span: :func:`_stage_pass`); the returned
+the entity rows are read once), then one that packs the histories, read in that time span; the returned
 DataFrame's tasks map each group's streams in place and run the retrieval, group after group (groups
 dealt to fewer tasks by their rows: :func:`_task_count`, :func:`_read_staged`). Spark then
 moves only those small index rows: moving the packed bytes through its shuffle (out of Python, into
@@ -80,7 +79,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from functools import reduce
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -990,45 +989,22 @@ def _history_splits(
 _PARQUET_UNIT_US = {"milliseconds": 1000, "microseconds": 1}
 
 
-def _row_group_stats(md: pq.FileMetaData, g: int, ts: str) -> tuple[int, int, str] | None:
-    """Row group ``g``'s least and greatest time (column ``ts``) as stored, with the unit of its
-    Parquet timestamp type, from its footer statistics; None when they cannot tell (no statistics,
-    nulls, another type)."""
+def _times_within(md: pq.FileMetaData, g: int, ts: str, lo: int | None, hi: int | None) -> bool:
+    """Whether row group ``g``'s footer statistics show every row's time (column ``ts``) non-null and in
+    ``[lo, hi]`` (UTC microseconds; None: unbounded), so the time filter would keep every row. False
+    when the statistics cannot tell."""
     try:
         j = md.schema.names.index(ts)
         column = md.schema.column(j)
         unit = json.loads(column.logical_type.to_json()).get("timeUnit")
         st = md.row_group(g).column(j).statistics
     except (ValueError, IndexError, TypeError, AttributeError):
-        return None
-    if st is None or not st.has_min_max or not st.has_null_count or st.null_count:
-        return None
-    if column.physical_type != "INT64" or column.logical_type.type != "TIMESTAMP":
-        return None
-    return st.min_raw, st.max_raw, unit
-
-
-def _row_group_times(md: pq.FileMetaData, g: int, ts: str) -> tuple[int, int] | None:
-    """:func:`_row_group_stats` in UTC microseconds (nanoseconds rounded outwards), or None."""
-    stats = _row_group_stats(md, g, ts)
-    if stats is None:
-        return None
-    least, most, unit = stats
-    if unit in _PARQUET_UNIT_US:
-        return least * _PARQUET_UNIT_US[unit], most * _PARQUET_UNIT_US[unit]
-    if unit == "nanoseconds":
-        return least // 1000, -(-most // 1000)
-    return None
-
-
-def _times_within(md: pq.FileMetaData, g: int, ts: str, lo: int | None, hi: int | None) -> bool:
-    """Whether row group ``g``'s footer statistics show every row's time (column ``ts``) non-null and in
-    ``[lo, hi]`` (UTC microseconds; None: unbounded), so the time filter would keep every row. False
-    when the statistics cannot tell."""
-    stats = _row_group_stats(md, g, ts)
-    if stats is None:
         return False
-    least, most, unit = stats
+    if st is None or not st.has_min_max or not st.has_null_count or st.null_count:
+        return False
+    if column.physical_type != "INT64" or column.logical_type.type != "TIMESTAMP":
+        return False
+    least, most = st.min_raw, st.max_raw
     # Compared exactly, in integers: the filter compares in the file's unit, each bound cast to it.
     if unit in _PARQUET_UNIT_US:
         least, most = least * _PARQUET_UNIT_US[unit], most * _PARQUET_UNIT_US[unit]
@@ -1041,13 +1017,7 @@ def _times_within(md: pq.FileMetaData, g: int, ts: str, lo: int | None, hi: int 
 
 
 def _history_reader(
-    root: str,
-    registry: Registry,
-    fv: FeatureView,
-    cols: list[str],
-    lo: int | None,
-    hi: int | None,
-    splits: list,
+    root: str, registry: Registry, fv: FeatureView, cols: list[str], lo: int | None, hi: int, splits: list
 ) -> Any:
     """What a task runs to read split ``i`` of a view's history: :func:`history.scan`, the local read
     (time range, write sequence read or derived), on those row groups, in the stored layout."""
@@ -1169,7 +1139,7 @@ def get_historical_features(
         call, index, n_groups, sides = staged
         out_schema = S.T.StructType(list(df.schema.fields) + new)
         target = S.to_arrow_schema(out_schema, timezone="UTC")
-        stored = [(side, history.empty(registry, side.fv, [*side.cols, SEQ]).schema) for side in sides]
+        stored = [(fv, feats, history.empty(registry, fv, [*cols, SEQ]).schema) for fv, feats, cols in sides]
         run = _retrieve_task(
             registry, part, stored, key_types, full_feature_names, timestamp_column, _arrow_schema(df), target
         )
@@ -1197,31 +1167,18 @@ def _stage_pass(
     timestamp_column: str,
     nb: int,
     skew: int | None,
-) -> tuple[str, pa.Table, int, list[_Side]] | None:
+) -> tuple[str, pa.Table, int, list[tuple[FeatureView, list[str], list[str]]]] | None:
     """Stages one pass's rows in a new call folder: the entity rows first, in a job whose index rows
     also give their time span and each bucket's rows (the entity rows are read once: no separate job
     for their time span, and no hot-key aggregation unless a bucket has more than ``skew`` rows, since
     a key's rows are never more than its bucket's), then the views' histories, read only in the time
     range those rows need. A hot key found so restages the entity rows split by time (in a new call
     folder, the first one removed). Returns (the call folder, its index rows, the number of groups,
-    the staged views), or None (the call folder removed) when no view has history in the entity rows'
-    time range or no entity row has a time. On an error nothing is left.
-
-    Overlap: while the entity rows are staged (often one task: a file of one row group), the histories
-    are staged beside them whole, in a job that is cancelled when it turns out not to fit: a hot key
-    (its sub-buckets need the split assignment), or a time span that would skip more than
-    ``_PRUNE_SHARE`` of a history's rows by its footers. When it is kept, each result task drops the
-    history rows outside the span before the retrieval, so the retrieval gets the same rows either way."""
+    the staged views with their columns), or None (the call folder removed) when no view has history
+    in the entity rows' time range or no entity row has a time. On an error nothing is left."""
     call = spark_staging.new_call(stage_root)
-    spec: _Speculation | None = None
     try:
         left_src = _Source(df)
-        spec = _Speculation.start(
-            spark,
-            lambda: _stage_histories(
-                spark, call, root, registry, offline, part, keys, is_event, nb, None, None, None
-            ),
-        )
         index = _stage_job(
             call, [(left_src, _Assign(keys, timestamp_column, nb, None, False), _LEFT)], timestamp_column
         )
@@ -1232,177 +1189,46 @@ def _stage_pass(
             )
             if per_bucket.max() > skew:
                 hot = _hot(df, list(keys), timestamp_column, skew)
-        lo_us, hi_us = pc.min(index.column("lo")).as_py(), pc.max(index.column("hi")).as_py()
-        keep = spec is not None and not hot and lo_us is not None
-        if keep:
-            keep = not any(_prunes(offline, fv, history.join_low(fv, lo_us), hi_us) for fv, _ in part)
-        if spec is not None and not keep:
-            spec.cancel()
-            spec = None
         if hot:
             spark_staging.remove_call(call)
             call = spark_staging.new_call(stage_root)
             assign = _Assign(keys, timestamp_column, nb, hot, False)
             index = _stage_job(call, [(left_src, assign, _LEFT)], timestamp_column)
-            lo_us, hi_us = pc.min(index.column("lo")).as_py(), pc.max(index.column("hi")).as_py()
-        if lo_us is None:
-            staged_index, sides = None, []
-        elif spec is not None:
-            staged_index, whole = spec.result()
-            spec = None
-            sides = [
-                _Side(fv, feats, cols, (history.join_low(fv, lo_us), hi_us)) for fv, feats, cols, _ in whole
-            ]
-        else:
-            staged_index, sides = _stage_histories(
-                spark, call, root, registry, offline, part, keys, is_event, nb, hot, lo_us, hi_us
-            )
-        if not sides or staged_index is None:
+        lo_us, hi_us = pc.min(index.column("lo")).as_py(), pc.max(index.column("hi")).as_py()
+        sides: list[tuple[FeatureView, list[str], list[str]]] = []
+        staged: list[tuple[_Source, _Assign, int]] = []
+        if lo_us is not None:
+            for fv, feats in part:
+                cols = history.join_columns(fv, feats)
+                low = history.join_low(fv, lo_us)
+                splits = _history_splits(offline, fv, cols, low, hi_us)
+                if not splits:
+                    continue
+                read = _history_reader(root, registry, fv, cols, low, hi_us, splits)
+                # Every part but the last holds at least _SPLIT_ROWS rows (_history_splits).
+                tasks = _task_count(spark, len(splits), len(splits) * _SPLIT_ROWS)
+                src = _Source(spark.range(0, len(splits), 1, tasks), read)
+                if is_event:
+                    assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
+                else:
+                    links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
+                    assign = _Assign(keys, fv.timestamp_field, nb, hot, True, links)
+                staged.append((src, assign, len(sides)))
+                sides.append((fv, feats, cols))
+        if not sides:
             spark_staging.remove_call(call)
             return None
-        index = pa.concat_tables([index, staged_index])
+        index = pa.concat_tables([index, _stage_job(call, staged)])
         return call, index, _n_groups(nb, hot), sides
     except BaseException:
-        if spec is not None:
-            spec.cancel()
         spark_staging.remove_call(call)
         raise
-
-
-class _Side(NamedTuple):
-    """A view staged in a pass: its features, the history columns staged, and the time range
-    ``(low, high)`` (UTC microseconds, inclusive; low None: unbounded) a result task keeps of its rows
-    (None: all, the staging read only that range)."""
-
-    fv: FeatureView
-    feats: list[str]
-    cols: list[str]
-    keep: tuple[int | None, int] | None
-
-
-def _stage_histories(
-    spark: SparkSession,
-    call: str,
-    root: str,
-    registry: Registry,
-    offline: OfflineStore,
-    part: list[tuple[FeatureView, list[str]]],
-    keys: tuple[str, ...],
-    is_event: bool,
-    nb: int,
-    hot: dict[tuple[Any, ...], tuple[int, list[int]]] | None,
-    lo_us: int | None,
-    hi_us: int | None,
-) -> tuple[pa.Table | None, list[_Side]]:
-    """One job staging the views' histories of a pass into ``call``, read in the time range entity
-    rows from ``lo_us`` to ``hi_us`` need (both None: whole): (its index rows, or None when no view
-    has history files; the staged views)."""
-    sides: list[_Side] = []
-    staged: list[tuple[_Source, _Assign, int]] = []
-    for fv, feats in part:
-        cols = history.join_columns(fv, feats)
-        low = None if lo_us is None else history.join_low(fv, lo_us)
-        splits = _history_splits(offline, fv, cols, low, hi_us)
-        if not splits:
-            continue
-        read = _history_reader(root, registry, fv, cols, low, hi_us, splits)
-        # Every part but the last holds at least _SPLIT_ROWS rows (_history_splits).
-        tasks = _task_count(spark, len(splits), len(splits) * _SPLIT_ROWS)
-        src = _Source(spark.range(0, len(splits), 1, tasks), read)
-        if is_event:
-            assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
-        else:
-            links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
-            assign = _Assign(keys, fv.timestamp_field, nb, hot, True, links)
-        staged.append((src, assign, len(sides)))
-        sides.append(_Side(fv, feats, cols, None))
-    if not staged:
-        return None, sides
-    return _stage_job(call, staged), sides
-
-
-#: The overlapped whole-history staging (:func:`_stage_pass`) is kept unless the entity rows' time span
-#: would skip more than this share of a view's history rows (whole row groups, by their footers).
-_PRUNE_SHARE = 1 / 8
-#: Whether :func:`_stage_pass` stages the histories beside the entity rows at all (False: after them, in
-#: their span). benches/compare_spark.py times both; on a shared machine the gain was within the noise.
-_OVERLAP = True
-
-
-def _prunes(offline: OfflineStore, fv: FeatureView, low: int | None, high: int) -> bool:
-    """Whether reading the view's history in ``[low, high]`` (UTC microseconds; low None: unbounded)
-    skips more than ``_PRUNE_SHARE`` of its rows in whole row groups, by their footers' time
-    statistics (a row group without them counts as read)."""
-    total = skipped = 0
-    ts = fv.timestamp_field
-    for _, path in offline.numbered_files(fv.name, fv.source):
-        try:
-            md = pq.read_metadata(path)
-        except (OSError, pa.ArrowException):
-            return True  # the bounded read raises the typed error
-        for g in range(md.num_row_groups):
-            rows = md.row_group(g).num_rows
-            total += rows
-            span = _row_group_times(md, g, ts)
-            if span is not None and (span[1] < (INT64_MIN if low is None else low) or span[0] > high):
-                skipped += rows
-    return skipped > _PRUNE_SHARE * total
-
-
-class _Speculation:
-    """A Spark job started from a driver thread before it is known to be needed (:func:`_stage_pass`,
-    "Overlap"): its jobs carry a tag of their own, by which it is cancelled."""
-
-    def __init__(self, sc: Any, fn: Any) -> None:
-        from pyspark import InheritableThread
-
-        self.sc, self.tag = sc, f"skewless-{os.urandom(8).hex()}"
-        self.out: Any = None
-        self.error: BaseException | None = None
-
-        def run() -> None:
-            self.sc.addJobTag(self.tag)
-            try:
-                self.out = fn()
-            except BaseException as e:  # handed to the caller by result()
-                self.error = e
-            finally:
-                self.sc.removeJobTag(self.tag)
-
-        self.thread = InheritableThread(target=run, daemon=True)
-        self.thread.start()
-
-    @classmethod
-    def start(cls, spark: SparkSession, fn: Any) -> _Speculation | None:
-        """``fn`` run in a new thread, or None under Spark Connect (no SparkContext to tag jobs with)
-        or with ``_OVERLAP`` off."""
-        if not _OVERLAP:
-            return None
-        try:
-            sc = spark.sparkContext
-        except Exception:
-            return None
-        return cls(sc, fn)
-
-    def result(self) -> Any:
-        """``fn``'s result, or its error raised."""
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.out
-
-    def cancel(self) -> None:
-        """Cancels its jobs and waits for the thread (cancelling again until it ends: a job submitted
-        after a cancel is not cancelled by it)."""
-        while self.thread.is_alive():
-            self.sc.cancelJobsWithTag(self.tag)
-            self.thread.join(0.05)
 
 
 def _retrieve_task(
     registry: Registry,
     part: list[tuple[FeatureView, list[str]]],
-    stored: list[tuple[_Side, pa.Schema]],
+    stored: list[tuple[FeatureView, list[str], pa.Schema]],
     key_types: dict[str, list[pa.DataType | None]],
     full_feature_names: bool,
     timestamp_column: str,
@@ -1410,20 +1236,13 @@ def _retrieve_task(
     target: pa.Schema,
 ) -> Any:
     """What a task runs on one bucket: the local retrieval of its entity rows from the views of one
-    pass (their histories' rows of the bucket's keys, in the stored layout; a view staged whole keeps
-    only the rows in its time range, as the staging read would have, :class:`_Side`)."""
+    pass (their histories' rows of the bucket's keys, in the stored layout)."""
 
     def run(unpack: Any) -> pa.Table:
         _size_threads()
         hists: dict[str, pa.Table | None] = {fv.name: None for fv, _ in part}
-        for n, (side, schema) in enumerate(stored):
-            t = unpack(n, schema)
-            if side.keep is not None:
-                low, high = side.keep
-                ts = t.column(side.fv.timestamp_field).cast(pa.int64())
-                m = pc.less_equal(ts, high)
-                t = t.filter(m if low is None else pc.and_(m, pc.greater_equal(ts, low)))
-            hists[side.fv.name] = t
+        for n, (fv, _, schema) in enumerate(stored):
+            hists[fv.name] = unpack(n, schema)
         out = retrieve(
             unpack(_LEFT, left_schema),
             hists,
