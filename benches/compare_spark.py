@@ -288,17 +288,19 @@ def main() -> None:
         with pa.OSFile(result_path, "wb") as f, pa.ipc.new_file(f, result.schema) as w:
             w.write_table(result)
         result_schema = ss.get_historical_features(spark, folder, labels.limit(0), refs).schema
+        # As many tasks as the method's result job runs (at most two per core).
+        tasks = ss._task_count(spark, args.buckets, result.num_rows)
         rows.append(
             (
                 "floor: the result's rows out of Python tasks (read in place from a file)",
                 timed(
                     lambda: noop(
-                        spark.range(0, args.buckets, 1, args.buckets).mapInArrow(
-                            emit_part(result_path, args.buckets), result_schema
+                        spark.range(0, tasks, 1, tasks).mapInArrow(
+                            emit_part(result_path, tasks), result_schema
                         )
                     )
                 ),
-                f"{args.buckets} tasks",
+                f"{tasks} tasks",
             )
         )
         rows.append(

@@ -92,26 +92,28 @@ def store(tmp_path):
 
 
 # ---- the Spark tests run on their own -------------------------------------------------------------------
-# tests/test_spark.py needs pyspark and Java and a Spark start (slow); CI runs it in its own step. The rest
-# of the suite leaves it out unless it is named (or SKEWLESS_SPARK_TESTS=1), and says so in its header.
-SPARK_TESTS = "test_spark.py"
+# These files need pyspark and Java and a Spark start (slow); CI runs them in its own step. The rest of
+# the suite leaves them out unless they are named (or SKEWLESS_SPARK_TESTS=1), and says so in its header.
+# (tests/test_spark_*.py files that need no Spark, such as test_spark_splits.py, run in the default suite.)
+SPARK_TESTS = ("test_spark.py", "test_spark_readme.py")
 
 
 def _spark_tests_wanted(config: pytest.Config) -> bool:
-    named = any(SPARK_TESTS in str(a) for a in config.args)
+    named = any(name in str(a) for a in config.args for name in SPARK_TESTS)
     return named or os.environ.get("SKEWLESS_SPARK_TESTS") == "1"
 
 
 def pytest_ignore_collect(collection_path, config):
-    if collection_path.name == SPARK_TESTS and not _spark_tests_wanted(config):
+    if collection_path.name in SPARK_TESTS and not _spark_tests_wanted(config):
         return True
     return None
 
 
 def pytest_report_header(config):
     if not _spark_tests_wanted(config):
+        files = " ".join(f"tests/{name}" for name in SPARK_TESTS)
         return (
-            f"tests/{SPARK_TESTS} is not part of this run: run `python -m pytest tests/{SPARK_TESTS}` "
-            "(needs pyspark and Java 17+; CI runs it in its Spark step)"
+            f"{files} are not part of this run: run `python -m pytest {files}` "
+            "(they need pyspark and Java 17+; CI runs them in its Spark step)"
         )
     return None

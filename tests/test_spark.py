@@ -820,3 +820,42 @@ def test_the_hot_key_pass_runs_only_when_a_bucket_has_more_than_skew_rows(spark,
         if ran:
             assert list(calls[0]) == [(4,)]
         assert not os.path.exists(stage_root)
+
+
+def test_many_buckets_and_history_parts_run_in_two_tasks_per_core_with_the_same_answer(
+    spark, tmp_path, monkeypatch
+):
+    import skewless.spark as ss
+
+    # Every row group its own history part, and more buckets than 2 x the session's 2 cores: both jobs
+    # deal their units to 4 tasks, each running several one after another.
+    monkeypatch.setattr(ss, "_SPLIT_ROWS", 1)
+    path = str(tmp_path / "store")
+    writes = [[(u, (3 * u + w) % 9, w % 2, float(10 * u + w)) for u in range(8)] for w in range(6)]
+    store = build_store(path, 4, writes, [], [[(1, 2, 0, 1.0)]])
+    ents = [(u % 9, 0, "p", t) for u in range(9) for t in (0, 3, 6, 9)]
+    entity = entity_table(ents)
+    dealt: list[tuple[int, int]] = []
+    count = ss._task_count
+    monkeypatch.setattr(
+        ss, "_task_count", lambda s, n, rows: dealt.append((n, count(s, n, rows))) or count(s, n, rows)
+    )
+    want = store.get_historical_features(entity, ["v:x", "v:y", "src:q"])
+    got = ss.get_historical_features(
+        spark, path, spark.createDataFrame(entity), ["v:x", "v:y", "src:q"], buckets=12
+    )
+    assert got.rdd.getNumPartitions() == 4
+    rows_equal(to_local(got, want).sort_by("row"), want)
+    assert (6, 4) in dealt  # the 6 history files of v: 6 parts in 4 tasks
+    assert all(tasks == min(n, 4) for n, tasks in dealt), dealt
+
+
+def test_a_large_job_gets_more_tasks_than_two_per_core(spark, monkeypatch):
+    import skewless.spark as ss
+
+    # local[2,2]: two cores, so 4 tasks, unless a task would get more than _TASK_ROWS rows.
+    assert ss._task_count(spark, 10, 10 * ss._TASK_ROWS) == 10
+    assert ss._task_count(spark, 10, 6 * ss._TASK_ROWS) == 6
+    assert ss._task_count(spark, 10, 5) == 4
+    assert ss._task_count(spark, 3, 5) == 3
+    assert ss._task_count(spark, 0, 0) == 1

@@ -14,31 +14,32 @@ rows packed: each task cuts its rows by group and writes each group's rows as on
 (:mod:`skewless.spark_staging`: layout, atomic writes, lifetime): two Spark jobs at the call, one whose
 tasks pack the entity rows and report where each group's streams are, with their rows and time span (so
 the entity rows are read once), then one that packs the histories, read in that time span; the returned
-DataFrame has one task per group that maps its streams in place and runs the retrieval. Spark then
+DataFrame's tasks map each group's streams in place and run the retrieval, group after group (groups
+dealt to fewer tasks by their rows: :func:`_task_count`, :func:`_read_staged`). Spark then
 moves only those small index rows: moving the packed bytes through its shuffle (out of Python, into
 shuffle files, back into Python) was about half of a call's CPU time. :func:`asof_join` has no store
 folder: its streams (LZ4-compressed) travel as binary values (the ``_PACKED`` layout below, version 1)
 in a plain repartition placed so that each group has its own partition (no sort). The entity rows and
 every view that shares their join keys travel together (one pass per set of join keys). A view's
 history is not read by Spark's Parquet reader: the tasks read the store's files with the local reader
-(whole row groups, about a million rows a task; the time range, write sequence, page checksums and
+(whole row groups, about a million rows at a time; the time range, write sequence, page checksums and
 ``source=`` checks as locally).
 
-Skewed keys. A key with more than ``skew_rows`` left rows (entity rows) is split by time: its left rows
-are cut at approximate quantiles of their time into sub-buckets of about ``skew_rows`` rows, each its
-own group and task. Each of the key's right rows goes to the sub-bucket of its own time; besides, for a
+Skewed keys. A key with more than ``skew_rows`` left rows (entity rows) is split by time: its left rows are
+cut at approximate quantiles of their time into sub-buckets of about ``skew_rows`` rows, each its own group
+(a task of its own in :func:`asof_join`; in :func:`get_historical_features` the heaviest groups go to
+different tasks first). Each of the key's right rows goes to the sub-bucket of its own time; besides, for a
 plain join a sub-bucket receives the rows at the latest time of the nearest earlier sub-bucket that has
 right rows (all of them: a tie of timestamps is decided inside the kernel), for ``backward`` and
-``nearest``, and those at the earliest time of the nearest later one, for ``forward`` and ``nearest``
-(one more pass over the right side finds them). For an event view (window aggregates), an event also
-goes to every later sub-bucket whose first label's windows reach back to it (the view's largest
-window), so a hot entity's events are copied about once more per window-length at each cut, not sent
-whole to one task. Either way every row a result can come from is in the sub-bucket, so split and
-unsplit runs agree exactly. Finding hot keys costs one aggregation over the left (in
-:func:`get_historical_features` only when a bucket of the staged entity rows has more than ``skew_rows``
-rows: a key's rows are never more than its bucket's; then the entity rows are staged again, split);
-``skew_rows=None`` skips it (every key then stays whole in one bucket, whatever its size). The right
-side is not counted: a key with few left rows but a huge history stays whole.
+``nearest``, and those at the earliest time of the nearest later one, for ``forward`` and ``nearest`` (one
+more pass over the right side finds them). For an event view (window aggregates), an event also goes to
+every later sub-bucket whose first label's windows reach back to it (the view's largest window), so a hot
+entity's events are copied about once more per window-length at each cut, not sent whole to one task. Either
+way every row a result can come from is in the sub-bucket, so split and unsplit runs agree exactly. Finding
+hot keys costs one aggregation over the left (in :func:`get_historical_features` only when a bucket of the
+staged entity rows has more than ``skew_rows`` rows: a key's rows are never more than its bucket's; then the
+entity rows are staged again, split); ``skew_rows=None`` skips it (every key then stays whole in one bucket,
+whatever its size). The right side is not counted: a key with few left rows but a huge history stays whole.
 
 Order. A Spark DataFrame has no row order of its own; results come bucket by bucket.
 :func:`get_historical_features` leaves them so by default (``keep_order=False``: compare and join
@@ -71,6 +72,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import heapq
 import json
 import math
 import os
@@ -157,8 +159,18 @@ _IPC_SLACK = 1 << 14
 #: The streams are LZ4-compressed: fewer bytes through Spark's per-value copies and its shuffle saved
 #: about 9% of the CPU time at size M, more than compressing costs.
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4") else None)
-#: Rows of history one task reads (whole row groups).
+#: Rows of history read at a time (whole row groups): a task reads one or more such parts.
 _SPLIT_ROWS = 1 << 20
+#: At most so many tasks per core of the session in a staging job over the histories and in the
+#: result's job, unless the work is large (``_TASK_ROWS``): each Python task costs Spark 30-40 ms of CPU
+#: time (the worker's setup, the command sent and unpickled), which at size M in ``local[2]`` was a fifth
+#: of a call. Beyond this, a task runs several history parts or groups one after another (memory stays
+#: that of one); two per core lets a core that finishes early take another task.
+_TASKS_PER_CORE = 2
+#: Rows (entity and history) a task gets at most however few cores the session has now (a cluster that
+#: adds executors as it goes starts with few): about a second of a task's work, against which the
+#: per-task cost is small.
+_TASK_ROWS = 1 << 22
 
 #: Default ``skew_rows``: a key with more left rows than this is split by time into sub-buckets.
 DEFAULT_SKEW_ROWS = 1 << 20
@@ -586,7 +598,7 @@ def _stage(
 
 class _Source:
     """One side's rows as Spark tasks see them: a DataFrame's Arrow batches, or a view's history read
-    from its Parquet files by the tasks (``splits``: one task per list of (path, row groups))."""
+    from its Parquet files by the tasks (``read(i)``: history part ``i``, a list of (path, row groups))."""
 
     def __init__(self, df: DataFrame, read: Any = None) -> None:
         self.df, self.read = df, read
@@ -631,6 +643,35 @@ def _join_groups(packed: list[DataFrame], run: Any, out_schema: Any, n_groups: i
     return placed.mapInArrow(_typed(groups), out_schema)
 
 
+def _task_count(spark: SparkSession, items: int, rows: int) -> int:
+    """How many tasks run ``items`` units of work (history parts, groups) of ``rows`` rows in all: one
+    each, but no more than ``_TASKS_PER_CORE`` per core of the session (``defaultParallelism``; none
+    known under Spark Connect) or than it takes to give no task more than ``_TASK_ROWS`` rows, whichever
+    is more."""
+    try:
+        cores = int(spark.sparkContext.defaultParallelism)
+    except Exception:  # Spark Connect has no SparkContext
+        cores = 0
+    return max(1, min(items, max(_TASKS_PER_CORE * cores, -(-rows // _TASK_ROWS))))
+
+
+def _balance(weights: np.ndarray, tasks: int) -> list[list[int]]:
+    """Items (by index) dealt to ``tasks`` lists of about equal total weight: the heaviest first, each to
+    the lightest list so far (items of equal weight in index order, so the deal is deterministic).
+
+    Example:
+        >>> _balance(np.array([5, 1, 4, 2, 3]), 2)
+        [[0, 3, 1], [2, 4]]
+    """
+    heap = [(0, t) for t in range(tasks)]
+    out: list[list[int]] = [[] for _ in range(tasks)]
+    for i in np.argsort(-np.asarray(weights), kind="stable").tolist():
+        load, t = heapq.heappop(heap)
+        out[t].append(i)
+        heapq.heappush(heap, (load + int(weights[i]), t))
+    return out
+
+
 def _stage_job(call: str, staged: list[tuple[_Source, _Assign, int]], span: str | None = None) -> pa.Table:
     """One Spark job whose tasks write the ``staged`` sides' rows packed by group to the call's
     staging folder (:mod:`skewless.spark_staging`): the index rows they report (``_STAGED``, with
@@ -645,20 +686,30 @@ def _stage_job(call: str, staged: list[tuple[_Source, _Assign, int]], span: str 
 def _read_staged(
     spark: SparkSession, call: str, staged: pa.Table, run: Any, out_schema: Any, n_groups: int
 ) -> DataFrame:
-    """A DataFrame of one task per group that reads the group's streams in place (where the index
-    rows ``staged`` say) and runs ``run`` on them: the index is written to the call's folder, Spark
-    moves nothing but the group numbers."""
+    """A DataFrame whose tasks read each group's streams in place (where the index rows ``staged``
+    say) and run ``run`` on them, one group at a time: the index is written to the call's folder, Spark
+    moves nothing but task numbers. Groups are dealt by their rows (:func:`_balance`) to
+    :func:`_task_count`'s tasks."""
     index = staged.select(spark_staging.INDEX_SCHEMA.names).sort_by(
         [("group", "ascending"), ("part", "ascending")]
     )
     spark_staging.write_index(call, index)
     bounds = np.searchsorted(index.column("group").to_numpy(), np.arange(n_groups + 1), side="left").tolist()
+    # A group without entity rows has no result rows: no task reads it. The others are dealt to the
+    # tasks by their rows (both sides), so a hot key's sub-buckets spread over them.
+    group = staged.column("group").to_numpy()
+    rows = staged.column("rows").to_numpy()
+    left = np.bincount(group[staged.column("part").to_numpy() == _LEFT], minlength=n_groups)
+    weights = np.bincount(group, weights=rows, minlength=n_groups)
+    live = np.flatnonzero(left)
+    tasks = _task_count(spark, len(live), int(weights[live].sum()))
+    deal = [[int(live[i]) for i in d] for d in _balance(weights[live], tasks)]
 
     def groups(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         idx = spark_staging.read_index(call)
         packs = spark_staging.Packs(call)
         for b in batches:
-            for g in b.column(0).to_pylist():
+            for g in (g for task in b.column(0).to_pylist() for g in deal[task]):
                 rows = idx.slice(bounds[g], bounds[g + 1] - bounds[g])
 
                 def unpack(part: int, schema: pa.Schema, rows: pa.Table = rows) -> pa.Table:
@@ -677,7 +728,7 @@ def _read_staged(
 
                 yield from run(unpack).to_batches()
 
-    return spark.range(0, n_groups, 1, n_groups).mapInArrow(_typed(groups), out_schema)
+    return spark.range(0, len(deal), 1, max(1, len(deal))).mapInArrow(_typed(groups), out_schema)
 
 
 def _links(
@@ -887,11 +938,11 @@ def asof_join(
 def _history_splits(
     offline: OfflineStore, fv: FeatureView, cols: list[str], lo: int | None = None, hi: int | None = None
 ) -> list[list[tuple[str, list[int], bool]]]:
-    """The view's history files cut into the parts one task reads: lists of (path, row groups, whether
-    they need the time filter) of about ``_SPLIT_ROWS`` rows (whole small files together, a large
-    file's row groups apart). A row group whose footer statistics put every time in ``[lo, hi]``
-    (UTC microseconds, None: unbounded) is read without the row filter, which cost about a fifth of a
-    task's read and drops nothing there. Checked here, on the driver, as the local read checks them:
+    """The view's history files cut into the parts a task reads one at a time: lists of (path, row groups,
+    whether they need the time filter) of about ``_SPLIT_ROWS`` rows (whole small files together, a large
+    file's row groups apart). A row group whose footer statistics put every time in ``[lo, hi]`` (UTC
+    microseconds, None: unbounded) is read without the row filter, which cost about a fifth of a task's
+    read and drops nothing there. Checked here, on the driver, as the local read checks them:
     footers, the timestamp's type, the columns."""
     numbered = offline.numbered_files(fv.name, fv.source)
     metas = []
@@ -1154,7 +1205,9 @@ def _stage_pass(
                 if not splits:
                     continue
                 read = _history_reader(root, registry, fv, cols, low, hi_us, splits)
-                src = _Source(spark.range(0, len(splits), 1, len(splits)), read)
+                # Every part but the last holds at least _SPLIT_ROWS rows (_history_splits).
+                tasks = _task_count(spark, len(splits), len(splits) * _SPLIT_ROWS)
+                src = _Source(spark.range(0, len(splits), 1, tasks), read)
                 if is_event:
                     assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
                 else:

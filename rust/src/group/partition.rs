@@ -12,7 +12,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    new_empty_array, Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray, RecordBatch,
+    downcast_primitive, new_empty_array, Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray,
+    RecordBatch,
 };
 use arrow::buffer::NullBuffer;
 use arrow::compute::interleave;
@@ -74,34 +75,19 @@ pub fn partition(table: &Table, groups: &[&[i32]], n: usize) -> Result<(RecordBa
     Ok((batch, counts))
 }
 
-/// One column's rows moved to `dest` (a permutation of `0..dest.len()`).
-fn reorder(chunks: &[ArrayRef], dest: &[u32], dt: &DataType) -> Result<ArrayRef> {
-    use arrow::datatypes::{
-        Date32Type, Date64Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
-        TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-        TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+/// `scatter` for the primitive type `$t` (the arm `downcast_primitive!` expands for each type).
+macro_rules! scatter_as {
+    ($t:ty, $chunks:expr, $dest:expr, $dt:expr) => {
+        scatter::<$t>($chunks, $dest, $dt)
     };
-    match dt {
-        DataType::Int8 => scatter::<Int8Type>(chunks, dest, dt),
-        DataType::Int16 => scatter::<Int16Type>(chunks, dest, dt),
-        DataType::Int32 => scatter::<Int32Type>(chunks, dest, dt),
-        DataType::Int64 => scatter::<Int64Type>(chunks, dest, dt),
-        DataType::UInt8 => scatter::<UInt8Type>(chunks, dest, dt),
-        DataType::UInt16 => scatter::<UInt16Type>(chunks, dest, dt),
-        DataType::UInt32 => scatter::<UInt32Type>(chunks, dest, dt),
-        DataType::UInt64 => scatter::<UInt64Type>(chunks, dest, dt),
-        DataType::Float32 => scatter::<Float32Type>(chunks, dest, dt),
-        DataType::Float64 => scatter::<Float64Type>(chunks, dest, dt),
-        DataType::Date32 => scatter::<Date32Type>(chunks, dest, dt),
-        DataType::Date64 => scatter::<Date64Type>(chunks, dest, dt),
-        DataType::Timestamp(TimeUnit::Second, _) => scatter::<TimestampSecondType>(chunks, dest, dt),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => {
-            scatter::<TimestampMillisecondType>(chunks, dest, dt)
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            scatter::<TimestampMicrosecondType>(chunks, dest, dt)
-        }
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => scatter::<TimestampNanosecondType>(chunks, dest, dt),
+}
+
+/// One column's rows moved to `dest` (a permutation of `0..dest.len()`): every fixed-width primitive
+/// type (integers, floats, decimals, dates, times, timestamps, durations, intervals) scattered, the
+/// rest gathered.
+fn reorder(chunks: &[ArrayRef], dest: &[u32], dt: &DataType) -> Result<ArrayRef> {
+    downcast_primitive! {
+        dt => (scatter_as, chunks, dest, dt),
         _ => gather(chunks, dest, dt),
     }
 }
@@ -154,12 +140,15 @@ fn scatter<T: ArrowPrimitiveType>(chunks: &[ArrayRef], dest: &[u32], dt: &DataTy
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::array::{
+        BooleanArray, Decimal128Array, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
     use arrow::compute::{concat, take};
     use arrow::datatypes::{Field, Schema};
 
     /// `len` rows in `parts` chunks: int64, float64 with nulls, a UTC timestamp, strings with nulls,
-    /// booleans; and a group number per row from a small LCG.
+    /// booleans, a decimal with nulls (a primitive type of 16 bytes and a parameter); and a group number
+    /// per row from a small LCG.
     fn input(len: usize, parts: usize, n: usize, seed: u64) -> (Table, Vec<Vec<i32>>) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, false),
@@ -171,6 +160,7 @@ mod tests {
             ),
             Field::new("s", DataType::Utf8, true),
             Field::new("b", DataType::Boolean, true),
+            Field::new("d", DataType::Decimal128(20, 3), true),
         ]));
         let mut state = seed;
         let mut rnd = move || {
@@ -202,6 +192,13 @@ mod tests {
                 Arc::new(BooleanArray::from_iter(
                     rows.iter().map(|&r| (r % 6 != 2).then_some(r % 2 == 0)),
                 )),
+                Arc::new(
+                    Decimal128Array::from_iter(
+                        rows.iter().map(|&r| (r % 7 != 3).then_some(r as i128 * -1_001)),
+                    )
+                    .with_precision_and_scale(20, 3)
+                    .unwrap(),
+                ),
             ];
             batches.push(RecordBatch::try_new(schema.clone(), cols).unwrap());
             groups.push((0..m).map(|_| (rnd() % n) as i32).collect());
