@@ -115,12 +115,18 @@ def test_kill_9_during_flushes_leaves_only_whole_segments(tmp_path, delay):
     p = subprocess.Popen([sys.executable, "-c", FLOODER, store.path], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        # The kill must land while flushes go on, after a first whole segment: under load the first flush
+        # can come later than `delay`, so wait for it rather than for a fixed time.
+        folder = os.path.join(store.path, "logs")
+        deadline = time.time() + 60
+        while not (os.path.isdir(folder) and any(e.name.startswith("seg-") for e in os.scandir(folder))):
+            assert time.time() < deadline, "the child wrote no log segment within 60 s"
+            time.sleep(0.01)
         time.sleep(delay)
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=30)
     assert p.returncode == -signal.SIGKILL
-    folder = os.path.join(store.path, "logs")
     log = store.read_log()  # raises StorageError on any damaged segment
     assert log, "the child wrote segments before it was killed"
     if log:
