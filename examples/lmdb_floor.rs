@@ -230,6 +230,31 @@ fn main() -> Result<()> {
         plan.get_f64(&req, 1_800_000_000_000_000, &mut values, &mut status)?;
         per.push(t.elapsed().as_nanos() as f64 / 100.0);
     }
+    // One key through the plan: what a one-key `get_numpy` costs below the binding.
+    let mut one_plan = Vec::with_capacity(BATCHES * 10);
+    let (mut v1, mut s1) = ([0.0; 5], [0i8; 1]);
+    for b in &batches {
+        for &k in &b[20..30] {
+            let req = Request {
+                n: 1,
+                cols: vec![KeyColumn {
+                    values: KeyValues::Int(vec![k.into()]),
+                    valid: vec![],
+                }],
+            };
+            let t = Instant::now();
+            plan.get_f64(&req, 1_800_000_000_000_000, &mut v1, &mut s1)?;
+            one_plan.push(t.elapsed().as_nanos() as f64);
+        }
+    }
+    // An empty read transaction, begun and ended through heed as every request's is: the part of a
+    // one-key call that a kept, reset and renewed transaction would shrink.
+    let mut empty = Vec::with_capacity(BATCHES * 10);
+    for _ in 0..BATCHES * 10 {
+        let t = Instant::now();
+        store.read(|txn| Ok(std::hint::black_box(txn).id()))?;
+        empty.push(t.elapsed().as_nanos() as f64);
+    }
     println!("| LMDB floor (Rust, heed mdb_get, no decoding) | ns per key |");
     println!("| --- | ---: |");
     println!("| 100 random keys, one read txn, request order | {unsorted:.0} |");
@@ -245,6 +270,14 @@ fn main() -> Result<()> {
     println!(
         "| serving plan get_f64 (100 keys: check, encode, direct search, crc, decode 5 f64) | {:.0} |",
         p50(per)
+    );
+    println!(
+        "| serving plan get_f64, one key per call | {:.0} |",
+        p50(one_plan)
+    );
+    println!(
+        "| an empty read transaction (heed's begin and end) | {:.0} |",
+        p50(empty)
     );
     drop(plan);
     drop(store);
