@@ -86,7 +86,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import errors, history, spark_staging
+from . import errors, history, spark_direct, spark_staging
 from ._core import key_buckets, partition_rows
 from .asof import asof_join as _local_asof_join
 from .definitions import FeatureService, FeatureView
@@ -675,9 +675,12 @@ def _balance(weights: np.ndarray, tasks: int) -> list[list[int]]:
 def _stage_job(call: str, staged: list[tuple[_Source, _Assign, int]], span: str | None = None) -> pa.Table:
     """One Spark job whose tasks write the ``staged`` sides' rows packed by group to the call's
     staging folder (:mod:`skewless.spark_staging`): the index rows they report (``_STAGED``, with
-    ``span`` the times of :func:`_stage`)."""
+    ``span`` the entity rows' times (column) of :func:`_stage`)."""
     jobs = [
-        src.map(lambda it, a=assign, p=part: _stage(it, a, p, call, span), _STAGED)
+        src.map(
+            lambda it, a=assign, p=part, c=(span if part == _LEFT else None): _stage(it, a, p, call, c),
+            _STAGED,
+        )
         for src, assign, part in staged
     ]
     return reduce(lambda a, b: a.unionByName(b), jobs).toArrow().cast(_STAGED_SCHEMA)
@@ -1175,10 +1178,32 @@ def _stage_pass(
     range those rows need. A hot key found so restages the entity rows split by time (in a new call
     folder, the first one removed). Returns (the call folder, its index rows, the number of groups,
     the staged views with their columns), or None (the call folder removed) when no view has history
-    in the entity rows' time range or no entity row has a time. On an error nothing is left."""
+    in the entity rows' time range or no entity row has a time. On an error nothing is left.
+
+    An ``entity_df`` that is a bare scan of local Parquet files is read by the tasks themselves
+    (:mod:`skewless.spark_direct`), and when its footers give its time span and no key can be hot,
+    its rows and the histories are staged in one job (:func:`_stage_together`)."""
+    direct = spark_direct.scan_of(df, _arrow_schema(df))
+    if direct is not None:
+        together = _stage_together(
+            spark,
+            stage_root,
+            root,
+            registry,
+            offline,
+            direct,
+            part,
+            keys,
+            is_event,
+            timestamp_column,
+            nb,
+            skew,
+        )
+        if together is not _AGAIN:
+            return together  # type: ignore[return-value]
+    left_src = _direct_source(spark, direct) if direct is not None else _Source(df)
     call = spark_staging.new_call(stage_root)
     try:
-        left_src = _Source(df)
         index = _stage_job(
             call, [(left_src, _Assign(keys, timestamp_column, nb, None, False), _LEFT)], timestamp_column
         )
@@ -1195,26 +1220,11 @@ def _stage_pass(
             assign = _Assign(keys, timestamp_column, nb, hot, False)
             index = _stage_job(call, [(left_src, assign, _LEFT)], timestamp_column)
         lo_us, hi_us = pc.min(index.column("lo")).as_py(), pc.max(index.column("hi")).as_py()
-        sides: list[tuple[FeatureView, list[str], list[str]]] = []
-        staged: list[tuple[_Source, _Assign, int]] = []
-        if lo_us is not None:
-            for fv, feats in part:
-                cols = history.join_columns(fv, feats)
-                low = history.join_low(fv, lo_us)
-                splits = _history_splits(offline, fv, cols, low, hi_us)
-                if not splits:
-                    continue
-                read = _history_reader(root, registry, fv, cols, low, hi_us, splits)
-                # Every part but the last holds at least _SPLIT_ROWS rows (_history_splits).
-                tasks = _task_count(spark, len(splits), len(splits) * _SPLIT_ROWS)
-                src = _Source(spark.range(0, len(splits), 1, tasks), read)
-                if is_event:
-                    assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
-                else:
-                    links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
-                    assign = _Assign(keys, fv.timestamp_field, nb, hot, True, links)
-                staged.append((src, assign, len(sides)))
-                sides.append((fv, feats, cols))
+        staged, sides = (
+            _histories(spark, root, registry, offline, part, keys, is_event, lo_us, hi_us, nb, hot)
+            if lo_us is not None
+            else ([], [])
+        )
         if not sides:
             spark_staging.remove_call(call)
             return None
@@ -1223,6 +1233,102 @@ def _stage_pass(
     except BaseException:
         spark_staging.remove_call(call)
         raise
+
+
+#: :func:`_stage_together`'s answer when the footers' span or row count did not hold: stage as usual.
+_AGAIN = object()
+
+
+def _direct_source(spark: SparkSession, direct: spark_direct.DirectScan) -> _Source:
+    """The entity rows read from their Parquet files by the tasks (:mod:`skewless.spark_direct`)."""
+    tasks = _task_count(spark, len(direct.splits()), direct.rows)
+    return _Source(spark.range(0, len(direct.splits()), 1, tasks), direct.reader())
+
+
+def _stage_together(
+    spark: SparkSession,
+    stage_root: str,
+    root: str,
+    registry: Registry,
+    offline: OfflineStore,
+    direct: spark_direct.DirectScan,
+    part: list[tuple[FeatureView, list[str]]],
+    keys: tuple[str, ...],
+    is_event: bool,
+    timestamp_column: str,
+    nb: int,
+    skew: int | None,
+) -> Any:
+    """The entity rows and the histories staged in one Spark job, the histories read in the entity
+    rows' time span as the Parquet footers give it, when no key can be hot (no more entity rows than
+    ``skew``, or ``skew`` None): :func:`_stage_pass`'s answer, or ``_AGAIN`` (nothing left staged)
+    when the footers cannot give the span, or the rows the tasks staged do not bear the footers out
+    (their span outside it, or a bucket over ``skew``): then the entity rows are staged first, as for
+    any DataFrame."""
+    span = direct.span(timestamp_column)
+    if span is None or (skew is not None and direct.rows > skew):
+        return _AGAIN
+    lo_us, hi_us = span
+    staged, sides = _histories(spark, root, registry, offline, part, keys, is_event, lo_us, hi_us, nb, None)
+    if not sides:
+        return _AGAIN  # rare: the usual way checks the span against the rows themselves
+    call = spark_staging.new_call(stage_root)
+    try:
+        left = (_direct_source(spark, direct), _Assign(keys, timestamp_column, nb, None, False), _LEFT)
+        index = _stage_job(call, [left, *staged], timestamp_column)
+        mine = index.filter(pc.equal(index.column("part"), _LEFT))
+        low, high = pc.min(mine.column("lo")).as_py(), pc.max(mine.column("hi")).as_py()
+        held = low is not None and lo_us <= low and high <= hi_us
+        if held and skew is not None and mine.num_rows:
+            held = bool(
+                np.bincount(mine.column("group").to_numpy(), weights=mine.column("rows").to_numpy()).max()
+                <= skew
+            )
+        if not held:
+            spark_staging.remove_call(call)
+            return _AGAIN
+        return call, index, _n_groups(nb, None), sides
+    except BaseException:
+        spark_staging.remove_call(call)
+        raise
+
+
+def _histories(
+    spark: SparkSession,
+    root: str,
+    registry: Registry,
+    offline: OfflineStore,
+    part: list[tuple[FeatureView, list[str]]],
+    keys: tuple[str, ...],
+    is_event: bool,
+    lo_us: int,
+    hi_us: int,
+    nb: int,
+    hot: dict[tuple[Any, ...], tuple[int, list[int]]] | None,
+) -> tuple[list[tuple[_Source, _Assign, int]], list[tuple[FeatureView, list[str], list[str]]]]:
+    """The views' histories as staging sources, each read in the time range entity rows in
+    ``[lo_us, hi_us]`` need, and the staged views with their columns (views without rows there left
+    out)."""
+    sides: list[tuple[FeatureView, list[str], list[str]]] = []
+    staged: list[tuple[_Source, _Assign, int]] = []
+    for fv, feats in part:
+        cols = history.join_columns(fv, feats)
+        low = history.join_low(fv, lo_us)
+        splits = _history_splits(offline, fv, cols, low, hi_us)
+        if not splits:
+            continue
+        read = _history_reader(root, registry, fv, cols, low, hi_us, splits)
+        # Every part but the last holds at least _SPLIT_ROWS rows (_history_splits).
+        tasks = _task_count(spark, len(splits), len(splits) * _SPLIT_ROWS)
+        src = _Source(spark.range(0, len(splits), 1, tasks), read)
+        if is_event:
+            assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
+        else:
+            links = _links(src, list(keys), fv.timestamp_field, hot, nb, "backward") if hot else []
+            assign = _Assign(keys, fv.timestamp_field, nb, hot, True, links)
+        staged.append((src, assign, len(sides)))
+        sides.append((fv, feats, cols))
+    return staged, sides
 
 
 def _retrieve_task(
