@@ -13,7 +13,9 @@ rows packed: each task cuts its rows by group and writes each group's rows as on
 :func:`get_historical_features` writes these streams to files in a staging folder on the store's mount
 (:mod:`skewless.spark_staging`: layout, atomic writes, lifetime): two Spark jobs at the call, one whose
 tasks pack the entity rows and report where each group's streams are, with their rows and time span (so
-the entity rows are read once), then one that packs the histories, read in that time span; the returned
+the entity rows are read once), then one that packs the histories, read in that time span (one job for
+both when the entity rows are a bare Parquet scan the tasks read themselves and whose footers give the
+span: :mod:`skewless.spark_direct`); the returned
 DataFrame's tasks map each group's streams in place and run the retrieval, group after group (groups
 dealt to fewer tasks by their rows: :func:`_task_count`, :func:`_read_staged`). Spark then
 moves only those small index rows: moving the packed bytes through its shuffle (out of Python, into
@@ -597,11 +599,13 @@ def _stage(
 
 
 class _Source:
-    """One side's rows as Spark tasks see them: a DataFrame's Arrow batches, or a view's history read
-    from its Parquet files by the tasks (``read(i)``: history part ``i``, a list of (path, row groups))."""
+    """One side's rows as Spark tasks see them: a DataFrame's Arrow batches, or rows the tasks read
+    themselves (a view's history from its Parquet files, or entity rows: :mod:`skewless.spark_direct`):
+    ``read(i)`` yields part ``i``'s batches, ``rows[i]`` its rows (about), ``df`` a range of the part
+    numbers."""
 
-    def __init__(self, df: DataFrame, read: Any = None) -> None:
-        self.df, self.read = df, read
+    def __init__(self, df: DataFrame, read: Any = None, rows: Sequence[int] = ()) -> None:
+        self.df, self.read, self.rows = df, read, list(rows)
 
     def map(self, fn: Any, schema: str) -> DataFrame:
         """``fn`` (an iterator of the side's batches -> an iterator of batches) in the side's tasks."""
@@ -675,15 +679,45 @@ def _balance(weights: np.ndarray, tasks: int) -> list[list[int]]:
 def _stage_job(call: str, staged: list[tuple[_Source, _Assign, int]], span: str | None = None) -> pa.Table:
     """One Spark job whose tasks write the ``staged`` sides' rows packed by group to the call's
     staging folder (:mod:`skewless.spark_staging`): the index rows they report (``_STAGED``, with
-    ``span`` the entity rows' times (column) of :func:`_stage`)."""
+    ``span`` the entity rows' times (column) of :func:`_stage`). The sides the tasks read themselves
+    run in one ``mapInArrow`` (:func:`_staged_reads`), each DataFrame side in one of its own."""
     jobs = [
         src.map(
             lambda it, a=assign, p=part, c=(span if part == _LEFT else None): _stage(it, a, p, call, c),
             _STAGED,
         )
         for src, assign, part in staged
+        if src.read is None
     ]
+    reads = [(src, assign, part) for src, assign, part in staged if src.read is not None]
+    if reads:
+        jobs.append(_staged_reads(call, reads, span))
     return reduce(lambda a, b: a.unionByName(b), jobs).toArrow().cast(_STAGED_SCHEMA)
+
+
+def _staged_reads(call: str, staged: list[tuple[_Source, _Assign, int]], span: str | None) -> DataFrame:
+    """The parts of every side the tasks read themselves, dealt by their rows (:func:`_balance`) to
+    :func:`_task_count`'s tasks of one ``mapInArrow``: each task stages its parts of each side into
+    one pack file per side (:func:`_stage`). One Python function for all sides: building each costs
+    the driver about 0.1 s (pickling, the JVM's UDF), and one deal balances the tasks over all."""
+    src0 = staged[0][0]
+    units = [(k, i) for k, (src, _, _) in enumerate(staged) for i in range(len(src.rows))]
+    weights = np.asarray([staged[k][0].rows[i] for k, i in units], np.int64)
+    tasks = _task_count(src0.df.sparkSession, len(units), int(weights.sum()))
+    deal = [sorted(units[j] for j in d) for d in _balance(weights, tasks)]
+    sides = [(src.read, assign, part) for src, assign, part in staged]
+
+    def run(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in ids:
+            for task in batch.column(0).to_pylist():
+                mine = deal[task]
+                for k in sorted({k for k, _ in mine}):
+                    read, assign, part = sides[k]
+                    parts = [i for kk, i in mine if kk == k]
+                    rows = (b for i in parts for b in read(i))
+                    yield from _stage(rows, assign, part, call, span if part == _LEFT else None)
+
+    return src0.df.sparkSession.range(0, tasks, 1, tasks).mapInArrow(_typed(run), _STAGED)
 
 
 def _read_staged(
@@ -1133,8 +1167,21 @@ def get_historical_features(
             for fv, feats in part
             for n, f in zip(names_of[fv.name], feats, strict=True)
         ]
+        left_schema = _arrow_schema(df)
         staged = _stage_pass(
-            spark, stage_root, root, registry, offline, df, part, keys, is_event, timestamp_column, nb, skew
+            spark,
+            stage_root,
+            root,
+            registry,
+            offline,
+            df,
+            left_schema,
+            part,
+            keys,
+            is_event,
+            timestamp_column,
+            nb,
+            skew,
         )
         if staged is None:
             df = df.withColumns({f.name: F.lit(None).cast(f.dataType) for f in new})
@@ -1144,7 +1191,7 @@ def get_historical_features(
         target = S.to_arrow_schema(out_schema, timezone="UTC")
         stored = [(fv, feats, history.empty(registry, fv, [*cols, SEQ]).schema) for fv, feats, cols in sides]
         run = _retrieve_task(
-            registry, part, stored, key_types, full_feature_names, timestamp_column, _arrow_schema(df), target
+            registry, part, stored, key_types, full_feature_names, timestamp_column, left_schema, target
         )
         try:
             df = _read_staged(spark, call, index, run, out_schema, n_groups)
@@ -1164,6 +1211,7 @@ def _stage_pass(
     registry: Registry,
     offline: OfflineStore,
     df: DataFrame,
+    left_schema: pa.Schema,
     part: list[tuple[FeatureView, list[str]]],
     keys: tuple[str, ...],
     is_event: bool,
@@ -1183,7 +1231,7 @@ def _stage_pass(
     An ``entity_df`` that is a bare scan of local Parquet files is read by the tasks themselves
     (:mod:`skewless.spark_direct`), and when its footers give its time span and no key can be hot,
     its rows and the histories are staged in one job (:func:`_stage_together`)."""
-    direct = spark_direct.scan_of(df, _arrow_schema(df))
+    direct = spark_direct.scan_of(df, left_schema)
     if direct is not None:
         together = _stage_together(
             spark,
@@ -1241,8 +1289,9 @@ _AGAIN = object()
 
 def _direct_source(spark: SparkSession, direct: spark_direct.DirectScan) -> _Source:
     """The entity rows read from their Parquet files by the tasks (:mod:`skewless.spark_direct`)."""
-    tasks = _task_count(spark, len(direct.splits()), direct.rows)
-    return _Source(spark.range(0, len(direct.splits()), 1, tasks), direct.reader())
+    rows = direct.split_rows()
+    tasks = _task_count(spark, len(rows), direct.rows)
+    return _Source(spark.range(0, len(rows), 1, tasks), direct.reader(), rows)
 
 
 def _stage_together(
@@ -1320,7 +1369,7 @@ def _histories(
         read = _history_reader(root, registry, fv, cols, low, hi_us, splits)
         # Every part but the last holds at least _SPLIT_ROWS rows (_history_splits).
         tasks = _task_count(spark, len(splits), len(splits) * _SPLIT_ROWS)
-        src = _Source(spark.range(0, len(splits), 1, tasks), read)
+        src = _Source(spark.range(0, len(splits), 1, tasks), read, [_SPLIT_ROWS] * len(splits))
         if is_event:
             assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
         else:

@@ -79,6 +79,11 @@ class DirectScan:
             out.append(current)
         return out
 
+    def split_rows(self) -> list[int]:
+        """The rows of each part of :meth:`splits`."""
+        where = {p: md for p, md in zip(self.files, self.metas, strict=True)}
+        return [sum(where[p].row_group(g).num_rows for p, gs in part for g in gs) for part in self.splits()]
+
     def reader(self) -> Any:
         """What a task runs to read part ``i`` of :meth:`splits`: its batches in ``schema``'s types."""
         splits, schema = self.splits(), self.schema
