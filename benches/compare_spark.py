@@ -18,7 +18,9 @@ tie-breaker. Timed (each job runs to Spark's ``noop`` sink, so nothing is collec
 - ``skewless.spark.get_historical_features`` (its default, bucket order, and with the entity rows' order
   restored) on a store holding the same feature rows (one view of the five features), its history read
   by the tasks from the store's files, the packed rows exchanged through the store's staging folder
-  (each call in a ``staging_scope``: removing the staged files is part of its time);
+  (each call in a ``staging_scope``: removing the staged files is part of its time); the labels, a bare
+  Parquet scan, are read by the tasks themselves (``skewless.spark_direct``), and once more as a
+  DataFrame that is not (``labels.select('*')``), which Spark reads and hands to Python;
 - the floors of any method running the join in Python tasks: the entity rows into Python (tasks that
   return nothing) and the result's rows out of Python (tasks that yield it, read in place from a file);
 - the local ``FeatureStore.get_historical_features`` on that store and the local ``skewless.asof_join``
@@ -255,16 +257,23 @@ def main() -> None:
         store.write("v", local_feats)
         refs = [f"v:{f}" for f in FEATS]
 
-        def spark_features(**kw):  # type: ignore[no-untyped-def]
+        def spark_features(entity=labels, **kw):  # type: ignore[no-untyped-def]
             # The staging folder goes when the scope ends: its removal is part of the time.
             with ss.staging_scope():
-                noop(ss.get_historical_features(spark, folder, labels, refs, buckets=args.buckets, **kw))
+                noop(ss.get_historical_features(spark, folder, entity, refs, buckets=args.buckets, **kw))
 
         rows.append(
             (
                 "skewless.spark.get_historical_features (history read by the tasks)",
                 timed(spark_features),
                 "the default: bucket order; rows exchanged through the store's staging folder",
+            )
+        )
+        rows.append(
+            (
+                "the same, entity rows read by Spark (not a bare scan: `labels.select('*')`)",
+                timed(lambda: spark_features(entity=labels.select("*"))),
+                "Spark reads the labels and hands them to Python as Arrow",
             )
         )
         rows.append(

@@ -112,6 +112,10 @@ def _install_worker_timers() -> None:
     m.key_buckets = _timed_fn("bucket hash", m.key_buckets)
     m._write_streams = _timed_fn("stream writes", m._write_streams)
     h.scan = _timed_gen("history read (local reader)", h.scan)
+    import pyarrow.parquet as pq_
+
+    # The entity rows' own read when the tasks read them (skewless.spark_direct).
+    pq_.ParquetFile.read_row_groups = _timed_fn("entity rows read (pyarrow)", pq_.ParquetFile.read_row_groups)
     h.to_stored = _timed_fn("history to stored layout", h.to_stored)
 
 

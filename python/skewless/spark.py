@@ -146,6 +146,17 @@ _STAGED_SCHEMA = pa.schema(
         pa.field("hi", pa.int64()),
     ]
 )
+
+
+def _staged_type() -> Any:
+    """``_STAGED`` as Spark's schema object (a DDL string is parsed by the JVM at every use)."""
+    global _STAGED_TYPE
+    if _STAGED_TYPE is None:
+        _STAGED_TYPE = _spark().from_arrow_schema(_STAGED_SCHEMA)
+    return _STAGED_TYPE
+
+
+_STAGED_TYPE: Any = None
 #: How a task's skewless error travels to the driver inside Spark's error text (see "Errors").
 _ERROR_MARK = "skewless-error:"
 _ERROR_END = ":skewless-error-end"
@@ -185,7 +196,7 @@ def _spark() -> Any:
     try:
         import pyspark.sql.functions as functions
         import pyspark.sql.types as types
-        from pyspark.sql.pandas.types import from_arrow_type, to_arrow_schema
+        from pyspark.sql.pandas.types import from_arrow_schema, from_arrow_type, to_arrow_schema
     except ImportError as e:  # pragma: no cover - the extra is installed wherever this runs in CI
         raise ImportError(
             f"skewless.spark needs pyspark ({e}); install it with `pip install 'skewless[spark]'` and a Java "
@@ -198,12 +209,14 @@ def _spark() -> Any:
 
     _Mod.from_arrow_type = staticmethod(from_arrow_type)  # type: ignore[attr-defined]
     _Mod.to_arrow_schema = staticmethod(to_arrow_schema)  # type: ignore[attr-defined]
+    _Mod.from_arrow_schema = staticmethod(from_arrow_schema)  # type: ignore[attr-defined]
     return _Mod
 
 
-def _arrow_schema(df: DataFrame) -> pa.Schema:
-    """The Arrow schema Spark hands a task for ``df`` (timestamps as UTC instants)."""
-    return _spark().to_arrow_schema(df.schema, timezone="UTC")
+def _arrow_schema(df: DataFrame | Any) -> pa.Schema:
+    """The Arrow schema Spark hands a task for ``df`` (or a Spark schema; timestamps as UTC instants)."""
+    schema = df if isinstance(df, _spark().T.StructType) else df.schema
+    return _spark().to_arrow_schema(schema, timezone="UTC")
 
 
 def _spark_type(t: pa.DataType, what: str) -> Any:
@@ -279,8 +292,8 @@ def _install_typed_errors() -> None:
     captured.convert_exception = convert
 
 
-def _check_free(df: DataFrame, what: str) -> None:
-    taken = [c for c in df.columns if c in _RESERVED]
+def _check_free(df: DataFrame | Sequence[str], what: str) -> None:
+    taken = [c for c in (df if isinstance(df, Sequence) else df.columns) if c in _RESERVED]
     if taken:
         raise ColumnClashError(f"{what} has column(s) {taken}, reserved by skewless.spark; rename them")
 
@@ -604,8 +617,18 @@ class _Source:
     ``read(i)`` yields part ``i``'s batches, ``rows[i]`` its rows (about), ``df`` a range of the part
     numbers."""
 
-    def __init__(self, df: DataFrame, read: Any = None, rows: Sequence[int] = ()) -> None:
-        self.df, self.read, self.rows = df, read, list(rows)
+    def __init__(
+        self, df: DataFrame | None, read: Any = None, rows: Sequence[int] = (), spark: Any = None
+    ) -> None:
+        self._df, self.read, self.rows, self.spark = df, read, list(rows), spark
+
+    @property
+    def df(self) -> DataFrame:
+        """The side's DataFrame; for parts the tasks read, built on first use (a JVM round trip)."""
+        if self._df is None:
+            n = len(self.rows)
+            self._df = self.spark.range(0, n, 1, _task_count(self.spark, n, sum(self.rows)))
+        return self._df
 
     def map(self, fn: Any, schema: str) -> DataFrame:
         """``fn`` (an iterator of the side's batches -> an iterator of batches) in the side's tasks."""
@@ -701,9 +724,10 @@ def _staged_reads(call: str, staged: list[tuple[_Source, _Assign, int]], span: s
     one pack file per side (:func:`_stage`). One Python function for all sides: building each costs
     the driver about 0.1 s (pickling, the JVM's UDF), and one deal balances the tasks over all."""
     src0 = staged[0][0]
+    assert src0.spark is not None
     units = [(k, i) for k, (src, _, _) in enumerate(staged) for i in range(len(src.rows))]
     weights = np.asarray([staged[k][0].rows[i] for k, i in units], np.int64)
-    tasks = _task_count(src0.df.sparkSession, len(units), int(weights.sum()))
+    tasks = _task_count(src0.spark, len(units), int(weights.sum()))
     deal = [sorted(units[j] for j in d) for d in _balance(weights, tasks)]
     sides = [(src.read, assign, part) for src, assign, part in staged]
 
@@ -717,7 +741,7 @@ def _staged_reads(call: str, staged: list[tuple[_Source, _Assign, int]], span: s
                     rows = (b for i in parts for b in read(i))
                     yield from _stage(rows, assign, part, call, span if part == _LEFT else None)
 
-    return src0.df.sparkSession.range(0, tasks, 1, tasks).mapInArrow(_typed(run), _STAGED)
+    return src0.spark.range(0, tasks, 1, tasks).mapInArrow(_typed(run), _staged_type())
 
 
 def _read_staged(
@@ -1126,7 +1150,10 @@ def get_historical_features(
     column_name(timestamp_column, "timestamp_column")
     nb = _buckets(spark, buckets)
     skew = _skew_rows(skew_rows)
-    _check_free(entity_df, "entity_df")
+    # Spark's schema once: each look at a DataFrame's columns or schema is a round trip to the JVM.
+    entity_schema = entity_df.schema
+    entity_cols = list(entity_schema.names)
+    _check_free(entity_cols, "entity_df")
     root = os.path.abspath(os.fspath(store_path))
     reg_path = os.path.join(root, "registry.json")
     if not os.path.exists(reg_path):
@@ -1141,14 +1168,14 @@ def get_historical_features(
     # The local retrieval on an empty table of entity_df's schema checks the whole request (columns,
     # key types, time type, output names) with the local errors, before any Spark job.
     probe = retrieve(
-        _arrow_schema(entity_df).empty_table(),
+        _arrow_schema(entity_schema).empty_table(),
         {},
         plan,
         key_types=key_types,
         full_feature_names=full_feature_names,
         timestamp_column=timestamp_column,
     )
-    n_entity = len(entity_df.columns)
+    n_entity = len(entity_cols)
     names_of: dict[str, list[str]] = {}
     i = n_entity
     for fv, feats in plan:
@@ -1156,6 +1183,7 @@ def get_historical_features(
         i += len(feats)
 
     df = entity_df.withColumn(ROW, F.monotonically_increasing_id()) if keep_order else entity_df
+    df_schema = df.schema if keep_order else entity_schema
     # One pass over the entity rows per set of join keys; an event view's keys are never split by time
     # (module docstring, "Skewed keys"), so event views go in passes of their own.
     passes: dict[tuple[tuple[str, ...], bool], list[tuple[FeatureView, list[str]]]] = {}
@@ -1167,7 +1195,7 @@ def get_historical_features(
             for fv, feats in part
             for n, f in zip(names_of[fv.name], feats, strict=True)
         ]
-        left_schema = _arrow_schema(df)
+        left_schema = _arrow_schema(df_schema)
         staged = _stage_pass(
             spark,
             stage_root,
@@ -1185,9 +1213,10 @@ def get_historical_features(
         )
         if staged is None:
             df = df.withColumns({f.name: F.lit(None).cast(f.dataType) for f in new})
+            df_schema = S.T.StructType(list(df_schema.fields) + new)
             continue
         call, index, n_groups, sides = staged
-        out_schema = S.T.StructType(list(df.schema.fields) + new)
+        out_schema = S.T.StructType(list(df_schema.fields) + new)
         target = S.to_arrow_schema(out_schema, timezone="UTC")
         stored = [(fv, feats, history.empty(registry, fv, [*cols, SEQ]).schema) for fv, feats, cols in sides]
         run = _retrieve_task(
@@ -1195,13 +1224,14 @@ def get_historical_features(
         )
         try:
             df = _read_staged(spark, call, index, run, out_schema, n_groups)
+            df_schema = out_schema
         except BaseException:
             spark_staging.remove_call(call)
             raise
-    cols_out = [*entity_df.columns, *[n for fv, _ in plan for n in names_of[fv.name]]]
+    cols_out = [*entity_cols, *[n for fv, _ in plan for n in names_of[fv.name]]]
     if keep_order:
         return df.orderBy(ROW).select(*cols_out)
-    return df.select(*cols_out)
+    return df if list(df_schema.names) == cols_out else df.select(*cols_out)
 
 
 def _stage_pass(
@@ -1289,9 +1319,7 @@ _AGAIN = object()
 
 def _direct_source(spark: SparkSession, direct: spark_direct.DirectScan) -> _Source:
     """The entity rows read from their Parquet files by the tasks (:mod:`skewless.spark_direct`)."""
-    rows = direct.split_rows()
-    tasks = _task_count(spark, len(rows), direct.rows)
-    return _Source(spark.range(0, len(rows), 1, tasks), direct.reader(), rows)
+    return _Source(None, direct.reader(), direct.split_rows(), spark)
 
 
 def _stage_together(
@@ -1368,8 +1396,7 @@ def _histories(
             continue
         read = _history_reader(root, registry, fv, cols, low, hi_us, splits)
         # Every part but the last holds at least _SPLIT_ROWS rows (_history_splits).
-        tasks = _task_count(spark, len(splits), len(splits) * _SPLIT_ROWS)
-        src = _Source(spark.range(0, len(splits), 1, tasks), read, [_SPLIT_ROWS] * len(splits))
+        src = _Source(None, read, [_SPLIT_ROWS] * len(splits), spark)
         if is_event:
             assign = _Assign(keys, fv.timestamp_field, nb, hot, True, reach=horizon_us(fv))
         else:

@@ -179,8 +179,6 @@ def scan_of(df: Any, schema: pa.Schema) -> DirectScan | None:
         while keys.hasNext():
             if str(keys.next()).lower() not in ("path", "paths"):
                 return None
-        if [str(a.name()) for a in _seq(plan.output())] != list(df.columns):
-            return None
         uris = list(df.inputFiles())
     except Exception:  # any surprise in the JVM's objects: Spark reads the rows, as before
         return None
@@ -211,12 +209,3 @@ def _old_spark(version: bytes | None) -> bool:
         return int(version.decode().split(".")[0]) < 3
     except (ValueError, UnicodeDecodeError):
         return True
-
-
-def _seq(s: Any) -> list[Any]:
-    """A Scala sequence's items (through py4j)."""
-    it = s.iterator()
-    out = []
-    while it.hasNext():
-        out.append(it.next())
-    return out
