@@ -236,3 +236,22 @@ def test_date_and_millisecond_times_read_directly_give_the_local_answer(spark, t
     assert spark_direct.scan_of(df, ss._arrow_schema(df)) is not None
     got = ss.get_historical_features(spark, str(tmp_path / "store"), df, ["v:x"], buckets=2)
     rows_equal(to_local(got, want).sort_by("row"), want)
+
+
+def test_empty_parquet_entity_files_give_an_empty_result(spark, tmp_path):
+    import skewless.spark as ss
+
+    path = str(tmp_path / "store")
+    store = build_store(
+        path, None, [[(u, t, 0, float(u + t)) for u in range(5) for t in (1, 4, 7)]], [], [[]]
+    )
+    entity = entity_table([])
+    want = store.get_historical_features(entity, ["v:x", "v:y"])
+    folder = str(tmp_path / "labels")
+    os.makedirs(folder)
+    pq.write_table(entity, os.path.join(folder, "x.parquet"))
+    df = spark.read.parquet(folder)
+    assert spark_direct.scan_of(df, ss._arrow_schema(df)) is not None
+    got = ss.get_historical_features(spark, path, df, ["v:x", "v:y"], buckets=2)
+    assert to_local(got, want).num_rows == 0
+    assert got.columns == want.column_names
