@@ -1,0 +1,669 @@
+//! Window state format version 2: entities packed into page-sized segments (the one place it is
+//! defined; version 1, one LMDB record per entity, is defined in [`super::state`]). NOT WRITTEN YET:
+//! nothing in `push`, `materialize` or serving reaches this module; it is the format and its
+//! algorithms, tested on their own, until every step listed in "Status" below is done.
+//!
+//! Why: a push of 10k events touches about 63 % of a 10k-entity view, and LMDB keeps version 1's
+//! ~240-byte records in leaf pages about 60 % full, so a commit rewrites every leaf page of the view
+//! (about 4.4 MB, BENCHMARKS.md, "the arithmetic of a segment format"). A segment holds the entity
+//! records of a run of consecutive keys in one value of at most one overflow page, repacked to about
+//! 95 % by the push that rewrites it: about 37 % fewer bytes per commit on that workload, and never
+//! more bytes than version 1 on sparser ones (one page per touched entity either way).
+//!
+//! # Keys
+//! A segment's LMDB key is the view's 4-byte store prefix (as in version 1: the online store name
+//! `<view>__window`) followed by the encoded key (key format v1, `crate::online::key`) of the segment's
+//! FIRST entity, the smallest key it holds. Segments of a view hold disjoint, ascending key runs, so the
+//! segment that holds (or would hold) entity `k` is the one with the greatest LMDB key `<= prefix ++ k`:
+//! one cursor seek (`get_lower_than_or_equal_to`), no second index. A seek that lands outside the
+//! view's prefix, or nowhere, means `k` is below every segment: no state (`NOT_FOUND`). A segment is
+//! never empty.
+//!
+//! # Value
+//! `[version u8 = 2][n u16 LE]`, then `n` key ends (u16 LE, cumulative byte offsets into the keys),
+//! `n` record ends (u32 LE, cumulative byte offsets into the records), the `n` entity keys
+//! concatenated (strictly ascending as bytes, the first equal to the segment key's suffix), then
+//! `[CRC-32C u32 LE]` of everything before it (the head), then the `n` entity records concatenated.
+//! Each entity record is exactly a version 1 state record (`super::state`: its own version byte 1 and
+//! its own CRC-32C), so:
+//! - reading one entity checks the head's checksum (about 100 bytes for 15 entities) and the entity's
+//!   own, not the whole page: the online read costs what version 1's does plus a binary search over
+//!   the keys (serving's p50 is about 6 us against a 10 us target);
+//! - a push copies an untouched entity's record as bytes, without parsing it (a damaged one still
+//!   fails its own checksum when read), and hands a touched one to the version 1 merger unchanged.
+//!
+//! # Size, split and merge
+//! A segment's encoded size is `3 + 6 n + keys + 4 + records`. [`CAPACITY`] is what one LMDB overflow
+//! page carries (a 4,096-byte page less its 16-byte header): LMDB stores a value over half a page in
+//! overflow pages of its own, so a segment of up to [`CAPACITY`] bytes costs exactly one page to
+//! rewrite. A push rewrites whole segments, as runs of consecutive ones ([`rewrite`]):
+//! - split: the run's entities (untouched ones copied, touched ones merged, new ones inserted in key
+//!   order) are packed greedily in key order; a segment is closed when the next entity would take it
+//!   over [`CAPACITY`]. An entity larger than [`CAPACITY`] on its own (thousands of kept events) gets a
+//!   segment of its own, spanning several overflow pages.
+//! - merge: a run starts one segment early when the segment before its first is under [`MIN_FILL`],
+//!   and goes on to the next stored segment when that one has updates too, or when the run's last
+//!   packed segment is under [`MIN_FILL`] (then the next segment, untouched, is taken into the run and
+//!   repacked with it). Invariant (tested): a segment under [`MIN_FILL`] is the view's last, or its
+//!   next neighbour could not join it within [`CAPACITY`] (in practice: that neighbour holds one huge
+//!   entity). Without the look back, a huge entity that shrinks leaves two small neighbours apart.
+//! - an entity key below the first segment's goes to the first segment (whose key then changes: the
+//!   old key is deleted and the new one written, in the same transaction).
+//!
+//! # Reading the two versions
+//! A view's state is either version 1 or version 2, never both; the meta record (`window/<view>`,
+//! `super::state::StateMeta`) will carry the version as its first byte (1 or 2, the layout of the view's
+//! state records, as the online schema records a value layout version per view). The records tell
+//! the versions apart too (first byte 1: an entity record, 2: a segment), so a reader needs no meta
+//! lookup: the seek lands on the entity's own record (version 1: it must match the key exactly) or on
+//! its segment (version 2). A store written before version 2 stays readable and pushable as version
+//! 1; `store.materialize(None, end)` (a full rebuild) writes version 2.
+//!
+//! # Crash safety and materialize
+//! Unchanged: history first, then one LMDB write transaction per push (every segment of the push and
+//! the meta record commit together or not at all). `materialize`'s full rebuild drops the view's
+//! prefix range and packs every entity, in key order, into fresh segments in the same transaction.
+//!
+//! # Status (what remains before this is written by `push`)
+//! Done here: the value's encoding and checked parsing, the lookup of an entity in a segment, the
+//! greedy packer and the run rewrite over an ordered key-value map ([`SegmentMap`]), tested against an
+//! in-memory oracle. Not done: the [`SegmentMap`] over an LMDB write transaction, the meta record's
+//! version 2, the dispatch in `push_gated` and serving's seek, the version 1 compatibility fixture and
+//! the benchmark.
+
+use crate::error::{Error, Result};
+
+use super::state::crc32;
+
+/// The state format version of a segment (and of a view whose state is segmented).
+pub const SEGMENT_FORMAT_VERSION: u8 = 2;
+
+/// The largest segment that costs one LMDB overflow page: a 4,096-byte page less its 16-byte header.
+pub const CAPACITY: usize = 4080;
+
+/// Under this size a run's last segment takes the next segment into the run (see the module docs).
+pub const MIN_FILL: usize = CAPACITY / 2;
+
+/// Bytes a segment needs besides its keys and records: version, count and head checksum.
+const FIXED: usize = 1 + 2 + 4;
+/// Bytes of directory per entity: a key end and a record end.
+const PER_ENTITY: usize = 2 + 4;
+
+fn damaged() -> Error {
+    Error::Storage(
+        "a window state segment in the online store is damaged (checksum or length); run \
+         store.materialize(None, end) to rebuild the view's window state from its history"
+            .into(),
+    )
+}
+
+/// The encoded size of a segment holding entities whose keys and records add up to `payload` bytes.
+pub fn encoded_len(n: usize, payload: usize) -> usize {
+    FIXED + PER_ENTITY * n + payload
+}
+
+/// Encodes a segment of `entities` (key without the view prefix, entity record), given in strictly
+/// ascending key order, into `out` (cleared first).
+pub fn encode<'e>(entities: impl ExactSizeIterator<Item = (&'e [u8], &'e [u8])> + Clone, out: &mut Vec<u8>) {
+    let n = entities.len();
+    out.clear();
+    out.push(SEGMENT_FORMAT_VERSION);
+    out.extend_from_slice(&(n as u16).to_le_bytes());
+    let mut end = 0usize;
+    for (k, _) in entities.clone() {
+        end += k.len();
+        out.extend_from_slice(&(end as u16).to_le_bytes());
+    }
+    end = 0;
+    for (_, r) in entities.clone() {
+        end += r.len();
+        out.extend_from_slice(&(end as u32).to_le_bytes());
+    }
+    for (k, _) in entities.clone() {
+        out.extend_from_slice(k);
+    }
+    let crc = crc32(out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    for (_, r) in entities {
+        out.extend_from_slice(r);
+    }
+}
+
+/// A segment read in place: head checksum and lengths checked, nothing copied.
+#[derive(Debug)]
+pub struct Segment<'a> {
+    b: &'a [u8],
+    n: usize,
+    keys_at: usize,
+    recs_at: usize,
+}
+
+impl<'a> Segment<'a> {
+    pub fn parse(b: &'a [u8]) -> Result<Segment<'a>> {
+        if b.len() < FIXED || b[0] != SEGMENT_FORMAT_VERSION {
+            return Err(damaged());
+        }
+        let n = u16::from_le_bytes([b[1], b[2]]) as usize;
+        let keys_at = 3 + PER_ENTITY * n;
+        if n == 0 || b.len() < keys_at + 4 {
+            return Err(damaged());
+        }
+        let seg = Segment {
+            b,
+            n,
+            keys_at,
+            recs_at: 0,
+        };
+        // The ends must never decrease (every slice below relies on it) and fit the value.
+        let mut prev = 0;
+        for i in 0..n {
+            let e = seg.key_end(i);
+            if e < prev {
+                return Err(damaged());
+            }
+            prev = e;
+        }
+        let head = keys_at + prev;
+        if b.len() < head + 4 {
+            return Err(damaged());
+        }
+        let want = u32::from_le_bytes([b[head], b[head + 1], b[head + 2], b[head + 3]]);
+        if crc32(&b[..head]) != want {
+            return Err(damaged());
+        }
+        let recs_at = head + 4;
+        let seg = Segment { recs_at, ..seg };
+        let mut prev = 0;
+        for i in 0..n {
+            let e = seg.rec_end(i);
+            if e < prev {
+                return Err(damaged());
+            }
+            prev = e;
+        }
+        if recs_at + prev != b.len() {
+            return Err(damaged());
+        }
+        Ok(seg)
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    fn key_end(&self, i: usize) -> usize {
+        let at = 3 + 2 * i;
+        u16::from_le_bytes([self.b[at], self.b[at + 1]]) as usize
+    }
+
+    fn rec_end(&self, i: usize) -> usize {
+        let at = 3 + 2 * self.n + 4 * i;
+        u32::from_le_bytes([self.b[at], self.b[at + 1], self.b[at + 2], self.b[at + 3]]) as usize
+    }
+
+    /// Entity `i`'s key (without the view prefix).
+    pub fn key(&self, i: usize) -> &'a [u8] {
+        let lo = if i == 0 { 0 } else { self.key_end(i - 1) };
+        &self.b[self.keys_at + lo..self.keys_at + self.key_end(i)]
+    }
+
+    /// Entity `i`'s record (a version 1 state record, checked when it is parsed).
+    pub fn record(&self, i: usize) -> &'a [u8] {
+        let lo = if i == 0 { 0 } else { self.rec_end(i - 1) };
+        &self.b[self.recs_at + lo..self.recs_at + self.rec_end(i)]
+    }
+
+    /// The record of entity `k`, by binary search over the keys.
+    pub fn find(&self, k: &[u8]) -> Option<&'a [u8]> {
+        let (mut lo, mut hi) = (0, self.n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.key(mid).cmp(k) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(self.record(mid)),
+            }
+        }
+        None
+    }
+
+    /// The entities, in key order: (key, record).
+    pub fn entities(&self) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone + '_ {
+        (0..self.n).map(|i| (self.key(i), self.record(i)))
+    }
+}
+
+/// Packs entities, given in ascending key order, greedily into segments of at most [`CAPACITY`] bytes
+/// (an entity too large for an empty segment gets one of its own), each emitted as (first key, value).
+pub struct Packer {
+    keys: Vec<u8>,
+    recs: Vec<u8>,
+    spans: Vec<(usize, usize)>,
+    out: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Default for Packer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Packer {
+    pub fn new() -> Packer {
+        Packer {
+            keys: Vec::new(),
+            recs: Vec::new(),
+            spans: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// The encoded size of the segment being filled.
+    pub fn pending_len(&self) -> usize {
+        if self.spans.is_empty() {
+            0
+        } else {
+            encoded_len(self.spans.len(), self.keys.len() + self.recs.len())
+        }
+    }
+
+    pub fn add(&mut self, key: &[u8], rec: &[u8]) {
+        let grown = encoded_len(
+            self.spans.len() + 1,
+            self.keys.len() + self.recs.len() + key.len() + rec.len(),
+        );
+        if !self.spans.is_empty() && grown > CAPACITY {
+            self.close();
+        }
+        self.keys.extend_from_slice(key);
+        self.recs.extend_from_slice(rec);
+        self.spans.push((self.keys.len(), self.recs.len()));
+    }
+
+    fn close(&mut self) {
+        if self.spans.is_empty() {
+            return;
+        }
+        let mut v = Vec::with_capacity(self.pending_len());
+        let (keys, recs) = (&self.keys, &self.recs);
+        let spans = &self.spans;
+        let it = (0..spans.len()).map(|i| {
+            let (k0, r0) = if i == 0 { (0, 0) } else { spans[i - 1] };
+            (&keys[k0..spans[i].0], &recs[r0..spans[i].1])
+        });
+        encode(it, &mut v);
+        let first = keys[..spans[0].0].to_vec();
+        self.out.push((first, v));
+        self.keys.clear();
+        self.recs.clear();
+        self.spans.clear();
+    }
+
+    /// Every segment packed so far, the one being filled closed.
+    pub fn finish(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.close();
+        std::mem::take(&mut self.out)
+    }
+}
+
+/// An ordered map of one view's segments (key: the segment's first entity key, without the view
+/// prefix): what [`rewrite`] needs from the store. Values are returned owned: the rewrite deletes and
+/// writes in the same transaction, which may reuse the pages a borrowed value points into.
+pub trait SegmentMap {
+    /// The segment with the greatest key `<= k`.
+    fn floor(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// The segment with the smallest key `> k`.
+    fn after(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// The segment with the greatest key `< k`.
+    fn before(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// The first segment.
+    fn first(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    fn put(&mut self, k: &[u8], v: &[u8]) -> Result<()>;
+    fn delete(&mut self, k: &[u8]) -> Result<()>;
+}
+
+/// Writes the entities `keys` (strictly ascending, without the view prefix) into the segments of
+/// `map`: entity `k`'s new record is `update(k, its stored record or None)`; every other entity of a
+/// rewritten segment is copied. Segments are rewritten in runs, split and merged as the module docs
+/// say. Returns the segments written.
+pub fn rewrite(
+    map: &mut dyn SegmentMap,
+    keys: &[&[u8]],
+    mut update: impl FnMut(&[u8], Option<&[u8]>) -> Result<Vec<u8>>,
+) -> Result<usize> {
+    let mut written = 0;
+    let mut i = 0;
+    while i < keys.len() {
+        // The run starts at the segment owning keys[i] (the first one for a key below every segment).
+        let mut seg = match map.floor(keys[i])? {
+            Some(s) => Some(s),
+            None => map.first()?,
+        };
+        // ... or at the one before it when that one is underfull, so that two neighbours that would
+        // fit in one segment are joined whichever of them a push touches.
+        if let Some((sk, _)) = &seg {
+            if let Some(p) = map.before(sk)? {
+                if p.1.len() < MIN_FILL {
+                    seg = Some(p);
+                }
+            }
+        }
+        let mut packer = Packer::new();
+        let mut old_keys: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let next = match &seg {
+                Some((sk, _)) => map.after(sk)?,
+                None => None,
+            };
+            // The updates this segment owns: those below the next segment's key.
+            let end = match &next {
+                Some((nk, _)) => i + keys[i..].partition_point(|k| *k < &nk[..]),
+                None => keys.len(),
+            };
+            let mut u = i;
+            if let Some((sk, sv)) = &seg {
+                let s = Segment::parse(sv)?;
+                for (k, r) in s.entities() {
+                    while u < end && keys[u] < k {
+                        packer.add(keys[u], &update(keys[u], None)?);
+                        u += 1;
+                    }
+                    if u < end && keys[u] == k {
+                        packer.add(k, &update(k, Some(r))?);
+                        u += 1;
+                    } else {
+                        packer.add(k, r);
+                    }
+                }
+                old_keys.push(sk.clone());
+            }
+            while u < end {
+                packer.add(keys[u], &update(keys[u], None)?);
+                u += 1;
+            }
+            i = end;
+            // Go on with the next segment when it owns the next update, or to fill an underfull last
+            // segment (every update below its key is consumed: `i` is at `end`).
+            match next {
+                Some(n)
+                    if packer.pending_len() < MIN_FILL || (i < keys.len() && owns(&n.0, keys[i], map)?) =>
+                {
+                    seg = Some(n);
+                }
+                _ => break,
+            }
+        }
+        for k in &old_keys {
+            map.delete(k)?;
+        }
+        for (k, v) in packer.finish() {
+            map.put(&k, &v)?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// Whether the segment keyed `sk` owns key `k` (it is the greatest key `<= k`).
+fn owns(sk: &[u8], k: &[u8], map: &mut dyn SegmentMap) -> Result<bool> {
+    Ok(match map.floor(k)? {
+        Some((f, _)) => f == sk,
+        None => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    impl SegmentMap for BTreeMap<Vec<u8>, Vec<u8>> {
+        fn floor(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+            Ok(self
+                .range(..=k.to_vec())
+                .next_back()
+                .map(|(a, b)| (a.clone(), b.clone())))
+        }
+        fn after(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+            use std::ops::Bound;
+            Ok(self
+                .range::<Vec<u8>, _>((Bound::Excluded(k.to_vec()), Bound::Unbounded))
+                .next()
+                .map(|(a, b)| (a.clone(), b.clone())))
+        }
+        fn before(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+            Ok(self
+                .range(..k.to_vec())
+                .next_back()
+                .map(|(a, b)| (a.clone(), b.clone())))
+        }
+        fn first(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+            Ok(self.iter().next().map(|(a, b)| (a.clone(), b.clone())))
+        }
+        fn put(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
+            self.insert(k.to_vec(), v.to_vec());
+            Ok(())
+        }
+        fn delete(&mut self, k: &[u8]) -> Result<()> {
+            self.remove(k);
+            Ok(())
+        }
+    }
+
+    fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        move |m| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s % m
+        }
+    }
+
+    fn rec(len: usize, tag: u8) -> Vec<u8> {
+        (0..len).map(|i| tag.wrapping_add(i as u8)).collect()
+    }
+
+    #[test]
+    fn a_segment_round_trips_and_finds_each_entity() {
+        let mut r = rng(1);
+        for case in 0..200 {
+            let n = 1 + r(40) as usize;
+            let mut keys: Vec<Vec<u8>> = (0..n)
+                .map(|_| (0..1 + r(12)).map(|_| r(4) as u8).collect())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            let recs: Vec<Vec<u8>> = (0..keys.len()).map(|i| rec(r(300) as usize, i as u8)).collect();
+            let mut v = Vec::new();
+            encode(
+                keys.iter().map(|k| &k[..]).zip(recs.iter().map(|r| &r[..])),
+                &mut v,
+            );
+            let payload: usize = keys.iter().chain(&recs).map(|x| x.len()).sum();
+            assert_eq!(v.len(), encoded_len(keys.len(), payload));
+            let s = Segment::parse(&v).unwrap();
+            assert_eq!(s.len(), keys.len(), "case {case}");
+            let got: Vec<(Vec<u8>, Vec<u8>)> = s.entities().map(|(k, r)| (k.to_vec(), r.to_vec())).collect();
+            let want: Vec<(Vec<u8>, Vec<u8>)> = keys.iter().cloned().zip(recs.iter().cloned()).collect();
+            assert_eq!(got, want);
+            for (k, rc) in &want {
+                assert_eq!(s.find(k), Some(&rc[..]));
+            }
+            // Keys that are not there: a random probe checked against the list.
+            for _ in 0..20 {
+                let probe: Vec<u8> = (0..1 + r(12)).map(|_| r(5) as u8).collect();
+                let want = want.iter().find(|(k, _)| *k == probe).map(|(_, r)| &r[..]);
+                assert_eq!(s.find(&probe), want);
+            }
+        }
+    }
+
+    #[test]
+    fn damage_anywhere_in_the_head_or_lengths_is_a_storage_error() {
+        let keys: [&[u8]; 3] = [b"a", b"bb", b"c"];
+        let recs = [rec(10, 1), rec(0, 2), rec(7, 3)];
+        let mut v = Vec::new();
+        encode(keys.iter().copied().zip(recs.iter().map(|r| &r[..])), &mut v);
+        let head = encoded_len(3, 4) - 4 + 4; // everything up to and including the head checksum
+        for at in 0..head {
+            let mut bad = v.clone();
+            bad[at] ^= 0x10;
+            assert!(
+                matches!(Segment::parse(&bad), Err(Error::Storage(_))),
+                "flip at {at}"
+            );
+        }
+        for cut in 0..v.len() {
+            assert!(Segment::parse(&v[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = v.clone();
+        longer.push(0);
+        assert!(Segment::parse(&longer).is_err());
+        let mut empty = Vec::new();
+        encode(std::iter::empty::<(&[u8], &[u8])>(), &mut empty);
+        assert!(Segment::parse(&empty).is_err(), "a segment is never empty");
+    }
+
+    #[test]
+    fn the_packer_fills_greedily_and_keeps_the_order() {
+        let mut r = rng(7);
+        for _ in 0..200 {
+            let n = r(200) as usize;
+            let ents: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
+                .map(|i| {
+                    let big = r(50) == 0;
+                    let len = if big { 4000 + r(3000) } else { r(500) } as usize;
+                    ((i as u32).to_be_bytes().to_vec(), rec(len, i as u8))
+                })
+                .collect();
+            let mut p = Packer::new();
+            for (k, v) in &ents {
+                p.add(k, v);
+            }
+            let segs = p.finish();
+            let mut back = Vec::new();
+            for (j, (first, v)) in segs.iter().enumerate() {
+                let s = Segment::parse(v).unwrap();
+                assert_eq!(s.key(0), &first[..], "a segment is keyed by its first entity");
+                assert!(
+                    v.len() <= CAPACITY || s.len() == 1,
+                    "only a lone entity overflows"
+                );
+                if let Some((_, nv)) = segs.get(j + 1) {
+                    // Greedy: the next segment's first entity did not fit.
+                    let ns = Segment::parse(nv).unwrap();
+                    let (k, r) = (ns.key(0), ns.record(0));
+                    assert!(v.len() + PER_ENTITY + k.len() + r.len() > CAPACITY);
+                }
+                back.extend(s.entities().map(|(k, r)| (k.to_vec(), r.to_vec())));
+            }
+            assert_eq!(back, ents);
+        }
+    }
+
+    /// The state's entities, read back through the segments as a reader would: the floor segment's
+    /// directory. Also checks the map's invariants.
+    fn read_all(map: &BTreeMap<Vec<u8>, Vec<u8>>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let segs: Vec<_> = map.iter().collect();
+        for (j, (sk, sv)) in segs.iter().enumerate() {
+            let s = Segment::parse(sv).unwrap();
+            assert_eq!(s.key(0), &sk[..]);
+            assert!(sv.len() <= CAPACITY || s.len() == 1);
+            if j + 1 < segs.len() {
+                assert!(
+                    s.key(s.len() - 1) < &segs[j + 1].0[..],
+                    "segments hold disjoint runs"
+                );
+            }
+            for (k, r) in s.entities() {
+                assert!(out.insert(k.to_vec(), r.to_vec()).is_none());
+            }
+        }
+        out
+    }
+
+    fn lookup(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, k: &[u8]) -> Option<Vec<u8>> {
+        let (_, v) = map.floor(k).unwrap()?;
+        Segment::parse(&v).unwrap().find(k).map(|r| r.to_vec())
+    }
+
+    #[test]
+    fn rewrites_split_and_merge_as_a_plain_map_of_entities_says() {
+        for seed in 0..60 {
+            let mut r = rng(seed + 100);
+            let mut map: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let mut oracle: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            let universe = 1 + r(600);
+            for push in 0..25 {
+                // A batch: random keys (some new, some stored), records that grow, shrink or vanish
+                // to a few bytes, now and then a huge one.
+                let m = 1 + r(universe.min(200)) as usize;
+                let mut keys: Vec<Vec<u8>> = (0..m)
+                    .map(|_| {
+                        let id = r(universe) as u16;
+                        let mut k = id.to_be_bytes().to_vec();
+                        if id % 7 == 0 {
+                            k.push(r(3) as u8); // keys of different lengths interleave
+                        }
+                        k
+                    })
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                let lens: Vec<usize> = keys
+                    .iter()
+                    .map(|_| match r(40) {
+                        0 => 5000 + r(4000) as usize,
+                        1..=4 => 1 + r(8) as usize,
+                        _ => 20 + r(400) as usize,
+                    })
+                    .collect();
+                let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+                let mut seen = Vec::new();
+                let mut update = |k: &[u8], old: Option<&[u8]>| -> Result<Vec<u8>> {
+                    seen.push((k.to_vec(), old.map(|o| o.to_vec())));
+                    let j = refs.binary_search(&k).unwrap();
+                    Ok(rec(lens[j], (push * 31 + j) as u8))
+                };
+                rewrite(&mut map, &refs, &mut update).unwrap();
+                // Each key updated once, with the record it had.
+                assert_eq!(seen.len(), keys.len(), "seed {seed} push {push}");
+                for (k, old) in &seen {
+                    assert_eq!(old.as_ref(), oracle.get(k), "seed {seed} push {push}");
+                }
+                for (j, k) in keys.iter().enumerate() {
+                    oracle.insert(k.clone(), rec(lens[j], (push * 31 + j) as u8));
+                }
+                assert_eq!(read_all(&map), oracle, "seed {seed} push {push}");
+                for _ in 0..20 {
+                    let mut probe = (r(universe + 5) as u16).to_be_bytes().to_vec();
+                    if r(4) == 0 {
+                        probe.push(r(3) as u8);
+                    }
+                    assert_eq!(lookup(&mut map, &probe), oracle.get(&probe).cloned());
+                }
+                // Merge rule: a segment under MIN_FILL is the last one, or held one entity too big to
+                // share (its neighbour could not take it).
+                let segs: Vec<_> = map.iter().collect();
+                for (j, (_, v)) in segs.iter().enumerate() {
+                    if v.len() < MIN_FILL && j + 1 < segs.len() {
+                        let next = segs[j + 1].1;
+                        assert!(
+                            v.len() + next.len() > CAPACITY,
+                            "seed {seed} push {push}: segments {j} ({} B) and {} ({} B) could be one",
+                            v.len(),
+                            j + 1,
+                            next.len()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
