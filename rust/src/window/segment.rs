@@ -66,14 +66,18 @@
 //!
 //! # Status (what remains before this is written by `push`)
 //! Done here: the value's encoding and checked parsing, the lookup of an entity in a segment, the
-//! greedy packer and the run rewrite over an ordered key-value map ([`SegmentMap`]), tested against an
-//! in-memory oracle. Not done: the [`SegmentMap`] over an LMDB write transaction, the meta record's
-//! version 2, the dispatch in `push_gated` and serving's seek, the version 1 compatibility fixture and
-//! the benchmark.
+//! greedy packer and the run rewrite over an ordered key-value map ([`SegmentMap`]) and over an LMDB
+//! write transaction ([`LmdbSegments`]), and the one-seek read of either version ([`find`]), tested
+//! against in-memory oracles. Not done: the meta record's version 2, the dispatch in `push_gated`
+//! (the v1 merger as `rewrite`'s update) and in serving (`find` instead of the exact get), the
+//! version 1 compatibility fixture and the benchmark.
+
+use heed::{RoTxn, RwTxn};
 
 use crate::error::{Error, Result};
+use crate::online::env::{storage, Db, TxnError};
 
-use super::state::crc32;
+use super::state::{crc32, STATE_FORMAT_VERSION};
 
 /// The state format version of a segment (and of a view whose state is segmented).
 pub const SEGMENT_FORMAT_VERSION: u8 = 2;
@@ -310,20 +314,26 @@ impl Packer {
     }
 }
 
+/// A result inside a write transaction: LMDB's errors stay whole, so a full map grows and retries.
+pub type TxnResult<T> = std::result::Result<T, TxnError>;
+
+/// A stored segment: its key (without the view prefix) and value.
+pub type Stored = (Vec<u8>, Vec<u8>);
+
 /// An ordered map of one view's segments (key: the segment's first entity key, without the view
 /// prefix): what [`rewrite`] needs from the store. Values are returned owned: the rewrite deletes and
 /// writes in the same transaction, which may reuse the pages a borrowed value points into.
 pub trait SegmentMap {
     /// The segment with the greatest key `<= k`.
-    fn floor(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    fn floor(&mut self, k: &[u8]) -> TxnResult<Option<Stored>>;
     /// The segment with the smallest key `> k`.
-    fn after(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    fn after(&mut self, k: &[u8]) -> TxnResult<Option<Stored>>;
     /// The segment with the greatest key `< k`.
-    fn before(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    fn before(&mut self, k: &[u8]) -> TxnResult<Option<Stored>>;
     /// The first segment.
-    fn first(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
-    fn put(&mut self, k: &[u8], v: &[u8]) -> Result<()>;
-    fn delete(&mut self, k: &[u8]) -> Result<()>;
+    fn first(&mut self) -> TxnResult<Option<Stored>>;
+    fn put(&mut self, k: &[u8], v: &[u8]) -> TxnResult<()>;
+    fn delete(&mut self, k: &[u8]) -> TxnResult<()>;
 }
 
 /// Writes the entities `keys` (strictly ascending, without the view prefix) into the segments of
@@ -334,7 +344,7 @@ pub fn rewrite(
     map: &mut dyn SegmentMap,
     keys: &[&[u8]],
     mut update: impl FnMut(&[u8], Option<&[u8]>) -> Result<Vec<u8>>,
-) -> Result<usize> {
+) -> TxnResult<usize> {
     let mut written = 0;
     let mut i = 0;
     while i < keys.len() {
@@ -409,11 +419,112 @@ pub fn rewrite(
 }
 
 /// Whether the segment keyed `sk` owns key `k` (it is the greatest key `<= k`).
-fn owns(sk: &[u8], k: &[u8], map: &mut dyn SegmentMap) -> Result<bool> {
+fn owns(sk: &[u8], k: &[u8], map: &mut dyn SegmentMap) -> TxnResult<bool> {
     Ok(match map.floor(k)? {
         Some((f, _)) => f == sk,
         None => false,
     })
+}
+
+/// A view's segments in the online store's data database, inside one write transaction.
+pub struct LmdbSegments<'t, 'e> {
+    txn: &'t mut RwTxn<'e>,
+    db: Db,
+    prefix: [u8; 4],
+    k: Vec<u8>,
+}
+
+impl<'t, 'e> LmdbSegments<'t, 'e> {
+    pub fn new(txn: &'t mut RwTxn<'e>, db: Db, prefix: [u8; 4]) -> Self {
+        LmdbSegments {
+            txn,
+            db,
+            prefix,
+            k: Vec::with_capacity(crate::online::key::MAX_KEY_BYTES),
+        }
+    }
+
+    fn full(&mut self, k: &[u8]) -> Vec<u8> {
+        self.k.clear();
+        self.k.extend_from_slice(&self.prefix);
+        self.k.extend_from_slice(k);
+        std::mem::take(&mut self.k)
+    }
+
+    /// A hit of a seek, if it lies in this view's prefix, without the prefix and owned.
+    fn own(&self, hit: Option<(&[u8], &[u8])>) -> Option<Stored> {
+        hit.filter(|(k, _)| k.starts_with(&self.prefix))
+            .map(|(k, v)| (k[4..].to_vec(), v.to_vec()))
+    }
+}
+
+impl SegmentMap for LmdbSegments<'_, '_> {
+    fn floor(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
+        let key = self.full(k);
+        let hit = self.db.get_lower_than_or_equal_to(self.txn, &key)?;
+        let out = self.own(hit);
+        self.k = key;
+        Ok(out)
+    }
+    fn after(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
+        let key = self.full(k);
+        let hit = self.db.get_greater_than(self.txn, &key)?;
+        let out = self.own(hit);
+        self.k = key;
+        Ok(out)
+    }
+    fn before(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
+        let key = self.full(k);
+        let hit = self.db.get_lower_than(self.txn, &key)?;
+        let out = self.own(hit);
+        self.k = key;
+        Ok(out)
+    }
+    fn first(&mut self) -> TxnResult<Option<Stored>> {
+        let hit = self.db.get_greater_than_or_equal_to(self.txn, &self.prefix[..])?;
+        Ok(self.own(hit))
+    }
+    fn put(&mut self, k: &[u8], v: &[u8]) -> TxnResult<()> {
+        let key = self.full(k);
+        self.db.put(self.txn, &key, v)?;
+        self.k = key;
+        Ok(())
+    }
+    fn delete(&mut self, k: &[u8]) -> TxnResult<()> {
+        let key = self.full(k);
+        self.db.delete(self.txn, &key)?;
+        self.k = key;
+        Ok(())
+    }
+}
+
+/// The stored record (a version 1 entity record) of entity `k` (encoded, without the view prefix) in a
+/// view's state of either version, by one seek: the greatest key `<= prefix ++ k` is the entity's own
+/// record (version 1, which must then match `k` exactly) or its segment (version 2). `kbuf`: scratch.
+pub fn find<'t>(
+    db: &Db,
+    txn: &'t RoTxn,
+    kbuf: &mut Vec<u8>,
+    prefix: &[u8; 4],
+    k: &[u8],
+) -> Result<Option<&'t [u8]>> {
+    if k.is_empty() {
+        return Ok(None);
+    }
+    kbuf.clear();
+    kbuf.extend_from_slice(prefix);
+    kbuf.extend_from_slice(k);
+    let Some((at, v)) = db.get_lower_than_or_equal_to(txn, &kbuf[..]).map_err(storage)? else {
+        return Ok(None);
+    };
+    if !at.starts_with(prefix) {
+        return Ok(None);
+    }
+    match v.first() {
+        Some(&SEGMENT_FORMAT_VERSION) => Ok(Segment::parse(v)?.find(k)),
+        Some(&STATE_FORMAT_VERSION) => Ok((at == &kbuf[..]).then_some(v)),
+        _ => Err(damaged()),
+    }
 }
 
 #[cfg(test)]
@@ -422,35 +533,43 @@ mod tests {
     use std::collections::BTreeMap;
 
     impl SegmentMap for BTreeMap<Vec<u8>, Vec<u8>> {
-        fn floor(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        fn floor(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
             Ok(self
                 .range(..=k.to_vec())
                 .next_back()
                 .map(|(a, b)| (a.clone(), b.clone())))
         }
-        fn after(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        fn after(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
             use std::ops::Bound;
             Ok(self
                 .range::<Vec<u8>, _>((Bound::Excluded(k.to_vec()), Bound::Unbounded))
                 .next()
                 .map(|(a, b)| (a.clone(), b.clone())))
         }
-        fn before(&mut self, k: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        fn before(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
             Ok(self
                 .range(..k.to_vec())
                 .next_back()
                 .map(|(a, b)| (a.clone(), b.clone())))
         }
-        fn first(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        fn first(&mut self) -> TxnResult<Option<Stored>> {
             Ok(self.iter().next().map(|(a, b)| (a.clone(), b.clone())))
         }
-        fn put(&mut self, k: &[u8], v: &[u8]) -> Result<()> {
+        fn put(&mut self, k: &[u8], v: &[u8]) -> TxnResult<()> {
             self.insert(k.to_vec(), v.to_vec());
             Ok(())
         }
-        fn delete(&mut self, k: &[u8]) -> Result<()> {
+        fn delete(&mut self, k: &[u8]) -> TxnResult<()> {
             self.remove(k);
             Ok(())
+        }
+    }
+
+    fn ok<T>(r: TxnResult<T>) -> T {
+        match r {
+            Ok(v) => v,
+            Err(TxnError::Kernel(e)) => panic!("{e}"),
+            Err(TxnError::Heed(e)) => panic!("{e}"),
         }
     }
 
@@ -589,7 +708,7 @@ mod tests {
     }
 
     fn lookup(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, k: &[u8]) -> Option<Vec<u8>> {
-        let (_, v) = map.floor(k).unwrap()?;
+        let (_, v) = ok(map.floor(k))?;
         Segment::parse(&v).unwrap().find(k).map(|r| r.to_vec())
     }
 
@@ -631,7 +750,7 @@ mod tests {
                     let j = refs.binary_search(&k).unwrap();
                     Ok(rec(lens[j], (push * 31 + j) as u8))
                 };
-                rewrite(&mut map, &refs, &mut update).unwrap();
+                ok(rewrite(&mut map, &refs, &mut update));
                 // Each key updated once, with the record it had.
                 assert_eq!(seen.len(), keys.len(), "seed {seed} push {push}");
                 for (k, old) in &seen {
@@ -665,5 +784,96 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn segments_in_lmdb_are_found_by_one_seek_and_stay_inside_their_view() {
+        use crate::online::env::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Some(8 << 20), None).unwrap();
+        let mut r = rng(5);
+        let views = ["a__window", "b__window"];
+        let mut oracles = [BTreeMap::new(), BTreeMap::new()];
+        for push in 0..30 {
+            let v = push % 2;
+            // Both views draw from the same key range, so their prefixes' ranges sit side by side
+            // with keys below and above the other's.
+            let mut keys: Vec<Vec<u8>> = (0..1 + r(120))
+                .map(|_| (r(400) as u16).to_be_bytes().to_vec())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+            let lens: Vec<usize> = keys.iter().map(|_| 20 + r(500) as usize).collect();
+            let oracle = &mut oracles[v];
+            store
+                .write(views[v], |txn, data, _, prefix| {
+                    let mut m = LmdbSegments::new(txn, *data, prefix);
+                    rewrite(&mut m, &refs, |k: &[u8], old: Option<&[u8]>| {
+                        assert_eq!(old, oracle.get(k).map(|o: &Vec<u8>| &o[..]));
+                        let j = refs.binary_search(&k).unwrap();
+                        Ok(rec(lens[j], (push + j) as u8))
+                    })?;
+                    Ok(())
+                })
+                .unwrap();
+            for (j, k) in keys.iter().enumerate() {
+                oracle.insert(k.clone(), rec(lens[j], (push + j) as u8));
+            }
+            store
+                .read(|txn| {
+                    let db = store.data();
+                    let mut kbuf = Vec::new();
+                    for (w, o) in views.iter().zip(&oracles) {
+                        let Some(p) = store.view_prefix_in(txn, w)? else {
+                            continue;
+                        };
+                        for id in 0..420u16 {
+                            let k = id.to_be_bytes();
+                            let got = find(&db, txn, &mut kbuf, &p, &k)?;
+                            assert_eq!(
+                                got,
+                                o.get(&k[..]).map(|x| &x[..]),
+                                "view {w} key {id} push {push}"
+                            );
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn find_reads_a_version_1_state_by_its_exact_key() {
+        use crate::online::env::Store;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Some(1 << 20), None).unwrap();
+        // Version 1 records start with their version byte 1 (`super::state`); only the exact key hits.
+        let rec1 = |x: u8| vec![STATE_FORMAT_VERSION, x, x];
+        store
+            .write("v__window", |txn, data, _, prefix| {
+                for k in [2u8, 5] {
+                    let mut key = prefix.to_vec();
+                    key.push(k);
+                    data.put(txn, &key, &rec1(k))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        store
+            .read(|txn| {
+                let p = store.view_prefix_in(txn, "v__window")?.unwrap();
+                let db = store.data();
+                let mut kbuf = Vec::new();
+                let got: Vec<Option<Vec<u8>>> = (0..7u8)
+                    .map(|k| find(&db, txn, &mut kbuf, &p, &[k]).unwrap().map(|v| v.to_vec()))
+                    .collect();
+                let want: Vec<Option<Vec<u8>>> =
+                    (0..7u8).map(|k| [2, 5].contains(&k).then(|| rec1(k))).collect();
+                assert_eq!(got, want);
+                Ok(())
+            })
+            .unwrap();
     }
 }
