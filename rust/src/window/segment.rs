@@ -574,13 +574,8 @@ mod tests {
     }
 
     fn rng(seed: u64) -> impl FnMut(u64) -> u64 {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        move |m| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s % m
-        }
+        let mut g = crate::testing::Rng::new(seed);
+        move |m| g.next() % m
     }
 
     fn rec(len: usize, tag: u8) -> Vec<u8> {
