@@ -52,25 +52,29 @@
 //!
 //! # Reading the two versions
 //! A view's state is either version 1 or version 2, never both; the meta record (`window/<view>`,
-//! `super::state::StateMeta`) will carry the version as its first byte (1 or 2, the layout of the view's
-//! state records, as the online schema records a value layout version per view). The records tell
-//! the versions apart too (first byte 1: an entity record, 2: a segment), so a reader needs no meta
-//! lookup: the seek lands on the entity's own record (version 1: it must match the key exactly) or on
-//! its segment (version 2). A store written before version 2 stays readable and pushable as version
-//! 1; `store.materialize(None, end)` (a full rebuild) writes version 2.
+//! `super::state::StateMeta`) carries the layout as its version byte (1 or 2), as the online schema
+//! records a value layout version per view. The records tell the versions apart too (first byte 1:
+//! an entity record, 2: a segment), so a reader needs no meta lookup: the seek lands on the entity's
+//! own record (version 1: it must match the key exactly) or on its segment (version 2). A state
+//! written before version 2 stays readable and pushable as version 1 (a push keeps the stored
+//! layout); a new or fully rebuilt state takes `super::state::DEFAULT_LAYOUT`, which becomes 2 once
+//! serving reads through [`find`] within its latency target.
 //!
 //! # Crash safety and materialize
 //! Unchanged: history first, then one LMDB write transaction per push (every segment of the push and
 //! the meta record commit together or not at all). `materialize`'s full rebuild drops the view's
 //! prefix range and packs every entity, in key order, into fresh segments in the same transaction.
 //!
-//! # Status (what remains before this is written by `push`)
-//! Done here: the value's encoding and checked parsing, the lookup of an entity in a segment, the
-//! greedy packer and the run rewrite over an ordered key-value map ([`SegmentMap`]) and over an LMDB
-//! write transaction ([`LmdbSegments`]), and the one-seek read of either version ([`find`]), tested
-//! against in-memory oracles. Not done: the meta record's version 2, the dispatch in `push_gated`
-//! (the v1 merger as `rewrite`'s update) and in serving (`find` instead of the exact get), the
-//! version 1 compatibility fixture and the benchmark.
+//! # Status (what remains before a new state is laid out as version 2)
+//! Done: the value's encoding and checked parsing, the lookup of an entity in a segment, the greedy
+//! packer and the run rewrite over an ordered map ([`SegmentMap`]) and over an LMDB write transaction
+//! ([`LmdbSegments`]), the one-seek read of either version ([`find`]), the meta's layout byte, and
+//! `push` into a version 2 state (`super::state::push_laid_out`, the version 1 merger as the
+//! rewrite's update), tested against oracles and against a version 1 state fed the same pushes. Not
+//! done: serving through [`find`] (`super::state::lookup` still gets the exact key), the version 2
+//! default, fewer copies and seeks in [`rewrite`] (BENCHMARKS.md, "Window state format v2"), the
+//! damaged-record test's new expectation (a foreign record in the view's range now fails the push
+//! that seeks onto it, not only the read), a version 1 compatibility fixture.
 
 use heed::{RoTxn, RwTxn};
 

@@ -714,7 +714,7 @@ pub fn push(store: &Store, view: &str, table: &Table, spec: &PushSpec<'_>) -> Re
     push_gated(store, view, table, spec, &mut || Ok(()))
 }
 
-/// [`push_laid_out`] with a new state laid out as [`DEFAULT_LAYOUT`].
+/// `push_laid_out` with a new state laid out as [`DEFAULT_LAYOUT`].
 pub fn push_gated(
     store: &Store,
     view: &str,
