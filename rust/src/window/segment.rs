@@ -368,11 +368,12 @@ pub fn rewrite(
         }
         let mut packer = Packer::new();
         let mut old_keys: Vec<Vec<u8>> = Vec::new();
+        // One seek per segment of the run: its successor, carried to the next round.
+        let mut next = match &seg {
+            Some((sk, _)) => map.after(sk)?,
+            None => None,
+        };
         loop {
-            let next = match &seg {
-                Some((sk, _)) => map.after(sk)?,
-                None => None,
-            };
             // The updates this segment owns: those below the next segment's key.
             let end = match &next {
                 Some((nk, _)) => i + keys[i..].partition_point(|k| *k < &nk[..]),
@@ -400,16 +401,17 @@ pub fn rewrite(
                 u += 1;
             }
             i = end;
-            // Go on with the next segment when it owns the next update, or to fill an underfull last
-            // segment (every update below its key is consumed: `i` is at `end`).
-            match next {
-                Some(n)
-                    if packer.pending_len() < MIN_FILL || (i < keys.len() && owns(&n.0, keys[i], map)?) =>
-                {
-                    seg = Some(n);
-                }
-                _ => break,
+            // Go on with the next segment when it owns the next update (every update below its key is
+            // consumed, so: when that update lies below its successor's key), or to fill an underfull
+            // last segment.
+            let Some(n) = next else { break };
+            let after_n = map.after(&n.0)?;
+            let owns_next = i < keys.len() && after_n.as_ref().is_none_or(|(k, _)| keys[i] < &k[..]);
+            if packer.pending_len() >= MIN_FILL && !owns_next {
+                break;
             }
+            seg = Some(n);
+            next = after_n;
         }
         for k in &old_keys {
             map.delete(k)?;
@@ -420,14 +422,6 @@ pub fn rewrite(
         }
     }
     Ok(written)
-}
-
-/// Whether the segment keyed `sk` owns key `k` (it is the greatest key `<= k`).
-fn owns(sk: &[u8], k: &[u8], map: &mut dyn SegmentMap) -> TxnResult<bool> {
-    Ok(match map.floor(k)? {
-        Some((f, _)) => f == sk,
-        None => false,
-    })
 }
 
 /// A view's segments in the online store's data database, inside one write transaction.
