@@ -1,8 +1,21 @@
-//! Large working buffers on 2 MiB pages. A kernel's big buffers (an index's entries, gathered
+//! Memory hints shared by the kernels and the online store's search: a cache-line prefetch, and large
+//! working buffers on 2 MiB pages. A kernel's big buffers (an index's entries, gathered
 //! columns, outputs: hundreds of MB at the benchmark's size M) are fresh allocations each call, and
 //! with 4 KiB pages their first writes cost one page fault each, a large share of the kernel's time.
 //! Where the kernel's transparent huge pages are in `madvise` mode, asking for them on the untouched
 //! buffer makes that one fault per 2 MiB. Contents and results are unaffected; it is only a hint.
+
+/// Asks the core to bring the cache line at `p` in (a hint: never faults, whatever the address).
+#[inline(always)]
+pub fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it never faults and reads nothing, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// Buffers smaller than this stay as they are (a huge page would not fit whole inside them).
 const MIN_BYTES: usize = 4 << 20;

@@ -48,6 +48,7 @@ use crate::online::lmdb_format::{
     PAGE_FLAGS, PAGE_LOWER, PAGE_NO, PAGE_OVERFLOW_COUNT, PAGE_UPPER, P_BRANCH, P_INVALID, P_LEAF,
     P_OVERFLOW,
 };
+use crate::pages::prefetch;
 
 /// Why the direct search did not answer.
 #[derive(Debug)]
@@ -223,18 +224,6 @@ fn at_most(key: &[u8], head: u128, p: &Probe<'_>) -> usize {
     let lt = (head < p.head) as usize;
     let eq = head == p.head && ((key.len() == p.key.len() && key.len() <= 16) || key <= p.key);
     lt | eq as usize
-}
-
-/// Asks the core to bring the cache line at `p` in (a hint: never faults, whatever the address).
-#[inline(always)]
-pub(crate) fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it never faults and reads nothing, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// The cached roots of the last snapshot looked up, as a sequence lock: readers never wait.

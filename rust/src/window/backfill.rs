@@ -21,8 +21,7 @@ use crate::column::timestamp_values;
 use crate::error::{Error, Result};
 use crate::group::index::{entry, group_rows};
 use crate::group::{entry_on, entry_pos, group_ids, mark_null_rows, Index, OnSource, Ranks, SharedMut, NONE};
-use crate::online::direct::prefetch;
-use crate::pages::{advise_huge, filled};
+use crate::pages::{advise_huge, filled, prefetch};
 use crate::table::{Column, Table};
 use crate::time::{instant_unit, to_micros};
 
