@@ -76,6 +76,9 @@
 //! damaged-record test's new expectation (a foreign record in the view's range now fails the push
 //! that seeks onto it, not only the read), a version 1 compatibility fixture.
 
+use std::io::Write;
+use std::ops::Range;
+
 use heed::{RoTxn, RwTxn};
 
 use crate::error::{Error, Result};
@@ -110,28 +113,32 @@ pub fn encoded_len(n: usize, payload: usize) -> usize {
     FIXED + PER_ENTITY * n + payload
 }
 
-/// Encodes a segment of `entities` (key without the view prefix, entity record), given in strictly
-/// ascending key order, into `out` (cleared first).
-pub fn encode<'e>(entities: impl ExactSizeIterator<Item = (&'e [u8], &'e [u8])> + Clone, out: &mut Vec<u8>) {
+/// Writes a segment's head (version, count, directory, keys and the head's checksum) for `entities`
+/// (key without the view prefix, record length), given in strictly ascending key order, into `out`
+/// (cleared first), in one pass. The segment is the head followed by the records, in the same order.
+fn encode_head<'e>(entities: impl ExactSizeIterator<Item = (&'e [u8], usize)>, out: &mut Vec<u8>) {
     let n = entities.len();
+    let dir = 3 + PER_ENTITY * n;
     out.clear();
-    out.push(SEGMENT_FORMAT_VERSION);
-    out.extend_from_slice(&(n as u16).to_le_bytes());
-    let mut end = 0usize;
-    for (k, _) in entities.clone() {
-        end += k.len();
-        out.extend_from_slice(&(end as u16).to_le_bytes());
-    }
-    end = 0;
-    for (_, r) in entities.clone() {
-        end += r.len();
-        out.extend_from_slice(&(end as u32).to_le_bytes());
-    }
-    for (k, _) in entities.clone() {
+    out.resize(dir, 0);
+    out[0] = SEGMENT_FORMAT_VERSION;
+    out[1..3].copy_from_slice(&(n as u16).to_le_bytes());
+    let (mut key_end, mut rec_end) = (0usize, 0usize);
+    for (i, (k, r)) in entities.enumerate() {
+        key_end += k.len();
+        rec_end += r;
+        out[3 + 2 * i..5 + 2 * i].copy_from_slice(&(key_end as u16).to_le_bytes());
+        out[3 + 2 * n + 4 * i..7 + 2 * n + 4 * i].copy_from_slice(&(rec_end as u32).to_le_bytes());
         out.extend_from_slice(k);
     }
     let crc = crc32(out);
     out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Encodes a segment of `entities` (key without the view prefix, entity record), given in strictly
+/// ascending key order, into `out` (cleared first).
+pub fn encode<'e>(entities: impl ExactSizeIterator<Item = (&'e [u8], &'e [u8])> + Clone, out: &mut Vec<u8>) {
+    encode_head(entities.clone().map(|(k, r)| (k, r.len())), out);
     for (_, r) in entities {
         out.extend_from_slice(r);
     }
@@ -239,165 +246,368 @@ impl<'a> Segment<'a> {
         None
     }
 
+    /// The entities, in key order, as (key, record) byte ranges of the value: one pass over the
+    /// directory, each end read once.
+    pub fn spans(&self) -> impl ExactSizeIterator<Item = (Range<usize>, Range<usize>)> + Clone + '_ {
+        let (keys_at, recs_at) = (self.keys_at, self.recs_at);
+        let (mut k0, mut r0) = (keys_at, recs_at);
+        let key_ends = self.b[3..3 + 2 * self.n].chunks_exact(2);
+        let rec_ends = self.b[3 + 2 * self.n..3 + PER_ENTITY * self.n].chunks_exact(4);
+        key_ends.zip(rec_ends).map(move |(k, r)| {
+            let k1 = keys_at + u16::from_le_bytes([k[0], k[1]]) as usize;
+            let r1 = recs_at + u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
+            let out = (k0..k1, r0..r1);
+            (k0, r0) = (k1, r1);
+            out
+        })
+    }
+
     /// The entities, in key order: (key, record).
     pub fn entities(&self) -> impl ExactSizeIterator<Item = (&'a [u8], &'a [u8])> + Clone + '_ {
-        (0..self.n).map(|i| (self.key(i), self.record(i)))
+        let b = self.b;
+        self.spans().map(move |(k, r)| (&b[k], &b[r]))
     }
 }
 
-/// Packs entities, given in ascending key order, greedily into segments of at most [`CAPACITY`] bytes
-/// (an entity too large for an empty segment gets one of its own), each emitted as (first key, value).
-pub struct Packer {
-    keys: Vec<u8>,
-    recs: Vec<u8>,
-    spans: Vec<(usize, usize)>,
-    out: Vec<(Vec<u8>, Vec<u8>)>,
+/// The greedy packing of entities, given in ascending key order, into segments of at most
+/// [`CAPACITY`] bytes (an entity too large for an empty segment gets one of its own): a segment is
+/// closed when the next entity would take it over. Sizes only; the entities are the caller's.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Each closed segment's end, as a count of entities added.
+    ends: Vec<usize>,
+    added: usize,
+    open_n: usize,
+    open_payload: usize,
 }
 
-impl Default for Packer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Packer {
-    pub fn new() -> Packer {
-        Packer {
-            keys: Vec::new(),
-            recs: Vec::new(),
-            spans: Vec::new(),
-            out: Vec::new(),
-        }
+impl Plan {
+    pub fn clear(&mut self) {
+        *self = Plan {
+            ends: std::mem::take(&mut self.ends),
+            ..Plan::default()
+        };
+        self.ends.clear();
     }
 
-    /// The encoded size of the segment being filled.
+    /// The encoded size of the segment being filled (0 when none is).
     pub fn pending_len(&self) -> usize {
-        if self.spans.is_empty() {
+        if self.open_n == 0 {
             0
         } else {
-            encoded_len(self.spans.len(), self.keys.len() + self.recs.len())
+            encoded_len(self.open_n, self.open_payload)
         }
     }
 
-    pub fn add(&mut self, key: &[u8], rec: &[u8]) {
-        let grown = encoded_len(
-            self.spans.len() + 1,
-            self.keys.len() + self.recs.len() + key.len() + rec.len(),
-        );
-        if !self.spans.is_empty() && grown > CAPACITY {
-            self.close();
+    /// Adds the next entity, whose key and record take `bytes` together.
+    pub fn add(&mut self, bytes: usize) {
+        if self.open_n > 0 && encoded_len(self.open_n + 1, self.open_payload + bytes) > CAPACITY {
+            self.ends.push(self.added);
+            self.open_n = 0;
+            self.open_payload = 0;
         }
-        self.keys.extend_from_slice(key);
-        self.recs.extend_from_slice(rec);
-        self.spans.push((self.keys.len(), self.recs.len()));
+        self.open_n += 1;
+        self.open_payload += bytes;
+        self.added += 1;
     }
 
-    fn close(&mut self) {
-        if self.spans.is_empty() {
-            return;
+    /// Every segment's end (a count of entities), the one being filled closed.
+    pub fn finish(&mut self) -> &[usize] {
+        if self.open_n > 0 {
+            self.ends.push(self.added);
+            self.open_n = 0;
+            self.open_payload = 0;
         }
-        let mut v = Vec::with_capacity(self.pending_len());
-        let (keys, recs) = (&self.keys, &self.recs);
-        let spans = &self.spans;
-        let it = (0..spans.len()).map(|i| {
-            let (k0, r0) = if i == 0 { (0, 0) } else { spans[i - 1] };
-            (&keys[k0..spans[i].0], &recs[r0..spans[i].1])
-        });
-        encode(it, &mut v);
-        let first = keys[..spans[0].0].to_vec();
-        self.out.push((first, v));
-        self.keys.clear();
-        self.recs.clear();
-        self.spans.clear();
-    }
-
-    /// Every segment packed so far, the one being filled closed.
-    pub fn finish(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        self.close();
-        std::mem::take(&mut self.out)
+        &self.ends
     }
 }
 
 /// A result inside a write transaction: LMDB's errors stay whole, so a full map grows and retries.
 pub type TxnResult<T> = std::result::Result<T, TxnError>;
 
-/// A stored segment: its key (without the view prefix) and value.
-pub type Stored = (Vec<u8>, Vec<u8>);
+/// A stored segment, borrowed: its key (without the view prefix) and value.
+pub type Hit<'a> = Option<(&'a [u8], &'a [u8])>;
 
 /// An ordered map of one view's segments (key: the segment's first entity key, without the view
-/// prefix): what [`rewrite`] needs from the store. Values are returned owned: the rewrite deletes and
-/// writes in the same transaction, which may reuse the pages a borrowed value points into.
+/// prefix): what [`rewrite`] needs from the store. A returned segment is borrowed only until the next
+/// call: in LMDB a write in the same transaction may move or reuse the bytes it points into.
 pub trait SegmentMap {
     /// The segment with the greatest key `<= k`.
-    fn floor(&mut self, k: &[u8]) -> TxnResult<Option<Stored>>;
+    fn floor(&mut self, k: &[u8]) -> TxnResult<Hit<'_>>;
     /// The segment with the smallest key `> k`.
-    fn after(&mut self, k: &[u8]) -> TxnResult<Option<Stored>>;
+    fn after(&mut self, k: &[u8]) -> TxnResult<Hit<'_>>;
     /// The segment with the greatest key `< k`.
-    fn before(&mut self, k: &[u8]) -> TxnResult<Option<Stored>>;
+    fn before(&mut self, k: &[u8]) -> TxnResult<Hit<'_>>;
     /// The first segment.
-    fn first(&mut self) -> TxnResult<Option<Stored>>;
-    fn put(&mut self, k: &[u8], v: &[u8]) -> TxnResult<()>;
+    fn first(&mut self) -> TxnResult<Hit<'_>>;
+    /// Writes (or replaces) segment `k`, `len` bytes that `fill` writes, in order.
+    fn put_with(
+        &mut self,
+        k: &[u8],
+        len: usize,
+        fill: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+    ) -> TxnResult<()>;
     fn delete(&mut self, k: &[u8]) -> TxnResult<()>;
 }
 
+/// Where an entity of a run being rewritten comes from: bytes of the run's copied segments (`Run`),
+/// of the merged records (`Merged`), or the key `keys[j]` of the update (`Key`).
+#[derive(Clone, Copy, Debug)]
+enum Src {
+    Run(u32, u32),
+    Merged(u32, u32),
+    Key(u32),
+}
+
+impl Src {
+    fn len(self, keys: &[&[u8]]) -> usize {
+        match self {
+            Src::Run(lo, hi) | Src::Merged(lo, hi) => (hi - lo) as usize,
+            Src::Key(j) => keys[j as usize].len(),
+        }
+    }
+}
+
+/// A stored segment copied into the run: its key's and its value's ranges in the run's bytes.
+#[derive(Clone, Copy, Debug)]
+struct Copied {
+    key: (u32, u32),
+    val: (u32, u32),
+}
+
+fn range((lo, hi): (u32, u32)) -> Range<usize> {
+    lo as usize..hi as usize
+}
+
+/// The buffers of [`rewrite`], reused from run to run.
+#[derive(Default)]
+struct Run {
+    /// The run's stored segments, each copied once out of the map (key, then value).
+    bytes: Vec<u8>,
+    /// The records `update` wrote, back to back.
+    merged: Vec<u8>,
+    /// The run's entities in key order: key, record.
+    ents: Vec<(Src, Src)>,
+    /// The stored segments the run replaces (their keys, in `bytes`).
+    old: Vec<(u32, u32)>,
+    plan: Plan,
+    head: Vec<u8>,
+    /// A copied segment's entities (key and record ranges in `bytes`), while it is merged.
+    spans: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Run {
+    fn copy(&mut self, hit: Hit<'_>) -> Option<Copied> {
+        let (k, v) = hit?;
+        let at = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(k);
+        self.bytes.extend_from_slice(v);
+        let mid = at + k.len() as u32;
+        Some(Copied {
+            key: (at, mid),
+            val: (mid, self.bytes.len() as u32),
+        })
+    }
+
+    fn slice<'s>(&'s self, keys: &[&'s [u8]], s: Src) -> &'s [u8] {
+        match s {
+            Src::Run(lo, hi) => &self.bytes[lo as usize..hi as usize],
+            Src::Merged(lo, hi) => &self.merged[lo as usize..hi as usize],
+            Src::Key(j) => keys[j as usize],
+        }
+    }
+
+    fn add(&mut self, keys: &[&[u8]], key: Src, rec: Src) {
+        self.plan.add(key.len(keys) + rec.len(keys));
+        self.ents.push((key, rec));
+    }
+
+    /// Entity `j` of the update: `update` appends its new record to the merged records.
+    fn merge(
+        &mut self,
+        j: usize,
+        key: Src,
+        old: Option<Range<usize>>,
+        keys: &[&[u8]],
+        update: &mut impl FnMut(usize, Option<&[u8]>, &mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let at = self.merged.len() as u32;
+        update(j, old.map(|r| &self.bytes[r]), &mut self.merged)?;
+        let rec = Src::Merged(at, self.merged.len() as u32);
+        self.add(keys, key, rec);
+        Ok(())
+    }
+
+    /// Writes the run's packed segments and deletes the stored ones they replace (a key written
+    /// anew is replaced in place, not deleted first). Returns the segments written.
+    fn write(&mut self, map: &mut dyn SegmentMap, keys: &[&[u8]]) -> TxnResult<usize> {
+        self.plan.finish();
+        let ends = std::mem::take(&mut self.plan.ends);
+        let mut head = std::mem::take(&mut self.head);
+        let r = self.write_packed(map, keys, &ends, &mut head);
+        self.plan.ends = ends;
+        self.head = head;
+        r.map(|()| self.plan.ends.len())
+    }
+
+    fn write_packed(
+        &self,
+        map: &mut dyn SegmentMap,
+        keys: &[&[u8]],
+        ends: &[usize],
+        head: &mut Vec<u8>,
+    ) -> TxnResult<()> {
+        let old = |o: usize| &self.bytes[range(self.old[o])];
+        let mut o = 0;
+        let mut start = 0;
+        for &end in ends {
+            let first = self.slice(keys, self.ents[start].0);
+            // Stored keys below this segment's first one that no new segment takes: deleted.
+            while o < self.old.len() && old(o) < first {
+                map.delete(old(o))?;
+                o += 1;
+            }
+            if o < self.old.len() && old(o) == first {
+                o += 1;
+            }
+            let ents = &self.ents[start..end];
+            let mut recs = 0;
+            let it = ents.iter().map(|&(k, r)| {
+                let r = r.len(keys);
+                recs += r;
+                (self.slice(keys, k), r)
+            });
+            encode_head(it, head);
+            let len = head.len() + recs;
+            map.put_with(first, len, &mut |w| {
+                w.write_all(head)?;
+                for &(_, r) in ents {
+                    w.write_all(self.slice(keys, r))?;
+                }
+                Ok(())
+            })?;
+            start = end;
+        }
+        while o < self.old.len() {
+            map.delete(old(o))?;
+            o += 1;
+        }
+        Ok(())
+    }
+}
+
 /// Writes the entities `keys` (strictly ascending, without the view prefix) into the segments of
-/// `map`: entity `k`'s new record is `update(k, its stored record or None)`; every other entity of a
-/// rewritten segment is copied. Segments are rewritten in runs, split and merged as the module docs
-/// say. Returns the segments written.
+/// `map`: entity `keys[j]`'s new record is what `update(j, its stored record or None, out)` appends to
+/// `out`; every other entity of a rewritten segment is copied as bytes. Segments are rewritten in
+/// runs, split and merged as the module docs say. Each stored segment of a run is copied once out of
+/// the map (the run's writes may reuse its pages), and each record once more, into the new segment's
+/// place in the map. Returns the segments written.
 pub fn rewrite(
     map: &mut dyn SegmentMap,
     keys: &[&[u8]],
-    mut update: impl FnMut(&[u8], Option<&[u8]>) -> Result<Vec<u8>>,
+    mut update: impl FnMut(usize, Option<&[u8]>, &mut Vec<u8>) -> Result<()>,
+) -> TxnResult<usize> {
+    // The run's buffers hold every segment of a run (all of a dense view's): kept per thread from
+    // push to push, so they do not grow (and copy themselves) again each time.
+    thread_local! {
+        static RUN: std::cell::RefCell<Run> = std::cell::RefCell::default();
+    }
+    RUN.with(|cell| {
+        let mut run = cell.take();
+        let r = rewrite_with(&mut run, map, keys, &mut update);
+        if run.bytes.capacity() + run.merged.capacity() <= KEEP_BUFFERS {
+            cell.replace(run);
+        }
+        r
+    })
+}
+
+/// The most bytes of run buffers a thread keeps between pushes.
+const KEEP_BUFFERS: usize = 64 << 20;
+
+fn rewrite_with(
+    run: &mut Run,
+    map: &mut dyn SegmentMap,
+    keys: &[&[u8]],
+    update: &mut impl FnMut(usize, Option<&[u8]>, &mut Vec<u8>) -> Result<()>,
 ) -> TxnResult<usize> {
     let mut written = 0;
     let mut i = 0;
     while i < keys.len() {
+        run.bytes.clear();
+        run.merged.clear();
+        run.ents.clear();
+        run.old.clear();
+        run.plan.clear();
         // The run starts at the segment owning keys[i] (the first one for a key below every segment).
         let mut seg = match map.floor(keys[i])? {
-            Some(s) => Some(s),
-            None => map.first()?,
+            Some(hit) => run.copy(Some(hit)),
+            None => {
+                let hit = map.first()?;
+                run.copy(hit)
+            }
         };
         // ... or at the one before it when that one is underfull, so that two neighbours that would
-        // fit in one segment are joined whichever of them a push touches.
-        if let Some((sk, _)) = &seg {
-            if let Some(p) = map.before(sk)? {
-                if p.1.len() < MIN_FILL {
-                    seg = Some(p);
-                }
+        // fit in one segment are joined whichever of them a push touches. One seek per segment of
+        // the run otherwise: its successor, carried to the next round.
+        let mut next = None;
+        if let Some(s) = seg {
+            let hit = map.before(&run.bytes[range(s.key)])?;
+            if let Some(p) = hit.filter(|(_, v)| v.len() < MIN_FILL) {
+                next = seg;
+                seg = run.copy(Some(p));
+            } else {
+                let hit = map.after(&run.bytes[range(s.key)])?;
+                next = run.copy(hit);
             }
         }
-        let mut packer = Packer::new();
-        let mut old_keys: Vec<Vec<u8>> = Vec::new();
-        // One seek per segment of the run: its successor, carried to the next round.
-        let mut next = match &seg {
-            Some((sk, _)) => map.after(sk)?,
-            None => None,
-        };
         loop {
             // The updates this segment owns: those below the next segment's key.
-            let end = match &next {
-                Some((nk, _)) => i + keys[i..].partition_point(|k| *k < &nk[..]),
+            let end = match next {
+                Some(n) => {
+                    let nk = &run.bytes[range(n.key)];
+                    i + keys[i..].partition_point(|k| *k < nk)
+                }
                 None => keys.len(),
             };
             let mut u = i;
-            if let Some((sk, sv)) = &seg {
-                let s = Segment::parse(sv)?;
-                for (k, r) in s.entities() {
-                    while u < end && keys[u] < k {
-                        packer.add(keys[u], &update(keys[u], None)?);
-                        u += 1;
-                    }
-                    if u < end && keys[u] == k {
-                        packer.add(k, &update(k, Some(r))?);
+            if let Some(s) = seg {
+                let at = s.val.0 as usize;
+                let mut spans = std::mem::take(&mut run.spans);
+                spans.clear();
+                let v = Segment::parse(&run.bytes[range(s.val)])?;
+                spans.extend(
+                    v.spans()
+                        .map(|(k, r)| (k.start + at..k.end + at, r.start + at..r.end + at)),
+                );
+                for (k, r) in spans.drain(..) {
+                    // New entities below this stored one, then this one updated or copied: one
+                    // comparison per entity where updates and stored entities alternate.
+                    let key = Src::Run(k.start as u32, k.end as u32);
+                    let at_key = loop {
+                        if u == end {
+                            break false;
+                        }
+                        match keys[u].cmp(&run.bytes[k.clone()]) {
+                            std::cmp::Ordering::Less => {
+                                run.merge(u, Src::Key(u as u32), None, keys, update)?;
+                                u += 1;
+                            }
+                            o => break o == std::cmp::Ordering::Equal,
+                        }
+                    };
+                    if at_key {
+                        run.merge(u, key, Some(r), keys, update)?;
                         u += 1;
                     } else {
-                        packer.add(k, r);
+                        run.add(keys, key, Src::Run(r.start as u32, r.end as u32));
                     }
                 }
-                old_keys.push(sk.clone());
+                run.spans = spans;
+                run.old.push(s.key);
             }
             while u < end {
-                packer.add(keys[u], &update(keys[u], None)?);
+                run.merge(u, Src::Key(u as u32), None, keys, update)?;
                 u += 1;
             }
             i = end;
@@ -405,21 +615,16 @@ pub fn rewrite(
             // consumed, so: when that update lies below its successor's key), or to fill an underfull
             // last segment.
             let Some(n) = next else { break };
-            let after_n = map.after(&n.0)?;
-            let owns_next = i < keys.len() && after_n.as_ref().is_none_or(|(k, _)| keys[i] < &k[..]);
-            if packer.pending_len() >= MIN_FILL && !owns_next {
+            let hit = map.after(&run.bytes[range(n.key)])?;
+            let after_n = run.copy(hit);
+            let owns_next = i < keys.len() && after_n.is_none_or(|a| keys[i] < &run.bytes[range(a.key)]);
+            if run.plan.pending_len() >= MIN_FILL && !owns_next {
                 break;
             }
             seg = Some(n);
             next = after_n;
         }
-        for k in &old_keys {
-            map.delete(k)?;
-        }
-        for (k, v) in packer.finish() {
-            map.put(&k, &v)?;
-            written += 1;
-        }
+        written += run.write(map, keys)?;
     }
     Ok(written)
 }
@@ -438,60 +643,66 @@ impl<'t, 'e> LmdbSegments<'t, 'e> {
             txn,
             db,
             prefix,
-            k: Vec::with_capacity(crate::online::key::MAX_KEY_BYTES),
+            k: Vec::with_capacity(4 + crate::online::key::MAX_KEY_BYTES),
         }
     }
 
+    /// The full LMDB key of segment `k` (the view prefix, then `k`), in the reused buffer.
     fn full(&mut self, k: &[u8]) -> Vec<u8> {
-        self.k.clear();
-        self.k.extend_from_slice(&self.prefix);
-        self.k.extend_from_slice(k);
-        std::mem::take(&mut self.k)
-    }
-
-    /// A hit of a seek, if it lies in this view's prefix, without the prefix and owned.
-    fn own(&self, hit: Option<(&[u8], &[u8])>) -> Option<Stored> {
-        hit.filter(|(k, _)| k.starts_with(&self.prefix))
-            .map(|(k, v)| (k[4..].to_vec(), v.to_vec()))
+        let mut key = std::mem::take(&mut self.k);
+        key.clear();
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(k);
+        key
     }
 }
 
+/// A hit of a seek, if it lies in the view's prefix, without the prefix.
+fn own<'a>(prefix: &[u8; 4], hit: Option<(&'a [u8], &'a [u8])>) -> Hit<'a> {
+    hit.filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (&k[4..], v))
+}
+
 impl SegmentMap for LmdbSegments<'_, '_> {
-    fn floor(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
+    fn floor(&mut self, k: &[u8]) -> TxnResult<Hit<'_>> {
         let key = self.full(k);
-        let hit = self.db.get_lower_than_or_equal_to(self.txn, &key)?;
-        let out = self.own(hit);
+        let hit = self.db.get_lower_than_or_equal_to(self.txn, &key);
         self.k = key;
-        Ok(out)
+        Ok(own(&self.prefix, hit?))
     }
-    fn after(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
+    fn after(&mut self, k: &[u8]) -> TxnResult<Hit<'_>> {
         let key = self.full(k);
-        let hit = self.db.get_greater_than(self.txn, &key)?;
-        let out = self.own(hit);
+        let hit = self.db.get_greater_than(self.txn, &key);
         self.k = key;
-        Ok(out)
+        Ok(own(&self.prefix, hit?))
     }
-    fn before(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
+    fn before(&mut self, k: &[u8]) -> TxnResult<Hit<'_>> {
         let key = self.full(k);
-        let hit = self.db.get_lower_than(self.txn, &key)?;
-        let out = self.own(hit);
+        let hit = self.db.get_lower_than(self.txn, &key);
         self.k = key;
-        Ok(out)
+        Ok(own(&self.prefix, hit?))
     }
-    fn first(&mut self) -> TxnResult<Option<Stored>> {
+    fn first(&mut self) -> TxnResult<Hit<'_>> {
         let hit = self.db.get_greater_than_or_equal_to(self.txn, &self.prefix[..])?;
-        Ok(self.own(hit))
+        Ok(own(&self.prefix, hit))
     }
-    fn put(&mut self, k: &[u8], v: &[u8]) -> TxnResult<()> {
+    fn put_with(
+        &mut self,
+        k: &[u8],
+        len: usize,
+        fill: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+    ) -> TxnResult<()> {
+        // Reserved: the segment is written straight into its place in the page, not copied there.
         let key = self.full(k);
-        self.db.put(self.txn, &key, v)?;
+        let r = self.db.put_reserved(self.txn, &key, len, |space| fill(space));
         self.k = key;
-        Ok(())
+        Ok(r?)
     }
     fn delete(&mut self, k: &[u8]) -> TxnResult<()> {
         let key = self.full(k);
-        self.db.delete(self.txn, &key)?;
+        let r = self.db.delete(self.txn, &key);
         self.k = key;
+        r?;
         Ok(())
     }
 }
@@ -531,34 +742,42 @@ mod tests {
     use std::collections::BTreeMap;
 
     impl SegmentMap for BTreeMap<Vec<u8>, Vec<u8>> {
-        fn floor(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
+        fn floor(&mut self, k: &[u8]) -> TxnResult<Hit<'_>> {
             Ok(self
                 .range(..=k.to_vec())
                 .next_back()
-                .map(|(a, b)| (a.clone(), b.clone())))
+                .map(|(a, b)| (&a[..], &b[..])))
         }
-        fn after(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
+        fn after(&mut self, k: &[u8]) -> TxnResult<Hit<'_>> {
             use std::ops::Bound;
             Ok(self
                 .range::<Vec<u8>, _>((Bound::Excluded(k.to_vec()), Bound::Unbounded))
                 .next()
-                .map(|(a, b)| (a.clone(), b.clone())))
+                .map(|(a, b)| (&a[..], &b[..])))
         }
-        fn before(&mut self, k: &[u8]) -> TxnResult<Option<Stored>> {
+        fn before(&mut self, k: &[u8]) -> TxnResult<Hit<'_>> {
             Ok(self
                 .range(..k.to_vec())
                 .next_back()
-                .map(|(a, b)| (a.clone(), b.clone())))
+                .map(|(a, b)| (&a[..], &b[..])))
         }
-        fn first(&mut self) -> TxnResult<Option<Stored>> {
-            Ok(self.iter().next().map(|(a, b)| (a.clone(), b.clone())))
+        fn first(&mut self) -> TxnResult<Hit<'_>> {
+            Ok(self.iter().next().map(|(a, b)| (&a[..], &b[..])))
         }
-        fn put(&mut self, k: &[u8], v: &[u8]) -> TxnResult<()> {
-            self.insert(k.to_vec(), v.to_vec());
+        fn put_with(
+            &mut self,
+            k: &[u8],
+            len: usize,
+            fill: &mut dyn FnMut(&mut dyn Write) -> std::io::Result<()>,
+        ) -> TxnResult<()> {
+            let mut v = Vec::new();
+            fill(&mut v).unwrap();
+            assert_eq!(v.len(), len, "put_with's length is the bytes written");
+            self.insert(k.to_vec(), v);
             Ok(())
         }
         fn delete(&mut self, k: &[u8]) -> TxnResult<()> {
-            self.remove(k);
+            assert!(self.remove(k).is_some(), "only stored segments are deleted");
             Ok(())
         }
     }
@@ -653,11 +872,15 @@ mod tests {
                     ((i as u32).to_be_bytes().to_vec(), rec(len, i as u8))
                 })
                 .collect();
-            let mut p = Packer::new();
-            for (k, v) in &ents {
-                p.add(k, v);
-            }
-            let segs = p.finish();
+            // Into an empty map, every entity is new: one run, packed by `Plan` and written by `Run`.
+            let mut map = BTreeMap::new();
+            let refs: Vec<&[u8]> = ents.iter().map(|(k, _)| &k[..]).collect();
+            ok(rewrite(&mut map, &refs, |j, old, out| {
+                assert!(old.is_none());
+                out.extend_from_slice(&ents[j].1);
+                Ok(())
+            }));
+            let segs: Vec<(Vec<u8>, Vec<u8>)> = map.into_iter().collect();
             let mut back = Vec::new();
             for (j, (first, v)) in segs.iter().enumerate() {
                 let s = Segment::parse(v).unwrap();
@@ -702,7 +925,7 @@ mod tests {
 
     fn lookup(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, k: &[u8]) -> Option<Vec<u8>> {
         let (_, v) = ok(map.floor(k))?;
-        Segment::parse(&v).unwrap().find(k).map(|r| r.to_vec())
+        Segment::parse(v).unwrap().find(k).map(|r| r.to_vec())
     }
 
     #[test]
@@ -738,10 +961,10 @@ mod tests {
                     .collect();
                 let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
                 let mut seen = Vec::new();
-                let mut update = |k: &[u8], old: Option<&[u8]>| -> Result<Vec<u8>> {
-                    seen.push((k.to_vec(), old.map(|o| o.to_vec())));
-                    let j = refs.binary_search(&k).unwrap();
-                    Ok(rec(lens[j], (push * 31 + j) as u8))
+                let mut update = |j: usize, old: Option<&[u8]>, out: &mut Vec<u8>| -> Result<()> {
+                    seen.push((keys[j].clone(), old.map(|o| o.to_vec())));
+                    out.extend_from_slice(&rec(lens[j], (push * 31 + j) as u8));
+                    Ok(())
                 };
                 ok(rewrite(&mut map, &refs, &mut update));
                 // Each key updated once, with the record it had.
@@ -802,10 +1025,10 @@ mod tests {
             store
                 .write(views[v], |txn, data, _, prefix| {
                     let mut m = LmdbSegments::new(txn, *data, prefix);
-                    rewrite(&mut m, &refs, |k: &[u8], old: Option<&[u8]>| {
-                        assert_eq!(old, oracle.get(k).map(|o: &Vec<u8>| &o[..]));
-                        let j = refs.binary_search(&k).unwrap();
-                        Ok(rec(lens[j], (push + j) as u8))
+                    rewrite(&mut m, &refs, |j, old, out| {
+                        assert_eq!(old, oracle.get(&keys[j]).map(|o: &Vec<u8>| &o[..]));
+                        out.extend_from_slice(&rec(lens[j], (push + j) as u8));
+                        Ok(())
                     })?;
                     Ok(())
                 })

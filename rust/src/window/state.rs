@@ -52,7 +52,7 @@ use super::{accumulator, evaluate_at, Eval, Func, Values};
 use crate::column::timestamp_values;
 use crate::error::{Error, Result};
 use crate::online::cells::Chunk;
-use crate::online::env::{storage, Db, Store, TxnError};
+use crate::online::env::{Db, Store, TxnError};
 use crate::online::key;
 use crate::online::schema::Kind;
 use crate::online::status::{NOT_YET_VALID, PRESENT};
@@ -594,7 +594,8 @@ enum Piece {
     New(u32),
 }
 
-/// Encodes the `n` events of `pieces` (the stored record `a`'s and the batch `b`'s) in that order.
+/// Encodes the `n` events of `pieces` (the stored record `a`'s and the batch `b`'s) in that order,
+/// appended to `out`.
 fn encode(
     a: &Raw<'_>,
     b: &Batch<'_>,
@@ -619,7 +620,7 @@ fn encode(
             }
         }
     }
-    out.clear();
+    let record = out.len();
     out.push(STATE_FORMAT_VERSION);
     out.extend_from_slice(&(n as u32).to_le_bytes());
     out.extend_from_slice(&dropped_max.to_le_bytes());
@@ -671,7 +672,7 @@ fn encode(
             }
         }
     }
-    let crc = crc32(out);
+    let crc = crc32(&out[record..]);
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
@@ -885,20 +886,17 @@ fn push_laid_out(
                 let none = Raw::empty(&tags);
                 let mut raw_cols: Vec<RawCol> = Vec::with_capacity(tags.len());
                 let mut segs = super::segment::LmdbSegments::new(txn, *data, prefix);
-                super::segment::rewrite(&mut segs, &ks, |k, old| {
-                    let g = ks
-                        .binary_search(&k)
-                        .map_err(|_| Error::Internal("a segment rewrite asked for an unknown key".into()))?;
+                super::segment::rewrite(&mut segs, &ks, |g, old, out| {
                     let (lo, hi) = groups[g];
-                    Ok(match old {
+                    match old {
                         Some(b) => {
                             let old = Raw::parse_into(b, &tags, std::mem::take(&mut raw_cols))?;
-                            let rec = merger.record(&old, &order[lo..hi]).to_vec();
+                            merger.record_into(&old, &order[lo..hi], out);
                             raw_cols = old.into_cols();
-                            rec
                         }
-                        None => merger.record(&none, &order[lo..hi]).to_vec(),
-                    })
+                        None => merger.record_into(&none, &order[lo..hi], out),
+                    }
+                    Ok(())
                 })?;
                 before_commit()?;
                 return Ok(groups.len());
@@ -1109,6 +1107,15 @@ impl<'m, 'b> Merger<'m, 'b> {
     /// batch's rows `rows` (sorted by time, sequence), trimmed to what an aggregate from the newest
     /// event on can read.
     fn record(&mut self, old: &Raw<'_>, rows: &[u32]) -> &[u8] {
+        let mut rec = std::mem::take(&mut self.rec);
+        rec.clear();
+        self.record_into(old, rows, &mut rec);
+        self.rec = rec;
+        &self.rec
+    }
+
+    /// [`Merger::record`], appended to `out`.
+    fn record_into(&mut self, old: &Raw<'_>, rows: &[u32], out: &mut Vec<u8>) {
         let new = self.new;
         merge(old, new, rows, &mut self.pieces);
         let newest = match self.pieces.last() {
@@ -1157,8 +1164,7 @@ impl<'m, 'b> Merger<'m, 'b> {
                 Piece::New(_) => 1,
             })
             .sum();
-        encode(old, new, kept, n, dropped_max, self.tags, &mut self.rec);
-        &self.rec
+        encode(old, new, kept, n, dropped_max, self.tags, out);
     }
 }
 
@@ -1302,13 +1308,7 @@ pub fn lookup(
     k: &[u8],
     tags: &[ColTag],
 ) -> Result<Option<Events>> {
-    if k.is_empty() {
-        return Ok(None);
-    }
-    kbuf.clear();
-    kbuf.extend_from_slice(prefix);
-    kbuf.extend_from_slice(k);
-    match db.get(txn, kbuf).map_err(storage)? {
+    match super::segment::find(db, txn, kbuf, prefix, k)? {
         Some(b) => Ok(Some(Events::decode(b, tags)?)),
         None => Ok(None),
     }
@@ -1490,9 +1490,15 @@ mod tests {
             &[Piece::Stored(0, 2)][..],
             &[Piece::Stored(0, 1), Piece::Stored(1, 2)],
         ] {
+            again.clear();
             encode(&raw, &src, pieces, 2, -4, &tags, &mut again);
             assert_eq!(again, out);
         }
+        // Appended after other bytes (a segment's merged records), the record and its checksum are
+        // the same.
+        let mut after = b"other".to_vec();
+        encode(&raw, &src, &[Piece::Stored(0, 2)], 2, -4, &tags, &mut after);
+        assert_eq!((&after[..5], &after[5..]), (&b"other"[..], &out[..]));
         assert_eq!(ev.times, vec![1, 2]);
         assert_eq!(ev.dropped_max, -4);
         assert_eq!(
@@ -1555,6 +1561,7 @@ mod tests {
                     seqs: &times,
                     cols: vec![BatchCol::F64(col.as_primitive())],
                 };
+                rec.clear();
                 encode(&Raw::empty(&tags), &src, &rows, n, i64::MIN, &tags, &mut rec);
                 let raw = Raw::parse(&rec, &tags).unwrap();
                 assert_eq!(raw.all_valid(0), all, "n = {n}");
@@ -1935,7 +1942,7 @@ mod tests {
                     let it = store
                         .data()
                         .range(txn, &(Bound::Included(&p[..]), Bound::Excluded(&next[..])))
-                        .map_err(storage)?;
+                        .map_err(crate::online::env::storage)?;
                     Ok(it.count())
                 })
                 .unwrap()
