@@ -1,7 +1,7 @@
 //! Window state format version 2: entities packed into page-sized segments (the one place it is
-//! defined; version 1, one LMDB record per entity, is defined in [`super::state`]). NOT WRITTEN YET:
-//! nothing in `push`, `materialize` or serving reaches this module; it is the format and its
-//! algorithms, tested on their own, until every step listed in "Status" below is done.
+//! defined; version 1, one LMDB record per entity, is defined in [`super::state`]). A new or fully
+//! rebuilt window state is laid out this way (`super::state::DEFAULT_LAYOUT`); `push` keeps a stored
+//! state's layout, and serving reads either through [`find`].
 //!
 //! Why: a push of 10k events touches about 63 % of a 10k-entity view, and LMDB keeps version 1's
 //! ~240-byte records in leaf pages about 60 % full, so a commit rewrites every leaf page of the view
@@ -57,24 +57,22 @@
 //! an entity record, 2: a segment), so a reader needs no meta lookup: the seek lands on the entity's
 //! own record (version 1: it must match the key exactly) or on its segment (version 2). A state
 //! written before version 2 stays readable and pushable as version 1 (a push keeps the stored
-//! layout); a new or fully rebuilt state takes `super::state::DEFAULT_LAYOUT`, which becomes 2 once
-//! serving reads through [`find`] within its latency target.
+//! layout); a new or fully rebuilt state takes `super::state::DEFAULT_LAYOUT` (2).
 //!
 //! # Crash safety and materialize
 //! Unchanged: history first, then one LMDB write transaction per push (every segment of the push and
 //! the meta record commit together or not at all). `materialize`'s full rebuild drops the view's
 //! prefix range and packs every entity, in key order, into fresh segments in the same transaction.
 //!
-//! # Status (what remains before a new state is laid out as version 2)
-//! Done: the value's encoding and checked parsing, the lookup of an entity in a segment, the greedy
-//! packer and the run rewrite over an ordered map ([`SegmentMap`]) and over an LMDB write transaction
-//! ([`LmdbSegments`]), the one-seek read of either version ([`find`]), the meta's layout byte, and
-//! `push` into a version 2 state (`super::state::push_laid_out`, the version 1 merger as the
-//! rewrite's update), tested against oracles and against a version 1 state fed the same pushes. Not
-//! done: serving through [`find`] (`super::state::lookup` still gets the exact key), the version 2
-//! default, fewer copies and seeks in [`rewrite`] (BENCHMARKS.md, "Window state format v2"), the
-//! damaged-record test's new expectation (a foreign record in the view's range now fails the push
-//! that seeks onto it, not only the read), a version 1 compatibility fixture.
+//! # Writing with few copies
+//! [`rewrite`] copies each stored segment of a run once out of the map (its pages may be reused by the
+//! run's own writes), merges each touched entity's record straight into one buffer, and writes each new
+//! segment into its place in the page with a reserved put: an untouched record is copied twice in all
+//! (map to buffer, buffer to page). The run's buffers are kept per thread from push to push.
+//!
+//! A record that is not whole (a stored value in the view's range that is not a segment, a segment
+//! whose head fails its checksum or lengths) fails the push that must rewrite it, with the same
+//! `Storage` error a read gives, and nothing is written; `materialize` rebuilds.
 
 use std::io::Write;
 use std::ops::Range;

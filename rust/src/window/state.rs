@@ -28,9 +28,12 @@
 //!   everything before it. Key kind tags: 1..=8 int8, int16, int32, int64, uint8, uint16, uint32, uint64;
 //!   9 string, 10 binary. Column tags: 0 float64, 1 int64, 2 string (narrower types are widened on push).
 //!   The version is the layout of the view's state records: 1, one record per entity (below); 2, the
-//!   entity records packed into segments (`super::segment`, not written by `store.push` yet: a new
-//!   state is laid out as [`DEFAULT_LAYOUT`]). A state keeps its layout until a full rebuild.
-//! - State record, one per entity: `[version u8 = 1][n u32 LE][dropped_max i64 LE]`, `n` times (i64 LE,
+//!   entity records packed into segments (`super::segment`). A new or fully rebuilt state is laid out
+//!   as [`DEFAULT_LAYOUT`] (2); a state keeps its layout until a full rebuild, so one written as
+//!   version 1 stays readable and pushable.
+//! - State record, one per entity (stored as its own LMDB record in layout 1, inside a segment in
+//!   layout 2):
+//!   `[version u8 = 1][n u32 LE][dropped_max i64 LE]`, `n` times (i64 LE,
 //!   UTC microseconds, ascending), `n` write sequences (i64 LE; ascending among equal times), then per
 //!   column in meta order: a validity bitmap of `ceil(n / 8)` bytes (bit i of byte i / 8, LSB first, set
 //!   when event i holds a value), then for float64 / int64 `n` values of 8 bytes LE (0 where null), for
@@ -63,9 +66,9 @@ use crate::time::{instant_unit, to_micros};
 /// The version of the meta and state records above.
 pub const STATE_FORMAT_VERSION: u8 = 1;
 
-/// The layout of a new (or rebuilt) view's state: version 1 until serving and `materialize` are
-/// measured on segments (`super::segment`).
-pub const DEFAULT_LAYOUT: u8 = STATE_FORMAT_VERSION;
+/// The layout of a new (or rebuilt) view's state: segments (`super::segment`, format version 2). A
+/// state stored as version 1 keeps that layout until a full rebuild.
+pub const DEFAULT_LAYOUT: u8 = super::segment::SEGMENT_FORMAT_VERSION;
 
 /// The online store name under which `view`'s window state lives.
 pub fn store_name(view: &str) -> String {
