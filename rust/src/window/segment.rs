@@ -161,22 +161,24 @@ impl<'a> Segment<'a> {
         if n == 0 || b.len() < keys_at + 4 {
             return Err(damaged());
         }
-        let seg = Segment {
-            b,
-            n,
-            keys_at,
-            recs_at: 0,
-        };
         // The ends must never decrease (every slice below relies on it) and fit the value.
-        let mut prev = 0;
-        for i in 0..n {
-            let e = seg.key_end(i);
-            if e < prev {
-                return Err(damaged());
+        let ascending = |ends: &mut dyn Iterator<Item = usize>| {
+            let mut prev = 0;
+            for e in ends {
+                if e < prev {
+                    return None;
+                }
+                prev = e;
             }
-            prev = e;
-        }
-        let head = keys_at + prev;
+            Some(prev)
+        };
+        let key_ends = &mut b[3..3 + 2 * n]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as usize);
+        let Some(keys_len) = ascending(key_ends) else {
+            return Err(damaged());
+        };
+        let head = keys_at + keys_len;
         if b.len() < head + 4 {
             return Err(damaged());
         }
@@ -185,19 +187,18 @@ impl<'a> Segment<'a> {
             return Err(damaged());
         }
         let recs_at = head + 4;
-        let seg = Segment { recs_at, ..seg };
-        let mut prev = 0;
-        for i in 0..n {
-            let e = seg.rec_end(i);
-            if e < prev {
-                return Err(damaged());
-            }
-            prev = e;
-        }
-        if recs_at + prev != b.len() {
+        let rec_ends = &mut b[3 + 2 * n..keys_at]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize);
+        if ascending(rec_ends) != Some(b.len() - recs_at) {
             return Err(damaged());
         }
-        Ok(seg)
+        Ok(Segment {
+            b,
+            n,
+            keys_at,
+            recs_at,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -298,6 +299,7 @@ impl Plan {
     }
 
     /// Adds the next entity, whose key and record take `bytes` together.
+    #[inline]
     pub fn add(&mut self, bytes: usize) {
         if self.open_n > 0 && encoded_len(self.open_n + 1, self.open_payload + bytes) > CAPACITY {
             self.ends.push(self.added);
@@ -415,6 +417,7 @@ impl Run {
         }
     }
 
+    #[inline]
     fn add(&mut self, keys: &[&[u8]], key: Src, rec: Src) {
         self.plan.add(key.len(keys) + rec.len(keys));
         self.ents.push((key, rec));
