@@ -1302,7 +1302,8 @@ pub fn prefix_in(store: &Store, txn: &RoTxn, view: &str) -> Result<Option<[u8; 4
     store.view_prefix_in(txn, &store_name(view))
 }
 
-/// Looks up one entity's state: `kbuf` holds the prefix, `k` is the encoded key (empty: a null key).
+/// Looks up one entity's state in either layout, by one seek ([`super::segment::find`]): `kbuf` is
+/// scratch, `k` is the encoded key (empty: a null key).
 pub fn lookup(
     db: &Db,
     txn: &RoTxn,
