@@ -442,14 +442,24 @@ def test_a_changed_definition_needs_a_rebuild(tmp_path):
 
 def test_a_damaged_state_record_is_a_storage_error(tmp_path):
     s = new_store(tmp_path, event_view([sk.Aggregation("x", "sum", "1h")]))
+    s.push("ev", events_table([0], [10], [5.0], [None], [None]))
     # Another record where the entity's state belongs (a latest-value record under the same key; written
     # first, since a write over a state record is itself refused as damage by the value checksum).
     junk = {"user_id": [1], "ts": pa.array([1 << 62], TS), "junk": [1.0]}
     s._online().write("ev__window", junk, keys="user_id", timestamp="ts")
-    s.push("ev", events_table([2], [10], [1.0], [None], [None]))
+    # The state's segments are found by the greatest key at or below an entity's: the push of entity 2
+    # lands on the foreign record and refuses, writing nothing (history included), and so do reads.
+    ev2 = events_table([2], [10], [1.0], [None], [None])
     with pytest.raises(sk.errors.StorageError, match="materialize"):
-        s.get_online_features(["ev:x_sum_1h"], {"user_id": [1]}, as_of=T0)
+        s.push("ev", ev2)
+    for user in (1, 2):
+        with pytest.raises(sk.errors.StorageError, match="materialize"):
+            s.get_online_features(["ev:x_sum_1h"], {"user_id": [user]}, as_of=T0)
+    at = EPOCH + dt.timedelta(seconds=10)
+    assert value(s, ["ev:x_sum_1h"], 0, at)[0] == {"x_sum_1h": 5.0}, "the entity below is whole"
     s.materialize(None, T0)
+    assert value(s, ["ev:x_sum_1h"], 2, EPOCH + dt.timedelta(seconds=10))[0] == {"x_sum_1h": None}
+    s.push("ev", ev2)
     assert value(s, ["ev:x_sum_1h"], 2, EPOCH + dt.timedelta(seconds=10))[0] == {"x_sum_1h": 1.0}
 
 

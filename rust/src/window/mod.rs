@@ -21,6 +21,7 @@
 
 pub mod backfill;
 pub mod exact;
+pub mod segment;
 pub mod state;
 
 use std::collections::{HashMap, VecDeque};

@@ -23,11 +23,17 @@
 //! `crate::online::key`).
 //!
 //! - Meta record, in the metadata database under `window/<view>`:
-//!   `[version u8 = 1][horizon i64 LE][n_keys u8]` then per key `[key kind tag u8][name len u16 LE][name]`,
+//!   `[version u8 = 1 or 2][horizon i64 LE][n_keys u8]` then per key `[key kind tag u8][name len u16 LE][name]`,
 //!   `[n_cols u8]` then per column `[column tag u8][name len u16 LE][name]`, then `[CRC-32C u32 LE]` of
 //!   everything before it. Key kind tags: 1..=8 int8, int16, int32, int64, uint8, uint16, uint32, uint64;
 //!   9 string, 10 binary. Column tags: 0 float64, 1 int64, 2 string (narrower types are widened on push).
-//! - State record, one per entity: `[version u8 = 1][n u32 LE][dropped_max i64 LE]`, `n` times (i64 LE,
+//!   The version is the layout of the view's state records: 1, one record per entity (below); 2, the
+//!   entity records packed into segments (`super::segment`). A new or fully rebuilt state is laid out
+//!   as [`DEFAULT_LAYOUT`] (2); a state keeps its layout until a full rebuild, so one written as
+//!   version 1 stays readable and pushable.
+//! - State record, one per entity (stored as its own LMDB record in layout 1, inside a segment in
+//!   layout 2):
+//!   `[version u8 = 1][n u32 LE][dropped_max i64 LE]`, `n` times (i64 LE,
 //!   UTC microseconds, ascending), `n` write sequences (i64 LE; ascending among equal times), then per
 //!   column in meta order: a validity bitmap of `ceil(n / 8)` bytes (bit i of byte i / 8, LSB first, set
 //!   when event i holds a value), then for float64 / int64 `n` values of 8 bytes LE (0 where null), for
@@ -49,7 +55,7 @@ use super::{accumulator, evaluate_at, Eval, Func, Values};
 use crate::column::timestamp_values;
 use crate::error::{Error, Result};
 use crate::online::cells::Chunk;
-use crate::online::env::{storage, Db, Store, TxnError};
+use crate::online::env::{Db, Store, TxnError};
 use crate::online::key;
 use crate::online::schema::Kind;
 use crate::online::status::{NOT_YET_VALID, PRESENT};
@@ -59,6 +65,10 @@ use crate::time::{instant_unit, to_micros};
 
 /// The version of the meta and state records above.
 pub const STATE_FORMAT_VERSION: u8 = 1;
+
+/// The layout of a new (or rebuilt) view's state: segments (`super::segment`, format version 2). A
+/// state stored as version 1 keeps that layout until a full rebuild.
+pub const DEFAULT_LAYOUT: u8 = super::segment::SEGMENT_FORMAT_VERSION;
 
 /// The online store name under which `view`'s window state lives.
 pub fn store_name(view: &str) -> String {
@@ -128,14 +138,21 @@ fn damaged(what: &str) -> Error {
 /// largest window, microseconds) and its aggregated columns.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StateMeta {
+    /// The state's layout: 1 (one record per entity) or 2 (segments, `super::segment`).
+    pub layout: u8,
     pub keys: Vec<(String, Kind)>,
     pub horizon: i64,
     pub columns: Vec<(String, ColTag)>,
 }
 
 impl StateMeta {
+    /// Whether `other` records the same definition (keys, horizon, columns), whatever its layout.
+    pub fn same_definition(&self, other: &StateMeta) -> bool {
+        (&self.keys, self.horizon, &self.columns) == (&other.keys, other.horizon, &other.columns)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = vec![STATE_FORMAT_VERSION];
+        let mut b = vec![self.layout];
         b.extend_from_slice(&self.horizon.to_le_bytes());
         let name = |b: &mut Vec<u8>, n: &str| {
             b.extend_from_slice(&(n.len() as u16).to_le_bytes());
@@ -164,11 +181,12 @@ impl StateMeta {
             at: 0,
             what: "meta record",
         };
-        if r.u8()? != STATE_FORMAT_VERSION {
+        let layout = r.u8()?;
+        if layout != STATE_FORMAT_VERSION && layout != super::segment::SEGMENT_FORMAT_VERSION {
             return Err(Error::Storage(format!(
-                "the window state was written with state format {}; this skewless reads {STATE_FORMAT_VERSION}. \
-                 Run store.materialize(None, end) to rebuild it",
-                body[0]
+                "the window state was written with state format {layout}; this skewless reads {STATE_FORMAT_VERSION} \
+                 and {}. Run store.materialize(None, end) to rebuild it",
+                super::segment::SEGMENT_FORMAT_VERSION
             )));
         }
         let horizon = r.i64()?;
@@ -187,6 +205,7 @@ impl StateMeta {
             columns.push((r.name()?, t));
         }
         Ok(StateMeta {
+            layout,
             keys,
             horizon,
             columns,
@@ -578,7 +597,8 @@ enum Piece {
     New(u32),
 }
 
-/// Encodes the `n` events of `pieces` (the stored record `a`'s and the batch `b`'s) in that order.
+/// Encodes the `n` events of `pieces` (the stored record `a`'s and the batch `b`'s) in that order,
+/// appended to `out`.
 fn encode(
     a: &Raw<'_>,
     b: &Batch<'_>,
@@ -603,7 +623,7 @@ fn encode(
             }
         }
     }
-    out.clear();
+    let record = out.len();
     out.push(STATE_FORMAT_VERSION);
     out.extend_from_slice(&(n as u32).to_le_bytes());
     out.extend_from_slice(&dropped_max.to_le_bytes());
@@ -655,7 +675,7 @@ fn encode(
             }
         }
     }
-    let crc = crc32(out);
+    let crc = crc32(&out[record..]);
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
@@ -698,15 +718,28 @@ pub fn push(store: &Store, view: &str, table: &Table, spec: &PushSpec<'_>) -> Re
     push_gated(store, view, table, spec, &mut || Ok(()))
 }
 
-/// [`push`], with `before_commit` run inside the transaction once every record is merged, just before
-/// it commits (again on each retry after the map grew); an error from it aborts the transaction, so
-/// nothing is written. `store.push` waits there for its history file to be durable, which a thread of
-/// its own writes meanwhile (`crate::py::window`, `CommitGate`).
+/// `push_laid_out` with a new state laid out as [`DEFAULT_LAYOUT`].
 pub fn push_gated(
     store: &Store,
     view: &str,
     table: &Table,
     spec: &PushSpec<'_>,
+    before_commit: &mut dyn FnMut() -> Result<()>,
+) -> Result<PushStats> {
+    push_laid_out(store, view, table, spec, DEFAULT_LAYOUT, before_commit)
+}
+
+/// [`push`], with `before_commit` run inside the transaction once every record is merged, just before
+/// it commits (again on each retry after the map grew); an error from it aborts the transaction, so
+/// nothing is written. `store.push` waits there for its history file to be durable, which a thread of
+/// its own writes meanwhile (`crate::py::window`, `CommitGate`). A state with no meta yet (or reset) is
+/// laid out as `layout`; a stored state keeps its own.
+fn push_laid_out(
+    store: &Store,
+    view: &str,
+    table: &Table,
+    spec: &PushSpec<'_>,
+    layout: u8,
     before_commit: &mut dyn FnMut() -> Result<()>,
 ) -> Result<PushStats> {
     if spec.horizon <= 0 {
@@ -776,6 +809,7 @@ pub fn push_gated(
         cols.push(a);
     }
     let meta = StateMeta {
+        layout,
         keys: meta_keys,
         horizon: spec.horizon,
         columns: meta_cols,
@@ -823,9 +857,10 @@ pub fn push_gated(
                 Some(b) if !spec.reset => Some(StateMeta::decode(b)?),
                 _ => None,
             };
+            let layout = stored.as_ref().map_or(layout, |m| m.layout);
             match stored {
                 Some(stored) => {
-                    if stored != meta {
+                    if !stored.same_definition(&meta) {
                         return Err(TxnError::Kernel(Error::SchemaMismatch(format!(
                         "view {view:?}'s window state was built for {:?} (largest window {} us), but these \
                          events are {:?} (largest window {} us); the definition changed: run \
@@ -846,6 +881,28 @@ pub fn push_gated(
                         std::ops::Bound::Excluded(&hi[..]),
                     ),
                 )?;
+            }
+            if layout == super::segment::SEGMENT_FORMAT_VERSION {
+                // Segments: each entity's record merged as below, the segments rewritten around them.
+                let ks: Vec<&[u8]> = groups.iter().map(|&(lo, _)| kb(order[lo])).collect();
+                let mut merger = Merger::new(&new, spec.horizon, &tags);
+                let none = Raw::empty(&tags);
+                let mut raw_cols: Vec<RawCol> = Vec::with_capacity(tags.len());
+                let mut segs = super::segment::LmdbSegments::new(txn, *data, prefix);
+                super::segment::rewrite(&mut segs, &ks, |g, old, out| {
+                    let (lo, hi) = groups[g];
+                    match old {
+                        Some(b) => {
+                            let old = Raw::parse_into(b, &tags, std::mem::take(&mut raw_cols))?;
+                            merger.record_into(&old, &order[lo..hi], out);
+                            raw_cols = old.into_cols();
+                        }
+                        None => merger.record_into(&none, &order[lo..hi], out),
+                    }
+                    Ok(())
+                })?;
+                before_commit()?;
+                return Ok(groups.len());
             }
             // Entity g's LMDB key (the view's prefix, then its encoded key), into `k`.
             let key_of = |g: usize, k: &mut Vec<u8>| {
@@ -1053,6 +1110,15 @@ impl<'m, 'b> Merger<'m, 'b> {
     /// batch's rows `rows` (sorted by time, sequence), trimmed to what an aggregate from the newest
     /// event on can read.
     fn record(&mut self, old: &Raw<'_>, rows: &[u32]) -> &[u8] {
+        let mut rec = std::mem::take(&mut self.rec);
+        rec.clear();
+        self.record_into(old, rows, &mut rec);
+        self.rec = rec;
+        &self.rec
+    }
+
+    /// [`Merger::record`], appended to `out`.
+    fn record_into(&mut self, old: &Raw<'_>, rows: &[u32], out: &mut Vec<u8>) {
         let new = self.new;
         merge(old, new, rows, &mut self.pieces);
         let newest = match self.pieces.last() {
@@ -1101,8 +1167,7 @@ impl<'m, 'b> Merger<'m, 'b> {
                 Piece::New(_) => 1,
             })
             .sum();
-        encode(old, new, kept, n, dropped_max, self.tags, &mut self.rec);
-        &self.rec
+        encode(old, new, kept, n, dropped_max, self.tags, out);
     }
 }
 
@@ -1237,7 +1302,8 @@ pub fn prefix_in(store: &Store, txn: &RoTxn, view: &str) -> Result<Option<[u8; 4
     store.view_prefix_in(txn, &store_name(view))
 }
 
-/// Looks up one entity's state: `kbuf` holds the prefix, `k` is the encoded key (empty: a null key).
+/// Looks up one entity's state in either layout, by one seek ([`super::segment::find`]): `kbuf` is
+/// scratch, `k` is the encoded key (empty: a null key).
 pub fn lookup(
     db: &Db,
     txn: &RoTxn,
@@ -1246,13 +1312,7 @@ pub fn lookup(
     k: &[u8],
     tags: &[ColTag],
 ) -> Result<Option<Events>> {
-    if k.is_empty() {
-        return Ok(None);
-    }
-    kbuf.clear();
-    kbuf.extend_from_slice(prefix);
-    kbuf.extend_from_slice(k);
-    match db.get(txn, kbuf).map_err(storage)? {
+    match super::segment::find(db, txn, kbuf, prefix, k)? {
         Some(b) => Ok(Some(Events::decode(b, tags)?)),
         None => Ok(None),
     }
@@ -1434,9 +1494,15 @@ mod tests {
             &[Piece::Stored(0, 2)][..],
             &[Piece::Stored(0, 1), Piece::Stored(1, 2)],
         ] {
+            again.clear();
             encode(&raw, &src, pieces, 2, -4, &tags, &mut again);
             assert_eq!(again, out);
         }
+        // Appended after other bytes (a segment's merged records), the record and its checksum are
+        // the same.
+        let mut after = b"other".to_vec();
+        encode(&raw, &src, &[Piece::Stored(0, 2)], 2, -4, &tags, &mut after);
+        assert_eq!((&after[..5], &after[5..]), (&b"other"[..], &out[..]));
         assert_eq!(ev.times, vec![1, 2]);
         assert_eq!(ev.dropped_max, -4);
         assert_eq!(
@@ -1459,11 +1525,26 @@ mod tests {
             ));
         }
         let meta = StateMeta {
+            layout: 1,
             keys: vec![("k".into(), Kind::I64), ("s".into(), Kind::Str)],
             horizon: 99,
             columns: vec![("x".into(), ColTag::F64)],
         };
         assert_eq!(StateMeta::decode(&meta.encode()).unwrap(), meta);
+        let segmented = StateMeta {
+            layout: 2,
+            ..meta.clone()
+        };
+        assert_eq!(StateMeta::decode(&segmented.encode()).unwrap(), segmented);
+        assert!(segmented.same_definition(&meta));
+        let mut unknown = StateMeta {
+            layout: 3,
+            ..meta.clone()
+        }
+        .encode();
+        assert!(matches!(StateMeta::decode(&unknown), Err(Error::Storage(_))));
+        unknown[0] = 1; // the checksum no longer matches either
+        assert!(matches!(StateMeta::decode(&unknown), Err(Error::Storage(_))));
         assert_eq!(crc32(b"123456789"), 0xE306_9283);
     }
 
@@ -1484,6 +1565,7 @@ mod tests {
                     seqs: &times,
                     cols: vec![BatchCol::F64(col.as_primitive())],
                 };
+                rec.clear();
                 encode(&Raw::empty(&tags), &src, &rows, n, i64::MIN, &tags, &mut rec);
                 let raw = Raw::parse(&rec, &tags).unwrap();
                 assert_eq!(raw.all_valid(0), all, "n = {n}");
@@ -1796,5 +1878,84 @@ mod tests {
             assert_eq!(state(&store, v, -1).unwrap().seqs, vec![1]);
             assert_eq!(state(&store, v, 5000).unwrap().seqs, vec![2]);
         }
+    }
+
+    #[test]
+    fn a_segmented_state_holds_the_records_a_per_entity_state_holds() {
+        // The same random pushes (late events, replays, keys new and stored, nulls) into a version 1
+        // state and a version 2 one: every entity's record is the same bytes, read through `find`.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Some(16 << 20), None).unwrap();
+        let keys = ["k".to_string()];
+        let cols = ["x".to_string(), "s".to_string()];
+        let spec = spec(&keys, &cols, 50);
+        let mut r = rng(3);
+        let mut seq = 0i64;
+        let mut sent: Vec<Table> = Vec::new();
+        for round in 0..40 {
+            let n = 1 + r(300) as usize;
+            let ks: Vec<i64> = (0..n).map(|_| r(500) as i64 - 100).collect();
+            let ts: Vec<i64> = (0..n).map(|_| round * 10 + r(40) as i64).collect();
+            let seqs: Vec<i64> = (0..n)
+                .map(|_| {
+                    seq += 1;
+                    seq
+                })
+                .collect();
+            let x: Vec<Option<f64>> = (0..n).map(|i| (r(5) != 0).then_some(i as f64)).collect();
+            let s: Vec<Option<String>> = (0..n).map(|i| (r(4) != 0).then(|| "é".repeat(i % 5))).collect();
+            let s: Vec<Option<&str>> = s.iter().map(|x| x.as_deref()).collect();
+            let b = batch(&ks, &ts, &seqs, &x, &s);
+            // Now and then a replay of an earlier batch (materialize's case).
+            let b = if round % 7 == 6 {
+                sent[r(sent.len() as u64) as usize].clone()
+            } else {
+                b
+            };
+            push_laid_out(&store, "one", &b, &spec, 1, &mut || Ok(())).unwrap();
+            push_laid_out(&store, "seg", &b, &spec, 2, &mut || Ok(())).unwrap();
+            sent.push(b);
+        }
+        store
+            .read(|txn| {
+                let db = store.data();
+                let p1 = prefix_in(&store, txn, "one")?.unwrap();
+                let p2 = prefix_in(&store, txn, "seg")?.unwrap();
+                assert_eq!(read_meta(&store, txn, "seg")?.unwrap().layout, 2);
+                assert_eq!(read_meta(&store, txn, "one")?.unwrap().layout, 1);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let mut found = 0;
+                for id in -110..410i64 {
+                    let mut k = Vec::new();
+                    key::push_i64(&mut k, id);
+                    let one = super::super::segment::find(&db, txn, &mut a, &p1, &k)?;
+                    let seg = super::super::segment::find(&db, txn, &mut b, &p2, &k)?;
+                    assert_eq!(one, seg, "entity {id}");
+                    found += one.is_some() as usize;
+                }
+                assert!(found > 300);
+                Ok(())
+            })
+            .unwrap();
+        // The segmented state is segments: fewer records than entities.
+        let count = |view: &str| {
+            store
+                .read(|txn| {
+                    let p = prefix_in(&store, txn, view)?.unwrap();
+                    let next = (u32::from_be_bytes(p) + 1).to_be_bytes();
+                    let it = store
+                        .data()
+                        .range(txn, &(Bound::Included(&p[..]), Bound::Excluded(&next[..])))
+                        .map_err(crate::online::env::storage)?;
+                    Ok(it.count())
+                })
+                .unwrap()
+        };
+        assert!(
+            count("seg") * 5 < count("one"),
+            "{} segments, {} records",
+            count("seg"),
+            count("one")
+        );
     }
 }
