@@ -415,7 +415,10 @@ pub fn request(
                             values: KeyValues::Int(vec![v.into()]),
                             valid: Vec::new(),
                         };
-                        return Ok(Request { n: 1, cols: vec![col] });
+                        return Ok(Request {
+                            n: 1,
+                            cols: vec![col],
+                        });
                     }
                 }
             }
