@@ -115,11 +115,15 @@ impl<'py> Outputs<'py, '_> {
             }
             Ok(a)
         };
+        // The two descriptors, made once: numpy's lookup by type number was a visible part of the call.
+        static DESCRS: pyo3::sync::PyOnceLock<(Py<numpy::PyArrayDescr>, Py<numpy::PyArrayDescr>)> =
+            pyo3::sync::PyOnceLock::new();
+        let (f, i) = DESCRS.get_or_init(py, || (f64::get_dtype(py).unbind(), i8::get_dtype(py).unbind()));
         let base = block.cast::<u8>();
-        let values = array(f64::get_dtype(py), w, base)?;
+        let values = array(f.bind(py).clone(), w, base)?;
         // SAFETY: `8 * nv <= bytes`, so the status part starts inside (or at the end of) the block.
         let at_status = unsafe { base.add(nv * 8) };
-        let status = array(i8::get_dtype(py), v, at_status)?;
+        let status = array(i.bind(py).clone(), v, at_status)?;
         // SAFETY: the block holds `bytes` writable bytes, not yet visible to any other code.
         unsafe { std::ptr::write_bytes(base, 0, bytes) };
         // SAFETY: the block holds `nv` float64 then `ns` int8, disjoint, initialized just above, aligned

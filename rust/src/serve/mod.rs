@@ -134,6 +134,9 @@ pub struct Plan {
     parts: Vec<Part>,
     /// Number of features (output columns) over all parts.
     pub width: usize,
+    /// Set once every part's answer to [`Plan::check_numeric`] can no longer change (each latest-value
+    /// part resolved: its stored kinds are then fixed), so that later requests skip the check.
+    numeric: OnceLock<()>,
 }
 
 /// Lookups of a request up to which the walk's buffers live on the stack.
@@ -245,6 +248,7 @@ impl Plan {
             key_names,
             parts,
             width: offset,
+            numeric: OnceLock::new(),
         };
         let (store, data_parts) = (&plan.store, &plan.parts);
         store.read(|txn| {
@@ -265,6 +269,7 @@ impl Plan {
             key_names: Vec::new(),
             parts: Vec::new(),
             width: 0,
+            numeric: OnceLock::new(),
         }
     }
 
@@ -296,6 +301,9 @@ impl Plan {
     /// Whether every feature can be returned as float64 (stored kind, or declared type while the view
     /// has no online data).
     pub fn check_numeric(&self) -> Result<()> {
+        if self.numeric.get().is_some() {
+            return Ok(());
+        }
         for p in &self.parts {
             match p.resolved.get().filter(|_| p.window.is_none()) {
                 Some(r) => r.view.check_numeric("get_numpy")?,
@@ -311,6 +319,14 @@ impl Plan {
                     }
                 }
             }
+        }
+        // A window part answers from its declared types, which never change.
+        if self
+            .parts
+            .iter()
+            .all(|p| p.window.is_some() || p.resolved.get().is_some())
+        {
+            let _ = self.numeric.set(());
         }
         Ok(())
     }
