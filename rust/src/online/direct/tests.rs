@@ -451,5 +451,8 @@ fn one_key_searches_equal_lmdb_for_every_probe() {
     }
     assert!(hits >= stored.len() - 20, "{hits}");
     let txn = env.read_txn().unwrap();
-    assert!(db.stat(&txn).unwrap().depth >= 3, "the tree needs a level below the root's children");
+    assert!(
+        db.stat(&txn).unwrap().depth >= 3,
+        "the tree needs a level below the root's children"
+    );
 }
