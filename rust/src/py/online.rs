@@ -394,7 +394,10 @@ pub fn served_at(py: Python<'_>, as_of: Option<&Bound<'_, PyAny>>) -> PyResult<i
 /// integer arithmetic (`SystemTime`'s checked `Duration` and 128-bit microseconds were a visible part
 /// of a one-key request).
 #[inline]
-#[allow(clippy::unnecessary_cast, reason = "time_t and c_long are 32 bits on some targets")]
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "time_t and c_long are 32 bits on some targets"
+)]
 fn now_micros() -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
