@@ -173,7 +173,7 @@ pub fn small<'a, T: Copy>(stack: &'a mut [T], heap: &'a mut Vec<T>, n: usize, fi
 
 /// The status and, when PRESENT, the checked body of the value `v` found (or not) under the full LMDB
 /// key `full` of view `r` (see [`lookup`]).
-#[inline]
+#[inline(always)]
 pub fn judge<'t>(r: &Resolved, window: Window, full: &[u8], v: Option<&'t [u8]>) -> Result<(i8, &'t [u8])> {
     match v {
         None => Ok((NOT_FOUND, &[])),

@@ -233,7 +233,7 @@ impl Layout {
     /// version 3, checksum) and returns its body, the bytes every other method here reads. Readers call
     /// it once per value before the unchecked slot loads; the error does not name the view, so callers
     /// map it with [`damaged`].
-    #[inline]
+    #[inline(always)]
     pub fn check<'v>(&self, key: &[u8], v: &'v [u8]) -> Result<&'v [u8]> {
         let body = match self.seed {
             None => v,

@@ -403,6 +403,27 @@ pub fn request(
     names: &[String],
     interned: &[Py<PyString>],
 ) -> PyResult<Request> {
+    // A service's commonest request, one plain int in a one-item list for a plan of one join key, before
+    // any shape check: the same column `scalars` makes of it.
+    if let [_] = names {
+        if let Ok(l) = rows.cast_exact::<PyList>() {
+            if l.len() == 1 {
+                let item = l.get_item(0)?;
+                if item.is_exact_instance_of::<PyInt>() {
+                    if let Ok(v) = item.extract::<i64>() {
+                        let col = KeyColumn {
+                            values: KeyValues::Int(vec![v.into()]),
+                            valid: Vec::new(),
+                        };
+                        return Ok(Request {
+                            n: 1,
+                            cols: vec![col],
+                        });
+                    }
+                }
+            }
+        }
+    }
     // The common shapes first, without a round trip through pyarrow.
     let plain = |rows: &Bound<'_, PyAny>| -> PyResult<bool> {
         let items_are_dicts = if let Ok(l) = rows.cast::<PyList>() {

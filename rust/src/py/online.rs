@@ -386,11 +386,29 @@ impl PyReader {
 pub fn served_at(py: Python<'_>, as_of: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
     match as_of.filter(|a| !a.is_none()) {
         Some(a) => datetime_micros(py, a),
-        None => Ok(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-            .unwrap_or(0)),
+        None => Ok(now_micros()),
     }
+}
+
+/// The real-time clock in UTC microseconds, read once per request: straight from `clock_gettime` in
+/// integer arithmetic (`SystemTime`'s checked `Duration` and 128-bit microseconds were a visible part
+/// of a one-key request).
+#[inline]
+#[allow(
+    clippy::unnecessary_cast,
+    reason = "time_t and c_long are 32 bits on some targets"
+)]
+fn now_micros() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always exists, so the call cannot fail
+    // (were it to, `ts` would stay the epoch).
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    (ts.tv_sec as i64)
+        .saturating_mul(1_000_000)
+        .saturating_add(ts.tv_nsec as i64 / 1_000)
 }
 
 /// The window of a lookup at `as_of` (default: now) with an optional `ttl`.

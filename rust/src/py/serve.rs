@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::pyarrow::FromPyArrow;
-use numpy::{PyArray2, PyArrayMethods};
+use numpy::{PyArray2, PyArrayDescrMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString};
 
@@ -28,6 +28,124 @@ const DETACH_ROWS: usize = 1024;
 type NumpyOut<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i8>>);
 /// `NumpyOut` and the instant served at (UTC microseconds).
 type NumpyAt<'py> = (Bound<'py, PyArray2<f64>>, Bound<'py, PyArray2<i8>>, i64);
+
+/// `get_numpy`'s two output arrays over ONE block of Python memory, owned by a capsule both arrays
+/// hold as their base, and the block's two parts for the plan to fill. numpy's own allocation costs,
+/// per array, a lookup of its memory handler (a context variable) and a zeroing `calloc`, and the same
+/// handler again to free it: a visible share of a one-key request (BENCHMARKS.md, issue 7 sixth pass).
+struct Outputs<'py, 'a> {
+    values: Bound<'py, PyArray2<f64>>,
+    status: Bound<'py, PyArray2<i8>>,
+    vs: &'a mut [f64],
+    ss: &'a mut [i8],
+}
+
+/// The capsule's destructor: frees the block (`Outputs`) when the last array over it is gone.
+unsafe extern "C" fn free_block(capsule: *mut pyo3::ffi::PyObject) {
+    // SAFETY: called by Python, with the GIL, on a capsule made by `Outputs::new` with no name and a
+    // pointer from `PyMem_Malloc`, which nothing else frees.
+    unsafe { pyo3::ffi::PyMem_Free(pyo3::ffi::PyCapsule_GetPointer(capsule, std::ptr::null())) }
+}
+
+impl<'py> Outputs<'py, '_> {
+    fn new(py: Python<'py>, n: usize, w: usize, v: usize) -> PyResult<Self> {
+        use numpy::npyffi::{get_type_object, NpyTypes, PyArrayObject, NPY_ARRAY_WRITEABLE, PY_ARRAY_API};
+        use numpy::Element;
+        use pyo3::ffi;
+        let too_big = || {
+            to_py(
+                py,
+                Error::InvalidArgument(format!("{n} rows of output do not fit in memory")),
+            )
+        };
+        let nv = n.checked_mul(w).ok_or_else(too_big)?;
+        let ns = n.checked_mul(v).ok_or_else(too_big)?;
+        let bytes = nv
+            .checked_mul(8)
+            .and_then(|b| b.checked_add(ns))
+            .ok_or_else(too_big)?;
+        // SAFETY: PyMem_Malloc needs the GIL, which `py` proves; it returns null or `bytes` (at least
+        // one) bytes aligned for any basic type, so the float64 part at offset 0 is aligned.
+        let block = unsafe { ffi::PyMem_Malloc(bytes.max(1)) };
+        if block.is_null() {
+            return Err(too_big());
+        }
+        // SAFETY: `block` is a live allocation; on failure the capsule does not exist, so it is freed here.
+        let capsule = unsafe { ffi::PyCapsule_New(block, std::ptr::null(), Some(free_block)) };
+        if capsule.is_null() {
+            // SAFETY: `block` came from PyMem_Malloc above and nothing else owns it.
+            unsafe { ffi::PyMem_Free(block) };
+            return Err(PyErr::fetch(py));
+        }
+        // SAFETY: `capsule` is a new reference, now owned by `owner` (freed with it on any early return).
+        let owner = unsafe { Bound::from_owned_ptr(py, capsule) };
+        let array = |descr: Bound<'py, numpy::PyArrayDescr>,
+                     cols: usize,
+                     at: *mut u8|
+         -> PyResult<Bound<'py, PyAny>> {
+            let mut dims = [n as numpy::npyffi::npy_intp, cols as numpy::npyffi::npy_intp];
+            // SAFETY: numpy's C API with the GIL held: `descr` is a new reference the call steals; `dims`
+            // outlives the call; null strides ask for C order; `at` points into the block with room for
+            // `n * cols` elements of the descriptor's type, aligned (offset 0, or an int8 part).
+            let arr = unsafe {
+                PY_ARRAY_API.PyArray_NewFromDescr(
+                    py,
+                    get_type_object(py, NpyTypes::PyArray_Type),
+                    descr.into_dtype_ptr(),
+                    2,
+                    dims.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                    at.cast(),
+                    NPY_ARRAY_WRITEABLE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if arr.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            // SAFETY: `arr` is a new reference owned by `a` from here on.
+            let a = unsafe { Bound::from_owned_ptr(py, arr) };
+            // SAFETY: `arr` is a fresh array without a base; SetBaseObject steals the reference given,
+            // which keeps the block alive as long as the array.
+            if unsafe {
+                PY_ARRAY_API.PyArray_SetBaseObject(py, arr.cast::<PyArrayObject>(), owner.clone().into_ptr())
+            } < 0
+            {
+                return Err(PyErr::fetch(py));
+            }
+            Ok(a)
+        };
+        // The two descriptors, made once: numpy's lookup by type number was a visible part of the call.
+        static DESCRS: pyo3::sync::PyOnceLock<(Py<numpy::PyArrayDescr>, Py<numpy::PyArrayDescr>)> =
+            pyo3::sync::PyOnceLock::new();
+        let (f, i) = DESCRS.get_or_init(py, || (f64::get_dtype(py).unbind(), i8::get_dtype(py).unbind()));
+        let base = block.cast::<u8>();
+        let values = array(f.bind(py).clone(), w, base)?;
+        // SAFETY: `8 * nv <= bytes`, so the status part starts inside (or at the end of) the block.
+        let at_status = unsafe { base.add(nv * 8) };
+        let status = array(i.bind(py).clone(), v, at_status)?;
+        // SAFETY: the block holds `bytes` writable bytes, not yet visible to any other code.
+        unsafe { std::ptr::write_bytes(base, 0, bytes) };
+        // SAFETY: the block holds `nv` float64 then `ns` int8, disjoint, initialized just above, aligned
+        // (PyMem_Malloc's alignment; offset 0) and alive while the arrays are (their base). The slices
+        // are the only access to it until the arrays are returned to Python, after the plan has filled
+        // them (with or without the GIL: nothing else can reach new arrays).
+        let (vs, ss) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(base.cast::<f64>(), nv),
+                std::slice::from_raw_parts_mut(at_status.cast::<i8>(), ns),
+            )
+        };
+        Ok(Outputs {
+            // SAFETY: made above as 2-d arrays of exactly these element types.
+            values: unsafe { values.cast_into_unchecked() },
+            // SAFETY: as above.
+            status: unsafe { status.cast_into_unchecked() },
+            vs,
+            ss,
+        })
+    }
+}
 
 /// A compiled serving plan over one online store (see ``skewless.serving.OnlineReader``, which wraps it).
 ///
@@ -267,20 +385,9 @@ impl PyPlan {
                 }
             };
             let Some((p, names)) = &self.post else {
-                // Filled in place: numpy allocates the outputs and the plan writes into them (no second
-                // buffer, no owner object, no borrow tracking).
-                let values = PyArray2::<f64>::zeros(py, [n, w], false);
-                let status = PyArray2::<i8>::zeros(py, [n, v], false);
-                let internal = |e: numpy::AsSliceError| to_py(py, Error::Internal(e.to_string()));
-                // SAFETY: both arrays were created just above, C-contiguous, and no Python code has seen
-                // them yet, so these are the only references to their data while the plan fills them
-                // (also without the GIL: nothing else can reach the arrays).
-                let (vs, ss) = unsafe {
-                    (
-                        values.as_slice_mut().map_err(internal)?,
-                        status.as_slice_mut().map_err(internal)?,
-                    )
-                };
+                // Filled in place: the plan writes straight into the two arrays' one block (`Outputs`).
+                let out = Outputs::new(py, n, w, v)?;
+                let (values, status, vs, ss) = (out.values, out.status, out.vs, out.ss);
                 if n >= DETACH_ROWS {
                     run_detached(py, || plan.get_f64(&req, at, vs, ss))?;
                 } else {

@@ -134,6 +134,9 @@ pub struct Plan {
     parts: Vec<Part>,
     /// Number of features (output columns) over all parts.
     pub width: usize,
+    /// Set once every part's answer to [`Plan::check_numeric`] can no longer change (each latest-value
+    /// part resolved: its stored kinds are then fixed), so that later requests skip the check.
+    numeric: OnceLock<()>,
 }
 
 /// Lookups of a request up to which the walk's buffers live on the stack.
@@ -245,6 +248,7 @@ impl Plan {
             key_names,
             parts,
             width: offset,
+            numeric: OnceLock::new(),
         };
         let (store, data_parts) = (&plan.store, &plan.parts);
         store.read(|txn| {
@@ -265,6 +269,7 @@ impl Plan {
             key_names: Vec::new(),
             parts: Vec::new(),
             width: 0,
+            numeric: OnceLock::new(),
         }
     }
 
@@ -296,6 +301,9 @@ impl Plan {
     /// Whether every feature can be returned as float64 (stored kind, or declared type while the view
     /// has no online data).
     pub fn check_numeric(&self) -> Result<()> {
+        if self.numeric.get().is_some() {
+            return Ok(());
+        }
         for p in &self.parts {
             match p.resolved.get().filter(|_| p.window.is_none()) {
                 Some(r) => r.view.check_numeric("get_numpy")?,
@@ -312,6 +320,14 @@ impl Plan {
                 }
             }
         }
+        // A window part answers from its declared types, which never change.
+        if self
+            .parts
+            .iter()
+            .all(|p| p.window.is_some() || p.resolved.get().is_some())
+        {
+            let _ = self.numeric.set(());
+        }
         Ok(())
     }
 
@@ -327,6 +343,9 @@ impl Plan {
         let (n, w) = (req.n, self.width);
         if values.len() != n * w || status.len() != n * self.parts.len() {
             return Err(Error::Internal("output buffers do not match the request".into()));
+        }
+        if let Some(done) = self.get_one(req, served_at, values, status) {
+            return done;
         }
         self.get_sink(req, served_at, status, &mut Matrix { values, w })
     }
@@ -375,28 +394,65 @@ impl Plan {
             }
             for (i, (s, val)) in rows.iter().enumerate() {
                 status[i * v + pi] = *s;
-                match res {
-                    Some(r) if *s == PRESENT => match &r.f64_slots {
-                        Some(slots) => {
-                            for (j, slot) in slots.iter().enumerate() {
-                                out.put(i, part.offset + j, slot.read(val));
-                            }
-                        }
-                        None => {
-                            for (j, &k) in r.cols.iter().enumerate() {
-                                out.put(i, part.offset + j, r.layout.f64_of(val, k));
-                            }
-                        }
-                    },
-                    _ => {
-                        for j in 0..part.spec.columns.len() {
-                            out.put(i, part.offset + j, None);
-                        }
-                    }
-                }
+                put_row(&mut **out, i, part, res, *s, val);
             }
             Ok(())
         })
+    }
+
+    /// [`Plan::get_f64`] for a request of one row to a plan of one resolved view (a service's commonest
+    /// call): the same steps as [`Plan::walk`] for it, without the batch's bookkeeping (its per-part
+    /// and per-row buffers, key groups and callbacks), which was a visible share of a one-key call.
+    /// `None`: the request is not of that shape, or the view has no online data yet; `walk` answers.
+    fn get_one(
+        &self,
+        req: &Request,
+        served_at: i64,
+        values: &mut [f64],
+        status: &mut [i8],
+    ) -> Option<Result<()>> {
+        let ([p], 1) = (&self.parts[..], req.n) else {
+            return None;
+        };
+        let r = p.resolved.get().filter(|_| p.window.is_none())?;
+        if req.cols.len() != self.key_names.len() || req.cols.iter().any(|c| c.len() != 1) {
+            return Some(Err(Error::Internal(
+                "the request's key columns do not match the plan".into(),
+            )));
+        }
+        let mut full = Scratch::take();
+        let full = &mut full.0;
+        full.bytes.clear();
+        full.ends.clear();
+        if let Err(e) = encode_keys_into(&r.sig, req, &self.key_names, Some(&r.view.prefix), full) {
+            return Some(Err(e));
+        }
+        let (store, view) = (&*self.store, &r.view);
+        let data = store.data();
+        Some(store.read_pages(|txn, pages| {
+            let probe = [Probe::new(full.key(0))];
+            let mut found = [None];
+            fetch(&data, txn, pages, &probe, &mut found)?;
+            let (s, val) = judge(
+                view,
+                Window::new(served_at, p.spec.ttl_micros),
+                probe[0].key(),
+                found[0],
+            )?;
+            status[0] = s;
+            put_row(
+                &mut Matrix {
+                    values,
+                    w: self.width,
+                },
+                0,
+                p,
+                Some(view),
+                s,
+                val,
+            );
+            Ok(())
+        }))
     }
 
     /// Serves `req` at `served_at`: one Arrow array per feature (stored types; nulls are nulls, a stored
@@ -538,6 +594,31 @@ impl Plan {
             }
             Ok(())
         })
+    }
+}
+
+/// Row `i`'s features of `part` (from its output column on) of a stored value `val` of status `s`: the
+/// selected features when the value is served (`PRESENT`), else no value.
+#[inline(always)]
+fn put_row<S: Sink>(out: &mut S, i: usize, part: &Part, res: Option<&Resolved>, s: i8, val: &[u8]) {
+    match res {
+        Some(r) if s == PRESENT => match &r.f64_slots {
+            Some(slots) => {
+                for (j, slot) in slots.iter().enumerate() {
+                    out.put(i, part.offset + j, slot.read(val));
+                }
+            }
+            None => {
+                for (j, &k) in r.cols.iter().enumerate() {
+                    out.put(i, part.offset + j, r.layout.f64_of(val, k));
+                }
+            }
+        },
+        _ => {
+            for j in 0..part.spec.columns.len() {
+                out.put(i, part.offset + j, None);
+            }
+        }
     }
 }
 

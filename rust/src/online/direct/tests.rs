@@ -422,3 +422,37 @@ fn the_guess_is_a_node_of_the_page_and_follows_the_key() {
     assert_eq!(guess(0, 100, 50, 3), 0, "too small a page is not guessed");
     assert_eq!(guess(100, 100, 100, 50), 0, "no span, no guess");
 }
+
+/// A request of one key takes its own straight-line code (`search` with arrays of one, see
+/// `Pages::walk`): it must find what LMDB finds for every key around every stored one, on evenly
+/// spread keys (the guess hits), dense clusters far apart (it misses) and long keys (compared in full).
+#[test]
+fn one_key_searches_equal_lmdb_for_every_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, db) = open(dir.path(), 1 << 26);
+    let mut rng = Rng::new(0x5EED_0001);
+    let mut stored = Vec::new();
+    let mut wtxn = env.write_txn().unwrap();
+    for i in 0..20_000u64 {
+        let k = match i % 3 {
+            0 => rng.below(1_000_000) as u64,
+            1 => (1 << 40) + i,
+            _ => (1 << 50) + 1000 * i,
+        };
+        let kb = key(1 + (i % 2) as u32, k, i % 7 == 0);
+        db.put(&mut wtxn, &kb, &value(k, i % 11 == 0)).unwrap();
+        stored.push(kb);
+    }
+    wtxn.commit().unwrap();
+    let pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+    let mut hits = 0;
+    for k in probes_around(&stored) {
+        hits += check(&env, &db, &pages, std::slice::from_ref(&k));
+    }
+    assert!(hits >= stored.len() - 20, "{hits}");
+    let txn = env.read_txn().unwrap();
+    assert!(
+        db.stat(&txn).unwrap().depth >= 3,
+        "the tree needs a level below the root's children"
+    );
+}
