@@ -86,25 +86,27 @@ def sql_join(spark):  # type: ignore[no-untyped-def]
 REPEAT = 2
 
 
-def tree_cpu() -> float:
-    """CPU seconds used so far by this process and every process under it (the JVM, Spark's Python
-    workers), from /proc (Linux; NaN elsewhere). On a shared machine the wall time of a run swings with
-    the load; its CPU time much less, so both are printed."""
-    if not os.path.isdir("/proc"):
-        return float("nan")
+def tree_processes(waited: bool = True) -> dict[int, tuple[float, str]]:
+    """This process and every process under it (the JVM, Spark's Python workers), from /proc: pid ->
+    (CPU seconds so far, command line). ``waited``: a process's CPU includes its children that exited
+    and were waited for (so the time of finished workers is not lost); else only its own."""
     parent: dict[int, int] = {}
-    used: dict[int, int] = {}
+    used: dict[int, float] = {}
+    cmd: dict[int, str] = {}
+    clk = os.sysconf("SC_CLK_TCK")
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd[int(name)] = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
         # After the command: state, ppid, ..., utime, stime, cutime, cstime (fields 14-17 of stat).
         parent[int(name)] = int(fields[1])
-        used[int(name)] = sum(int(x) for x in fields[11:15])
+        used[int(name)] = sum(int(x) for x in fields[11 : 15 if waited else 13]) / clk
     mine = {os.getpid()}
     changed = True
     while changed:
@@ -113,8 +115,16 @@ def tree_cpu() -> float:
             if pp in mine and pid not in mine:
                 mine.add(pid)
                 changed = True
-    total = sum(used.get(pid, 0) for pid in mine)
-    return total / os.sysconf("SC_CLK_TCK")
+    return {pid: (used.get(pid, 0.0), cmd.get(pid, "")) for pid in mine}
+
+
+def tree_cpu() -> float:
+    """CPU seconds used so far by this process and every process under it (:func:`tree_processes`;
+    Linux, NaN elsewhere). On a shared machine the wall time of a run swings with the load; its CPU time
+    much less, so both are printed."""
+    if not os.path.isdir("/proc"):
+        return float("nan")
+    return sum(cpu for cpu, _ in tree_processes().values())
 
 
 def timed(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]

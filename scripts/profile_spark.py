@@ -175,33 +175,8 @@ def _profiled_retrieve_task(original):  # type: ignore[no-untyped-def]
 
 def _kinds() -> dict[str, float]:
     """CPU seconds so far of this process's tree by kind: this driver, the JVM, the Python workers."""
-    clk = os.sysconf("SC_CLK_TCK")
-    parent: dict[int, int] = {}
-    used: dict[int, float] = {}
-    cmd: dict[int, str] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmd[int(name)] = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        parent[int(name)] = int(fields[1])
-        used[int(name)] = sum(int(x) for x in fields[11:13]) / clk  # own utime + stime
-    mine = {os.getpid()}
-    changed = True
-    while changed:
-        changed = False
-        for pid, pp in parent.items():
-            if pp in mine and pid not in mine:
-                mine.add(pid)
-                changed = True
     out = {"driver (Python)": 0.0, "JVM": 0.0, "Python workers": 0.0, "other": 0.0}
-    for pid in mine:
-        c = cmd.get(pid, "")
+    for pid, (cpu, c) in cs.tree_processes(waited=False).items():
         if pid == os.getpid():
             k = "driver (Python)"
         elif "java" in c.split(" ")[0]:
@@ -210,7 +185,7 @@ def _kinds() -> dict[str, float]:
             k = "Python workers"
         else:
             k = "other"
-        out[k] += used.get(pid, 0.0)
+        out[k] += cpu
     return out
 
 
