@@ -173,7 +173,7 @@ _IPC_SLACK = 1 << 14
 #: about 9% of the CPU time at size M, more than compressing costs.
 _IPC_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4") else None)
 #: Rows of history read at a time (whole row groups): a task reads one or more such parts.
-_SPLIT_ROWS = 1 << 20
+_SPLIT_ROWS = spark_direct.SPLIT_ROWS
 #: At most so many tasks per core of the session in a staging job over the histories and in the
 #: result's job, unless the work is large (``_TASK_ROWS``): each Python task costs Spark 30-40 ms of CPU
 #: time (the worker's setup, the command sent and unpickled), which at size M in ``local[2]`` was a fifth
@@ -1027,23 +1027,10 @@ def _history_splits(
     missing = [c for c in cols if c not in newest.names]
     if missing:
         raise MissingColumnError(f"the history of {fv.name!r} has no column(s) {missing}")
-    splits: list[list[tuple[str, list[int], bool]]] = []
-    current: list[tuple[str, list[int], bool]] = []
-    rows = 0
-    for (_, path), md in zip(numbered, metas, strict=True):
-        for g in range(md.num_row_groups):
-            bounded = not _times_within(md, g, ts, lo, hi)
-            if current and current[-1][0] == os.path.abspath(path) and current[-1][2] == bounded:
-                current[-1][1].append(g)
-            else:
-                current.append((os.path.abspath(path), [g], bounded))
-            rows += md.row_group(g).num_rows
-            if rows >= _SPLIT_ROWS:
-                splits.append(current)
-                current, rows = [], 0
-    if current:
-        splits.append(current)
-    return splits
+    paths = [os.path.abspath(p) for _, p in numbered]
+    return spark_direct.row_group_parts(
+        paths, metas, _SPLIT_ROWS, lambda md, g: not _times_within(md, g, ts, lo, hi)
+    )
 
 
 #: Microseconds per unit of a Parquet timestamp, by its logical type's unit (nanoseconds: see below).

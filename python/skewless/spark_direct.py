@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +46,36 @@ _DAY_US = 86_400_000_000
 _UNIT_US = {"milliseconds": 1000, "microseconds": 1}
 #: Footer keys Spark writes into files whose dates and timestamps it would rebase when reading.
 _LEGACY_KEYS = (b"org.apache.spark.legacyDateTime", b"org.apache.spark.legacyINT96")
+
+
+def row_group_parts(
+    files: list[str],
+    metas: list[pq.FileMetaData],
+    limit: int,
+    tag: Callable[[pq.FileMetaData, int], Any] = lambda md, g: None,
+) -> list[list[tuple[str, list[int], Any]]]:
+    """Row groups of Parquet files (in file order) cut into parts a task reads one at a time: a part
+    closes once it holds ``limit`` rows or more, so every part but the last holds at least ``limit``
+    (whole small files together, a large one cut between row groups). A part is a list of runs
+    (path, row groups, tag): consecutive row groups of one file with an equal ``tag(meta, group)``.
+    Used for the entity rows here and for the histories in :mod:`skewless.spark`."""
+    parts: list[list[tuple[str, list[int], Any]]] = []
+    current: list[tuple[str, list[int], Any]] = []
+    rows = 0
+    for path, md in zip(files, metas, strict=True):
+        for g in range(md.num_row_groups):
+            t = tag(md, g)
+            if current and current[-1][0] == path and current[-1][2] == t:
+                current[-1][1].append(g)
+            else:
+                current.append((path, [g], t))
+            rows += md.row_group(g).num_rows
+            if rows >= limit:
+                parts.append(current)
+                current, rows = [], 0
+    if current:
+        parts.append(current)
+    return parts
 
 
 class DirectScan:
@@ -62,22 +92,8 @@ class DirectScan:
 
     def splits(self) -> list[list[tuple[str, list[int]]]]:
         """The parts a task reads one at a time: lists of (path, row groups)."""
-        out: list[list[tuple[str, list[int]]]] = []
-        current: list[tuple[str, list[int]]] = []
-        rows = 0
-        for path, md in zip(self.files, self.metas, strict=True):
-            for g in range(md.num_row_groups):
-                if current and current[-1][0] == path:
-                    current[-1][1].append(g)
-                else:
-                    current.append((path, [g]))
-                rows += md.row_group(g).num_rows
-                if rows >= SPLIT_ROWS:
-                    out.append(current)
-                    current, rows = [], 0
-        if current:
-            out.append(current)
-        return out
+        parts = row_group_parts(self.files, self.metas, SPLIT_ROWS)
+        return [[(path, groups) for path, groups, _ in part] for part in parts]
 
     def split_rows(self) -> list[int]:
         """The rows of each part of :meth:`splits`."""
