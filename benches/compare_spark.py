@@ -141,6 +141,28 @@ def timed(fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     return best
 
 
+def session(buckets: int, ui: bool = False):  # type: ignore[no-untyped-def]
+    """The bench's Spark session: ``local[2]``, ``buckets`` shuffle partitions, 200k-row Arrow batches.
+    ``ui``: Spark's UI on (on a free port), which ``scripts/profile_spark.py`` reads through its REST
+    API; the bench has it off. Everything else is the same, so the profile times the bench's setup."""
+    from pyspark.sql import SparkSession
+
+    b = SparkSession.builder.master("local[2]").appName("skewless-bench")
+    b = b.config("spark.ui.enabled", "true" if ui else "false")
+    if ui:
+        b = b.config("spark.ui.port", "0")
+    spark = (
+        b.config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.memory", "6g")
+        .config("spark.sql.shuffle.partitions", str(buckets))
+        # Larger Arrow batches to and from the Python workers (Spark's default is 10k rows).
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "200000")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
 def noop(df) -> None:  # type: ignore[no-untyped-def]
     df.write.format("noop").mode("overwrite").save()
 
@@ -188,21 +210,9 @@ def main() -> None:
     globals()["REPEAT"] = max(1, args.repeat)
 
     from pyspark import __version__ as pyspark_version
-    from pyspark.sql import SparkSession
 
     fpath, lpath = _workload.ensure(args.size)
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("skewless-bench")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", "6g")
-        .config("spark.sql.shuffle.partitions", str(args.buckets))
-        # Larger Arrow batches to and from the Python workers (Spark's default is 10k rows).
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "200000")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = session(args.buckets)
     feats, labels = spark.read.parquet(str(fpath)), spark.read.parquet(str(lpath))
     feats.createOrReplaceTempView("features")
     labels.createOrReplaceTempView("labels")

@@ -20,7 +20,8 @@ Spark's ``noop`` sink); the last one, warm, is reported:
   workers, from /proc).
 
 The timers change nothing of the call's work (they wrap functions of ``skewless.spark`` in the driver
-and in the workers). Spark's UI is on here (the REST API needs it), which the bench has off.
+and in the workers). The session is the bench's (``compare_spark.session``) with Spark's UI on (the
+REST API needs it), which the bench has off.
 Prints markdown.
 """
 
@@ -208,22 +209,9 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=3, help="calls in the process; the last is reported")
     args = ap.parse_args()
 
-    from pyspark.sql import SparkSession
-
     fpath, lpath = _workload.ensure(args.size)
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("skewless-profile")
-        .config("spark.ui.enabled", "true")
-        .config("spark.ui.port", "0")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", "6g")
-        .config("spark.sql.shuffle.partitions", str(args.buckets))
-        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "200000")
-        .getOrCreate()
-    )
+    spark = cs.session(args.buckets, ui=True)
     sc = spark.sparkContext
-    sc.setLogLevel("ERROR")
     api = f"{sc.uiWebUrl}/api/v1/applications/{sc.applicationId}"
     labels = spark.read.parquet(str(lpath))
     folder = tempfile.mkdtemp(prefix="skewless-spark-profile-")
