@@ -95,7 +95,7 @@ def store(tmp_path):
 # These files need pyspark and Java and a Spark start (slow); CI runs them in its own step. The rest of
 # the suite leaves them out unless they are named (or SKEWLESS_SPARK_TESTS=1), and says so in its header.
 # (tests/test_spark_*.py files that need no Spark, such as test_spark_splits.py, run in the default suite.)
-SPARK_TESTS = ("test_spark.py", "test_spark_readme.py", "test_spark_direct.py")
+SPARK_TESTS = ("test_spark.py", "test_spark_readme.py", "test_spark_direct.py", "test_spark_jobs.py")
 
 
 def _spark_tests_wanted(config: pytest.Config) -> bool:
