@@ -15,9 +15,10 @@ rows packed: each task cuts its rows by group and writes each group's rows as on
 tasks pack the entity rows and report where each group's streams are, with their rows and time span (so
 the entity rows are read once), then one that packs the histories, read in that time span (one job for
 both when the entity rows are a bare Parquet scan the tasks read themselves and whose footers give the
-span: :mod:`skewless.spark_direct`); the returned
-DataFrame's tasks map each group's streams in place and run the retrieval, group after group (groups
-dealt to fewer tasks by their rows: :func:`_task_count`, :func:`_read_staged`). Spark then
+span: :mod:`skewless.spark_direct`; rows the tasks read themselves are staged by an RDD job under
+classic pyspark, :func:`_run_tasks`); the returned DataFrame's tasks map each group's streams in place
+and run the retrieval, group after group (groups dealt to fewer tasks by their rows: :func:`_task_count`,
+:func:`_read_staged`). Spark then
 moves only those small index rows: moving the packed bytes through its shuffle (out of Python, into
 shuffle files, back into Python) was about half of a call's CPU time. :func:`asof_join` has no store
 folder: its streams (LZ4-compressed) travel as binary values (the ``_PACKED`` layout below, version 1)
