@@ -17,7 +17,9 @@ Spark's ``noop`` sink); the last one, warm, is reported:
   in place and casting);
 - the driver: wall time before the first job, between jobs and after the last one;
 - the CPU seconds of each kind of process over the call (this Python driver, the JVM, Spark's Python
-  workers, from /proc).
+  workers, from /proc), and the JVM's by kind of thread (its JIT compilers, Spark's task threads, GC,
+  the rest): from the second call on most of the JVM's time is its JIT compiling the code the call's
+  jobs run.
 
 The timers change nothing of the call's work (they wrap functions of ``skewless.spark`` in the driver
 and in the workers). The session is the bench's (``compare_spark.session``) with Spark's UI on (the
@@ -190,6 +192,37 @@ def _kinds() -> dict[str, float]:
     return out
 
 
+#: The JVM's threads by kind, from the start of their names (Linux keeps 15 characters of a name).
+_JVM_THREADS = (
+    ("JIT compilers (C1, C2)", ("C1 CompilerThre", "C2 CompilerThre")),
+    ("task threads", ("Executor task",)),
+    ("GC", ("GC Thread", "G1 ", "VM Thread")),
+)
+
+
+def _jvm_threads() -> dict[str, float]:
+    """CPU seconds so far of the JVM's threads (``/proc/<jvm>/task``) by kind (``_JVM_THREADS``, the rest
+    "other"). A thread that ended between two samples takes its time with it; Spark's task threads are
+    pooled, so they do not."""
+    out = {name: 0.0 for name, _ in _JVM_THREADS}
+    out["other"] = 0.0
+    clk = os.sysconf("SC_CLK_TCK")
+    for pid, (_, c) in cs.tree_processes(waited=False).items():
+        if "java" not in c.split(" ")[0]:
+            continue
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            used = sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:13]) / clk
+            kind = next((k for k, starts in _JVM_THREADS if name.startswith(starts)), "other")
+            out[kind] += used
+    return out
+
+
 def _rest(url: str):  # type: ignore[no-untyped-def]
     with urllib.request.urlopen(url, timeout=30) as r:
         return json.loads(r.read())
@@ -240,13 +273,13 @@ def main() -> None:
             os.makedirs(timers)
             group = f"call{i}"
             sc.setJobGroup(group, group)
-            k0, w0, t0 = _kinds(), time.perf_counter(), time.time()
+            j0, k0, w0, t0 = _jvm_threads(), _kinds(), time.perf_counter(), time.time()
             with ss.staging_scope():
                 df = ss.get_historical_features(spark, store_path, labels, refs, buckets=args.buckets)
                 t_planned = time.time()
                 cs.noop(df)
                 t_ran = time.time()
-            t1, w1, k1 = time.time(), time.perf_counter(), _kinds()
+            t1, w1, k1, j1 = time.time(), time.perf_counter(), _kinds(), _jvm_threads()
             marks = [
                 ("call start", t0),
                 ("result DataFrame returned", t_planned),
@@ -260,13 +293,13 @@ def main() -> None:
         time.sleep(1.5)  # the listener bus catches up with the last job
         jobs = sorted(sc.statusTracker().getJobIdsForGroup(group))
         load = os.getloadavg()
-        report(api, jobs, marks, timers, k0, k1, w1 - w0, load, args)
+        report(api, jobs, marks, timers, k0, k1, w1 - w0, load, args, j0, j1)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         spark.stop()
 
 
-def report(api, jobs, marks, timers, k0, k1, wall, load, args) -> None:  # type: ignore[no-untyped-def]
+def report(api, jobs, marks, timers, k0, k1, wall, load, args, j0, j1) -> None:  # type: ignore[no-untyped-def]
     tasks = []
     for name in os.listdir(timers):
         with open(os.path.join(timers, name)) as f:
@@ -282,6 +315,9 @@ def report(api, jobs, marks, timers, k0, k1, wall, load, args) -> None:  # type:
     print("| process kind | CPU s over the call |\n| --- | ---: |")
     for k in k1:
         print(f"| {k} | {k1[k] - k0[k]:.2f} |")
+    print("\n| JVM thread kind | CPU s over the call |\n| --- | ---: |")
+    for k in j1:
+        print(f"| {k} | {j1[k] - j0[k]:.2f} |")
     print(
         "\n| job / stage | starts at (s) | wall s | tasks | JVM run s | JVM CPU s | input MB | "
         "Python task CPU s | Python task wall s |\n"
