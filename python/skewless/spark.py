@@ -778,15 +778,9 @@ def _run_tasks(spark: SparkSession, tasks: int, run: Any) -> pa.Table:
                     w.write_batch(b)
             yield sink.getvalue().to_pybytes()
 
-    try:
-        got = sc.parallelize(range(tasks), tasks).mapPartitions(_typed(streams)).collect()
-    except Exception as e:
-        # An RDD action's error is not converted by pyspark's SQL error handler: the task's skewless
-        # error is found in its text here (as :func:`_install_typed_errors` does for DataFrames).
-        typed = _typed_error(str(e))
-        if typed is None:
-            raise
-        raise typed from None
+    # A task's skewless error reaches the driver typed as for DataFrames: pyspark converts an RDD
+    # action's errors through the same function (:func:`_install_typed_errors`).
+    got = sc.parallelize(range(tasks), tasks).mapPartitions(_typed(streams)).collect()
     return pa.concat_tables([_STAGED_SCHEMA.empty_table(), *(pa.ipc.open_stream(b).read_all() for b in got)])
 
 
