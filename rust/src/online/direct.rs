@@ -3,12 +3,12 @@
 //!
 //! Why: LMDB's lookup was ~60% of a 100-key request (one walk per key, a `memcmp` through a function
 //! pointer per probe, and each leaf page a cache miss waited for alone). Here all lookups of a request
-//! walk the tree together, level by level: every binary-search step of every key is taken in one pass
-//! over the batch, and the node the key compares with next is prefetched, so the cache misses of
-//! different keys overlap instead of adding up; keys are compared as 16-byte big-endian integers
-//! (exact for LMDB's byte order, with a full comparison only when those bytes tie). Below the root, a
-//! page's first probe is guessed from the separators around it in its parent ([`guess`]), and the
-//! root itself is searched in a decoded copy kept per snapshot (`Root`).
+//! walk the tree together, level by level, two passes over the batch per level (`direct/batch.rs`):
+//! what a key reads next is prefetched a pass before it is read, so the cache misses of different
+//! keys overlap instead of adding up; keys are compared as 16-byte big-endian integers (exact for
+//! LMDB's byte order, with a full comparison only when those bytes tie). Below the root, a page's
+//! first probe is guessed from the separators around it in its parent ([`guess`]), and the root
+//! itself is searched in a decoded copy kept per snapshot (`Root`).
 //!
 //! Soundness rests on four rules:
 //! - **The snapshot is pinned by the transaction.** The caller holds a read transaction (`RoTxn`),
@@ -111,6 +111,8 @@ struct Root {
     heads: Vec<u128>,
     lens: Vec<u8>,
     kids: Vec<u64>,
+    /// The longest key of nodes 1.. (a probe at least this long compares by its head alone).
+    longest: usize,
 }
 
 impl Root {
@@ -124,9 +126,25 @@ impl Root {
     }
 
     /// The last node whose key is <= the probe's (node 0 when none is).
-    #[inline]
+    #[inline(always)]
     fn child_of(&self, p: &Probe<'_>) -> usize {
         let (mut base, mut len) = (0, self.kids.len());
+        if p.key.len() >= self.longest {
+            // No node's key is longer than the probe's, so equal heads make the node's key the
+            // probe's or a prefix of it: <= either way, and the step is one comparison of two
+            // integers, without a branch (which way a step goes is a coin toss).
+            let heads = &self.heads[..len];
+            while len > 1 {
+                let half = len / 2;
+                let i = base + half;
+                // SAFETY: base + len <= heads.len() throughout (base grows by at most half as len
+                // shrinks by half), and half < len, so i < heads.len().
+                let h = unsafe { *heads.get_unchecked(i) };
+                base += half & ((h <= p.head) as usize).wrapping_neg();
+                len -= half;
+            }
+            return base;
+        }
         while len > 1 {
             let half = len / 2;
             base += half * self.at_most(base + half, p) as usize;
@@ -271,28 +289,6 @@ impl RootCache {
     }
 }
 
-/// Requests of at most this many lookups keep their cursors on the stack.
-const STACK_CURSORS: usize = 8;
-
-/// Where one lookup is in its walk.
-#[derive(Clone, Copy)]
-struct Cursor<'m> {
-    page: &'m [u8],
-    pgno: u64,
-    upper: usize,
-    /// The search range: nodes `base .. base + len` of `page`; the answer is the last node <= the key.
-    base: usize,
-    len: usize,
-    active: bool,
-    /// The heads of the separators around this page in its parent (every key of the page is >= `lo`
-    /// and < `hi`), when both are known (`bounded`): a hint for the first probe, see [`guess`].
-    lo: u128,
-    hi: u128,
-    bounded: bool,
-    /// The node probed first on this page ([`guess`]), 0 for none.
-    first: usize,
-}
-
 /// The node of a page of `n` nodes (keys between the heads `lo` and `hi`) to compare a key of head
 /// `head` with first: where the key would sit if the page's keys were spread evenly between its
 /// bounds. Why: a search step on a page not in the cache is a cache miss waited for alone (each step
@@ -308,6 +304,11 @@ fn guess(lo: u128, hi: u128, head: u128, n: usize) -> usize {
     }
     let at = if head <= lo {
         0.0
+    } else if (hi - lo) >> 63 == 0 {
+        // Both differences below 2^63 (keys that differ only in their last 8 of 16 head bytes, the
+        // usual case within a page): each converts in one instruction, rounded, which a hint allows.
+        let span = (hi - lo) as u64;
+        ((head - lo) as u64).min(span) as i64 as f64 / span as i64 as f64
     } else {
         // Both differences cut to their top 53 bits, as i64 (a u128 to f64 conversion is a call, an
         // u64 one a sequence of six instructions; below 2^53 the signed conversion is one, and exact).
@@ -631,6 +632,7 @@ impl Pages {
             heads: Vec::with_capacity(n),
             lens: Vec::with_capacity(n),
             kids: Vec::with_capacity(n),
+            longest: 0,
         };
         for i in 0..n {
             let (at, key) = self.node(page, tree.root, upper, i)?;
@@ -647,6 +649,9 @@ impl Pages {
             } else {
                 head_at(page, at + NODE, key.len())
             });
+            if i > 0 {
+                root.longest = root.longest.max(key.len());
+            }
             root.lens.push(key.len() as u8);
             root.kids.push(child(size, flags));
         }
@@ -656,236 +661,6 @@ impl Pages {
             *slot = Some(root.clone());
         }
         Ok((!root.kids.is_empty()).then_some(root))
-    }
-
-    /// Looks up every probe in `tree`: `out[i]` is the data of probe i's key, None when absent (an
-    /// empty key is never stored, so it is absent). `record`: search the main database, whose nodes
-    /// name databases.
-    pub fn search<'m>(
-        &'m self,
-        tree: &Tree,
-        probes: &[Probe<'_>],
-        out: &mut [Option<&'m [u8]>],
-        record: bool,
-    ) -> Found<()> {
-        out.fill(None);
-        if tree.depth == 0 {
-            return Ok(());
-        }
-        let start = Cursor {
-            page: &[],
-            pgno: tree.root,
-            upper: 0,
-            base: 0,
-            len: 0, // set when the cursor enters a page
-            active: false,
-            lo: 0,
-            hi: 0,
-            bounded: false, // the root's keys have no bounds
-            first: 0,
-        };
-        // One key (a one-entity request of one view, the commonest) walks with arrays of one, a
-        // length the compiler sees, so every pass below becomes straight-line code for it: the passes'
-        // loops were most of the instructions of a one-key lookup. Small requests (one entity of a
-        // few views) keep their cursors on the stack: an allocation is a visible part of a lookup.
-        // `pending` holds the cursors still searching their page after the guess (most are not), so
-        // that each pass of the binary searches visits only those.
-        if let ([p], [o]) = (probes, &mut *out) {
-            return self.walk(
-                tree,
-                std::slice::from_ref(p),
-                std::slice::from_mut(o),
-                record,
-                &mut [start],
-                &mut [0],
-            );
-        }
-        self.walk_many(tree, probes, out, record, start)
-    }
-
-    /// [`Pages::walk`] for any number of probes, kept out of line: a second inlined copy of the walk
-    /// in `search` changed what the compiler inlined into it (a 100-key request took ~5% more
-    /// instructions).
-    #[inline(never)]
-    fn walk_many<'m>(
-        &'m self,
-        tree: &Tree,
-        probes: &[Probe<'_>],
-        out: &mut [Option<&'m [u8]>],
-        record: bool,
-        start: Cursor<'m>,
-    ) -> Found<()> {
-        if probes.len() <= STACK_CURSORS {
-            let n = probes.len();
-            let (mut cur, mut pending) = ([start; STACK_CURSORS], [0u32; STACK_CURSORS]);
-            return self.walk(tree, probes, out, record, &mut cur[..n], &mut pending[..n]);
-        }
-        let (mut cur, mut pending) = (vec![start; probes.len()], vec![0u32; probes.len()]);
-        self.walk(tree, probes, out, record, &mut cur, &mut pending)
-    }
-
-    /// [`Pages::search`]'s walk, with one cursor and one `pending` slot per probe.
-    #[inline(always)]
-    fn walk<'m>(
-        &'m self,
-        tree: &Tree,
-        probes: &[Probe<'_>],
-        out: &mut [Option<&'m [u8]>],
-        record: bool,
-        cur: &mut [Cursor<'m>],
-        pending: &mut [u32],
-    ) -> Found<()> {
-        let last = tree.last;
-        for (c, p) in cur.iter_mut().zip(probes) {
-            c.active = !p.key.is_empty();
-        }
-        let rate = self.guess_rate.load(Ordering::Relaxed);
-        let count = self.searches.load(Ordering::Relaxed).wrapping_add(1);
-        self.searches.store(count, Ordering::Relaxed);
-        let guessing = rate >= GUESS_MIN || count % GUESS_RETRY == 0;
-        let (mut tried, mut hit) = (0u64, 0u64);
-        let mut top = 0;
-        if let Some(root) = (!record && tree.depth > 1)
-            .then(|| self.decoded_root(tree))
-            .transpose()?
-            .flatten()
-        {
-            let n = root.kids.len();
-            for (c, p) in cur.iter_mut().zip(probes).filter(|(c, _)| c.active) {
-                let i = root.child_of(p);
-                c.pgno = root.kids[i];
-                c.lo = root.heads[i];
-                c.hi = root.heads[(i + 1).min(n - 1)];
-                c.bounded = i > 0 && i + 1 < n;
-                self.prefetch_page(c.pgno);
-            }
-            top = 1;
-        }
-        for level in top..tree.depth {
-            let leaf = level + 1 == tree.depth;
-            // Enter this level's pages (their first lines were prefetched when the level above chose
-            // them) and prefetch each key's first comparison: the guessed node and its neighbours when
-            // the page's bounds are known, else the middle one.
-            for (c, p) in cur.iter_mut().zip(probes).filter(|(c, _)| c.active) {
-                let (page, n, upper) = self.node_page(c.pgno, last, leaf)?;
-                let first = if c.bounded && guessing {
-                    guess(c.lo, c.hi, p.head, n)
-                } else {
-                    0
-                };
-                *c = Cursor {
-                    page,
-                    upper,
-                    base: 0,
-                    len: n,
-                    active: n > 0,
-                    first,
-                    ..*c
-                };
-                if first > 0 {
-                    prefetch_node(page, first - 1);
-                    prefetch_node(page, first);
-                    prefetch_node(page, first + 1);
-                } else if n > 1 {
-                    prefetch_node(page, n / 2);
-                }
-            }
-            // The guessed node and a neighbour: the answer, or a narrower range for the binary search.
-            // The answer (the last node <= the key) lies in `base .. base + len`, and node `base` is
-            // <= the key unless `base` is 0.
-            for (c, p) in cur.iter_mut().zip(probes) {
-                let g = c.first;
-                if g == 0 || c.len <= 1 {
-                    continue;
-                }
-                let n = c.len;
-                if self.at_most(c.page, c.pgno, c.upper, g, p)? == 1 {
-                    if g + 1 == n || self.at_most(c.page, c.pgno, c.upper, g + 1, p)? == 0 {
-                        (c.base, c.len) = (g, 1);
-                    } else {
-                        (c.base, c.len) = (g + 1, n - g - 1);
-                    }
-                } else if g == 1 || self.at_most(c.page, c.pgno, c.upper, g - 1, p)? == 1 {
-                    (c.base, c.len) = (g - 1, 1);
-                } else {
-                    (c.base, c.len) = (0, g - 1);
-                }
-                tried += 1;
-                hit += (c.len == 1) as u64;
-                if c.len > 1 {
-                    prefetch_node(c.page, c.base + c.len / 2);
-                }
-            }
-            // Binary searches, one step of every key per pass: the node a key compares with next is
-            // prefetched a whole pass earlier. A branch's node 0 is never compared (mid >= 1). Only the
-            // keys not done with this page are visited (an inactive cursor has len 0).
-            let mut left = 0;
-            for (i, c) in cur.iter().enumerate() {
-                if c.len > 1 {
-                    pending[left] = i as u32;
-                    left += 1;
-                }
-            }
-            while left > 0 {
-                let mut kept = 0;
-                for k in 0..left {
-                    let i = pending[k] as usize;
-                    let (c, p) = (&mut cur[i], &probes[i]);
-                    let half = c.len / 2;
-                    let le = self.at_most(c.page, c.pgno, c.upper, c.base + half, p)?;
-                    c.base += half & le.wrapping_neg();
-                    c.len -= half;
-                    if c.len > 1 {
-                        prefetch_node(c.page, c.base + c.len / 2);
-                        pending[kept] = i as u32;
-                        kept += 1;
-                    }
-                }
-                left = kept;
-            }
-            for ((c, p), o) in cur.iter_mut().zip(probes).zip(out.iter_mut()) {
-                if !c.active {
-                    continue;
-                }
-                let (at, key) = self.node(c.page, c.pgno, c.upper, c.base)?;
-                if leaf {
-                    let same = key.len() == p.key.len()
-                        && if key.len() <= 16 {
-                            head_at(c.page, at + NODE, key.len()) == p.head
-                        } else {
-                            key == p.key
-                        };
-                    if same {
-                        *o = Some(self.data(c.page, c.pgno, at, last, record)?);
-                    }
-                } else {
-                    let (size, flags, _) = node_header(c.page, at);
-                    // The child's bounds: this node's key and the next one's (node 0 has no key: the
-                    // page's own lower bound holds; past the last node, its upper bound).
-                    if guessing {
-                        let has_lo = c.base > 0 || c.bounded;
-                        if c.base > 0 {
-                            c.lo = head_at(c.page, at + NODE, key.len());
-                        }
-                        let n = (u16_at(c.page, PAGE_LOWER) as usize - HEADER) / 2;
-                        let has_hi = c.base + 1 < n || c.bounded;
-                        if c.base + 1 < n {
-                            let (next, nkey) = self.node(c.page, c.pgno, c.upper, c.base + 1)?;
-                            c.hi = head_at(c.page, next + NODE, nkey.len());
-                        }
-                        c.bounded = has_lo && has_hi;
-                    }
-                    c.pgno = child(size, flags);
-                    self.prefetch_page(c.pgno);
-                }
-            }
-        }
-        // An average that forgets: 1/8 of this search's rate replaces 1/8 of the old one.
-        if let Some(now) = (hit * 256).checked_div(tried) {
-            self.guess_rate
-                .store(rate - rate / 8 + now / 8, Ordering::Relaxed);
-        }
-        Ok(())
     }
 }
 
@@ -901,6 +676,8 @@ fn prefetch_node(page: &[u8], i: usize) {
         prefetch(p.wrapping_add(NODE + 15));
     }
 }
+
+mod batch;
 
 #[cfg(test)]
 mod tests;
