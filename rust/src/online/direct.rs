@@ -113,6 +113,8 @@ struct Root {
     kids: Vec<u64>,
     /// The longest key of nodes 1.. (a probe at least this long compares by its head alone).
     longest: usize,
+    /// Node i's child page with the bounds its separators give it, as the search starts from it.
+    starts: Vec<batch::Start>,
 }
 
 impl Root {
@@ -140,7 +142,7 @@ impl Root {
                 // SAFETY: base + len <= heads.len() throughout (base grows by at most half as len
                 // shrinks by half), and half < len, so i < heads.len().
                 let h = unsafe { *heads.get_unchecked(i) };
-                base += half & ((h <= p.head) as usize).wrapping_neg();
+                base = at_most_then(h, p.head, i, base);
                 len -= half;
             }
             return base;
@@ -151,6 +153,43 @@ impl Root {
             len -= half;
         }
         base
+    }
+}
+
+/// `if h <= probe { i } else { base }`, without a branch. Which way a search step goes is a coin
+/// toss, and a mispredicted branch costs more than the step; the compiler turns a plain select in a
+/// search loop into a branch (its heuristic for a select on the loop's critical path), so on x86-64
+/// it is a conditional move written out.
+#[inline(always)]
+fn at_most_then(h: u128, probe: u128, i: usize, base: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut base = base;
+        // SAFETY: register arithmetic only (a 128-bit comparison by subtraction with borrow, and a
+        // conditional move between two registers): no memory, no stack, no flags kept.
+        unsafe {
+            core::arch::asm!(
+                "cmp {plo}, {hlo}",
+                "sbb {phi}, {hhi}",
+                "cmovae {base}, {i}",
+                plo = in(reg) probe as u64,
+                hlo = in(reg) h as u64,
+                phi = inout(reg) (probe >> 64) as u64 => _,
+                hhi = in(reg) (h >> 64) as u64,
+                base = inout(reg) base,
+                i = in(reg) i,
+                options(pure, nomem, nostack),
+            );
+        }
+        base
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        if h <= probe {
+            i
+        } else {
+            base
+        }
     }
 }
 
@@ -188,22 +227,34 @@ impl<'k> Probe<'k> {
 
     #[inline]
     pub fn new(key: &'k [u8]) -> Probe<'k> {
-        let mut a = [0u8; 16];
-        let n = key.len().min(16);
-        a[..n].copy_from_slice(&key[..n]);
-        let head = u128::from_be_bytes(a);
-        let mask = if n == 16 {
-            u128::MAX
+        // Keys of 8 bytes or more (every full key of the store: a 4-byte view prefix and the encoded
+        // key) are read as two overlapping words, not copied byte by byte into a buffer (a call to
+        // `memcpy` per key, a visible part of a request's setup).
+        let n = key.len();
+        let (hi, lo) = if n >= 16 {
+            (be64(key, 0), be64(key, 8))
+        } else if n > 8 {
+            // The key's last 8 bytes, moved up past the bytes of the first word they repeat.
+            (be64(key, 0), be64(key, n - 8) << (8 * (16 - n)))
+        } else if n == 8 {
+            (be64(key, 0), 0)
         } else {
-            !(u128::MAX >> (8 * n))
+            let mut a = [0u8; 8];
+            a[..n].copy_from_slice(key);
+            (u64::from_be_bytes(a), 0)
+        };
+        let cut = |bytes: usize| match bytes {
+            0 => 0,
+            8.. => u64::MAX,
+            b => !(u64::MAX >> (8 * b)),
         };
         Probe {
             key,
-            head,
-            hi: (head >> 64) as u64,
-            lo: head as u64,
-            mask_hi: (mask >> 64) as u64,
-            mask_lo: mask as u64,
+            head: (hi as u128) << 64 | lo as u128,
+            hi,
+            lo,
+            mask_hi: cut(n),
+            mask_lo: cut(n.saturating_sub(8)),
         }
     }
 
@@ -211,6 +262,14 @@ impl<'k> Probe<'k> {
     pub fn key(&self) -> &'k [u8] {
         self.key
     }
+}
+
+/// The 8 bytes of `b` at `at` as a big-endian integer.
+#[inline(always)]
+fn be64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
 }
 
 /// The key of a node as a [`Probe`] head: 16 bytes loaded from the page, the ones past the key masked.
@@ -316,7 +375,10 @@ fn guess(lo: u128, hi: u128, head: u128, n: usize) -> usize {
         let cut = (128 - span.leading_zeros()).saturating_sub(53);
         ((head - lo).min(span) >> cut) as i64 as f64 / (span >> cut) as i64 as f64
     };
-    ((at * n as f64) as usize).clamp(1, n - 1)
+    // SAFETY: `at` is in [0, 1] (a non-negative difference at most `span`, over `span` > 0: finite),
+    // and n < 2^16 (nodes of one page), so the product truncates to an integer that fits in u32.
+    let g = unsafe { (at * n as u32 as f64).to_int_unchecked::<u32>() } as usize;
+    g.clamp(1, n - 1)
 }
 
 impl Pages {
@@ -633,6 +695,7 @@ impl Pages {
             lens: Vec::with_capacity(n),
             kids: Vec::with_capacity(n),
             longest: 0,
+            starts: Vec::new(),
         };
         for i in 0..n {
             let (at, key) = self.node(page, tree.root, upper, i)?;
@@ -655,25 +718,13 @@ impl Pages {
             root.lens.push(key.len() as u8);
             root.kids.push(child(size, flags));
         }
+        root.starts = batch::starts(&root.heads, &root.kids);
         let root = std::sync::Arc::new(root);
         // Another thread storing its snapshot's root at the same moment: let it, this request has its own.
         if let Ok(mut slot) = self.root.try_write() {
             *slot = Some(root.clone());
         }
         Ok((!root.kids.is_empty()).then_some(root))
-    }
-}
-
-/// Prefetches the header and key of node `i` of `page` (the offset itself is read unchecked: a
-/// prefetch of a wrong address is harmless, and the search checks it before the node is read).
-#[inline(always)]
-fn prefetch_node(page: &[u8], i: usize) {
-    let slot = HEADER + 2 * i;
-    if slot + 2 <= page.len() {
-        let at = u16_at(page, slot) as usize;
-        let p = page.as_ptr().wrapping_add(at);
-        prefetch(p);
-        prefetch(p.wrapping_add(NODE + 15));
     }
 }
 

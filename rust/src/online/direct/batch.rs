@@ -36,7 +36,9 @@ struct Walk {
     /// The page to enter, or the page entered; 0 when the key is done (empty, or absent).
     pgno: u64,
     /// The heads of the separators around the page in its parent, when both are known (`bounded`):
-    /// every key of the page is >= `lo` and < `hi`.
+    /// every key of the page is >= `lo` and < `hi`. At the edge of a level one of them is missing and
+    /// is taken as far from the known one as its neighbour is ([`edge`]): only the guess uses them,
+    /// and the keys at the end of a store (the newest, often) are spread like the others.
     lo: u128,
     hi: u128,
     bounded: bool,
@@ -63,6 +65,21 @@ impl Walk {
 struct Tally {
     tried: u64,
     hit: u64,
+}
+
+/// Prefetches node `i` of an entered page of `n` nodes (none when `i` is past the last): its header
+/// and the 16 bytes of key after it.
+#[inline(always)]
+fn prefetch_at(page: &[u8], n: usize, i: usize) {
+    if i < n {
+        debug_assert!(HEADER + 2 * i + 2 <= page.len());
+        // SAFETY: i < n, and HEADER + 2n = lower <= psize = page.len() (checked on entering the page).
+        let at = unsafe { (page.as_ptr().add(HEADER + 2 * i) as *const u16).read_unaligned() };
+        // The offset is not checked: a prefetch of any address is harmless (see `prefetch`).
+        let p = page.as_ptr().wrapping_add(at as usize);
+        prefetch(p);
+        prefetch(p.wrapping_add(NODE + 15));
+    }
 }
 
 /// The key of node `i` of `page` as two masked words, and the node's offset, when its offset is in
@@ -93,6 +110,85 @@ fn quick(page: &[u8], upper: usize, i: usize, p: &Probe<'_>) -> Option<(usize, (
 #[inline(always)]
 fn wide((h, l): (u64, u64)) -> u128 {
     (h as u128) << 64 | l as u128
+}
+
+/// A branch's answer from its guessed node `g` (1 ..= n - 1) and its neighbours: the offset of the
+/// last node whose key is <= the probe's, and the heads of that key and the next (`hi`: the page's
+/// own upper bound after the last node); `None` when these nodes cannot decide (see [`quick`]), or
+/// the answer is node 0 or more than one node from the guess.
+#[inline(always)]
+fn branch_quick(
+    page: &[u8],
+    upper: usize,
+    n: usize,
+    g: usize,
+    hi: u128,
+    p: &Probe<'_>,
+) -> Option<(usize, u128, u128)> {
+    let key = (p.hi, p.lo);
+    let (at, a) = quick(page, upper, g, p)?;
+    if a > key {
+        // The answer is before g: g - 1 when its key is <= the probe (node 0 has no key to say so).
+        let (before, z) = quick(page, upper, g.checked_sub(1).filter(|&b| b > 0)?, p)?;
+        return (z <= key).then(|| (before, wide(z), wide(a)));
+    }
+    if g + 1 == n {
+        return Some((at, wide(a), hi));
+    }
+    let (next, b) = quick(page, upper, g + 1, p)?;
+    if b > key {
+        return Some((at, wide(a), wide(b)));
+    }
+    if g + 2 == n {
+        return Some((next, wide(b), hi));
+    }
+    let (_, c) = quick(page, upper, g + 2, p)?;
+    (c > key).then(|| (next, wide(b), wide(c)))
+}
+
+/// Where a key that the decoded root sends to one of its children starts: the child's page and the
+/// bounds of its keys (see [`Walk`]), decided once per snapshot with the root.
+#[derive(Clone, Copy)]
+pub(super) struct Start {
+    pgno: u64,
+    lo: u128,
+    hi: u128,
+    bounded: bool,
+}
+
+/// The [`Start`] of each child of a decoded root of key heads `heads` (node 0's unused) and child
+/// pages `kids`.
+pub(super) fn starts(heads: &[u128], kids: &[u64]) -> Vec<Start> {
+    let n = kids.len();
+    let head = |j: usize| (j > 0 && j < n).then(|| heads[j]);
+    (0..n)
+        .map(|i| {
+            let (lo, hi) = edge(head(i), head(i + 1), head(i.wrapping_sub(1)), head(i + 2));
+            Start {
+                pgno: kids[i],
+                lo: lo.unwrap_or(0),
+                hi: hi.unwrap_or(0),
+                bounded: lo.is_some() && hi.is_some(),
+            }
+        })
+        .collect()
+}
+
+/// The bounds of a child page from the separators around it, `lo` and `hi`, when one is missing (the
+/// child is the first or last of its level): taken as far from the known bound as that one is from
+/// its own neighbour on the other side (`before` lo, `after` hi), when there is one.
+#[inline(always)]
+fn edge(
+    lo: Option<u128>,
+    hi: Option<u128>,
+    before: Option<u128>,
+    after: Option<u128>,
+) -> (Option<u128>, Option<u128>) {
+    match (lo, hi) {
+        (Some(l), None) => (lo, before.map(|b| l.saturating_add(l.saturating_sub(b)))),
+        (None, Some(h)) => (after.map(|a| h.saturating_sub(a.saturating_sub(h))), hi),
+        _ => (lo, hi),
+    }
 }
 
 /// A leaf's answer from its guessed node `g` (1 ..= n - 1) and one neighbour: `Some(Some(at))` the
@@ -191,18 +287,17 @@ impl Pages {
     /// Every key through the decoded root: its child, with the bounds the root gives it.
     #[inline(always)]
     fn root_all(&self, r: &Root, probes: &[Probe<'_>], walks: &mut [Walk]) {
-        let n = r.kids.len();
         for (p, w) in probes.iter().zip(walks.iter_mut()) {
             if p.key.is_empty() {
                 w.pgno = 0;
                 continue;
             }
-            let i = r.child_of(p);
+            let s = &r.starts[r.child_of(p)];
             *w = Walk {
-                pgno: r.kids[i],
-                lo: r.heads[i],
-                hi: r.heads[(i + 1).min(n - 1)],
-                bounded: i > 0 && i + 1 < n,
+                pgno: s.pgno,
+                lo: s.lo,
+                hi: s.hi,
+                bounded: s.bounded,
                 ..Walk::NONE
             };
             self.prefetch_page(w.pgno);
@@ -289,12 +384,12 @@ impl Pages {
                 0
             };
             if g > 0 {
-                prefetch_node(page, g);
+                prefetch_at(page, n, g);
                 if !leaf {
-                    prefetch_node(page, g + 1);
+                    prefetch_at(page, n, g + 1);
                 }
             } else if n > 1 {
-                prefetch_node(page, n / 2);
+                prefetch_at(page, n, n / 2);
             }
             (w.n, w.upper, w.g) = (n as u32, upper as u32, g as u32);
         }
@@ -317,22 +412,9 @@ impl Pages {
             let page = self.entered(w.pgno);
             let (n, upper, g) = (w.n as usize, w.upper as usize, w.g as usize);
             tally.tried += (g > 0) as u64;
-            // The guess confirmed: node g <= the probe < node g + 1, or g is the last node (the
-            // probe is below the page's upper bound, the separator that led here).
             let confirmed = (g > 0)
-                .then(|| quick(page, upper, g, p))
-                .flatten()
-                .filter(|&(_, a)| a <= (p.hi, p.lo))
-                .and_then(|(at, a)| {
-                    let hi = if g + 1 == n {
-                        Some(w.hi)
-                    } else {
-                        quick(page, upper, g + 1, p)
-                            .filter(|&(_, b)| b > (p.hi, p.lo))
-                            .map(|(_, b)| wide(b))
-                    };
-                    hi.map(|hi| (at, wide(a), hi))
-                });
+                .then(|| branch_quick(page, upper, n, g, w.hi, p))
+                .flatten();
             match confirmed {
                 Some((at, lo, hi)) => {
                     tally.hit += 1;
@@ -357,16 +439,30 @@ impl Pages {
         // The child's bounds: this node's key and the next one's (node 0 has no key: the page's own
         // lower bound holds; past the last node, its upper bound).
         if guessing {
-            let has_lo = base > 0 || w.bounded;
-            if base > 0 {
-                w.lo = head_at(page, node + NODE, key.len());
-            }
-            let has_hi = base + 1 < n || w.bounded;
-            if base + 1 < n {
-                let (next, nkey) = self.node(page, pgno, upper, base + 1)?;
-                w.hi = head_at(page, next + NODE, nkey.len());
-            }
-            w.bounded = has_lo && has_hi;
+            // Node j's key head (node 0 has none).
+            let head = |j: usize| -> Found<Option<u128>> {
+                if j == 0 || j >= n {
+                    return Ok(None);
+                }
+                let (at, key) = self.node(page, pgno, upper, j)?;
+                Ok(Some(head_at(page, at + NODE, key.len())))
+            };
+            let lo = if base > 0 {
+                Some(head_at(page, node + NODE, key.len()))
+            } else {
+                w.bounded.then_some(w.lo)
+            };
+            let hi = match head(base + 1)? {
+                None if w.bounded => Some(w.hi),
+                h => h,
+            };
+            let (lo, hi) = match (lo, hi) {
+                (Some(_), Some(_)) => (lo, hi),
+                (None, _) => edge(lo, hi, None, head(base + 2)?),
+                (_, None) => edge(lo, hi, head(base.wrapping_sub(1))?, None),
+            };
+            w.bounded = lo.is_some() && hi.is_some();
+            (w.lo, w.hi) = (lo.unwrap_or(0), hi.unwrap_or(0));
         }
         w.pgno = child(size, flags);
         Ok(hit)

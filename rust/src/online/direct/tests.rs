@@ -456,3 +456,36 @@ fn one_key_searches_equal_lmdb_for_every_probe() {
         "the tree needs a level below the root's children"
     );
 }
+
+/// A probe's head and masks, read as two overlapping words, equal the key's first 16 bytes copied
+/// into a zeroed buffer, for every key length.
+#[test]
+fn a_probe_is_its_keys_first_16_bytes_and_their_mask() {
+    let mut rng = Rng::new(3);
+    for n in 0..=40usize {
+        for _ in 0..50 {
+            let key: Vec<u8> = (0..n).map(|_| rng.below(256) as u8).collect();
+            let p = Probe::new(&key);
+            let m = n.min(16);
+            let mut a = [0u8; 16];
+            a[..m].copy_from_slice(&key[..m]);
+            let head = u128::from_be_bytes(a);
+            let mask = if m == 16 {
+                u128::MAX
+            } else {
+                !(u128::MAX >> (8 * m))
+            };
+            assert_eq!(
+                (p.head, p.hi, p.lo, p.mask_hi, p.mask_lo),
+                (
+                    head,
+                    (head >> 64) as u64,
+                    head as u64,
+                    (mask >> 64) as u64,
+                    mask as u64
+                ),
+                "{key:?}"
+            );
+        }
+    }
+}
