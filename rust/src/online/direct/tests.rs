@@ -537,7 +537,7 @@ fn random_trees_of_every_depth_equal_lmdb_in_batches_of_every_size() {
         for _ in 0..600 {
             let k = &stored[rng.below(stored.len())];
             probes.push(match rng.below(6) {
-                0 | 1 | 2 => k.clone(),
+                0..=2 => k.clone(),
                 3 => {
                     let mut m = k.clone();
                     let at = rng.below(m.len());
