@@ -426,9 +426,9 @@ fn the_guess_is_a_node_of_the_page_and_follows_the_key() {
     assert_eq!(guess(100, 100, 100, 50), 0, "no span, no guess");
 }
 
-/// A request of one key takes its own straight-line code (`search` with arrays of one, see
-/// `Pages::walk`): it must find what LMDB finds for every key around every stored one, on evenly
-/// spread keys (the guess hits), dense clusters far apart (it misses) and long keys (compared in full).
+/// A request of one key (the commonest, its record on the stack): it must find what LMDB finds for
+/// every key around every stored one, on evenly spread keys (the guess hits), dense clusters far apart
+/// (it misses) and long keys (compared in full).
 #[test]
 fn one_key_searches_equal_lmdb_for_every_probe() {
     let dir = tempfile::tempdir().unwrap();
