@@ -319,7 +319,8 @@ impl Pages {
     #[inline(always)]
     fn enter(&self, pgno: u64, limit: u64, last: u64, leaf: bool) -> Found<(&[u8], usize, usize)> {
         if pgno >= 2 && pgno < limit {
-            let page = self.entered(pgno);
+            // SAFETY: 2 <= pgno < limit.
+            let page = unsafe { self.entered(pgno) };
             let b = page.as_ptr();
             // SAFETY: a page is at least 512 bytes (`open`), its header 16.
             let (no, flags, lower, upper) = unsafe {
@@ -353,12 +354,16 @@ impl Pages {
         self.node_page(pgno, last, leaf)
     }
 
-    /// Page `pgno`, which [`Pages::enter`] accepted earlier in this search.
+    /// Page `pgno` as a slice, without checks.
+    ///
+    /// # Safety
+    /// `pgno` must be inside the mapping and the file: in `2..limit` of this search, or accepted by
+    /// [`Pages::node_page`] in it. (The caller's read transaction pins its snapshot's pages, see
+    /// `span`.)
     #[inline(always)]
-    fn entered(&self, pgno: u64) -> &[u8] {
-        // SAFETY: `enter` accepted `pgno` in this search (2 <= pgno < `limit`, or `node_page`'s own
-        // checks), so the page is inside the mapping and the file; the caller's read transaction
-        // pins its snapshot's pages (see `span`).
+    unsafe fn entered(&self, pgno: u64) -> &[u8] {
+        // SAFETY: the page is inside the mapping (the caller's contract), which lives as long as
+        // `self`.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(pgno as usize * self.psize), self.psize) }
     }
 
@@ -409,7 +414,8 @@ impl Pages {
             if w.pgno == 0 {
                 continue;
             }
-            let page = self.entered(w.pgno);
+            // SAFETY: the enter pass of this level accepted `w.pgno` (`enter`).
+            let page = unsafe { self.entered(w.pgno) };
             let (n, upper, g) = (w.n as usize, w.upper as usize, w.g as usize);
             tally.tried += (g > 0) as u64;
             let confirmed = (g > 0)
@@ -483,7 +489,8 @@ impl Pages {
             if w.pgno == 0 || w.n == 0 {
                 continue;
             }
-            let page = self.entered(w.pgno);
+            // SAFETY: the enter pass of this level accepted `w.pgno` (`enter`).
+            let page = unsafe { self.entered(w.pgno) };
             let (n, upper, g) = (w.n as usize, w.upper as usize, w.g as usize);
             tally.tried += (g > 0) as u64;
             let found = match (g > 0).then(|| leaf_quick(page, upper, n, g, p)).flatten() {
