@@ -3,12 +3,12 @@
 //!
 //! Why: LMDB's lookup was ~60% of a 100-key request (one walk per key, a `memcmp` through a function
 //! pointer per probe, and each leaf page a cache miss waited for alone). Here all lookups of a request
-//! walk the tree together, level by level: every binary-search step of every key is taken in one pass
-//! over the batch, and the node the key compares with next is prefetched, so the cache misses of
-//! different keys overlap instead of adding up; keys are compared as 16-byte big-endian integers
-//! (exact for LMDB's byte order, with a full comparison only when those bytes tie). Below the root, a
-//! page's first probe is guessed from the separators around it in its parent ([`guess`]), and the
-//! root itself is searched in a decoded copy kept per snapshot (`Root`).
+//! walk the tree together, level by level, two passes over the batch per level (`direct/batch.rs`):
+//! what a key reads next is prefetched a pass before it is read, so the cache misses of different
+//! keys overlap instead of adding up; keys are compared as 16-byte big-endian integers (exact for
+//! LMDB's byte order, with a full comparison only when those bytes tie). Below the root, a page's
+//! first probe is guessed from the separators around it in its parent ([`guess`]), and the root
+//! itself is searched in a decoded copy kept per snapshot (`Root`).
 //!
 //! Soundness rests on four rules:
 //! - **The snapshot is pinned by the transaction.** The caller holds a read transaction (`RoTxn`),
@@ -111,6 +111,10 @@ struct Root {
     heads: Vec<u128>,
     lens: Vec<u8>,
     kids: Vec<u64>,
+    /// The longest key of nodes 1.. (a probe at least this long compares by its head alone).
+    longest: usize,
+    /// Node i's child page with the bounds its separators give it, as the search starts from it.
+    starts: Vec<batch::Start>,
 }
 
 impl Root {
@@ -124,15 +128,68 @@ impl Root {
     }
 
     /// The last node whose key is <= the probe's (node 0 when none is).
-    #[inline]
+    #[inline(always)]
     fn child_of(&self, p: &Probe<'_>) -> usize {
         let (mut base, mut len) = (0, self.kids.len());
+        if p.key.len() >= self.longest {
+            // No node's key is longer than the probe's, so equal heads make the node's key the
+            // probe's or a prefix of it: <= either way, and the step is one comparison of two
+            // integers, without a branch (which way a step goes is a coin toss).
+            let heads = &self.heads[..len];
+            while len > 1 {
+                let half = len / 2;
+                let i = base + half;
+                // SAFETY: base + len <= heads.len() throughout (base grows by at most half as len
+                // shrinks by half), and half < len, so i < heads.len().
+                let h = unsafe { *heads.get_unchecked(i) };
+                base = at_most_then(h, p.head, i, base);
+                len -= half;
+            }
+            return base;
+        }
         while len > 1 {
             let half = len / 2;
             base += half * self.at_most(base + half, p) as usize;
             len -= half;
         }
         base
+    }
+}
+
+/// `if h <= probe { i } else { base }`, without a branch. Which way a search step goes is a coin
+/// toss, and a mispredicted branch costs more than the step; the compiler turns a plain select in a
+/// search loop into a branch (its heuristic for a select on the loop's critical path), so on x86-64
+/// it is a conditional move written out.
+#[inline(always)]
+fn at_most_then(h: u128, probe: u128, i: usize, base: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut base = base;
+        // SAFETY: register arithmetic only (a 128-bit comparison by subtraction with borrow, and a
+        // conditional move between two registers): no memory, no stack, no flags kept.
+        unsafe {
+            core::arch::asm!(
+                "cmp {plo}, {hlo}",
+                "sbb {phi}, {hhi}",
+                "cmovae {base}, {i}",
+                plo = in(reg) probe as u64,
+                hlo = in(reg) h as u64,
+                phi = inout(reg) (probe >> 64) as u64 => _,
+                hhi = in(reg) (h >> 64) as u64,
+                base = inout(reg) base,
+                i = in(reg) i,
+                options(pure, nomem, nostack),
+            );
+        }
+        base
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        if h <= probe {
+            i
+        } else {
+            base
+        }
     }
 }
 
@@ -170,22 +227,34 @@ impl<'k> Probe<'k> {
 
     #[inline]
     pub fn new(key: &'k [u8]) -> Probe<'k> {
-        let mut a = [0u8; 16];
-        let n = key.len().min(16);
-        a[..n].copy_from_slice(&key[..n]);
-        let head = u128::from_be_bytes(a);
-        let mask = if n == 16 {
-            u128::MAX
+        // Keys of 8 bytes or more (every full key of the store: a 4-byte view prefix and the encoded
+        // key) are read as two overlapping words, not copied byte by byte into a buffer (a call to
+        // `memcpy` per key, a visible part of a request's setup).
+        let n = key.len();
+        let (hi, lo) = if n >= 16 {
+            (be64(key, 0), be64(key, 8))
+        } else if n > 8 {
+            // The key's last 8 bytes, moved up past the bytes of the first word they repeat.
+            (be64(key, 0), be64(key, n - 8) << (8 * (16 - n)))
+        } else if n == 8 {
+            (be64(key, 0), 0)
         } else {
-            !(u128::MAX >> (8 * n))
+            let mut a = [0u8; 8];
+            a[..n].copy_from_slice(key);
+            (u64::from_be_bytes(a), 0)
+        };
+        let cut = |bytes: usize| match bytes {
+            0 => 0,
+            8.. => u64::MAX,
+            b => !(u64::MAX >> (8 * b)),
         };
         Probe {
             key,
-            head,
-            hi: (head >> 64) as u64,
-            lo: head as u64,
-            mask_hi: (mask >> 64) as u64,
-            mask_lo: mask as u64,
+            head: (hi as u128) << 64 | lo as u128,
+            hi,
+            lo,
+            mask_hi: cut(n),
+            mask_lo: cut(n.saturating_sub(8)),
         }
     }
 
@@ -193,6 +262,14 @@ impl<'k> Probe<'k> {
     pub fn key(&self) -> &'k [u8] {
         self.key
     }
+}
+
+/// The 8 bytes of `b` at `at` as a big-endian integer.
+#[inline(always)]
+fn be64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_be_bytes(a)
 }
 
 /// The key of a node as a [`Probe`] head: 16 bytes loaded from the page, the ones past the key masked.
@@ -271,28 +348,6 @@ impl RootCache {
     }
 }
 
-/// Requests of at most this many lookups keep their cursors on the stack.
-const STACK_CURSORS: usize = 8;
-
-/// Where one lookup is in its walk.
-#[derive(Clone, Copy)]
-struct Cursor<'m> {
-    page: &'m [u8],
-    pgno: u64,
-    upper: usize,
-    /// The search range: nodes `base .. base + len` of `page`; the answer is the last node <= the key.
-    base: usize,
-    len: usize,
-    active: bool,
-    /// The heads of the separators around this page in its parent (every key of the page is >= `lo`
-    /// and < `hi`), when both are known (`bounded`): a hint for the first probe, see [`guess`].
-    lo: u128,
-    hi: u128,
-    bounded: bool,
-    /// The node probed first on this page ([`guess`]), 0 for none.
-    first: usize,
-}
-
 /// The node of a page of `n` nodes (keys between the heads `lo` and `hi`) to compare a key of head
 /// `head` with first: where the key would sit if the page's keys were spread evenly between its
 /// bounds. Why: a search step on a page not in the cache is a cache miss waited for alone (each step
@@ -308,6 +363,11 @@ fn guess(lo: u128, hi: u128, head: u128, n: usize) -> usize {
     }
     let at = if head <= lo {
         0.0
+    } else if (hi - lo) >> 63 == 0 {
+        // Both differences below 2^63 (keys that differ only in their last 8 of 16 head bytes, the
+        // usual case within a page): each converts in one instruction, rounded, which a hint allows.
+        let span = (hi - lo) as u64;
+        ((head - lo) as u64).min(span) as i64 as f64 / span as i64 as f64
     } else {
         // Both differences cut to their top 53 bits, as i64 (a u128 to f64 conversion is a call, an
         // u64 one a sequence of six instructions; below 2^53 the signed conversion is one, and exact).
@@ -315,7 +375,10 @@ fn guess(lo: u128, hi: u128, head: u128, n: usize) -> usize {
         let cut = (128 - span.leading_zeros()).saturating_sub(53);
         ((head - lo).min(span) >> cut) as i64 as f64 / (span >> cut) as i64 as f64
     };
-    ((at * n as f64) as usize).clamp(1, n - 1)
+    // SAFETY: `at` is in [0, 1] (a non-negative difference at most `span`, over `span` > 0: finite),
+    // and n < 2^16 (nodes of one page), so the product truncates to an integer that fits in u32.
+    let g = unsafe { (at * n as u32 as f64).to_int_unchecked::<u32>() } as usize;
+    g.clamp(1, n - 1)
 }
 
 impl Pages {
@@ -631,6 +694,8 @@ impl Pages {
             heads: Vec::with_capacity(n),
             lens: Vec::with_capacity(n),
             kids: Vec::with_capacity(n),
+            longest: 0,
+            starts: Vec::new(),
         };
         for i in 0..n {
             let (at, key) = self.node(page, tree.root, upper, i)?;
@@ -647,9 +712,13 @@ impl Pages {
             } else {
                 head_at(page, at + NODE, key.len())
             });
+            if i > 0 {
+                root.longest = root.longest.max(key.len());
+            }
             root.lens.push(key.len() as u8);
             root.kids.push(child(size, flags));
         }
+        root.starts = batch::starts(&root.heads, &root.kids);
         let root = std::sync::Arc::new(root);
         // Another thread storing its snapshot's root at the same moment: let it, this request has its own.
         if let Ok(mut slot) = self.root.try_write() {
@@ -657,250 +726,9 @@ impl Pages {
         }
         Ok((!root.kids.is_empty()).then_some(root))
     }
-
-    /// Looks up every probe in `tree`: `out[i]` is the data of probe i's key, None when absent (an
-    /// empty key is never stored, so it is absent). `record`: search the main database, whose nodes
-    /// name databases.
-    pub fn search<'m>(
-        &'m self,
-        tree: &Tree,
-        probes: &[Probe<'_>],
-        out: &mut [Option<&'m [u8]>],
-        record: bool,
-    ) -> Found<()> {
-        out.fill(None);
-        if tree.depth == 0 {
-            return Ok(());
-        }
-        let start = Cursor {
-            page: &[],
-            pgno: tree.root,
-            upper: 0,
-            base: 0,
-            len: 0, // set when the cursor enters a page
-            active: false,
-            lo: 0,
-            hi: 0,
-            bounded: false, // the root's keys have no bounds
-            first: 0,
-        };
-        // One key (a one-entity request of one view, the commonest) walks with arrays of one, a
-        // length the compiler sees, so every pass below becomes straight-line code for it: the passes'
-        // loops were most of the instructions of a one-key lookup. Small requests (one entity of a
-        // few views) keep their cursors on the stack: an allocation is a visible part of a lookup.
-        // `pending` holds the cursors still searching their page after the guess (most are not), so
-        // that each pass of the binary searches visits only those.
-        if let ([p], [o]) = (probes, &mut *out) {
-            return self.walk(
-                tree,
-                std::slice::from_ref(p),
-                std::slice::from_mut(o),
-                record,
-                &mut [start],
-                &mut [0],
-            );
-        }
-        self.walk_many(tree, probes, out, record, start)
-    }
-
-    /// [`Pages::walk`] for any number of probes, kept out of line: a second inlined copy of the walk
-    /// in `search` changed what the compiler inlined into it (a 100-key request took ~5% more
-    /// instructions).
-    #[inline(never)]
-    fn walk_many<'m>(
-        &'m self,
-        tree: &Tree,
-        probes: &[Probe<'_>],
-        out: &mut [Option<&'m [u8]>],
-        record: bool,
-        start: Cursor<'m>,
-    ) -> Found<()> {
-        if probes.len() <= STACK_CURSORS {
-            let n = probes.len();
-            let (mut cur, mut pending) = ([start; STACK_CURSORS], [0u32; STACK_CURSORS]);
-            return self.walk(tree, probes, out, record, &mut cur[..n], &mut pending[..n]);
-        }
-        let (mut cur, mut pending) = (vec![start; probes.len()], vec![0u32; probes.len()]);
-        self.walk(tree, probes, out, record, &mut cur, &mut pending)
-    }
-
-    /// [`Pages::search`]'s walk, with one cursor and one `pending` slot per probe.
-    #[inline(always)]
-    fn walk<'m>(
-        &'m self,
-        tree: &Tree,
-        probes: &[Probe<'_>],
-        out: &mut [Option<&'m [u8]>],
-        record: bool,
-        cur: &mut [Cursor<'m>],
-        pending: &mut [u32],
-    ) -> Found<()> {
-        let last = tree.last;
-        for (c, p) in cur.iter_mut().zip(probes) {
-            c.active = !p.key.is_empty();
-        }
-        let rate = self.guess_rate.load(Ordering::Relaxed);
-        let count = self.searches.load(Ordering::Relaxed).wrapping_add(1);
-        self.searches.store(count, Ordering::Relaxed);
-        let guessing = rate >= GUESS_MIN || count % GUESS_RETRY == 0;
-        let (mut tried, mut hit) = (0u64, 0u64);
-        let mut top = 0;
-        if let Some(root) = (!record && tree.depth > 1)
-            .then(|| self.decoded_root(tree))
-            .transpose()?
-            .flatten()
-        {
-            let n = root.kids.len();
-            for (c, p) in cur.iter_mut().zip(probes).filter(|(c, _)| c.active) {
-                let i = root.child_of(p);
-                c.pgno = root.kids[i];
-                c.lo = root.heads[i];
-                c.hi = root.heads[(i + 1).min(n - 1)];
-                c.bounded = i > 0 && i + 1 < n;
-                self.prefetch_page(c.pgno);
-            }
-            top = 1;
-        }
-        for level in top..tree.depth {
-            let leaf = level + 1 == tree.depth;
-            // Enter this level's pages (their first lines were prefetched when the level above chose
-            // them) and prefetch each key's first comparison: the guessed node and its neighbours when
-            // the page's bounds are known, else the middle one.
-            for (c, p) in cur.iter_mut().zip(probes).filter(|(c, _)| c.active) {
-                let (page, n, upper) = self.node_page(c.pgno, last, leaf)?;
-                let first = if c.bounded && guessing {
-                    guess(c.lo, c.hi, p.head, n)
-                } else {
-                    0
-                };
-                *c = Cursor {
-                    page,
-                    upper,
-                    base: 0,
-                    len: n,
-                    active: n > 0,
-                    first,
-                    ..*c
-                };
-                if first > 0 {
-                    prefetch_node(page, first - 1);
-                    prefetch_node(page, first);
-                    prefetch_node(page, first + 1);
-                } else if n > 1 {
-                    prefetch_node(page, n / 2);
-                }
-            }
-            // The guessed node and a neighbour: the answer, or a narrower range for the binary search.
-            // The answer (the last node <= the key) lies in `base .. base + len`, and node `base` is
-            // <= the key unless `base` is 0.
-            for (c, p) in cur.iter_mut().zip(probes) {
-                let g = c.first;
-                if g == 0 || c.len <= 1 {
-                    continue;
-                }
-                let n = c.len;
-                if self.at_most(c.page, c.pgno, c.upper, g, p)? == 1 {
-                    if g + 1 == n || self.at_most(c.page, c.pgno, c.upper, g + 1, p)? == 0 {
-                        (c.base, c.len) = (g, 1);
-                    } else {
-                        (c.base, c.len) = (g + 1, n - g - 1);
-                    }
-                } else if g == 1 || self.at_most(c.page, c.pgno, c.upper, g - 1, p)? == 1 {
-                    (c.base, c.len) = (g - 1, 1);
-                } else {
-                    (c.base, c.len) = (0, g - 1);
-                }
-                tried += 1;
-                hit += (c.len == 1) as u64;
-                if c.len > 1 {
-                    prefetch_node(c.page, c.base + c.len / 2);
-                }
-            }
-            // Binary searches, one step of every key per pass: the node a key compares with next is
-            // prefetched a whole pass earlier. A branch's node 0 is never compared (mid >= 1). Only the
-            // keys not done with this page are visited (an inactive cursor has len 0).
-            let mut left = 0;
-            for (i, c) in cur.iter().enumerate() {
-                if c.len > 1 {
-                    pending[left] = i as u32;
-                    left += 1;
-                }
-            }
-            while left > 0 {
-                let mut kept = 0;
-                for k in 0..left {
-                    let i = pending[k] as usize;
-                    let (c, p) = (&mut cur[i], &probes[i]);
-                    let half = c.len / 2;
-                    let le = self.at_most(c.page, c.pgno, c.upper, c.base + half, p)?;
-                    c.base += half & le.wrapping_neg();
-                    c.len -= half;
-                    if c.len > 1 {
-                        prefetch_node(c.page, c.base + c.len / 2);
-                        pending[kept] = i as u32;
-                        kept += 1;
-                    }
-                }
-                left = kept;
-            }
-            for ((c, p), o) in cur.iter_mut().zip(probes).zip(out.iter_mut()) {
-                if !c.active {
-                    continue;
-                }
-                let (at, key) = self.node(c.page, c.pgno, c.upper, c.base)?;
-                if leaf {
-                    let same = key.len() == p.key.len()
-                        && if key.len() <= 16 {
-                            head_at(c.page, at + NODE, key.len()) == p.head
-                        } else {
-                            key == p.key
-                        };
-                    if same {
-                        *o = Some(self.data(c.page, c.pgno, at, last, record)?);
-                    }
-                } else {
-                    let (size, flags, _) = node_header(c.page, at);
-                    // The child's bounds: this node's key and the next one's (node 0 has no key: the
-                    // page's own lower bound holds; past the last node, its upper bound).
-                    if guessing {
-                        let has_lo = c.base > 0 || c.bounded;
-                        if c.base > 0 {
-                            c.lo = head_at(c.page, at + NODE, key.len());
-                        }
-                        let n = (u16_at(c.page, PAGE_LOWER) as usize - HEADER) / 2;
-                        let has_hi = c.base + 1 < n || c.bounded;
-                        if c.base + 1 < n {
-                            let (next, nkey) = self.node(c.page, c.pgno, c.upper, c.base + 1)?;
-                            c.hi = head_at(c.page, next + NODE, nkey.len());
-                        }
-                        c.bounded = has_lo && has_hi;
-                    }
-                    c.pgno = child(size, flags);
-                    self.prefetch_page(c.pgno);
-                }
-            }
-        }
-        // An average that forgets: 1/8 of this search's rate replaces 1/8 of the old one.
-        if let Some(now) = (hit * 256).checked_div(tried) {
-            self.guess_rate
-                .store(rate - rate / 8 + now / 8, Ordering::Relaxed);
-        }
-        Ok(())
-    }
 }
 
-/// Prefetches the header and key of node `i` of `page` (the offset itself is read unchecked: a
-/// prefetch of a wrong address is harmless, and the search checks it before the node is read).
-#[inline(always)]
-fn prefetch_node(page: &[u8], i: usize) {
-    let slot = HEADER + 2 * i;
-    if slot + 2 <= page.len() {
-        let at = u16_at(page, slot) as usize;
-        let p = page.as_ptr().wrapping_add(at);
-        prefetch(p);
-        prefetch(p.wrapping_add(NODE + 15));
-    }
-}
+mod batch;
 
 #[cfg(test)]
 mod tests;

@@ -68,7 +68,10 @@ pub const MAX_DEPTH: u16 = 32;
 
 #[inline(always)]
 pub fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([b[at], b[at + 1]])
+    // One bounds check and one load (indexing the two bytes apart checked and loaded each).
+    let mut a = [0; 2];
+    a.copy_from_slice(&b[at..at + 2]);
+    u16::from_ne_bytes(a)
 }
 
 #[inline(always)]

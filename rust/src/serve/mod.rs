@@ -37,7 +37,7 @@ use crate::online::key;
 use crate::online::read::{fetch, judge, small, KeyBatch, Out, Resolved};
 use crate::online::schema::Kind;
 use crate::online::status::{Window, NOT_FOUND, PRESENT};
-use crate::online::value::arr;
+use crate::online::value::{arr, F64Slot};
 use crate::transform::dense::{Num, Rows};
 
 pub mod transform;
@@ -155,6 +155,13 @@ trait Sink {
     const KINDS: bool;
     fn put(&mut self, i: usize, c: usize, x: Option<f64>);
     fn kind(&mut self, _c: usize, _t: &DataType) {}
+    /// Row `i`'s float64 features from column `c` on, read from value `val` through `slots`.
+    #[inline(always)]
+    fn put_slots(&mut self, i: usize, c: usize, slots: &[F64Slot], val: &[u8]) {
+        for (j, slot) in slots.iter().enumerate() {
+            self.put(i, c + j, slot.read(val));
+        }
+    }
 }
 
 /// `get_f64`'s output: row-major `n x w`, NaN for no value.
@@ -168,6 +175,15 @@ impl Sink for Matrix<'_> {
     #[inline]
     fn put(&mut self, i: usize, c: usize, x: Option<f64>) {
         self.values[i * self.w + c] = x.unwrap_or(f64::NAN);
+    }
+
+    #[inline(always)]
+    fn put_slots(&mut self, i: usize, c: usize, slots: &[F64Slot], val: &[u8]) {
+        // The row's cells as one slice: one bounds check per row, not one per feature.
+        let at = i * self.w + c;
+        for (o, slot) in self.values[at..at + slots.len()].iter_mut().zip(slots) {
+            *o = slot.read(val).unwrap_or(f64::NAN);
+        }
     }
 }
 
@@ -603,11 +619,7 @@ impl Plan {
 fn put_row<S: Sink>(out: &mut S, i: usize, part: &Part, res: Option<&Resolved>, s: i8, val: &[u8]) {
     match res {
         Some(r) if s == PRESENT => match &r.f64_slots {
-            Some(slots) => {
-                for (j, slot) in slots.iter().enumerate() {
-                    out.put(i, part.offset + j, slot.read(val));
-                }
-            }
+            Some(slots) => out.put_slots(i, part.offset, slots, val),
             None => {
                 for (j, &k) in r.cols.iter().enumerate() {
                     out.put(i, part.offset + j, r.layout.f64_of(val, k));

@@ -288,15 +288,18 @@ fn damaged_pages_are_errors_never_crashes() {
                 .unwrap();
             let txn = env.read_txn().unwrap();
             let tree = pages.tree(&txn).unwrap();
-            let probes: Vec<Probe<'_>> = keys.iter().step_by(7).map(|k| Probe::new(k)).collect();
-            let mut out = vec![None; probes.len()];
-            match pages.search(&tree, &probes, &mut out, false) {
-                Ok(()) => {}
-                Err(Miss::Damaged(Error::Storage(m))) => {
-                    assert!(m.contains("damaged") && m.contains("materialize"), "{m}");
-                    errors += 1;
+            // A large batch (its records on the heap) and a small one (on the stack).
+            for step in [7, 1100] {
+                let probes: Vec<Probe<'_>> = keys.iter().step_by(step).map(|k| Probe::new(k)).collect();
+                let mut out = vec![None; probes.len()];
+                match pages.search(&tree, &probes, &mut out, false) {
+                    Ok(()) => {}
+                    Err(Miss::Damaged(Error::Storage(m))) => {
+                        assert!(m.contains("damaged") && m.contains("materialize"), "{m}");
+                        errors += 1;
+                    }
+                    Err(e) => panic!("{e:?}"),
                 }
-                Err(e) => panic!("{e:?}"),
             }
             drop(txn);
             file.write_all_at(&[old], at as u64).unwrap();
@@ -423,9 +426,9 @@ fn the_guess_is_a_node_of_the_page_and_follows_the_key() {
     assert_eq!(guess(100, 100, 100, 50), 0, "no span, no guess");
 }
 
-/// A request of one key takes its own straight-line code (`search` with arrays of one, see
-/// `Pages::walk`): it must find what LMDB finds for every key around every stored one, on evenly
-/// spread keys (the guess hits), dense clusters far apart (it misses) and long keys (compared in full).
+/// A request of one key (the commonest, its record on the stack): it must find what LMDB finds for
+/// every key around every stored one, on evenly spread keys (the guess hits), dense clusters far apart
+/// (it misses) and long keys (compared in full).
 #[test]
 fn one_key_searches_equal_lmdb_for_every_probe() {
     let dir = tempfile::tempdir().unwrap();
@@ -454,5 +457,117 @@ fn one_key_searches_equal_lmdb_for_every_probe() {
     assert!(
         db.stat(&txn).unwrap().depth >= 3,
         "the tree needs a level below the root's children"
+    );
+}
+
+/// A probe's head and masks, read as two overlapping words, equal the key's first 16 bytes copied
+/// into a zeroed buffer, for every key length.
+#[test]
+fn a_probe_is_its_keys_first_16_bytes_and_their_mask() {
+    let mut rng = Rng::new(3);
+    for n in 0..=40usize {
+        for _ in 0..50 {
+            let key: Vec<u8> = (0..n).map(|_| rng.below(256) as u8).collect();
+            let p = Probe::new(&key);
+            let m = n.min(16);
+            let mut a = [0u8; 16];
+            a[..m].copy_from_slice(&key[..m]);
+            let head = u128::from_be_bytes(a);
+            let mask = if m == 16 {
+                u128::MAX
+            } else {
+                !(u128::MAX >> (8 * m))
+            };
+            assert_eq!(
+                (p.head, p.hi, p.lo, p.mask_hi, p.mask_lo),
+                (
+                    head,
+                    (head >> 64) as u64,
+                    head as u64,
+                    (mask >> 64) as u64,
+                    mask as u64
+                ),
+                "{key:?}"
+            );
+        }
+    }
+}
+
+/// Random trees of every depth from 1 to 4, with keys of every shape the search treats differently
+/// (12-byte integers, which take the two-word comparisons; any length up to 16 bytes; longer keys,
+/// which take the checked search; clusters far apart, where the guess misses), searched in batches of
+/// every size (one key, the stack's sizes around `STACK_KEYS`, and larger) holding stored keys, their
+/// neighbours that are not stored, empty keys and the same key more than once: every answer is
+/// LMDB's, with the guess taken and with it off.
+#[test]
+fn random_trees_of_every_depth_equal_lmdb_in_batches_of_every_size() {
+    let mut depths = std::collections::BTreeSet::new();
+    let mut rng = Rng::new(0xB47C_4001);
+    for case in 0..20u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let (env, db) = open(dir.path(), 1 << 27);
+        let shape = case % 5;
+        let count = [1, 20, 300, 4000, 25_000][rng.below(5)];
+        let mut stored: Vec<Vec<u8>> = Vec::new();
+        let mut wtxn = env.write_txn().unwrap();
+        for i in 0..count as u64 {
+            let kb = match shape {
+                0 => key(1 + (i % 3) as u32, rng.below(1 << 30) as u64, false),
+                1 => (0..1 + rng.below(16)).map(|_| rng.below(256) as u8).collect(),
+                2 => (0..17 + rng.below(44)).map(|_| rng.below(4) as u8).collect(),
+                3 => key(2, (i % 4) << 50 | rng.below(1 << 20) as u64, false),
+                // Long keys: few per page, so a tree of a few thousand keys is 4 levels deep.
+                _ => {
+                    let mut k = key(1, rng.below(1 << 30) as u64, false);
+                    k.extend(std::iter::repeat_n(b'k', 240));
+                    k
+                }
+            };
+            db.put(&mut wtxn, &kb, &value(i, i % 97 == 0)).unwrap();
+            stored.push(kb);
+        }
+        wtxn.commit().unwrap();
+        let depth = {
+            let txn = env.read_txn().unwrap();
+            db.stat(&txn).unwrap().depth
+        };
+        depths.insert(depth);
+        let pages = Pages::open(&env, dir.path(), NAME.as_bytes()).unwrap();
+        let mut probes = Vec::new();
+        for _ in 0..600 {
+            let k = &stored[rng.below(stored.len())];
+            probes.push(match rng.below(6) {
+                0..=2 => k.clone(),
+                3 => {
+                    let mut m = k.clone();
+                    let at = rng.below(m.len());
+                    m[at] = m[at].wrapping_add(1 + rng.below(3) as u8);
+                    m
+                }
+                4 => k[..rng.below(k.len() + 1)].to_vec(),
+                _ => [k.as_slice(), &[rng.below(256) as u8]].concat(),
+            });
+        }
+        for _ in 0..20 {
+            let j = rng.below(probes.len());
+            let i = rng.below(probes.len());
+            probes[i] = probes[j].clone(); // the same key twice in a request
+        }
+        let mut rest = &probes[..];
+        for rate in [256, 0] {
+            pages.guess_rate.store(rate, Ordering::Relaxed);
+            rest = &probes[..];
+            for size in [1, 2, 7, 8, 9, 100, 1, 300] {
+                let (batch, more) = rest.split_at(size.min(rest.len()));
+                check(&env, &db, &pages, batch);
+                rest = more;
+            }
+        }
+        check(&env, &db, &pages, rest);
+    }
+    assert_eq!(
+        depths.iter().copied().collect::<Vec<_>>(),
+        vec![1, 2, 3, 4],
+        "the trees lost a depth; the test lost its point"
     );
 }
