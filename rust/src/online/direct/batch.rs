@@ -146,6 +146,29 @@ fn branch_quick(
     (c > key).then(|| (next, wide(b), wide(c)))
 }
 
+/// A branch's answer by a binary search of its nodes compared two words at a time (see [`quick`]),
+/// for a key the guess missed by more than a node (a page whose separators are spread unevenly, or
+/// shared by two views): the offset of the last node whose key is <= the probe's and the heads of
+/// that key and the next. `None` when a node cannot be compared that way, or the answer is the
+/// page's first or last node (whose bounds come from the level above: [`Pages::branch_checked`]).
+#[inline(always)]
+fn branch_search(page: &[u8], upper: usize, n: usize, p: &Probe<'_>) -> Option<(usize, u128, u128)> {
+    let key = (p.hi, p.lo);
+    let (mut base, mut len) = (0, n);
+    while len > 1 {
+        let half = len / 2;
+        let (_, k) = quick(page, upper, base + half, p)?;
+        base += half * (k <= key) as usize;
+        len -= half;
+    }
+    if base == 0 || base + 1 >= n {
+        return None;
+    }
+    let (at, a) = quick(page, upper, base, p)?;
+    let (_, b) = quick(page, upper, base + 1, p)?;
+    Some((at, wide(a), wide(b)))
+}
+
 /// Where a key that the decoded root sends to one of its children starts: the child's page and the
 /// bounds of its keys (see [`Walk`]), decided once per snapshot with the root.
 #[derive(Clone, Copy)]
@@ -427,7 +450,13 @@ impl Pages {
                     let (size, flags, _) = node_header(page, at);
                     (w.pgno, w.lo, w.hi) = (child(size, flags), lo, hi);
                 }
-                None => tally.hit += self.branch_checked(page, w, p, guessing)? as u64,
+                None => match branch_search(page, upper, n, p) {
+                    Some((at, lo, hi)) => {
+                        let (size, flags, _) = node_header(page, at);
+                        (w.pgno, w.lo, w.hi, w.bounded) = (child(size, flags), lo, hi, true);
+                    }
+                    None => tally.hit += self.branch_checked(page, w, p, guessing)? as u64,
+                },
             }
             self.prefetch_page(w.pgno);
         }
